@@ -1,0 +1,57 @@
+// Parameter registry of layers::Module.
+#include "layers/module.h"
+
+#include <ATen/ATen.h>
+
+namespace lintime::layers {
+
+void Module::register_parameter(std::string name, at::Tensor& parameter) {
+  parameters_.emplace_back(std::move(name), &parameter);
+}
+
+void Module::register_module(std::string name, Module& child) {
+  children_.emplace_back(std::move(name), &child);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Module::named_parameters(const std::string& prefix) const {
+  std::vector<std::pair<std::string, at::Tensor>> result;
+  for (const auto& [name, tensor] : parameters_) result.emplace_back(prefix + name, *tensor);
+  for (const auto& [name, child] : children_) {
+    auto nested = child->named_parameters(prefix + name + ".");
+    result.insert(result.end(), nested.begin(), nested.end());
+  }
+  return result;
+}
+
+void Module::for_each_parameter(const std::function<void(const std::string&, at::Tensor&)>& fn,
+                                const std::string& prefix) {
+  for (auto& [name, tensor] : parameters_) fn(prefix + name, *tensor);
+  for (auto& [name, child] : children_) child->for_each_parameter(fn, prefix + name + ".");
+}
+
+int64_t Module::parameter_count() const {
+  int64_t count = 0;
+  for (const auto& [name, tensor] : named_parameters()) count += tensor.numel();
+  return count;
+}
+
+void Module::to(const c10::Device& device, std::optional<at::ScalarType> dtype) {
+  for_each_parameter([&](const std::string&, at::Tensor& tensor) {
+    const bool requires_grad = tensor.requires_grad();
+    at::Tensor moved = tensor.detach().to(device, dtype.value_or(tensor.scalar_type())).contiguous();
+    if (moved.data_ptr() == tensor.data_ptr()) moved = moved.clone();
+    tensor = moved.set_requires_grad(requires_grad);
+  });
+}
+
+void Module::set_requires_grad(bool requires_grad) {
+  for_each_parameter([&](const std::string&, at::Tensor& tensor) { tensor.set_requires_grad(requires_grad); });
+}
+
+void Module::zero_grad() {
+  for_each_parameter([](const std::string&, at::Tensor& tensor) {
+    if (tensor.grad().defined()) tensor.mutable_grad() = at::Tensor();
+  });
+}
+
+}  // namespace lintime::layers

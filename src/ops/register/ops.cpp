@@ -1,0 +1,99 @@
+// Dispatcher calls behind ops.h.
+#include "ops/register/ops.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+namespace lintime::ops {
+namespace {
+
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+using OptTensor = const std::optional<at::Tensor>&;
+using GlaSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                        const at::Tensor&, const at::Tensor&, bool,
+                                                        double, OptTensor, bool, OptTensor);
+using GsaSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+    double, OptTensor, OptTensor, bool, OptTensor);
+using GsaReferenceSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, OptTensor, double,
+    OptTensor, OptTensor, bool, OptTensor);
+
+}  // namespace
+
+GlaResult gla_chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor& g, bool gate_on_value, double scale, OptTensor initial_state,
+                    bool output_final_state, OptTensor cu_seqlens) {
+  static auto handle = op<GlaSignature>("lintime::gla_chunk");
+  auto [o, final_state] = handle.call(q, k, v, g, gate_on_value, scale, initial_state,
+                                      output_final_state, cu_seqlens);
+  return {o, final_state};
+}
+
+GlaResult gla_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& g, bool gate_on_value, double scale,
+                        OptTensor initial_state, bool output_final_state, OptTensor cu_seqlens) {
+  static auto handle = op<GlaSignature>("lintime::gla_reference");
+  auto [o, final_state] = handle.call(q, k, v, g, gate_on_value, scale, initial_state,
+                                      output_final_state, cu_seqlens);
+  return {o, final_state};
+}
+
+at::Tensor gla_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& g, bool gate_on_value, double scale, at::Tensor& state) {
+  static auto handle =
+      op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                    bool, double, at::Tensor&)>("lintime::gla_step_");
+  return handle.call(q, k, v, g, gate_on_value, scale, state);
+}
+
+GsaResult gsa_chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor& s, OptTensor g, double scale, OptTensor initial_state_k,
+                    OptTensor initial_state_v, bool output_final_state, OptTensor cu_seqlens) {
+  static auto handle = op<GsaSignature>("lintime::gsa_chunk");
+  at::Tensor slot_write = s, log_gate;
+  if (g.has_value()) {
+    log_gate = *g;
+  } else {
+    static auto abc = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, OptTensor)>(
+        "lintime::abc_gates");
+    std::tie(slot_write, log_gate) = abc.call(s, cu_seqlens);
+  }
+  auto [o, hk, hv] = handle.call(q, k, v, slot_write, log_gate, scale, initial_state_k,
+                                 initial_state_v, output_final_state, cu_seqlens);
+  return {o, hk, hv};
+}
+
+GsaResult gsa_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& s, OptTensor g, double scale, OptTensor initial_state_k,
+                        OptTensor initial_state_v, bool output_final_state, OptTensor cu_seqlens) {
+  static auto handle = op<GsaReferenceSignature>("lintime::gsa_reference");
+  auto [o, hk, hv] = handle.call(q, k, v, s, g, scale, initial_state_k, initial_state_v,
+                                 output_final_state, cu_seqlens);
+  return {o, hk, hv};
+}
+
+at::Tensor gsa_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& s, const at::Tensor& g, double scale, at::Tensor& state_k,
+                     at::Tensor& state_v) {
+  static auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                     const at::Tensor&, const at::Tensor&, double, at::Tensor&,
+                                     at::Tensor&)>("lintime::gsa_step_");
+  return handle.call(q, k, v, s, g, scale, state_k, state_v);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step(const at::Tensor& q, const at::Tensor& k,
+                                                        const at::Tensor& v, const at::Tensor& s,
+                                                        const at::Tensor& g, double scale,
+                                                        const at::Tensor& state_k,
+                                                        const at::Tensor& state_v) {
+  static auto handle = op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+      const at::Tensor&, double, const at::Tensor&, const at::Tensor&)>("lintime::gsa_step");
+  return handle.call(q, k, v, s, g, scale, state_k, state_v);
+}
+
+}  // namespace lintime::ops

@@ -1,0 +1,62 @@
+// The C++ entry points of lintime's registered ops, called through the dispatcher so that the
+// backend (CPU, later CUDA) and autograd are chosen the same way as from Python.
+// Layers and models call these, never the implementation functions directly.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+namespace lintime::ops {
+
+struct GlaResult {
+  at::Tensor o;            // [B, T, HQ, V] (input dtype)
+  at::Tensor final_state;  // [N, H, K, V] fp32, undefined unless requested
+};
+
+GlaResult gla_chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor& g, bool gate_on_value, double scale,
+                    const std::optional<at::Tensor>& initial_state = std::nullopt,
+                    bool output_final_state = false,
+                    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+GlaResult gla_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& g, bool gate_on_value, double scale,
+                        const std::optional<at::Tensor>& initial_state = std::nullopt,
+                        bool output_final_state = false,
+                        const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+// Returns o [B, HQ, V]; updates `state` [B, H, K, V] in place.
+at::Tensor gla_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& g, bool gate_on_value, double scale, at::Tensor& state);
+
+struct GsaResult {
+  at::Tensor o;              // [B, T, HQ, V] (input dtype)
+  at::Tensor final_state_k;  // [N, H, K, M] fp32, undefined unless requested
+  at::Tensor final_state_v;  // [N, H, M, V] fp32, undefined unless requested
+};
+
+// Chunked GSA (training, prefill). g = nullopt selects ABC: s holds raw slot logits and the
+// gates come from abc_gates.
+GsaResult gsa_chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor& s, const std::optional<at::Tensor>& g, double scale,
+                    const std::optional<at::Tensor>& initial_state_k = std::nullopt,
+                    const std::optional<at::Tensor>& initial_state_v = std::nullopt,
+                    bool output_final_state = false,
+                    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+GsaResult gsa_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& s, const std::optional<at::Tensor>& g, double scale,
+                        const std::optional<at::Tensor>& initial_state_k = std::nullopt,
+                        const std::optional<at::Tensor>& initial_state_v = std::nullopt,
+                        bool output_final_state = false,
+                        const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+// Returns o [B, HQ, V]; updates state_k [B, H, K, M] and state_v [B, H, M, V] in place.
+at::Tensor gsa_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& s, const at::Tensor& g, double scale,
+                     at::Tensor& state_k, at::Tensor& state_v);
+// Functional step: returns (o, new_state_k, new_state_v).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step(const at::Tensor& q, const at::Tensor& k,
+                                                        const at::Tensor& v, const at::Tensor& s,
+                                                        const at::Tensor& g, double scale,
+                                                        const at::Tensor& state_k,
+                                                        const at::Tensor& state_v);
+
+}  // namespace lintime::ops

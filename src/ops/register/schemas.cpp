@@ -1,0 +1,45 @@
+// The one TORCH_LIBRARY(lintime) block: every op schema of lintime, registered once.
+// Implementations are registered per backend in <op>_registration.cpp (CPU, Autograd, and
+// CUDA in a later issue). Layout [B, T, H, D]; q may have HQ = G * H heads (grouped queries,
+// one state per key/value head); states are fp32 (fp64 for fp64 inputs); a final state that
+// was not requested is returned undefined (None in Python).
+#include <torch/library.h>
+
+TORCH_LIBRARY(lintime, m) {
+  // Gated linear attention core. gate_on_value = false: S_t = Diag(exp(g_t)) S_{t-1} + k_t v_tᵀ,
+  // g [B,T,H,K]; gate_on_value = true: S_t = S_{t-1} Diag(exp(g_t)) + k_t v_tᵀ, g [B,T,H,V].
+  // o_t = scale * q_tᵀ S_t. State [N,H,K,V].
+  m.def("gla_chunk(Tensor q, Tensor k, Tensor v, Tensor g, bool gate_on_value, float scale, "
+        "Tensor? initial_state, bool output_final_state, Tensor? cu_seqlens) -> (Tensor o, Tensor final_state)");
+  m.def("gla_chunk_bwd(Tensor q, Tensor k, Tensor v, Tensor g, bool gate_on_value, float scale, "
+        "Tensor? initial_state, Tensor? cu_seqlens, Tensor grad_o, Tensor? grad_final_state) -> "
+        "(Tensor grad_q, Tensor grad_k, Tensor grad_v, Tensor grad_g, Tensor grad_initial_state)");
+  m.def("gla_reference(Tensor q, Tensor k, Tensor v, Tensor g, bool gate_on_value, float scale, "
+        "Tensor? initial_state, bool output_final_state, Tensor? cu_seqlens) -> (Tensor o, Tensor final_state)");
+  // One token: q [B,HQ,K], k [B,H,K], v [B,H,V], g [B,H,K|V], state [B,H,K,V].
+  m.def("gla_step(Tensor q, Tensor k, Tensor v, Tensor g, bool gate_on_value, float scale, Tensor state) -> "
+        "(Tensor o, Tensor new_state)");
+  m.def("gla_step_(Tensor q, Tensor k, Tensor v, Tensor g, bool gate_on_value, float scale, Tensor(a!) state) -> Tensor o");
+
+  // Gated slot attention: q [B,T,HQ,K], k [B,T,H,K], v [B,T,H,V], s and g [B,T,H,M];
+  // states H^k [N,H,K,M], H^v [N,H,M,V] (gsa.md §1).
+  m.def("gsa_chunk(Tensor q, Tensor k, Tensor v, Tensor s, Tensor g, float scale, Tensor? initial_state_k, "
+        "Tensor? initial_state_v, bool output_final_state, Tensor? cu_seqlens) -> "
+        "(Tensor o, Tensor final_state_k, Tensor final_state_v)");
+  m.def("gsa_chunk_bwd(Tensor q, Tensor k, Tensor v, Tensor s, Tensor g, float scale, Tensor? initial_state_k, "
+        "Tensor? initial_state_v, Tensor? cu_seqlens, Tensor grad_o, Tensor? grad_final_state_k, "
+        "Tensor? grad_final_state_v) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v, Tensor grad_s, "
+        "Tensor grad_g, Tensor grad_initial_state_k, Tensor grad_initial_state_v)");
+  // Reference recurrence; g = None selects ABC (s holds raw slot logits, gsa.md §1).
+  m.def("gsa_reference(Tensor q, Tensor k, Tensor v, Tensor s, Tensor? g, float scale, Tensor? initial_state_k, "
+        "Tensor? initial_state_v, bool output_final_state, Tensor? cu_seqlens) -> "
+        "(Tensor o, Tensor final_state_k, Tensor final_state_v)");
+  // ABC slot gates from raw slot logits: z = logcumsumexp_t(s_logits), g_t = z_{t-1} - z_t (g_0 = 0),
+  // s_t = exp(s_logits_t - z_t); per sequence when cu_seqlens is given.
+  m.def("abc_gates(Tensor s_logits, Tensor? cu_seqlens) -> (Tensor s, Tensor g)");
+  // One token: q [B,HQ,K], k [B,H,K], v [B,H,V], s and g [B,H,M], state_k [B,H,K,M], state_v [B,H,M,V].
+  m.def("gsa_step(Tensor q, Tensor k, Tensor v, Tensor s, Tensor g, float scale, Tensor state_k, Tensor state_v) -> "
+        "(Tensor o, Tensor new_state_k, Tensor new_state_v)");
+  m.def("gsa_step_(Tensor q, Tensor k, Tensor v, Tensor s, Tensor g, float scale, Tensor(a!) state_k, "
+        "Tensor(b!) state_v) -> Tensor o");
+}

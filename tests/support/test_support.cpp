@@ -1,0 +1,57 @@
+// Implementation of the shared test helpers.
+#include "support/test_support.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+namespace lintime::testing {
+
+void poison_nan(at::Tensor& tensor) { tensor.fill_(std::numeric_limits<double>::quiet_NaN()); }
+
+double relative_max_error(const at::Tensor& actual, const at::Tensor& expected) {
+  auto a = actual.detach().to(at::kCPU, at::kDouble);
+  auto b = expected.detach().to(at::kCPU, at::kDouble);
+  if (b.numel() == 0) return 0.0;
+  double denominator = std::max(b.abs().max().item<double>(), 1e-300);
+  return (a - b).abs().max().item<double>() / denominator;
+}
+
+double relative_rms_error(const at::Tensor& actual, const at::Tensor& expected) {
+  auto a = actual.detach().to(at::kCPU, at::kDouble);
+  auto b = expected.detach().to(at::kCPU, at::kDouble);
+  if (b.numel() == 0) return 0.0;
+  double denominator = std::max(b.norm().item<double>(), 1e-300);
+  return (a - b).norm().item<double>() / denominator;
+}
+
+void expect_close(const std::string& case_name, const std::string& tensor_name,
+                  const at::Tensor& actual, const at::Tensor& expected, double tolerance) {
+  ASSERT_TRUE(actual.defined()) << case_name << ": " << tensor_name << " is undefined";
+  ASSERT_TRUE(expected.defined()) << case_name << ": reference " << tensor_name << " is undefined";
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << case_name << ": " << tensor_name << " shape";
+  auto a = actual.detach().to(at::kCPU, at::kDouble);
+  auto b = expected.detach().to(at::kCPU, at::kDouble);
+  ASSERT_TRUE(a.isfinite().all().item<bool>())
+      << case_name << ": " << tensor_name << " has NaN or Inf entries";
+  double relative = relative_max_error(a, b);
+  auto diff = (a - b).abs();
+  double max_abs = diff.numel() ? diff.max().item<double>() : 0.0;
+  double mean_abs = diff.numel() ? diff.mean().item<double>() : 0.0;
+  EXPECT_LE(relative, tolerance) << case_name << ": " << tensor_name << " relative max error "
+                                 << relative << " (max abs " << max_abs << ", mean abs " << mean_abs
+                                 << ", tolerance " << tolerance << ")";
+}
+
+at::Generator make_generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+
+std::string shared_data_dir() {
+  namespace fs = std::filesystem;
+  const char* source = std::getenv("LINTIME_SOURCE_DIR");
+  fs::path base = source ? fs::path(source) : fs::current_path();
+  fs::path data = base / ".." / "shared" / "data";
+  return fs::exists(data) ? fs::canonical(data).string() : std::string();
+}
+
+}  // namespace lintime::testing

@@ -1,0 +1,31 @@
+// Helpers shared by lintime's tests: NaN poisoning, error measures and comparisons that print
+// the case name with max and mean error so a failing case can be rerun alone.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace lintime::testing {
+
+// Fills a tensor with NaN (outputs that an op must overwrite completely).
+void poison_nan(at::Tensor& tensor);
+
+// max |a - b| / max(max |b|, tiny), computed in float64.
+double relative_max_error(const at::Tensor& actual, const at::Tensor& expected);
+// ||a - b||_2 / ||b||_2 (relative RMS), computed in float64.
+double relative_rms_error(const at::Tensor& actual, const at::Tensor& expected);
+
+// Checks shapes equal, no NaN/Inf in `actual`, and relative_max_error <= tolerance; on failure
+// reports the case, the tensor name, max and mean absolute error.
+void expect_close(const std::string& case_name, const std::string& tensor_name,
+                  const at::Tensor& actual, const at::Tensor& expected, double tolerance);
+
+// A deterministic CPU generator for test inputs.
+at::Generator make_generator(uint64_t seed);
+
+// Path of the shared data folder (../shared/data from the source tree), or "" when absent.
+std::string shared_data_dir();
+
+}  // namespace lintime::testing
