@@ -38,8 +38,10 @@ if(NOT LINTIME_CUDA STREQUAL "OFF")
     find_package(CUDAToolkit REQUIRED)
     set(LINTIME_HAS_CUDA ON)
     add_library(lintime::torch_cuda INTERFACE IMPORTED)
-    target_link_libraries(lintime::torch_cuda INTERFACE lintime::torch
-      "${TORCH_DIR}/lib/libtorch_cuda.so" "${TORCH_DIR}/lib/libc10_cuda.so" CUDA::cudart)
+    # --no-as-needed: nothing references libtorch_cuda directly, but loading it registers the
+    # CUDA backend (hooks, allocator) that at::hasCUDA() and CUDA tensors need.
+    target_link_libraries(lintime::torch_cuda INTERFACE lintime::torch "-Wl,--no-as-needed"
+      "${TORCH_DIR}/lib/libtorch_cuda.so" "${TORCH_DIR}/lib/libc10_cuda.so" "-Wl,--as-needed" CUDA::cudart)
     message(STATUS "lintime: CUDA sources compiled for ${LINTIME_CUDA_ARCHS}")
   elseif(LINTIME_CUDA STREQUAL "ON")
     message(FATAL_ERROR "LINTIME_CUDA=ON but no CUDA compiler was found")

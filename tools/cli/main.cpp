@@ -1,3 +1,45 @@
-// The `lintime` command-line tool.
+// The `lintime` command-line tool: train, eval, info, bench. Every failure prints one line
+// "lintime: error: ..." naming what is wrong and what was expected, and exits non-zero.
+#include "tools/cli/commands.h"
+
+#include "core/error.h"
+
+#include <c10/util/Exception.h>
+
 #include <cstdio>
-int main() { std::puts("lintime: subcommands are being written"); return 1; }
+#include <iostream>
+#include <vector>
+
+int main(int argc, char** argv) {
+  CLI::App app{"lintime: linear-time sequence models (Gated Slot Attention, GLA) in C++"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  std::vector<std::pair<CLI::App*, std::function<int()>>> commands;
+  auto add = [&](std::function<int()> (*adder)(CLI::App&)) {
+    auto run = adder(app);
+    commands.emplace_back(app.get_subcommands({}).back(), std::move(run));
+  };
+  add(lintime::cli::add_train_command);
+  add(lintime::cli::add_eval_command);
+  add(lintime::cli::add_info_command);
+  add(lintime::cli::add_bench_command);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  }
+  try {
+    for (auto& [command, run] : commands)
+      if (command->parsed()) return run();
+  } catch (const lintime::Error& error) {
+    std::cerr << "lintime: error: " << error.what() << std::endl;
+    return 1;
+  } catch (const c10::Error& error) {
+    std::cerr << "lintime: error: " << error.what_without_backtrace() << std::endl;
+    return 1;
+  } catch (const std::exception& error) {
+    std::cerr << "lintime: error: " << error.what() << std::endl;
+    return 1;
+  }
+  return 1;
+}

@@ -22,6 +22,15 @@ void gla_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, const at::Tensor& g, bool gate_on_value,
                       const at::Tensor& initial_state, const at::Tensor& cu_seqlens);
 
+// Validates the inputs of gla_step / gla_step_inplace (one token, state [B,H,K,V]).
+void gla_step_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
+                           const at::Tensor& v, const at::Tensor& g, bool gate_on_value,
+                           const at::Tensor& state);
+
+// The dtype GLA computes in: fp64 when any of q, k, v, g is fp64, else fp32.
+at::ScalarType gla_compute_dtype(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& g);
+
 // Token-by-token recurrence written in differentiable ATen ops (autograd gives its gradients).
 std::tuple<at::Tensor, at::Tensor> gla_reference_fwd(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g,

@@ -1,0 +1,40 @@
+// MQAR metric and loss (docs/mqar.md §2). Accuracy of one example = mean over its labelled
+// positions (label != −100) of argmax(logits) == label; a test set reports the mean over
+// examples, overall and per segment. The loss is cross-entropy over labelled positions only.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace lintime::data {
+
+// logits [B, L, V] (any floating dtype), labels [B, L] int64 → [B] float64 accuracies.
+// An example without labelled positions has accuracy NaN (MQAR examples always have N ≥ 1).
+at::Tensor mqar_example_accuracy(const at::Tensor& logits, const at::Tensor& labels);
+
+// Mean cross-entropy over labelled positions (ignore_index −100), computed in fp32 (fp64 for
+// fp64 logits); differentiable. Returns a scalar tensor.
+at::Tensor mqar_loss(const at::Tensor& logits, const at::Tensor& labels);
+
+// Accumulates per-example accuracies over a test set made of segments.
+class MqarAccuracy {
+ public:
+  explicit MqarAccuracy(int64_t num_segments);
+  // example_accuracy: [b] accuracies of examples that belong to `segment`.
+  void add(int64_t segment, const at::Tensor& example_accuracy);
+  void add(int64_t segment, const at::Tensor& logits, const at::Tensor& labels);
+
+  double overall() const;               // mean over every example added (NaN when none)
+  double segment(int64_t index) const;  // mean over the segment's examples (NaN when none)
+  std::vector<double> per_segment() const;
+  int64_t count(int64_t segment) const;
+  int64_t count() const;
+
+ private:
+  std::vector<double> sums_;
+  std::vector<int64_t> counts_;
+};
+
+}  // namespace lintime::data

@@ -1,0 +1,157 @@
+// GatedSlotAttention forward: projections, optional short conv, feature maps, slot gates, the
+// GSA recurrence (chunk for training and prefill, in-place step for decoding), SiLU, g_norm,
+// o_proj. Gates are computed in the input dtype as fla does.
+#include "layers/gated_slot_attention.h"
+
+#include "core/error.h"
+#include "core/tensor_checks.h"
+#include "ops/register/ops.h"
+#include "state/inference_cache.h"
+
+#include <ATen/ATen.h>
+
+namespace lintime::layers {
+
+namespace {
+
+at::Tensor feature_map(const at::Tensor& x, const std::string& name) {
+  if (name == "relu") return at::relu(x);
+  return x * at::sigmoid(x);  // swish
+}
+
+}  // namespace
+
+GatedSlotAttention::Dims GatedSlotAttention::validated_dims(const GatedSlotAttentionOptions& options) {
+  const char* who = "GatedSlotAttention";
+  LINTIME_CHECK(options.hidden_size > 0, who, ": hidden_size must be positive, got ", options.hidden_size);
+  LINTIME_CHECK(options.num_heads > 0, who, ": num_heads must be positive, got ", options.num_heads);
+  const int64_t num_kv_heads = options.num_kv_heads.value_or(options.num_heads);
+  LINTIME_CHECK(num_kv_heads > 0 && options.num_heads % num_kv_heads == 0, who,
+                ": num_kv_heads must be positive and divide num_heads = ", options.num_heads, ", got ", num_kv_heads);
+  LINTIME_CHECK(options.num_slots > 0, who, ": num_slots must be positive, got ", options.num_slots);
+  LINTIME_CHECK(options.expand_k > 0.0 && options.expand_v > 0.0, who, ": expand_k and expand_v must be positive, got ",
+                options.expand_k, " and ", options.expand_v);
+  LINTIME_CHECK(options.gate_logit_normalizer > 0.0, who, ": gate_logit_normalizer must be positive, got ",
+                options.gate_logit_normalizer);
+  LINTIME_CHECK(options.feature_map == "swish" || options.feature_map == "relu", who,
+                ": feature_map must be \"swish\" or \"relu\", got \"", options.feature_map, "\"");
+  LINTIME_CHECK(!options.use_short_conv || options.conv_size >= 1, who, ": conv_size must be >= 1, got ",
+                options.conv_size);
+  // Python's int(hidden_size * expand) truncation, as fla.
+  const auto key_dim = static_cast<int64_t>(static_cast<double>(options.hidden_size) * options.expand_k);
+  const auto value_dim = static_cast<int64_t>(static_cast<double>(options.hidden_size) * options.expand_v);
+  LINTIME_CHECK(key_dim % options.num_heads == 0, who, ": key_dim = hidden_size * expand_k = ", key_dim,
+                " must be divisible by num_heads = ", options.num_heads);
+  LINTIME_CHECK(value_dim % options.num_heads == 0, who, ": value_dim = hidden_size * expand_v = ", value_dim,
+                " must be divisible by num_heads = ", options.num_heads);
+  return {num_kv_heads, key_dim, value_dim, key_dim / options.num_heads, value_dim / options.num_heads};
+}
+
+GatedSlotAttention::GatedSlotAttention(const GatedSlotAttentionOptions& options, at::Generator& generator)
+    : options_(options),
+      dims_(validated_dims(options)),
+      q_proj(options.hidden_size, dims_.key_dim, options.initializer_range, generator),
+      k_proj(options.hidden_size, dims_.num_kv_heads * dims_.head_k_dim, options.initializer_range, generator),
+      v_proj(options.hidden_size, dims_.num_kv_heads * dims_.head_v_dim, options.initializer_range, generator),
+      f_proj(options.hidden_size, dims_.num_kv_heads * options.num_slots, options.initializer_range, generator),
+      o_proj(dims_.value_dim, options.hidden_size, options.initializer_range, generator),
+      g_norm(dims_.value_dim, options.norm_eps, options.elementwise_affine) {
+  register_module("q_proj", q_proj);
+  register_module("k_proj", k_proj);
+  register_module("v_proj", v_proj);
+  register_module("f_proj", f_proj);
+  if (options_.use_short_conv) {
+    q_conv1d = std::make_unique<ShortConvolution>(dims_.key_dim, options_.conv_size, options_.initializer_range, generator);
+    k_conv1d = std::make_unique<ShortConvolution>(dims_.num_kv_heads * dims_.head_k_dim, options_.conv_size,
+                                                  options_.initializer_range, generator);
+    v_conv1d = std::make_unique<ShortConvolution>(dims_.num_kv_heads * dims_.head_v_dim, options_.conv_size,
+                                                  options_.initializer_range, generator);
+    register_module("q_conv1d", *q_conv1d);
+    register_module("k_conv1d", *k_conv1d);
+    register_module("v_conv1d", *v_conv1d);
+  }
+  register_module("g_norm", g_norm);
+  register_module("o_proj", o_proj);
+}
+
+at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState* state,
+                                       const std::optional<at::Tensor>& cu_seqlens) {
+  const char* op = "GatedSlotAttention";
+  check_shape(op, "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
+  const int64_t batch = x.size(0), length = x.size(1);
+  const int64_t heads = options_.num_heads, kv_heads = dims_.num_kv_heads, slots = options_.num_slots;
+
+  at::Tensor q = q_proj.forward(x);  // [B, T, HQ*K]
+  at::Tensor k = k_proj.forward(x);  // [B, T, H*K]
+  at::Tensor v = v_proj.forward(x);  // [B, T, H*V]
+  if (options_.use_short_conv) {
+    TORCH_CHECK(state == nullptr || state->conv_q.defined(),
+                "GatedSlotAttention: the layer uses short convolutions but the state has no conv history");
+    q = q_conv1d->forward(q, state ? &state->conv_q : nullptr, cu_seqlens);
+    k = k_conv1d->forward(k, state ? &state->conv_k : nullptr, cu_seqlens);
+    v = v_conv1d->forward(v, state ? &state->conv_v : nullptr, cu_seqlens);
+  }
+  at::Tensor f = f_proj.forward(x);  // [B, T, H*M]
+
+  q = feature_map(q.view({batch, length, heads, dims_.head_k_dim}), options_.feature_map);     // [B, T, HQ, K]
+  k = feature_map(k.view({batch, length, kv_heads, dims_.head_k_dim}), options_.feature_map);  // [B, T, H, K]
+  v = at::silu(v.view({batch, length, kv_heads, dims_.head_v_dim}));                           // [B, T, H, V]
+  at::Tensor g = at::log_sigmoid(f.view({batch, length, kv_heads, slots})) / options_.gate_logit_normalizer;
+  at::Tensor s = 1 - at::exp(g);  // [B, T, H, M]
+
+  at::Tensor o;  // [B, T, HQ, V]
+  if (state == nullptr) {
+    o = ops::gsa_chunk(q, k, v, s, g, scale(), std::nullopt, std::nullopt, false, cu_seqlens).o;
+  } else if (length == 1 && !cu_seqlens.has_value()) {
+    o = ops::gsa_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), s.select(1, 0), g.select(1, 0), scale(),
+                       state->state_k, state->state_v)
+            .unsqueeze(1);
+  } else {
+    auto result = ops::gsa_chunk(q, k, v, s, g, scale(), state->state_k, state->state_v, true, cu_seqlens);
+    state->state_k = result.final_state_k;
+    state->state_v = result.final_state_v;
+    o = result.o;
+  }
+
+  o = at::silu(o.reshape({batch, length, dims_.value_dim}));
+  return o_proj.forward(g_norm.forward(o));
+}
+
+state::GsaLayerState GatedSlotAttention::make_state(int64_t batch, const at::Device& device,
+                                                    at::ScalarType dtype) const {
+  const auto state_options = at::TensorOptions().device(device).dtype(compute_dtype(dtype));
+  state::GsaLayerState result;
+  result.state_k = at::zeros({batch, dims_.num_kv_heads, dims_.head_k_dim, options_.num_slots}, state_options);
+  result.state_v = at::zeros({batch, dims_.num_kv_heads, options_.num_slots, dims_.head_v_dim}, state_options);
+  if (options_.use_short_conv) {
+    const auto conv_options = at::TensorOptions().device(device).dtype(dtype);
+    const int64_t history = options_.conv_size - 1;
+    result.conv_q = at::zeros({batch, history, dims_.key_dim}, conv_options);
+    result.conv_k = at::zeros({batch, history, dims_.num_kv_heads * dims_.head_k_dim}, conv_options);
+    result.conv_v = at::zeros({batch, history, dims_.num_kv_heads * dims_.head_v_dim}, conv_options);
+  }
+  return result;
+}
+
+int64_t GatedSlotAttention::state_bytes_per_sequence(const GatedSlotAttentionOptions& options) {
+  const Dims dims = validated_dims(options);
+  const int64_t slots = options.num_slots;
+  int64_t elements = dims.num_kv_heads * (dims.head_k_dim * slots + slots * dims.head_v_dim);
+  if (options.use_short_conv) {
+    elements += (options.conv_size - 1) * (dims.key_dim + dims.num_kv_heads * (dims.head_k_dim + dims.head_v_dim));
+  }
+  return elements * 4;
+}
+
+int64_t GatedSlotAttention::parameter_count_for(const GatedSlotAttentionOptions& options) {
+  const Dims dims = validated_dims(options);
+  const int64_t d = options.hidden_size;
+  const int64_t kv_k = dims.num_kv_heads * dims.head_k_dim, kv_v = dims.num_kv_heads * dims.head_v_dim;
+  int64_t count = d * dims.key_dim + d * kv_k + d * kv_v + d * dims.num_kv_heads * options.num_slots +
+                  dims.value_dim * d;
+  if (options.elementwise_affine) count += dims.value_dim;
+  if (options.use_short_conv) count += options.conv_size * (dims.key_dim + kv_k + kv_v);
+  return count;
+}
+
+}  // namespace lintime::layers

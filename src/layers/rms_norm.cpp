@@ -1,0 +1,31 @@
+// RMSNorm in fp32 (fp64 for fp64 inputs).
+#include "layers/rms_norm.h"
+
+#include "core/error.h"
+#include "core/tensor_checks.h"
+
+#include <ATen/ATen.h>
+
+namespace lintime::layers {
+
+RMSNorm::RMSNorm(int64_t hidden_size, double eps, bool elementwise_affine)
+    : hidden_size_(hidden_size), eps_(eps) {
+  LINTIME_CHECK(hidden_size > 0, "RMSNorm: hidden_size must be positive, got ", hidden_size);
+  LINTIME_CHECK(eps >= 0.0, "RMSNorm: eps must be non-negative, got ", eps);
+  if (elementwise_affine) {
+    weight = at::ones({hidden_size}, at::kFloat);
+    register_parameter("weight", weight);
+  }
+}
+
+at::Tensor RMSNorm::forward(const at::Tensor& x) const {
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == hidden_size_, "RMSNorm: x must have last dim ", hidden_size_,
+              ", got shape ", shape_string(x.sizes()));
+  const auto compute = compute_dtype(x.scalar_type());
+  at::Tensor x32 = x.to(compute);
+  at::Tensor y = x32 * at::rsqrt(x32.square().mean(-1, /*keepdim=*/true) + eps_);
+  if (weight.defined()) y = y * weight.to(compute);
+  return y.to(x.scalar_type());
+}
+
+}  // namespace lintime::layers

@@ -1,0 +1,31 @@
+// RMSNorm as fla computes it: y = x · rsqrt(mean(x²) + eps) · w over the last dim, in fp32
+// (fp64 for fp64 inputs), returned in the input dtype. The weight is optional
+// (elementwise_affine = false gives a plain normalisation, as GSA-2.7B's g_norm).
+#pragma once
+
+#include "layers/module.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace lintime::layers {
+
+class RMSNorm : public Module {
+ public:
+  explicit RMSNorm(int64_t hidden_size, double eps = 1e-6, bool elementwise_affine = true);
+
+  // x [..., hidden_size] -> same shape and dtype.
+  at::Tensor forward(const at::Tensor& x) const;
+
+  int64_t hidden_size() const { return hidden_size_; }
+  double eps() const { return eps_; }
+
+  at::Tensor weight;  // [hidden_size] (ones), undefined without elementwise_affine
+
+ private:
+  int64_t hidden_size_;
+  double eps_;
+};
+
+}  // namespace lintime::layers

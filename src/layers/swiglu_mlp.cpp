@@ -1,0 +1,38 @@
+// SwiGLU MLP (fla GatedMLP, hidden_act "swish").
+#include "layers/swiglu_mlp.h"
+
+#include "core/error.h"
+#include "core/tensor_checks.h"
+
+#include <ATen/ATen.h>
+
+namespace lintime::layers {
+
+SwiGluMlp::SwiGluMlp(int64_t hidden_size, int64_t intermediate_size, double std, at::Generator& generator)
+    : gate_proj(hidden_size, intermediate_size, std, generator),
+      up_proj(hidden_size, intermediate_size, std, generator),
+      down_proj(intermediate_size, hidden_size, std, generator) {
+  register_module("gate_proj", gate_proj);
+  register_module("up_proj", up_proj);
+  register_module("down_proj", down_proj);
+}
+
+at::Tensor SwiGluMlp::forward(const at::Tensor& x) const {
+  const auto compute = compute_dtype(x.scalar_type());
+  at::Tensor gate = gate_proj.forward(x).to(compute);
+  at::Tensor up = up_proj.forward(x).to(compute);
+  return down_proj.forward((at::silu(gate) * up).to(x.scalar_type()));
+}
+
+int64_t SwiGluMlp::intermediate_size_for(int64_t hidden_size, double hidden_ratio,
+                                         std::optional<int64_t> intermediate_size) {
+  if (intermediate_size.has_value()) {
+    LINTIME_CHECK(*intermediate_size > 0, "SwiGluMlp: intermediate_size must be positive, got ", *intermediate_size);
+    return *intermediate_size;
+  }
+  LINTIME_CHECK(hidden_ratio > 0.0, "SwiGluMlp: hidden_ratio must be positive, got ", hidden_ratio);
+  const auto raw = static_cast<int64_t>(static_cast<double>(hidden_size) * hidden_ratio * 2.0 / 3.0);
+  return 256 * ((raw + 255) / 256);
+}
+
+}  // namespace lintime::layers

@@ -1,0 +1,113 @@
+// The MQAR model of zoology (docs/mqar.md §2): token embedding N(0, initializer_range), a list
+// of pre-norm blocks, a final LayerNorm and an LM head tied to the embedding; no positional
+// embedding. Each block is zoology's TransformerBlock with an identity state mixer:
+//   x ← x + sequence_mixer(norm1(x))
+//   x ← x + norm2(x)                  (the identity "state mixer" still has its pre-norm and
+//                                      residual in zoology, so norm2 stays)
+// Sequence mixers are chosen per layer by name through a registry (make_mixer): "gsa", "gla",
+// "base_conv". Adding one is a one-file change: an entry in the table of mqar_model.cpp.
+// Parameter names follow zoology at the model level ("backbone.embeddings.word_embeddings.weight",
+// "backbone.layers.{i}.norm1.weight", "backbone.layers.{i}.sequence_mixer.…",
+// "backbone.ln_f.weight") and the layers' own (fla) names inside a mixer.
+#pragma once
+
+#include "layers/layer_norm.h"
+#include "layers/module.h"
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lintime::models {
+
+// A sequence mixer: x [B, T, d] -> [B, T, d] in x's dtype.
+class SequenceMixer {
+ public:
+  virtual ~SequenceMixer() = default;
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // Recurrent state bytes per sequence, as zoology / the papers count it (fp32).
+  virtual int64_t state_bytes_per_sequence() const = 0;
+  // The layer that owns the weights.
+  virtual layers::Module& module() = 0;
+};
+
+// Names of the registered mixers, in registry order.
+std::vector<std::string> mixer_names();
+
+// Options are a JSON object (null = all defaults) whose keys depend on the mixer:
+//   "gsa":       num_heads (4), num_kv_heads (num_heads), num_slots (d_model / 4),
+//                expand_k (1), expand_v (1), gate_logit_normalizer (16),
+//                scale (head_k_dim^-0.5), feature_map ("swish" | "relu"),
+//                use_short_conv (false), conv_size (4), elementwise_affine (true),
+//                norm_eps (1e-5)
+//   "gla":       num_heads (2), expand_k (0.5), expand_v (1), gate_low_rank_dim (16),
+//                gate_logit_normalizer (16), use_output_gate (true), norm_eps (1e-5),
+//                scale (head_k_dim^-0.5)
+//   "base_conv": kernel_size (3)
+// An unknown name or option key, or a value of the wrong type, throws lintime::Error naming
+// it and listing the known ones. Weights are drawn from `generator` (linear N(0, init_std)).
+std::unique_ptr<SequenceMixer> make_mixer(const std::string& name, int64_t d_model,
+                                          const nlohmann::json& options, at::Generator& generator,
+                                          double init_std = 0.02);
+// Without building the layer (these validate the options the same way).
+int64_t mixer_parameter_count(const std::string& name, int64_t d_model, const nlohmann::json& options);
+int64_t mixer_state_bytes_per_sequence(const std::string& name, int64_t d_model,
+                                       const nlohmann::json& options);
+
+struct MqarModelConfig {
+  int64_t vocab_size = 8192;
+  int64_t d_model = 128;
+  // The sequence mixer of each block, first to last; its size is the number of layers.
+  // GSA paper setting: 4 × "gsa"; zoology / BASED protocol: {"base_conv", mixer}.
+  std::vector<std::string> layers = {"gsa", "gsa", "gsa", "gsa"};
+  // Options per mixer name, e.g. {"gsa": {"num_slots": 32}, "base_conv": {"kernel_size": 3}};
+  // every layer with that mixer uses them.
+  nlohmann::json mixer_options = nlohmann::json::object();
+  double norm_eps = 1e-5;
+  double initializer_range = 0.02;
+
+  // Throws lintime::Error (one line naming the field) on bad values, unknown mixer names and
+  // bad mixer options.
+  void validate() const;
+  // Parameters (tied head counted once) and state bytes per sequence, without building.
+  int64_t parameter_count() const;
+  int64_t state_bytes_per_sequence() const;
+  // The options object of one mixer name (an empty object when absent).
+  nlohmann::json options_for(const std::string& mixer) const;
+};
+
+// Keys as the struct fields; from_json rejects unknown keys and validates.
+void to_json(nlohmann::json& json, const MqarModelConfig& config);
+void from_json(const nlohmann::json& json, MqarModelConfig& config);
+
+class MqarModel : public layers::Module {
+ public:
+  // Validates the config; initialises every weight deterministically from `seed` (CPU, fp32).
+  MqarModel(const MqarModelConfig& config, uint64_t seed);
+  ~MqarModel() override;
+
+  // inputs [B, L] int64 token ids in [0, vocab_size) -> logits [B, L, vocab_size] in the
+  // parameters' dtype.
+  at::Tensor forward(const at::Tensor& inputs);
+
+  // Sum over layers of each mixer's recurrent state, bytes per sequence.
+  int64_t state_bytes_per_sequence() const;
+  const MqarModelConfig& config() const { return config_; }
+  int64_t num_layers() const { return static_cast<int64_t>(blocks_.size()); }
+  SequenceMixer& mixer(int64_t layer);
+
+  at::Tensor embedding;  // [vocab_size, d_model], also the LM head
+
+ private:
+  class Block;
+  MqarModelConfig config_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  layers::LayerNorm ln_f_;
+};
+
+}  // namespace lintime::models

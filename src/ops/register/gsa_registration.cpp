@@ -1,0 +1,147 @@
+// Registers the GSA implementations for the schemas in schemas.cpp: CPU kernels for gsa_chunk,
+// gsa_chunk_bwd, gsa_step and gsa_step_; CompositeImplicitAutograd for gsa_reference and
+// abc_gates (autograd differentiates their ATen ops); and an Autograd kernel for gsa_chunk whose
+// backward is the analytic gsa_chunk_bwd, called through the dispatcher.
+#include "ops/gsa/gsa.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <optional>
+
+namespace lintime::ops {
+namespace {
+
+using OptionalTensor = std::optional<at::Tensor>;
+using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+at::Tensor value_or_undefined(const OptionalTensor& tensor) {
+  return tensor.has_value() ? *tensor : at::Tensor();
+}
+
+OptionalTensor defined_or_nullopt(const at::Tensor& tensor) {
+  return tensor.defined() ? OptionalTensor(tensor) : std::nullopt;
+}
+
+Tensors3 gsa_chunk_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const at::Tensor& s, const at::Tensor& g, double scale,
+                       const OptionalTensor& initial_state_k, const OptionalTensor& initial_state_v,
+                       bool output_final_state, const OptionalTensor& cu_seqlens) {
+  return gsa_chunk_fwd(q, k, v, s, g, scale, value_or_undefined(initial_state_k),
+                       value_or_undefined(initial_state_v), output_final_state,
+                       value_or_undefined(cu_seqlens));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gsa_chunk_bwd_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const at::Tensor& s, const at::Tensor& g, double scale,
+                  const OptionalTensor& initial_state_k, const OptionalTensor& initial_state_v,
+                  const OptionalTensor& cu_seqlens, const at::Tensor& grad_o,
+                  const OptionalTensor& grad_final_state_k,
+                  const OptionalTensor& grad_final_state_v) {
+  return gsa_chunk_bwd(q, k, v, s, g, scale, value_or_undefined(initial_state_k),
+                       value_or_undefined(initial_state_v), value_or_undefined(cu_seqlens), grad_o,
+                       value_or_undefined(grad_final_state_k),
+                       value_or_undefined(grad_final_state_v));
+}
+
+Tensors3 gsa_reference_composite(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& s, const OptionalTensor& g, double scale,
+                                 const OptionalTensor& initial_state_k,
+                                 const OptionalTensor& initial_state_v, bool output_final_state,
+                                 const OptionalTensor& cu_seqlens) {
+  return gsa_reference_fwd(q, k, v, s, value_or_undefined(g), scale,
+                           value_or_undefined(initial_state_k), value_or_undefined(initial_state_v),
+                           output_final_state, value_or_undefined(cu_seqlens));
+}
+
+std::tuple<at::Tensor, at::Tensor> abc_gates_composite(const at::Tensor& s_logits,
+                                                       const OptionalTensor& cu_seqlens) {
+  return abc_gates(s_logits, value_or_undefined(cu_seqlens));
+}
+
+// Autograd for gsa_chunk: forward runs the backend kernel below autograd, backward calls the
+// registered gsa_chunk_bwd (so a CUDA backward registered later is picked up the same way).
+class GsaChunkFunction : public torch::autograd::Function<GsaChunkFunction> {
+ public:
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+      const at::Tensor& v, const at::Tensor& s, const at::Tensor& g, double scale,
+      const OptionalTensor& initial_state_k, const OptionalTensor& initial_state_v,
+      bool output_final_state, const OptionalTensor& cu_seqlens) {
+    static auto forward_op = c10::Dispatcher::singleton()
+                                 .findSchemaOrThrow("lintime::gsa_chunk", "")
+                                 .typed<decltype(gsa_chunk_cpu)>();
+    Tensors3 outputs;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      outputs = forward_op.call(q, k, v, s, g, scale, initial_state_k, initial_state_v,
+                                output_final_state, cu_seqlens);
+    }
+    ctx->save_for_backward({q, k, v, s, g, value_or_undefined(initial_state_k),
+                            value_or_undefined(initial_state_v), value_or_undefined(cu_seqlens)});
+    ctx->saved_data["scale"] = scale;
+    ctx->set_materialize_grads(false);
+    auto& [o, final_state_k, final_state_v] = outputs;
+    if (output_final_state) return {o, final_state_k, final_state_v};
+    // A custom Function cannot return undefined tensors: stand-ins that gsa_chunk_autograd
+    // turns back into undefined ones.
+    auto no_state_k = at::empty({0}, o.options()), no_state_v = at::empty({0}, o.options());
+    ctx->mark_non_differentiable({no_state_k, no_state_v});
+    return {o, no_state_k, no_state_v};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    static auto backward_op = c10::Dispatcher::singleton()
+                                  .findSchemaOrThrow("lintime::gsa_chunk_bwd", "")
+                                  .typed<decltype(gsa_chunk_bwd_cpu)>();
+    const auto saved = ctx->get_saved_variables();
+    const auto& q = saved[0];
+    const auto& v = saved[2];
+    at::Tensor grad_o = grad_outputs[0];
+    if (!grad_o.defined()) {
+      grad_o = at::zeros({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
+    }
+    auto [grad_q, grad_k, grad_v, grad_s, grad_g, grad_initial_state_k, grad_initial_state_v] =
+        backward_op.call(saved[0], saved[1], saved[2], saved[3], saved[4],
+                         ctx->saved_data["scale"].toDouble(), defined_or_nullopt(saved[5]),
+                         defined_or_nullopt(saved[6]), defined_or_nullopt(saved[7]), grad_o,
+                         defined_or_nullopt(grad_outputs[1]), defined_or_nullopt(grad_outputs[2]));
+    // One gradient per forward argument; non-tensor and absent arguments get undefined ones.
+    return {grad_q, grad_k, grad_v, grad_s, grad_g, at::Tensor(), grad_initial_state_k,
+            grad_initial_state_v, at::Tensor(), at::Tensor()};
+  }
+};
+
+Tensors3 gsa_chunk_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& s, const at::Tensor& g, double scale,
+                            const OptionalTensor& initial_state_k,
+                            const OptionalTensor& initial_state_v, bool output_final_state,
+                            const OptionalTensor& cu_seqlens) {
+  auto outputs = GsaChunkFunction::apply(q, k, v, s, g, scale, initial_state_k, initial_state_v,
+                                         output_final_state, cu_seqlens);
+  if (!output_final_state) return {outputs[0], at::Tensor(), at::Tensor()};
+  return {outputs[0], outputs[1], outputs[2]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lintime, CPU, m) {
+  m.impl("gsa_chunk", gsa_chunk_cpu);
+  m.impl("gsa_chunk_bwd", gsa_chunk_bwd_cpu);
+  m.impl("gsa_step", gsa_step_functional);
+  m.impl("gsa_step_", gsa_step_inplace);
+}
+
+TORCH_LIBRARY_IMPL(lintime, CompositeImplicitAutograd, m) {
+  m.impl("gsa_reference", gsa_reference_composite);
+  m.impl("abc_gates", abc_gates_composite);
+}
+
+TORCH_LIBRARY_IMPL(lintime, Autograd, m) {
+  m.impl("gsa_chunk", gsa_chunk_autograd);
+}
+
+}  // namespace lintime::ops

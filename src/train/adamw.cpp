@@ -1,0 +1,193 @@
+// AdamW update, decay rules and state export/import. The arithmetic follows the order of
+// torch.optim.AdamW's single-tensor path so that results match it to the last bit in fp32.
+#include "train/adamw.h"
+
+#include "core/error.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+#include <set>
+
+namespace lintime::train {
+
+namespace {
+
+bool is_embedding_name(const std::string& name) {
+  return name.find("embed") != std::string::npos || name.find("wte") != std::string::npos ||
+         name.find("wpe") != std::string::npos;
+}
+
+std::string shape_text(at::IntArrayRef sizes) {
+  std::string text = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (i > 0) text += ", ";
+    text += std::to_string(sizes[i]);
+  }
+  return text + "]";
+}
+
+const char* kSuffixes[] = {".exp_avg", ".exp_avg_sq", ".step"};
+
+}  // namespace
+
+DecayRule default_decay_rule(bool decay_embeddings) {
+  return [decay_embeddings](const std::string& name, const at::Tensor& parameter) {
+    if (parameter.dim() < 2) return false;
+    if (!decay_embeddings && is_embedding_name(name)) return false;
+    return true;
+  };
+}
+
+DecayRule decay_all_rule() {
+  return [](const std::string&, const at::Tensor&) { return true; };
+}
+
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_parameters, AdamWOptions options,
+             DecayRule decays)
+    : options_(options) {
+  LINTIME_CHECK(options.lr >= 0, "AdamW: lr must be >= 0, got ", options.lr);
+  LINTIME_CHECK(options.beta1 >= 0 && options.beta1 < 1, "AdamW: beta1 must be in [0, 1), got ",
+                options.beta1);
+  LINTIME_CHECK(options.beta2 >= 0 && options.beta2 < 1, "AdamW: beta2 must be in [0, 1), got ",
+                options.beta2);
+  LINTIME_CHECK(options.eps >= 0, "AdamW: eps must be >= 0, got ", options.eps);
+  LINTIME_CHECK(options.weight_decay >= 0, "AdamW: weight_decay must be >= 0, got ",
+                options.weight_decay);
+  if (!decays) decays = default_decay_rule(options.decay_embeddings);
+  std::set<std::string> seen;
+  for (auto& [name, parameter] : named_parameters) {
+    LINTIME_CHECK(parameter.defined(), "AdamW: parameter '", name, "' is undefined");
+    LINTIME_CHECK(at::isFloatingType(parameter.scalar_type()), "AdamW: parameter '", name,
+                  "' must be floating point, got ", c10::toString(parameter.scalar_type()));
+    LINTIME_CHECK(seen.insert(name).second, "AdamW: parameter '", name, "' appears twice");
+    Slot slot;
+    slot.name = name;
+    slot.decays = decays(name, parameter);
+    slot.parameter = std::move(parameter);
+    slots_.push_back(std::move(slot));
+  }
+}
+
+void AdamW::step() {
+  at::NoGradGuard no_grad;
+  ++step_count_;
+  for (Slot& slot : slots_) {
+    const at::Tensor& gradient = slot.parameter.grad();
+    if (!gradient.defined()) continue;
+    at::Tensor parameter = slot.parameter.detach();
+    if (!slot.exp_avg.defined()) {
+      slot.exp_avg = at::zeros_like(parameter, at::MemoryFormat::Preserve);
+      slot.exp_avg_sq = at::zeros_like(parameter, at::MemoryFormat::Preserve);
+    }
+    const int64_t step = ++slot.steps;
+    if (slot.decays && options_.weight_decay != 0) parameter.mul_(1.0 - options_.lr * options_.weight_decay);
+    slot.exp_avg.lerp_(gradient, 1.0 - options_.beta1);
+    slot.exp_avg_sq.mul_(options_.beta2).addcmul_(gradient, gradient, 1.0 - options_.beta2);
+    const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step));
+    const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step));
+    const double step_size = options_.lr / bias_correction1;
+    const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+    at::Tensor denominator = (slot.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options_.eps);
+    parameter.addcdiv_(slot.exp_avg, denominator, -step_size);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (Slot& slot : slots_)
+    if (slot.parameter.grad().defined()) slot.parameter.mutable_grad() = at::Tensor();
+}
+
+bool AdamW::decays(const std::string& name) const {
+  for (const Slot& slot : slots_)
+    if (slot.name == name) return slot.decays;
+  fail("AdamW: no parameter named '", name, "'");
+}
+
+std::vector<std::string> AdamW::parameter_names() const {
+  std::vector<std::string> names;
+  for (const Slot& slot : slots_) names.push_back(slot.name);
+  return names;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> state;
+  for (const Slot& slot : slots_) {
+    if (!slot.exp_avg.defined()) continue;
+    state.emplace_back(slot.name + ".exp_avg", slot.exp_avg);
+    state.emplace_back(slot.name + ".exp_avg_sq", slot.exp_avg_sq);
+    state.emplace_back(slot.name + ".step", at::scalar_tensor(slot.steps, at::kLong));
+  }
+  return state;
+}
+
+void AdamW::validate_state(const std::map<std::string, at::Tensor>& state) const {
+  std::set<std::string> expected;
+  size_t found = 0;
+  for (const Slot& slot : slots_) {
+    int present = 0;
+    for (const char* suffix : kSuffixes) {
+      const std::string key = slot.name + suffix;
+      expected.insert(key);
+      auto entry = state.find(key);
+      if (entry == state.end()) continue;
+      ++present;
+      ++found;
+      const at::Tensor& tensor = entry->second;
+      LINTIME_CHECK(tensor.defined(), "AdamW state: tensor '", key, "' is undefined");
+      if (std::string(suffix) == ".step") {
+        LINTIME_CHECK(tensor.numel() == 1 && !at::isFloatingType(tensor.scalar_type()),
+                      "AdamW state: tensor '", key, "' must be one integer, got ",
+                      c10::toString(tensor.scalar_type()), " of shape ", shape_text(tensor.sizes()));
+        LINTIME_CHECK(tensor.item<int64_t>() >= 1, "AdamW state: tensor '", key,
+                      "' must be >= 1, got ", tensor.item<int64_t>());
+      } else {
+        LINTIME_CHECK(tensor.sizes() == slot.parameter.sizes(), "AdamW state: tensor '", key,
+                      "' has shape ", shape_text(tensor.sizes()), ", expected ",
+                      shape_text(slot.parameter.sizes()), " (the parameter's)");
+        LINTIME_CHECK(at::isFloatingType(tensor.scalar_type()), "AdamW state: tensor '", key,
+                      "' must be floating point, got ", c10::toString(tensor.scalar_type()));
+      }
+    }
+    LINTIME_CHECK(present == 0 || present == 3, "AdamW state: parameter '", slot.name,
+                  "' needs all of .exp_avg, .exp_avg_sq and .step, found ", present, " of them");
+  }
+  if (found != state.size()) {
+    for (const auto& [key, tensor] : state)
+      LINTIME_CHECK(expected.count(key), "AdamW state: unexpected tensor '", key,
+                    "' (no such parameter in the optimizer)");
+  }
+}
+
+void AdamW::load_state(const std::map<std::string, at::Tensor>& state, int64_t step_count) {
+  LINTIME_CHECK(step_count >= 0, "AdamW state: step count must be >= 0, got ", step_count);
+  validate_state(state);
+  // Convert everything before assigning anything, so a failed copy leaves the state whole.
+  struct Loaded {
+    at::Tensor exp_avg, exp_avg_sq;
+    int64_t steps = 0;
+  };
+  std::vector<Loaded> loaded(slots_.size());
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const Slot& slot = slots_[i];
+    auto exp_avg = state.find(slot.name + ".exp_avg");
+    if (exp_avg == state.end()) continue;
+    auto convert = [&](const at::Tensor& tensor) {
+      at::Tensor result = at::empty_like(slot.parameter.detach(), at::MemoryFormat::Preserve);
+      result.copy_(tensor.detach());
+      return result;
+    };
+    loaded[i].exp_avg = convert(exp_avg->second);
+    loaded[i].exp_avg_sq = convert(state.at(slot.name + ".exp_avg_sq"));
+    loaded[i].steps = state.at(slot.name + ".step").item<int64_t>();
+  }
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    slots_[i].exp_avg = loaded[i].exp_avg;
+    slots_[i].exp_avg_sq = loaded[i].exp_avg_sq;
+    slots_[i].steps = loaded[i].steps;
+  }
+  step_count_ = step_count;
+}
+
+}  // namespace lintime::train

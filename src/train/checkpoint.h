@@ -1,0 +1,47 @@
+// Training checkpoints: one directory holding
+//   model.safetensors      weights under Module::named_parameters names
+//   optimizer.safetensors  AdamW moments and per-parameter steps (when an optimizer is given)
+//   trainer_state.json     step, epoch, data position, best accuracy, RNG state, step count
+//   config.json            the run's configuration
+// Saving writes a sibling "<dir>.tmp" and swaps it in with renames ("<dir>" -> "<dir>.old",
+// "<dir>.tmp" -> "<dir>", then "<dir>.old" is deleted), so "<dir>" is always either the old
+// or the new complete checkpoint; after a crash between the two renames, loading falls back
+// to "<dir>.old". Loading validates every tensor before it changes the model or optimizer.
+#pragma once
+
+#include "layers/module.h"
+#include "train/adamw.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace lintime::train {
+
+struct TrainerState {
+  int64_t step = 0;
+  int64_t epoch = 0;
+  int64_t data_position = 0;  // samples (or batches) consumed in the current epoch
+  double best_accuracy = 0.0;
+  nlohmann::json rng = nlohmann::json::object();     // seed / generator state, as the trainer keeps it
+  nlohmann::json config = nlohmann::json::object();  // stored as config.json
+};
+
+// Writes the checkpoint atomically (see above). `optimizer` may be null. Throws lintime::Error;
+// on failure an existing checkpoint at `dir` is left as it was.
+void save_checkpoint(const std::string& dir, const layers::Module& model, const AdamW* optimizer,
+                     const TrainerState& state);
+
+// Loads weights into `model` (copied in place, converted to each parameter's dtype/device) and,
+// when `optimizer` is given, its state. Throws lintime::Error naming missing, unexpected or
+// wrong-shape tensors; nothing is modified unless everything validates.
+TrainerState load_checkpoint(const std::string& dir, layers::Module& model, AdamW* optimizer = nullptr);
+
+// Reads trainer_state.json and config.json only.
+TrainerState read_trainer_state(const std::string& dir);
+
+// True when `dir` (or its "<dir>.old" fallback) holds a complete checkpoint.
+bool checkpoint_exists(const std::string& dir);
+
+}  // namespace lintime::train

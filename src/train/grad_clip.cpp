@@ -1,0 +1,47 @@
+// Global-norm gradient clipping.
+#include "train/grad_clip.h"
+
+#include "core/error.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+namespace lintime::train {
+
+at::Tensor grad_norm(const std::vector<at::Tensor>& parameters) {
+  std::vector<at::Tensor> norms;
+  for (const auto& parameter : parameters) {
+    const at::Tensor& gradient = parameter.grad();
+    if (gradient.defined()) norms.push_back(at::linalg_vector_norm(gradient.detach(), 2, std::nullopt, false, at::kFloat));
+  }
+  if (norms.empty()) return at::zeros({}, at::kFloat);
+  const at::Device device = norms.front().device();
+  for (auto& norm : norms) norm = norm.to(device);
+  return at::linalg_vector_norm(at::stack(norms), 2);
+}
+
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm,
+                          bool error_if_nonfinite) {
+  LINTIME_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm);
+  at::NoGradGuard no_grad;
+  at::Tensor total = grad_norm(parameters);
+  if (error_if_nonfinite) {
+    LINTIME_CHECK(total.isfinite().item<bool>(), "clip_grad_norm: the total gradient norm is ",
+                  total.item<double>(), "; refusing to clip non-finite gradients");
+  }
+  at::Tensor coefficient = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  for (const auto& parameter : parameters) {
+    at::Tensor gradient = parameter.grad();
+    if (gradient.defined()) gradient.mul_(coefficient.to(gradient.device(), gradient.scalar_type()));
+  }
+  return total;
+}
+
+at::Tensor clip_grad_norm(const std::vector<std::pair<std::string, at::Tensor>>& named_parameters,
+                          double max_norm, bool error_if_nonfinite) {
+  std::vector<at::Tensor> parameters;
+  for (const auto& [name, parameter] : named_parameters) parameters.push_back(parameter);
+  return clip_grad_norm(parameters, max_norm, error_if_nonfinite);
+}
+
+}  // namespace lintime::train

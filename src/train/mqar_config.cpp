@@ -1,0 +1,170 @@
+// Strict reading of MQAR training configs.
+#include "train/mqar_config.h"
+
+#include "core/error.h"
+#include "train/config_document.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace lintime::train {
+namespace {
+
+std::vector<data::MqarSegmentConfig> read_segments(const nlohmann::json& list, const std::string& path,
+                                                   const MqarDataSettings& data) {
+  LINTIME_CHECK(list.is_array() && !list.empty(), "config: '", path,
+                "' must be a non-empty array of {seq_len, kv_pairs, examples} tables");
+  std::vector<data::MqarSegmentConfig> segments;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string where = path + "[" + std::to_string(i) + "]";
+    StrictObject fields(list[i], where);
+    data::MqarSegmentConfig segment;
+    segment.vocab_size = data.vocab_size;
+    segment.input_seq_len = fields.require_int("seq_len");
+    segment.num_kv_pairs = fields.require_int("kv_pairs");
+    segment.num_examples = fields.require_int("examples");
+    segment.power_a = fields.get_double("power_a", data.power_a);
+    segment.random_non_queries = fields.get_bool("random_non_queries", data.random_non_queries);
+    fields.finish({"seq_len", "kv_pairs", "examples", "power_a", "random_non_queries"});
+    data::validate(segment, where);
+    segments.push_back(segment);
+  }
+  return segments;
+}
+
+nlohmann::json segments_to_json(const std::vector<data::MqarSegmentConfig>& segments) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& s : segments)
+    list.push_back({{"seq_len", s.input_seq_len}, {"kv_pairs", s.num_kv_pairs}, {"examples", s.num_examples},
+                    {"power_a", s.power_a}, {"random_non_queries", s.random_non_queries}});
+  return list;
+}
+
+}  // namespace
+
+MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
+  LINTIME_CHECK(document.is_object(), "config: expected a table with [model], [data] and [train]");
+  for (const auto& [key, value] : document.items())
+    LINTIME_CHECK(key == "model" || key == "data" || key == "train", "config: unknown table '", key,
+                  "' (known tables: model, data, train)");
+  MqarTrainConfig config;
+
+  StrictObject data_fields(document.value("data", nlohmann::json::object()), "data");
+  auto& data = config.data;
+  data.vocab_size = data_fields.get_int("vocab_size", data.vocab_size);
+  data.power_a = data_fields.get_double("power_a", data.power_a);
+  data.random_non_queries = data_fields.get_bool("random_non_queries", data.random_non_queries);
+  const int64_t data_seed = data_fields.get_int("seed", 0);
+  LINTIME_CHECK(data_seed >= 0, "config: 'data.seed' must be >= 0, got ", data_seed);
+  data.seed = static_cast<uint64_t>(data_seed);
+  LINTIME_CHECK(data_fields.has("train"), "config: 'data.train' is required (an array of segments)");
+  LINTIME_CHECK(data_fields.has("test"), "config: 'data.test' is required (an array of segments)");
+  data.train_segments = read_segments(data_fields.get_raw("train"), "data.train", data);
+  data.test_segments = read_segments(data_fields.get_raw("test"), "data.test", data);
+  data_fields.finish({"vocab_size", "power_a", "random_non_queries", "seed", "train", "test"});
+
+  // [model]: d_model, layers, norm_eps, initializer_range, and one sub-table per mixer name.
+  nlohmann::json model_json = nlohmann::json::object();
+  nlohmann::json mixer_options = nlohmann::json::object();
+  const auto known_mixers = models::mixer_names();
+  for (const auto& [key, value] : document.value("model", nlohmann::json::object()).items()) {
+    if (std::find(known_mixers.begin(), known_mixers.end(), key) != known_mixers.end()) {
+      mixer_options[key] = value;
+    } else {
+      LINTIME_CHECK(key != "vocab_size", "config: set the vocabulary with 'data.vocab_size', not 'model.vocab_size'");
+      model_json[key] = value;
+    }
+  }
+  model_json["vocab_size"] = data.vocab_size;
+  model_json["mixer_options"] = mixer_options;
+  try {
+    models::from_json(model_json, config.model);
+  } catch (const nlohmann::json::exception& error) {
+    fail("config: [model]: ", error.what());
+  }
+
+  StrictObject train(document.value("train", nlohmann::json::object()), "train");
+  auto& o = config.optim;
+  o.batch_size = train.get_int("batch_size", o.batch_size);
+  o.test_batch_size = train.get_int("test_batch_size", o.test_batch_size);
+  o.epochs = train.get_int("epochs", o.epochs);
+  o.max_steps = train.get_int("max_steps", o.max_steps);
+  o.lr = train.get_double("lr", o.lr);
+  o.lr_sweep = train.get_double_list("lr_sweep", o.lr_sweep);
+  o.weight_decay = train.get_double("weight_decay", o.weight_decay);
+  o.beta1 = train.get_double("beta1", o.beta1);
+  o.beta2 = train.get_double("beta2", o.beta2);
+  o.eps = train.get_double("eps", o.eps);
+  o.schedule = train.get_string("schedule", o.schedule);
+  o.warmup_steps = train.get_int("warmup_steps", o.warmup_steps);
+  o.min_lr_ratio = train.get_double("min_lr_ratio", o.min_lr_ratio);
+  o.grad_clip = train.get_double("grad_clip", o.grad_clip);
+  o.eval_every = train.get_int("eval_every", o.eval_every);
+  o.checkpoint_every = train.get_int("checkpoint_every", o.checkpoint_every);
+  o.log_every = train.get_int("log_every", o.log_every);
+  o.target_accuracy = train.get_double("target_accuracy", o.target_accuracy);
+  const int64_t seed = train.get_int("seed", 0);
+  train.finish({"batch_size", "test_batch_size", "epochs", "max_steps", "lr", "lr_sweep", "weight_decay",
+                "beta1", "beta2", "eps", "schedule", "warmup_steps", "min_lr_ratio", "grad_clip",
+                "eval_every", "checkpoint_every", "log_every", "target_accuracy", "seed"});
+  LINTIME_CHECK(seed >= 0, "config: 'train.seed' must be >= 0, got ", seed);
+  o.seed = static_cast<uint64_t>(seed);
+  LINTIME_CHECK(o.batch_size >= 1, "config: 'train.batch_size' must be >= 1, got ", o.batch_size);
+  LINTIME_CHECK(o.test_batch_size >= 1, "config: 'train.test_batch_size' must be >= 1, got ", o.test_batch_size);
+  LINTIME_CHECK(o.epochs >= 1, "config: 'train.epochs' must be >= 1, got ", o.epochs);
+  LINTIME_CHECK(o.max_steps >= 0, "config: 'train.max_steps' must be >= 0, got ", o.max_steps);
+  LINTIME_CHECK(o.lr > 0 && std::isfinite(o.lr), "config: 'train.lr' must be a positive number, got ", o.lr);
+  for (double lr : o.lr_sweep)
+    LINTIME_CHECK(lr > 0 && std::isfinite(lr), "config: 'train.lr_sweep' values must be positive, got ", lr);
+  LINTIME_CHECK(o.weight_decay >= 0, "config: 'train.weight_decay' must be >= 0, got ", o.weight_decay);
+  LINTIME_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
+                "config: 'train.beta1' and 'train.beta2' must lie in [0, 1)");
+  LINTIME_CHECK(o.warmup_steps >= 0, "config: 'train.warmup_steps' must be >= 0, got ", o.warmup_steps);
+  LINTIME_CHECK(o.eval_every >= 0 && o.checkpoint_every >= 0 && o.log_every >= 1,
+                "config: 'train.eval_every' and 'train.checkpoint_every' must be >= 0 and 'train.log_every' >= 1");
+  LINTIME_CHECK(o.schedule == "constant" || o.schedule == "warmup_cosine" || o.schedule == "epoch_cosine",
+                "config: 'train.schedule' must be one of constant, warmup_cosine, epoch_cosine, got '",
+                o.schedule, "'");
+  return config;
+}
+
+nlohmann::json MqarTrainConfig::to_document() const {
+  nlohmann::json model_json;
+  models::to_json(model_json, model);
+  nlohmann::json model_table = nlohmann::json::object();
+  for (const auto& [key, value] : model_json.items()) {
+    if (key == "vocab_size") continue;
+    if (key == "mixer_options") {
+      for (const auto& [mixer, options] : value.items()) model_table[mixer] = options;
+      continue;
+    }
+    model_table[key] = value;
+  }
+  const auto& o = optim;
+  nlohmann::json train = {
+      {"batch_size", o.batch_size}, {"test_batch_size", o.test_batch_size}, {"epochs", o.epochs},
+      {"max_steps", o.max_steps}, {"lr", o.lr}, {"weight_decay", o.weight_decay}, {"beta1", o.beta1},
+      {"beta2", o.beta2}, {"eps", o.eps}, {"schedule", o.schedule}, {"warmup_steps", o.warmup_steps},
+      {"min_lr_ratio", o.min_lr_ratio}, {"grad_clip", o.grad_clip}, {"eval_every", o.eval_every},
+      {"checkpoint_every", o.checkpoint_every}, {"log_every", o.log_every},
+      {"target_accuracy", o.target_accuracy}, {"seed", o.seed}};
+  if (!o.lr_sweep.empty()) train["lr_sweep"] = o.lr_sweep;
+  nlohmann::json data_table = {{"vocab_size", data.vocab_size}, {"power_a", data.power_a},
+                               {"random_non_queries", data.random_non_queries}, {"seed", data.seed},
+                               {"train", segments_to_json(data.train_segments)},
+                               {"test", segments_to_json(data.test_segments)}};
+  return {{"model", model_table}, {"data", data_table}, {"train", train}};
+}
+
+int64_t MqarTrainConfig::total_steps(int64_t batches_per_epoch) const {
+  const int64_t by_epochs = optim.epochs * batches_per_epoch;
+  return optim.max_steps > 0 ? std::min(optim.max_steps, by_epochs) : by_epochs;
+}
+
+MqarTrainConfig load_mqar_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+  auto document = read_toml_file(path);
+  apply_overrides(document, overrides);
+  return MqarTrainConfig::from_document(document);
+}
+
+}  // namespace lintime::train

@@ -1,0 +1,188 @@
+// Linear, Embedding, RMSNorm, SwiGLU MLP and ShortConvolution against hand-written float64
+// loops; short convolution decode history and varlen against the full / separate forward.
+#include "layers/linear.h"
+#include "layers/rms_norm.h"
+#include "layers/short_convolution.h"
+#include "layers/swiglu_mlp.h"
+#include "core/error.h"
+#include "support/test_support.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+namespace {
+
+using lintime::testing::expect_close;
+using lintime::testing::make_generator;
+
+// fp32 results against fp64 loops: a few ulps per reduction over <= 64 terms.
+constexpr double kFloat32Tolerance = 1e-5;
+
+double silu(double x) { return x / (1.0 + std::exp(-x)); }
+
+TEST(Linear, ShapeNamesAndInit) {
+  auto generator = make_generator(1);
+  lintime::layers::Linear linear(64, 48, 0.02, generator);
+  auto names = linear.named_parameters();
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_EQ(names[0].first, "weight");
+  EXPECT_EQ(linear.weight.sizes(), (std::vector<int64_t>{48, 64}));
+  EXPECT_NEAR(linear.weight.std().item<double>(), 0.02, 0.002);
+  auto x = at::randn({2, 3, 64}, at::kFloat);
+  expect_close("Linear", "y", linear.forward(x), at::matmul(x, linear.weight.t()), kFloat32Tolerance);
+
+  auto generator_again = make_generator(1);
+  lintime::layers::Linear same(64, 48, 0.02, generator_again);
+  EXPECT_TRUE(at::equal(linear.weight, same.weight));
+  lintime::layers::Linear with_bias(4, 3, 0.02, generator, /*bias=*/true);
+  EXPECT_EQ(with_bias.named_parameters().size(), 2u);
+}
+
+TEST(Embedding, LooksUpRows) {
+  auto generator = make_generator(2);
+  lintime::layers::Embedding embedding(10, 6, 0.02, generator);
+  auto ids = at::tensor({3, 0, 9}, at::kLong).view({1, 3});
+  auto y = embedding.forward(ids);
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{1, 3, 6}));
+  EXPECT_TRUE(at::equal(y[0][2], embedding.weight[9]));
+}
+
+TEST(RMSNorm, MatchesFloat64Formula) {
+  auto generator = make_generator(3);
+  const int64_t rows = 7, dim = 24;
+  const double eps = 1e-6;
+  lintime::layers::RMSNorm norm(dim, eps);
+  norm.weight.normal_(1.0, 0.5, generator);
+  auto x = at::empty({rows, dim}, at::kFloat).normal_(0.0, 3.0, generator);
+  auto expected = at::empty({rows, dim}, at::kDouble);
+  auto xa = x.accessor<float, 2>();
+  auto wa = norm.weight.accessor<float, 1>();
+  auto ea = expected.accessor<double, 2>();
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (int64_t i = 0; i < dim; ++i) sum += double(xa[r][i]) * xa[r][i];
+    const double inverse = 1.0 / std::sqrt(sum / dim + eps);
+    for (int64_t i = 0; i < dim; ++i) ea[r][i] = xa[r][i] * inverse * wa[i];
+  }
+  auto y = norm.forward(x);
+  EXPECT_EQ(y.scalar_type(), at::kFloat);
+  expect_close("RMSNorm fp32", "y", y, expected, kFloat32Tolerance);
+  expect_close("RMSNorm fp64", "y", norm.forward(x.to(at::kDouble)), expected, kFloat32Tolerance);
+
+  lintime::layers::RMSNorm plain(dim, eps, /*elementwise_affine=*/false);
+  EXPECT_TRUE(plain.named_parameters().empty());
+  expect_close("RMSNorm no weight", "y", plain.forward(x) * norm.weight, expected, kFloat32Tolerance);
+  auto y_bf16 = norm.forward(x.to(at::kBFloat16));
+  EXPECT_EQ(y_bf16.scalar_type(), at::kBFloat16);
+  expect_close("RMSNorm bf16", "y", y_bf16, expected, 2e-2);
+}
+
+TEST(SwiGluMlp, MatchesFloat64FormulaAndSizeRule) {
+  EXPECT_EQ(lintime::layers::SwiGluMlp::intermediate_size_for(2048, 4.0), 5632);
+  EXPECT_EQ(lintime::layers::SwiGluMlp::intermediate_size_for(1024, 4.0), 2816);
+  EXPECT_EQ(lintime::layers::SwiGluMlp::intermediate_size_for(4096, 4.0, 14336), 14336);
+
+  auto generator = make_generator(4);
+  const int64_t d = 8, hidden = 12, rows = 5;
+  lintime::layers::SwiGluMlp mlp(d, hidden, 0.3, generator);
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : mlp.named_parameters()) names.push_back(name);
+  EXPECT_EQ(names, (std::vector<std::string>{"gate_proj.weight", "up_proj.weight", "down_proj.weight"}));
+
+  auto x = at::empty({rows, d}, at::kDouble).normal_(0.0, 1.0, generator);
+  auto gate = mlp.gate_proj.weight.to(at::kDouble);
+  auto up = mlp.up_proj.weight.to(at::kDouble);
+  auto down = mlp.down_proj.weight.to(at::kDouble);
+  auto xa = x.accessor<double, 2>();
+  auto ga = gate.accessor<double, 2>(), ua = up.accessor<double, 2>(), da = down.accessor<double, 2>();
+  auto expected = at::zeros({rows, d}, at::kDouble);
+  auto ea = expected.accessor<double, 2>();
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<double> inner(hidden);
+    for (int64_t j = 0; j < hidden; ++j) {
+      double a = 0, b = 0;
+      for (int64_t i = 0; i < d; ++i) {
+        a += ga[j][i] * xa[r][i];
+        b += ua[j][i] * xa[r][i];
+      }
+      inner[j] = silu(a) * b;
+    }
+    for (int64_t o = 0; o < d; ++o) {
+      for (int64_t j = 0; j < hidden; ++j) ea[r][o] += da[o][j] * inner[j];
+    }
+  }
+  expect_close("SwiGLU fp32", "y", mlp.forward(x.to(at::kFloat)), expected, kFloat32Tolerance);
+  mlp.to(at::kCPU, at::kDouble);
+  expect_close("SwiGLU fp64", "y", mlp.forward(x), expected, 1e-12);
+}
+
+// y[b, t, c] = silu(Σ_j w[c, j] x[b, t - (W-1) + j, c]) with zeros before the start.
+at::Tensor conv_reference(const at::Tensor& x, const at::Tensor& weight, bool activation) {
+  auto xd = x.to(at::kDouble);
+  auto wd = weight.to(at::kDouble).squeeze(1);
+  const int64_t batch = x.size(0), length = x.size(1), channels = x.size(2), width = wd.size(1);
+  auto y = at::zeros({batch, length, channels}, at::kDouble);
+  auto xa = xd.accessor<double, 3>();
+  auto wa = wd.accessor<double, 2>();
+  auto ya = y.accessor<double, 3>();
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < length; ++t) {
+      for (int64_t c = 0; c < channels; ++c) {
+        double sum = 0;
+        for (int64_t j = 0; j < width; ++j) {
+          const int64_t source = t - (width - 1) + j;
+          if (source >= 0) sum += wa[c][j] * xa[b][source][c];
+        }
+        ya[b][t][c] = activation ? silu(sum) : sum;
+      }
+    }
+  }
+  return y;
+}
+
+TEST(ShortConvolution, MatchesLoopAndWeightLayout) {
+  auto generator = make_generator(5);
+  lintime::layers::ShortConvolution conv(6, 4, 0.5, generator);
+  EXPECT_EQ(conv.weight.sizes(), (std::vector<int64_t>{6, 1, 4}));
+  auto x = at::empty({2, 9, 6}, at::kFloat).normal_(0.0, 1.0, generator);
+  expect_close("conv silu", "y", conv.forward(x), conv_reference(x, conv.weight, true), kFloat32Tolerance);
+  lintime::layers::ShortConvolution linear_conv(6, 3, 0.5, generator, false, "");
+  expect_close("conv no activation", "y", linear_conv.forward(x), conv_reference(x, linear_conv.weight, false),
+               kFloat32Tolerance);
+  EXPECT_THROW(lintime::layers::ShortConvolution(6, 4, 0.5, generator, false, "gelu"), lintime::Error);
+}
+
+TEST(ShortConvolution, DecodeHistoryEqualsFullForward) {
+  auto generator = make_generator(6);
+  lintime::layers::ShortConvolution conv(5, 4, 0.5, generator);
+  auto x = at::empty({3, 11, 5}, at::kDouble).normal_(0.0, 1.0, generator);
+  conv.to(at::kCPU, at::kDouble);
+  auto full = conv.forward(x);
+  auto history = at::zeros({3, 3, 5}, at::kDouble);
+  std::vector<at::Tensor> pieces;
+  int64_t start = 0;
+  for (int64_t length : {2, 1, 1, 4, 1, 2}) {  // pieces shorter and longer than W - 1
+    pieces.push_back(conv.forward(x.narrow(1, start, length), &history));
+    start += length;
+  }
+  expect_close("conv pieces", "y", at::cat(pieces, 1), full, 1e-13);
+  expect_close("conv pieces", "history", history, x.narrow(1, 8, 3), 0.0);
+}
+
+TEST(ShortConvolution, VarlenEqualsSeparateSequences) {
+  auto generator = make_generator(7);
+  lintime::layers::ShortConvolution conv(4, 4, 0.5, generator);
+  auto x = at::empty({1, 10, 4}, at::kFloat).normal_(0.0, 1.0, generator);
+  auto cu_seqlens = at::tensor({0, 2, 7, 10}, at::kLong);
+  auto packed = conv.forward(x, nullptr, cu_seqlens);
+  std::vector<at::Tensor> separate;
+  for (auto [begin, end] : {std::pair{0, 2}, std::pair{2, 7}, std::pair{7, 10}}) {
+    separate.push_back(conv.forward(x.narrow(1, begin, end - begin)));
+  }
+  expect_close("conv varlen", "y", packed, at::cat(separate, 1), kFloat32Tolerance);
+}
+
+}  // namespace

@@ -1,0 +1,260 @@
+// The MQAR model: shapes, deterministic init, parameter and state-size formulas, the mixer
+// registry and config errors, and a short overfitting run on one fixed MQAR batch per mixer.
+#include "models/mqar_model.h"
+
+#include "core/error.h"
+#include "layers/base_conv.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <set>
+#include <functional>
+#include <random>
+#include <string>
+
+namespace {
+
+using lintime::models::MqarModel;
+using lintime::models::MqarModelConfig;
+using nlohmann::json;
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const lintime::Error& error) {
+    return error.what();
+  }
+  return "";
+}
+
+// True when the registered op has a CPU kernel (the ops are written by another issue).
+bool op_available(const char* name) {
+  auto handle = c10::Dispatcher::singleton().findSchema({name, ""});
+  return handle.has_value() && handle->hasKernelForDispatchKey(c10::DispatchKey::CPU);
+}
+
+bool mixer_available(const std::string& mixer) {
+  if (mixer == "gsa") return op_available("lintime::gsa_chunk");
+  if (mixer == "gla") return op_available("lintime::gla_chunk");
+  return true;
+}
+
+#define SKIP_UNLESS_AVAILABLE(mixer)                                                          \
+  if (!mixer_available(mixer)) GTEST_SKIP() << "the op behind mixer \"" << (mixer)             \
+                                            << "\" has no CPU kernel registered yet"
+
+MqarModelConfig small_config(std::vector<std::string> layers) {
+  MqarModelConfig config;
+  config.vocab_size = 64;
+  config.d_model = 16;
+  config.layers = std::move(layers);
+  config.mixer_options = {{"gsa", {{"num_heads", 2}, {"num_slots", 4}}}};
+  return config;
+}
+
+// One fixed MQAR-style batch (the generator itself lives in lintime_data, which this test does
+// not link): context k1 v1 k2 v2, each key queried once after it, the label at the query key.
+std::pair<at::Tensor, at::Tensor> fixed_batch(int64_t batch, int64_t length, int64_t pairs, int64_t vocab) {
+  std::mt19937_64 rng(7);
+  auto inputs = at::zeros({batch, length}, at::kLong);
+  auto labels = at::full({batch, length}, -100, at::kLong);
+  for (int64_t b = 0; b < batch; ++b) {
+    std::vector<int64_t> keys(vocab / 2 - 1), values(vocab / 2);
+    std::iota(keys.begin(), keys.end(), 1);
+    std::iota(values.begin(), values.end(), vocab / 2);
+    std::shuffle(keys.begin(), keys.end(), rng);
+    std::shuffle(values.begin(), values.end(), rng);
+    for (int64_t i = 0; i < pairs; ++i) {
+      inputs[b][2 * i] = keys[i];
+      inputs[b][2 * i + 1] = values[i];
+      const int64_t query = 2 * pairs + 2 * ((i + b) % pairs) + 2 * (b % 2);
+      inputs[b][query] = keys[i];
+      labels[b][query] = values[i];
+    }
+  }
+  return {inputs, labels};
+}
+
+at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& labels) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}), {},
+                                at::Reduction::Mean, -100);
+}
+
+TEST(MqarModel, ShapesAndDeterministicInit) {
+  for (const auto& layers : std::vector<std::vector<std::string>>{{"base_conv", "gla"}, {"gsa", "gsa"}}) {
+    const std::string name = layers[0] + "+" + layers[1];
+    if (!mixer_available(layers[1])) continue;
+    MqarModel a(small_config(layers), 3), b(small_config(layers), 3), c(small_config(layers), 4);
+    auto inputs = at::randint(64, {2, 24}, at::kLong);
+    auto logits = a.forward(inputs);
+    ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{2, 24, 64})) << name;
+    EXPECT_EQ(logits.scalar_type(), at::kFloat) << name;
+    EXPECT_TRUE(logits.isfinite().all().item<bool>()) << name;
+    EXPECT_TRUE(at::equal(logits, b.forward(inputs))) << name;
+    EXPECT_FALSE(at::allclose(logits, c.forward(inputs))) << name;
+    auto pa = a.named_parameters(), pc = c.named_parameters();
+    ASSERT_EQ(pa.size(), pc.size());
+    // Causality: changing the last token leaves every earlier position unchanged.
+    auto changed = inputs.clone();
+    changed[0][23] = (changed[0][23].item<int64_t>() + 1) % 64;
+    auto other = a.forward(changed);
+    EXPECT_TRUE(at::allclose(other.slice(1, 0, 23), logits.slice(1, 0, 23), 1e-5, 1e-6)) << name;
+  }
+  if (!mixer_available("gla") || !mixer_available("gsa")) GTEST_SKIP() << "gla/gsa ops not registered yet";
+}
+
+TEST(MqarModel, ParameterNamesAndTiedHead) {
+  MqarModel model(small_config({"base_conv", "gsa"}), 0);
+  std::set<std::string> names;
+  for (const auto& [name, tensor] : model.named_parameters()) names.insert(name);
+  for (const char* expected :
+       {"backbone.embeddings.word_embeddings.weight", "backbone.layers.0.norm1.weight", "backbone.layers.0.norm2.bias",
+        "backbone.layers.0.sequence_mixer.projection.weight", "backbone.layers.0.sequence_mixer.conv.weight",
+        "backbone.layers.1.sequence_mixer.q_proj.weight", "backbone.layers.1.sequence_mixer.f_proj.weight",
+        "backbone.ln_f.weight", "backbone.ln_f.bias"}) {
+    EXPECT_TRUE(names.count(expected)) << expected;
+  }
+  EXPECT_EQ(names.count("lm_head.weight"), 0u);
+  // Embedding init N(0, 0.02).
+  EXPECT_NEAR(model.embedding.std().item<double>(), 0.02, 0.002);
+}
+
+TEST(MqarModel, ParameterCountAndStateBytesFormulas) {
+  // d = 16, V = 64. Embedding 1024 (tied), final LayerNorm 32, 2 × 4d = 128 block norms.
+  // base_conv k = 3: d² + d + d·k + d = 336.
+  // gsa (2 heads, 4 slots, expand 1): q, k, v, o 4·d² = 1024, f_proj d·H·M = 128, g_norm 16 → 1168.
+  // gla (2 heads, key_dim 8, value_dim 16): q, k 2·128, v 256, gk_proj 16·16 + 16·8 + 8 = 392,
+  // g_proj 256, g_norm 8, o 256 → 1424.
+  const int64_t base = 1024 + 32 + 128;
+  EXPECT_EQ(small_config({"base_conv", "gsa"}).parameter_count(), base + 336 + 1168);
+  EXPECT_EQ(MqarModel(small_config({"base_conv", "gsa"}), 0).parameter_count(), base + 336 + 1168);
+  EXPECT_EQ(small_config({"base_conv", "gla"}).parameter_count(), base + 336 + 1424);
+  EXPECT_EQ(MqarModel(small_config({"base_conv", "gla"}), 0).parameter_count(), base + 336 + 1424);
+
+  // State bytes: base_conv d·k·4 = 192; gsa H·(K·M + M·V)·4 = 2·(8·4 + 4·8)·4 = 512;
+  // gla H·K·V·4 = 2·4·8·4 = 256.
+  EXPECT_EQ(MqarModel(small_config({"base_conv", "gsa"}), 0).state_bytes_per_sequence(), 192 + 512);
+  EXPECT_EQ(small_config({"base_conv", "gla", "gla"}).state_bytes_per_sequence(), 192 + 2 * 256);
+  // based.md §6: BaseConv d = 64, k = 3 holds 768 bytes; GSA paper: 2·M·d fp32 per layer
+  // (d = 128, M = d/4 = 32, 4 heads).
+  EXPECT_EQ(lintime::layers::BaseConv::state_bytes_per_sequence(64, 3), 768);
+  MqarModelConfig gsa_paper;
+  gsa_paper.d_model = 128;
+  EXPECT_EQ(gsa_paper.state_bytes_per_sequence(), 4 * 2 * 32 * 128 * 4);
+}
+
+TEST(MqarModel, RegistryAndConfigErrors) {
+  EXPECT_EQ(lintime::models::mixer_names(), (std::vector<std::string>{"gsa", "gla", "base_conv"}));
+  at::Generator generator = at::detail::createCPUGenerator(0);
+  EXPECT_EQ(error_of([&] { lintime::models::make_mixer("mamba", 16, json::object(), generator); }),
+            "unknown sequence mixer \"mamba\"; known mixers: gsa, gla, base_conv");
+  EXPECT_EQ(error_of([] { MqarModel(small_config({"gsa", "attention"}), 0); }),
+            "mqar model config: layers[1]: unknown sequence mixer \"attention\"; known mixers: gsa, gla, base_conv");
+  auto config = small_config({"gsa"});
+  config.mixer_options["gsa"]["slots"] = 8;
+  EXPECT_NE(error_of([&] { config.validate(); }).find("mixer \"gsa\": unknown option \"slots\" (known: num_heads"),
+            std::string::npos);
+  config = small_config({"gla"});
+  config.mixer_options["gla"] = {{"num_heads", "two"}};
+  EXPECT_EQ(error_of([&] { config.validate(); }), "mixer \"gla\": option num_heads must be an integer, got \"two\"");
+  config.mixer_options["gla"] = {{"num_heads", 3}};
+  EXPECT_NE(error_of([&] { config.validate(); }).find("must be a positive multiple of num_heads = 3"),
+            std::string::npos);
+  config = small_config({"base_conv"});
+  config.mixer_options["rwkv"] = json::object();
+  EXPECT_NE(error_of([&] { config.validate(); }).find("mixer_options: unknown sequence mixer \"rwkv\""),
+            std::string::npos);
+  config = small_config({});
+  EXPECT_NE(error_of([&] { config.validate(); }).find("layers must list at least one sequence mixer"), std::string::npos);
+  config = small_config({"base_conv"});
+  config.d_model = 0;
+  EXPECT_EQ(error_of([&] { MqarModel(config, 0); }), "mqar model config: d_model must be >= 1, got 0");
+
+  MqarModel model(small_config({"base_conv"}), 0);
+  EXPECT_NE(error_of([&] { model.forward(at::full({1, 4}, 64, at::kLong)); }).find("token ids in [0, 64)"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { model.forward(at::zeros({4}, at::kLong)); }).find("shape [B, L]"), std::string::npos);
+}
+
+TEST(MqarModel, ConfigJsonRoundTrip) {
+  auto config = small_config({"base_conv", "gsa"});
+  json document = config;
+  EXPECT_EQ(document.at("layers"), json({"base_conv", "gsa"}));
+  auto back = document.get<MqarModelConfig>();
+  EXPECT_EQ(json(back), document);
+  EXPECT_EQ(back.parameter_count(), config.parameter_count());
+
+  auto defaults = json::object().get<MqarModelConfig>();
+  EXPECT_EQ(defaults.layers.size(), 4u);
+  EXPECT_EQ(defaults.d_model, 128);
+  EXPECT_NE(error_of([] { json{{"d_model", 16}, {"n_layer", 2}}.get<MqarModelConfig>(); }).find("unknown key \"n_layer\""),
+            std::string::npos);
+  EXPECT_NE(error_of([] { json{{"layers", "gsa"}}.get<MqarModelConfig>(); }).find("layers must be an array of mixer names"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { json{{"layers", {"gsa", "foo"}}}.get<MqarModelConfig>(); }).find("known mixers: gsa, gla, base_conv"),
+            std::string::npos);
+}
+
+// A few dozen Adam steps on one fixed batch must lower the loss well below its start.
+void expect_overfits(const std::vector<std::string>& layers) {
+  const auto start = std::chrono::steady_clock::now();
+  MqarModelConfig config;
+  config.vocab_size = 32;
+  config.d_model = 32;
+  config.layers = layers;
+  config.mixer_options = {{"gsa", {{"num_heads", 2}, {"num_slots", 8}}}};
+  MqarModel model(config, 1);
+  model.set_requires_grad(true);
+  auto [inputs, labels] = fixed_batch(16, 24, 4, 32);
+
+  std::vector<at::Tensor> params, first_moment, second_moment;
+  for (auto& [name, tensor] : model.named_parameters()) {
+    params.push_back(tensor);
+    first_moment.push_back(at::zeros_like(tensor));
+    second_moment.push_back(at::zeros_like(tensor));
+  }
+  const double lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double initial = 0, final_loss = 0;
+  const int steps = 60;
+  for (int step = 1; step <= steps; ++step) {
+    model.zero_grad();
+    auto loss = loss_of(model.forward(inputs), labels);
+    if (step == 1) initial = loss.item<double>();
+    final_loss = loss.item<double>();
+    loss.backward();
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const at::Tensor grad = params[i].grad();
+      first_moment[i].mul_(beta1).add_(grad, 1 - beta1);
+      second_moment[i].mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+      const double correction1 = 1 - std::pow(beta1, step), correction2 = 1 - std::pow(beta2, step);
+      params[i].sub_(lr / correction1 * first_moment[i] / ((second_moment[i] / correction2).sqrt() + eps));
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string name = ::testing::PrintToString(layers);
+  EXPECT_LT(final_loss, 0.5 * initial) << name << ": loss " << initial << " -> " << final_loss;
+  EXPECT_LT(seconds, 10.0) << name;
+  std::printf("overfit %s: loss %.3f -> %.3f in %d steps, %.2f s\n", name.c_str(), initial, final_loss, steps, seconds);
+}
+
+TEST(MqarModelTraining, BaseConvOnlyOverfits) { expect_overfits({"base_conv", "base_conv"}); }
+
+TEST(MqarModelTraining, BaseConvGlaOverfits) {
+  SKIP_UNLESS_AVAILABLE("gla");
+  expect_overfits({"base_conv", "gla"});
+}
+
+TEST(MqarModelTraining, GsaOverfits) {
+  SKIP_UNLESS_AVAILABLE("gsa");
+  expect_overfits({"gsa", "gsa"});
+}
+
+}  // namespace

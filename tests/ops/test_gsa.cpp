@@ -1,0 +1,529 @@
+// Tests of the GSA ops (gsa.md §1–2) through the dispatcher entry points of ops.h: the chunked
+// op with its analytic backward against autograd through the token-by-token reference (fp64
+// and fp32 inputs), finite differences, ABC, the paper's per-slot equations on a hand-sized
+// example, decoding steps, varlen against per-sequence runs, and error messages.
+#include "ops/register/ops.h"
+#include "support/test_support.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace lintime::ops {
+namespace {
+
+using lintime::testing::expect_close;
+using lintime::testing::make_generator;
+using lintime::testing::poison_nan;
+
+// Relative max error of fp64 against the fp64 reference: round-off only.
+constexpr double kFloat64Tolerance = 1e-10;
+// fp32 inputs against the fp64 reference, moderate gates (normaliser >= 1).
+constexpr double kFloat32Tolerance = 1e-5;
+
+struct GsaCase {
+  std::string name;
+  int64_t batch, time, query_heads, heads, key_dim, value_dim, slots;
+  double gate_normaliser;         // g = logsigmoid(x) / gate_normaliser
+  bool layer_slot_write;          // s = 1 - exp(g) as in the layer; else independent random s
+  bool initial_state;
+  std::vector<int64_t> sequence_lengths = {};  // varlen (batch 1, time = their sum) when set
+  bool final_state = true;
+  bool check_float32 = false;     // also run fp32 inputs (only for moderate gates)
+};
+
+struct GsaInputs {
+  at::Tensor q, k, v, s, g, initial_state_k, initial_state_v, cu_seqlens;
+  at::Tensor grad_o, grad_state_k, grad_state_v;  // weights of the scalar loss
+  double scale;
+};
+
+GsaInputs make_inputs(const GsaCase& c, uint64_t seed, bool abc = false) {
+  auto generator = make_generator(seed);
+  const auto options = at::TensorOptions().dtype(at::kDouble);
+  auto randn = [&](at::IntArrayRef shape) { return at::randn(shape, generator, options); };
+  const bool varlen = !c.sequence_lengths.empty();
+  const int64_t time = varlen ? std::accumulate(c.sequence_lengths.begin(),
+                                                c.sequence_lengths.end(), int64_t{0})
+                              : c.time;
+  const int64_t sequences = varlen ? static_cast<int64_t>(c.sequence_lengths.size()) : c.batch;
+  const int64_t B = c.batch, T = time, HQ = c.query_heads, H = c.heads, K = c.key_dim,
+                V = c.value_dim, M = c.slots;
+  GsaInputs in;
+  in.q = randn({B, T, HQ, K});
+  in.k = randn({B, T, H, K});
+  in.v = randn({B, T, H, V});
+  in.g = at::log_sigmoid(randn({B, T, H, M})) / c.gate_normaliser;
+  in.s = abc ? randn({B, T, H, M}) : c.layer_slot_write ? 1 - in.g.exp() : randn({B, T, H, M});
+  if (abc) in.g = at::Tensor();
+  if (c.initial_state) {
+    in.initial_state_k = 0.5 * randn({sequences, H, K, M});
+    in.initial_state_v = 0.5 * randn({sequences, H, M, V});
+  }
+  if (varlen) {
+    std::vector<int64_t> offsets{0};
+    for (int64_t length : c.sequence_lengths) offsets.push_back(offsets.back() + length);
+    in.cu_seqlens = at::tensor(offsets, at::kLong).to(at::kInt);
+  }
+  in.grad_o = randn({B, T, HQ, V});
+  in.grad_state_k = randn({sequences, H, K, M});
+  in.grad_state_v = randn({sequences, H, M, V});
+  in.scale = 1.0 / std::sqrt(static_cast<double>(K));
+  return in;
+}
+
+std::optional<at::Tensor> optional(const at::Tensor& tensor) {
+  return tensor.defined() ? std::optional<at::Tensor>(tensor) : std::nullopt;
+}
+
+enum class Implementation { chunk, reference };
+
+// Outputs and the gradients of sum(o·grad_o) + sum(H^k·grad_state_k) + sum(H^v·grad_state_v)
+// for q, k, v, s, g and both initial states (undefined where the input is absent).
+struct GsaRun {
+  at::Tensor o, final_state_k, final_state_v;
+  std::map<std::string, at::Tensor> grads;
+};
+
+GsaRun run_gsa(Implementation implementation, const GsaInputs& in, at::ScalarType dtype,
+               bool final_state = true) {
+  auto leaf = [&](const at::Tensor& x) {
+    return x.defined() ? x.to(dtype).detach().requires_grad_(true) : at::Tensor();
+  };
+  std::map<std::string, at::Tensor> leaves = {
+      {"q", leaf(in.q)}, {"k", leaf(in.k)}, {"v", leaf(in.v)}, {"s", leaf(in.s)},
+      {"g", leaf(in.g)}, {"initial_state_k", leaf(in.initial_state_k)},
+      {"initial_state_v", leaf(in.initial_state_v)}};
+  auto call = implementation == Implementation::chunk ? &gsa_chunk : &gsa_reference;
+  auto result = call(leaves["q"], leaves["k"], leaves["v"], leaves["s"], optional(leaves["g"]),
+                     in.scale, optional(leaves["initial_state_k"]),
+                     optional(leaves["initial_state_v"]), final_state, optional(in.cu_seqlens));
+  std::vector<at::Tensor> outputs{result.o}, grad_outputs{in.grad_o.to(result.o.scalar_type())};
+  if (final_state) {
+    outputs.insert(outputs.end(), {result.final_state_k, result.final_state_v});
+    grad_outputs.insert(grad_outputs.end(),
+                        {in.grad_state_k.to(result.final_state_k.scalar_type()),
+                         in.grad_state_v.to(result.final_state_v.scalar_type())});
+  } else {
+    EXPECT_FALSE(result.final_state_k.defined());
+    EXPECT_FALSE(result.final_state_v.defined());
+  }
+  std::vector<std::string> names;
+  std::vector<at::Tensor> inputs;
+  for (const auto& [name, tensor] : leaves) {
+    if (!tensor.defined()) continue;
+    names.push_back(name);
+    inputs.push_back(tensor);
+  }
+  auto grads = torch::autograd::grad(outputs, inputs, grad_outputs, /*retain_graph=*/false,
+                                     /*create_graph=*/false, /*allow_unused=*/true);
+  GsaRun run{result.o.detach(), final_state ? result.final_state_k.detach() : at::Tensor(),
+             final_state ? result.final_state_v.detach() : at::Tensor(), {}};
+  for (size_t i = 0; i < names.size(); ++i) run.grads[names[i]] = grads[i];
+  return run;
+}
+
+// expect_close, except that an exactly zero reference (e.g. grad_g at T = 1 without initial
+// state, where g multiplies a zero state) is compared in absolute terms.
+void expect_close_or_zero(const std::string& case_name, const std::string& tensor_name,
+                          const at::Tensor& actual, const at::Tensor& expected, double tolerance) {
+  if (expected.numel() > 0 && expected.abs().max().item<double>() == 0.0) {
+    const double largest = actual.abs().max().item<double>();
+    EXPECT_LE(largest, tolerance) << case_name << ": " << tensor_name
+                                  << " should be zero, max abs " << largest;
+    return;
+  }
+  expect_close(case_name, tensor_name, actual, expected, tolerance);
+}
+
+void expect_runs_close(const std::string& case_name, const GsaRun& actual,
+                       const GsaRun& expected, double tolerance) {
+  expect_close(case_name, "o", actual.o, expected.o, tolerance);
+  if (expected.final_state_k.defined()) {
+    expect_close(case_name, "final_state_k", actual.final_state_k, expected.final_state_k,
+                 tolerance);
+    expect_close(case_name, "final_state_v", actual.final_state_v, expected.final_state_v,
+                 tolerance);
+  }
+  ASSERT_EQ(actual.grads.size(), expected.grads.size()) << case_name;
+  for (const auto& [name, grad] : expected.grads) {
+    ASSERT_TRUE(actual.grads.count(name)) << case_name << ": no gradient for " << name;
+    expect_close_or_zero(case_name, "grad_" + name, actual.grads.at(name), grad, tolerance);
+  }
+}
+
+// Not a cartesian product: each case covers a different corner (T around the 64-token chunk,
+// odd head dims, strong gates, grouped queries, batch > 1, varlen, initial states); the
+// 1025-token cases keep K, V, M small to bound the reference's run time.
+const std::vector<GsaCase>& chunk_cases() {
+  static const std::vector<GsaCase> cases = {
+      {"T1_K32_V32_M16_B2_norm8_layer_s", 2, 1, 1, 1, 32, 32, 16, 8.0, true, false, {}, true, true},
+      {"T63_K60_V64_M32_B2_HQ4_H2_norm1_random_s_init", 2, 63, 4, 2, 60, 64, 32, 1.0, false, true,
+       {}, true, true},
+      {"T64_K64_V60_M64_HQ2_H1_norm0.1_layer_s_init", 1, 64, 2, 1, 64, 60, 64, 0.1, true, true},
+      {"T65_K128_V32_M16_B2_H2_norm8_random_s", 2, 65, 2, 2, 128, 32, 16, 8.0, false, false, {},
+       true, true},
+      {"T100_K32_V128_M32_B2_HQ4_H1_norm1_layer_s_init", 2, 100, 4, 1, 32, 128, 32, 1.0, true,
+       true, {}, true, true},
+      {"T100_K60_V60_M16_norm8_no_final_state_init", 1, 100, 2, 2, 60, 60, 16, 8.0, true, true, {},
+       false, true},
+      {"T1025_K32_V32_M16_HQ2_H1_norm8_layer_s_init", 1, 1025, 2, 1, 32, 32, 16, 8.0, true, true,
+       {}, true, true},
+      {"T1025_K32_V32_M16_norm0.1_random_s", 1, 1025, 1, 1, 32, 32, 16, 0.1, false, false},
+      {"varlen_1_63_100_65_K64_V60_M32_HQ4_H2_norm1_layer_s_init", 1, 0, 4, 2, 64, 60, 32, 1.0,
+       true, true, {1, 63, 100, 65}, true, true},
+      {"varlen_300_1_724_K32_V32_M16_norm8_random_s_init", 1, 0, 1, 1, 32, 32, 16, 8.0, false, true,
+       {300, 1, 724}, true, true},
+      {"varlen_64_64_129_K128_V64_M64_HQ2_H1_norm0.1_layer_s", 1, 0, 2, 1, 128, 64, 64, 0.1, true,
+       false, {64, 64, 129}},
+  };
+  return cases;
+}
+
+uint64_t seed_of(const std::string& name) { return std::hash<std::string>{}(name) % 100003; }
+
+// The fp64 reference of each case, computed once for the fp64 and fp32 comparisons.
+const GsaRun& reference_of(const GsaCase& c) {
+  static std::map<std::string, GsaRun> cache;
+  auto found = cache.find(c.name);
+  if (found != cache.end()) return found->second;
+  auto inputs = make_inputs(c, seed_of(c.name));
+  return cache[c.name] = run_gsa(Implementation::reference, inputs, at::kDouble, c.final_state);
+}
+
+TEST(GsaChunk, MatchesReferenceOutputsStatesAndAllGradientsInFloat64) {
+  for (const auto& c : chunk_cases()) {
+    SCOPED_TRACE(c.name);
+    auto inputs = make_inputs(c, seed_of(c.name));
+    auto chunk = run_gsa(Implementation::chunk, inputs, at::kDouble, c.final_state);
+    expect_runs_close(c.name + " (float64)", chunk, reference_of(c), kFloat64Tolerance);
+  }
+}
+
+TEST(GsaChunk, Float32InputsMatchFloat64ReferenceWithModerateGates) {
+  for (const auto& c : chunk_cases()) {
+    if (!c.check_float32) continue;
+    SCOPED_TRACE(c.name);
+    auto inputs = make_inputs(c, seed_of(c.name));
+    auto chunk = run_gsa(Implementation::chunk, inputs, at::kFloat, c.final_state);
+    EXPECT_EQ(chunk.o.scalar_type(), at::kFloat) << c.name;
+    if (c.final_state) EXPECT_EQ(chunk.final_state_k.scalar_type(), at::kFloat) << c.name;
+    expect_runs_close(c.name + " (float32)", chunk, reference_of(c), kFloat32Tolerance);
+  }
+}
+
+// Central differences of the scalar loss against the analytic backward of gsa_chunk.
+// Tiny case: every element; a varlen case crossing a chunk boundary: random directions.
+TEST(GsaChunk, GradientsMatchFiniteDifferencesInFloat64) {
+  const std::vector<std::pair<GsaCase, int64_t>> cases = {
+      {{"tiny_T5_B2_HQ2_H1_K3_V2_M3_init_all_elements", 2, 5, 2, 1, 3, 2, 3, 1.0, false, true},
+       0},
+      {{"varlen_70_3_HQ2_H1_K4_V3_M2_init_directions", 1, 0, 2, 1, 4, 3, 2, 1.0, true, true,
+        {70, 3}},
+       4},
+  };
+  for (const auto& [c, directions] : cases) {
+    SCOPED_TRACE(c.name);
+    const auto in = make_inputs(c, seed_of(c.name));
+    const auto analytic = run_gsa(Implementation::chunk, in, at::kDouble);
+    std::map<std::string, at::Tensor> values = {
+        {"q", in.q}, {"k", in.k}, {"v", in.v}, {"s", in.s}, {"g", in.g},
+        {"initial_state_k", in.initial_state_k}, {"initial_state_v", in.initial_state_v}};
+    auto loss = [&](const std::map<std::string, at::Tensor>& x) {
+      at::NoGradGuard no_grad;
+      auto r = gsa_chunk(x.at("q"), x.at("k"), x.at("v"), x.at("s"), x.at("g"), in.scale,
+                         x.at("initial_state_k"), x.at("initial_state_v"), true,
+                         optional(in.cu_seqlens));
+      return ((r.o * in.grad_o).sum() + (r.final_state_k * in.grad_state_k).sum() +
+              (r.final_state_v * in.grad_state_v).sum())
+          .item<double>();
+    };
+    constexpr double step = 1e-6;
+    auto generator = make_generator(7);
+    for (const auto& [name, value] : values) {
+      const auto& grad = analytic.grads.at(name);
+      std::vector<at::Tensor> probes;
+      if (directions == 0) {
+        for (int64_t i = 0; i < value.numel(); ++i) {
+          probes.push_back(at::zeros_like(value).view(-1).index_fill_(0, at::tensor({i}), 1.0)
+                               .view(value.sizes()));
+        }
+      } else {
+        for (int64_t i = 0; i < directions; ++i) {
+          probes.push_back(at::randn(value.sizes(), generator, value.options()));
+        }
+      }
+      std::vector<double> numeric, exact;
+      for (const auto& probe : probes) {
+        auto plus = values, minus = values;
+        plus[name] = value + step * probe;
+        minus[name] = value - step * probe;
+        numeric.push_back((loss(plus) - loss(minus)) / (2 * step));
+        exact.push_back((grad * probe).sum().item<double>());
+      }
+      auto numeric_tensor = at::tensor(numeric, at::kDouble);
+      auto exact_tensor = at::tensor(exact, at::kDouble);
+      expect_close(c.name, "grad_" + name + " vs finite differences", exact_tensor,
+                   numeric_tensor, 1e-6);
+    }
+  }
+}
+
+// g = nullopt: s holds raw slot logits, gates from abc_gates in the chunked op and the running
+// logaddexp inside the reference.
+TEST(GsaChunk, AbcWithoutGateMatchesReferenceIncludingSlotLogitGradients) {
+  const std::vector<GsaCase> cases = {
+      {"abc_T100_B2_HQ4_H2_K32_V60_M16_init", 2, 100, 4, 2, 32, 60, 16, 1.0, false, true},
+      {"abc_T1_K64_V32_M32", 1, 1, 1, 1, 64, 32, 32, 1.0, false, false},
+      {"abc_varlen_1_64_70_HQ2_H1_K60_V32_M64_init", 1, 0, 2, 1, 60, 32, 64, 1.0, false, true,
+       {1, 64, 70}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto inputs = make_inputs(c, seed_of(c.name), /*abc=*/true);
+    auto chunk = run_gsa(Implementation::chunk, inputs, at::kDouble);
+    auto reference = run_gsa(Implementation::reference, inputs, at::kDouble);
+    EXPECT_FALSE(chunk.grads.count("g")) << c.name;
+    expect_runs_close(c.name, chunk, reference, kFloat64Tolerance);
+  }
+}
+
+// The paper's per-slot form with s = 1 - α and scale 1: K̃_t = Diag(α_t) K̃_{t-1} + (1 − α_t) ⊗ k_t,
+// Ṽ_t likewise, o_t = Ṽ_tᵀ softmax(K̃_t q_t); written with plain loops over doubles.
+TEST(GsaChunk, HandSizedExampleMatchesPaperPerSlotEquations) {
+  constexpr int T = 3, K = 2, V = 2, M = 2;
+  const double q[T][K] = {{0.5, -1.0}, {1.5, 0.25}, {-0.75, 2.0}};
+  const double k[T][K] = {{1.0, 0.5}, {-0.5, 1.25}, {2.0, -1.0}};
+  const double v[T][V] = {{0.3, -0.7}, {1.1, 0.4}, {-0.2, 0.9}};
+  const double alpha[T][M] = {{0.9, 0.2}, {0.6, 0.95}, {0.3, 0.7}};
+  double key_slots[M][K] = {}, value_slots[M][V] = {}, expected_o[T][V];
+  for (int t = 0; t < T; ++t) {
+    double scores[M], normaliser = 0.0;
+    for (int m = 0; m < M; ++m) {
+      for (int i = 0; i < K; ++i) {
+        key_slots[m][i] = alpha[t][m] * key_slots[m][i] + (1 - alpha[t][m]) * k[t][i];
+      }
+      for (int j = 0; j < V; ++j) {
+        value_slots[m][j] = alpha[t][m] * value_slots[m][j] + (1 - alpha[t][m]) * v[t][j];
+      }
+      scores[m] = 0.0;
+      for (int i = 0; i < K; ++i) scores[m] += key_slots[m][i] * q[t][i];
+    }
+    for (int m = 0; m < M; ++m) normaliser += std::exp(scores[m]);
+    for (int j = 0; j < V; ++j) {
+      expected_o[t][j] = 0.0;
+      for (int m = 0; m < M; ++m) {
+        expected_o[t][j] += std::exp(scores[m]) / normaliser * value_slots[m][j];
+      }
+    }
+  }
+  auto tensor = [](const double* data, at::IntArrayRef shape) {
+    return at::from_blob(const_cast<double*>(data), shape, at::kDouble).clone();
+  };
+  const auto q_t = tensor(&q[0][0], {1, T, 1, K}), k_t = tensor(&k[0][0], {1, T, 1, K});
+  const auto v_t = tensor(&v[0][0], {1, T, 1, V});
+  const auto g_t = tensor(&alpha[0][0], {1, T, 1, M}).log();
+  const auto s_t = 1 - g_t.exp();
+  const auto o_expected = tensor(&expected_o[0][0], {1, T, 1, V});
+  const auto state_k_expected = tensor(&key_slots[0][0], {1, 1, M, K}).transpose(2, 3);  // H^k = K̃ᵀ
+  const auto state_v_expected = tensor(&value_slots[0][0], {1, 1, M, V});
+  for (auto call : {&gsa_chunk, &gsa_reference}) {
+    const std::string name = call == &gsa_chunk ? "hand_example chunk" : "hand_example reference";
+    auto r = call(q_t, k_t, v_t, s_t, g_t, 1.0, std::nullopt, std::nullopt, true, std::nullopt);
+    expect_close(name, "o", r.o, o_expected, 1e-13);
+    expect_close(name, "final_state_k", r.final_state_k, state_k_expected, 1e-13);
+    expect_close(name, "final_state_v", r.final_state_v, state_v_expected, 1e-13);
+  }
+}
+
+// Token-by-token decoding, functional and in place, against the reference's outputs and final
+// states; the functional form must leave its input states untouched.
+TEST(GsaStep, FunctionalAndInPlaceStepsMatchReferenceTokenByToken) {
+  const GsaCase c{"step_T20_B2_HQ4_H2_K60_V32_M16_init", 2, 20, 4, 2, 60, 32, 16, 1.0, true, true};
+  for (auto dtype : {at::kDouble, at::kFloat}) {
+    const std::string name = c.name + (dtype == at::kDouble ? " (float64)" : " (float32)");
+    const double tolerance = dtype == at::kDouble ? 1e-12 : kFloat32Tolerance;
+    const auto in = make_inputs(c, seed_of(c.name));
+    at::NoGradGuard no_grad;
+    auto reference = gsa_reference(in.q, in.k, in.v, in.s, in.g, in.scale, in.initial_state_k,
+                                   in.initial_state_v, true);
+    auto state_k = in.initial_state_k.to(dtype).clone(), state_v = in.initial_state_v.to(dtype).clone();
+    auto inplace_k = state_k.clone(), inplace_v = state_v.clone();
+    std::vector<at::Tensor> functional_o, inplace_o;
+    for (int64_t t = 0; t < c.time; ++t) {
+      auto token = [&](const at::Tensor& x) { return x.select(1, t).to(dtype); };
+      const auto before_k = state_k.clone(), before_v = state_v.clone();
+      auto [o, new_k, new_v] = gsa_step(token(in.q), token(in.k), token(in.v), token(in.s),
+                                        token(in.g), in.scale, state_k, state_v);
+      ASSERT_TRUE(at::equal(state_k, before_k) && at::equal(state_v, before_v))
+          << name << ": functional gsa_step modified its input states at t = " << t;
+      // The new states must not alias the old ones: poisoned old states may not leak through.
+      poison_nan(state_k);
+      poison_nan(state_v);
+      EXPECT_EQ(o.scalar_type(), dtype) << name;
+      functional_o.push_back(o);
+      state_k = new_k;
+      state_v = new_v;
+      inplace_o.push_back(gsa_step_(token(in.q), token(in.k), token(in.v), token(in.s),
+                                    token(in.g), in.scale, inplace_k, inplace_v));
+    }
+    expect_close(name + " functional", "o", at::stack(functional_o, 1), reference.o, tolerance);
+    expect_close(name + " functional", "state_k", state_k, reference.final_state_k, tolerance);
+    expect_close(name + " functional", "state_v", state_v, reference.final_state_v, tolerance);
+    expect_close(name + " in place", "o", at::stack(inplace_o, 1), reference.o, tolerance);
+    expect_close(name + " in place", "state_k", inplace_k, reference.final_state_k, tolerance);
+    expect_close(name + " in place", "state_v", inplace_v, reference.final_state_v, tolerance);
+  }
+}
+
+// Prefill with the chunked op, then decode in place: equals one chunked pass over everything.
+TEST(GsaStep, ChunkPrefillThenInPlaceDecodeEqualsFullChunkForward) {
+  const GsaCase c{"prefill_70_decode_5_B2_HQ2_H1_K32_V60_M32", 2, 75, 2, 1, 32, 60, 32, 8.0, true,
+                  false};
+  const auto in = make_inputs(c, seed_of(c.name));
+  at::NoGradGuard no_grad;
+  auto full = gsa_chunk(in.q, in.k, in.v, in.s, in.g, in.scale);
+  auto prefix = [](const at::Tensor& x) { return x.narrow(1, 0, 70); };
+  auto prefill = gsa_chunk(prefix(in.q), prefix(in.k), prefix(in.v), prefix(in.s), prefix(in.g),
+                           in.scale, std::nullopt, std::nullopt, true);
+  auto state_k = prefill.final_state_k, state_v = prefill.final_state_v;
+  std::vector<at::Tensor> outputs{prefill.o};
+  for (int64_t t = 70; t < 75; ++t) {
+    auto token = [&](const at::Tensor& x) { return x.select(1, t); };
+    outputs.push_back(gsa_step_(token(in.q), token(in.k), token(in.v), token(in.s), token(in.g),
+                                in.scale, state_k, state_v)
+                          .unsqueeze(1));
+  }
+  expect_close(c.name, "o", at::cat(outputs, 1), full.o, kFloat64Tolerance);
+}
+
+// Packed sequences equal separate runs of each sequence from its own initial state, for the
+// outputs, final states and every gradient.
+TEST(GsaChunk, VarlenEqualsPerSequenceRuns) {
+  const GsaCase c{"varlen_1_63_100_65_HQ2_H2_K32_V60_M16_init", 1, 0, 2, 2, 32, 60, 16, 1.0, false,
+                  true, {1, 63, 100, 65}};
+  const auto packed_in = make_inputs(c, seed_of(c.name));
+  const auto packed = run_gsa(Implementation::chunk, packed_in, at::kDouble);
+  GsaRun joined;
+  std::vector<at::Tensor> outputs, states_k, states_v;
+  std::map<std::string, std::vector<at::Tensor>> grads;
+  int64_t start = 0;
+  for (size_t n = 0; n < c.sequence_lengths.size(); ++n) {
+    const int64_t length = c.sequence_lengths[n];
+    auto in = packed_in;
+    for (auto* x : {&in.q, &in.k, &in.v, &in.s, &in.g, &in.grad_o}) *x = x->narrow(1, start, length);
+    for (auto* x : {&in.initial_state_k, &in.initial_state_v, &in.grad_state_k, &in.grad_state_v}) {
+      *x = x->narrow(0, static_cast<int64_t>(n), 1);
+    }
+    in.cu_seqlens = at::Tensor();
+    auto run = run_gsa(Implementation::chunk, in, at::kDouble);
+    outputs.push_back(run.o);
+    states_k.push_back(run.final_state_k);
+    states_v.push_back(run.final_state_v);
+    for (const auto& [name, grad] : run.grads) {
+      grads[name].push_back(grad);
+    }
+    start += length;
+  }
+  joined.o = at::cat(outputs, 1);
+  joined.final_state_k = at::cat(states_k, 0);
+  joined.final_state_v = at::cat(states_v, 0);
+  for (const auto& [name, parts] : grads) {
+    joined.grads[name] = at::cat(parts, name.rfind("initial_state", 0) == 0 ? 0 : 1);
+  }
+  expect_runs_close(c.name, packed, joined, kFloat64Tolerance);
+}
+
+// ABC gates: per packed sequence, the same as running abc_gates on each sequence alone, and
+// exp(g) s-normalised: s_t + exp(g_t)·(Σ_{j<t} exp(s̃_j)) / Σ_{j≤t} exp(s̃_j) = 1.
+TEST(AbcGates, RestartForEverySequenceAndNormalise) {
+  auto generator = make_generator(11);
+  const auto logits = at::randn({1, 9, 2, 3}, generator, at::TensorOptions().dtype(at::kDouble));
+  const auto cu_seqlens = at::tensor(std::vector<int64_t>{0, 4, 9}, at::kLong);
+  static auto abc = c10::Dispatcher::singleton()
+                        .findSchemaOrThrow("lintime::abc_gates", "")
+                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                  const std::optional<at::Tensor>&)>();
+  auto [s, g] = abc.call(logits, cu_seqlens);
+  auto [s_first, g_first] = abc.call(logits.narrow(1, 0, 4), std::nullopt);
+  auto [s_second, g_second] = abc.call(logits.narrow(1, 4, 5), std::nullopt);
+  expect_close("abc_gates varlen", "s", s, at::cat({s_first, s_second}, 1), 1e-15);
+  expect_close("abc_gates varlen", "g", g, at::cat({g_first, g_second}, 1), 1e-15);
+  expect_close("abc_gates", "g at the first token", g_first.select(1, 0),
+               at::zeros_like(g_first.select(1, 0)), 0.0);
+  // Σ_{j≤t} exp(s̃_j) / Σ_{j≤t} = 1 = s_t + exp(g_t), since exp(g_t) = Σ_{j<t} / Σ_{j≤t}.
+  auto total = s_first.narrow(1, 1, 3) + g_first.narrow(1, 1, 3).exp();
+  expect_close("abc_gates", "s + exp(g)", total, at::ones_like(total), 1e-14);
+}
+
+std::string error_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const c10::Error& error) {
+    return error.what_without_backtrace();
+  }
+  return "(no error)";
+}
+
+TEST(GsaChecks, ErrorMessagesNameTensorAndExpectedShape) {
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  const auto q = at::zeros({2, 8, 4, 16}, options), k = at::zeros({2, 8, 2, 16}, options);
+  const auto v = at::zeros({2, 8, 2, 12}, options), s = at::zeros({2, 8, 2, 4}, options);
+  auto message = error_of([&] { gsa_chunk(q, k, at::zeros({2, 8, 3, 12}, options), s, s, 1.0); });
+  EXPECT_NE(message.find("lintime::gsa_chunk: v must have shape [B, T, H, V] = [2, 8, 2, V], "
+                         "got [2, 8, 3, 12]"),
+            std::string::npos)
+      << message;
+  message = error_of([&] {
+    gsa_chunk(q, k, v, s, s, 1.0, at::zeros({2, 2, 16, 5}, options), std::nullopt, true);
+  });
+  EXPECT_NE(message.find("initial_state_k must have shape [N, H, K, M] = [2, 2, 16, 4], got "
+                         "[2, 2, 16, 5]"),
+            std::string::npos)
+      << message;
+  message = error_of([&] {
+    gsa_reference(q, k, v, s, s, 1.0, std::nullopt, at::zeros({2, 2, 4, 11}, options), true);
+  });
+  EXPECT_NE(message.find("lintime::gsa_reference: initial_state_v must have shape [N, H, M, V] = "
+                         "[2, 2, 4, 12]"),
+            std::string::npos)
+      << message;
+  message = error_of([&] {
+    auto state_k = at::zeros({2, 2, 16, 4}, options), state_v = at::zeros({2, 2, 4, 13}, options);
+    gsa_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), s.select(1, 0), s.select(1, 0), 1.0,
+              state_k, state_v);
+  });
+  EXPECT_NE(message.find("lintime::gsa_step_: state_v must have shape [B, H, M, V] = [2, 2, 4, 12]"),
+            std::string::npos)
+      << message;
+  message = error_of([&] {
+    gsa_chunk(q, k, v, s, s, 1.0, std::nullopt, std::nullopt, false,
+              at::tensor(std::vector<int64_t>{0, 8}, at::kLong));
+  });
+  EXPECT_NE(message.find("batch size must be 1"), std::string::npos) << message;
+}
+
+TEST(GsaChecks, QueryHeadsMustBeMultipleOfKeyValueHeads) {
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  const auto q = at::zeros({1, 4, 3, 8}, options), k = at::zeros({1, 4, 2, 8}, options);
+  const auto v = at::zeros({1, 4, 2, 8}, options), s = at::zeros({1, 4, 2, 4}, options);
+  for (auto call : {&gsa_chunk, &gsa_reference}) {
+    auto message = error_of([&] { call(q, k, v, s, s, 1.0, std::nullopt, std::nullopt, false,
+                                       std::nullopt); });
+    EXPECT_NE(message.find("the query heads HQ = 3 (q [B, T, HQ, K]) must be a multiple of the "
+                           "key/value heads H = 2"),
+              std::string::npos)
+        << message;
+  }
+}
+
+}  // namespace
+}  // namespace lintime::ops

@@ -1,0 +1,85 @@
+// `lintime info CONFIG|CHECKPOINT_DIR`: parameter count and recurrent state bytes per
+// sequence of an MQAR training config (.toml), a lintime checkpoint, or an fla GSA
+// config.json (a file or a model folder holding one).
+#include "tools/cli/commands.h"
+
+#include "core/error.h"
+#include "models/gsa_config.h"
+#include "models/gsa_model.h"
+#include "train/checkpoint.h"
+#include "train/mqar_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+namespace lintime::cli {
+namespace {
+namespace fs = std::filesystem;
+
+void print_mqar(const train::MqarTrainConfig& config) {
+  std::printf("model: MQAR (mqar.md §2), d_model %lld, vocab %lld, layers:",
+              static_cast<long long>(config.model.d_model), static_cast<long long>(config.model.vocab_size));
+  for (const auto& layer : config.model.layers) std::printf(" %s", layer.c_str());
+  std::printf("\nparameters: %lld\n", static_cast<long long>(config.model.parameter_count()));
+  std::printf("recurrent state: %lld bytes per sequence\n",
+              static_cast<long long>(config.model.state_bytes_per_sequence()));
+}
+
+void print_gsa(const models::GsaConfig& config) {
+  std::printf("model: GSA causal LM (fla model_type gsa), hidden %lld, %lld layers, %lld heads (%lld kv), %lld slots, vocab %lld\n",
+              static_cast<long long>(config.hidden_size), static_cast<long long>(config.num_hidden_layers),
+              static_cast<long long>(config.num_heads), static_cast<long long>(config.resolved_num_kv_heads()),
+              static_cast<long long>(config.resolved_num_slots()), static_cast<long long>(config.vocab_size));
+  std::printf("parameters: %lld\n", static_cast<long long>(models::GsaModel::parameter_count_for(config)));
+  std::printf("recurrent state: %lld bytes per sequence\n",
+              static_cast<long long>(models::GsaModel::state_bytes_per_sequence_for(config)));
+}
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  LINTIME_CHECK(in.good(), "info: cannot read '", path.string(), "'");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& error) {
+    fail("info: '", path.string(), "' is not valid JSON: ", error.what());
+  }
+}
+
+}  // namespace
+
+std::function<int()> add_info_command(CLI::App& app) {
+  auto* command = app.add_subcommand("info", "Parameter count and state bytes of a config or checkpoint");
+  auto target = std::make_shared<std::string>();
+  command->add_option("CONFIG_OR_DIR", *target,
+                      "An MQAR config (.toml), a lintime checkpoint directory, or an fla GSA config.json / model folder")
+      ->required();
+  return [target]() {
+    fs::path path(*target);
+    LINTIME_CHECK(fs::exists(path), "info: '", *target, "' does not exist (expected a .toml config, a config.json or a directory)");
+    if (path.extension() == ".toml") {
+      print_mqar(train::load_mqar_train_config(path.string(), {}));
+      return 0;
+    }
+    if (fs::is_directory(path)) {
+      if (fs::exists(path / "checkpoint" / "trainer_state.json")) path /= "checkpoint";
+      if (fs::exists(path / "trainer_state.json")) {
+        print_mqar(train::MqarTrainConfig::from_document(train::read_checkpoint_config(path.string())));
+        return 0;
+      }
+      LINTIME_CHECK(fs::exists(path / "config.json"), "info: '", *target,
+                    "' holds neither config.json nor a lintime checkpoint");
+      path /= "config.json";
+    }
+    auto json = read_json(path);
+    LINTIME_CHECK(json.is_object() && json.value("model_type", "") == "gsa", "info: '", path.string(),
+                  "' has model_type ", json.is_object() && json.contains("model_type") ? json["model_type"].dump() : "(none)",
+                  "; expected \"gsa\" (other architectures come later)");
+    print_gsa(models::GsaConfig::from_json(json));
+    return 0;
+  };
+}
+
+}  // namespace lintime::cli

@@ -1,0 +1,101 @@
+// `lintime train CONFIG.toml`: trains an MQAR model and prints test accuracy per segment, the
+// recurrent state size and wall time. With train.lr_sweep, one run per learning rate into
+// OUT/lr-<value>/ and a summary with the best.
+#include "tools/cli/commands.h"
+
+#include "core/error.h"
+#include "train/mqar_trainer.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+namespace lintime::cli {
+namespace {
+
+void print_result(const train::MqarTrainResult& result) {
+  std::printf("\n%-34s %10s\n", "test segment", "accuracy");
+  for (size_t i = 0; i < result.evaluation.segment_accuracy.size(); ++i)
+    std::printf("%-34s %9.2f%%\n", result.evaluation.segment_names[i].c_str(),
+                100.0 * result.evaluation.segment_accuracy[i]);
+  std::printf("%-34s %9.2f%%\n", "overall", 100.0 * result.evaluation.accuracy);
+  std::printf("recurrent state: %lld bytes per sequence\n", static_cast<long long>(result.state_bytes_per_sequence));
+  std::printf("parameters: %lld\n", static_cast<long long>(result.parameters));
+  std::printf("steps: %lld of %lld%s%s on %s, lr %g\n", static_cast<long long>(result.steps),
+              static_cast<long long>(result.total_steps), result.reached_target ? " (target accuracy reached)" : "",
+              result.stopped_early ? " (stopped by --stop-after-steps)" : "", result.device.c_str(), result.lr);
+  std::printf("wall time: %.1f s\n", result.wall_seconds);
+  std::fflush(stdout);
+}
+
+std::string lr_name(double lr) {
+  std::ostringstream out;
+  out << "lr-" << lr;
+  return out.str();
+}
+
+}  // namespace
+
+std::function<int()> add_train_command(CLI::App& app) {
+  auto* command = app.add_subcommand("train", "Train a model on MQAR from a TOML config");
+  struct Options {
+    std::string config;
+    std::vector<std::string> overrides;
+    std::string device = "auto";
+    int64_t seed = -1;
+    std::string out;
+    bool resume = false;
+    int64_t stop_after_steps = 0;
+  };
+  auto options = std::make_shared<Options>();
+  command->add_option("CONFIG", options->config, "Training config (configs/mqar/*.toml)")->required();
+  command->add_option("--set", options->overrides, "Override a config value: key=value (e.g. train.lr=1e-3)");
+  command->add_option("--device", options->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  command->add_option("--seed", options->seed, "Model initialisation seed (overrides train.seed)")->check(CLI::NonNegativeNumber);
+  command->add_option("--out", options->out, "Output directory (default runs/<config name>)");
+  command->add_flag("--resume", options->resume, "Continue the checkpoint in the output directory");
+  command->add_option("--stop-after-steps", options->stop_after_steps,
+                      "Stop after this many steps in total, leaving a resumable checkpoint")
+      ->check(CLI::NonNegativeNumber);
+  return [options]() {
+    LINTIME_CHECK(std::filesystem::exists(options->config), "train: config file '", options->config,
+                  "' does not exist (expected a TOML file such as configs/mqar/gsa-small-cpu.toml)");
+    auto overrides = options->overrides;
+    if (options->seed >= 0) overrides.push_back("train.seed=" + std::to_string(options->seed));
+    auto config = train::load_mqar_train_config(options->config, overrides);
+    const std::string out = options->out.empty()
+                                ? "runs/" + std::filesystem::path(options->config).stem().string()
+                                : options->out;
+    train::MqarTrainOptions run;
+    run.device = options->device;
+    run.resume = options->resume;
+    run.stop_after_steps = options->stop_after_steps;
+    std::printf("lintime train: %s -> %s (%lld parameters, %lld state bytes per sequence)\n",
+                options->config.c_str(), out.c_str(), static_cast<long long>(config.model.parameter_count()),
+                static_cast<long long>(config.model.state_bytes_per_sequence()));
+    std::fflush(stdout);
+    if (config.optim.lr_sweep.empty()) {
+      run.out_dir = out;
+      print_result(train::train_mqar(config, run));
+      return 0;
+    }
+    double best = -1, best_lr = 0;
+    std::vector<std::pair<double, double>> summary;
+    for (double lr : config.optim.lr_sweep) {
+      auto one = config;
+      one.optim.lr = lr;
+      one.optim.lr_sweep.clear();
+      run.out_dir = (std::filesystem::path(out) / lr_name(lr)).string();
+      std::printf("\n== learning rate %g ==\n", lr);
+      auto result = train::train_mqar(one, run);
+      print_result(result);
+      summary.emplace_back(lr, result.best_accuracy);
+      if (result.best_accuracy > best) best = result.best_accuracy, best_lr = lr;
+    }
+    std::printf("\nlearning-rate sweep (best test accuracy per run):\n");
+    for (auto [lr, accuracy] : summary) std::printf("  lr %-10g %7.2f%%%s\n", lr, 100 * accuracy, lr == best_lr ? "  <- best" : "");
+    return 0;
+  };
+}
+
+}  // namespace lintime::cli
