@@ -16,8 +16,12 @@ message(STATUS "lintime: torch ${TORCH_VERSION} at ${TORCH_DIR}")
 set(_torch_includes "${TORCH_DIR}/include" "${TORCH_DIR}/include/torch/csrc/api/include")
 add_library(lintime::torch INTERFACE IMPORTED)
 target_include_directories(lintime::torch SYSTEM INTERFACE ${_torch_includes})
+# libstdc++ goes first: libtorch_cpu.so exports unversioned copies of std::filesystem functions
+# that would otherwise capture our calls (std::filesystem::remove_all crashed inside them).
+# Listed first, libstdc++'s versioned definitions win at link and at load time.
 target_link_libraries(lintime::torch INTERFACE
-  "${TORCH_DIR}/lib/libtorch.so" "${TORCH_DIR}/lib/libtorch_cpu.so" "${TORCH_DIR}/lib/libc10.so")
+  "-Wl,--push-state,--no-as-needed" stdc++ "-Wl,--pop-state"
+  "${TORCH_DIR}/lib/libtorch_cpu.so" "${TORCH_DIR}/lib/libc10.so")
 # Executables find torch's libraries (and through their RUNPATH, the nvidia/ wheels) at run time.
 set(CMAKE_BUILD_RPATH "${TORCH_DIR}/lib")
 set(CMAKE_INSTALL_RPATH "${TORCH_DIR}/lib")

@@ -5,8 +5,9 @@
 #include "core/error.h"
 #include "layers/swiglu_mlp.h"
 
+#include <cerrno>
 #include <cstdio>
-#include <filesystem>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -287,11 +288,12 @@ void GsaConfig::save(const std::string& path) const {
     file.flush();
     LINTIME_CHECK(file.good(), temporary, ": write failed");
   }
-  std::error_code error;
-  std::filesystem::rename(temporary, path, error);
-  if (error) {
+  // std::rename, not std::filesystem: libtorch.so exports its own std::filesystem symbols,
+  // some of which crash when they win symbol resolution (seen with remove_all).
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const std::string reason = std::strerror(errno);
     std::remove(temporary.c_str());
-    fail(path, ": cannot rename ", temporary, " over it (", error.message(), ")");
+    fail(path, ": cannot rename ", temporary, " over it (", reason, ")");
   }
 }
 

@@ -162,6 +162,7 @@ TrainerState read_state_files(const std::string& dir, int64_t* optimizer_steps, 
   state.data_position = field<int64_t>(json, "data_position", state_path, 0);
   state.best_accuracy = field<double>(json, "best_accuracy", state_path, 0.0);
   if (json.contains("rng")) state.rng = json["rng"];
+  if (json.contains("progress")) state.progress = json["progress"];
   if (optimizer_steps) *optimizer_steps = field<int64_t>(json, "optimizer_step_count", state_path, 0);
   if (has_optimizer) *has_optimizer = field<bool>(json, "has_optimizer", state_path, false);
   const std::string config_path = dir + "/" + kConfigFile;
@@ -194,6 +195,7 @@ void save_checkpoint(const std::string& dir_argument, const layers::Module& mode
         {"data_position", state.data_position},
         {"best_accuracy", state.best_accuracy},
         {"rng", state.rng},
+        {"progress", state.progress},
         {"has_optimizer", optimizer != nullptr},
         {"optimizer_step_count", optimizer ? optimizer->step_count() : 0},
     };

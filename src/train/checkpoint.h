@@ -26,6 +26,8 @@ struct TrainerState {
   double best_accuracy = 0.0;
   nlohmann::json rng = nlohmann::json::object();     // seed / generator state, as the trainer keeps it
   nlohmann::json config = nlohmann::json::object();  // stored as config.json
+  // Free-form trainer bookkeeping that must resume with the run (last accuracy, flags, ...).
+  nlohmann::json progress = nlohmann::json::object();
 };
 
 // Writes the checkpoint atomically (see above). `optimizer` may be null. Throws lintime::Error;

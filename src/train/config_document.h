@@ -41,7 +41,7 @@ class StrictObject {
   const nlohmann::json* find(const std::string& key);
   std::string where(const std::string& key) const;
 
-  const nlohmann::json& object_;
+  nlohmann::json object_;
   std::string path_;
   std::set<std::string> read_;
 };

@@ -67,7 +67,8 @@ MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
   nlohmann::json model_json = nlohmann::json::object();
   nlohmann::json mixer_options = nlohmann::json::object();
   const auto known_mixers = models::mixer_names();
-  for (const auto& [key, value] : document.value("model", nlohmann::json::object()).items()) {
+  const nlohmann::json model_table = document.value("model", nlohmann::json::object());
+  for (const auto& [key, value] : model_table.items()) {
     if (std::find(known_mixers.begin(), known_mixers.end(), key) != known_mixers.end()) {
       mixer_options[key] = value;
     } else {

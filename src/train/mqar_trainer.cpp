@@ -110,13 +110,13 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
   const fs::path checkpoint_dir = out_dir / "checkpoint";
   TrainerState state;
   if (options.resume) {
-    LINTIME_CHECK(fs::exists(checkpoint_dir / "trainer_state.json"), "--resume: no checkpoint in '",
+    LINTIME_CHECK(checkpoint_exists(checkpoint_dir.string()), "--resume: no checkpoint in '",
                   checkpoint_dir.string(), "' (expected trainer_state.json from an earlier run)");
     state = load_checkpoint(checkpoint_dir.string(), model, &optimizer);
     LINTIME_CHECK(state.config == config.to_document(), "--resume: the checkpoint in '",
                   checkpoint_dir.string(), "' was trained with a different config (compare its config.json)");
   } else {
-    LINTIME_CHECK(!fs::exists(checkpoint_dir), "'", out_dir.string(),
+    LINTIME_CHECK(!checkpoint_exists(checkpoint_dir.string()), "'", out_dir.string(),
                   "' already holds a checkpoint: pass --resume to continue it or choose another --out");
     fs::create_directories(out_dir);
     state.config = config.to_document();
@@ -129,10 +129,18 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
   result.total_steps = total_steps;
   result.lr = config.optim.lr;
   result.device = device.str();
-  result.best_accuracy = state.best_accuracy;
-  result.reached_target = state.reached_target;
+  // Accuracy bookkeeping that resumes with the run: kept in trainer_state.json's "progress".
+  double last_accuracy = state.progress.value("last_accuracy", NAN);
+  bool reached_target = state.progress.value("reached_target", false);
+  state.rng = {{"model_seed", config.optim.seed}, {"train_data_seed", train_data.seed()},
+               {"test_data_seed", test_data.seed()}};
 
-  auto save = [&] { save_checkpoint(checkpoint_dir.string(), model, &optimizer, state); };
+  auto save = [&] {
+    state.epoch = state.step / steps_per_epoch;
+    state.data_position = state.step % steps_per_epoch;
+    state.progress = {{"last_accuracy", last_accuracy}, {"reached_target", reached_target}};
+    save_checkpoint(checkpoint_dir.string(), model, &optimizer, state);
+  };
   const int64_t last_step = options.stop_after_steps > 0 ? std::min(total_steps, options.stop_after_steps) : total_steps;
   ProgressOptions progress_options;
   progress_options.label = "train";
@@ -143,7 +151,7 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
   auto rate_start = std::chrono::steady_clock::now();
   double loss_value = NAN;
 
-  while (state.step < last_step && !state.reached_target) {
+  while (state.step < last_step && !reached_target) {
     const double lr = schedule->lr_at(state.step);
     optimizer.set_lr(lr);
     auto batch = train_data.training_batch_at_step(state.step);
@@ -170,14 +178,14 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
                                {"loss", loss_value}, {"lr", lr}, {"tokens_per_s", tokens_per_second}};
       if (grad_norm.defined()) record["grad_norm"] = grad_norm.item<double>();
       metrics.write(record);
-      progress.update(state.step, {{"loss", loss_value}, {"acc", state.last_accuracy}, {"tok/s", tokens_per_second}});
+      progress.update(state.step, {{"loss", loss_value}, {"acc", last_accuracy}, {"tok/s", tokens_per_second}});
     }
     const bool evaluate_now = state.step % eval_every == 0 || state.step == total_steps;
     if (evaluate_now) {
       auto evaluation = evaluate_mqar(model, test_data, device);
-      state.last_accuracy = evaluation.accuracy;
+      last_accuracy = evaluation.accuracy;
       state.best_accuracy = std::max(state.best_accuracy, evaluation.accuracy);
-      state.reached_target = evaluation.accuracy >= config.optim.target_accuracy;
+      reached_target = evaluation.accuracy >= config.optim.target_accuracy;
       auto record = evaluation_json(evaluation);
       record["step"] = state.step;
       record["eval"] = true;
@@ -185,10 +193,10 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
       progress.message("step " + std::to_string(state.step) + ": test accuracy " +
                     std::to_string(evaluation.accuracy));
     }
-    if (state.step % checkpoint_every == 0 || state.reached_target) save();
+    if (state.step % checkpoint_every == 0 || reached_target) save();
   }
   progress.finish();
-  if (state.step < total_steps && !state.reached_target) result.stopped_early = true;
+  if (state.step < total_steps && !reached_target) result.stopped_early = true;
   save();
 
   result.evaluation = evaluate_mqar(model, test_data, device);
@@ -217,11 +225,11 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
 MqarEvaluation evaluate_mqar_checkpoint(const std::string& dir, const std::string& device_name,
                                         MqarTrainConfig* config_out) {
   fs::path checkpoint_dir(dir);
-  if (!fs::exists(checkpoint_dir / "trainer_state.json") && fs::exists(checkpoint_dir / "checkpoint"))
+  if (!checkpoint_exists(checkpoint_dir.string()) && checkpoint_exists((checkpoint_dir / "checkpoint").string()))
     checkpoint_dir /= "checkpoint";
-  LINTIME_CHECK(fs::exists(checkpoint_dir / "config.json"), "eval: '", dir,
+  LINTIME_CHECK(checkpoint_exists(checkpoint_dir.string()), "eval: '", dir,
                 "' is not a lintime checkpoint (expected config.json and model.safetensors)");
-  auto config = MqarTrainConfig::from_document(read_checkpoint_config(checkpoint_dir.string()));
+  auto config = MqarTrainConfig::from_document(read_trainer_state(checkpoint_dir.string()).config);
   const c10::Device device = resolve_device(device_name);
   models::MqarModel model(config.model, config.optim.seed);
   load_checkpoint(checkpoint_dir.string(), model, nullptr);

@@ -6,6 +6,7 @@
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -23,6 +24,16 @@ namespace {
 using lintime::testing::expect_close;
 using lintime::testing::make_generator;
 using lintime::testing::poison_nan;
+
+// The ops under test run on small tensors: one intra-op thread avoids OpenMP spin-waits on a
+// shared 2-core machine (measured: about 6 s for this file instead of 30-90 s with 2 threads
+// under load).
+class SingleThreadEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override { at::set_num_threads(1); }
+};
+[[maybe_unused]] const auto* const single_thread_environment =
+    ::testing::AddGlobalTestEnvironment(new SingleThreadEnvironment);
 
 // Relative max error of fp64 against the fp64 reference: round-off only.
 constexpr double kFloat64Tolerance = 1e-10;
@@ -161,7 +172,7 @@ void expect_runs_close(const std::string& case_name, const GsaRun& actual,
 }
 
 // Not a cartesian product: each case covers a different corner (T around the 64-token chunk,
-// odd head dims, strong gates, grouped queries, batch > 1, varlen, initial states); the
+// odd head dims, strong gates, grouped queries, batch > 1, varlen, initial states); most
 // 1025-token cases keep K, V, M small to bound the reference's run time.
 const std::vector<GsaCase>& chunk_cases() {
   static const std::vector<GsaCase> cases = {
@@ -178,6 +189,8 @@ const std::vector<GsaCase>& chunk_cases() {
       {"T1025_K32_V32_M16_HQ2_H1_norm8_layer_s_init", 1, 1025, 2, 1, 32, 32, 16, 8.0, true, true,
        {}, true, true},
       {"T1025_K32_V32_M16_norm0.1_random_s", 1, 1025, 1, 1, 32, 32, 16, 0.1, false, false},
+      {"T1025_K128_V64_M64_B2_HQ2_H1_norm1_random_s_init", 2, 1025, 2, 1, 128, 64, 64, 1.0, false,
+       true, {}, true, true},
       {"varlen_1_63_100_65_K64_V60_M32_HQ4_H2_norm1_layer_s_init", 1, 0, 4, 2, 64, 60, 32, 1.0,
        true, true, {1, 63, 100, 65}, true, true},
       {"varlen_300_1_724_K32_V32_M16_norm8_random_s_init", 1, 0, 1, 1, 32, 32, 16, 8.0, false, true,
@@ -217,6 +230,32 @@ TEST(GsaChunk, Float32InputsMatchFloat64ReferenceWithModerateGates) {
     EXPECT_EQ(chunk.o.scalar_type(), at::kFloat) << c.name;
     if (c.final_state) EXPECT_EQ(chunk.final_state_k.scalar_type(), at::kFloat) << c.name;
     expect_runs_close(c.name + " (float32)", chunk, reference_of(c), kFloat32Tolerance);
+  }
+}
+
+// bf16 inputs (p cast to bf16 before pass 2, as fla does) against the fp64 reference run on the
+// same bf16-rounded inputs, so that only the op's own roundings count: ok, p, o and the
+// gradients are each rounded to bf16 (unit roundoff u = 2^-8) once or twice on the way.
+TEST(GsaChunk, BFloat16InputsStayWithinBFloat16Precision) {
+  const GsaCase c{"bf16_T70_B2_HQ4_H2_K64_V64_M32_norm8_layer_s_init", 2, 70, 4, 2, 64, 64, 32,
+                  8.0, true, true};
+  auto inputs = make_inputs(c, seed_of(c.name));
+  for (auto* x : {&inputs.q, &inputs.k, &inputs.v, &inputs.s, &inputs.g, &inputs.initial_state_k,
+                  &inputs.initial_state_v}) {
+    *x = x->to(at::kBFloat16).to(at::kDouble);
+  }
+  auto reference = run_gsa(Implementation::reference, inputs, at::kDouble);
+  auto chunk = run_gsa(Implementation::chunk, inputs, at::kBFloat16);
+  EXPECT_EQ(chunk.o.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(chunk.final_state_k.scalar_type(), at::kFloat);
+  EXPECT_EQ(chunk.grads.at("q").scalar_type(), at::kBFloat16);
+  // Measured: o and every gradient ≤ 1.5 u, the fp32 states ≤ 1e-6.
+  constexpr double unit_roundoff = 1.0 / 256;
+  expect_close(c.name, "final_state_k", chunk.final_state_k, reference.final_state_k, 1e-5);
+  expect_close(c.name, "final_state_v", chunk.final_state_v, reference.final_state_v, 1e-5);
+  expect_close(c.name, "o", chunk.o, reference.o, 4 * unit_roundoff);
+  for (const auto& [name, grad] : reference.grads) {
+    expect_close(c.name, "grad_" + name, chunk.grads.at(name), grad, 4 * unit_roundoff);
   }
 }
 
@@ -282,7 +321,7 @@ TEST(GsaChunk, GradientsMatchFiniteDifferencesInFloat64) {
 TEST(GsaChunk, AbcWithoutGateMatchesReferenceIncludingSlotLogitGradients) {
   const std::vector<GsaCase> cases = {
       {"abc_T100_B2_HQ4_H2_K32_V60_M16_init", 2, 100, 4, 2, 32, 60, 16, 1.0, false, true},
-      {"abc_T1_K64_V32_M32", 1, 1, 1, 1, 64, 32, 32, 1.0, false, false},
+      {"abc_T1_K64_V32_M32_init", 1, 1, 1, 1, 64, 32, 32, 1.0, false, true},
       {"abc_varlen_1_64_70_HQ2_H1_K60_V32_M64_init", 1, 0, 2, 1, 60, 32, 64, 1.0, false, true,
        {1, 64, 70}},
   };

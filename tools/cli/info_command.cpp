@@ -64,9 +64,9 @@ std::function<int()> add_info_command(CLI::App& app) {
       return 0;
     }
     if (fs::is_directory(path)) {
-      if (fs::exists(path / "checkpoint" / "trainer_state.json")) path /= "checkpoint";
-      if (fs::exists(path / "trainer_state.json")) {
-        print_mqar(train::MqarTrainConfig::from_document(train::read_checkpoint_config(path.string())));
+      if (train::checkpoint_exists((path / "checkpoint").string())) path /= "checkpoint";
+      if (train::checkpoint_exists(path.string())) {
+        print_mqar(train::MqarTrainConfig::from_document(train::read_trainer_state(path.string()).config));
         return 0;
       }
       LINTIME_CHECK(fs::exists(path / "config.json"), "info: '", *target,

@@ -1,8 +1,9 @@
 // GLA chunkwise-parallel forward and analytic backward on CPU in ATen ops (README.md has the
 // derivation). Sequences are laid out as padded chunks [N, H, (G,) n, C, D], so every step is a
 // tensor op batched over sequences, heads and chunks; only the state recurrence between chunks
-// loops (over n). Intra-chunk decays use 16-token sub-chunks with reference points so that
-// every exponent is <= 0 (no overflow whatever the gates).
+// loops (over n). Intra-chunk decays use 16-token sub-chunks with reference points: blocks
+// below the diagonal factor with exponents <= 0; diagonal blocks are pairwise exp(b_t - b_s),
+// or factored too when no sub-chunk decays by more than 30 (no overflow whatever the gates).
 #include "ops/gla/gla.h"
 
 #include "core/tensor_checks.h"
@@ -81,45 +82,64 @@ struct ChunkLayout {
   }
 };
 
-// Decay factors of one chunk layout of cumulative log gates b [..., n, C, D] (b_t = sum of g
-// over the chunk up to t). Sub-chunk i (16 tokens) takes as reference r_i the b of the token
-// just before it (r_0 = 0); sub-chunk j ends at e_j. All exponents are <= 0; masked entries
-// are set to -inf before exp, so they become exact zeros.
+// Largest total decay of one 16-token sub-chunk for which its diagonal block is computed in
+// factored form: the factors then lie in [e^-30, e^30], far inside fp32's range (e^±87).
+constexpr double kFactoredDiagonalMaxDecay = 30.0;
+
+// Decay factors of cumulative log gates b [..., n, C, D] (b_t = sum of g over the chunk up to
+// t). Sub-chunk i (16 tokens) has the reference r_i = b of the token just before it (r_0 = 0)
+// and ends at e_i. Masked entries are set to -inf before exp, so they become exact zeros.
+//
+// Pairwise mode (any gates): every exponent is <= 0. Blocks below the diagonal factor as
+// exp(b_t - r_i) exp(r_i - b_s); the diagonal blocks use exp(b_t - b_s) per pair.
+// Factored mode (every sub-chunk decays by at most kFactoredDiagonalMaxDecay): the diagonal
+// blocks factor through r_i as well, exp(r_i - b_s) <= e^30 for s in sub-chunk i, so the whole
+// intra-chunk term is one matmul per sub-chunk and no [c, c, D] pair tensor is formed.
 struct IntraChunkDecay {
-  at::Tensor diagonal;     // [..., n, S, c, c, D]: exp(b_t - b_s) for s <= t in one sub-chunk
-  at::Tensor past;         // [..., n, S, C, D]: exp(r_i - b_s) for s before sub-chunk i, else 0
+  bool factored;
+  at::Tensor diagonal;     // pairwise only: [..., n, S, c, c, D] exp(b_t - b_s), s <= t
+  at::Tensor past;         // [..., n, S, C, D]: exp(r_i - b_s) for s before sub-chunk i
+                           // (factored: up to its end), else 0
   at::Tensor from_past;    // [..., n, S, c, D]: exp(b_t - r_i) for t in sub-chunk i
-  at::Tensor future;       // [..., n, S, C, D]: exp(b_t - e_j) for t after sub-chunk j, else 0
-  at::Tensor from_future;  // [..., n, S, c, D]: exp(e_j - b_s) for s in sub-chunk j
+  at::Tensor future;       // [..., n, S, C, D]: exp(b_t - e_j) for t after sub-chunk j
+                           // (factored: exp(b_t - r_j) from its start), else 0
+  at::Tensor from_future;  // [..., n, S, c, D]: exp(e_j - b_s) (factored: exp(r_j - b_s))
 
   IntraChunkDecay(const at::Tensor& b, bool with_reverse) {
     const double minus_inf = -std::numeric_limits<double>::infinity();
-    const auto mask_options = at::TensorOptions().device(b.device()).dtype(at::kLong);
-    at::Tensor token = at::arange(kChunk, mask_options);                // [C]
-    at::Tensor sub_chunk = at::arange(kSubChunks, mask_options);        // [S]
-    at::Tensor local = at::arange(kSubChunk, mask_options);             // [c]
-    at::Tensor b_sub = b.unflatten(-2, {kSubChunks, kSubChunk});        // [..., n, S, c, D]
-    at::Tensor ends = b_sub.select(-2, kSubChunk - 1);                  // [..., n, S, D]
+    const auto index_options = at::TensorOptions().device(b.device()).dtype(at::kLong);
+    at::Tensor token = at::arange(kChunk, index_options);                   // [C]
+    at::Tensor sub_start = at::arange(kSubChunks, index_options) * kSubChunk;  // [S]
+    at::Tensor b_sub = b.unflatten(-2, {kSubChunks, kSubChunk});            // [..., n, S, c, D]
+    at::Tensor ends = b_sub.select(-2, kSubChunk - 1);                      // e_i [..., n, S, D]
     at::Tensor before = at::cat({at::zeros_like(ends.narrow(-2, 0, 1)),
                                  ends.narrow(-2, 0, kSubChunks - 1)}, -2);  // r_i [..., n, S, D]
+    factored = b.numel() == 0 ||
+               (before - ends).max().item<double>() <= kFactoredDiagonalMaxDecay;
 
-    at::Tensor not_causal = (local.unsqueeze(0) > local.unsqueeze(1)).unsqueeze(-1);  // [c, c, 1]
-    diagonal = (b_sub.unsqueeze(-2) - b_sub.unsqueeze(-3)).masked_fill(not_causal, minus_inf).exp_();
-
-    at::Tensor not_past =
-        (token.unsqueeze(0) >= (sub_chunk * kSubChunk).unsqueeze(1)).unsqueeze(-1);  // [S, C, 1]
-    past = (before.unsqueeze(-2) - b.unsqueeze(-3)).masked_fill(not_past, minus_inf).exp_();
+    // Keys visible to sub-chunk i through the factored product: s < start_i (+ c if factored).
+    at::Tensor past_end = factored ? sub_start + kSubChunk : sub_start;
+    at::Tensor not_past = (token.unsqueeze(0) >= past_end.unsqueeze(1)).unsqueeze(-1);  // [S,C,1]
+    past = (before.unsqueeze(-2) - b.unsqueeze(-3)).masked_fill_(not_past, minus_inf).exp_();
     from_past = (b_sub - before.unsqueeze(-2)).exp_();
+    at::Tensor future_reference = factored ? before : ends;
     if (with_reverse) {
-      at::Tensor not_future =
-          (token.unsqueeze(0) < ((sub_chunk + 1) * kSubChunk).unsqueeze(1)).unsqueeze(-1);
-      future = (b.unsqueeze(-3) - ends.unsqueeze(-2)).masked_fill(not_future, minus_inf).exp_();
-      from_future = (ends.unsqueeze(-2) - b_sub).exp_();
+      at::Tensor future_start = factored ? sub_start : sub_start + kSubChunk;
+      at::Tensor not_future = (token.unsqueeze(0) < future_start.unsqueeze(1)).unsqueeze(-1);
+      future = (b.unsqueeze(-3) - future_reference.unsqueeze(-2))
+                   .masked_fill_(not_future, minus_inf).exp_();
+      from_future = (future_reference.unsqueeze(-2) - b_sub).exp_();
+    }
+    if (!factored) {
+      at::Tensor local = at::arange(kSubChunk, index_options);
+      at::Tensor not_causal = (local.unsqueeze(0) > local.unsqueeze(1)).unsqueeze(-1);  // [c,c,1]
+      diagonal = (b_sub.unsqueeze(-2) - b_sub.unsqueeze(-3)).masked_fill_(not_causal, minus_inf)
+                     .exp_();
     }
   }
 };
 
-// [..., n, S, c, S, c] -> the S diagonal blocks [..., n, S, c, c] of a chunk matrix [..., n, C, C].
+// [..., n, C, C] -> the S diagonal blocks [..., n, S, c, c] of a chunk matrix.
 at::Tensor diagonal_blocks(const at::Tensor& matrix) {
   return matrix.unflatten(-1, {kSubChunks, kSubChunk}).unflatten(-3, {kSubChunks, kSubChunk})
       .diagonal(0, -4, -2).movedim(-1, -3);
@@ -130,10 +150,11 @@ at::Tensor diagonal_blocks(const at::Tensor& matrix) {
 // x [..., n, C, D], y [..., n, C, D] (broadcastable) -> [..., n, C, C].
 at::Tensor decayed_scores(const at::Tensor& x, const at::Tensor& y, const IntraChunkDecay& decay) {
   at::Tensor x_sub = x.unflatten(-2, {kSubChunks, kSubChunk});               // [..., S, c, D]
-  at::Tensor y_sub = y.unflatten(-2, {kSubChunks, kSubChunk});
   at::Tensor y_past = y.unsqueeze(-3) * decay.past;                           // [..., S, C, D]
   at::Tensor off = at::matmul(x_sub * decay.from_past, y_past.transpose(-1, -2));  // [..., S, c, C]
-  at::Tensor diag = (x_sub.unsqueeze(-2) * y_sub.unsqueeze(-3) * decay.diagonal).sum(-1);
+  if (decay.factored) return off.flatten(-3, -2).tril_();
+  at::Tensor y_sub = y.unflatten(-2, {kSubChunks, kSubChunk});
+  at::Tensor diag = (x_sub.unsqueeze(-2) * y_sub.unsqueeze(-3)).mul_(decay.diagonal).sum(-1);
   at::Tensor eye = at::eye(kSubChunks, off.options()).view({kSubChunks, 1, kSubChunks, 1});
   at::Tensor blocks = off.unflatten(-1, {kSubChunks, kSubChunk}) + diag.unsqueeze(-2) * eye;
   return blocks.flatten(-4, -3).flatten(-2, -1);
@@ -144,10 +165,11 @@ at::Tensor decayed_scores(const at::Tensor& x, const at::Tensor& y, const IntraC
 at::Tensor decayed_apply(const at::Tensor& matrix, const at::Tensor& y,
                          const IntraChunkDecay& decay) {
   at::Tensor rows = matrix.unflatten(-2, {kSubChunks, kSubChunk});             // [..., S, c, C]
+  at::Tensor off = at::matmul(rows, y.unsqueeze(-3) * decay.past).mul_(decay.from_past);
+  if (decay.factored) return off.flatten(-3, -2);
   at::Tensor y_sub = y.unflatten(-2, {kSubChunks, kSubChunk});
-  at::Tensor off = at::matmul(rows, y.unsqueeze(-3) * decay.past) * decay.from_past;
-  at::Tensor diag =
-      (diagonal_blocks(matrix).unsqueeze(-1) * y_sub.unsqueeze(-3) * decay.diagonal).sum(-2);
+  at::Tensor diag = (diagonal_blocks(matrix).unsqueeze(-1) * y_sub.unsqueeze(-3))
+                        .mul_(decay.diagonal).sum(-2);
   return (off + diag).flatten(-3, -2);
 }
 
@@ -156,10 +178,11 @@ at::Tensor decayed_apply(const at::Tensor& matrix, const at::Tensor& y,
 at::Tensor decayed_apply_reverse(const at::Tensor& matrix, const at::Tensor& y,
                                  const IntraChunkDecay& decay) {
   at::Tensor columns = matrix.transpose(-1, -2).unflatten(-2, {kSubChunks, kSubChunk});
+  at::Tensor off = at::matmul(columns, y.unsqueeze(-3) * decay.future).mul_(decay.from_future);
+  if (decay.factored) return off.flatten(-3, -2);
   at::Tensor y_sub = y.unflatten(-2, {kSubChunks, kSubChunk});
-  at::Tensor off = at::matmul(columns, y.unsqueeze(-3) * decay.future) * decay.from_future;
-  at::Tensor diag =
-      (diagonal_blocks(matrix).unsqueeze(-1) * y_sub.unsqueeze(-2) * decay.diagonal).sum(-3);
+  at::Tensor diag = (diagonal_blocks(matrix).unsqueeze(-1) * y_sub.unsqueeze(-2))
+                        .mul_(decay.diagonal).sum(-3);
   return (off + diag).flatten(-3, -2);
 }
 

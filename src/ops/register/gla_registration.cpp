@@ -87,6 +87,9 @@ class GlaChunkFunction : public torch::autograd::Function<GlaChunkFunction> {
     ctx->save_for_backward({q, k, v, g, or_undefined(initial_state), or_undefined(cu_seqlens)});
     ctx->saved_data["gate_on_value"] = gate_on_value;
     ctx->saved_data["scale"] = scale;
+    // Autograd cannot wrap an undefined output: an unrequested final state is left out here
+    // and restored as undefined by gla_chunk_autograd.
+    if (!output_final_state) return {o};
     return {o, final_state};
   }
 
@@ -104,7 +107,8 @@ class GlaChunkFunction : public torch::autograd::Function<GlaChunkFunction> {
     auto [grad_q, grad_k, grad_v, grad_g, grad_initial] =
         handle.call(q, k, v, g, ctx->saved_data["gate_on_value"].toBool(),
                     ctx->saved_data["scale"].toDouble(), defined_or_none(initial_state),
-                    defined_or_none(cu_seqlens), grad_o, defined_or_none(grads[1]));
+                    defined_or_none(cu_seqlens), grad_o,
+                    grads.size() > 1 ? defined_or_none(grads[1]) : std::nullopt);
     return {grad_q, grad_k, grad_v, grad_g, at::Tensor(), at::Tensor(),
             initial_state.defined() ? grad_initial : at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -116,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor> gla_chunk_autograd(
     bool output_final_state, const OptionalTensor& cu_seqlens) {
   variable_list outputs = GlaChunkFunction::apply(q, k, v, g, gate_on_value, scale, initial_state,
                                                   output_final_state, cu_seqlens);
-  return {outputs[0], outputs[1]};
+  return {outputs[0], outputs.size() > 1 ? outputs[1] : at::Tensor()};
 }
 
 }  // namespace
