@@ -43,6 +43,9 @@ function(lintime_add_tests dir target)
     add_executable(${_name} ${_test})
     target_link_libraries(${_name} PRIVATE ${target} lintime_test_support GTest::gtest GTest::gtest_main)
     gtest_discover_tests(${_name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
-      PROPERTIES LABELS "${dir}" ENVIRONMENT "LINTIME_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+      PROPERTIES LABELS "${dir}"
+      # One intra-op thread per test: ctest runs tests in parallel, and ATen worker threads
+      # spinning against each other made small-op tests 10-100x slower on 2 cores.
+      ENVIRONMENT "LINTIME_SOURCE_DIR=${CMAKE_SOURCE_DIR};OMP_NUM_THREADS=1")
   endforeach()
 endfunction()

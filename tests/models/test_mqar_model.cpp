@@ -52,7 +52,8 @@ std::string error_of(const std::function<void()>& fn) {
 // True when the registered op has a CPU kernel (the ops are written by another issue).
 bool op_available(const char* name) {
   auto handle = c10::Dispatcher::singleton().findSchema({name, ""});
-  return handle.has_value() && handle->hasKernelForDispatchKey(c10::DispatchKey::CPU);
+  return handle.has_value() && (handle->hasKernelForDispatchKey(c10::DispatchKey::CPU) ||
+                                 handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd));
 }
 
 bool mixer_available(const std::string& mixer) {

@@ -39,13 +39,10 @@ gsa_chunk_bwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, con
               const at::Tensor& grad_final_state_v);
 
 // One token: q [B,HQ,K], k [B,H,K], v [B,H,V], s and g [B,H,M], state_k [B,H,K,M], state_v [B,H,M,V].
-// gsa_step has exactly the signature of the dispatcher entry point in ops/register/ops.h, so it
-// is one function, defined in ops.cpp (a dispatcher call); the CPU kernel registered behind it
-// is gsa_step_functional, which returns (o, new_state_k, new_state_v) and leaves the states alone.
+// gsa_step_functional is the kernel behind the registered lintime::gsa_step (whose C++ entry
+// point, ops::gsa_step in ops/register/ops.h, is the dispatcher call): it returns
+// (o, new_state_k, new_state_v) and leaves the given states alone.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step_functional(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
-    const at::Tensor& g, double scale, const at::Tensor& state_k, const at::Tensor& state_v);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
     const at::Tensor& g, double scale, const at::Tensor& state_k, const at::Tensor& state_v);
 at::Tensor gsa_step_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

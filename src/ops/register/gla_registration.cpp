@@ -125,7 +125,10 @@ std::tuple<at::Tensor, at::Tensor> gla_chunk_autograd(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lintime, CPU, m) {
+// The ATen implementations are device-agnostic: registered as CompositeExplicitAutograd they are
+// the general path for every backend (CPU now, CUDA until a fused kernel registered under the
+// CUDA key takes precedence for the shapes it supports).
+TORCH_LIBRARY_IMPL(lintime, CompositeExplicitAutograd, m) {
   m.impl("gla_chunk", &gla_chunk_cpu);
   m.impl("gla_chunk_bwd", &gla_chunk_bwd_cpu);
   m.impl("gla_step", &gla_step_cpu);

@@ -128,7 +128,10 @@ Tensors3 gsa_chunk_autograd(const at::Tensor& q, const at::Tensor& k, const at::
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lintime, CPU, m) {
+// The ATen implementations are device-agnostic: registered as CompositeExplicitAutograd they are
+// the general path for every backend (CPU now, CUDA until a fused kernel registered under the
+// CUDA key takes precedence for the shapes it supports).
+TORCH_LIBRARY_IMPL(lintime, CompositeExplicitAutograd, m) {
   m.impl("gsa_chunk", gsa_chunk_cpu);
   m.impl("gsa_chunk_bwd", gsa_chunk_bwd_cpu);
   m.impl("gsa_step", gsa_step_functional);

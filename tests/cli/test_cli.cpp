@@ -1,0 +1,196 @@
+// End-to-end tests of the `lintime` binary: bad input gets one clear line and a non-zero exit
+// with nothing written; training, eval and info work; a run stopped and resumed ends with
+// exactly the weights of an uninterrupted run (CPU).
+#include "io/safetensors.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <sys/wait.h>
+
+namespace {
+namespace fs = std::filesystem;
+
+struct CommandResult {
+  int exit_code;
+  std::string out;  // stdout and stderr together
+};
+
+// stderr_only: capture only stderr (where errors go), discarding stdout.
+CommandResult run_lintime(const std::string& arguments, bool stderr_only = false) {
+  const std::string command =
+      std::string(LINTIME_BINARY) + " " + arguments + (stderr_only ? " 2>&1 >/dev/null" : " 2>&1");
+  CommandResult result{-1, ""};
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return result;
+  std::array<char, 4096> buffer{};
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) result.out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+CommandResult run_errors(const std::string& arguments) { return run_lintime(arguments, true); }
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("lintime_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+            std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // A tiny config: 16 steps of a 1-layer GSA model, no early stop.
+  std::string write_config(const std::string& extra_train = "", const std::string& name = "tiny.toml") {
+    const fs::path path = dir_ / name;
+    std::ofstream out(path);
+    out << "[model]\nd_model = 16\nlayers = [\"gsa\"]\n[model.gsa]\nnum_heads = 2\nnum_slots = 8\n"
+        << "gate_logit_normalizer = 1\nuse_short_conv = true\n\n"
+        << "[data]\nvocab_size = 32\ntrain = [{ seq_len = 16, kv_pairs = 2, examples = 64 }]\n"
+        << "test = [{ seq_len = 16, kv_pairs = 2, examples = 16 }, { seq_len = 24, kv_pairs = 3, examples = 8 }]\n\n"
+        << "[train]\nbatch_size = 8\ntest_batch_size = 8\nepochs = 2\nlr = 3e-3\nschedule = \"warmup_cosine\"\n"
+        << "warmup_steps = 3\neval_every = 5\nlog_every = 1\ntarget_accuracy = 2.0\n"
+        << extra_train;
+    return path.string();
+  }
+
+  static void expect_one_line_error(const CommandResult& result, const std::string& fragment) {
+    EXPECT_NE(result.exit_code, 0) << result.out;
+    EXPECT_NE(result.out.find("lintime: error: "), std::string::npos) << result.out;
+    EXPECT_NE(result.out.find(fragment), std::string::npos) << "expected '" << fragment << "' in: " << result.out;
+    size_t lines = 0;
+    for (char c : result.out) lines += c == '\n';
+    EXPECT_EQ(lines, 1u) << "expected exactly one line, got: " << result.out;
+  }
+
+  fs::path dir_;
+};
+
+std::map<std::string, at::Tensor> weights(const fs::path& run_dir) {
+  auto loaded = lintime::io::load_safetensors((run_dir / "checkpoint" / "model.safetensors").string());
+  return {loaded.begin(), loaded.end()};
+}
+
+TEST_F(CliTest, HelpListsSubcommands) {
+  auto result = run_lintime("--help");
+  EXPECT_EQ(result.exit_code, 0);
+  for (const char* command : {"train", "eval", "info", "bench"}) EXPECT_NE(result.out.find(command), std::string::npos);
+  for (const char* command : {"train", "eval", "info", "bench"}) EXPECT_EQ(run_lintime(std::string(command) + " --help").exit_code, 0);
+}
+
+TEST_F(CliTest, UnknownConfigKeyIsOneClearLine) {
+  auto config = write_config("lrr = 0.1\n");
+  const auto out = dir_ / "out";
+  auto result = run_errors("train " + config + " --out " + out.string());
+  expect_one_line_error(result, "unknown key 'train.lrr'");
+  EXPECT_FALSE(fs::exists(out)) << "a failed run must not leave an output directory";
+}
+
+TEST_F(CliTest, WrongTypeIsOneClearLine) {
+  expect_one_line_error(run_errors("train " + write_config() + " --set train.lr='\"fast\"' --out " + (dir_ / "o").string()),
+                        "'train.lr' must be a number");
+  expect_one_line_error(run_errors("train " + write_config() + " --set train.epochs=1.5 --out " + (dir_ / "o").string()),
+                        "'train.epochs' must be an integer");
+}
+
+TEST_F(CliTest, ImpossibleMqarParametersAreRejected) {
+  auto result = run_errors("train " + write_config() + " --set 'data.train=[{seq_len=16,kv_pairs=5,examples=8}]' --out " +
+                    (dir_ / "o").string());
+  expect_one_line_error(result, "kv_pairs");
+  result = run_errors("train " + write_config() + " --set 'data.test=[{seq_len=64,kv_pairs=2,examples=8}]' --out " +
+               (dir_ / "o").string());
+  expect_one_line_error(result, "vocab");
+}
+
+TEST_F(CliTest, UnknownMixerIsRejectedWithKnownNames) {
+  auto result = run_errors("train " + write_config() + " --set 'model.layers=[\"mamba\"]' --out " + (dir_ / "o").string());
+  expect_one_line_error(result, "mamba");
+  EXPECT_NE(result.out.find("gsa"), std::string::npos) << result.out;
+}
+
+TEST_F(CliTest, MissingAndMalformedFiles) {
+  expect_one_line_error(run_errors("train " + (dir_ / "nope.toml").string()), "does not exist");
+  const auto bad = dir_ / "bad.toml";
+  std::ofstream(bad) << "[model]\nd_model = = 3\n";
+  expect_one_line_error(run_errors("train " + bad.string() + " --out " + (dir_ / "o").string()), "bad.toml:2");
+  expect_one_line_error(run_errors("eval " + dir_.string()), "not a lintime checkpoint");
+  const auto bad_json = dir_ / "config.json";
+  std::ofstream(bad_json) << "{\"model_type\": \"gsa\", \"hidden_size\": \"big\"}";
+  expect_one_line_error(run_errors("info " + bad_json.string()), "hidden_size");
+  std::ofstream(bad_json) << "{not json";
+  expect_one_line_error(run_errors("info " + bad_json.string()), "not valid JSON");
+}
+
+TEST_F(CliTest, InfoPrintsParametersAndStateBytes) {
+  auto result = run_lintime("info " + write_config());
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  // One GSA layer, d 16, 2 heads (K = V = 8), 8 slots, fp32: state = 2 * (8*8 + 8*8) * 4 bytes.
+  EXPECT_NE(result.out.find("recurrent state: " + std::to_string(2 * (8 * 8 + 8 * 8) * 4 + 3 * 3 * 16 * 4)),
+            std::string::npos)
+      << result.out;
+  const auto fla_config = dir_ / "gsa_1p3b.json";
+  std::ofstream(fla_config) << R"({"model_type": "gsa", "hidden_size": 2048, "num_hidden_layers": 24,
+      "num_heads": 4, "num_slots": 64, "vocab_size": 32000})";
+  result = run_lintime("info " + fla_config.string());
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("recurrent state: " + std::to_string(24LL * 2 * 64 * 2048 * 4)), std::string::npos)
+      << result.out;
+}
+
+TEST_F(CliTest, TrainEvalAndResumeEqualsUninterrupted) {
+  const auto config = write_config();
+  const auto full = dir_ / "full", resumed = dir_ / "resumed";
+  auto result = run_lintime("train " + config + " --device cpu --out " + full.string());
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("steps: 16 of 16"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("L=24 N=3"), std::string::npos) << "per-segment accuracy missing: " << result.out;
+  for (const char* file : {"metrics.jsonl", "result.json", "checkpoint/model.safetensors",
+                           "checkpoint/optimizer.safetensors", "checkpoint/trainer_state.json", "checkpoint/config.json"})
+    EXPECT_TRUE(fs::exists(full / file)) << file;
+
+  result = run_lintime("train " + config + " --device cpu --out " + resumed.string() + " --stop-after-steps 7");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("steps: 7 of 16"), std::string::npos) << result.out;
+  // Training into a directory that holds a checkpoint needs --resume.
+  expect_one_line_error(run_errors("train " + config + " --device cpu --out " + resumed.string()), "--resume");
+  // A changed config cannot resume.
+  expect_one_line_error(run_errors("train " + config + " --set train.lr=1e-2 --device cpu --resume --out " + resumed.string()),
+                        "different config");
+  result = run_lintime("train " + config + " --device cpu --resume --out " + resumed.string());
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("steps: 16 of 16"), std::string::npos) << result.out;
+
+  auto expected = weights(full), actual = weights(resumed);
+  ASSERT_EQ(expected.size(), actual.size());
+  for (const auto& [name, tensor] : expected) {
+    ASSERT_TRUE(actual.count(name)) << name;
+    EXPECT_TRUE(at::equal(tensor, actual[name])) << name << " differs after resume";
+  }
+  auto a = run_lintime("eval " + full.string() + " --device cpu"), b = run_lintime("eval " + resumed.string() + " --device cpu");
+  ASSERT_EQ(a.exit_code, 0) << a.out;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_NE(a.out.find("overall"), std::string::npos);
+  expect_one_line_error(run_errors("train " + config + " --device cpu --resume --out " + (dir_ / "none").string()),
+                        "no checkpoint");
+}
+
+TEST_F(CliTest, LearningRateSweepIsOneCommand) {
+  const auto config = write_config();
+  auto result = run_lintime("train " + config + " --device cpu --set 'train.lr_sweep=[1e-3,3e-3]' --set train.epochs=1 --out " +
+                    (dir_ / "sweep").string());
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("learning-rate sweep"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("<- best"), std::string::npos) << result.out;
+  EXPECT_TRUE(fs::exists(dir_ / "sweep" / "lr-0.001" / "checkpoint" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir_ / "sweep" / "lr-0.003" / "result.json"));
+}
+
+}  // namespace
