@@ -1,0 +1,82 @@
+// Every shipped MQAR config parses and round-trips through the document form written into
+// checkpoints; overrides and strict reading behave as the CLI documents.
+#include "core/error.h"
+#include "train/config_document.h"
+#include "train/mqar_config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+namespace {
+namespace fs = std::filesystem;
+using lintime::train::MqarTrainConfig;
+
+fs::path source_dir() {
+  const char* dir = std::getenv("LINTIME_SOURCE_DIR");
+  return dir ? fs::path(dir) : fs::current_path();
+}
+
+TEST(MqarConfig, EveryShippedConfigParsesAndRoundTrips) {
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(source_dir() / "configs" / "mqar")) {
+    if (entry.path().extension() != ".toml") continue;
+    SCOPED_TRACE(entry.path().string());
+    auto config = lintime::train::load_mqar_train_config(entry.path().string(), {});
+    auto document = config.to_document();
+    auto again = MqarTrainConfig::from_document(document);
+    EXPECT_EQ(again.to_document(), document);
+    EXPECT_GT(config.model.parameter_count(), 0);
+    EXPECT_GT(config.model.state_bytes_per_sequence(), 0);
+    ++count;
+  }
+  EXPECT_GE(count, 6);
+}
+
+TEST(MqarConfig, GsaPaperSettingMatchesThePaper) {
+  auto config = lintime::train::load_mqar_train_config(
+      (source_dir() / "configs" / "mqar" / "gsa-paper-d128.toml").string(), {});
+  ASSERT_EQ(config.data.train_segments.size(), 1u);
+  EXPECT_EQ(config.data.train_segments[0].input_seq_len, 512);
+  EXPECT_EQ(config.data.train_segments[0].num_kv_pairs, 64);
+  EXPECT_EQ(config.data.train_segments[0].num_examples, 100000);
+  EXPECT_EQ(config.data.test_segments[0].num_examples, 3000);
+  EXPECT_EQ(config.model.vocab_size, 8192);
+  EXPECT_EQ(config.model.layers.size(), 4u);
+  EXPECT_EQ(config.optim.batch_size, 128);
+  // 4 layers × 4 heads × (K·M + M·V) fp32 numbers, K = V = 32, M = d/4 = 32: 2·M·d per layer.
+  EXPECT_EQ(config.model.state_bytes_per_sequence(), 4 * 2 * 32 * 128 * 4);
+}
+
+TEST(MqarConfig, OverridesAreTypedAndStrict) {
+  nlohmann::json document = {{"model", {{"d_model", 16}, {"layers", {"gla"}}}},
+                             {"data", {{"vocab_size", 64},
+                                       {"train", {{{"seq_len", 16}, {"kv_pairs", 2}, {"examples", 8}}}},
+                                       {"test", {{{"seq_len", 16}, {"kv_pairs", 2}, {"examples", 8}}}}}},
+                             {"train", nlohmann::json::object()}};
+  lintime::train::apply_overrides(document, {"train.lr=0.5", "model.gla.num_heads=4", "train.schedule=constant"});
+  auto config = MqarTrainConfig::from_document(document);
+  EXPECT_DOUBLE_EQ(config.optim.lr, 0.5);
+  EXPECT_EQ(config.optim.schedule, "constant");
+  EXPECT_EQ(config.model.options_for("gla").at("num_heads"), 4);
+
+  auto expect_error = [&](const std::vector<std::string>& overrides, const std::string& fragment) {
+    auto copy = document;
+    try {
+      lintime::train::apply_overrides(copy, overrides);
+      MqarTrainConfig::from_document(copy);
+      ADD_FAILURE() << "expected an error containing '" << fragment << "'";
+    } catch (const lintime::Error& error) {
+      EXPECT_NE(std::string(error.what()).find(fragment), std::string::npos) << error.what();
+    }
+  };
+  expect_error({"train.warmup=3"}, "unknown key 'train.warmup'");
+  expect_error({"train.batch_size=0"}, "'train.batch_size' must be >= 1");
+  expect_error({"train.schedule=linear"}, "must be one of constant, warmup_cosine, epoch_cosine");
+  expect_error({"optimizer.lr=1"}, "unknown table 'optimizer'");
+  expect_error({"model.vocab_size=10"}, "data.vocab_size");
+  expect_error({"noequals"}, "expected key=value");
+}
+
+}  // namespace
