@@ -9,6 +9,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "support/test_support.h"
+
 #include <cmath>
 #include <functional>
 #include <map>
@@ -22,14 +24,7 @@ using lintime::data::MqarBatchRef;
 using lintime::data::MqarDataset;
 using lintime::data::MqarSegmentConfig;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const lintime::Error& error) {
-    return error.what();
-  }
-  return "";
-}
+using lintime::testing::error_of;
 
 std::pair<std::vector<int64_t>, std::vector<int64_t>> example(const MqarSegmentConfig& c, uint64_t seed,
                                                               int64_t index) {

@@ -88,14 +88,7 @@ std::string float_bytes(std::initializer_list<float> values) {
   return bytes;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const lintime::Error& error) {
-    return error.what();
-  }
-  return "<no error>";
-}
+using lintime::testing::error_of;
 
 void expect_error(const std::string& message, std::initializer_list<const char*> parts) {
   for (const char* part : parts) EXPECT_NE(message.find(part), std::string::npos) << message;

@@ -40,14 +40,7 @@ class SingleThreadEnvironment : public ::testing::Environment {
 };
 const auto* const kSingleThread = ::testing::AddGlobalTestEnvironment(new SingleThreadEnvironment);
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const lintime::Error& error) {
-    return error.what();
-  }
-  return "";
-}
+using lintime::testing::error_of;
 
 // True when the registered op has a CPU kernel (the ops are written by another issue).
 bool op_available(const char* name) {

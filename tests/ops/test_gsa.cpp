@@ -503,14 +503,7 @@ TEST(AbcGates, RestartForEverySequenceAndNormalise) {
   expect_close("abc_gates", "s + exp(g)", total, at::ones_like(total), 1e-14);
 }
 
-std::string error_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const c10::Error& error) {
-    return error.what_without_backtrace();
-  }
-  return "(no error)";
-}
+using lintime::testing::error_of;
 
 TEST(GsaChecks, ErrorMessagesNameTensorAndExpectedShape) {
   const auto options = at::TensorOptions().dtype(at::kFloat);

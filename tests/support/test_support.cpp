@@ -1,7 +1,10 @@
 // Implementation of the shared test helpers.
 #include "support/test_support.h"
 
+#include "core/error.h"
+
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/util/Exception.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -42,6 +45,17 @@ void expect_close(const std::string& case_name, const std::string& tensor_name,
   EXPECT_LE(relative, tolerance) << case_name << ": " << tensor_name << " relative max error "
                                  << relative << " (max abs " << max_abs << ", mean abs " << mean_abs
                                  << ", tolerance " << tolerance << ")";
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const lintime::Error& error) {
+    return error.what();
+  } catch (const c10::Error& error) {
+    return error.what_without_backtrace();
+  }
+  return "";
 }
 
 at::Generator make_generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 
 namespace lintime::testing {
@@ -21,6 +22,9 @@ double relative_rms_error(const at::Tensor& actual, const at::Tensor& expected);
 // reports the case, the tensor name, max and mean absolute error.
 void expect_close(const std::string& case_name, const std::string& tensor_name,
                   const at::Tensor& actual, const at::Tensor& expected, double tolerance);
+
+// The one-line message of the lintime::Error or c10::Error that fn throws; "" when it throws none.
+std::string error_of(const std::function<void()>& fn);
 
 // A deterministic CPU generator for test inputs.
 at::Generator make_generator(uint64_t seed);

@@ -93,14 +93,7 @@ void expect_unchanged(const lintime::layers::Module& model, const std::vector<at
     EXPECT_TRUE(at::equal(parameters[i].second, before[i])) << parameters[i].first << " changed";
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const lintime::Error& error) {
-    return error.what();
-  }
-  return "<no error>";
-}
+using lintime::testing::error_of;
 
 void train_steps(TinyModel& model, AdamW& optimizer, int steps, uint64_t seed) {
   auto generator = lintime::testing::make_generator(seed);

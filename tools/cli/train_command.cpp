@@ -67,7 +67,7 @@ std::function<int()> add_train_command(CLI::App& app) {
   return [options]() {
     if (options->threads > 0) at::set_num_threads(options->threads);
     LINTIME_CHECK(std::filesystem::exists(options->config), "train: config file '", options->config,
-                  "' does not exist (expected a TOML file such as configs/mqar/gsa-small-cpu.toml)");
+                  "' does not exist (expected a TOML file such as configs/mqar/gsa-small.toml)");
     auto overrides = options->overrides;
     if (options->seed >= 0) overrides.push_back("train.seed=" + std::to_string(options->seed));
     auto config = train::load_mqar_train_config(options->config, overrides);
