@@ -1,6 +1,7 @@
 // safetensors reader (mmap + validation) and atomic writer. See safetensors.h for the format.
 #include "io/safetensors.h"
 
+#include "core/tensor_checks.h"
 #include "core/error.h"
 
 #include <ATen/ATen.h>
@@ -50,15 +51,6 @@ const DtypeEntry* find_dtype(at::ScalarType dtype) {
   for (const auto& entry : kDtypes)
     if (dtype == entry.dtype) return &entry;
   return nullptr;
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) text += ", ";
-    text += std::to_string(shape[i]);
-  }
-  return text + "]";
 }
 
 std::string where(const std::string& path) { return "safetensors file '" + path + "'"; }
@@ -201,10 +193,10 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
     uint64_t nbytes = 0;
     overflow |= __builtin_mul_overflow(numel, static_cast<uint64_t>(c10::elementSize(info.dtype)),
                                        &nbytes);
-    LINTIME_CHECK(!overflow, where(path_, name), ": shape ", shape_text(info.shape),
+    LINTIME_CHECK(!overflow, where(path_, name), ": shape ", shape_string(info.shape),
                   " overflows the byte count");
     LINTIME_CHECK(nbytes == info.end - info.begin, where(path_, name), ": shape ",
-                  shape_text(info.shape), " of ", info.dtype_name, " needs ", nbytes,
+                  shape_string(info.shape), " of ", info.dtype_name, " needs ", nbytes,
                   " bytes but data_offsets ", offsets.dump(), " hold ", info.end - info.begin);
     infos_.emplace(name, std::move(info));
   }

@@ -2,6 +2,7 @@
 // torch.optim.AdamW's single-tensor path so that results match it to the last bit in fp32.
 #include "train/adamw.h"
 
+#include "core/tensor_checks.h"
 #include "core/error.h"
 
 #include <ATen/ATen.h>
@@ -17,15 +18,6 @@ namespace {
 bool is_embedding_name(const std::string& name) {
   return name.find("embed") != std::string::npos || name.find("wte") != std::string::npos ||
          name.find("wpe") != std::string::npos;
-}
-
-std::string shape_text(at::IntArrayRef sizes) {
-  std::string text = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (i > 0) text += ", ";
-    text += std::to_string(sizes[i]);
-  }
-  return text + "]";
 }
 
 const char* kSuffixes[] = {".exp_avg", ".exp_avg_sq", ".step"};
@@ -139,13 +131,13 @@ void AdamW::validate_state(const std::map<std::string, at::Tensor>& state) const
       if (std::string(suffix) == ".step") {
         LINTIME_CHECK(tensor.numel() == 1 && !at::isFloatingType(tensor.scalar_type()),
                       "AdamW state: tensor '", key, "' must be one integer, got ",
-                      c10::toString(tensor.scalar_type()), " of shape ", shape_text(tensor.sizes()));
+                      c10::toString(tensor.scalar_type()), " of shape ", shape_string(tensor.sizes()));
         LINTIME_CHECK(tensor.item<int64_t>() >= 1, "AdamW state: tensor '", key,
                       "' must be >= 1, got ", tensor.item<int64_t>());
       } else {
         LINTIME_CHECK(tensor.sizes() == slot.parameter.sizes(), "AdamW state: tensor '", key,
-                      "' has shape ", shape_text(tensor.sizes()), ", expected ",
-                      shape_text(slot.parameter.sizes()), " (the parameter's)");
+                      "' has shape ", shape_string(tensor.sizes()), ", expected ",
+                      shape_string(slot.parameter.sizes()), " (the parameter's)");
         LINTIME_CHECK(at::isFloatingType(tensor.scalar_type()), "AdamW state: tensor '", key,
                       "' must be floating point, got ", c10::toString(tensor.scalar_type()));
       }

@@ -3,6 +3,7 @@
 // bind in place of libstdc++'s (remove_all crashes when that happens).
 #include "train/checkpoint.h"
 
+#include "core/tensor_checks.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 
@@ -117,15 +118,6 @@ std::string readable_checkpoint(const std::string& dir) {
   if (!path_exists(dir) && is_complete(dir + ".old")) return dir + ".old";
   fail("checkpoint '", dir, "': not found or incomplete (expected ", kModelFile, " and ", kStateFile,
        ")");
-}
-
-std::string shape_text(at::IntArrayRef sizes) {
-  std::string text = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (i > 0) text += ", ";
-    text += std::to_string(sizes[i]);
-  }
-  return text + "]";
 }
 
 std::string name_list(const std::vector<std::string>& names) {
@@ -265,8 +257,8 @@ TrainerState load_checkpoint(const std::string& dir_argument, layers::Module& mo
   for (const auto& [name, parameter] : parameters) {
     const auto& info = weights.info(name);
     LINTIME_CHECK(at::IntArrayRef(info.shape) == parameter.sizes(), "checkpoint '", model_path,
-                  "': tensor '", name, "' has shape ", shape_text(info.shape), ", the model expects ",
-                  shape_text(parameter.sizes()));
+                  "': tensor '", name, "' has shape ", shape_string(info.shape), ", the model expects ",
+                  shape_string(parameter.sizes()));
     LINTIME_CHECK(info.dtype != at::kBool && at::isFloatingType(info.dtype), "checkpoint '",
                   model_path, "': tensor '", name, "' is ", info.dtype_name,
                   ", expected a floating-point dtype");

@@ -103,6 +103,7 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
   adam.beta2 = config.optim.beta2;
   adam.eps = config.optim.eps;
   adam.weight_decay = config.optim.weight_decay;
+  adam.decay_embeddings = config.optim.decay_embeddings;
   AdamW optimizer(model.named_parameters(), adam);
   auto schedule = schedule_for(config, steps_per_epoch, total_steps);
 

@@ -182,6 +182,24 @@ TEST_F(CliTest, TrainEvalAndResumeEqualsUninterrupted) {
                         "no checkpoint");
 }
 
+TEST_F(CliTest, CheckpointWithWrongShapesIsRejectedWholeAndNamesTheTensor) {
+  const auto config = write_config();
+  const auto out = dir_ / "run";
+  ASSERT_EQ(run_lintime("train " + config + " --device cpu --stop-after-steps 2 --out " + out.string()).exit_code, 0);
+  // Edit the stored config so that the model it describes no longer matches the weights.
+  const auto config_json = out / "checkpoint" / "config.json";
+  std::ifstream in(config_json);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const auto at = text.find("\"d_model\": 16");
+  ASSERT_NE(at, std::string::npos) << text;
+  text.replace(at, std::string("\"d_model\": 16").size(), "\"d_model\": 32");
+  std::ofstream(config_json) << text;
+  auto result = run_errors("eval " + out.string() + " --device cpu");
+  expect_one_line_error(result, "has shape");
+  EXPECT_NE(result.out.find("expects"), std::string::npos) << result.out;
+}
+
 TEST_F(CliTest, LearningRateSweepIsOneCommand) {
   const auto config = write_config();
   auto result = run_lintime("train " + config + " --device cpu --set 'train.lr_sweep=[1e-3,3e-3]' --set train.epochs=1 --out " +

@@ -41,24 +41,7 @@ int entry_count(const std::string& directory) {
   return count;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/lintime_test_safetensors_XXXXXX";
-    const char* created = ::mkdtemp(pattern);
-    if (!created) throw std::runtime_error("mkdtemp failed");
-    path_ = created;
-  }
-  ~TempDir() {
-    ::nftw(path_.c_str(), [](const char* path, const struct stat*, int, FTW*) { return ::remove(path); },
-           16, FTW_DEPTH | FTW_PHYS);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using lintime::testing::TempDir;
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);

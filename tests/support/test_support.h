@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace lintime::testing {
 
@@ -25,6 +26,22 @@ void expect_close(const std::string& case_name, const std::string& tensor_name,
 
 // The one-line message of the lintime::Error or c10::Error that fn throws; "" when it throws none.
 std::string error_of(const std::function<void()>& fn);
+
+// A fresh directory under the system temp dir, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+  // Names directly inside the directory (no dot files), sorted.
+  std::vector<std::string> entries() const;
+
+ private:
+  std::string path_;
+};
 
 // A deterministic CPU generator for test inputs.
 at::Generator make_generator(uint64_t seed);

@@ -25,32 +25,7 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &file_stat) == 0;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/lintime_test_checkpoint_XXXXXX";
-    const char* created = ::mkdtemp(pattern);
-    if (!created) throw std::runtime_error("mkdtemp failed");
-    path_ = created;
-  }
-  ~TempDir() {
-    ::nftw(path_.c_str(), [](const char* path, const struct stat*, int, FTW*) { return ::remove(path); },
-           16, FTW_DEPTH | FTW_PHYS);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    DIR* handle = ::opendir(path_.c_str());
-    while (dirent* entry = handle ? ::readdir(handle) : nullptr)
-      if (entry->d_name[0] != '.') names.push_back(entry->d_name);
-    if (handle) ::closedir(handle);
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
- private:
-  std::string path_;
-};
+using lintime::testing::TempDir;
 
 class Block : public lintime::layers::Module {
  public:
