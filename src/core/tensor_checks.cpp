@@ -63,9 +63,8 @@ int64_t check_cu_seqlens(const char* op, const at::Tensor& cu_seqlens, int64_t b
               ": cu_seqlens must be int32 or int64, got ", cu_seqlens.scalar_type());
   TORCH_CHECK(batch == 1, op, ": with cu_seqlens the batch size must be 1 (sequences packed along T), got B = ",
               batch);
-  auto host = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
-  const int64_t* offsets = host.data_ptr<int64_t>();
-  const int64_t count = host.size(0);
+  const std::vector<int64_t> offsets = sequence_offsets(cu_seqlens);
+  const auto count = static_cast<int64_t>(offsets.size());
   TORCH_CHECK(offsets[0] == 0, op, ": cu_seqlens must start at 0, got ", offsets[0]);
   for (int64_t i = 1; i < count; ++i) {
     TORCH_CHECK(offsets[i] >= offsets[i - 1], op, ": cu_seqlens must be non-decreasing, got ",
@@ -74,6 +73,11 @@ int64_t check_cu_seqlens(const char* op, const at::Tensor& cu_seqlens, int64_t b
   TORCH_CHECK(offsets[count - 1] == total_tokens, op, ": cu_seqlens must end at T = ", total_tokens,
               ", got ", offsets[count - 1]);
   return count - 1;
+}
+
+std::vector<int64_t> sequence_offsets(const at::Tensor& cu_seqlens) {
+  const at::Tensor host = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
+  return std::vector<int64_t>(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
 }
 
 at::ScalarType compute_dtype(at::ScalarType input_dtype) {

@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace lintime {
 
@@ -32,6 +33,10 @@ void check_same_device(const char* op, const char* tensor_name, const at::Tensor
 // Returns the number of sequences N.
 int64_t check_cu_seqlens(const char* op, const at::Tensor& cu_seqlens, int64_t batch,
                          int64_t total_tokens);
+
+// The offsets of cu_seqlens as host integers (a copy to the host: one synchronisation when
+// cu_seqlens lives on a GPU).
+std::vector<int64_t> sequence_offsets(const at::Tensor& cu_seqlens);
 
 // fp64 inputs compute in fp64; every other floating dtype computes in fp32.
 at::ScalarType compute_dtype(at::ScalarType input_dtype);

@@ -38,9 +38,8 @@ struct ChunkLayout {
       chunks = std::max<int64_t>(1, (length + kChunk - 1) / kChunk);
       return;
     }
-    at::Tensor host = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
-    const int64_t* offsets = host.data_ptr<int64_t>();
-    sequences = host.numel() - 1;
+    const std::vector<int64_t> offsets = sequence_offsets(cu_seqlens);
+    sequences = static_cast<int64_t>(offsets.size()) - 1;
     chunks = 1;
     for (int64_t i = 0; i < sequences; ++i) {
       chunks = std::max(chunks, (offsets[i + 1] - offsets[i] + kChunk - 1) / kChunk);

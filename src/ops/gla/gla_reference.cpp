@@ -2,6 +2,8 @@
 // out-of-place ATen ops so that autograd through it yields the reference gradients.
 #include "ops/gla/gla.h"
 
+#include "core/tensor_checks.h"
+
 #include <ATen/ATen.h>
 
 #include <vector>
@@ -46,11 +48,8 @@ std::tuple<at::Tensor, at::Tensor> gla_reference_fwd(
   at::Tensor qc = q.to(dtype), kc = k.to(dtype), vc = v.to(dtype), gc = g.to(dtype);
   const int64_t batch = k.size(0), heads = k.size(2), key_dim = k.size(3), value_dim = v.size(3);
 
-  std::vector<int64_t> offsets;
-  if (cu_seqlens.defined()) {
-    at::Tensor host = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
-    offsets.assign(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
-  }
+  const std::vector<int64_t> offsets =
+      cu_seqlens.defined() ? sequence_offsets(cu_seqlens) : std::vector<int64_t>();
   const int64_t sequences = cu_seqlens.defined() ? static_cast<int64_t>(offsets.size()) - 1 : batch;
   at::Tensor state0 = initial_state.defined()
                           ? initial_state.to(dtype)

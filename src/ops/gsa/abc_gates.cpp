@@ -36,10 +36,9 @@ std::tuple<at::Tensor, at::Tensor> abc_gates(const at::Tensor& s_logits,
     std::tie(s, g) = gates_of_sequence(logits);
   } else {
     check_cu_seqlens(op, cu_seqlens, s_logits.size(0), s_logits.size(1));
-    const auto host = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
-    const int64_t* offsets = host.data_ptr<int64_t>();
+    const std::vector<int64_t> offsets = sequence_offsets(cu_seqlens);
     std::vector<at::Tensor> writes, gates;
-    for (int64_t n = 0; n + 1 < host.numel(); ++n) {
+    for (size_t n = 0; n + 1 < offsets.size(); ++n) {
       auto [write, gate] = gates_of_sequence(logits.narrow(1, offsets[n], offsets[n + 1] - offsets[n]));
       writes.push_back(write);
       gates.push_back(gate);

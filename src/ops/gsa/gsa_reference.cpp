@@ -84,8 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_reference_fwd(
   std::vector<int64_t> offsets{0, q.size(1)};
   int64_t rows = batch;
   if (cu_seqlens.defined()) {
-    const auto host = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
-    offsets.assign(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
+    offsets = sequence_offsets(cu_seqlens);
     rows = 1;
   }
   const int64_t sequences = static_cast<int64_t>(offsets.size()) - 1;
