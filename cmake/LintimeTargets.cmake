@@ -40,10 +40,16 @@ function(lintime_add_tests dir target)
   file(GLOB _tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/${dir}/test_*.cpp)
   foreach(_test ${_tests})
     get_filename_component(_name ${_test} NAME_WE)
+    # test_*_cuda.cpp carry the label `cuda` instead (`ctest -L cuda` on a GPU machine; one
+    # label only: gtest_discover_tests cannot pass a list through PROPERTIES).
+    set(_labels "${dir}")
+    if(_name MATCHES "_cuda$")
+      set(_labels cuda)
+    endif()
     add_executable(${_name} ${_test})
     target_link_libraries(${_name} PRIVATE ${target} lintime_test_support GTest::gtest GTest::gtest_main)
     gtest_discover_tests(${_name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
-      PROPERTIES LABELS "${dir}"
+      PROPERTIES LABELS "${_labels}"
       # One intra-op thread per test: ctest runs tests in parallel, and ATen worker threads
       # spinning against each other made small-op tests 10-100x slower on 2 cores.
       ENVIRONMENT "LINTIME_SOURCE_DIR=${CMAKE_SOURCE_DIR};OMP_NUM_THREADS=1")

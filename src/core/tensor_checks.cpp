@@ -54,8 +54,7 @@ void check_same_device(const char* op, const char* tensor_name, const at::Tensor
               " but the inputs are on ", device);
 }
 
-int64_t check_cu_seqlens(const char* op, const at::Tensor& cu_seqlens, int64_t batch,
-                         int64_t total_tokens) {
+int64_t check_cu_seqlens_layout(const char* op, const at::Tensor& cu_seqlens, int64_t batch) {
   TORCH_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.size(0) >= 2, op,
               ": cu_seqlens must have shape [N + 1] with N >= 1, got ",
               shape_string(cu_seqlens.sizes()));
@@ -63,6 +62,12 @@ int64_t check_cu_seqlens(const char* op, const at::Tensor& cu_seqlens, int64_t b
               ": cu_seqlens must be int32 or int64, got ", cu_seqlens.scalar_type());
   TORCH_CHECK(batch == 1, op, ": with cu_seqlens the batch size must be 1 (sequences packed along T), got B = ",
               batch);
+  return cu_seqlens.size(0) - 1;
+}
+
+int64_t check_cu_seqlens(const char* op, const at::Tensor& cu_seqlens, int64_t batch,
+                         int64_t total_tokens) {
+  check_cu_seqlens_layout(op, cu_seqlens, batch);
   const std::vector<int64_t> offsets = sequence_offsets(cu_seqlens);
   const auto count = static_cast<int64_t>(offsets.size());
   TORCH_CHECK(offsets[0] == 0, op, ": cu_seqlens must start at 0, got ", offsets[0]);

@@ -30,9 +30,14 @@ void check_same_device(const char* op, const char* tensor_name, const at::Tensor
                        const at::Device& device);
 
 // Validates cu_seqlens: 1-D int32/int64, non-decreasing, starting at 0, ending at total_tokens.
-// Returns the number of sequences N.
+// Returns the number of sequences N. Reads the values on the host (one synchronisation when
+// cu_seqlens lives on a GPU).
 int64_t check_cu_seqlens(const char* op, const at::Tensor& cu_seqlens, int64_t batch,
                          int64_t total_tokens);
+// The checks of check_cu_seqlens that need no values (shape, dtype, batch 1): no host
+// synchronisation, for the GPU hot path, which trusts the values as FlashAttention does.
+// Returns N.
+int64_t check_cu_seqlens_layout(const char* op, const at::Tensor& cu_seqlens, int64_t batch);
 
 // The offsets of cu_seqlens as host integers (a copy to the host: one synchronisation when
 // cu_seqlens lives on a GPU).

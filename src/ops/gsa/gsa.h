@@ -11,10 +11,12 @@
 
 namespace lintime::ops {
 
+// Validates the inputs of the chunked and reference ops; throws with the tensor's name and shape.
+// read_cu_seqlens = false checks cu_seqlens without reading its values (no host synchronisation).
 void gsa_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, const at::Tensor& s, const at::Tensor& g,
                       const at::Tensor& initial_state_k, const at::Tensor& initial_state_v,
-                      const at::Tensor& cu_seqlens);
+                      const at::Tensor& cu_seqlens, bool read_cu_seqlens = true);
 
 // Token-by-token recurrence of gsa.md §1 in differentiable ATen ops. g undefined = ABC.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_reference_fwd(
@@ -39,6 +41,9 @@ gsa_chunk_bwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, con
               const at::Tensor& grad_final_state_v);
 
 // One token: q [B,HQ,K], k [B,H,K], v [B,H,V], s and g [B,H,M], state_k [B,H,K,M], state_v [B,H,M,V].
+void gsa_step_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
+                           const at::Tensor& v, const at::Tensor& s, const at::Tensor& g,
+                           const at::Tensor& state_k, const at::Tensor& state_v);
 // gsa_step_functional is the kernel behind the registered lintime::gsa_step (whose C++ entry
 // point, ops::gsa_step in ops/register/ops.h, is the dispatcher call): it returns
 // (o, new_state_k, new_state_v) and leaves the given states alone.

@@ -11,7 +11,7 @@ namespace lintime::ops {
 void gsa_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, const at::Tensor& s, const at::Tensor& g,
                       const at::Tensor& initial_state_k, const at::Tensor& initial_state_v,
-                      const at::Tensor& cu_seqlens) {
+                      const at::Tensor& cu_seqlens, bool read_cu_seqlens) {
   check_shape(op, "q", q, {{"B", -1}, {"T", -1}, {"HQ", -1}, {"K", -1}});
   const int64_t batch = q.size(0), time = q.size(1), query_heads = q.size(2), key_dim = q.size(3);
   check_shape(op, "k", k, {{"B", batch}, {"T", time}, {"H", -1}, {"K", key_dim}});
@@ -42,7 +42,10 @@ void gsa_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
   }
 
   int64_t sequences = batch;
-  if (cu_seqlens.defined()) sequences = check_cu_seqlens(op, cu_seqlens, batch, time);
+  if (cu_seqlens.defined()) {
+    sequences = read_cu_seqlens ? check_cu_seqlens(op, cu_seqlens, batch, time)
+                                : check_cu_seqlens_layout(op, cu_seqlens, batch);
+  }
   if (initial_state_k.defined()) {
     check_shape(op, "initial_state_k", initial_state_k,
                 {{"N", sequences}, {"H", heads}, {"K", key_dim}, {"M", slots}});

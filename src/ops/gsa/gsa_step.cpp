@@ -9,9 +9,8 @@
 #include <ATen/ATen.h>
 
 namespace lintime::ops {
-namespace {
 
-void check_step_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
+void gsa_step_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
                        const at::Tensor& v, const at::Tensor& s, const at::Tensor& g,
                        const at::Tensor& state_k, const at::Tensor& state_v) {
   check_shape(op, "q", q, {{"B", -1}, {"HQ", -1}, {"K", -1}});
@@ -35,6 +34,8 @@ void check_step_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
     check_same_device(op, name, tensor, device);
   }
 }
+
+namespace {
 
 // Updates the states in place and returns o [B, HQ, V] in q's dtype.
 at::Tensor step_states(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -60,7 +61,7 @@ at::Tensor step_states(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step_functional(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
     const at::Tensor& g, double scale, const at::Tensor& state_k, const at::Tensor& state_v) {
-  check_step_inputs("lintime::gsa_step", q, k, v, s, g, state_k, state_v);
+  gsa_step_check_inputs("lintime::gsa_step", q, k, v, s, g, state_k, state_v);
   const auto dtype = compute_dtype(q.scalar_type());
   auto new_state_k = state_k.to(dtype, /*non_blocking=*/false, /*copy=*/true);
   auto new_state_v = state_v.to(dtype, /*non_blocking=*/false, /*copy=*/true);
@@ -71,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step_functional(
 at::Tensor gsa_step_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& s, const at::Tensor& g, double scale,
                             at::Tensor& state_k, at::Tensor& state_v) {
-  check_step_inputs("lintime::gsa_step_", q, k, v, s, g, state_k, state_v);
+  gsa_step_check_inputs("lintime::gsa_step_", q, k, v, s, g, state_k, state_v);
   return step_states(q, k, v, s, g, scale, state_k, state_v);
 }
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: the CUDA test suite, compute-sanitizer (memcheck, racecheck) on
+# the small shapes, and bench/gsa.py next to fla. Binaries are built on the development machine
+# (nvcc there, sm_90a) and carried in BIN; they find the GPU machine's torch through
+# LD_LIBRARY_PATH. Logs and JSON lines go to $OUT.
+#   bash dev/kernels/device_check.sh BIN [tests|sanitize|bench|all] [COMMIT]
+set -uo pipefail
+bin=${1:-.device}
+what=${2:-all}
+commit=${3:-unknown}
+out=${OUT:-/tmp/lintime-device}
+mkdir -p "$out"
+torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
+if [[ $what == all || $what == tests ]]; then
+  timeout 400 "$bin/test_gsa_cuda" --gtest_filter='-GsaCudaSanitizer.*' > "$out/tests.log" 2>&1
+  echo "tests exit $?"
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure|error:" "$out/tests.log" | head -40
+fi
+if [[ $what == all || $what == sanitize ]]; then
+  for tool in memcheck racecheck; do
+    timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bin/test_gsa_cuda" \
+      --gtest_filter='GsaCudaSanitizer.*' > "$out/$tool.log" 2>&1
+    echo "$tool exit $?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$tool.log" | tail -1)"
+  done
+fi
+if [[ $what == all || $what == bench ]]; then
+  FLA_PATH=${FLA_PATH:-.fla} timeout 500 python3 bench/gsa.py --library "$bin/liblintime_ops.so" \
+    --jsonl "$out/bench.jsonl" --commit "$commit" > "$out/bench.log" 2>&1
+  echo "bench exit $?"
+  tail -25 "$out/bench.log"
+fi

@@ -1,0 +1,652 @@
+// Chunked GSA backward kernels (README.md, "Backward"). After the forward internals are
+// recomputed (b, ok, p, pass-2 scores), each pass has an intra-chunk kernel and a state kernel
+// whose CTAs take one of two roles: a forward sweep that rebuilds the state chunk by chunk and
+// produces the terms that read it (dp, dq), and a reverse sweep that carries the state gradient
+// from the last chunk back and produces the terms that read that (dv, dk, ds). No per-chunk
+// state is ever written to memory. The gate gradient is a reverse cumulative sum over each
+// sequence of per-token terms plus the final-state term, finished by three small kernels.
+#pragma once
+
+#include "ops/gsa/cuda/gsa_chunk_forward.cuh"
+
+namespace lintime::cuda {
+
+// Pass 2, intra-chunk: dA_ts = do_t·v_s (s <= t); dp_t = Σ_{s<=t} dA_ts s_s ⊙ exp(b_t − b_s)
+// (stored into grad_probabilities), ds_s = Σ_{t>=s} dA_ts p_t ⊙ exp(b_t − b_s) summed over the
+// group's query heads (stored into grad_slot_write).
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaParams p) {
+  Chunk c;
+  if (!locate_chunk(p, blockIdx.x, c)) return;
+  const int h = blockIdx.y, warp = threadIdx.x / 32;
+  const int H = p.heads, HQ = p.query_heads, V = p.value_dim;
+  extern __shared__ __align__(16) char smem[];
+  SmemCarver carve{smem};
+  auto do_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto v_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto grad_scores = carve.tile<E>(kChunk, kChunk);
+  auto probabilities = carve.tile<E>(kChunk, MP);
+  auto slot_write = carve.tile<E>(kChunk, MP);
+  auto gates = carve.tile<float>(kChunk, MP);
+  load_token_tile<MP>(slot_write, static_cast<const E*>(p.s) + h * p.slots, int64_t{H} * p.slots,
+                      c.start, c.len, 0, p.slots);
+  load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
+  float grad_write[MP / 8][4];
+  zero(grad_write);
+  for (int group = 0; group < p.groups; ++group) {
+    const int hq = h * p.groups + group;
+    float da[8][4];
+    zero(da);
+    for (int v0 = 0; v0 < V; v0 += kHeadTile) {
+      __syncthreads();
+      load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
+                                 int64_t{HQ} * V, c.start, c.len, v0, V);
+      load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V,
+                                 c.start, c.len, v0, V);
+      __syncthreads();
+      warp_mma<E, 8>(da, do_tile, false, warp * 16, v_tile, true, 0, kHeadTile);
+    }
+    load_token_tile<MP>(probabilities, static_cast<const E*>(p.probabilities) + hq * MP,
+                        int64_t{HQ} * MP, c.start, c.len, 0, MP);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = warp * 16 + acc_row(e), col = acc_col(n, e);
+        *grad_scores.at(t, col) = from_float<E>(col <= t ? da[n][e] : 0.f);
+      }
+    }
+    __syncthreads();
+    float grad_p[MP / 8][4];
+    zero(grad_p);
+    decayed_apply<E, MP>(grad_p, grad_scores, slot_write, gates, warp);
+#pragma unroll
+    for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
+        if (t < c.len) {
+          *reinterpret_cast<float2*>(p.grad_probabilities + ((c.start + int64_t{t}) * HQ + hq) * MP + m) =
+              make_float2(grad_p[n][e], grad_p[n][e + 1]);
+        }
+      }
+    }
+    decayed_apply_reverse<E, MP>(grad_write, grad_scores, probabilities, gates, warp);
+  }
+#pragma unroll
+  for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; e += 2) {
+      const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
+      if (t < c.len) {
+        *reinterpret_cast<float2*>(p.grad_slot_write + ((c.start + int64_t{t}) * H + h) * MP + m) =
+            make_float2(grad_write[n][e], grad_write[n][e + 1]);
+      }
+    }
+  }
+}
+
+// Pass 2, state. blockIdx.z = 2 n + role; role 0 = forward sweep (dp_t += exp(b_t) ⊙ H^v do_t),
+// role 1 = reverse sweep (dv, ds, and the initial-state gradient).
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaParams p) {
+  constexpr int kRowTiles = MP / 16;
+  constexpr int kTilesPerWarp = (kRowTiles + 3) / 4;
+  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z / 2, role = blockIdx.z % 2;
+  const int warp = threadIdx.x / 32;
+  const int H = p.heads, HQ = p.query_heads, V = p.value_dim, M = p.slots;
+  const int v0 = tile * kHeadTile;
+  extern __shared__ __align__(16) char smem[];
+  SmemCarver carve{smem};
+  auto v_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto do_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto scores = carve.tile<E>(kChunk, kChunk);
+  auto decayed_p = carve.tile<E>(kChunk, MP);
+  auto slot_write = carve.tile<E>(kChunk, MP);
+  auto decayed_write = carve.tile<E>(kChunk, MP);
+  auto state_operand = carve.tile<E>(MP, kHeadTile);
+  auto gates = carve.tile<float>(kChunk, MP);
+  int bos, eos;
+  sequence_bounds(p, n, bos, eos);
+  const int chunks = chunks_of(eos - bos);
+  const int64_t state_base = (int64_t{n} * H + h) * M * V;
+  const E* s = static_cast<const E*>(p.s);
+
+  // state(m, vv): H^v in the forward sweep, dH^v in the reverse sweep.
+  float state[kTilesPerWarp][8][4];
+  const float* initial = role == 0 ? p.initial_state_v : p.grad_final_state_v;
+#pragma unroll
+  for (int i = 0; i < kTilesPerWarp; ++i) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+        state[i][j][e] = (initial != nullptr && m < M && vv < V)
+                             ? initial[state_base + int64_t{m} * V + vv]
+                             : 0.f;
+      }
+    }
+  }
+  for (int step = 0; step < chunks; ++step) {
+    const int local = role == 0 ? step : chunks - 1 - step;
+    const int start = bos + local * kChunk, len = min(kChunk, eos - start), last = len - 1;
+    const int chunk_id = global_chunk(p, n, local);
+    __syncthreads();
+    load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
+                               len, v0, V);
+    load_token_tile<MP>(slot_write, s + h * M, int64_t{H} * M, start, len, 0, M);
+    load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
+#pragma unroll
+    for (int i = 0; i < kTilesPerWarp; ++i) {
+      if (warp + 4 * i >= kRowTiles) continue;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          *state_operand.at((warp + 4 * i) * 16 + acc_row(e), acc_col(j, e)) =
+              from_float<E>(state[i][j][e]);
+        }
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
+      const int t = i / MP, m = i % MP;
+      *decayed_write.at(t, m) = from_float<E>(
+          to_float(*slot_write.at(t, m)) * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+    }
+    if (role == 0) {
+      for (int group = 0; group < p.groups; ++group) {
+        const int hq = h * p.groups + group;
+        __syncthreads();
+        load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
+                                   int64_t{HQ} * V, start, len, v0, V);
+        __syncthreads();
+        float grad_p[MP / 8][4];
+        zero(grad_p);
+        warp_mma<E, MP / 8>(grad_p, do_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
+#pragma unroll
+        for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; e += 2) {
+            const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
+            if (t < len) {
+              atomic_add_pair(p.grad_probabilities + ((start + int64_t{t}) * HQ + hq) * MP + m,
+                              grad_p[j][e] * decay_exp<E>(*gates.at(t, m)),
+                              grad_p[j][e + 1] * decay_exp<E>(*gates.at(t, m + 1)));
+            }
+          }
+        }
+      }
+      __syncthreads();
+#pragma unroll
+      for (int i = 0; i < kTilesPerWarp; ++i) {
+        if (warp + 4 * i >= kRowTiles) continue;
+        float update[8][4];
+        zero(update);
+        warp_mma<E, 8>(update, decayed_write, true, (warp + 4 * i) * 16, v_tile, false, 0, kChunk);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int m = (warp + 4 * i) * 16 + acc_row(e);
+            state[i][j][e] = state[i][j][e] * decay_exp<E>(*gates.at(last, m)) + update[j][e];
+          }
+        }
+      }
+      continue;
+    }
+    // Reverse sweep: state holds dH^v at the end of this chunk.
+    float grad_v[8][4];
+    zero(grad_v);
+    float state_update[kTilesPerWarp][8][4];
+#pragma unroll
+    for (int i = 0; i < kTilesPerWarp; ++i) zero(state_update[i]);
+    for (int group = 0; group < p.groups; ++group) {
+      const int hq = h * p.groups + group;
+      __syncthreads();
+      load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
+                                 int64_t{HQ} * V, start, len, v0, V);
+      load_decayed_slots<E, MP>(decayed_p, static_cast<const E*>(p.probabilities) + hq * MP,
+                                int64_t{HQ} * MP, start, len, gates, true);
+      load_score_block<E>(scores, static_cast<const E*>(p.value_scores) +
+                                      (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+      __syncthreads();
+      warp_mma<E, 8>(grad_v, scores, true, warp * 16, do_tile, false, 0, kChunk);
+#pragma unroll
+      for (int i = 0; i < kTilesPerWarp; ++i) {
+        if (warp + 4 * i >= kRowTiles) continue;
+        warp_mma<E, 8>(state_update[i], decayed_p, true, (warp + 4 * i) * 16, do_tile, false, 0,
+                       kChunk);
+      }
+    }
+    __syncthreads();
+    warp_mma<E, 8>(grad_v, decayed_write, false, warp * 16, state_operand, false, 0, MP);
+    E* dv = static_cast<E*>(p.grad_v);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = warp * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+        if (t < len && vv < V) dv[((start + int64_t{t}) * H + h) * V + vv] = from_float<E>(grad_v[j][e]);
+      }
+    }
+    float grad_write[MP / 8][4];
+    zero(grad_write);
+    warp_mma<E, MP / 8>(grad_write, v_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
+#pragma unroll
+    for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
+        if (t < len) {
+          atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
+                          grad_write[j][e] * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)),
+                          grad_write[j][e + 1] *
+                              decay_exp<E>(*gates.at(last, m + 1) - *gates.at(t, m + 1)));
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kTilesPerWarp; ++i) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int m = (warp + 4 * i) * 16 + acc_row(e);
+          state[i][j][e] = state[i][j][e] * decay_exp<E>(*gates.at(last, m < MP ? m : 0)) +
+                           state_update[i][j][e];
+        }
+      }
+    }
+  }
+  // Forward sweep: final-state term of dg, Σ_v dH^v_T ⊙ H^v_T per slot. Reverse sweep: dH^v_0.
+  if (role == 0 && p.grad_final_state_v != nullptr) {
+#pragma unroll
+    for (int i = 0; i < kTilesPerWarp; ++i) {
+      if (warp + 4 * i >= kRowTiles) continue;
+      float row_sum[2] = {0.f, 0.f};  // rows acc_row(0) and acc_row(2)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+          if (m < M && vv < V) {
+            row_sum[e / 2] += p.grad_final_state_v[state_base + int64_t{m} * V + vv] * state[i][j][e];
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+      }
+      const int m_low = (warp + 4 * i) * 16 + acc_row(0);
+      if ((threadIdx.x & 3) == 0) {
+        if (m_low < M) atomicAdd(p.gate_final + (int64_t{n} * H + h) * MP + m_low, row_sum[0]);
+        if (m_low + 8 < M) atomicAdd(p.gate_final + (int64_t{n} * H + h) * MP + m_low + 8, row_sum[1]);
+      }
+    }
+  }
+  if (role == 1 && p.grad_initial_state_v != nullptr) {
+#pragma unroll
+    for (int i = 0; i < kTilesPerWarp; ++i) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+          if (m < M && vv < V) p.grad_initial_state_v[state_base + int64_t{m} * V + vv] = state[i][j][e];
+        }
+      }
+    }
+  }
+}
+
+// Pass 1, intra-chunk, and the softmax backward between the passes. Per query head:
+// p = softmax(ok), dok = p ⊙ (dp − Σ_m p dp) (stored, element type); the gate terms
+// p ⊙ dp + ok ⊙ dok; dA_ts = Σ_m dok_tm s_sm exp(b_tm − b_sm) (stored per chunk);
+// ds_s += Σ_{t>=s} (q̃_t·k_s) dok_t ⊙ exp(b_t − b_s) with q̃ = scale q.
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams p) {
+  Chunk c;
+  if (!locate_chunk(p, blockIdx.x, c)) return;
+  const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int H = p.heads, HQ = p.query_heads, K = p.key_dim;
+  extern __shared__ __align__(16) char smem[];
+  SmemCarver carve{smem};
+  auto q_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto k_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto scores = carve.tile<E>(kChunk, kChunk);
+  auto grad_ok = carve.tile<E>(kChunk, MP);
+  auto slot_write = carve.tile<E>(kChunk, MP);
+  auto gates = carve.tile<float>(kChunk, MP);
+  auto gate_terms = carve.tile<float>(kChunk, MP);
+  load_token_tile<MP>(slot_write, static_cast<const E*>(p.s) + h * p.slots, int64_t{H} * p.slots,
+                      c.start, c.len, 0, p.slots);
+  load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
+  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) *gate_terms.at(i / MP, i % MP) = 0.f;
+  __syncthreads();
+  float grad_write[MP / 8][4];
+  zero(grad_write);
+  const E* p_stored = static_cast<const E*>(p.probabilities);
+  E* dok_out = static_cast<E*>(p.grad_slot_scores);
+  for (int group = 0; group < p.groups; ++group) {
+    const int hq = h * p.groups + group;
+    for (int r = warp * 16; r < warp * 16 + 16; ++r) {
+      const int64_t row = ((c.start + int64_t{r}) * HQ + hq) * MP;
+      float prob[(MP + 31) / 32], grad[(MP + 31) / 32];
+      if (r < c.len) {
+        softmax_row<MP>(p.slot_scores + row, p.slots, prob);
+        float dot = 0.f;
+#pragma unroll
+        for (int j = 0; j < (MP + 31) / 32; ++j) {
+          const int m = lane + 32 * j;
+          grad[j] = m < MP ? p.grad_probabilities[row + m] : 0.f;
+          dot += prob[j] * grad[j];
+        }
+#pragma unroll
+        for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+#pragma unroll
+        for (int j = 0; j < (MP + 31) / 32; ++j) {
+          const int m = lane + 32 * j;
+          if (m >= MP) continue;
+          const float dok = prob[j] * (grad[j] - dot);
+          const float ok = m < p.slots ? p.slot_scores[row + m] : 0.f;
+          *gate_terms.at(r, m) += to_float(p_stored[row + m]) * grad[j] + ok * dok;
+          const E dok_e = from_float<E>(dok);
+          *grad_ok.at(r, m) = dok_e;
+          dok_out[row + m] = dok_e;
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < (MP + 31) / 32; ++j) {
+          const int m = lane + 32 * j;
+          if (m < MP) *grad_ok.at(r, m) = from_float<E>(0.f);
+        }
+      }
+    }
+    __syncwarp();
+    float grad_scores[8][4];
+    decayed_scores<E, MP>(grad_scores, grad_ok, slot_write, gates, warp);
+    E* out = static_cast<E*>(p.grad_key_scores) + (int64_t{c.id} * HQ + hq) * kChunk * kChunk;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        out[(warp * 16 + acc_row(e)) * kChunk + acc_col(n, e)] = from_float<E>(grad_scores[n][e]);
+      }
+    }
+    float qk[8][4];
+    zero(qk);
+    for (int k0 = 0; k0 < K; k0 += kHeadTile) {
+      __syncthreads();
+      load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
+                                 c.start, c.len, k0, K);
+      load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K,
+                                 c.start, c.len, k0, K);
+      __syncthreads();
+      warp_mma<E, 8>(qk, q_tile, false, warp * 16, k_tile, true, 0, kHeadTile);
+    }
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = warp * 16 + acc_row(e), col = acc_col(n, e);
+        *scores.at(t, col) = from_float<E>(col <= t ? qk[n][e] * p.scale : 0.f);
+      }
+    }
+    __syncthreads();
+    decayed_apply_reverse<E, MP>(grad_write, scores, grad_ok, gates, warp);
+    __syncthreads();
+  }
+#pragma unroll
+  for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
+      if (t < c.len) {
+        const int64_t index = ((c.start + int64_t{t}) * H + h) * MP + m;
+        p.grad_slot_write[index] += grad_write[n][e];
+        p.gate_terms[index] = *gate_terms.at(t, m);
+      }
+    }
+  }
+}
+
+// Pass 1, state. blockIdx.z = 2 n + role; role 0 = forward sweep (dq), role 1 = reverse sweep
+// (dk, ds, and the initial-state gradient).
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams p) {
+  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z / 2, role = blockIdx.z % 2;
+  const int warp = threadIdx.x / 32;
+  const int H = p.heads, HQ = p.query_heads, K = p.key_dim, M = p.slots;
+  const int k0 = tile * kHeadTile;
+  extern __shared__ __align__(16) char smem[];
+  SmemCarver carve{smem};
+  auto q_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto k_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto grad_scores = carve.tile<E>(kChunk, kChunk);
+  auto decayed_grad_ok = carve.tile<E>(kChunk, MP);
+  auto slot_write = carve.tile<E>(kChunk, MP);
+  auto decayed_write = carve.tile<E>(kChunk, MP);
+  auto state_operand = carve.tile<E>(kHeadTile, MP);
+  auto gates = carve.tile<float>(kChunk, MP);
+  int bos, eos;
+  sequence_bounds(p, n, bos, eos);
+  const int chunks = chunks_of(eos - bos);
+  const int64_t state_base = (int64_t{n} * H + h) * K * M;
+  const E* s = static_cast<const E*>(p.s);
+
+  // state(kk, m): H^k in the forward sweep, dH^k in the reverse sweep.
+  float state[MP / 8][4];
+  const float* initial = role == 0 ? p.initial_state_k : p.grad_final_state_k;
+#pragma unroll
+  for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
+      state[j][e] = (initial != nullptr && kk < K && m < M) ? initial[state_base + int64_t{kk} * M + m] : 0.f;
+    }
+  }
+  for (int step = 0; step < chunks; ++step) {
+    const int local = role == 0 ? step : chunks - 1 - step;
+    const int start = bos + local * kChunk, len = min(kChunk, eos - start), last = len - 1;
+    const int chunk_id = global_chunk(p, n, local);
+    __syncthreads();
+    load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
+                               len, k0, K);
+    load_token_tile<MP>(slot_write, s + h * M, int64_t{H} * M, start, len, 0, M);
+    load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
+#pragma unroll
+    for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        *state_operand.at(warp * 16 + acc_row(e), acc_col(j, e)) = from_float<E>(state[j][e]);
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
+      const int t = i / MP, m = i % MP;
+      *decayed_write.at(t, m) = from_float<E>(
+          to_float(*slot_write.at(t, m)) * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+    }
+    float grad_k[8][4];
+    zero(grad_k);
+    float state_update[MP / 8][4];
+    zero(state_update);
+    for (int group = 0; group < p.groups; ++group) {
+      const int hq = h * p.groups + group;
+      __syncthreads();
+      load_decayed_slots<E, MP>(decayed_grad_ok, static_cast<const E*>(p.grad_slot_scores) + hq * MP,
+                                int64_t{HQ} * MP, start, len, gates, true);
+      load_score_block<E>(grad_scores, static_cast<const E*>(p.grad_key_scores) +
+                                           (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+      if (role == 1) {
+        load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
+                                   start, len, k0, K);
+      }
+      __syncthreads();
+      if (role == 0) {
+        float grad_q[8][4];
+        zero(grad_q);
+        warp_mma<E, 8>(grad_q, decayed_grad_ok, false, warp * 16, state_operand, true, 0, MP);
+        warp_mma<E, 8>(grad_q, grad_scores, false, warp * 16, k_tile, false, 0, kChunk);
+        E* dq = static_cast<E*>(p.grad_q);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int t = warp * 16 + acc_row(e), kk = k0 + acc_col(j, e);
+            if (t < len && kk < K) dq[((start + int64_t{t}) * HQ + hq) * K + kk] = from_float<E>(grad_q[j][e] * p.scale);
+          }
+        }
+      } else {
+        warp_mma<E, 8>(grad_k, grad_scores, true, warp * 16, q_tile, false, 0, kChunk);
+        warp_mma<E, MP / 8>(state_update, q_tile, true, warp * 16, decayed_grad_ok, false, 0, kChunk);
+      }
+    }
+    __syncthreads();
+    if (role == 0) {
+      float update[MP / 8][4];
+      zero(update);
+      warp_mma<E, MP / 8>(update, k_tile, true, warp * 16, decayed_write, false, 0, kChunk);
+#pragma unroll
+      for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          state[j][e] = state[j][e] * decay_exp<E>(*gates.at(last, acc_col(j, e))) + update[j][e];
+        }
+      }
+      continue;
+    }
+    // Reverse sweep: dk = scale dA^T q + (s ⊙ exp(b_L − b)) dH^k^T; ds += exp(b_L − b) ⊙ k dH^k.
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) grad_k[j][e] *= p.scale;
+    }
+    warp_mma<E, 8>(grad_k, decayed_write, false, warp * 16, state_operand, true, 0, MP);
+    E* dk = static_cast<E*>(p.grad_k);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = warp * 16 + acc_row(e), kk = k0 + acc_col(j, e);
+        if (t < len && kk < K) dk[((start + int64_t{t}) * H + h) * K + kk] = from_float<E>(grad_k[j][e]);
+      }
+    }
+    float grad_write[MP / 8][4];
+    zero(grad_write);
+    warp_mma<E, MP / 8>(grad_write, k_tile, false, warp * 16, state_operand, false, 0, kHeadTile);
+#pragma unroll
+    for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
+        if (t < len) {
+          atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
+                          grad_write[j][e] * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)),
+                          grad_write[j][e + 1] *
+                              decay_exp<E>(*gates.at(last, m + 1) - *gates.at(t, m + 1)));
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        state[j][e] = state[j][e] * decay_exp<E>(*gates.at(last, acc_col(j, e))) +
+                      p.scale * state_update[j][e];
+      }
+    }
+  }
+  if (role == 0 && p.grad_final_state_k != nullptr) {
+    // Σ_kk dH^k_T ⊙ H^k_T per slot m: columns live in one lane each, rows across lanes/warps.
+#pragma unroll
+    for (int j = 0; j < MP / 8; ++j) {
+      float column_sum[2] = {0.f, 0.f};  // columns acc_col(j, 0) and acc_col(j, 1)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
+        if (kk < K && m < M) column_sum[e & 1] += p.grad_final_state_k[state_base + int64_t{kk} * M + m] * state[j][e];
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+#pragma unroll
+        for (int offset = 4; offset < 32; offset *= 2) {
+          column_sum[r] += __shfl_xor_sync(0xffffffffu, column_sum[r], offset);
+        }
+      }
+      if ((threadIdx.x & 31) < 4) {
+        const int m = acc_col(j, 0);
+        if (m < M) atomicAdd(p.gate_final + (int64_t{n} * H + h) * MP + m, column_sum[0]);
+        if (m + 1 < M) atomicAdd(p.gate_final + (int64_t{n} * H + h) * MP + m + 1, column_sum[1]);
+      }
+    }
+  }
+  if (role == 1 && p.grad_initial_state_k != nullptr) {
+#pragma unroll
+    for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
+        if (kk < K && m < M) p.grad_initial_state_k[state_base + int64_t{kk} * M + m] = state[j][e];
+      }
+    }
+  }
+}
+
+// dg, step 1 (per chunk): x_t = gate_terms_t − s_t ⊙ ds_t, its reverse cumulative sum inside the
+// chunk (written back into gate_terms) and the chunk total; ds is written out (fp32, M slots).
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) gate_grad_chunk_kernel(GsaParams p) {
+  Chunk c;
+  if (!locate_chunk(p, blockIdx.x, c)) return;
+  const int h = blockIdx.y, m = threadIdx.x;
+  if (m >= p.slots) return;
+  const E* s = static_cast<const E*>(p.s);
+  float sum = 0.f;
+  for (int r = c.len - 1; r >= 0; --r) {
+    const int64_t token = c.start + r;
+    const int64_t index = (token * p.heads + h) * MP + m;
+    const float ds = p.grad_slot_write[index];
+    sum += p.gate_terms[index] - to_float(s[(token * p.heads + h) * p.slots + m]) * ds;
+    p.gate_terms[index] = sum;
+    p.grad_s[(token * p.heads + h) * p.slots + m] = ds;
+  }
+  p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m] = sum;
+}
+
+// dg, step 2 (per sequence and head): chunk_totals[c] <- final-state term + Σ of the totals of
+// the later chunks of the sequence.
+template <int MP>
+__global__ void gate_grad_carry_kernel(GsaParams p) {
+  const int n = blockIdx.x, h = blockIdx.y, m = threadIdx.x;
+  if (m >= p.slots) return;
+  int bos, eos;
+  sequence_bounds(p, n, bos, eos);
+  float carry = p.gate_final[(int64_t{n} * p.heads + h) * MP + m];
+  for (int local = chunks_of(eos - bos) - 1; local >= 0; --local) {
+    float* total = p.chunk_totals + (int64_t{global_chunk(p, n, local)} * p.heads + h) * MP + m;
+    const float own = *total;
+    *total = carry;
+    carry += own;
+  }
+}
+
+// dg, step 3 (per chunk): dg_t = local reverse sum + carry of the chunk.
+template <int MP>
+__global__ void __launch_bounds__(kThreads) gate_grad_finish_kernel(GsaParams p) {
+  Chunk c;
+  if (!locate_chunk(p, blockIdx.x, c)) return;
+  const int h = blockIdx.y, m = threadIdx.x;
+  if (m >= p.slots) return;
+  const float carry = p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m];
+  for (int r = 0; r < c.len; ++r) {
+    const int64_t token = c.start + r;
+    p.grad_g[(token * p.heads + h) * p.slots + m] = p.gate_terms[(token * p.heads + h) * MP + m] + carry;
+  }
+}
+
+}  // namespace lintime::cuda

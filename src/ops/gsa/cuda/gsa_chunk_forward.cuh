@@ -1,0 +1,426 @@
+// Chunked GSA forward kernels (README.md, "Forward"). Pass 1 (keys, gate on the slot/value side)
+// and pass 2 (values, gate on the slot/key side) each split into
+//   an intra-chunk kernel, parallel over (chunk, head): the C x C products inside a chunk;
+//   a state kernel, parallel over (head-dim tile, head, sequence), walking its sequence chunk by
+//   chunk with its tile of the state in registers: the products with the state at the chunk
+//   start, then the state update. States never leave the chip except as the final state.
+#pragma once
+
+#include "ops/gsa/cuda/gsa_common.cuh"
+
+namespace lintime::cuda {
+
+// chunk_offsets[n] = number of chunks before sequence n (varlen only). One thread: N is small.
+static __global__ void chunk_offsets_kernel(GsaParams p) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  int total = 0;
+  for (int n = 0; n < p.num_sequences; ++n) {
+    p.chunk_offsets[n] = total;
+    total += chunks_of(p.cu_seqlens[n + 1] - p.cu_seqlens[n]);
+  }
+  p.chunk_offsets[p.num_sequences] = total;
+}
+
+// b = cumulative sum of g inside each chunk, fp32 [tok, H, MP] (0 in the padding slots).
+template <int MP>
+__global__ void __launch_bounds__(kThreads) gate_cumsum_kernel(GsaParams p) {
+  Chunk c;
+  if (!locate_chunk(p, blockIdx.x, c)) return;
+  const int h = blockIdx.y, m = threadIdx.x;
+  if (m >= MP) return;
+  float sum = 0.f;
+  for (int r = 0; r < c.len; ++r) {
+    const int64_t token = c.start + r;
+    if (m < p.slots) sum += p.g[(token * p.heads + h) * p.slots + m];
+    p.gate_cumsum[(token * p.heads + h) * MP + m] = sum;
+  }
+}
+
+// Pass 1, intra-chunk: ok_t = scale Σ_{s<=t} (q_t·k_s) s_s ⊙ exp(b_t − b_s), stored into
+// slot_scores (the state kernel adds the inter-chunk part next).
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams p) {
+  Chunk c;
+  if (!locate_chunk(p, blockIdx.x, c)) return;
+  const int h = blockIdx.y, warp = threadIdx.x / 32;
+  const int H = p.heads, HQ = p.query_heads, K = p.key_dim;
+  extern __shared__ __align__(16) char smem[];
+  SmemCarver carve{smem};
+  auto q_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto k_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto scores = carve.tile<E>(kChunk, kChunk);
+  auto slot_write = carve.tile<E>(kChunk, MP);
+  auto gates = carve.tile<float>(kChunk, MP);
+  const E* s = static_cast<const E*>(p.s);
+  load_token_tile<MP>(slot_write, s + h * p.slots, int64_t{H} * p.slots, c.start, c.len, 0, p.slots);
+  load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
+
+  for (int group = 0; group < p.groups; ++group) {
+    const int hq = h * p.groups + group;
+    float qk[8][4];
+    zero(qk);
+    for (int k0 = 0; k0 < K; k0 += kHeadTile) {
+      __syncthreads();
+      load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
+                                 c.start, c.len, k0, K);
+      load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K,
+                                 c.start, c.len, k0, K);
+      __syncthreads();
+      warp_mma<E, 8>(qk, q_tile, false, warp * 16, k_tile, true, 0, kHeadTile);
+    }
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = warp * 16 + acc_row(e), col = acc_col(n, e);
+        *scores.at(t, col) = from_float<E>(col <= t ? qk[n][e] * p.scale : 0.f);
+      }
+    }
+    __syncwarp();
+    float ok[MP / 8][4];
+    zero(ok);
+    decayed_apply<E, MP>(ok, scores, slot_write, gates, warp);
+#pragma unroll
+    for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
+        if (t < c.len) {
+          *reinterpret_cast<float2*>(p.slot_scores + ((c.start + int64_t{t}) * HQ + hq) * MP + m) =
+              make_float2(ok[n][e], ok[n][e + 1]);
+        }
+      }
+    }
+  }
+}
+
+// Adds (x, y) to dst[0], dst[1] in global memory (one vector reduction where the GPU has it).
+__device__ __forceinline__ void atomic_add_pair(float* dst, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(x, y));
+#else
+  atomicAdd(dst, x);
+  atomicAdd(dst + 1, y);
+#endif
+}
+
+// Pass 1, state: for one 64-row tile of H^k [K, M] of one (sequence, head), chunk by chunk:
+// ok_t += scale (q_t^T H^k) ⊙ exp(b_t); H^k <- H^k Diag(exp(b_L)) + k^T (s ⊙ exp(b_L − b)).
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams p) {
+  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z, warp = threadIdx.x / 32;
+  const int H = p.heads, HQ = p.query_heads, K = p.key_dim, M = p.slots;
+  const int k0 = tile * kHeadTile;
+  extern __shared__ __align__(16) char smem[];
+  SmemCarver carve{smem};
+  auto q_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto k_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto slot_write = carve.tile<E>(kChunk, MP);
+  auto decayed_write = carve.tile<E>(kChunk, MP);
+  auto state_operand = carve.tile<E>(kHeadTile, MP);
+  auto gates = carve.tile<float>(kChunk, MP);
+  int bos, eos;
+  sequence_bounds(p, n, bos, eos);
+
+  // state(kk, m) for kk = 16 warp + acc_row, m = acc_col.
+  float state[MP / 8][4];
+  const int64_t state_base = (int64_t{n} * H + h) * K * M;
+#pragma unroll
+  for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
+      state[j][e] = (p.initial_state_k != nullptr && kk < K && m < M)
+                        ? p.initial_state_k[state_base + int64_t{kk} * M + m]
+                        : 0.f;
+    }
+  }
+  const E* s = static_cast<const E*>(p.s);
+  for (int start = bos; start < eos; start += kChunk) {
+    const int len = min(kChunk, eos - start), last = len - 1;
+    __syncthreads();
+    load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
+                               len, k0, K);
+    load_token_tile<MP>(slot_write, s + h * M, int64_t{H} * M, start, len, 0, M);
+    load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
+#pragma unroll
+    for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        *state_operand.at(warp * 16 + acc_row(e), acc_col(j, e)) = from_float<E>(state[j][e]);
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
+      const int t = i / MP, m = i % MP;
+      *decayed_write.at(t, m) = from_float<E>(
+          to_float(*slot_write.at(t, m)) * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+    }
+    for (int group = 0; group < p.groups; ++group) {
+      const int hq = h * p.groups + group;
+      __syncthreads();
+      load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
+                                 start, len, k0, K);
+      __syncthreads();
+      float ok[MP / 8][4];
+      zero(ok);
+      warp_mma<E, MP / 8>(ok, q_tile, false, warp * 16, state_operand, false, 0, kHeadTile);
+#pragma unroll
+      for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; e += 2) {
+          const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
+          if (t < len) {
+            atomic_add_pair(p.slot_scores + ((start + int64_t{t}) * HQ + hq) * MP + m,
+                            ok[j][e] * p.scale * decay_exp<E>(*gates.at(t, m)),
+                            ok[j][e + 1] * p.scale * decay_exp<E>(*gates.at(t, m + 1)));
+          }
+        }
+      }
+    }
+    float update[MP / 8][4];
+    zero(update);
+    warp_mma<E, MP / 8>(update, k_tile, true, warp * 16, decayed_write, false, 0, kChunk);
+#pragma unroll
+    for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        state[j][e] = state[j][e] * decay_exp<E>(*gates.at(last, acc_col(j, e))) + update[j][e];
+      }
+    }
+  }
+  if (p.final_state_k != nullptr) {
+#pragma unroll
+    for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
+        if (kk < K && m < M) p.final_state_k[state_base + int64_t{kk} * M + m] = state[j][e];
+      }
+    }
+  }
+}
+
+// Softmax over the slots of one token row of ok (fp32, scale included) by one warp; writes the
+// probabilities (fp32) for m < MP into `out` (0 in padding slots). Returns nothing: lanes hold
+// slots lane, lane + 32, ...
+template <int MP>
+__device__ __forceinline__ void softmax_row(const float* ok_row, int slots, float (&prob)[(MP + 31) / 32]) {
+  const int lane = threadIdx.x & 31;
+  float largest = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < (MP + 31) / 32; ++j) {
+    const int m = lane + 32 * j;
+    prob[j] = (m < slots) ? ok_row[m] : -INFINITY;
+    largest = fmaxf(largest, prob[j]);
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+  }
+  float total = 0.f;
+#pragma unroll
+  for (int j = 0; j < (MP + 31) / 32; ++j) {
+    const int m = lane + 32 * j;
+    prob[j] = (m < slots) ? expf(prob[j] - largest) : 0.f;
+    total += prob[j];
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) total += __shfl_xor_sync(0xffffffffu, total, offset);
+  const float inverse = 1.f / total;
+#pragma unroll
+  for (int j = 0; j < (MP + 31) / 32; ++j) prob[j] *= inverse;
+}
+
+// Pass 2, intra-chunk: p = softmax(ok) (stored in the element type, as pass 2 consumes it) and
+// the decayed scores A_ts = Σ_m p_tm s_sm exp(b_tm − b_sm), s <= t (stored per chunk).
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParams p) {
+  Chunk c;
+  if (!locate_chunk(p, blockIdx.x, c)) return;
+  const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int H = p.heads, HQ = p.query_heads;
+  extern __shared__ __align__(16) char smem[];
+  SmemCarver carve{smem};
+  auto probabilities = carve.tile<E>(kChunk, MP);
+  auto slot_write = carve.tile<E>(kChunk, MP);
+  auto gates = carve.tile<float>(kChunk, MP);
+  load_token_tile<MP>(slot_write, static_cast<const E*>(p.s) + h * p.slots, int64_t{H} * p.slots,
+                      c.start, c.len, 0, p.slots);
+  load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
+  __syncthreads();
+  E* p_out = static_cast<E*>(p.probabilities);
+  E* scores_out = static_cast<E*>(p.value_scores);
+  for (int group = 0; group < p.groups; ++group) {
+    const int hq = h * p.groups + group;
+    for (int r = warp * 16; r < warp * 16 + 16; ++r) {
+      float prob[(MP + 31) / 32];
+      if (r < c.len) {
+        softmax_row<MP>(p.slot_scores + ((c.start + int64_t{r}) * HQ + hq) * MP, p.slots, prob);
+      }
+#pragma unroll
+      for (int j = 0; j < (MP + 31) / 32; ++j) {
+        const int m = lane + 32 * j;
+        if (m >= MP) continue;
+        const E value = from_float<E>(r < c.len ? prob[j] : 0.f);
+        *probabilities.at(r, m) = value;
+        if (r < c.len) p_out[((c.start + int64_t{r}) * HQ + hq) * MP + m] = value;
+      }
+    }
+    __syncwarp();
+    float scores[8][4];
+    decayed_scores<E, MP>(scores, probabilities, slot_write, gates, warp);
+    E* out = scores_out + (int64_t{c.id} * HQ + hq) * kChunk * kChunk;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        out[(warp * 16 + acc_row(e)) * kChunk + acc_col(n, e)] = from_float<E>(scores[n][e]);
+      }
+    }
+    __syncwarp();
+  }
+}
+
+// Loads rows [0, 64) x [0, MP) of p (element type, [tok, HQ, MP]) multiplied by exp(b) into a
+// tile (zero past the sequence end).
+template <class E, int MP>
+__device__ __forceinline__ void load_decayed_slots(SmemTile<E> dst, const E* src, int64_t token_stride,
+                                                   int start, int len, SmemTile<float> gates,
+                                                   bool decay) {
+  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
+    const int t = i / MP, m = i % MP;
+    float value = t < len ? to_float(src[(start + int64_t{t}) * token_stride + m]) : 0.f;
+    if (decay) value *= decay_exp<E>(*gates.at(t, m));
+    *dst.at(t, m) = from_float<E>(value);
+  }
+}
+
+// A chunk's stored 64 x 64 score block into shared memory.
+template <class E>
+__device__ __forceinline__ void load_score_block(SmemTile<E> dst, const E* src) {
+  constexpr int kVec = 16 / sizeof(E);
+  for (int i = threadIdx.x; i < kChunk * kChunk / kVec; i += kThreads) {
+    const int r = i / (kChunk / kVec), c = (i % (kChunk / kVec)) * kVec;
+    *reinterpret_cast<uint4*>(dst.at(r, c)) = *reinterpret_cast<const uint4*>(src + r * kChunk + c);
+  }
+}
+
+// Pass 2, state: for one 64-column tile of H^v [M, V], chunk by chunk:
+// o_t = (p_t ⊙ exp(b_t))^T H^v + Σ_{s<=t} A_ts v_s; H^v <- Diag(exp(b_L)) H^v + (s ⊙ exp(b_L − b))^T v.
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParams p) {
+  constexpr int kRowTiles = MP / 16;                 // 16-slot row tiles of the state
+  constexpr int kTilesPerWarp = (kRowTiles + 3) / 4;
+  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z, warp = threadIdx.x / 32;
+  const int H = p.heads, HQ = p.query_heads, V = p.value_dim, M = p.slots;
+  const int v0 = tile * kHeadTile;
+  extern __shared__ __align__(16) char smem[];
+  SmemCarver carve{smem};
+  auto v_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto scores = carve.tile<E>(kChunk, kChunk);
+  auto decayed_p = carve.tile<E>(kChunk, MP);
+  auto slot_write = carve.tile<E>(kChunk, MP);
+  auto decayed_write = carve.tile<E>(kChunk, MP);
+  auto state_operand = carve.tile<E>(MP, kHeadTile);
+  auto gates = carve.tile<float>(kChunk, MP);
+  int bos, eos;
+  sequence_bounds(p, n, bos, eos);
+
+  // state(m, vv) for m = 16 (warp + 4 i) + acc_row, vv = acc_col.
+  float state[kTilesPerWarp][8][4];
+  const int64_t state_base = (int64_t{n} * H + h) * M * V;
+#pragma unroll
+  for (int i = 0; i < kTilesPerWarp; ++i) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+        state[i][j][e] = (p.initial_state_v != nullptr && m < M && vv < V)
+                             ? p.initial_state_v[state_base + int64_t{m} * V + vv]
+                             : 0.f;
+      }
+    }
+  }
+  const E* s = static_cast<const E*>(p.s);
+  E* o = static_cast<E*>(p.o);
+  for (int start = bos, local = 0; start < eos; start += kChunk, ++local) {
+    const int len = min(kChunk, eos - start), last = len - 1;
+    const int chunk_id = global_chunk(p, n, local);
+    __syncthreads();
+    load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
+                               len, v0, V);
+    load_token_tile<MP>(slot_write, s + h * M, int64_t{H} * M, start, len, 0, M);
+    load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
+#pragma unroll
+    for (int i = 0; i < kTilesPerWarp; ++i) {
+      if (warp + 4 * i >= kRowTiles) continue;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          *state_operand.at((warp + 4 * i) * 16 + acc_row(e), acc_col(j, e)) =
+              from_float<E>(state[i][j][e]);
+        }
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
+      const int t = i / MP, m = i % MP;
+      *decayed_write.at(t, m) = from_float<E>(
+          to_float(*slot_write.at(t, m)) * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+    }
+    for (int group = 0; group < p.groups; ++group) {
+      const int hq = h * p.groups + group;
+      __syncthreads();
+      load_decayed_slots<E, MP>(decayed_p, static_cast<const E*>(p.probabilities) + hq * MP,
+                                int64_t{HQ} * MP, start, len, gates, true);
+      load_score_block<E>(scores, static_cast<const E*>(p.value_scores) +
+                                      (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+      __syncthreads();
+      float out[8][4];
+      zero(out);
+      warp_mma<E, 8>(out, decayed_p, false, warp * 16, state_operand, false, 0, MP);
+      warp_mma<E, 8>(out, scores, false, warp * 16, v_tile, false, 0, kChunk);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int t = warp * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+          if (t < len && vv < V) o[((start + int64_t{t}) * HQ + hq) * V + vv] = from_float<E>(out[j][e]);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kTilesPerWarp; ++i) {
+      if (warp + 4 * i >= kRowTiles) continue;
+      float update[8][4];
+      zero(update);
+      warp_mma<E, 8>(update, decayed_write, true, (warp + 4 * i) * 16, v_tile, false, 0, kChunk);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int m = (warp + 4 * i) * 16 + acc_row(e);
+          state[i][j][e] = state[i][j][e] * decay_exp<E>(*gates.at(last, m)) + update[j][e];
+        }
+      }
+    }
+  }
+  if (p.final_state_v != nullptr) {
+#pragma unroll
+    for (int i = 0; i < kTilesPerWarp; ++i) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+          if (m < M && vv < V) p.final_state_v[state_base + int64_t{m} * V + vv] = state[i][j][e];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace lintime::cuda

@@ -1,0 +1,262 @@
+// Device helpers shared by the chunked GSA kernels: where a chunk lies, tile loads into shared
+// memory (zero outside the sequence or the head dim), and the three decayed intra-chunk
+// products of the GLA core (README.md, "Intra-chunk decays"). A CTA has 4 warps; warp w owns
+// the 16 tokens [16w, 16w + 16) of a chunk, which is also its sub-chunk for the decays.
+#pragma once
+
+#include "ops/gsa/cuda/gsa_cuda.h"
+#include "ops/gsa/cuda/warp_mma.cuh"
+
+namespace lintime::cuda {
+
+constexpr int kThreads = 128;
+constexpr int kSubChunk = 16;
+
+// exp for decay factors: the fast approximation for 16-bit inputs (their roundings are far
+// larger), the accurate one for fp32 inputs.
+template <class E>
+__device__ __forceinline__ float decay_exp(float x) {
+  if constexpr (sizeof(E) == 2) {
+    return __expf(x);
+  } else {
+    return expf(x);
+  }
+}
+
+__device__ __forceinline__ int chunks_of(int length) { return (length + kChunk - 1) / kChunk; }
+
+__device__ __forceinline__ void sequence_bounds(const GsaParams& p, int n, int& bos, int& eos) {
+  if (p.cu_seqlens != nullptr) {
+    bos = p.cu_seqlens[n];
+    eos = p.cu_seqlens[n + 1];
+  } else {
+    bos = n * p.seqlen;
+    eos = bos + p.seqlen;
+  }
+}
+
+// Global index of chunk `local` of sequence n (chunk-indexed workspace rows).
+__device__ __forceinline__ int global_chunk(const GsaParams& p, int n, int local) {
+  return p.cu_seqlens != nullptr ? p.chunk_offsets[n] + local : n * chunks_of(p.seqlen) + local;
+}
+
+struct Chunk {
+  int id, seq, bos, eos, start, len;
+};
+
+// The chunk with global index id; false when id is past the last chunk.
+__device__ __forceinline__ bool locate_chunk(const GsaParams& p, int id, Chunk& c) {
+  int n, local;
+  if (p.cu_seqlens != nullptr) {
+    if (id >= p.chunk_offsets[p.num_sequences]) return false;
+    int lo = 0, hi = p.num_sequences - 1;  // largest n with chunk_offsets[n] <= id
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (p.chunk_offsets[mid] <= id) lo = mid; else hi = mid - 1;
+    }
+    n = lo;
+    local = id - p.chunk_offsets[n];
+  } else {
+    const int per_sequence = chunks_of(p.seqlen);
+    if (id >= per_sequence * p.num_sequences) return false;
+    n = id / per_sequence;
+    local = id % per_sequence;
+  }
+  c.id = id;
+  c.seq = n;
+  sequence_bounds(p, n, c.bos, c.eos);
+  c.start = c.bos + local * kChunk;
+  c.len = min(kChunk, c.eos - c.start);
+  return true;
+}
+
+// Rows [0, 64) x columns [0, WIDTH) of a token tensor into shared memory: row r is token
+// start + r, column c is src column col0 + c; zero where r >= rows or col0 + c >= dim.
+// src points at the head's first element; tokens are token_stride elements apart.
+template <int WIDTH, class T>
+__device__ __forceinline__ void load_token_tile(SmemTile<T> dst, const T* src, int64_t token_stride,
+                                                int start, int rows, int col0, int dim) {
+  constexpr int kVec = 16 / sizeof(T);
+  constexpr int kVecs = WIDTH / kVec;
+  const bool vectorized = token_stride % kVec == 0 && dim % kVec == 0;
+  for (int i = threadIdx.x; i < kChunk * kVecs; i += kThreads) {
+    const int r = i / kVecs, c = (i % kVecs) * kVec;
+    const int col = col0 + c;
+    T* out = dst.at(r, c);
+    const T* in = src + (start + static_cast<int64_t>(r)) * token_stride + col;
+    if (r < rows && vectorized && col + kVec <= dim) {
+      *reinterpret_cast<uint4*>(out) = *reinterpret_cast<const uint4*>(in);
+    } else {
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        out[e] = (r < rows && col + e < dim) ? in[e] : T(0.f);
+      }
+    }
+  }
+}
+
+// The cumulative gates b of a chunk [64, MP] (fp32). Rows past the sequence end repeat the
+// last valid row: padding tokens have g = 0, so the decays stay those of the last token.
+template <int MP>
+__device__ __forceinline__ void load_gate_tile(SmemTile<float> dst, const float* gate_cumsum,
+                                               int heads, int h, int start, int len) {
+  constexpr int kVecs = MP / 4;
+  for (int i = threadIdx.x; i < kChunk * kVecs; i += kThreads) {
+    const int r = i / kVecs, c = (i % kVecs) * 4;
+    const int row = min(r, len - 1);
+    *reinterpret_cast<float4*>(dst.at(r, c)) = *reinterpret_cast<const float4*>(
+        gate_cumsum + ((start + static_cast<int64_t>(row)) * heads + h) * MP + c);
+  }
+}
+
+// The three intra-chunk products with the decay exp(b_t − b_s) on the slot dimension m
+// (b non-increasing in t). Sub-chunk i = rows [16i, 16i + 16) belongs to warp i. Blocks off the
+// diagonal factor the decay through a reference row of b so that both factors are <= 1; the
+// diagonal 16 x 16 blocks take exp(b_t − b_s) pair by pair, which is exact for any gate.
+
+// decayed_apply: z_tm += Σ_{s<=t} W_ts y_sm exp(b_tm − b_sm) for the warp's rows t.
+// W [64, 64] (t, s), y [64, MP]; acc [16, MP].
+template <class E, int MP>
+__device__ __forceinline__ void decayed_apply(float (&acc)[MP / 8][4], SmemTile<E> w,
+                                              SmemTile<E> y, SmemTile<float> b, int warp) {
+  const int r0 = warp * kSubChunk;
+  const float* reference = b.at(r0, 0);  // b of the sub-chunk's first row
+  if (warp > 0) {
+    float off[MP / 8][4];
+    zero(off);
+    warp_mma_generated<E, MP / 8>(
+        off, [&](int row, int k) { return to_float(*w.at(row, k)); }, r0,
+        [&](int k, int col) {
+          return to_float(*y.at(k, col)) * decay_exp<E>(reference[col] - *b.at(k, col));
+        },
+        0, r0);
+#pragma unroll
+    for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = r0 + acc_row(e), m = acc_col(n, e);
+        acc[n][e] += off[n][e] * decay_exp<E>(*b.at(t, m) - reference[m]);
+      }
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int t = r0 + acc_row(e), m = acc_col(n, e);
+      const float bt = *b.at(t, m);
+      float sum = 0.f;
+      for (int s = r0; s <= t; ++s) {
+        sum += to_float(*w.at(t, s)) * to_float(*y.at(s, m)) * decay_exp<E>(bt - *b.at(s, m));
+      }
+      acc[n][e] += sum;
+    }
+  }
+}
+
+// decayed_scores: X_ts = Σ_m x_tm y_sm exp(b_tm − b_sm) for s <= t, 0 above the diagonal, for
+// the warp's rows t. x, y [64, MP]; acc [16, 64] (overwritten).
+template <class E, int MP>
+__device__ __forceinline__ void decayed_scores(float (&acc)[8][4], SmemTile<E> x, SmemTile<E> y,
+                                               SmemTile<float> b, int warp) {
+  const int r0 = warp * kSubChunk;
+  const float* reference = b.at(r0, 0);
+  zero(acc);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (j >= warp) continue;
+    float block[2][4];
+    zero(block);
+    warp_mma_generated<E, 2>(
+        block,
+        [&](int row, int m) {
+          return to_float(*x.at(row, m)) * decay_exp<E>(*b.at(row, m) - reference[m]);
+        },
+        r0,
+        [&](int m, int col) {
+          return to_float(*y.at(col, m)) * decay_exp<E>(reference[m] - *b.at(col, m));
+        },
+        j * kSubChunk, MP);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      acc[2 * j][e] = block[0][e];
+      acc[2 * j + 1][e] = block[1][e];
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    if (n / 2 != warp) continue;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int t = r0 + acc_row(e), s = acc_col(n, e);
+      float sum = 0.f;
+      if (s <= t) {
+        for (int m = 0; m < MP; ++m) {
+          sum += to_float(*x.at(t, m)) * to_float(*y.at(s, m)) *
+                 decay_exp<E>(*b.at(t, m) - *b.at(s, m));
+        }
+      }
+      acc[n][e] = sum;
+    }
+  }
+}
+
+// decayed_apply_reverse: z_sm += Σ_{t>=s} W_ts y_tm exp(b_tm − b_sm) for the warp's rows s.
+// W [64, 64] (t, s), y [64, MP]; acc [16, MP].
+template <class E, int MP>
+__device__ __forceinline__ void decayed_apply_reverse(float (&acc)[MP / 8][4], SmemTile<E> w,
+                                                      SmemTile<E> y, SmemTile<float> b, int warp) {
+  const int r0 = warp * kSubChunk, r_end = r0 + kSubChunk;
+  const float* reference = b.at(r_end - 1, 0);  // b of the sub-chunk's last row
+  if (warp < 3) {
+    float off[MP / 8][4];
+    zero(off);
+    warp_mma_generated<E, MP / 8>(
+        off, [&](int row, int k) { return to_float(*w.at(r_end + k, row)); }, r0,
+        [&](int k, int col) {
+          return to_float(*y.at(r_end + k, col)) *
+                 decay_exp<E>(*b.at(r_end + k, col) - reference[col]);
+        },
+        0, kChunk - r_end);
+#pragma unroll
+    for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int s = r0 + acc_row(e), m = acc_col(n, e);
+        acc[n][e] += off[n][e] * decay_exp<E>(reference[m] - *b.at(s, m));
+      }
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int s = r0 + acc_row(e), m = acc_col(n, e);
+      const float bs = *b.at(s, m);
+      float sum = 0.f;
+      for (int t = s; t < r_end; ++t) {
+        sum += to_float(*w.at(t, s)) * to_float(*y.at(t, m)) * decay_exp<E>(*b.at(t, m) - bs);
+      }
+      acc[n][e] += sum;
+    }
+  }
+}
+
+// Shared-memory carving: consecutive tiles, each 16-byte aligned.
+struct SmemCarver {
+  char* next;
+  template <class T>
+  __device__ SmemTile<T> tile(int rows, int cols) {
+    const int ld = cols + kPad<T>;
+    SmemTile<T> t{reinterpret_cast<T*>(next), ld};
+    next += (static_cast<size_t>(rows) * ld * sizeof(T) + 15) / 16 * 16;
+    return t;
+  }
+};
+
+template <class T>
+constexpr size_t smem_tile_bytes(int rows, int cols) {
+  return (static_cast<size_t>(rows) * (cols + kPad<T>) * sizeof(T) + 15) / 16 * 16;
+}
+
+}  // namespace lintime::cuda

@@ -1,0 +1,90 @@
+// The torch-free interface of lintime's GSA CUDA kernels: a plain params struct of pointers and
+// sizes, filled by the binding (ops/register/gsa_cuda_registration.cpp) after every check, and
+// the launchers. Kernels, their tiling and their numerics are described in README.md beside this.
+//
+// Layout: every token tensor is contiguous [total_tokens, heads, dim] with total_tokens = B * T;
+// sequence n covers tokens [bos_n, eos_n): n * T .. (n + 1) * T, or cu_seqlens[n] .. cu_seqlens[n+1].
+// Workspace tensors are fp32 unless noted and padded to `padded_slots` (32, 64 or 128) slots.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace lintime::cuda {
+
+enum class ElementType { bfloat16, float16, float32 };
+
+constexpr int kChunk = 64;      // tokens per chunk
+constexpr int kHeadTile = 64;   // key / value columns per state tile (one CTA each)
+
+// Slots are padded to the next of these (the kernels are compiled for each).
+int padded_slots_for(int slots);  // 0 when slots > 128
+
+struct GsaParams {
+  // Sizes.
+  int total_tokens = 0;        // B * T
+  int seqlen = 0;              // T (without cu_seqlens)
+  int num_sequences = 0;       // N
+  int heads = 0, query_heads = 0, groups = 0;  // H, HQ, HQ / H
+  int key_dim = 0, value_dim = 0, slots = 0, padded_slots = 0;
+  int max_chunks = 0;          // grid bound on the number of chunks of all sequences
+  float scale = 1.f;
+  ElementType element = ElementType::bfloat16;
+
+  // Varlen: cu_seqlens [N + 1] int32 on the device, or null; chunk_offsets [N + 1] (workspace,
+  // filled by the launchers): the first global chunk index of each sequence.
+  const int* cu_seqlens = nullptr;
+  int* chunk_offsets = nullptr;
+
+  // Inputs. q [tok, HQ, K], k [tok, H, K], v [tok, H, V], s [tok, H, M] in the element type;
+  // g [tok, H, M] fp32. States fp32: [N, H, K, M] and [N, H, M, V] (null: zeros).
+  const void *q = nullptr, *k = nullptr, *v = nullptr, *s = nullptr;
+  const float* g = nullptr;
+  const float *initial_state_k = nullptr, *initial_state_v = nullptr;
+
+  // Forward outputs: o [tok, HQ, V] (element type); final states (null: not requested). The final
+  // states may alias the initial states (in-place decoding).
+  void* o = nullptr;
+  float *final_state_k = nullptr, *final_state_v = nullptr;
+
+  // Forward workspace (chunked path).
+  float* gate_cumsum = nullptr;   // b [tok, H, MP]: cumulative g inside each chunk
+  float* slot_scores = nullptr;   // ok [tok, HQ, MP] (scale included)
+  void* probabilities = nullptr;  // p = softmax(ok) in the element type [tok, HQ, MP]
+  void* value_scores = nullptr;   // pass-2 intra-chunk scores, element type [chunks, HQ, 64, 64]
+
+  // Backward inputs and outputs. grad_final_state_* may be null. grad_s and grad_g are written
+  // as fp32 [tok, H, M]; grad_initial_state_* only when the initial state was given.
+  const void* grad_o = nullptr;
+  const float *grad_final_state_k = nullptr, *grad_final_state_v = nullptr;
+  void *grad_q = nullptr, *grad_k = nullptr, *grad_v = nullptr;
+  float *grad_s = nullptr, *grad_g = nullptr;
+  float *grad_initial_state_k = nullptr, *grad_initial_state_v = nullptr;
+
+  // Backward workspace.
+  float* grad_probabilities = nullptr;   // dp [tok, HQ, MP]
+  float* grad_slot_write = nullptr;      // ds [tok, H, MP] (both passes)
+  void* grad_slot_scores = nullptr;      // dok, element type [tok, HQ, MP]
+  void* grad_key_scores = nullptr;       // pass-1 intra-chunk score gradients, element type [chunks, HQ, 64, 64]
+  float* gate_terms = nullptr;           // [tok, H, MP]: per-token terms of dg before the reverse sum
+  float* gate_final = nullptr;           // [N, H, MP]: final-state term of dg
+  float* chunk_totals = nullptr;         // [chunks, H, MP]
+
+  // Recurrent path workspace: partial slot scores of each key tile [K tiles, tok, HQ, MP].
+  float* slot_score_partials = nullptr;
+};
+
+// Largest dynamic shared memory of the chunked kernels for these params, in bytes: the binding
+// routes shapes whose kernels would not fit the device to the general path.
+size_t gsa_chunk_smem_bytes(ElementType element, int padded_slots);
+
+// Chunked forward: o, and the final states when requested.
+cudaError_t gsa_chunk_forward(const GsaParams& params, cudaStream_t stream);
+// Chunked backward: recomputes the forward internals, then every gradient.
+cudaError_t gsa_chunk_backward(const GsaParams& params, cudaStream_t stream);
+// Token-by-token forward (decoding and short inputs): o, and the final states when requested.
+cudaError_t gsa_recurrent_forward(const GsaParams& params, cudaStream_t stream);
+
+}  // namespace lintime::cuda

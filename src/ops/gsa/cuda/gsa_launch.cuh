@@ -1,0 +1,164 @@
+// Launch sequences of the GSA kernels for one element type E (instantiated once per type in
+// gsa_launch_<type>.cu so that the three types compile in parallel). The padded slot count MP
+// becomes a compile-time constant through dispatch_slots.
+#pragma once
+
+#include "ops/gsa/cuda/gsa_chunk_backward.cuh"
+#include "ops/gsa/cuda/gsa_chunk_forward.cuh"
+#include "ops/gsa/cuda/gsa_recurrent.cuh"
+
+#include <algorithm>
+
+namespace lintime::cuda {
+
+template <class F>
+cudaError_t dispatch_slots(int padded_slots, F&& f) {
+  switch (padded_slots) {
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+// Dynamic shared memory of each kernel (mirrors the SmemCarver calls in the kernels).
+template <class E, int MP>
+struct SmemBytes {
+  static constexpr size_t chunk_tile = smem_tile_bytes<E>(kChunk, kChunk);  // also 64 x 64 head tiles
+  static constexpr size_t slot_tile = smem_tile_bytes<E>(kChunk, MP);
+  static constexpr size_t gate_tile = smem_tile_bytes<float>(kChunk, MP);
+  static constexpr size_t value_state = smem_tile_bytes<E>(MP, kHeadTile);
+  static constexpr size_t forward_keys_intra = 3 * chunk_tile + slot_tile + gate_tile;
+  static constexpr size_t forward_keys_state = 2 * chunk_tile + 3 * slot_tile + gate_tile;
+  static constexpr size_t forward_values_intra = 2 * slot_tile + gate_tile;
+  static constexpr size_t forward_values_state = 2 * chunk_tile + 3 * slot_tile + value_state + gate_tile;
+  static constexpr size_t backward_values_intra = 3 * chunk_tile + 2 * slot_tile + gate_tile;
+  static constexpr size_t backward_values_state = 3 * chunk_tile + 3 * slot_tile + value_state + gate_tile;
+  static constexpr size_t backward_keys_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
+  static constexpr size_t backward_keys_state = 3 * chunk_tile + 4 * slot_tile + gate_tile;
+  static constexpr size_t largest = std::max({forward_keys_intra, forward_keys_state,
+                                              forward_values_intra, forward_values_state,
+                                              backward_values_intra, backward_values_state,
+                                              backward_keys_intra, backward_keys_state});
+};
+
+inline size_t recurrent_keys_smem(int padded_slots, int groups) {
+  const int row_groups = kThreads / (padded_slots / 4);
+  return sizeof(float) * (kHeadTile + 2 * padded_slots + groups * kHeadTile +
+                          static_cast<size_t>(row_groups) * groups * padded_slots);
+}
+inline size_t recurrent_values_smem(int padded_slots, int groups) {
+  const int row_groups = kThreads / (kHeadTile / 4);
+  return sizeof(float) * (kHeadTile + 2 * padded_slots + groups * padded_slots +
+                          static_cast<size_t>(row_groups) * groups * kHeadTile);
+}
+
+template <class Kernel>
+cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const GsaParams& p) {
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
+  if (smem > 48 * 1024) {
+    const cudaError_t status =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (status != cudaSuccess) return status;
+  }
+  kernel<<<grid, kThreads, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+#define LINTIME_TRY(call)                              \
+  do {                                                 \
+    const cudaError_t lintime_status_ = (call);        \
+    if (lintime_status_ != cudaSuccess) return lintime_status_; \
+  } while (0)
+
+inline int tiles_of(int dim) { return (dim + kHeadTile - 1) / kHeadTile; }
+
+inline cudaError_t prepare_chunks(const GsaParams& p, cudaStream_t stream) {
+  if (p.cu_seqlens == nullptr) return cudaSuccess;
+  chunk_offsets_kernel<<<1, 32, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+// Forward internals: b, ok, p and the pass-2 intra-chunk scores (the final key state if asked).
+template <class E, int MP>
+cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream) {
+  using S = SmemBytes<E, MP>;
+  const dim3 chunks(p.max_chunks, p.heads);
+  LINTIME_TRY(launch(gate_cumsum_kernel<MP>, chunks, 0, stream, p));
+  LINTIME_TRY(launch(forward_keys_intra_kernel<E, MP>, chunks, S::forward_keys_intra, stream, p));
+  LINTIME_TRY(launch(forward_keys_state_kernel<E, MP>,
+                     dim3(tiles_of(p.key_dim), p.heads, p.num_sequences), S::forward_keys_state,
+                     stream, p));
+  LINTIME_TRY(launch(forward_values_intra_kernel<E, MP>, chunks, S::forward_values_intra, stream, p));
+  return cudaSuccess;
+}
+
+template <class E>
+cudaError_t chunk_forward(const GsaParams& p, cudaStream_t stream) {
+  LINTIME_TRY(prepare_chunks(p, stream));
+  return dispatch_slots(p.padded_slots, [&](auto slots) -> cudaError_t {
+    constexpr int MP = decltype(slots)::value;
+    LINTIME_TRY((forward_internals<E, MP>(p, stream)));
+    LINTIME_TRY(launch(forward_values_state_kernel<E, MP>,
+                       dim3(tiles_of(p.value_dim), p.heads, p.num_sequences),
+                       SmemBytes<E, MP>::forward_values_state, stream, p));
+    return cudaSuccess;
+  });
+}
+
+template <class E>
+cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
+  LINTIME_TRY(prepare_chunks(params, stream));
+  return dispatch_slots(params.padded_slots, [&](auto slots) -> cudaError_t {
+    constexpr int MP = decltype(slots)::value;
+    using S = SmemBytes<E, MP>;
+    GsaParams p = params;
+    p.final_state_k = nullptr;  // the recomputation writes no final state
+    p.final_state_v = nullptr;
+    LINTIME_TRY((forward_internals<E, MP>(p, stream)));
+    const dim3 chunks(p.max_chunks, p.heads);
+    LINTIME_TRY(launch(backward_values_intra_kernel<E, MP>, chunks, S::backward_values_intra, stream, p));
+    LINTIME_TRY(launch(backward_values_state_kernel<E, MP>,
+                       dim3(tiles_of(p.value_dim), p.heads, 2 * p.num_sequences),
+                       S::backward_values_state, stream, p));
+    LINTIME_TRY(launch(backward_keys_intra_kernel<E, MP>, chunks, S::backward_keys_intra, stream, p));
+    LINTIME_TRY(launch(backward_keys_state_kernel<E, MP>,
+                       dim3(tiles_of(p.key_dim), p.heads, 2 * p.num_sequences),
+                       S::backward_keys_state, stream, p));
+    LINTIME_TRY(launch(gate_grad_chunk_kernel<E, MP>, chunks, 0, stream, p));
+    LINTIME_TRY(launch(gate_grad_carry_kernel<MP>, dim3(p.num_sequences, p.heads), 0, stream, p));
+    LINTIME_TRY(launch(gate_grad_finish_kernel<MP>, chunks, 0, stream, p));
+    return cudaSuccess;
+  });
+}
+
+template <class E>
+cudaError_t recurrent_forward(const GsaParams& p, cudaStream_t stream) {
+  return dispatch_slots(p.padded_slots, [&](auto slots) -> cudaError_t {
+    constexpr int MP = decltype(slots)::value;
+    LINTIME_TRY(launch(recurrent_keys_kernel<E, MP>, dim3(tiles_of(p.key_dim), p.heads, p.num_sequences),
+                       recurrent_keys_smem(MP, p.groups), stream, p));
+    LINTIME_TRY(launch(recurrent_values_kernel<E, MP>,
+                       dim3(tiles_of(p.value_dim), p.heads, p.num_sequences),
+                       recurrent_values_smem(MP, p.groups), stream, p));
+    return cudaSuccess;
+  });
+}
+
+template <class E>
+size_t chunk_smem_bytes(int padded_slots) {
+  switch (padded_slots) {
+    case 32: return SmemBytes<E, 32>::largest;
+    case 64: return SmemBytes<E, 64>::largest;
+    case 128: return SmemBytes<E, 128>::largest;
+    default: return ~size_t{0};
+  }
+}
+
+#define LINTIME_INSTANTIATE_GSA_LAUNCHERS(E)                                      \
+  template cudaError_t chunk_forward<E>(const GsaParams&, cudaStream_t);         \
+  template cudaError_t chunk_backward<E>(const GsaParams&, cudaStream_t);        \
+  template cudaError_t recurrent_forward<E>(const GsaParams&, cudaStream_t);     \
+  template size_t chunk_smem_bytes<E>(int);
+
+}  // namespace lintime::cuda

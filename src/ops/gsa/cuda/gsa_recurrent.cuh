@@ -1,0 +1,225 @@
+// Token-by-token GSA (decoding: one token; short inputs: a few tokens in one launch per pass).
+// Memory-bound on the fp32 states, so each CTA owns a 64-row slice of one state and keeps it in
+// registers for all the tokens: the state is read once and written once per call.
+//   Pass 1 (grid: key tiles x H x N): H^k <- H^k Diag(α) + k sᵀ; partial ok = q^T H^k of its slice,
+//     written per key tile (no atomics: the sum over tiles is deterministic).
+//   Pass 2 (grid: value tiles x H x N): ok = Σ partials, p = softmax(ok) (fp32);
+//     H^v <- Diag(α) H^v + s vᵀ; o = p^T H^v for its 64 value columns.
+#pragma once
+
+#include "ops/gsa/cuda/gsa_common.cuh"
+
+namespace lintime::cuda {
+
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) recurrent_keys_kernel(GsaParams p) {
+  constexpr int kQuads = MP / 4;               // float4 columns of the slice
+  constexpr int kRowGroups = kThreads / kQuads;
+  constexpr int kRows = kHeadTile / kRowGroups;  // rows per thread
+  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z;
+  const int H = p.heads, HQ = p.query_heads, K = p.key_dim, M = p.slots, G = p.groups;
+  const int k0 = tile * kHeadTile;
+  const int quad = threadIdx.x % kQuads, group_row = threadIdx.x / kQuads;
+  extern __shared__ __align__(16) char smem[];
+  float* key = reinterpret_cast<float*>(smem);            // [64]
+  float* write = key + kHeadTile;                          // [MP]
+  float* forget = write + MP;                              // [MP]
+  float* query = forget + MP;                              // [G][64]
+  float* partial = query + G * kHeadTile;                  // [kRowGroups][G][MP]
+  int bos, eos;
+  sequence_bounds(p, n, bos, eos);
+  const int64_t state_base = (int64_t{n} * H + h) * K * M;
+  float state[kRows][4];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int kk = k0 + group_row + r * kRowGroups;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int m = quad * 4 + e;
+      state[r][e] = (p.initial_state_k != nullptr && kk < K && m < M)
+                        ? p.initial_state_k[state_base + int64_t{kk} * M + m]
+                        : 0.f;
+    }
+  }
+  const E* q = static_cast<const E*>(p.q);
+  const E* k = static_cast<const E*>(p.k);
+  const E* s = static_cast<const E*>(p.s);
+  for (int64_t token = bos; token < eos; ++token) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < kHeadTile; i += kThreads) {
+      key[i] = k0 + i < K ? to_float(k[(token * H + h) * K + k0 + i]) : 0.f;
+    }
+    for (int i = threadIdx.x; i < MP; i += kThreads) {
+      const bool valid = i < M;
+      write[i] = valid ? to_float(s[(token * H + h) * M + i]) : 0.f;
+      forget[i] = valid ? expf(p.g[(token * H + h) * M + i]) : 1.f;
+    }
+    for (int i = threadIdx.x; i < G * kHeadTile; i += kThreads) {
+      const int g = i / kHeadTile, kk = k0 + i % kHeadTile;
+      query[i] = kk < K ? to_float(q[(token * HQ + h * G + g) * K + kk]) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const float key_value = key[group_row + r * kRowGroups];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        state[r][e] = state[r][e] * forget[quad * 4 + e] + key_value * write[quad * 4 + e];
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      float sum[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const float query_value = query[g * kHeadTile + group_row + r * kRowGroups];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sum[e] += query_value * state[r][e];
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) partial[(group_row * G + g) * MP + quad * 4 + e] = sum[e];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * MP; i += kThreads) {
+      float total = 0.f;
+      for (int row = 0; row < kRowGroups; ++row) total += partial[row * G * MP + i];
+      const int g = i / MP, m = i % MP;
+      p.slot_score_partials[((int64_t{tile} * p.total_tokens + token) * HQ + h * G + g) * MP + m] =
+          total * p.scale;
+    }
+  }
+  if (p.final_state_k != nullptr) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const int kk = k0 + group_row + r * kRowGroups;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int m = quad * 4 + e;
+        if (kk < K && m < M) p.final_state_k[state_base + int64_t{kk} * M + m] = state[r][e];
+      }
+    }
+  }
+}
+
+template <class E, int MP>
+__global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p) {
+  constexpr int kQuads = kHeadTile / 4;  // 16 float4 columns
+  constexpr int kRowGroups = kThreads / kQuads;  // 8
+  constexpr int kRows = MP / kRowGroups;
+  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z;
+  const int H = p.heads, HQ = p.query_heads, K = p.key_dim, V = p.value_dim, M = p.slots, G = p.groups;
+  const int v0 = tile * kHeadTile;
+  const int quad = threadIdx.x % kQuads, group_row = threadIdx.x / kQuads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int key_tiles = (K + kHeadTile - 1) / kHeadTile;
+  extern __shared__ __align__(16) char smem[];
+  float* value = reinterpret_cast<float*>(smem);  // [64]
+  float* write = value + kHeadTile;                // [MP]
+  float* forget = write + MP;                      // [MP]
+  float* prob = forget + MP;                       // [G][MP]
+  float* partial = prob + G * MP;                  // [kRowGroups][G][64]
+  int bos, eos;
+  sequence_bounds(p, n, bos, eos);
+  const int64_t state_base = (int64_t{n} * H + h) * M * V;
+  float state[kRows][4];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int m = group_row + r * kRowGroups;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int vv = v0 + quad * 4 + e;
+      state[r][e] = (p.initial_state_v != nullptr && m < M && vv < V)
+                        ? p.initial_state_v[state_base + int64_t{m} * V + vv]
+                        : 0.f;
+    }
+  }
+  const E* v = static_cast<const E*>(p.v);
+  const E* s = static_cast<const E*>(p.s);
+  E* o = static_cast<E*>(p.o);
+  for (int64_t token = bos; token < eos; ++token) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < kHeadTile; i += kThreads) {
+      value[i] = v0 + i < V ? to_float(v[(token * H + h) * V + v0 + i]) : 0.f;
+    }
+    for (int i = threadIdx.x; i < MP; i += kThreads) {
+      const bool valid = i < M;
+      write[i] = valid ? to_float(s[(token * H + h) * M + i]) : 0.f;
+      forget[i] = valid ? expf(p.g[(token * H + h) * M + i]) : 1.f;
+    }
+    // Softmax of the summed partial scores, one warp per query head.
+    for (int g = warp; g < G; g += kThreads / 32) {
+      float score[(MP + 31) / 32];
+      float largest = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < (MP + 31) / 32; ++j) {
+        const int m = lane + 32 * j;
+        float total = -INFINITY;
+        if (m < M) {
+          total = 0.f;
+          for (int t = 0; t < key_tiles; ++t) {
+            total += p.slot_score_partials[((int64_t{t} * p.total_tokens + token) * HQ + h * G + g) * MP + m];
+          }
+        }
+        score[j] = total;
+        largest = fmaxf(largest, total);
+      }
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) {
+        largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+      }
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < (MP + 31) / 32; ++j) {
+        const int m = lane + 32 * j;
+        score[j] = m < M ? expf(score[j] - largest) : 0.f;
+        sum += score[j];
+      }
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+#pragma unroll
+      for (int j = 0; j < (MP + 31) / 32; ++j) {
+        const int m = lane + 32 * j;
+        if (m < MP) prob[g * MP + m] = score[j] / sum;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const int m = group_row + r * kRowGroups;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        state[r][e] = state[r][e] * forget[m] + write[m] * value[quad * 4 + e];
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      float sum[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const float weight = prob[g * MP + group_row + r * kRowGroups];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sum[e] += weight * state[r][e];
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) partial[(group_row * G + g) * kHeadTile + quad * 4 + e] = sum[e];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * kHeadTile; i += kThreads) {
+      float total = 0.f;
+      for (int row = 0; row < kRowGroups; ++row) total += partial[row * G * kHeadTile + i];
+      const int g = i / kHeadTile, vv = v0 + i % kHeadTile;
+      if (vv < V) o[(token * HQ + h * G + g) * V + vv] = from_float<E>(total);
+    }
+  }
+  if (p.final_state_v != nullptr) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const int m = group_row + r * kRowGroups;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int vv = v0 + quad * 4 + e;
+        if (m < M && vv < V) p.final_state_v[state_base + int64_t{m} * V + vv] = state[r][e];
+      }
+    }
+  }
+}
+
+}  // namespace lintime::cuda

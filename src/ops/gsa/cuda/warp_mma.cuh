@@ -1,0 +1,228 @@
+// Warp-level matrix products on tensor cores (mma.sync, sm_80 and later) over tiles in shared
+// memory, for the element types of the GSA kernels:
+//   bf16 / fp16 operands: mma.m16n8k16 with fp32 accumulation, fragments loaded by ldmatrix;
+//   fp32 operands: mma.m16n8k8.tf32 three times per product ("3xTF32": a = a_hi + a_lo, the
+//   product a_hi b_hi + a_hi b_lo + a_lo b_hi keeps about fp32 accuracy, which fp32 inputs need).
+// A warp computes a 16-row slab of C = A·B: acc[n_tile][4] holds C rows r0..r0+15, columns
+// 8·n_tile..8·n_tile+7 in the mma accumulator layout (see acc_row / acc_col).
+// Operands are row-major tiles in shared memory; `Transposed` says the tile holds the matrix
+// transposed (A stored [k][m], B stored [n][k]). Rows are padded (kPad) so that ldmatrix is
+// free of bank conflicts and every row starts on 16 bytes.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace lintime::cuda {
+
+template <class E> struct ElementTraits;
+template <> struct ElementTraits<__nv_bfloat16> {
+  static constexpr int k_step = 16;
+  __device__ static float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+  __device__ static __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
+};
+template <> struct ElementTraits<__half> {
+  static constexpr int k_step = 16;
+  __device__ static float to_float(__half x) { return __half2float(x); }
+  __device__ static __half from_float(float x) { return __float2half_rn(x); }
+};
+template <> struct ElementTraits<float> {
+  static constexpr int k_step = 8;
+  __device__ static float to_float(float x) { return x; }
+  __device__ static float from_float(float x) { return x; }
+};
+
+template <class E> __device__ __forceinline__ float to_float(E x) { return ElementTraits<E>::to_float(x); }
+template <class E> __device__ __forceinline__ E from_float(float x) { return ElementTraits<E>::from_float(x); }
+
+// Row padding in elements: 16 bytes.
+template <class E> constexpr int kPad = 16 / sizeof(E);
+
+// Position of accumulator element e (0..3) of tile n_tile inside the warp's 16-row slab.
+__device__ __forceinline__ int acc_row(int e) { return (threadIdx.x & 31) / 4 + (e >= 2 ? 8 : 0); }
+__device__ __forceinline__ int acc_col(int n_tile, int e) {
+  return n_tile * 8 + 2 * (threadIdx.x & 3) + (e & 1);
+}
+
+template <int NT>
+__device__ __forceinline__ void zero(float (&acc)[NT][4]) {
+#pragma unroll
+  for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+}
+
+namespace detail {
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+
+template <class E>
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1);
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4],
+                                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t (&a)[4],
+                                                  uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+
+__device__ __forceinline__ void mma_1688_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                              uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// c += a·b for fp32 values through three tf32 products (small terms first).
+__device__ __forceinline__ void mma_3xtf32(float (&c)[4], const float (&a)[4], float b0, float b1) {
+  uint32_t a_hi[4], a_lo[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    a_hi[i] = to_tf32(a[i]);
+    a_lo[i] = to_tf32(a[i] - __uint_as_float(a_hi[i]));
+  }
+  const uint32_t b0_hi = to_tf32(b0), b1_hi = to_tf32(b1);
+  const uint32_t b0_lo = to_tf32(b0 - __uint_as_float(b0_hi));
+  const uint32_t b1_lo = to_tf32(b1 - __uint_as_float(b1_hi));
+  mma_1688_tf32(c, a_lo, b0_hi, b1_hi);
+  mma_1688_tf32(c, a_hi, b0_lo, b1_lo);
+  mma_1688_tf32(c, a_hi, b0_hi, b1_hi);
+}
+
+}  // namespace detail
+
+// A shared-memory tile: element (row, col) at data[row * ld + col].
+template <class E>
+struct SmemTile {
+  E* data;
+  int ld;
+  __device__ E* at(int row, int col) const { return data + row * ld + col; }
+};
+
+// acc[16 x 8·NT] += A[r0.., 0..kdim) · B[0..kdim, n0..n0 + 8·NT).
+// A: a_transposed ? a holds A stored [k][m] : a holds A stored [m][k].
+// B: b_transposed ? b holds B stored [n][k] : b holds B stored [k][n].
+// kdim must be a multiple of 16 and NT even.
+template <class E, int NT>
+__device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, bool a_transposed,
+                                         int r0, SmemTile<E> b, bool b_transposed, int n0,
+                                         int kdim) {
+  static_assert(NT % 2 == 0, "warp_mma works on pairs of 8-column tiles");
+  const int lane = threadIdx.x & 31;
+  if constexpr (sizeof(E) == 2) {
+    const int i = lane & 7, j = lane >> 3;
+    for (int k0 = 0; k0 < kdim; k0 += 16) {
+      uint32_t af[4];
+      if (!a_transposed) {
+        detail::ldmatrix_x4(af, a.at(r0 + (lane & 15), k0 + (lane >> 4) * 8));
+      } else {
+        detail::ldmatrix_x4_trans(af, a.at(k0 + i + (j >> 1) * 8, r0 + (j & 1) * 8));
+      }
+#pragma unroll
+      for (int n = 0; n < NT; n += 2) {
+        uint32_t bf[4];
+        const int nb = n0 + n * 8;
+        if (b_transposed) {
+          detail::ldmatrix_x4(bf, b.at(nb + i + (j >> 1) * 8, k0 + (j & 1) * 8));
+        } else {
+          detail::ldmatrix_x4_trans(bf, b.at(k0 + i + (j & 1) * 8, nb + (j >> 1) * 8));
+        }
+        detail::mma_16816<E>(acc[n], af, bf[0], bf[1]);
+        detail::mma_16816<E>(acc[n + 1], af, bf[2], bf[3]);
+      }
+    }
+  } else {
+    const int g = lane >> 2, c = lane & 3;
+    auto load_a = [&](int row, int k) -> float {
+      return a_transposed ? *a.at(k, row) : *a.at(row, k);
+    };
+    auto load_b = [&](int k, int col) -> float {
+      return b_transposed ? *b.at(col, k) : *b.at(k, col);
+    };
+    for (int k0 = 0; k0 < kdim; k0 += 8) {
+      const float af[4] = {load_a(r0 + g, k0 + c), load_a(r0 + g + 8, k0 + c),
+                           load_a(r0 + g, k0 + c + 4), load_a(r0 + g + 8, k0 + c + 4)};
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const int col = n0 + n * 8 + g;
+        detail::mma_3xtf32(acc[n], af, load_b(k0 + c, col), load_b(k0 + c + 4, col));
+      }
+    }
+  }
+}
+
+// acc[16 x 8·NT] += A · B where the operands are produced element by element by functors
+// a(row, k) and b(k, col) returning floats (operands transformed on load, e.g. rescaled by
+// per-element decays). Rounded to E before the product, as a stored E tile would be.
+template <class E, int NT, class LoadA, class LoadB>
+__device__ __forceinline__ void warp_mma_generated(float (&acc)[NT][4], LoadA load_a, int r0,
+                                                   LoadB load_b, int n0, int kdim) {
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  if constexpr (sizeof(E) == 2) {
+    auto pack = [](float lo, float hi) -> uint32_t {
+      E l = from_float<E>(lo), h = from_float<E>(hi);
+      return static_cast<uint32_t>(*reinterpret_cast<uint16_t*>(&l)) |
+             (static_cast<uint32_t>(*reinterpret_cast<uint16_t*>(&h)) << 16);
+    };
+    for (int k0 = 0; k0 < kdim; k0 += 16) {
+      const int kc = k0 + 2 * c;
+      const uint32_t af[4] = {
+          pack(load_a(r0 + g, kc), load_a(r0 + g, kc + 1)),
+          pack(load_a(r0 + g + 8, kc), load_a(r0 + g + 8, kc + 1)),
+          pack(load_a(r0 + g, kc + 8), load_a(r0 + g, kc + 9)),
+          pack(load_a(r0 + g + 8, kc + 8), load_a(r0 + g + 8, kc + 9))};
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const int col = n0 + n * 8 + g;
+        detail::mma_16816<E>(acc[n], af, pack(load_b(kc, col), load_b(kc + 1, col)),
+                             pack(load_b(kc + 8, col), load_b(kc + 9, col)));
+      }
+    }
+  } else {
+    for (int k0 = 0; k0 < kdim; k0 += 8) {
+      const float af[4] = {load_a(r0 + g, k0 + c), load_a(r0 + g + 8, k0 + c),
+                           load_a(r0 + g, k0 + c + 4), load_a(r0 + g + 8, k0 + c + 4)};
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const int col = n0 + n * 8 + g;
+        detail::mma_3xtf32(acc[n], af, load_b(k0 + c, col), load_b(k0 + c + 4, col));
+      }
+    }
+  }
+}
+
+}  // namespace lintime::cuda

@@ -1,0 +1,382 @@
+// Registers lintime's fused GSA CUDA kernels (ops/gsa/cuda) under the CUDA dispatch key for
+// gsa_chunk, gsa_chunk_bwd, gsa_step and gsa_step_. Every check happens here, before the
+// torch-free params struct is filled; inputs the kernels do not take (fp64, more than 128
+// slots, shared memory beyond the device's limit, empty tensors) go to the general ATen path,
+// never to a crash. No host synchronisation: cu_seqlens is checked for shape and dtype only and
+// its values are read on the device.
+#ifdef LINTIME_WITH_CUDA
+
+#include "core/tensor_checks.h"
+#include "ops/gsa/cuda/gsa_cuda.h"
+#include "ops/gsa/gsa.h"
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+
+namespace lintime::ops {
+namespace {
+
+using OptionalTensor = std::optional<at::Tensor>;
+using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Tensors7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor>;
+
+constexpr const char* kForwardOp = "lintime::gsa_chunk";
+constexpr const char* kBackwardOp = "lintime::gsa_chunk_bwd";
+// Inputs with at most this many tokens per sequence (on average, with cu_seqlens) take the
+// token-by-token kernels in the forward: their state is read and written once.
+constexpr int64_t kRecurrentMaxTokens = 16;
+
+at::Tensor value_or_undefined(const OptionalTensor& tensor) {
+  return tensor.has_value() ? *tensor : at::Tensor();
+}
+
+std::optional<cuda::ElementType> element_type_of(at::ScalarType type) {
+  switch (type) {
+    case at::kBFloat16: return cuda::ElementType::bfloat16;
+    case at::kHalf: return cuda::ElementType::float16;
+    case at::kFloat: return cuda::ElementType::float32;
+    default: return std::nullopt;
+  }
+}
+
+// A copy (or the tensor itself) that the kernels can read: dtype, contiguous, 16-byte aligned.
+at::Tensor kernel_ready(const at::Tensor& tensor, at::ScalarType dtype) {
+  if (!tensor.defined()) return tensor;
+  at::Tensor ready = tensor.to(dtype).contiguous();
+  if (reinterpret_cast<uintptr_t>(ready.data_ptr()) % 16 != 0) ready = ready.clone();
+  return ready;
+}
+
+int max_shared_memory_per_block(int device) {
+  static std::mutex mutex;
+  static std::unordered_map<int, int> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = cache.find(device);
+  if (found != cache.end()) return found->second;
+  int bytes = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return cache[device] = bytes;
+}
+
+// Shapes and dtypes of one call, and whether the fused kernels take it.
+struct Problem {
+  int64_t batch, time, query_heads, heads, key_dim, value_dim, slots, sequences;
+  bool varlen;
+  std::optional<cuda::ElementType> element;
+  int padded_slots;
+
+  Problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
+          const at::Tensor& cu_seqlens)
+      : batch(q.size(0)), time(q.size(1)), query_heads(q.size(2)), heads(k.size(2)),
+        key_dim(q.size(3)), value_dim(v.size(3)), slots(s.size(3)),
+        sequences(cu_seqlens.defined() ? cu_seqlens.size(0) - 1 : q.size(0)),
+        varlen(cu_seqlens.defined()), element(element_type_of(q.scalar_type())),
+        padded_slots(cuda::padded_slots_for(static_cast<int>(std::min<int64_t>(s.size(3), 1 << 20)))) {}
+
+  int64_t tokens() const { return batch * time; }
+
+  bool fused_kernels_fit(const at::Device& device, bool chunked) const {
+    if (!element.has_value() || padded_slots == 0) return false;
+    if (tokens() == 0 || key_dim == 0 || value_dim == 0 || sequences == 0) return false;
+    if (2 * sequences > 65535 || heads > 65535 || tokens() >= (int64_t{1} << 31)) return false;
+    if (!chunked) return true;
+    return cuda::gsa_chunk_smem_bytes(*element, padded_slots) <=
+           static_cast<size_t>(max_shared_memory_per_block(device.index()));
+  }
+
+  bool short_sequences() const {
+    return varlen ? tokens() <= kRecurrentMaxTokens * sequences : time <= kRecurrentMaxTokens;
+  }
+
+  int64_t max_chunks() const {
+    return varlen ? tokens() / cuda::kChunk + sequences
+                  : sequences * ((time + cuda::kChunk - 1) / cuda::kChunk);
+  }
+};
+
+// Tensors the kernels read, kept alive for the call.
+struct KernelInputs {
+  at::Tensor q, k, v, s, g, initial_state_k, initial_state_v, cu_seqlens, chunk_offsets;
+};
+
+KernelInputs prepare_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& s, const at::Tensor& g,
+                            const at::Tensor& initial_state_k, const at::Tensor& initial_state_v,
+                            const at::Tensor& cu_seqlens, const Problem& problem) {
+  const at::ScalarType dtype = q.scalar_type();
+  KernelInputs in;
+  in.q = kernel_ready(q, dtype);
+  in.k = kernel_ready(k, dtype);
+  in.v = kernel_ready(v, dtype);
+  in.s = kernel_ready(s, dtype);
+  in.g = kernel_ready(g, at::kFloat);
+  in.initial_state_k = kernel_ready(initial_state_k, at::kFloat);
+  in.initial_state_v = kernel_ready(initial_state_v, at::kFloat);
+  if (cu_seqlens.defined()) {
+    in.cu_seqlens = cu_seqlens.to(q.device(), at::kInt, /*non_blocking=*/true).contiguous();
+    in.chunk_offsets = at::empty({problem.sequences + 1}, q.options().dtype(at::kInt));
+  }
+  return in;
+}
+
+cuda::GsaParams make_params(const Problem& problem, const KernelInputs& in, double scale) {
+  cuda::GsaParams p;
+  p.total_tokens = static_cast<int>(problem.tokens());
+  p.seqlen = static_cast<int>(problem.time);
+  p.num_sequences = static_cast<int>(problem.sequences);
+  p.heads = static_cast<int>(problem.heads);
+  p.query_heads = static_cast<int>(problem.query_heads);
+  p.groups = static_cast<int>(problem.query_heads / problem.heads);
+  p.key_dim = static_cast<int>(problem.key_dim);
+  p.value_dim = static_cast<int>(problem.value_dim);
+  p.slots = static_cast<int>(problem.slots);
+  p.padded_slots = problem.padded_slots;
+  p.max_chunks = static_cast<int>(problem.max_chunks());
+  p.scale = static_cast<float>(scale);
+  p.element = *problem.element;
+  if (in.cu_seqlens.defined()) {
+    p.cu_seqlens = in.cu_seqlens.data_ptr<int>();
+    p.chunk_offsets = in.chunk_offsets.data_ptr<int>();
+  }
+  p.q = in.q.data_ptr();
+  p.k = in.k.data_ptr();
+  p.v = in.v.data_ptr();
+  p.s = in.s.data_ptr();
+  p.g = in.g.data_ptr<float>();
+  p.initial_state_k = in.initial_state_k.defined() ? in.initial_state_k.data_ptr<float>() : nullptr;
+  p.initial_state_v = in.initial_state_v.defined() ? in.initial_state_v.data_ptr<float>() : nullptr;
+  return p;
+}
+
+float* float_pointer(const at::Tensor& tensor) {
+  return tensor.defined() ? tensor.data_ptr<float>() : nullptr;
+}
+
+// Workspace of the chunked forward internals (also recomputed by the backward).
+struct ForwardWorkspace {
+  at::Tensor gate_cumsum, slot_scores, probabilities, value_scores;
+
+  ForwardWorkspace(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p) {
+    const auto f32 = options.dtype(at::kFloat);
+    const int64_t tokens = problem.tokens(), slots = problem.padded_slots;
+    gate_cumsum = at::empty({tokens, problem.heads, slots}, f32);
+    slot_scores = at::empty({tokens, problem.query_heads, slots}, f32);
+    probabilities = at::empty({tokens, problem.query_heads, slots}, options);
+    value_scores = at::empty({problem.max_chunks(), problem.query_heads, cuda::kChunk, cuda::kChunk}, options);
+    p.gate_cumsum = gate_cumsum.data_ptr<float>();
+    p.slot_scores = slot_scores.data_ptr<float>();
+    p.probabilities = probabilities.data_ptr();
+    p.value_scores = value_scores.data_ptr();
+  }
+};
+
+Tensors3 gsa_chunk_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& s, const at::Tensor& g, double scale,
+                        const OptionalTensor& initial_state_k_in,
+                        const OptionalTensor& initial_state_v_in, bool output_final_state,
+                        const OptionalTensor& cu_seqlens_in) {
+  const at::Tensor initial_state_k = value_or_undefined(initial_state_k_in);
+  const at::Tensor initial_state_v = value_or_undefined(initial_state_v_in);
+  const at::Tensor cu_seqlens = value_or_undefined(cu_seqlens_in);
+  TORCH_CHECK(g.defined(), kForwardOp, ": g is missing; expected shape [B, T, H, M] "
+              "(ABC gates come from abc_gates)");
+  gsa_check_inputs(kForwardOp, q, k, v, s, g, initial_state_k, initial_state_v, cu_seqlens,
+                   /*read_cu_seqlens=*/false);
+  const Problem problem(q, k, v, s, cu_seqlens);
+  const bool recurrent = problem.short_sequences();
+  if (!problem.fused_kernels_fit(q.device(), !recurrent)) {
+    return gsa_chunk_fwd(q, k, v, s, g, scale, initial_state_k, initial_state_v,
+                         output_final_state, cu_seqlens);
+  }
+  const c10::cuda::CUDAGuard device_guard(q.device());
+  const KernelInputs in = prepare_inputs(q, k, v, s, g, initial_state_k, initial_state_v,
+                                         cu_seqlens, problem);
+  cuda::GsaParams p = make_params(problem, in, scale);
+  const auto f32 = q.options().dtype(at::kFloat);
+  at::Tensor o = at::empty({problem.batch, problem.time, problem.query_heads, problem.value_dim},
+                           q.options());
+  at::Tensor final_state_k, final_state_v;
+  if (output_final_state) {
+    final_state_k = at::empty({problem.sequences, problem.heads, problem.key_dim, problem.slots}, f32);
+    final_state_v = at::empty({problem.sequences, problem.heads, problem.slots, problem.value_dim}, f32);
+  }
+  p.o = o.data_ptr();
+  p.final_state_k = float_pointer(final_state_k);
+  p.final_state_v = float_pointer(final_state_v);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  if (recurrent) {
+    at::Tensor partials = at::empty({(problem.key_dim + cuda::kHeadTile - 1) / cuda::kHeadTile,
+                                     problem.tokens(), problem.query_heads, problem.padded_slots}, f32);
+    p.slot_score_partials = partials.data_ptr<float>();
+    C10_CUDA_CHECK(cuda::gsa_recurrent_forward(p, stream));
+  } else {
+    ForwardWorkspace workspace(problem, q.options(), p);
+    C10_CUDA_CHECK(cuda::gsa_chunk_forward(p, stream));
+  }
+  return {o, final_state_k, final_state_v};
+}
+
+Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& s, const at::Tensor& g, double scale,
+                            const OptionalTensor& initial_state_k_in,
+                            const OptionalTensor& initial_state_v_in,
+                            const OptionalTensor& cu_seqlens_in, const at::Tensor& grad_o,
+                            const OptionalTensor& grad_final_state_k_in,
+                            const OptionalTensor& grad_final_state_v_in) {
+  const at::Tensor initial_state_k = value_or_undefined(initial_state_k_in);
+  const at::Tensor initial_state_v = value_or_undefined(initial_state_v_in);
+  const at::Tensor cu_seqlens = value_or_undefined(cu_seqlens_in);
+  const at::Tensor grad_final_state_k = value_or_undefined(grad_final_state_k_in);
+  const at::Tensor grad_final_state_v = value_or_undefined(grad_final_state_v_in);
+  TORCH_CHECK(g.defined(), kBackwardOp, ": g is missing; expected shape [B, T, H, M]");
+  gsa_check_inputs(kBackwardOp, q, k, v, s, g, initial_state_k, initial_state_v, cu_seqlens,
+                   /*read_cu_seqlens=*/false);
+  const Problem problem(q, k, v, s, cu_seqlens);
+  check_shape(kBackwardOp, "grad_o", grad_o, {{"B", problem.batch}, {"T", problem.time},
+                                              {"HQ", problem.query_heads}, {"V", problem.value_dim}});
+  if (grad_final_state_k.defined()) {
+    check_shape(kBackwardOp, "grad_final_state_k", grad_final_state_k,
+                {{"N", problem.sequences}, {"H", problem.heads}, {"K", problem.key_dim}, {"M", problem.slots}});
+  }
+  if (grad_final_state_v.defined()) {
+    check_shape(kBackwardOp, "grad_final_state_v", grad_final_state_v,
+                {{"N", problem.sequences}, {"H", problem.heads}, {"M", problem.slots}, {"V", problem.value_dim}});
+  }
+  if (!problem.fused_kernels_fit(q.device(), /*chunked=*/true)) {
+    return gsa_chunk_bwd(q, k, v, s, g, scale, initial_state_k, initial_state_v, cu_seqlens,
+                         grad_o, grad_final_state_k, grad_final_state_v);
+  }
+  const c10::cuda::CUDAGuard device_guard(q.device());
+  const KernelInputs in = prepare_inputs(q, k, v, s, g, initial_state_k, initial_state_v,
+                                         cu_seqlens, problem);
+  cuda::GsaParams p = make_params(problem, in, scale);
+  ForwardWorkspace forward(problem, q.options(), p);
+  const auto options = q.options();
+  const auto f32 = options.dtype(at::kFloat);
+  const int64_t tokens = problem.tokens(), slots = problem.padded_slots;
+  const at::Tensor grad_o_ready = kernel_ready(grad_o, q.scalar_type());
+  const at::Tensor grad_final_k = kernel_ready(grad_final_state_k, at::kFloat);
+  const at::Tensor grad_final_v = kernel_ready(grad_final_state_v, at::kFloat);
+  at::Tensor grad_q = at::empty_like(in.q), grad_k = at::empty_like(in.k), grad_v = at::empty_like(in.v);
+  at::Tensor grad_s = at::empty({problem.batch, problem.time, problem.heads, problem.slots}, f32);
+  at::Tensor grad_g = at::empty_like(grad_s);
+  at::Tensor grad_initial_k = initial_state_k.defined() ? at::empty_like(in.initial_state_k) : at::Tensor();
+  at::Tensor grad_initial_v = initial_state_v.defined() ? at::empty_like(in.initial_state_v) : at::Tensor();
+  at::Tensor grad_probabilities = at::empty({tokens, problem.query_heads, slots}, f32);
+  at::Tensor grad_slot_write = at::empty({tokens, problem.heads, slots}, f32);
+  at::Tensor grad_slot_scores = at::empty({tokens, problem.query_heads, slots}, options);
+  at::Tensor grad_key_scores =
+      at::empty({problem.max_chunks(), problem.query_heads, cuda::kChunk, cuda::kChunk}, options);
+  at::Tensor gate_terms = at::empty({tokens, problem.heads, slots}, f32);
+  at::Tensor gate_final = at::zeros({problem.sequences, problem.heads, slots}, f32);
+  at::Tensor chunk_totals = at::empty({problem.max_chunks(), problem.heads, slots}, f32);
+  p.grad_o = grad_o_ready.data_ptr();
+  p.grad_final_state_k = float_pointer(grad_final_k);
+  p.grad_final_state_v = float_pointer(grad_final_v);
+  p.grad_q = grad_q.data_ptr();
+  p.grad_k = grad_k.data_ptr();
+  p.grad_v = grad_v.data_ptr();
+  p.grad_s = grad_s.data_ptr<float>();
+  p.grad_g = grad_g.data_ptr<float>();
+  p.grad_initial_state_k = float_pointer(grad_initial_k);
+  p.grad_initial_state_v = float_pointer(grad_initial_v);
+  p.grad_probabilities = grad_probabilities.data_ptr<float>();
+  p.grad_slot_write = grad_slot_write.data_ptr<float>();
+  p.grad_slot_scores = grad_slot_scores.data_ptr();
+  p.grad_key_scores = grad_key_scores.data_ptr();
+  p.gate_terms = gate_terms.data_ptr<float>();
+  p.gate_final = gate_final.data_ptr<float>();
+  p.chunk_totals = chunk_totals.data_ptr<float>();
+  C10_CUDA_CHECK(cuda::gsa_chunk_backward(p, c10::cuda::getCurrentCUDAStream().stream()));
+  auto as_input_dtype = [](const at::Tensor& grad, const at::Tensor& input) {
+    return grad.defined() ? grad.to(input.scalar_type()) : grad;
+  };
+  return {grad_q.view(q.sizes()),
+          grad_k.view(k.sizes()),
+          grad_v.view(v.sizes()),
+          as_input_dtype(grad_s, s),
+          as_input_dtype(grad_g, g),
+          as_input_dtype(grad_initial_k, initial_state_k),
+          as_input_dtype(grad_initial_v, initial_state_v)};
+}
+
+// One decoding step through the token-by-token kernels. The states are updated in place when
+// they are fp32, contiguous and aligned (the in-place op requires that, else general path).
+at::Tensor step_states(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const at::Tensor& s, const at::Tensor& g, double scale,
+                       const at::Tensor& state_k_in, const at::Tensor& state_v_in,
+                       at::Tensor& state_k_out, at::Tensor& state_v_out) {
+  // As a chunked problem with T = 1: [B, HQ, D] -> [B, 1, HQ, D].
+  const at::Tensor q4 = q.unsqueeze(1), k4 = k.unsqueeze(1), v4 = v.unsqueeze(1);
+  const at::Tensor s4 = s.unsqueeze(1), g4 = g.unsqueeze(1);
+  const Problem problem(q4, k4, v4, s4, at::Tensor());
+  const c10::cuda::CUDAGuard device_guard(q.device());
+  const KernelInputs in = prepare_inputs(q4, k4, v4, s4, g4, state_k_in, state_v_in,
+                                         at::Tensor(), problem);
+  cuda::GsaParams p = make_params(problem, in, scale);
+  at::Tensor o = at::empty({problem.batch, problem.query_heads, problem.value_dim}, q.options());
+  at::Tensor partials = at::empty({(problem.key_dim + cuda::kHeadTile - 1) / cuda::kHeadTile,
+                                   problem.tokens(), problem.query_heads, problem.padded_slots},
+                                  q.options().dtype(at::kFloat));
+  p.o = o.data_ptr();
+  p.final_state_k = state_k_out.data_ptr<float>();
+  p.final_state_v = state_v_out.data_ptr<float>();
+  p.slot_score_partials = partials.data_ptr<float>();
+  C10_CUDA_CHECK(cuda::gsa_recurrent_forward(p, c10::cuda::getCurrentCUDAStream().stream()));
+  return o;
+}
+
+bool step_fits(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s) {
+  const Problem problem(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), s.unsqueeze(1), at::Tensor());
+  return problem.fused_kernels_fit(q.device(), /*chunked=*/false);
+}
+
+bool kernel_ready_state(const at::Tensor& state) {
+  return state.scalar_type() == at::kFloat && state.is_contiguous() &&
+         reinterpret_cast<uintptr_t>(state.data_ptr()) % 16 == 0;
+}
+
+Tensors3 gsa_step_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const at::Tensor& s, const at::Tensor& g, double scale,
+                       const at::Tensor& state_k, const at::Tensor& state_v) {
+  gsa_step_check_inputs("lintime::gsa_step", q, k, v, s, g, state_k, state_v);
+  if (!step_fits(q, k, v, s) || state_k.scalar_type() == at::kDouble) {
+    return gsa_step_functional(q, k, v, s, g, scale, state_k, state_v);
+  }
+  at::Tensor new_state_k = at::empty(state_k.sizes(), state_k.options().dtype(at::kFloat));
+  at::Tensor new_state_v = at::empty(state_v.sizes(), state_v.options().dtype(at::kFloat));
+  at::Tensor o = step_states(q, k, v, s, g, scale, state_k, state_v, new_state_k, new_state_v);
+  return {o, new_state_k, new_state_v};
+}
+
+at::Tensor gsa_step_inplace_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& s, const at::Tensor& g, double scale,
+                                 at::Tensor& state_k, at::Tensor& state_v) {
+  gsa_step_check_inputs("lintime::gsa_step_", q, k, v, s, g, state_k, state_v);
+  if (!step_fits(q, k, v, s) || !kernel_ready_state(state_k) || !kernel_ready_state(state_v)) {
+    return gsa_step_inplace(q, k, v, s, g, scale, state_k, state_v);
+  }
+  return step_states(q, k, v, s, g, scale, state_k, state_v, state_k, state_v);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lintime, CUDA, m) {
+  m.impl("gsa_chunk", gsa_chunk_cuda);
+  m.impl("gsa_chunk_bwd", gsa_chunk_bwd_cuda);
+  m.impl("gsa_step", gsa_step_cuda);
+  m.impl("gsa_step_", gsa_step_inplace_cuda);
+}
+
+}  // namespace lintime::ops
+
+#endif  // LINTIME_WITH_CUDA

@@ -1,0 +1,241 @@
+// Tests of the fused GSA CUDA kernels (ops/gsa/cuda) through the dispatcher: the CPU suite's
+// random shapes run on the GPU in bf16, fp16 and fp32 against the float64 reference (outputs,
+// final states and every gradient), decoding steps, prefill + decode, the general-path fallback.
+// Label `cuda`: `ctest -L cuda` runs them on a GPU machine; without a GPU they skip with a message.
+//
+// Tolerances follow from precision (FlashAttention's rule): the kernels' error against the
+// float64 reference, computed on the same dtype-rounded inputs, is at most twice the error of
+// the reference recurrence itself evaluated in the input dtype; for bf16 the relative RMS error
+// is also at most 5e-3. Errors are relative RMS over each tensor.
+#include "ops/gsa_test_cases.h"
+#include "ops/register/ops.h"
+#include "support/test_support.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace lintime::ops {
+namespace {
+
+using namespace gsa_testing;
+using lintime::testing::relative_max_error;
+using lintime::testing::relative_rms_error;
+
+#define SKIP_WITHOUT_CUDA()                                                                     \
+  if (!at::hasCUDA()) {                                                                         \
+    GTEST_SKIP() << "no CUDA device here: the CUDA kernels were compiled but are not run "     \
+                    "(run `ctest -L cuda` on a GPU machine)";                                   \
+  }
+
+// Fills the CUDA caching allocator's free blocks with NaN, so that outputs the op allocates
+// start as NaN: an element the kernels fail to write shows up as NaN in the comparison.
+void poison_cuda_allocator() {
+  const auto options = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+  std::vector<at::Tensor> blocks;
+  blocks.push_back(at::full({int64_t{64} << 20}, NAN, options));  // 256 MB: large allocations
+  for (int i = 0; i < 64; ++i) blocks.push_back(at::full({int64_t{1} << 17}, NAN, options));  // 512 KB each
+}
+
+const char* dtype_name(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBFloat16: return "bf16";
+    case at::kHalf: return "fp16";
+    case at::kFloat: return "fp32";
+    default: return "other";
+  }
+}
+
+GsaInputs rounded_to(const GsaInputs& in, at::ScalarType dtype) {
+  GsaInputs out = in;
+  for (auto* x : {&out.q, &out.k, &out.v, &out.s, &out.g}) {
+    if (x->defined()) *x = x->to(dtype).to(at::kDouble);
+  }
+  return out;
+}
+
+struct TensorPair {
+  std::string name;
+  at::Tensor actual, low_precision_reference, reference;
+};
+
+std::vector<TensorPair> tensors_of(const GsaRun& actual, const GsaRun& low, const GsaRun& reference) {
+  std::vector<TensorPair> pairs = {{"o", actual.o, low.o, reference.o}};
+  if (reference.final_state_k.defined()) {
+    pairs.push_back({"final_state_k", actual.final_state_k, low.final_state_k, reference.final_state_k});
+    pairs.push_back({"final_state_v", actual.final_state_v, low.final_state_v, reference.final_state_v});
+  }
+  for (const auto& [name, grad] : reference.grads) {
+    pairs.push_back({"grad_" + name, actual.grads.at(name), low.grads.at(name), grad});
+  }
+  return pairs;
+}
+
+// Checks one run against the rule in the file header; prints one line per tensor.
+void expect_within_precision(const std::string& case_name, at::ScalarType dtype,
+                             const GsaRun& actual, const GsaRun& low, const GsaRun& reference) {
+  for (const auto& pair : tensors_of(actual, low, reference)) {
+    ASSERT_TRUE(pair.actual.defined()) << case_name << ": no " << pair.name;
+    const at::Tensor actual64 = pair.actual.to(at::kDouble);
+    EXPECT_TRUE(at::isfinite(actual64).all().item<bool>())
+        << case_name << " " << dtype_name(dtype) << ": " << pair.name << " has NaN or Inf";
+    if (pair.reference.abs().max().item<double>() == 0.0) {
+      EXPECT_LE(actual64.abs().max().item<double>(), 1e-6) << case_name << ": " << pair.name;
+      continue;
+    }
+    const double error = relative_rms_error(actual64, pair.reference);
+    const double low_error = relative_rms_error(pair.low_precision_reference.to(at::kDouble), pair.reference);
+    const double max_error = relative_max_error(actual64, pair.reference);
+    std::printf("%-60s %-5s %-18s rms %.3e (reference in %s: %.3e, ratio %.2f)  max %.3e\n",
+                case_name.c_str(), dtype_name(dtype), pair.name.c_str(), error, dtype_name(dtype),
+                low_error, error / std::max(low_error, 1e-300), max_error);
+    EXPECT_LE(error, 2.0 * low_error) << case_name << " " << dtype_name(dtype) << ": " << pair.name
+                                      << " relative RMS " << error << " vs reference in the dtype "
+                                      << low_error;
+    if (dtype == at::kBFloat16) {
+      EXPECT_LE(error, 5e-3) << case_name << " bf16: " << pair.name;
+    }
+  }
+}
+
+TEST(GsaCuda, ChunkMatchesFloat64ReferenceOnEveryCaseInEveryDtype) {
+  SKIP_WITHOUT_CUDA();
+  for (const auto& c : chunk_cases()) {
+    for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+      SCOPED_TRACE(c.name + " " + dtype_name(dtype));
+      const auto inputs = rounded_to(make_inputs(c, seed_of(c.name)), dtype);
+      const auto reference = run_gsa(Implementation::reference, inputs, at::kDouble, c.final_state);
+      const auto low = run_gsa(Implementation::reference, inputs, dtype, c.final_state);
+      poison_cuda_allocator();
+      const auto actual = run_gsa(Implementation::chunk, inputs, dtype, c.final_state, at::kCUDA);
+      EXPECT_EQ(actual.o.scalar_type(), dtype);
+      expect_within_precision(c.name, dtype, actual, low, reference);
+    }
+  }
+}
+
+// Strong decay: g close to −10 on every step (and some steps near 0), where the factored
+// exp(b_t) exp(−b_s) form would overflow.
+TEST(GsaCuda, VeryStrongDecayStaysFinite) {
+  SKIP_WITHOUT_CUDA();
+  const GsaCase c{"strong_T200_B2_HQ2_H1_K64_V64_M64", 2, 200, 2, 1, 64, 64, 64, 1.0, true, true};
+  auto inputs = make_inputs(c, seed_of(c.name));
+  auto generator = lintime::testing::make_generator(11);
+  inputs.g = -10.0 * at::rand(inputs.g.sizes(), generator, at::kDouble).pow(0.25);
+  inputs.s = 1 - inputs.g.exp();
+  for (auto dtype : {at::kBFloat16, at::kFloat}) {
+    const auto rounded = rounded_to(inputs, dtype);
+    const auto reference = run_gsa(Implementation::reference, rounded, at::kDouble);
+    const auto low = run_gsa(Implementation::reference, rounded, dtype);
+    poison_cuda_allocator();
+    const auto actual = run_gsa(Implementation::chunk, rounded, dtype, true, at::kCUDA);
+    expect_within_precision(c.name, dtype, actual, low, reference);
+  }
+}
+
+// Decoding on the GPU: functional and in-place steps against the fp64 reference, token by token.
+TEST(GsaCuda, StepsMatchReferenceTokenByToken) {
+  SKIP_WITHOUT_CUDA();
+  const GsaCase c{"step_T20_B3_HQ4_H2_K96_V80_M48", 3, 20, 4, 2, 96, 80, 48, 1.0, true, true};
+  const auto in = make_inputs(c, seed_of(c.name));
+  at::NoGradGuard no_grad;
+  for (auto dtype : {at::kBFloat16, at::kFloat}) {
+    const auto rounded = rounded_to(in, dtype);
+    const auto reference = gsa_reference(rounded.q, rounded.k, rounded.v, rounded.s, rounded.g,
+                                         rounded.scale, rounded.initial_state_k,
+                                         rounded.initial_state_v, true);
+    const auto cuda = [&](const at::Tensor& x) { return x.to(at::kCUDA, dtype); };
+    auto state_k = rounded.initial_state_k.to(at::kCUDA, at::kFloat);
+    auto state_v = rounded.initial_state_v.to(at::kCUDA, at::kFloat);
+    auto functional_k = state_k.clone(), functional_v = state_v.clone();
+    std::vector<at::Tensor> inplace_o, functional_o;
+    for (int64_t t = 0; t < c.time; ++t) {
+      const auto q = cuda(rounded.q.select(1, t)), k = cuda(rounded.k.select(1, t));
+      const auto v = cuda(rounded.v.select(1, t)), s = cuda(rounded.s.select(1, t));
+      const auto g = cuda(rounded.g.select(1, t));
+      const auto before_k = functional_k.clone();
+      auto [o, next_k, next_v] = gsa_step(q, k, v, s, g, rounded.scale, functional_k, functional_v);
+      EXPECT_TRUE(at::equal(before_k, functional_k)) << "gsa_step changed its input state";
+      functional_o.push_back(o.cpu());
+      functional_k = next_k;
+      functional_v = next_v;
+      inplace_o.push_back(gsa_step_(q, k, v, s, g, rounded.scale, state_k, state_v).cpu());
+    }
+    const double tolerance = dtype == at::kFloat ? 1e-5 : 8.0 / 256;
+    const std::string name = c.name + " " + dtype_name(dtype);
+    expect_close(name, "o (in place)", at::stack(inplace_o, 1).to(at::kDouble), reference.o, tolerance);
+    expect_close(name, "o (functional)", at::stack(functional_o, 1).to(at::kDouble), reference.o, tolerance);
+    expect_close(name, "state_k", state_k.cpu().to(at::kDouble), reference.final_state_k, 1e-5);
+    expect_close(name, "state_v", state_v.cpu().to(at::kDouble), reference.final_state_v, 1e-5);
+    expect_close(name, "functional state_v", functional_v.cpu().to(at::kDouble),
+                 reference.final_state_v, 1e-5);
+  }
+}
+
+// Prefill with the chunked kernels, then decode with the step kernels: equals one forward over
+// the whole sequence (long prefill: chunked path; short prefill: token-by-token path).
+TEST(GsaCuda, PrefillThenDecodeEqualsFullForward) {
+  SKIP_WITHOUT_CUDA();
+  const GsaCase c{"prefill_T150_B2_HQ2_H1_K64_V64_M64", 2, 150, 2, 1, 64, 64, 64, 8.0, true, false};
+  const auto in = make_inputs(c, seed_of(c.name));
+  at::NoGradGuard no_grad;
+  for (int64_t prefill : {int64_t{130}, int64_t{10}}) {
+    const auto dtype = at::kFloat;
+    const auto cuda = [&](const at::Tensor& x) { return x.to(at::kCUDA, dtype); };
+    const auto full = gsa_chunk(cuda(in.q), cuda(in.k), cuda(in.v), cuda(in.s), cuda(in.g), in.scale,
+                                std::nullopt, std::nullopt, true);
+    auto head = [&](const at::Tensor& x) { return cuda(x.narrow(1, 0, prefill)); };
+    auto first = gsa_chunk(head(in.q), head(in.k), head(in.v), head(in.s), head(in.g), in.scale,
+                           std::nullopt, std::nullopt, true);
+    std::vector<at::Tensor> outputs{first.o};
+    auto state_k = first.final_state_k, state_v = first.final_state_v;
+    for (int64_t t = prefill; t < c.time; ++t) {
+      outputs.push_back(gsa_step_(cuda(in.q.select(1, t)), cuda(in.k.select(1, t)),
+                                  cuda(in.v.select(1, t)), cuda(in.s.select(1, t)),
+                                  cuda(in.g.select(1, t)), in.scale, state_k, state_v)
+                            .unsqueeze(1));
+    }
+    const std::string name = c.name + " prefill " + std::to_string(prefill);
+    expect_close(name, "o", at::cat(outputs, 1).cpu().to(at::kDouble), full.o.cpu().to(at::kDouble), 1e-5);
+    expect_close(name, "state_k", state_k.cpu().to(at::kDouble), full.final_state_k.cpu().to(at::kDouble), 1e-5);
+    expect_close(name, "state_v", state_v.cpu().to(at::kDouble), full.final_state_v.cpu().to(at::kDouble), 1e-5);
+  }
+}
+
+// Inputs the fused kernels do not take run on the general path and still match the reference.
+TEST(GsaCuda, UnsupportedInputsFallBackToTheGeneralPath) {
+  SKIP_WITHOUT_CUDA();
+  const GsaCase many_slots{"fallback_T70_K32_V32_M160", 1, 70, 1, 1, 32, 32, 160, 8.0, true, true};
+  const auto inputs = make_inputs(many_slots, seed_of(many_slots.name));
+  const auto reference = run_gsa(Implementation::reference, inputs, at::kDouble);
+  expect_runs_close(many_slots.name + " fp64 on CUDA",
+                    run_gsa(Implementation::chunk, inputs, at::kDouble, true, at::kCUDA), reference, 1e-10);
+  expect_runs_close(many_slots.name + " fp32 on CUDA",
+                    run_gsa(Implementation::chunk, inputs, at::kFloat, true, at::kCUDA), reference, 1e-4);
+}
+
+// Small shapes for compute-sanitizer (memcheck, racecheck): every kernel, varlen, GQA, padding.
+TEST(GsaCudaSanitizer, SmallShapes) {
+  SKIP_WITHOUT_CUDA();
+  const std::vector<GsaCase> cases = {
+      {"small_T70_B2_HQ2_H1_K40_V72_M20", 2, 70, 2, 1, 40, 72, 20, 1.0, true, true},
+      {"small_varlen_5_64_30_HQ2_H2_K64_V64_M64", 1, 0, 2, 2, 64, 64, 64, 8.0, true, true, {5, 64, 30}},
+      {"small_T3_K32_V32_M128", 1, 3, 1, 1, 32, 32, 128, 1.0, false, true},
+  };
+  for (const auto& c : cases) {
+    const auto inputs = rounded_to(make_inputs(c, seed_of(c.name)), at::kBFloat16);
+    const auto reference = run_gsa(Implementation::reference, inputs, at::kDouble);
+    const auto low = run_gsa(Implementation::reference, inputs, at::kBFloat16);
+    const auto actual = run_gsa(Implementation::chunk, inputs, at::kBFloat16, true, at::kCUDA);
+    expect_within_precision(c.name, at::kBFloat16, actual, low, reference);
+  }
+}
+
+}  // namespace
+}  // namespace lintime::ops
