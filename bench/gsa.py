@@ -93,6 +93,24 @@ def chunk_bytes_and_flops(B, T, H, K, V, M, element=2):
     return forward_bytes, backward_bytes, forward_flops, 2 * forward_flops
 
 
+def profile_kernels(fn, do, inputs):
+    """CUDA time of each kernel in one forward+backward (after a warm-up), largest first."""
+    from torch.profiler import ProfilerActivity, profile
+    fn().backward(do)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn().backward(do)
+        torch.cuda.synchronize()
+    for t in inputs:
+        t.grad = None
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    events.sort(key=lambda e: -e.device_time_total)
+    total = sum(e.device_time_total for e in events)
+    print(f"  kernels of one lintime forward+backward: {total / 1e3:.3f} ms")
+    for e in events[:16]:
+        print(f"    {e.device_time_total / 1e3:8.3f} ms  x{e.count:<3} {e.key[:110]}")
+
+
 def relative_rms(a, b):
     a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
@@ -104,11 +122,14 @@ def main():
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--commit", default=None)
     parser.add_argument("--quick", action="store_true", help="first shape and one decode batch only")
+    parser.add_argument("--profile", action="store_true",
+                        help="print lintime's CUDA kernel times for one forward+backward per shape")
+    parser.add_argument("--skip-fla", action="store_true", help="leave fla out (its autotuning takes minutes)")
     args = parser.parse_args()
 
     torch.ops.load_library(args.library)
     lintime = torch.ops.lintime
-    fla, fla_error = load_fla()
+    fla, fla_error = (None, "--skip-fla") if args.skip_fla else load_fla()
     commit = args.commit
     if commit is None:
         try:
@@ -166,6 +187,8 @@ def main():
             record(op="gsa_chunk", impl=name, shape=shape, fwd_ms=fwd, fwd_bwd_ms=both,
                    tokens_per_s=B * T / (both * 1e-3), peak_extra_gib=peak / 2 ** 30,
                    floor_fwd_ms=floor_fwd, floor_fwd_bwd_ms=floor_fwdbwd)
+        if args.profile:
+            profile_kernels(impls["lintime"], do, (q, k, v, s, g))
         if "fla" in outputs:
             rows[-1]["lintime_vs_fla_o_relative_rms"] = relative_rms(outputs["lintime"], outputs["fla"])
         # FlashAttention at the same model width with 128-dim heads.

@@ -27,7 +27,7 @@ if [[ $what == all || $what == sanitize ]]; then
 fi
 if [[ $what == all || $what == bench ]]; then
   FLA_PATH=${FLA_PATH:-.fla} timeout 500 python3 bench/gsa.py --library "$bin/liblintime_ops.so" \
-    --jsonl "$out/bench.jsonl" --commit "$commit" > "$out/bench.log" 2>&1
+    --jsonl "$out/bench.jsonl" --commit "$commit" ${BENCH_ARGS:-} > "$out/bench.log" 2>&1
   echo "bench exit $?"
-  tail -25 "$out/bench.log"
+  tail -60 "$out/bench.log"
 fi

@@ -12,8 +12,9 @@
 namespace lintime::cuda {
 
 // Pass 2, intra-chunk: dA_ts = do_t·v_s (s <= t); dp_t = Σ_{s<=t} dA_ts s_s ⊙ exp(b_t − b_s)
-// (stored into grad_probabilities), ds_s = Σ_{t>=s} dA_ts p_t ⊙ exp(b_t − b_s) summed over the
-// group's query heads (stored into grad_slot_write).
+// and ds_s = Σ_{t>=s} dA_ts p_t ⊙ exp(b_t − b_s) summed over the group's query heads. The s < t
+// terms go into grad_probabilities and grad_slot_write, the weight dA_tt into
+// value_score_diagonal and the s = t terms of ds into grad_slot_write_diagonal.
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaParams p) {
   Chunk c;
@@ -31,8 +32,9 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
   load_token_tile<MP>(slot_write, static_cast<const E*>(p.s) + h * p.slots, int64_t{H} * p.slots,
                       c.start, c.len, 0, p.slots);
   load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
-  float grad_write[MP / 8][4];
+  float grad_write[MP / 8][4], grad_write_diagonal[MP / 8][4];
   zero(grad_write);
+  zero(grad_write_diagonal);
   for (int group = 0; group < p.groups; ++group) {
     const int hq = h * p.groups + group;
     float da[8][4];
@@ -57,9 +59,22 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
       }
     }
     __syncthreads();
+    const int lane = threadIdx.x & 31;
+    if (lane < 16 && warp * 16 + lane < c.len) {
+      const int t = warp * 16 + lane;
+      p.value_score_diagonal[(c.start + int64_t{t}) * HQ + hq] = to_float(*grad_scores.at(t, t));
+    }
+#pragma unroll
+    for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
+        grad_write_diagonal[n][e] += to_float(*grad_scores.at(t, t)) * to_float(*probabilities.at(t, m));
+      }
+    }
     float grad_p[MP / 8][4];
     zero(grad_p);
-    decayed_apply<E, MP>(grad_p, grad_scores, slot_write, gates, warp);
+    decayed_apply<E, MP, false>(grad_p, grad_scores, slot_write, gates, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
@@ -71,7 +86,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
         }
       }
     }
-    decayed_apply_reverse<E, MP>(grad_write, grad_scores, probabilities, gates, warp);
+    decayed_apply_reverse<E, MP, false>(grad_write, grad_scores, probabilities, gates, warp);
   }
 #pragma unroll
   for (int n = 0; n < MP / 8; ++n) {
@@ -79,8 +94,10 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
     for (int e = 0; e < 4; e += 2) {
       const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
       if (t < c.len) {
-        *reinterpret_cast<float2*>(p.grad_slot_write + ((c.start + int64_t{t}) * H + h) * MP + m) =
-            make_float2(grad_write[n][e], grad_write[n][e + 1]);
+        const int64_t index = ((c.start + int64_t{t}) * H + h) * MP + m;
+        *reinterpret_cast<float2*>(p.grad_slot_write + index) = make_float2(grad_write[n][e], grad_write[n][e + 1]);
+        *reinterpret_cast<float2*>(p.grad_slot_write_diagonal + index) =
+            make_float2(grad_write_diagonal[n][e], grad_write_diagonal[n][e + 1]);
       }
     }
   }
@@ -101,9 +118,9 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
   auto v_tile = carve.tile<E>(kChunk, kHeadTile);
   auto do_tile = carve.tile<E>(kChunk, kHeadTile);
   auto scores = carve.tile<E>(kChunk, kChunk);
-  auto decayed_p = carve.tile<E>(kChunk, MP);
+  auto decayed_p = carve.split_tile<E>(kChunk, MP);
   auto slot_write = carve.tile<E>(kChunk, MP);
-  auto decayed_write = carve.tile<E>(kChunk, MP);
+  auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.tile<E>(MP, kHeadTile);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
@@ -152,8 +169,8 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     __syncthreads();
     for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
       const int t = i / MP, m = i % MP;
-      *decayed_write.at(t, m) = from_float<E>(
-          to_float(*slot_write.at(t, m)) * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+      decayed_write.store(t, m, to_float(*slot_write.at(t, m)) *
+                                    decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
     }
     if (role == 0) {
       for (int group = 0; group < p.groups; ++group) {
@@ -208,7 +225,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
       load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
                                  int64_t{HQ} * V, start, len, v0, V);
       load_decayed_slots<E, MP>(decayed_p, static_cast<const E*>(p.probabilities) + hq * MP,
-                                int64_t{HQ} * MP, start, len, gates, true);
+                                int64_t{HQ} * MP, start, len, gates);
       load_score_block<E>(scores, static_cast<const E*>(p.value_scores) +
                                       (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
       __syncthreads();
@@ -304,9 +321,11 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
 }
 
 // Pass 1, intra-chunk, and the softmax backward between the passes. Per query head:
-// p = softmax(ok), dok = p ⊙ (dp − Σ_m p dp) (stored, element type); the gate terms
-// p ⊙ dp + ok ⊙ dok; dA_ts = Σ_m dok_tm s_sm exp(b_tm − b_sm) (stored per chunk);
-// ds_s += Σ_{t>=s} (q̃_t·k_s) dok_t ⊙ exp(b_t − b_s) with q̃ = scale q.
+// p = softmax(ok), dok = p ⊙ (dp − Σ_m p dp) (stored, element type, and used rounded from here
+// on so that the gate terms pair up exactly); the gate terms p ⊙ dp + ok ⊙ dok without their
+// s = t parts; dA_ts = Σ_m dok_tm s_sm exp(b_tm − b_sm) (stored per chunk);
+// ds_s += Σ_{t>s} (q̃_t·k_s) dok_t ⊙ exp(b_t − b_s) with q̃ = scale q, and the s = t part into
+// grad_slot_write_diagonal.
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams p) {
   Chunk c;
@@ -327,8 +346,9 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
   load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
   for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) *gate_terms.at(i / MP, i % MP) = 0.f;
   __syncthreads();
-  float grad_write[MP / 8][4];
+  float grad_write[MP / 8][4], grad_write_diagonal[MP / 8][4];
   zero(grad_write);
+  zero(grad_write_diagonal);
   const E* p_stored = static_cast<const E*>(p.probabilities);
   E* dok_out = static_cast<E*>(p.grad_slot_scores);
   for (int group = 0; group < p.groups; ++group) {
@@ -337,13 +357,19 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
       const int64_t row = ((c.start + int64_t{r}) * HQ + hq) * MP;
       float prob[(MP + 31) / 32], grad[(MP + 31) / 32];
       if (r < c.len) {
-        softmax_row<MP>(p.slot_scores + row, p.slots, prob);
+        const int64_t token_head = (c.start + int64_t{r}) * HQ + hq;
+        const float key_diagonal = p.key_score_diagonal[token_head];
+        const float value_diagonal = p.value_score_diagonal[token_head];
+        softmax_row<MP>(
+            [&](int m) { return p.slot_scores[row + m] + key_diagonal * to_float(*slot_write.at(r, m)); },
+            p.slots, prob);
         float dot = 0.f;
 #pragma unroll
         for (int j = 0; j < (MP + 31) / 32; ++j) {
           const int m = lane + 32 * j;
           grad[j] = m < MP ? p.grad_probabilities[row + m] : 0.f;
-          dot += prob[j] * grad[j];
+          const float full = m < MP ? grad[j] + value_diagonal * to_float(*slot_write.at(r, m)) : 0.f;
+          dot += prob[j] * full;
         }
 #pragma unroll
         for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
@@ -351,10 +377,10 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
         for (int j = 0; j < (MP + 31) / 32; ++j) {
           const int m = lane + 32 * j;
           if (m >= MP) continue;
-          const float dok = prob[j] * (grad[j] - dot);
+          const float full = grad[j] + value_diagonal * to_float(*slot_write.at(r, m));
+          const E dok_e = from_float<E>(prob[j] * (full - dot));
           const float ok = m < p.slots ? p.slot_scores[row + m] : 0.f;
-          *gate_terms.at(r, m) += to_float(p_stored[row + m]) * grad[j] + ok * dok;
-          const E dok_e = from_float<E>(dok);
+          *gate_terms.at(r, m) += to_float(p_stored[row + m]) * grad[j] + ok * to_float(dok_e);
           *grad_ok.at(r, m) = dok_e;
           dok_out[row + m] = dok_e;
         }
@@ -397,7 +423,16 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
       }
     }
     __syncthreads();
-    decayed_apply_reverse<E, MP>(grad_write, scores, grad_ok, gates, warp);
+    decayed_apply_reverse<E, MP, false>(grad_write, scores, grad_ok, gates, warp);
+#pragma unroll
+    for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
+        const float diagonal = t < c.len ? p.key_score_diagonal[(c.start + int64_t{t}) * HQ + hq] : 0.f;
+        grad_write_diagonal[n][e] += diagonal * to_float(*grad_ok.at(t, m));
+      }
+    }
     __syncthreads();
   }
 #pragma unroll
@@ -408,6 +443,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
       if (t < c.len) {
         const int64_t index = ((c.start + int64_t{t}) * H + h) * MP + m;
         p.grad_slot_write[index] += grad_write[n][e];
+        p.grad_slot_write_diagonal[index] += grad_write_diagonal[n][e];
         p.gate_terms[index] = *gate_terms.at(t, m);
       }
     }
@@ -427,9 +463,9 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   auto q_tile = carve.tile<E>(kChunk, kHeadTile);
   auto k_tile = carve.tile<E>(kChunk, kHeadTile);
   auto grad_scores = carve.tile<E>(kChunk, kChunk);
-  auto decayed_grad_ok = carve.tile<E>(kChunk, MP);
+  auto decayed_grad_ok = carve.split_tile<E>(kChunk, MP);
   auto slot_write = carve.tile<E>(kChunk, MP);
-  auto decayed_write = carve.tile<E>(kChunk, MP);
+  auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.tile<E>(kHeadTile, MP);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
@@ -468,8 +504,8 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
     __syncthreads();
     for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
       const int t = i / MP, m = i % MP;
-      *decayed_write.at(t, m) = from_float<E>(
-          to_float(*slot_write.at(t, m)) * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+      decayed_write.store(t, m, to_float(*slot_write.at(t, m)) *
+                                    decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
     }
     float grad_k[8][4];
     zero(grad_k);
@@ -479,7 +515,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
       const int hq = h * p.groups + group;
       __syncthreads();
       load_decayed_slots<E, MP>(decayed_grad_ok, static_cast<const E*>(p.grad_slot_scores) + hq * MP,
-                                int64_t{HQ} * MP, start, len, gates, true);
+                                int64_t{HQ} * MP, start, len, gates);
       load_score_block<E>(grad_scores, static_cast<const E*>(p.grad_key_scores) +
                                            (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
       if (role == 1) {
@@ -597,8 +633,9 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   }
 }
 
-// dg, step 1 (per chunk): x_t = gate_terms_t − s_t ⊙ ds_t, its reverse cumulative sum inside the
-// chunk (written back into gate_terms) and the chunk total; ds is written out (fp32, M slots).
+// dg, step 1 (per chunk): x_t = gate_terms_t − s_t ⊙ ds_t (both without their s = t parts, which
+// cancel), its reverse cumulative sum inside the chunk (written back into gate_terms) and the
+// chunk total; ds (with its s = t parts) is written out (fp32, M slots).
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) gate_grad_chunk_kernel(GsaParams p) {
   Chunk c;
@@ -613,7 +650,7 @@ __global__ void __launch_bounds__(kThreads) gate_grad_chunk_kernel(GsaParams p) 
     const float ds = p.grad_slot_write[index];
     sum += p.gate_terms[index] - to_float(s[(token * p.heads + h) * p.slots + m]) * ds;
     p.gate_terms[index] = sum;
-    p.grad_s[(token * p.heads + h) * p.slots + m] = ds;
+    p.grad_s[(token * p.heads + h) * p.slots + m] = ds + p.grad_slot_write_diagonal[index];
   }
   p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m] = sum;
 }

@@ -36,8 +36,9 @@ __global__ void __launch_bounds__(kThreads) gate_cumsum_kernel(GsaParams p) {
   }
 }
 
-// Pass 1, intra-chunk: ok_t = scale Σ_{s<=t} (q_t·k_s) s_s ⊙ exp(b_t − b_s), stored into
-// slot_scores (the state kernel adds the inter-chunk part next).
+// Pass 1, intra-chunk: ok_t = scale Σ_{s<=t} (q_t·k_s) s_s ⊙ exp(b_t − b_s). The s < t terms go
+// into slot_scores (the state kernel adds the inter-chunk part next); the s = t term's weight
+// scale q_t·k_t, rounded as the products use it, into key_score_diagonal.
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams p) {
   Chunk c;
@@ -77,9 +78,14 @@ __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams 
       }
     }
     __syncwarp();
+    const int lane = threadIdx.x & 31;
+    if (lane < 16 && warp * 16 + lane < c.len) {
+      const int t = warp * 16 + lane;
+      p.key_score_diagonal[(c.start + int64_t{t}) * HQ + hq] = to_float(*scores.at(t, t));
+    }
     float ok[MP / 8][4];
     zero(ok);
-    decayed_apply<E, MP>(ok, scores, slot_write, gates, warp);
+    decayed_apply<E, MP, false>(ok, scores, slot_write, gates, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
@@ -116,7 +122,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
   auto q_tile = carve.tile<E>(kChunk, kHeadTile);
   auto k_tile = carve.tile<E>(kChunk, kHeadTile);
   auto slot_write = carve.tile<E>(kChunk, MP);
-  auto decayed_write = carve.tile<E>(kChunk, MP);
+  auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.tile<E>(kHeadTile, MP);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
@@ -153,8 +159,8 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
     __syncthreads();
     for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
       const int t = i / MP, m = i % MP;
-      *decayed_write.at(t, m) = from_float<E>(
-          to_float(*slot_write.at(t, m)) * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+      decayed_write.store(t, m, to_float(*slot_write.at(t, m)) *
+                                    decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
     }
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
@@ -201,17 +207,16 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
   }
 }
 
-// Softmax over the slots of one token row of ok (fp32, scale included) by one warp; writes the
-// probabilities (fp32) for m < MP into `out` (0 in padding slots). Returns nothing: lanes hold
-// slots lane, lane + 32, ...
-template <int MP>
-__device__ __forceinline__ void softmax_row(const float* ok_row, int slots, float (&prob)[(MP + 31) / 32]) {
+// Softmax over the slots of one token's scores by one warp: lane holds slots lane, lane + 32, ...
+// of the probabilities (fp32, 0 in padding slots). score(m) gives ok_m for m < slots.
+template <int MP, class Score>
+__device__ __forceinline__ void softmax_row(Score score, int slots, float (&prob)[(MP + 31) / 32]) {
   const int lane = threadIdx.x & 31;
   float largest = -INFINITY;
 #pragma unroll
   for (int j = 0; j < (MP + 31) / 32; ++j) {
     const int m = lane + 32 * j;
-    prob[j] = (m < slots) ? ok_row[m] : -INFINITY;
+    prob[j] = (m < slots) ? score(m) : -INFINITY;
     largest = fmaxf(largest, prob[j]);
   }
 #pragma unroll
@@ -232,7 +237,8 @@ __device__ __forceinline__ void softmax_row(const float* ok_row, int slots, floa
   for (int j = 0; j < (MP + 31) / 32; ++j) prob[j] *= inverse;
 }
 
-// Pass 2, intra-chunk: p = softmax(ok) (stored in the element type, as pass 2 consumes it) and
+// Pass 2, intra-chunk: p = softmax(ok), ok completed by its s = t term (p stored in the element
+// type, as pass 2 consumes it), and
 // the decayed scores A_ts = Σ_m p_tm s_sm exp(b_tm − b_sm), s <= t (stored per chunk).
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParams p) {
@@ -256,7 +262,10 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
     for (int r = warp * 16; r < warp * 16 + 16; ++r) {
       float prob[(MP + 31) / 32];
       if (r < c.len) {
-        softmax_row<MP>(p.slot_scores + ((c.start + int64_t{r}) * HQ + hq) * MP, p.slots, prob);
+        const float* ok = p.slot_scores + ((c.start + int64_t{r}) * HQ + hq) * MP;
+        const float diagonal = p.key_score_diagonal[(c.start + int64_t{r}) * HQ + hq];
+        softmax_row<MP>([&](int m) { return ok[m] + diagonal * to_float(*slot_write.at(r, m)); },
+                        p.slots, prob);
       }
 #pragma unroll
       for (int j = 0; j < (MP + 31) / 32; ++j) {
@@ -282,17 +291,16 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
   }
 }
 
-// Loads rows [0, 64) x [0, MP) of p (element type, [tok, HQ, MP]) multiplied by exp(b) into a
-// tile (zero past the sequence end).
+// Loads rows [0, 64) x [0, MP) of a slot tensor (element type, [tok, Hx, MP]) multiplied by
+// exp(b) into a split tile (zero past the sequence end).
 template <class E, int MP>
-__device__ __forceinline__ void load_decayed_slots(SmemTile<E> dst, const E* src, int64_t token_stride,
-                                                   int start, int len, SmemTile<float> gates,
-                                                   bool decay) {
+__device__ __forceinline__ void load_decayed_slots(const SplitTile<E>& dst, const E* src,
+                                                   int64_t token_stride, int start, int len,
+                                                   SmemTile<float> gates) {
   for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
     const int t = i / MP, m = i % MP;
-    float value = t < len ? to_float(src[(start + int64_t{t}) * token_stride + m]) : 0.f;
-    if (decay) value *= decay_exp<E>(*gates.at(t, m));
-    *dst.at(t, m) = from_float<E>(value);
+    const float value = t < len ? to_float(src[(start + int64_t{t}) * token_stride + m]) : 0.f;
+    dst.store(t, m, value * decay_exp<E>(*gates.at(t, m)));
   }
 }
 
@@ -319,9 +327,9 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
   SmemCarver carve{smem};
   auto v_tile = carve.tile<E>(kChunk, kHeadTile);
   auto scores = carve.tile<E>(kChunk, kChunk);
-  auto decayed_p = carve.tile<E>(kChunk, MP);
+  auto decayed_p = carve.split_tile<E>(kChunk, MP);
   auto slot_write = carve.tile<E>(kChunk, MP);
-  auto decayed_write = carve.tile<E>(kChunk, MP);
+  auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.tile<E>(MP, kHeadTile);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
@@ -368,14 +376,14 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
     __syncthreads();
     for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
       const int t = i / MP, m = i % MP;
-      *decayed_write.at(t, m) = from_float<E>(
-          to_float(*slot_write.at(t, m)) * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+      decayed_write.store(t, m, to_float(*slot_write.at(t, m)) *
+                                    decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
     }
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
       __syncthreads();
       load_decayed_slots<E, MP>(decayed_p, static_cast<const E*>(p.probabilities) + hq * MP,
-                                int64_t{HQ} * MP, start, len, gates, true);
+                                int64_t{HQ} * MP, start, len, gates);
       load_score_block<E>(scores, static_cast<const E*>(p.value_scores) +
                                       (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
       __syncthreads();

@@ -113,10 +113,12 @@ __device__ __forceinline__ void load_gate_tile(SmemTile<float> dst, const float*
 // (b non-increasing in t). Sub-chunk i = rows [16i, 16i + 16) belongs to warp i. Blocks off the
 // diagonal factor the decay through a reference row of b so that both factors are <= 1; the
 // diagonal 16 x 16 blocks take exp(b_t − b_s) pair by pair, which is exact for any gate.
+// kWithDiagonal = false leaves out the s = t terms: the gate-gradient terms are sums in which
+// those cancel exactly (README.md, "Gate gradient"), so they are kept apart.
 
 // decayed_apply: z_tm += Σ_{s<=t} W_ts y_sm exp(b_tm − b_sm) for the warp's rows t.
 // W [64, 64] (t, s), y [64, MP]; acc [16, MP].
-template <class E, int MP>
+template <class E, int MP, bool kWithDiagonal = true>
 __device__ __forceinline__ void decayed_apply(float (&acc)[MP / 8][4], SmemTile<E> w,
                                               SmemTile<E> y, SmemTile<float> b, int warp) {
   const int r0 = warp * kSubChunk;
@@ -146,7 +148,7 @@ __device__ __forceinline__ void decayed_apply(float (&acc)[MP / 8][4], SmemTile<
       const int t = r0 + acc_row(e), m = acc_col(n, e);
       const float bt = *b.at(t, m);
       float sum = 0.f;
-      for (int s = r0; s <= t; ++s) {
+      for (int s = r0; s < (kWithDiagonal ? t + 1 : t); ++s) {
         sum += to_float(*w.at(t, s)) * to_float(*y.at(s, m)) * decay_exp<E>(bt - *b.at(s, m));
       }
       acc[n][e] += sum;
@@ -203,7 +205,7 @@ __device__ __forceinline__ void decayed_scores(float (&acc)[8][4], SmemTile<E> x
 
 // decayed_apply_reverse: z_sm += Σ_{t>=s} W_ts y_tm exp(b_tm − b_sm) for the warp's rows s.
 // W [64, 64] (t, s), y [64, MP]; acc [16, MP].
-template <class E, int MP>
+template <class E, int MP, bool kWithDiagonal = true>
 __device__ __forceinline__ void decayed_apply_reverse(float (&acc)[MP / 8][4], SmemTile<E> w,
                                                       SmemTile<E> y, SmemTile<float> b, int warp) {
   const int r0 = warp * kSubChunk, r_end = r0 + kSubChunk;
@@ -234,11 +236,48 @@ __device__ __forceinline__ void decayed_apply_reverse(float (&acc)[MP / 8][4], S
       const int s = r0 + acc_row(e), m = acc_col(n, e);
       const float bs = *b.at(s, m);
       float sum = 0.f;
-      for (int t = s; t < r_end; ++t) {
+      for (int t = kWithDiagonal ? s : s + 1; t < r_end; ++t) {
         sum += to_float(*w.at(t, s)) * to_float(*y.at(t, m)) * decay_exp<E>(*b.at(t, m) - bs);
       }
       acc[n][e] += sum;
     }
+  }
+}
+
+// An fp32 operand held as the sum of three E parts (hi + mid + lo: 24 significant bits for bf16)
+// so that products with it keep fp32 accuracy on 16-bit tensor cores (three products instead of
+// one); a single part for fp32. Used for the decayed operands of the state recurrences, whose
+// errors would otherwise accumulate over the chunks of a sequence.
+template <class E>
+struct SplitTile {
+  static constexpr int kParts = sizeof(E) == 2 ? 3 : 1;
+  SmemTile<E> part[kParts];
+  __device__ __forceinline__ void store(int row, int col, float x) const {
+#pragma unroll
+    for (int i = 0; i < kParts; ++i) {
+      const E rounded = from_float<E>(x);
+      *part[i].at(row, col) = rounded;
+      x -= to_float(rounded);
+    }
+  }
+};
+
+// acc += A · B with A split (a_transposed as in warp_mma).
+template <class E, int NT>
+__device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const SplitTile<E>& a, bool a_transposed,
+                                         int r0, SmemTile<E> b, bool b_transposed, int n0, int kdim) {
+#pragma unroll
+  for (int i = SplitTile<E>::kParts - 1; i >= 0; --i) {
+    warp_mma<E, NT>(acc, a.part[i], a_transposed, r0, b, b_transposed, n0, kdim);
+  }
+}
+// acc += A · B with B split.
+template <class E, int NT>
+__device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, bool a_transposed, int r0,
+                                         const SplitTile<E>& b, bool b_transposed, int n0, int kdim) {
+#pragma unroll
+  for (int i = SplitTile<E>::kParts - 1; i >= 0; --i) {
+    warp_mma<E, NT>(acc, a, a_transposed, r0, b.part[i], b_transposed, n0, kdim);
   }
 }
 
@@ -250,6 +289,13 @@ struct SmemCarver {
     const int ld = cols + kPad<T>;
     SmemTile<T> t{reinterpret_cast<T*>(next), ld};
     next += (static_cast<size_t>(rows) * ld * sizeof(T) + 15) / 16 * 16;
+    return t;
+  }
+  template <class T>
+  __device__ SplitTile<T> split_tile(int rows, int cols) {
+    SplitTile<T> t;
+#pragma unroll
+    for (int i = 0; i < SplitTile<T>::kParts; ++i) t.part[i] = tile<T>(rows, cols);
     return t;
   }
 };

@@ -1,8 +1,9 @@
 // Warp-level matrix products on tensor cores (mma.sync, sm_80 and later) over tiles in shared
 // memory, for the element types of the GSA kernels:
 //   bf16 / fp16 operands: mma.m16n8k16 with fp32 accumulation, fragments loaded by ldmatrix;
-//   fp32 operands: mma.m16n8k8.tf32 three times per product ("3xTF32": a = a_hi + a_lo, the
-//   product a_hi b_hi + a_hi b_lo + a_lo b_hi keeps about fp32 accuracy, which fp32 inputs need).
+//   fp32 operands: FMA on the CUDA cores in the same accumulator layout. fp32 inputs are held to
+//   the accuracy of an fp32 reference, which tf32 products (even split three ways, "3xTF32",
+//   measured 4-30x the reference's error) do not reach.
 // A warp computes a 16-row slab of C = A·B: acc[n_tile][4] holds C rows r0..r0+15, columns
 // 8·n_tile..8·n_tile+7 in the mma accumulator layout (see acc_row / acc_col).
 // Operands are row-major tiles in shared memory; `Transposed` says the tile holds the matrix
@@ -19,17 +20,14 @@ namespace lintime::cuda {
 
 template <class E> struct ElementTraits;
 template <> struct ElementTraits<__nv_bfloat16> {
-  static constexpr int k_step = 16;
   __device__ static float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
   __device__ static __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
 };
 template <> struct ElementTraits<__half> {
-  static constexpr int k_step = 16;
   __device__ static float to_float(__half x) { return __half2float(x); }
   __device__ static __half from_float(float x) { return __float2half_rn(x); }
 };
 template <> struct ElementTraits<float> {
-  static constexpr int k_step = 8;
   __device__ static float to_float(float x) { return x; }
   __device__ static float from_float(float x) { return x; }
 };
@@ -91,37 +89,6 @@ __device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint32_t to_tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return r;
-}
-
-__device__ __forceinline__ void mma_1688_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                              uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// c += a·b for fp32 values through three tf32 products (small terms first).
-__device__ __forceinline__ void mma_3xtf32(float (&c)[4], const float (&a)[4], float b0, float b1) {
-  uint32_t a_hi[4], a_lo[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    a_hi[i] = to_tf32(a[i]);
-    a_lo[i] = to_tf32(a[i] - __uint_as_float(a_hi[i]));
-  }
-  const uint32_t b0_hi = to_tf32(b0), b1_hi = to_tf32(b1);
-  const uint32_t b0_lo = to_tf32(b0 - __uint_as_float(b0_hi));
-  const uint32_t b1_lo = to_tf32(b1 - __uint_as_float(b1_hi));
-  mma_1688_tf32(c, a_lo, b0_hi, b1_hi);
-  mma_1688_tf32(c, a_hi, b0_lo, b1_lo);
-  mma_1688_tf32(c, a_hi, b0_hi, b1_hi);
-}
-
 }  // namespace detail
 
 // A shared-memory tile: element (row, col) at data[row * ld + col].
@@ -166,19 +133,18 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, boo
     }
   } else {
     const int g = lane >> 2, c = lane & 3;
-    auto load_a = [&](int row, int k) -> float {
-      return a_transposed ? *a.at(k, row) : *a.at(row, k);
-    };
-    auto load_b = [&](int k, int col) -> float {
-      return b_transposed ? *b.at(col, k) : *b.at(k, col);
-    };
-    for (int k0 = 0; k0 < kdim; k0 += 8) {
-      const float af[4] = {load_a(r0 + g, k0 + c), load_a(r0 + g + 8, k0 + c),
-                           load_a(r0 + g, k0 + c + 4), load_a(r0 + g + 8, k0 + c + 4)};
+    for (int k = 0; k < kdim; ++k) {
+      const float a0 = a_transposed ? *a.at(k, r0 + g) : *a.at(r0 + g, k);
+      const float a1 = a_transposed ? *a.at(k, r0 + g + 8) : *a.at(r0 + g + 8, k);
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-        const int col = n0 + n * 8 + g;
-        detail::mma_3xtf32(acc[n], af, load_b(k0 + c, col), load_b(k0 + c + 4, col));
+        const int col = n0 + n * 8 + 2 * c;
+        const float b0 = b_transposed ? *b.at(col, k) : *b.at(k, col);
+        const float b1 = b_transposed ? *b.at(col + 1, k) : *b.at(k, col + 1);
+        acc[n][0] = fmaf(a0, b0, acc[n][0]);
+        acc[n][1] = fmaf(a0, b1, acc[n][1]);
+        acc[n][2] = fmaf(a1, b0, acc[n][2]);
+        acc[n][3] = fmaf(a1, b1, acc[n][3]);
       }
     }
   }
@@ -213,13 +179,16 @@ __device__ __forceinline__ void warp_mma_generated(float (&acc)[NT][4], LoadA lo
       }
     }
   } else {
-    for (int k0 = 0; k0 < kdim; k0 += 8) {
-      const float af[4] = {load_a(r0 + g, k0 + c), load_a(r0 + g + 8, k0 + c),
-                           load_a(r0 + g, k0 + c + 4), load_a(r0 + g + 8, k0 + c + 4)};
+    for (int k = 0; k < kdim; ++k) {
+      const float a0 = load_a(r0 + g, k), a1 = load_a(r0 + g + 8, k);
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-        const int col = n0 + n * 8 + g;
-        detail::mma_3xtf32(acc[n], af, load_b(k0 + c, col), load_b(k0 + c + 4, col));
+        const int col = n0 + n * 8 + 2 * c;
+        const float b0 = load_b(k, col), b1 = load_b(k, col + 1);
+        acc[n][0] = fmaf(a0, b0, acc[n][0]);
+        acc[n][1] = fmaf(a0, b1, acc[n][1]);
+        acc[n][2] = fmaf(a1, b0, acc[n][2]);
+        acc[n][3] = fmaf(a1, b1, acc[n][3]);
       }
     }
   }
