@@ -125,6 +125,9 @@ def main():
     parser.add_argument("--profile", action="store_true",
                         help="print lintime's CUDA kernel times for one forward+backward per shape")
     parser.add_argument("--skip-fla", action="store_true", help="leave fla out (its autotuning takes minutes)")
+    parser.add_argument("--shapes", default=None,
+                        help="comma-separated indices into the chunk shapes (default: all)")
+    parser.add_argument("--no-decode", action="store_true", help="skip the decode-step measurements")
     args = parser.parse_args()
 
     torch.ops.load_library(args.library)
@@ -154,6 +157,8 @@ def main():
     record(op="ceilings", copy_tb_s=bandwidth / 1e12, gemm_tflop_s=gemm_rate / 1e12)
 
     shapes = CHUNK_SHAPES[:1] if args.quick else CHUNK_SHAPES
+    if args.shapes is not None:
+        shapes = [CHUNK_SHAPES[int(i)] for i in args.shapes.split(",") if i != ""]
     for B, T, H, K, V, M in shapes:
         shape = dict(B=B, T=T, H=H, K=K, V=V, M=M)
         fb, bb, ff, bf = chunk_bytes_and_flops(B, T, H, K, V, M)
@@ -205,7 +210,8 @@ def main():
         torch.cuda.empty_cache()
 
     H, K, V, M = DECODE_SHAPE
-    for B in (DECODE_BATCHES[1:2] if args.quick else DECODE_BATCHES):
+    decode_batches = DECODE_BATCHES[1:2] if args.quick else DECODE_BATCHES
+    for B in ([] if args.no_decode else decode_batches):
         q, k, v, s, g = gsa_inputs(B, 1, H, K, V, M, torch.bfloat16)
         state_k = torch.randn(B, H, K, M, device="cuda")
         state_v = torch.randn(B, H, M, V, device="cuda")

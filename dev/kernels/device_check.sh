@@ -31,3 +31,14 @@ if [[ $what == all || $what == bench ]]; then
   echo "bench exit $?"
   tail -60 "$out/bench.log"
 fi
+if [[ $what == ncu ]]; then
+  # Stall reasons, occupancy and throughput of the kernels named in NCU_KERNELS (regex), on the
+  # bench's shape NCU_SHAPE (index into bench/gsa.py's CHUNK_SHAPES).
+  timeout 500 ncu --kernel-name-base demangled -k "regex:${NCU_KERNELS:-state_kernel}" -c "${NCU_COUNT:-4}" \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis \
+    python3 bench/gsa.py --library "$bin/liblintime_ops.so" --skip-fla --no-decode \
+    --shapes "${NCU_SHAPE:-0}" > "$out/ncu.log" 2>&1
+  echo "ncu exit $?"
+  grep -E "^  [a-z_:<>, 0-9A-Za-z]+\(|Duration|Achieved Occupancy|Theoretical Occupancy|Registers Per|Shared Memory Config|Block Limit|Stall|Memory Throughput|Compute \(SM\)|Warp Cycles Per Issued|Issued Warp" "$out/ncu.log" | head -120
+fi

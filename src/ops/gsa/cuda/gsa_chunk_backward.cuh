@@ -119,9 +119,8 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
   auto do_tile = carve.tile<E>(kChunk, kHeadTile);
   auto scores = carve.tile<E>(kChunk, kChunk);
   auto decayed_p = carve.split_tile<E>(kChunk, MP);
-  auto slot_write = carve.tile<E>(kChunk, MP);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
-  auto state_operand = carve.tile<E>(MP, kHeadTile);
+  auto state_operand = carve.split_tile<E>(MP, kHeadTile);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
@@ -152,26 +151,10 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     __syncthreads();
     load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
                                len, v0, V);
-    load_token_tile<MP>(slot_write, s + h * M, int64_t{H} * M, start, len, 0, M);
     load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
-#pragma unroll
-    for (int i = 0; i < kTilesPerWarp; ++i) {
-      if (warp + 4 * i >= kRowTiles) continue;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          *state_operand.at((warp + 4 * i) * 16 + acc_row(e), acc_col(j, e)) =
-              from_float<E>(state[i][j][e]);
-        }
-      }
-    }
+    store_value_state_operand<E, MP>(state_operand, state, warp);
     __syncthreads();
-    for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
-      const int t = i / MP, m = i % MP;
-      decayed_write.store(t, m, to_float(*slot_write.at(t, m)) *
-                                    decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
-    }
+    store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     if (role == 0) {
       for (int group = 0; group < p.groups; ++group) {
         const int hq = h * p.groups + group;
@@ -181,7 +164,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
         __syncthreads();
         float grad_p[MP / 8][4];
         zero(grad_p);
-        warp_mma<E, MP / 8>(grad_p, do_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
+        warp_mma<E, MP / 8>(grad_p, do_tile, false, warp * 16, state_operand.part[0], true, 0, kHeadTile);
 #pragma unroll
         for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
@@ -213,7 +196,8 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
       }
       continue;
     }
-    // Reverse sweep: state holds dH^v at the end of this chunk.
+    // Reverse sweep: state holds dH^v at the end of this chunk. ds takes the split dH^v: its
+    // terms for the last tokens cancel the final-state term of dg, computed in fp32.
     float grad_v[8][4];
     zero(grad_v);
     float state_update[kTilesPerWarp][8][4];
@@ -238,7 +222,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
       }
     }
     __syncthreads();
-    warp_mma<E, 8>(grad_v, decayed_write, false, warp * 16, state_operand, false, 0, MP);
+    warp_mma<E, 8>(grad_v, decayed_write, false, warp * 16, state_operand.part[0], false, 0, MP);
     E* dv = static_cast<E*>(p.grad_v);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
@@ -464,9 +448,8 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   auto k_tile = carve.tile<E>(kChunk, kHeadTile);
   auto grad_scores = carve.tile<E>(kChunk, kChunk);
   auto decayed_grad_ok = carve.split_tile<E>(kChunk, MP);
-  auto slot_write = carve.tile<E>(kChunk, MP);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
-  auto state_operand = carve.tile<E>(kHeadTile, MP);
+  auto state_operand = carve.split_tile<E>(kHeadTile, MP);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
@@ -492,21 +475,10 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
     __syncthreads();
     load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
                                len, k0, K);
-    load_token_tile<MP>(slot_write, s + h * M, int64_t{H} * M, start, len, 0, M);
     load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
-#pragma unroll
-    for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        *state_operand.at(warp * 16 + acc_row(e), acc_col(j, e)) = from_float<E>(state[j][e]);
-      }
-    }
+    store_state_operand<E, MP>(state_operand, state, warp);
     __syncthreads();
-    for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
-      const int t = i / MP, m = i % MP;
-      decayed_write.store(t, m, to_float(*slot_write.at(t, m)) *
-                                    decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
-    }
+    store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     float grad_k[8][4];
     zero(grad_k);
     float state_update[MP / 8][4];
@@ -526,7 +498,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
       if (role == 0) {
         float grad_q[8][4];
         zero(grad_q);
-        warp_mma<E, 8>(grad_q, decayed_grad_ok, false, warp * 16, state_operand, true, 0, MP);
+        warp_mma<E, 8>(grad_q, decayed_grad_ok, false, warp * 16, state_operand.part[0], true, 0, MP);
         warp_mma<E, 8>(grad_q, grad_scores, false, warp * 16, k_tile, false, 0, kChunk);
         E* dq = static_cast<E*>(p.grad_q);
 #pragma unroll
@@ -562,7 +534,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
 #pragma unroll
       for (int e = 0; e < 4; ++e) grad_k[j][e] *= p.scale;
     }
-    warp_mma<E, 8>(grad_k, decayed_write, false, warp * 16, state_operand, true, 0, MP);
+    warp_mma<E, 8>(grad_k, decayed_write, false, warp * 16, state_operand.part[0], true, 0, MP);
     E* dk = static_cast<E*>(p.grad_k);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {

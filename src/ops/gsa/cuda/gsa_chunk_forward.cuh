@@ -28,11 +28,11 @@ __global__ void __launch_bounds__(kThreads) gate_cumsum_kernel(GsaParams p) {
   if (!locate_chunk(p, blockIdx.x, c)) return;
   const int h = blockIdx.y, m = threadIdx.x;
   if (m >= MP) return;
-  float sum = 0.f;
+  double sum = 0.0;  // rounded once per token: the decays exp(b_t − b_s) inherit b's error
   for (int r = 0; r < c.len; ++r) {
     const int64_t token = c.start + r;
     if (m < p.slots) sum += p.g[(token * p.heads + h) * p.slots + m];
-    p.gate_cumsum[(token * p.heads + h) * MP + m] = sum;
+    p.gate_cumsum[(token * p.heads + h) * MP + m] = static_cast<float>(sum);
   }
 }
 
@@ -110,6 +110,47 @@ __device__ __forceinline__ void atomic_add_pair(float* dst, float x, float y) {
 #endif
 }
 
+// The state tile (registers, accumulator layout: rows 16 warp + acc_row, columns acc_col) as a
+// split matrix operand in shared memory.
+template <class E, int MP>
+__device__ __forceinline__ void store_state_operand(const SplitTile<E>& dst, const float (&state)[MP / 8][4],
+                                                    int warp) {
+#pragma unroll
+  for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dst.store(warp * 16 + acc_row(e), acc_col(j, e), state[j][e]);
+  }
+}
+
+// The value-state tile [MP, 64] (row tiles warp + 4 i) as a split matrix operand.
+template <class E, int MP>
+__device__ __forceinline__ void store_value_state_operand(const SplitTile<E>& dst,
+                                                          const float (&state)[(MP / 16 + 3) / 4][8][4],
+                                                          int warp) {
+#pragma unroll
+  for (int i = 0; i < (MP / 16 + 3) / 4; ++i) {
+    if (warp + 4 * i >= MP / 16) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dst.store((warp + 4 * i) * 16 + acc_row(e), acc_col(j, e), state[i][j][e]);
+    }
+  }
+}
+
+// The slot writes of a chunk decayed to its end, s_t ⊙ exp(b_L − b_t) (zero past the sequence
+// end and in padding slots), read straight from global memory into a split tile.
+template <class E, int MP>
+__device__ __forceinline__ void store_decayed_write(const SplitTile<E>& dst, const E* s, int64_t token_stride,
+                                                    int start, int len, int slots, SmemTile<float> gates) {
+  const int last = len - 1;
+  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
+    const int t = i / MP, m = i % MP;
+    const float value = (t < len && m < slots) ? to_float(s[(start + int64_t{t}) * token_stride + m]) : 0.f;
+    dst.store(t, m, value * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+  }
+}
+
 // Pass 1, state: for one 64-row tile of H^k [K, M] of one (sequence, head), chunk by chunk:
 // ok_t += scale (q_t^T H^k) ⊙ exp(b_t); H^k <- H^k Diag(exp(b_L)) + k^T (s ⊙ exp(b_L − b)).
 template <class E, int MP>
@@ -121,9 +162,8 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
   SmemCarver carve{smem};
   auto q_tile = carve.tile<E>(kChunk, kHeadTile);
   auto k_tile = carve.tile<E>(kChunk, kHeadTile);
-  auto slot_write = carve.tile<E>(kChunk, MP);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
-  auto state_operand = carve.tile<E>(kHeadTile, MP);
+  auto state_operand = carve.split_tile<E>(kHeadTile, MP);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
@@ -147,21 +187,10 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
     __syncthreads();
     load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
                                len, k0, K);
-    load_token_tile<MP>(slot_write, s + h * M, int64_t{H} * M, start, len, 0, M);
     load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
-#pragma unroll
-    for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        *state_operand.at(warp * 16 + acc_row(e), acc_col(j, e)) = from_float<E>(state[j][e]);
-      }
-    }
+    store_state_operand<E, MP>(state_operand, state, warp);
     __syncthreads();
-    for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
-      const int t = i / MP, m = i % MP;
-      decayed_write.store(t, m, to_float(*slot_write.at(t, m)) *
-                                    decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
-    }
+    store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
       __syncthreads();
@@ -170,7 +199,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
       __syncthreads();
       float ok[MP / 8][4];
       zero(ok);
-      warp_mma<E, MP / 8>(ok, q_tile, false, warp * 16, state_operand, false, 0, kHeadTile);
+      warp_mma<E, MP / 8>(ok, q_tile, false, warp * 16, state_operand.part[0], false, 0, kHeadTile);
 #pragma unroll
       for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
@@ -328,9 +357,8 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
   auto v_tile = carve.tile<E>(kChunk, kHeadTile);
   auto scores = carve.tile<E>(kChunk, kChunk);
   auto decayed_p = carve.split_tile<E>(kChunk, MP);
-  auto slot_write = carve.tile<E>(kChunk, MP);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
-  auto state_operand = carve.tile<E>(MP, kHeadTile);
+  auto state_operand = carve.split_tile<E>(MP, kHeadTile);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
@@ -359,26 +387,10 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
     __syncthreads();
     load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
                                len, v0, V);
-    load_token_tile<MP>(slot_write, s + h * M, int64_t{H} * M, start, len, 0, M);
     load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
-#pragma unroll
-    for (int i = 0; i < kTilesPerWarp; ++i) {
-      if (warp + 4 * i >= kRowTiles) continue;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          *state_operand.at((warp + 4 * i) * 16 + acc_row(e), acc_col(j, e)) =
-              from_float<E>(state[i][j][e]);
-        }
-      }
-    }
+    store_value_state_operand<E, MP>(state_operand, state, warp);
     __syncthreads();
-    for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
-      const int t = i / MP, m = i % MP;
-      decayed_write.store(t, m, to_float(*slot_write.at(t, m)) *
-                                    decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
-    }
+    store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
       __syncthreads();
@@ -389,7 +401,7 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
       __syncthreads();
       float out[8][4];
       zero(out);
-      warp_mma<E, 8>(out, decayed_p, false, warp * 16, state_operand, false, 0, MP);
+      warp_mma<E, 8>(out, decayed_p, false, warp * 16, state_operand.part[0], false, 0, MP);
       warp_mma<E, 8>(out, scores, false, warp * 16, v_tile, false, 0, kChunk);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {

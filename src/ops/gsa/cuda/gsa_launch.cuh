@@ -30,13 +30,13 @@ struct SmemBytes {
   static constexpr size_t gate_tile = smem_tile_bytes<float>(kChunk, MP);
   static constexpr size_t value_state = smem_tile_bytes<E>(MP, kHeadTile);
   static constexpr size_t forward_keys_intra = 3 * chunk_tile + slot_tile + gate_tile;
-  static constexpr size_t forward_keys_state = 2 * chunk_tile + (2 + parts) * slot_tile + gate_tile;
+  static constexpr size_t forward_keys_state = 2 * chunk_tile + 2 * parts * slot_tile + gate_tile;
   static constexpr size_t forward_values_intra = 2 * slot_tile + gate_tile;
-  static constexpr size_t forward_values_state = 2 * chunk_tile + (1 + 2 * parts) * slot_tile + value_state + gate_tile;
+  static constexpr size_t forward_values_state = 2 * chunk_tile + 2 * parts * slot_tile + parts * value_state + gate_tile;
   static constexpr size_t backward_values_intra = 3 * chunk_tile + 2 * slot_tile + gate_tile;
-  static constexpr size_t backward_values_state = 3 * chunk_tile + (1 + 2 * parts) * slot_tile + value_state + gate_tile;
+  static constexpr size_t backward_values_state = 3 * chunk_tile + 2 * parts * slot_tile + parts * value_state + gate_tile;
   static constexpr size_t backward_keys_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
-  static constexpr size_t backward_keys_state = 3 * chunk_tile + (2 + 2 * parts) * slot_tile + gate_tile;
+  static constexpr size_t backward_keys_state = 3 * chunk_tile + 3 * parts * slot_tile + gate_tile;
   static constexpr size_t largest = std::max({forward_keys_intra, forward_keys_state,
                                               forward_values_intra, forward_values_state,
                                               backward_values_intra, backward_values_state,
