@@ -164,7 +164,8 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
         __syncthreads();
         float grad_p[MP / 8][4];
         zero(grad_p);
-        warp_mma<E, MP / 8>(grad_p, do_tile, false, warp * 16, state_operand.part[0], true, 0, kHeadTile);
+        // Split state: these terms pair with ds terms in the gate gradient (README.md).
+        warp_mma<E, MP / 8>(grad_p, do_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
 #pragma unroll
         for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll

@@ -199,7 +199,8 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
       __syncthreads();
       float ok[MP / 8][4];
       zero(ok);
-      warp_mma<E, MP / 8>(ok, q_tile, false, warp * 16, state_operand.part[0], false, 0, kHeadTile);
+      // Split state: these inter-chunk terms pair with ds terms in the gate gradient (README.md).
+      warp_mma<E, MP / 8>(ok, q_tile, false, warp * 16, state_operand, false, 0, kHeadTile);
 #pragma unroll
       for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
