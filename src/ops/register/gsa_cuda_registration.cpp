@@ -163,18 +163,20 @@ float* float_pointer(const at::Tensor& tensor) {
 
 // Workspace of the chunked forward internals (also recomputed by the backward).
 struct ForwardWorkspace {
-  at::Tensor gate_cumsum, slot_scores, key_score_diagonal, probabilities, value_scores;
+  at::Tensor gate_cumsum, slot_scores, slot_scores_intra, key_score_diagonal, probabilities, value_scores;
 
   ForwardWorkspace(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p) {
     const auto f32 = options.dtype(at::kFloat);
     const int64_t tokens = problem.tokens(), slots = problem.padded_slots;
     gate_cumsum = at::empty({tokens, problem.heads, slots}, f32);
     slot_scores = at::empty({tokens, problem.query_heads, slots}, f32);
+    slot_scores_intra = at::empty({tokens, problem.query_heads, slots}, f32);
     key_score_diagonal = at::empty({tokens, problem.query_heads}, f32);
     probabilities = at::empty({tokens, problem.query_heads, slots}, options);
     value_scores = at::empty({problem.max_chunks(), problem.query_heads, cuda::kChunk, cuda::kChunk}, options);
     p.gate_cumsum = gate_cumsum.data_ptr<float>();
     p.slot_scores = slot_scores.data_ptr<float>();
+    p.slot_scores_intra = slot_scores_intra.data_ptr<float>();
     p.key_score_diagonal = key_score_diagonal.data_ptr<float>();
     p.probabilities = probabilities.data_ptr();
     p.value_scores = value_scores.data_ptr();
@@ -274,6 +276,8 @@ Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::
   at::Tensor grad_initial_k = initial_state_k.defined() ? at::empty_like(in.initial_state_k) : at::Tensor();
   at::Tensor grad_initial_v = initial_state_v.defined() ? at::empty_like(in.initial_state_v) : at::Tensor();
   at::Tensor grad_probabilities = at::empty({tokens, problem.query_heads, slots}, f32);
+  at::Tensor grad_probabilities_intra = at::empty({tokens, problem.query_heads, slots}, f32);
+  at::Tensor grad_slot_write_intra = at::empty({tokens, problem.heads, slots}, f32);
   at::Tensor value_score_diagonal = at::empty({tokens, problem.query_heads}, f32);
   at::Tensor grad_slot_write = at::empty({tokens, problem.heads, slots}, f32);
   at::Tensor grad_slot_write_diagonal = at::empty({tokens, problem.heads, slots}, f32);
@@ -294,6 +298,8 @@ Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::
   p.grad_initial_state_k = float_pointer(grad_initial_k);
   p.grad_initial_state_v = float_pointer(grad_initial_v);
   p.grad_probabilities = grad_probabilities.data_ptr<float>();
+  p.grad_probabilities_intra = grad_probabilities_intra.data_ptr<float>();
+  p.grad_slot_write_intra = grad_slot_write_intra.data_ptr<float>();
   p.value_score_diagonal = value_score_diagonal.data_ptr<float>();
   p.grad_slot_write = grad_slot_write.data_ptr<float>();
   p.grad_slot_write_diagonal = grad_slot_write_diagonal.data_ptr<float>();

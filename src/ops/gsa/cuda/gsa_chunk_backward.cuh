@@ -13,8 +13,9 @@ namespace lintime::cuda {
 
 // Pass 2, intra-chunk: dA_ts = do_t·v_s (s <= t); dp_t = Σ_{s<=t} dA_ts s_s ⊙ exp(b_t − b_s)
 // and ds_s = Σ_{t>=s} dA_ts p_t ⊙ exp(b_t − b_s) summed over the group's query heads. The s < t
-// terms go into grad_probabilities and grad_slot_write, the weight dA_tt into
-// value_score_diagonal and the s = t terms of ds into grad_slot_write_diagonal.
+// terms go into grad_probabilities_intra and grad_slot_write_intra, the weight dA_tt into
+// value_score_diagonal, the s = t terms of ds into grad_slot_write_diagonal, and this pass's
+// intra-chunk gate terms into gate_terms.
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaParams p) {
   Chunk c;
@@ -29,9 +30,11 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
   auto probabilities = carve.tile<E>(kChunk, MP);
   auto slot_write = carve.tile<E>(kChunk, MP);
   auto gates = carve.tile<float>(kChunk, MP);
+  auto gate_terms = carve.tile<float>(kChunk, MP);
   load_token_tile<MP>(slot_write, static_cast<const E*>(p.s) + h * p.slots, int64_t{H} * p.slots,
                       c.start, c.len, 0, p.slots);
   load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
+  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) *gate_terms.at(i / MP, i % MP) = 0.f;
   float grad_write[MP / 8][4], grad_write_diagonal[MP / 8][4];
   zero(grad_write);
   zero(grad_write_diagonal);
@@ -81,12 +84,13 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
       for (int e = 0; e < 4; e += 2) {
         const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
         if (t < c.len) {
-          *reinterpret_cast<float2*>(p.grad_probabilities + ((c.start + int64_t{t}) * HQ + hq) * MP + m) =
+          *reinterpret_cast<float2*>(p.grad_probabilities_intra + ((c.start + int64_t{t}) * HQ + hq) * MP + m) =
               make_float2(grad_p[n][e], grad_p[n][e + 1]);
         }
       }
     }
     decayed_apply_reverse<E, MP, false>(grad_write, grad_scores, probabilities, gates, warp);
+    add_pair_gate_terms<E, MP>(gate_terms, grad_scores, probabilities, slot_write, gates);
   }
 #pragma unroll
   for (int n = 0; n < MP / 8; ++n) {
@@ -95,9 +99,10 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
       const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
       if (t < c.len) {
         const int64_t index = ((c.start + int64_t{t}) * H + h) * MP + m;
-        *reinterpret_cast<float2*>(p.grad_slot_write + index) = make_float2(grad_write[n][e], grad_write[n][e + 1]);
+        *reinterpret_cast<float2*>(p.grad_slot_write_intra + index) = make_float2(grad_write[n][e], grad_write[n][e + 1]);
         *reinterpret_cast<float2*>(p.grad_slot_write_diagonal + index) =
             make_float2(grad_write_diagonal[n][e], grad_write_diagonal[n][e + 1]);
+        *reinterpret_cast<float2*>(p.gate_terms + index) = make_float2(*gate_terms.at(t, m), *gate_terms.at(t, m + 1));
       }
     }
   }
@@ -307,10 +312,10 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
 
 // Pass 1, intra-chunk, and the softmax backward between the passes. Per query head:
 // p = softmax(ok), dok = p ⊙ (dp − Σ_m p dp) (stored, element type, and used rounded from here
-// on so that the gate terms pair up exactly); the gate terms p ⊙ dp + ok ⊙ dok without their
-// s = t parts; dA_ts = Σ_m dok_tm s_sm exp(b_tm − b_sm) (stored per chunk);
-// ds_s += Σ_{t>s} (q̃_t·k_s) dok_t ⊙ exp(b_t − b_s) with q̃ = scale q, and the s = t part into
-// grad_slot_write_diagonal.
+// on); the inter-chunk gate terms p ⊙ dp_inter + ok_inter ⊙ dok and this pass's intra-chunk
+// gate terms (added to gate_terms); dA_ts = Σ_m dok_tm s_sm exp(b_tm − b_sm) (stored per chunk);
+// ds_s += Σ_{t>s} (q̃_t·k_s) dok_t ⊙ exp(b_t − b_s) with q̃ = scale q (grad_slot_write_intra), and
+// the s = t part into grad_slot_write_diagonal.
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams p) {
   Chunk c;
@@ -345,15 +350,17 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
         const int64_t token_head = (c.start + int64_t{r}) * HQ + hq;
         const float key_diagonal = p.key_score_diagonal[token_head];
         const float value_diagonal = p.value_score_diagonal[token_head];
-        softmax_row<MP>(
-            [&](int m) { return p.slot_scores[row + m] + key_diagonal * to_float(*slot_write.at(r, m)); },
-            p.slots, prob);
+        softmax_row<MP>([&](int m) {
+          return p.slot_scores[row + m] + p.slot_scores_intra[row + m] + key_diagonal * to_float(*slot_write.at(r, m));
+        }, p.slots, prob);
         float dot = 0.f;
 #pragma unroll
         for (int j = 0; j < (MP + 31) / 32; ++j) {
           const int m = lane + 32 * j;
-          grad[j] = m < MP ? p.grad_probabilities[row + m] : 0.f;
-          const float full = m < MP ? grad[j] + value_diagonal * to_float(*slot_write.at(r, m)) : 0.f;
+          grad[j] = m < MP ? p.grad_probabilities[row + m] : 0.f;  // inter-chunk part
+          const float full = m < MP ? grad[j] + p.grad_probabilities_intra[row + m] +
+                                          value_diagonal * to_float(*slot_write.at(r, m))
+                                    : 0.f;
           dot += prob[j] * full;
         }
 #pragma unroll
@@ -362,10 +369,11 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
         for (int j = 0; j < (MP + 31) / 32; ++j) {
           const int m = lane + 32 * j;
           if (m >= MP) continue;
-          const float full = grad[j] + value_diagonal * to_float(*slot_write.at(r, m));
+          const float full = grad[j] + p.grad_probabilities_intra[row + m] +
+                             value_diagonal * to_float(*slot_write.at(r, m));
           const E dok_e = from_float<E>(prob[j] * (full - dot));
-          const float ok = m < p.slots ? p.slot_scores[row + m] : 0.f;
-          *gate_terms.at(r, m) += to_float(p_stored[row + m]) * grad[j] + ok * to_float(dok_e);
+          const float ok_inter = p.slot_scores[row + m];
+          *gate_terms.at(r, m) += to_float(p_stored[row + m]) * grad[j] + ok_inter * to_float(dok_e);
           *grad_ok.at(r, m) = dok_e;
           dok_out[row + m] = dok_e;
         }
@@ -408,6 +416,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
       }
     }
     __syncthreads();
+    add_pair_gate_terms<E, MP>(gate_terms, scores, grad_ok, slot_write, gates);
     decayed_apply_reverse<E, MP, false>(grad_write, scores, grad_ok, gates, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
@@ -427,9 +436,9 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
       const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
       if (t < c.len) {
         const int64_t index = ((c.start + int64_t{t}) * H + h) * MP + m;
-        p.grad_slot_write[index] += grad_write[n][e];
+        p.grad_slot_write_intra[index] += grad_write[n][e];
         p.grad_slot_write_diagonal[index] += grad_write_diagonal[n][e];
-        p.gate_terms[index] = *gate_terms.at(t, m);
+        p.gate_terms[index] += *gate_terms.at(t, m);
       }
     }
   }
@@ -606,9 +615,9 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   }
 }
 
-// dg, step 1 (per chunk): x_t = gate_terms_t − s_t ⊙ ds_t (both without their s = t parts, which
-// cancel), its reverse cumulative sum inside the chunk (written back into gate_terms) and the
-// chunk total; ds (with its s = t parts) is written out (fp32, M slots).
+// dg, step 1 (per chunk): x_t = gate_terms_t − s_t ⊙ ds_inter_t, its reverse cumulative sum
+// inside the chunk (written back into gate_terms) and the chunk total; ds (all three parts) is
+// written out (fp32, M slots).
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) gate_grad_chunk_kernel(GsaParams p) {
   Chunk c;
@@ -623,7 +632,8 @@ __global__ void __launch_bounds__(kThreads) gate_grad_chunk_kernel(GsaParams p) 
     const float ds = p.grad_slot_write[index];
     sum += p.gate_terms[index] - to_float(s[(token * p.heads + h) * p.slots + m]) * ds;
     p.gate_terms[index] = sum;
-    p.grad_s[(token * p.heads + h) * p.slots + m] = ds + p.grad_slot_write_diagonal[index];
+    p.grad_s[(token * p.heads + h) * p.slots + m] =
+        ds + p.grad_slot_write_intra[index] + p.grad_slot_write_diagonal[index];
   }
   p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m] = sum;
 }

@@ -37,8 +37,8 @@ __global__ void __launch_bounds__(kThreads) gate_cumsum_kernel(GsaParams p) {
 }
 
 // Pass 1, intra-chunk: ok_t = scale Σ_{s<=t} (q_t·k_s) s_s ⊙ exp(b_t − b_s). The s < t terms go
-// into slot_scores (the state kernel adds the inter-chunk part next); the s = t term's weight
-// scale q_t·k_t, rounded as the products use it, into key_score_diagonal.
+// into slot_scores_intra, the s = t term's weight scale q_t·k_t, rounded as the products use it,
+// into key_score_diagonal (the state kernel adds the inter-chunk part into slot_scores).
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams p) {
   Chunk c;
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams 
       for (int e = 0; e < 4; e += 2) {
         const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
         if (t < c.len) {
-          *reinterpret_cast<float2*>(p.slot_scores + ((c.start + int64_t{t}) * HQ + hq) * MP + m) =
+          *reinterpret_cast<float2*>(p.slot_scores_intra + ((c.start + int64_t{t}) * HQ + hq) * MP + m) =
               make_float2(ok[n][e], ok[n][e + 1]);
         }
       }
@@ -292,10 +292,11 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
     for (int r = warp * 16; r < warp * 16 + 16; ++r) {
       float prob[(MP + 31) / 32];
       if (r < c.len) {
-        const float* ok = p.slot_scores + ((c.start + int64_t{r}) * HQ + hq) * MP;
+        const int64_t row = ((c.start + int64_t{r}) * HQ + hq) * MP;
         const float diagonal = p.key_score_diagonal[(c.start + int64_t{r}) * HQ + hq];
-        softmax_row<MP>([&](int m) { return ok[m] + diagonal * to_float(*slot_write.at(r, m)); },
-                        p.slots, prob);
+        softmax_row<MP>([&](int m) {
+          return p.slot_scores[row + m] + p.slot_scores_intra[row + m] + diagonal * to_float(*slot_write.at(r, m));
+        }, p.slots, prob);
       }
 #pragma unroll
       for (int j = 0; j < (MP + 31) / 32; ++j) {

@@ -281,6 +281,39 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, boo
   }
 }
 
+// The intra-chunk gate terms of one pass (README.md, "Gate gradient"): for every token a and slot
+// m, out(a, m) += Σ_{s<a} F_as − Σ_{t>a} F_ta with F_ts = x_tm W_ts y_sm exp(b_tm − b_sm).
+// In the gate gradient's sums the pairs that do not straddle a token cancel; computing both
+// sums from the same per-pair products makes them cancel to fp32 rounding (two MMA paths with
+// differently rounded operands would leave bf16 rounding, which grows with the sequence).
+// All rows [0, 64) take part (x and y are zero past the sequence end).
+template <class E, int MP>
+__device__ __forceinline__ void add_pair_gate_terms(SmemTile<float> out, SmemTile<E> w, SmemTile<E> x,
+                                                    SmemTile<E> y, SmemTile<float> b) {
+  for (int m = threadIdx.x; m < MP; m += kThreads) {
+    for (int a = 1; a < kChunk; ++a) {
+      const float xa = to_float(*x.at(a, m)), ba = *b.at(a, m);
+      float sum = 0.f;
+      for (int s = 0; s < a; ++s) {
+        sum += (xa * to_float(*w.at(a, s)) * to_float(*y.at(s, m))) * decay_exp<E>(ba - *b.at(s, m));
+      }
+      *out.at(a, m) += sum;
+    }
+  }
+  __syncthreads();
+  for (int m = threadIdx.x; m < MP; m += kThreads) {
+    for (int a = 0; a + 1 < kChunk; ++a) {
+      const float ya = to_float(*y.at(a, m)), ba = *b.at(a, m);
+      float sum = 0.f;
+      for (int t = a + 1; t < kChunk; ++t) {
+        sum += (to_float(*x.at(t, m)) * to_float(*w.at(t, a)) * ya) * decay_exp<E>(*b.at(t, m) - ba);
+      }
+      *out.at(a, m) -= sum;
+    }
+  }
+  __syncthreads();
+}
+
 // Shared-memory carving: consecutive tiles, each 16-byte aligned.
 struct SmemCarver {
   char* next;

@@ -51,8 +51,11 @@ struct GsaParams {
 
   // Forward workspace (chunked path).
   float* gate_cumsum = nullptr;   // b [tok, H, MP]: cumulative g inside each chunk
-  float* slot_scores = nullptr;   // ok without its s = t intra-chunk term [tok, HQ, MP] (scale included)
-  float* key_score_diagonal = nullptr;  // that term's weight scale q_t·k_t (rounded as used) [tok, HQ]
+  // ok = inter-chunk part + intra-chunk s < t part + s = t term (scale included), kept apart
+  // for the gate gradient (README.md).
+  float* slot_scores = nullptr;         // inter-chunk part [tok, HQ, MP] (zeroed, then atomics)
+  float* slot_scores_intra = nullptr;   // intra-chunk s < t part [tok, HQ, MP]
+  float* key_score_diagonal = nullptr;  // the s = t term's weight scale q_t·k_t (rounded as used) [tok, HQ]
   void* probabilities = nullptr;  // p = softmax(ok) in the element type [tok, HQ, MP]
   void* value_scores = nullptr;   // pass-2 intra-chunk scores, element type [chunks, HQ, 64, 64]
 
@@ -65,13 +68,16 @@ struct GsaParams {
   float *grad_initial_state_k = nullptr, *grad_initial_state_v = nullptr;
 
   // Backward workspace.
-  float* grad_probabilities = nullptr;   // dp without its s = t term [tok, HQ, MP]
-  float* value_score_diagonal = nullptr; // that term's weight do_t·v_t (rounded as used) [tok, HQ]
-  float* grad_slot_write = nullptr;      // ds without the s = t terms [tok, H, MP] (both passes)
-  float* grad_slot_write_diagonal = nullptr;  // the s = t terms of ds [tok, H, MP]
+  // dp and ds likewise in three parts.
+  float* grad_probabilities = nullptr;        // dp, inter-chunk part [tok, HQ, MP]
+  float* grad_probabilities_intra = nullptr;  // dp, intra-chunk s < t part [tok, HQ, MP]
+  float* value_score_diagonal = nullptr;      // dp's s = t weight do_t·v_t (rounded as used) [tok, HQ]
+  float* grad_slot_write = nullptr;           // ds, inter-chunk part [tok, H, MP] (both passes)
+  float* grad_slot_write_intra = nullptr;     // ds, intra-chunk t > s part [tok, H, MP]
+  float* grad_slot_write_diagonal = nullptr;  // ds, s = t terms [tok, H, MP]
   void* grad_slot_scores = nullptr;      // dok, element type [tok, HQ, MP]
   void* grad_key_scores = nullptr;       // pass-1 intra-chunk score gradients, element type [chunks, HQ, 64, 64]
-  float* gate_terms = nullptr;           // [tok, H, MP]: per-token terms of dg before the reverse sum
+  float* gate_terms = nullptr;           // [tok, H, MP]: per-token terms of dg before the reverse sum, without -s ⊙ ds_inter
   float* gate_final = nullptr;           // [N, H, MP]: final-state term of dg
   float* chunk_totals = nullptr;         // [chunks, H, MP]
 

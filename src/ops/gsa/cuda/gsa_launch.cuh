@@ -33,7 +33,7 @@ struct SmemBytes {
   static constexpr size_t forward_keys_state = 2 * chunk_tile + 2 * parts * slot_tile + gate_tile;
   static constexpr size_t forward_values_intra = 2 * slot_tile + gate_tile;
   static constexpr size_t forward_values_state = 2 * chunk_tile + 2 * parts * slot_tile + parts * value_state + gate_tile;
-  static constexpr size_t backward_values_intra = 3 * chunk_tile + 2 * slot_tile + gate_tile;
+  static constexpr size_t backward_values_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
   static constexpr size_t backward_values_state = 3 * chunk_tile + 2 * parts * slot_tile + parts * value_state + gate_tile;
   static constexpr size_t backward_keys_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
   static constexpr size_t backward_keys_state = 3 * chunk_tile + 3 * parts * slot_tile + gate_tile;
@@ -87,6 +87,7 @@ cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream) {
   const dim3 chunks(p.max_chunks, p.heads);
   LINTIME_TRY(launch(gate_cumsum_kernel<MP>, chunks, 0, stream, p));
   LINTIME_TRY(launch(forward_keys_intra_kernel<E, MP>, chunks, S::forward_keys_intra, stream, p));
+  LINTIME_TRY(cudaMemsetAsync(p.slot_scores, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
   LINTIME_TRY(launch(forward_keys_state_kernel<E, MP>,
                      dim3(tiles_of(p.key_dim), p.heads, p.num_sequences), S::forward_keys_state,
                      stream, p));
@@ -119,6 +120,8 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
     LINTIME_TRY((forward_internals<E, MP>(p, stream)));
     const dim3 chunks(p.max_chunks, p.heads);
     LINTIME_TRY(launch(backward_values_intra_kernel<E, MP>, chunks, S::backward_values_intra, stream, p));
+    LINTIME_TRY(cudaMemsetAsync(p.grad_probabilities, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
+    LINTIME_TRY(cudaMemsetAsync(p.grad_slot_write, 0, sizeof(float) * p.total_tokens * p.heads * MP, stream));
     LINTIME_TRY(launch(backward_values_state_kernel<E, MP>,
                        dim3(tiles_of(p.value_dim), p.heads, 2 * p.num_sequences),
                        S::backward_values_state, stream, p));
