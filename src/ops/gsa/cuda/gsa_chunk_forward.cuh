@@ -153,7 +153,9 @@ __device__ __forceinline__ void store_decayed_write(const SplitTile<E>& dst, con
 
 // Pass 1, state: for one 64-row tile of H^k [K, M] of one (sequence, head), chunk by chunk:
 // ok_t += scale (q_t^T H^k) ⊙ exp(b_t); H^k <- H^k Diag(exp(b_L)) + k^T (s ⊙ exp(b_L − b)).
-template <class E, int MP>
+// kSplitState: the products with H^k take it split in three parts (the backward's recomputation,
+// whose ok pairs with ds in the gate gradient); the forward takes it rounded once.
+template <class E, int MP, bool kSplitState>
 __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams p) {
   const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z, warp = threadIdx.x / 32;
   const int H = p.heads, HQ = p.query_heads, K = p.key_dim, M = p.slots;
@@ -163,7 +165,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
   auto q_tile = carve.tile<E>(kChunk, kHeadTile);
   auto k_tile = carve.tile<E>(kChunk, kHeadTile);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
-  auto state_operand = carve.split_tile<E>(kHeadTile, MP);
+  auto state_operand = carve.split_tile<E>(kHeadTile, MP, kSplitState ? SplitTile<E>::kParts : 1);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
@@ -358,9 +360,9 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
   SmemCarver carve{smem};
   auto v_tile = carve.tile<E>(kChunk, kHeadTile);
   auto scores = carve.tile<E>(kChunk, kChunk);
-  auto decayed_p = carve.split_tile<E>(kChunk, MP);
+  auto decayed_p = carve.split_tile<E>(kChunk, MP, 1);  // o needs no split operand
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
-  auto state_operand = carve.split_tile<E>(MP, kHeadTile);
+  auto state_operand = carve.split_tile<E>(MP, kHeadTile, 1);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);

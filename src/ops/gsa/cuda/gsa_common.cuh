@@ -248,13 +248,16 @@ __device__ __forceinline__ void decayed_apply_reverse(float (&acc)[MP / 8][4], S
 // so that products with it keep fp32 accuracy on 16-bit tensor cores (three products instead of
 // one); a single part for fp32. Used for the decayed operands of the state recurrences, whose
 // errors would otherwise accumulate over the chunks of a sequence.
+// `parts` < kParts uses fewer (one: a plain rounded operand) where the precision is not needed.
 template <class E>
 struct SplitTile {
   static constexpr int kParts = sizeof(E) == 2 ? 3 : 1;
   SmemTile<E> part[kParts];
+  int parts = kParts;
   __device__ __forceinline__ void store(int row, int col, float x) const {
 #pragma unroll
     for (int i = 0; i < kParts; ++i) {
+      if (i >= parts) break;
       const E rounded = from_float<E>(x);
       *part[i].at(row, col) = rounded;
       x -= to_float(rounded);
@@ -266,8 +269,7 @@ struct SplitTile {
 template <class E, int NT>
 __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const SplitTile<E>& a, bool a_transposed,
                                          int r0, SmemTile<E> b, bool b_transposed, int n0, int kdim) {
-#pragma unroll
-  for (int i = SplitTile<E>::kParts - 1; i >= 0; --i) {
+  for (int i = a.parts - 1; i >= 0; --i) {
     warp_mma<E, NT>(acc, a.part[i], a_transposed, r0, b, b_transposed, n0, kdim);
   }
 }
@@ -275,8 +277,7 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const SplitTile<E>
 template <class E, int NT>
 __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, bool a_transposed, int r0,
                                          const SplitTile<E>& b, bool b_transposed, int n0, int kdim) {
-#pragma unroll
-  for (int i = SplitTile<E>::kParts - 1; i >= 0; --i) {
+  for (int i = b.parts - 1; i >= 0; --i) {
     warp_mma<E, NT>(acc, a, a_transposed, r0, b.part[i], b_transposed, n0, kdim);
   }
 }
@@ -325,10 +326,13 @@ struct SmemCarver {
     return t;
   }
   template <class T>
-  __device__ SplitTile<T> split_tile(int rows, int cols) {
+  __device__ SplitTile<T> split_tile(int rows, int cols, int parts = SplitTile<T>::kParts) {
     SplitTile<T> t;
 #pragma unroll
-    for (int i = 0; i < SplitTile<T>::kParts; ++i) t.part[i] = tile<T>(rows, cols);
+    for (int i = 0; i < SplitTile<T>::kParts; ++i) {
+      t.part[i] = i < parts ? tile<T>(rows, cols) : SmemTile<T>{nullptr, 0};
+    }
+    t.parts = parts;
     return t;
   }
 };

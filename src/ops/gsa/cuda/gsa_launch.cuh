@@ -30,14 +30,16 @@ struct SmemBytes {
   static constexpr size_t gate_tile = smem_tile_bytes<float>(kChunk, MP);
   static constexpr size_t value_state = smem_tile_bytes<E>(MP, kHeadTile);
   static constexpr size_t forward_keys_intra = 3 * chunk_tile + slot_tile + gate_tile;
-  static constexpr size_t forward_keys_state = 2 * chunk_tile + 2 * parts * slot_tile + gate_tile;
+  // The forward's key-state kernel takes its state rounded once; the backward's recomputation split.
+  static constexpr size_t forward_keys_state = 2 * chunk_tile + (parts + 1) * slot_tile + gate_tile;
+  static constexpr size_t recompute_keys_state = 2 * chunk_tile + 2 * parts * slot_tile + gate_tile;
   static constexpr size_t forward_values_intra = 2 * slot_tile + gate_tile;
-  static constexpr size_t forward_values_state = 2 * chunk_tile + 2 * parts * slot_tile + parts * value_state + gate_tile;
+  static constexpr size_t forward_values_state = 2 * chunk_tile + (1 + parts) * slot_tile + value_state + gate_tile;
   static constexpr size_t backward_values_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
   static constexpr size_t backward_values_state = 3 * chunk_tile + 2 * parts * slot_tile + parts * value_state + gate_tile;
   static constexpr size_t backward_keys_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
   static constexpr size_t backward_keys_state = 3 * chunk_tile + 3 * parts * slot_tile + gate_tile;
-  static constexpr size_t largest = std::max({forward_keys_intra, forward_keys_state,
+  static constexpr size_t largest = std::max({forward_keys_intra, recompute_keys_state,
                                               forward_values_intra, forward_values_state,
                                               backward_values_intra, backward_values_state,
                                               backward_keys_intra, backward_keys_state});
@@ -81,16 +83,20 @@ inline cudaError_t prepare_chunks(const GsaParams& p, cudaStream_t stream) {
 }
 
 // Forward internals: b, ok, p and the pass-2 intra-chunk scores (the final key state if asked).
+// for_backward: ok is computed with the split key state (see forward_keys_state_kernel).
 template <class E, int MP>
-cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream) {
+cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream, bool for_backward) {
   using S = SmemBytes<E, MP>;
   const dim3 chunks(p.max_chunks, p.heads);
   LINTIME_TRY(launch(gate_cumsum_kernel<MP>, chunks, 0, stream, p));
   LINTIME_TRY(launch(forward_keys_intra_kernel<E, MP>, chunks, S::forward_keys_intra, stream, p));
   LINTIME_TRY(cudaMemsetAsync(p.slot_scores, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
-  LINTIME_TRY(launch(forward_keys_state_kernel<E, MP>,
-                     dim3(tiles_of(p.key_dim), p.heads, p.num_sequences), S::forward_keys_state,
-                     stream, p));
+  const dim3 key_tiles(tiles_of(p.key_dim), p.heads, p.num_sequences);
+  if (for_backward) {
+    LINTIME_TRY(launch(forward_keys_state_kernel<E, MP, true>, key_tiles, S::recompute_keys_state, stream, p));
+  } else {
+    LINTIME_TRY(launch(forward_keys_state_kernel<E, MP, false>, key_tiles, S::forward_keys_state, stream, p));
+  }
   LINTIME_TRY(launch(forward_values_intra_kernel<E, MP>, chunks, S::forward_values_intra, stream, p));
   return cudaSuccess;
 }
@@ -100,7 +106,7 @@ cudaError_t chunk_forward(const GsaParams& p, cudaStream_t stream) {
   LINTIME_TRY(prepare_chunks(p, stream));
   return dispatch_slots(p.padded_slots, [&](auto slots) -> cudaError_t {
     constexpr int MP = decltype(slots)::value;
-    LINTIME_TRY((forward_internals<E, MP>(p, stream)));
+    LINTIME_TRY((forward_internals<E, MP>(p, stream, /*for_backward=*/false)));
     LINTIME_TRY(launch(forward_values_state_kernel<E, MP>,
                        dim3(tiles_of(p.value_dim), p.heads, p.num_sequences),
                        SmemBytes<E, MP>::forward_values_state, stream, p));
@@ -117,7 +123,7 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
     GsaParams p = params;
     p.final_state_k = nullptr;  // the recomputation writes no final state
     p.final_state_v = nullptr;
-    LINTIME_TRY((forward_internals<E, MP>(p, stream)));
+    LINTIME_TRY((forward_internals<E, MP>(p, stream, /*for_backward=*/true)));
     const dim3 chunks(p.max_chunks, p.heads);
     LINTIME_TRY(launch(backward_values_intra_kernel<E, MP>, chunks, S::backward_values_intra, stream, p));
     LINTIME_TRY(cudaMemsetAsync(p.grad_probabilities, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
