@@ -1,12 +1,20 @@
 # lintime: the two commands of the README, plus the steps they are made of.
-#   make run   installs what is needed, builds, trains GSA on MQAR (on the GPU when present, else CPU)
+#   make run   installs what is needed, builds, trains GSA on MQAR (the paper's setting on a GPU, a small one on a CPU)
 #   make test  installs what is needed, builds, runs every test
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
-# The small setting reaches 99% in about a minute on 2 CPU cores and in seconds on a GPU (the
-# device is chosen by --device auto). The GSA-paper setting (RUN_CONFIG=configs/mqar/gsa-paper-d128.toml)
-# runs through the general ATen path on a GPU until the fused CUDA kernels land.
+# On a machine with an NVIDIA GPU, make run trains the GSA paper's MQAR setting (L 512, 64 pairs,
+# d 128) at one learning rate of its sweep (lr 1e-3; the whole sweep: RUN_ARGS=) through the
+# fused CUDA kernels: 14.3 steps/s measured on an H100, up to 64 epochs with early stop at 99%.
+# Elsewhere it trains the small setting, which reaches 99% in about a minute on 2 CPU cores.
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(HAS_GPU),yes)
+RUN_CONFIG ?= configs/mqar/gsa-paper-d128.toml
+RUN_ARGS ?= --set 'train.lr_sweep=[]'
+else
 RUN_CONFIG ?= configs/mqar/gsa-small.toml
+RUN_ARGS ?=
+endif
 
 .PHONY: setup configure build run test bench clean
 
@@ -20,7 +28,7 @@ build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 run: build
-	$(BUILD_DIR)/lintime train $(RUN_CONFIG) --device auto --out runs/make-run
+	$(BUILD_DIR)/lintime train $(RUN_CONFIG) --device auto --out runs/make-run $(RUN_ARGS)
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
