@@ -42,3 +42,14 @@ if [[ $what == ncu ]]; then
   echo "ncu exit $?"
   grep -E "^  [a-z_:<>, 0-9A-Za-z]+\(|Duration|Achieved Occupancy|Theoretical Occupancy|Registers Per|Shared Memory Config|Block Limit|Stall|Memory Throughput|Compute \(SM\)|Warp Cycles Per Issued|Issued Warp" "$out/ncu.log" | head -120
 fi
+if [[ $what == source ]]; then
+  # Per-source-line stall samples of one kernel (binaries built with -lineinfo): NCU_KERNELS regex.
+  timeout 500 ncu --kernel-name-base demangled -k "regex:${NCU_KERNELS:-backward_keys_state}" -c 1 \
+    --set full --import-source yes -o /tmp/lintime-source -f \
+    python3 bench/gsa.py --library "$bin/liblintime_ops.so" --skip-fla --no-decode \
+    --shapes "${NCU_SHAPE:-0}" > "$out/ncu-source.log" 2>&1
+  echo "ncu exit $?"
+  ncu --import /tmp/lintime-source.ncu-rep --page source --csv --print-source cuda > "$out/source.csv" 2>&1
+  ncu --import /tmp/lintime-source.ncu-rep --page details > "$out/details.txt" 2>&1
+  ls -la "$out"
+fi

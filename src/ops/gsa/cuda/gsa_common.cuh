@@ -269,16 +269,18 @@ struct SplitTile {
 template <class E, int NT>
 __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const SplitTile<E>& a, bool a_transposed,
                                          int r0, SmemTile<E> b, bool b_transposed, int n0, int kdim) {
-  for (int i = a.parts - 1; i >= 0; --i) {
-    warp_mma<E, NT>(acc, a.part[i], a_transposed, r0, b, b_transposed, n0, kdim);
+#pragma unroll
+  for (int i = SplitTile<E>::kParts - 1; i >= 0; --i) {  // constant indices: the parts stay in registers
+    if (i < a.parts) warp_mma<E, NT>(acc, a.part[i], a_transposed, r0, b, b_transposed, n0, kdim);
   }
 }
 // acc += A · B with B split.
 template <class E, int NT>
 __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, bool a_transposed, int r0,
                                          const SplitTile<E>& b, bool b_transposed, int n0, int kdim) {
-  for (int i = b.parts - 1; i >= 0; --i) {
-    warp_mma<E, NT>(acc, a, a_transposed, r0, b.part[i], b_transposed, n0, kdim);
+#pragma unroll
+  for (int i = SplitTile<E>::kParts - 1; i >= 0; --i) {
+    if (i < b.parts) warp_mma<E, NT>(acc, a, a_transposed, r0, b.part[i], b_transposed, n0, kdim);
   }
 }
 
