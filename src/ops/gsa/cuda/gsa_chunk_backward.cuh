@@ -457,9 +457,12 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   auto q_tile = carve.tile<E>(kChunk, kHeadTile);
   auto k_tile = carve.tile<E>(kChunk, kHeadTile);
   auto grad_scores = carve.tile<E>(kChunk, kChunk);
-  auto decayed_grad_ok = carve.split_tile<E>(kChunk, MP);
+  // The forward sweep (dq) takes dok and the state rounded once; the reverse sweep splits them
+  // (the state gradient's recurrence, and ds, whose terms cancel the final-state term of dg).
+  const int parts = role == 0 ? 1 : SplitTile<E>::kParts;
+  auto decayed_grad_ok = carve.split_tile<E>(kChunk, MP, parts);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
-  auto state_operand = carve.split_tile<E>(kHeadTile, MP);
+  auto state_operand = carve.split_tile<E>(kHeadTile, MP, parts);
   auto gates = carve.tile<float>(kChunk, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);

@@ -118,7 +118,9 @@ __device__ __forceinline__ void store_state_operand(const SplitTile<E>& dst, con
 #pragma unroll
   for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) dst.store(warp * 16 + acc_row(e), acc_col(j, e), state[j][e]);
+    for (int e = 0; e < 4; e += 2) {
+      dst.store2(warp * 16 + acc_row(e), acc_col(j, e), state[j][e], state[j][e + 1]);
+    }
   }
 }
 
@@ -133,7 +135,9 @@ __device__ __forceinline__ void store_value_state_operand(const SplitTile<E>& ds
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) dst.store((warp + 4 * i) * 16 + acc_row(e), acc_col(j, e), state[i][j][e]);
+      for (int e = 0; e < 4; e += 2) {
+        dst.store2((warp + 4 * i) * 16 + acc_row(e), acc_col(j, e), state[i][j][e], state[i][j][e + 1]);
+      }
     }
   }
 }
@@ -144,10 +148,15 @@ template <class E, int MP>
 __device__ __forceinline__ void store_decayed_write(const SplitTile<E>& dst, const E* s, int64_t token_stride,
                                                     int start, int len, int slots, SmemTile<float> gates) {
   const int last = len - 1;
-  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
-    const int t = i / MP, m = i % MP;
-    const float value = (t < len && m < slots) ? to_float(s[(start + int64_t{t}) * token_stride + m]) : 0.f;
-    dst.store(t, m, value * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)));
+  for (int i = threadIdx.x; i < kChunk * MP / 8; i += kThreads) {
+    const int t = i / (MP / 8), m0 = (i % (MP / 8)) * 8;
+    float value[8], b_t[8], b_last[8];
+    load_slots8<E>(value, s, token_stride, start, t, len, m0, slots);
+    load_floats8(b_t, gates.at(t, m0));
+    load_floats8(b_last, gates.at(last, m0));
+#pragma unroll
+    for (int j = 0; j < 8; ++j) value[j] *= decay_exp<E>(b_last[j] - b_t[j]);
+    dst.store8(t, m0, value);
   }
 }
 
@@ -330,10 +339,14 @@ template <class E, int MP>
 __device__ __forceinline__ void load_decayed_slots(const SplitTile<E>& dst, const E* src,
                                                    int64_t token_stride, int start, int len,
                                                    SmemTile<float> gates) {
-  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
-    const int t = i / MP, m = i % MP;
-    const float value = t < len ? to_float(src[(start + int64_t{t}) * token_stride + m]) : 0.f;
-    dst.store(t, m, value * decay_exp<E>(*gates.at(t, m)));
+  for (int i = threadIdx.x; i < kChunk * MP / 8; i += kThreads) {
+    const int t = i / (MP / 8), m0 = (i % (MP / 8)) * 8;
+    float value[8], b_t[8];
+    load_slots8<E>(value, src, token_stride, start, t, len, m0, MP);
+    load_floats8(b_t, gates.at(t, m0));
+#pragma unroll
+    for (int j = 0; j < 8; ++j) value[j] *= decay_exp<E>(b_t[j]);
+    dst.store8(t, m0, value);
   }
 }
 

@@ -263,7 +263,70 @@ struct SplitTile {
       x -= to_float(rounded);
     }
   }
+  // Two adjacent columns (col even) with one store per part.
+  __device__ __forceinline__ void store2(int row, int col, float x0, float x1) const {
+#pragma unroll
+    for (int i = 0; i < kParts; ++i) {
+      if (i >= parts) break;
+      const E r0 = from_float<E>(x0), r1 = from_float<E>(x1);
+      if constexpr (sizeof(E) == 2) {
+        *reinterpret_cast<uint32_t*>(part[i].at(row, col)) =
+            static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&r0)) |
+            (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&r1)) << 16);
+      } else {
+        *reinterpret_cast<float2*>(part[i].at(row, col)) = make_float2(r0, r1);
+      }
+      x0 -= to_float(r0);
+      x1 -= to_float(r1);
+    }
+  }
+  // Eight adjacent columns (col a multiple of 8) with 16-byte stores.
+  __device__ __forceinline__ void store8(int row, int col, float (&x)[8]) const {
+#pragma unroll
+    for (int i = 0; i < kParts; ++i) {
+      if (i >= parts) break;
+      E rounded[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        rounded[j] = from_float<E>(x[j]);
+        x[j] -= to_float(rounded[j]);
+      }
+#pragma unroll
+      for (int v = 0; v < 8 * static_cast<int>(sizeof(E)) / 16; ++v) {
+        reinterpret_cast<uint4*>(part[i].at(row, col))[v] = reinterpret_cast<const uint4*>(rounded)[v];
+      }
+    }
+  }
 };
+
+// Slots [m0, m0 + 8) of token row `start + t` of a slot tensor (elements token_stride apart per
+// token) as floats, zero past the sequence end or the slot count; 16-byte loads when aligned.
+template <class E>
+__device__ __forceinline__ void load_slots8(float (&out)[8], const E* src, int64_t token_stride,
+                                            int start, int t, int len, int m0, int slots) {
+  constexpr int kVec = 16 / sizeof(E);
+  const E* row = src + (start + int64_t{t}) * token_stride + m0;
+  // Aligned when every row and head offset is a multiple of 16 bytes.
+  if (t < len && m0 + 8 <= slots && token_stride % kVec == 0 && slots % kVec == 0) {
+    E values[8];
+#pragma unroll
+    for (int v = 0; v < 8 / kVec; ++v) {
+      reinterpret_cast<uint4*>(values)[v] = reinterpret_cast<const uint4*>(row)[v];
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = to_float(values[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = (t < len && m0 + j < slots) ? to_float(row[j]) : 0.f;
+  }
+}
+
+// Eight consecutive floats of a shared-memory row (col a multiple of 4).
+__device__ __forceinline__ void load_floats8(float (&out)[8], const float* p) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+  out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+}
 
 // acc += A · B with A split (a_transposed as in warp_mma).
 template <class E, int NT>
