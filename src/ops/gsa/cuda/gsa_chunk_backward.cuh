@@ -43,12 +43,12 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
     float da[8][4];
     zero(da);
     for (int v0 = 0; v0 < V; v0 += kHeadTile) {
-      __syncthreads();
+      sync_tiles();
       load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
                                  int64_t{HQ} * V, c.start, c.len, v0, V);
       load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V,
                                  c.start, c.len, v0, V);
-      __syncthreads();
+      sync_tiles();
       warp_mma<E, 8>(da, do_tile, false, warp * 16, v_tile, true, 0, kHeadTile);
     }
     load_token_tile<MP>(probabilities, static_cast<const E*>(p.probabilities) + hq * MP,
@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
         *grad_scores.at(t, col) = from_float<E>(col <= t ? da[n][e] : 0.f);
       }
     }
-    __syncthreads();
+    sync_tiles();
     const int lane = threadIdx.x & 31;
     if (lane < 16 && warp * 16 + lane < c.len) {
       const int t = warp * 16 + lane;
@@ -153,20 +153,20 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     const int local = role == 0 ? step : chunks - 1 - step;
     const int start = bos + local * kChunk, len = min(kChunk, eos - start), last = len - 1;
     const int chunk_id = global_chunk(p, n, local);
-    __syncthreads();
+    sync_tiles();
     load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
                                len, v0, V);
     load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
     store_value_state_operand<E, MP>(state_operand, state, warp);
-    __syncthreads();
+    sync_tiles();
     store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     if (role == 0) {
       for (int group = 0; group < p.groups; ++group) {
         const int hq = h * p.groups + group;
-        __syncthreads();
+        sync_tiles();
         load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
                                    int64_t{HQ} * V, start, len, v0, V);
-        __syncthreads();
+        sync_tiles();
         float grad_p[MP / 8][4];
         zero(grad_p);
         // Split state: these terms pair with ds terms in the gate gradient (README.md).
@@ -184,7 +184,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
           }
         }
       }
-      __syncthreads();
+      sync_tiles();
 #pragma unroll
       for (int i = 0; i < kTilesPerWarp; ++i) {
         if (warp + 4 * i >= kRowTiles) continue;
@@ -211,14 +211,14 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     for (int i = 0; i < kTilesPerWarp; ++i) zero(state_update[i]);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
-      __syncthreads();
+      sync_tiles();
       load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
                                  int64_t{HQ} * V, start, len, v0, V);
       load_decayed_slots<E, MP>(decayed_p, static_cast<const E*>(p.probabilities) + hq * MP,
                                 int64_t{HQ} * MP, start, len, gates);
       load_score_block<E>(scores, static_cast<const E*>(p.value_scores) +
                                       (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
-      __syncthreads();
+      sync_tiles();
       warp_mma<E, 8>(grad_v, scores, true, warp * 16, do_tile, false, 0, kChunk);
 #pragma unroll
       for (int i = 0; i < kTilesPerWarp; ++i) {
@@ -227,7 +227,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
                        kChunk);
       }
     }
-    __syncthreads();
+    sync_tiles();
     warp_mma<E, 8>(grad_v, decayed_write, false, warp * 16, state_operand.part[0], false, 0, MP);
     E* dv = static_cast<E*>(p.grad_v);
 #pragma unroll
@@ -335,7 +335,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
                       c.start, c.len, 0, p.slots);
   load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
   for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) *gate_terms.at(i / MP, i % MP) = 0.f;
-  __syncthreads();
+  sync_tiles();
   float grad_write[MP / 8][4], grad_write_diagonal[MP / 8][4];
   zero(grad_write);
   zero(grad_write_diagonal);
@@ -399,12 +399,12 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
     float qk[8][4];
     zero(qk);
     for (int k0 = 0; k0 < K; k0 += kHeadTile) {
-      __syncthreads();
+      sync_tiles();
       load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
                                  c.start, c.len, k0, K);
       load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K,
                                  c.start, c.len, k0, K);
-      __syncthreads();
+      sync_tiles();
       warp_mma<E, 8>(qk, q_tile, false, warp * 16, k_tile, true, 0, kHeadTile);
     }
 #pragma unroll
@@ -415,7 +415,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
         *scores.at(t, col) = from_float<E>(col <= t ? qk[n][e] * p.scale : 0.f);
       }
     }
-    __syncthreads();
+    sync_tiles();
     add_pair_gate_terms<E, MP>(gate_terms, scores, grad_ok, slot_write, gates);
     decayed_apply_reverse<E, MP, false>(grad_write, scores, grad_ok, gates, warp);
 #pragma unroll
@@ -427,7 +427,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
         grad_write_diagonal[n][e] += diagonal * to_float(*grad_ok.at(t, m));
       }
     }
-    __syncthreads();
+    sync_tiles();
   }
 #pragma unroll
   for (int n = 0; n < MP / 8; ++n) {
@@ -485,12 +485,12 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
     const int local = role == 0 ? step : chunks - 1 - step;
     const int start = bos + local * kChunk, len = min(kChunk, eos - start), last = len - 1;
     const int chunk_id = global_chunk(p, n, local);
-    __syncthreads();
+    sync_tiles();
     load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
                                len, k0, K);
     load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
     store_state_operand<E, MP>(state_operand, state, warp);
-    __syncthreads();
+    sync_tiles();
     store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     float grad_k[8][4];
     zero(grad_k);
@@ -498,7 +498,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
     zero(state_update);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
-      __syncthreads();
+      sync_tiles();
       load_decayed_slots<E, MP>(decayed_grad_ok, static_cast<const E*>(p.grad_slot_scores) + hq * MP,
                                 int64_t{HQ} * MP, start, len, gates);
       load_score_block<E>(grad_scores, static_cast<const E*>(p.grad_key_scores) +
@@ -507,7 +507,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
         load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
                                    start, len, k0, K);
       }
-      __syncthreads();
+      sync_tiles();
       if (role == 0) {
         float grad_q[8][4];
         zero(grad_q);
@@ -527,7 +527,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
         warp_mma<E, MP / 8>(state_update, q_tile, true, warp * 16, decayed_grad_ok, false, 0, kChunk);
       }
     }
-    __syncthreads();
+    sync_tiles();
     if (role == 0) {
       float update[MP / 8][4];
       zero(update);

@@ -61,12 +61,12 @@ __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams 
     float qk[8][4];
     zero(qk);
     for (int k0 = 0; k0 < K; k0 += kHeadTile) {
-      __syncthreads();
+      sync_tiles();
       load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
                                  c.start, c.len, k0, K);
       load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K,
                                  c.start, c.len, k0, K);
-      __syncthreads();
+      sync_tiles();
       warp_mma<E, 8>(qk, q_tile, false, warp * 16, k_tile, true, 0, kHeadTile);
     }
 #pragma unroll
@@ -195,19 +195,19 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
   const E* s = static_cast<const E*>(p.s);
   for (int start = bos; start < eos; start += kChunk) {
     const int len = min(kChunk, eos - start), last = len - 1;
-    __syncthreads();
+    sync_tiles();
     load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
                                len, k0, K);
     load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
     store_state_operand<E, MP>(state_operand, state, warp);
-    __syncthreads();
+    sync_tiles();
     store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
-      __syncthreads();
+      sync_tiles();
       load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
                                  start, len, k0, K);
-      __syncthreads();
+      sync_tiles();
       float ok[MP / 8][4];
       zero(ok);
       // Split state: these inter-chunk terms pair with ds terms in the gate gradient (README.md).
@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
   load_token_tile<MP>(slot_write, static_cast<const E*>(p.s) + h * p.slots, int64_t{H} * p.slots,
                       c.start, c.len, 0, p.slots);
   load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
-  __syncthreads();
+  sync_tiles();
   E* p_out = static_cast<E*>(p.probabilities);
   E* scores_out = static_cast<E*>(p.value_scores);
   for (int group = 0; group < p.groups; ++group) {
@@ -356,7 +356,7 @@ __device__ __forceinline__ void load_score_block(SmemTile<E> dst, const E* src) 
   constexpr int kVec = 16 / sizeof(E);
   for (int i = threadIdx.x; i < kChunk * kChunk / kVec; i += kThreads) {
     const int r = i / (kChunk / kVec), c = (i % (kChunk / kVec)) * kVec;
-    *reinterpret_cast<uint4*>(dst.at(r, c)) = *reinterpret_cast<const uint4*>(src + r * kChunk + c);
+    copy_async_16(dst.at(r, c), src + r * kChunk + c, true);
   }
 }
 
@@ -401,21 +401,21 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
   for (int start = bos, local = 0; start < eos; start += kChunk, ++local) {
     const int len = min(kChunk, eos - start), last = len - 1;
     const int chunk_id = global_chunk(p, n, local);
-    __syncthreads();
+    sync_tiles();
     load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
                                len, v0, V);
     load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
     store_value_state_operand<E, MP>(state_operand, state, warp);
-    __syncthreads();
+    sync_tiles();
     store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
-      __syncthreads();
+      sync_tiles();
       load_decayed_slots<E, MP>(decayed_p, static_cast<const E*>(p.probabilities) + hq * MP,
                                 int64_t{HQ} * MP, start, len, gates);
       load_score_block<E>(scores, static_cast<const E*>(p.value_scores) +
                                       (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
-      __syncthreads();
+      sync_tiles();
       float out[8][4];
       zero(out);
       warp_mma<E, 8>(out, decayed_p, false, warp * 16, state_operand.part[0], false, 0, MP);

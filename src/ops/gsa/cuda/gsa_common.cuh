@@ -12,6 +12,19 @@ namespace lintime::cuda {
 constexpr int kThreads = 128;
 constexpr int kSubChunk = 16;
 
+// 16-byte asynchronous copy global -> shared (zero-filled when !valid); tiles loaded this way are
+// visible after sync_tiles().
+__device__ __forceinline__ void copy_async_16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(detail::smem_address(dst)),
+               "l"(src), "r"(valid ? 16 : 0));
+}
+
+// Barrier after tile loads: waits for this thread's asynchronous copies, then for the CTA.
+__device__ __forceinline__ void sync_tiles() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+  __syncthreads();
+}
+
 // exp for decay factors: the fast approximation for 16-bit inputs (their roundings are far
 // larger), the accurate one for fp32 inputs.
 template <class E>
@@ -84,8 +97,8 @@ __device__ __forceinline__ void load_token_tile(SmemTile<T> dst, const T* src, i
     const int col = col0 + c;
     T* out = dst.at(r, c);
     const T* in = src + (start + static_cast<int64_t>(r)) * token_stride + col;
-    if (r < rows && vectorized && col + kVec <= dim) {
-      *reinterpret_cast<uint4*>(out) = *reinterpret_cast<const uint4*>(in);
+    if (vectorized && col + kVec <= dim) {
+      copy_async_16(out, r < rows ? in : src, r < rows);
     } else {
 #pragma unroll
       for (int e = 0; e < kVec; ++e) {
@@ -104,8 +117,7 @@ __device__ __forceinline__ void load_gate_tile(SmemTile<float> dst, const float*
   for (int i = threadIdx.x; i < kChunk * kVecs; i += kThreads) {
     const int r = i / kVecs, c = (i % kVecs) * 4;
     const int row = min(r, len - 1);
-    *reinterpret_cast<float4*>(dst.at(r, c)) = *reinterpret_cast<const float4*>(
-        gate_cumsum + ((start + static_cast<int64_t>(row)) * heads + h) * MP + c);
+    copy_async_16(dst.at(r, c), gate_cumsum + ((start + static_cast<int64_t>(row)) * heads + h) * MP + c, true);
   }
 }
 
@@ -356,8 +368,11 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, boo
 template <class E, int MP>
 __device__ __forceinline__ void add_pair_gate_terms(SmemTile<float> out, SmemTile<E> w, SmemTile<E> x,
                                                     SmemTile<E> y, SmemTile<float> b) {
-  for (int m = threadIdx.x; m < MP; m += kThreads) {
-    for (int a = 1; a < kChunk; ++a) {
+  // kThreads / MP threads per slot, interleaved over the tokens a.
+  constexpr int kPerSlot = MP < kThreads ? kThreads / MP : 1;
+  for (int job = threadIdx.x; job < MP * kPerSlot; job += kThreads) {
+    const int m = job % MP, first = job / MP;
+    for (int a = 1 + first; a < kChunk; a += kPerSlot) {
       const float xa = to_float(*x.at(a, m)), ba = *b.at(a, m);
       float sum = 0.f;
       for (int s = 0; s < a; ++s) {
@@ -367,8 +382,9 @@ __device__ __forceinline__ void add_pair_gate_terms(SmemTile<float> out, SmemTil
     }
   }
   __syncthreads();
-  for (int m = threadIdx.x; m < MP; m += kThreads) {
-    for (int a = 0; a + 1 < kChunk; ++a) {
+  for (int job = threadIdx.x; job < MP * kPerSlot; job += kThreads) {
+    const int m = job % MP, first = job / MP;
+    for (int a = first; a + 1 < kChunk; a += kPerSlot) {
       const float ya = to_float(*y.at(a, m)), ba = *b.at(a, m);
       float sum = 0.f;
       for (int t = a + 1; t < kChunk; ++t) {
