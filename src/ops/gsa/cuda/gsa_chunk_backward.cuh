@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
       }
     }
     decayed_apply_reverse<E, MP, false>(grad_write, grad_scores, probabilities, gates, warp);
-    add_pair_gate_terms<E, MP>(gate_terms, grad_scores, probabilities, slot_write, gates);
+    add_pair_gate_terms<E, MP>(gate_terms, grad_scores, probabilities, slot_write, gates, warp);
   }
 #pragma unroll
   for (int n = 0; n < MP / 8; ++n) {
@@ -416,7 +416,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
       }
     }
     sync_tiles();
-    add_pair_gate_terms<E, MP>(gate_terms, scores, grad_ok, slot_write, gates);
+    add_pair_gate_terms<E, MP>(gate_terms, scores, grad_ok, slot_write, gates, warp);
     decayed_apply_reverse<E, MP, false>(grad_write, scores, grad_ok, gates, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {

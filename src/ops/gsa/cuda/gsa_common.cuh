@@ -359,41 +359,77 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, boo
   }
 }
 
-// The intra-chunk gate terms of one pass (README.md, "Gate gradient"): for every token a and slot
-// m, out(a, m) += Σ_{s<a} F_as − Σ_{t>a} F_ta with F_ts = x_tm W_ts y_sm exp(b_tm − b_sm).
-// In the gate gradient's sums the pairs that do not straddle a token cancel; computing both
-// sums from the same per-pair products makes them cancel to fp32 rounding (two MMA paths with
-// differently rounded operands would leave bf16 rounding, which grows with the sequence).
-// All rows [0, 64) take part (x and y are zero past the sequence end).
+// The intra-chunk gate terms of one pass (README.md, "Gate gradient") for the warp's rows a:
+// out(a, m) += Σ_{s<a} F_as − Σ_{t>a} F_ta with F_ts = x_tm W_ts y_sm exp(b_tm − b_sm).
+// In the gate gradient's sums the pairs that do not straddle a token cancel, so both sums must
+// be built from the same product for every pair: two products with differently rounded
+// operands would leave bf16 rounding, which grows with the sequence. Pairs in different 16-token
+// blocks (i > j) use, on both sides, x̂_t = round(x_t e^{b_t − r_i}) and ŷ_s = round(y_s e^{r_i − b_s})
+// with r_i = b at block i's first row (both factors <= 1) and tensor-core sums of W_ts times one
+// of them; pairs inside a diagonal block are formed one by one. Rows past the sequence end have
+// x = y = 0.
 template <class E, int MP>
 __device__ __forceinline__ void add_pair_gate_terms(SmemTile<float> out, SmemTile<E> w, SmemTile<E> x,
-                                                    SmemTile<E> y, SmemTile<float> b) {
-  // kThreads / MP threads per slot, interleaved over the tokens a.
-  constexpr int kPerSlot = MP < kThreads ? kThreads / MP : 1;
-  for (int job = threadIdx.x; job < MP * kPerSlot; job += kThreads) {
-    const int m = job % MP, first = job / MP;
-    for (int a = 1 + first; a < kChunk; a += kPerSlot) {
-      const float xa = to_float(*x.at(a, m)), ba = *b.at(a, m);
-      float sum = 0.f;
-      for (int s = 0; s < a; ++s) {
-        sum += (xa * to_float(*w.at(a, s)) * to_float(*y.at(s, m))) * decay_exp<E>(ba - *b.at(s, m));
+                                                    SmemTile<E> y, SmemTile<float> b, int warp) {
+  const int r0 = warp * kSubChunk;
+  auto rounded = [](float v) { return to_float(from_float<E>(v)); };
+  float terms[MP / 8][4];
+  zero(terms);
+  if (warp > 0) {  // this block's rows a as t, the earlier blocks as s
+    const float* reference = b.at(r0, 0);
+    float sums[MP / 8][4];
+    zero(sums);
+    warp_mma_generated<E, MP / 8>(
+        sums, [&](int row, int k) { return to_float(*w.at(row, k)); }, r0,
+        [&](int k, int col) {
+          return to_float(*y.at(k, col)) * decay_exp<E>(reference[col] - *b.at(k, col));
+        },
+        0, r0);
+#pragma unroll
+    for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = r0 + acc_row(e), m = acc_col(n, e);
+        terms[n][e] += rounded(to_float(*x.at(t, m)) * decay_exp<E>(*b.at(t, m) - reference[m])) * sums[n][e];
       }
-      *out.at(a, m) += sum;
     }
   }
-  __syncthreads();
-  for (int job = threadIdx.x; job < MP * kPerSlot; job += kThreads) {
-    const int m = job % MP, first = job / MP;
-    for (int a = first; a + 1 < kChunk; a += kPerSlot) {
-      const float ya = to_float(*y.at(a, m)), ba = *b.at(a, m);
-      float sum = 0.f;
-      for (int t = a + 1; t < kChunk; ++t) {
-        sum += (to_float(*x.at(t, m)) * to_float(*w.at(t, a)) * ya) * decay_exp<E>(*b.at(t, m) - ba);
+  for (int i = warp + 1; i < kChunk / kSubChunk; ++i) {  // this block's rows a as s, block i as t
+    const int t0 = i * kSubChunk;
+    const float* reference = b.at(t0, 0);
+    float sums[MP / 8][4];
+    zero(sums);
+    warp_mma_generated<E, MP / 8>(
+        sums, [&](int row, int k) { return to_float(*w.at(t0 + k, row)); }, r0,
+        [&](int k, int col) {
+          return to_float(*x.at(t0 + k, col)) * decay_exp<E>(*b.at(t0 + k, col) - reference[col]);
+        },
+        0, kSubChunk);
+#pragma unroll
+    for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int s = r0 + acc_row(e), m = acc_col(n, e);
+        terms[n][e] -= rounded(to_float(*y.at(s, m)) * decay_exp<E>(reference[m] - *b.at(s, m))) * sums[n][e];
       }
-      *out.at(a, m) -= sum;
     }
   }
-  __syncthreads();
+#pragma unroll
+  for (int n = 0; n < MP / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int a = r0 + acc_row(e), m = acc_col(n, e);
+      const float xa = to_float(*x.at(a, m)), ya = to_float(*y.at(a, m)), ba = *b.at(a, m);
+      float as_t = 0.f, as_s = 0.f;
+      for (int s = r0; s < a; ++s) {
+        as_t += (xa * to_float(*w.at(a, s)) * to_float(*y.at(s, m))) * decay_exp<E>(ba - *b.at(s, m));
+      }
+      for (int t = a + 1; t < r0 + kSubChunk; ++t) {
+        as_s += (to_float(*x.at(t, m)) * to_float(*w.at(t, a)) * ya) * decay_exp<E>(*b.at(t, m) - ba);
+      }
+      *out.at(a, m) += terms[n][e] + as_t - as_s;
+    }
+  }
 }
 
 // Shared-memory carving: consecutive tiles, each 16-byte aligned.
