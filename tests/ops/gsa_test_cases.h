@@ -86,6 +86,25 @@ struct GsaRun {
   std::map<std::string, at::Tensor> grads;
 };
 
+// Gradients of Σ roots · root_grads with respect to every defined leaf, by the leaf's name
+// (undefined where a leaf does not reach the roots).
+inline std::map<std::string, at::Tensor> leaf_gradients(const std::map<std::string, at::Tensor>& leaves,
+                                                        const std::vector<at::Tensor>& roots,
+                                                        const std::vector<at::Tensor>& root_grads) {
+  std::vector<std::string> names;
+  std::vector<at::Tensor> inputs;
+  for (const auto& [name, tensor] : leaves) {
+    if (!tensor.defined()) continue;
+    names.push_back(name);
+    inputs.push_back(tensor);
+  }
+  auto grads = torch::autograd::grad(roots, inputs, root_grads, /*retain_graph=*/false,
+                                     /*create_graph=*/false, /*allow_unused=*/true);
+  std::map<std::string, at::Tensor> by_name;
+  for (size_t i = 0; i < names.size(); ++i) by_name[names[i]] = grads[i];
+  return by_name;
+}
+
 inline GsaRun run_gsa(Implementation implementation, const GsaInputs& in, at::ScalarType dtype,
                       bool final_state = true, const at::Device& device = at::kCPU) {
   // States stay fp32 for fp16/bf16 inputs (the op's contract keeps states in fp32).
@@ -113,20 +132,12 @@ inline GsaRun run_gsa(Implementation implementation, const GsaInputs& in, at::Sc
     EXPECT_FALSE(result.final_state_k.defined());
     EXPECT_FALSE(result.final_state_v.defined());
   }
-  std::vector<std::string> names;
-  std::vector<at::Tensor> inputs;
-  for (const auto& [name, tensor] : leaves) {
-    if (!tensor.defined()) continue;
-    names.push_back(name);
-    inputs.push_back(tensor);
-  }
-  auto grads = torch::autograd::grad(outputs, inputs, grad_outputs, /*retain_graph=*/false,
-                                     /*create_graph=*/false, /*allow_unused=*/true);
+  const auto grads = leaf_gradients(leaves, outputs, grad_outputs);
   // Results come back to the host for the comparisons.
   auto host = [](const at::Tensor& x) { return x.defined() ? x.detach().cpu() : at::Tensor(); };
   GsaRun run{host(result.o), final_state ? host(result.final_state_k) : at::Tensor(),
              final_state ? host(result.final_state_v) : at::Tensor(), {}};
-  for (size_t i = 0; i < names.size(); ++i) run.grads[names[i]] = host(grads[i]);
+  for (const auto& [name, grad] : grads) run.grads[name] = host(grad);
   return run;
 }
 

@@ -131,18 +131,10 @@ GsaRun run_recurrence_in_dtype(const GsaInputs& in, at::ScalarType dtype, bool f
     roots.insert(roots.end(), {final_k, final_v});
     root_grads.insert(root_grads.end(), {in.grad_state_k.to(f32), in.grad_state_v.to(f32)});
   }
-  std::vector<std::string> names;
-  std::vector<at::Tensor> inputs;
-  for (const auto& [name, tensor] : leaves) {
-    if (!tensor.defined()) continue;
-    names.push_back(name);
-    inputs.push_back(tensor);
-  }
-  auto grads = torch::autograd::grad(roots, inputs, root_grads, false, false, /*allow_unused=*/true);
   GsaRun run{o.detach(), final_state ? final_k.detach() : at::Tensor(),
              final_state ? final_v.detach() : at::Tensor(), {}};
-  for (size_t i = 0; i < names.size(); ++i) {
-    run.grads[names[i]] = grads[i].defined() ? grads[i] : at::zeros_like(inputs[i]);
+  for (const auto& [name, grad] : leaf_gradients(leaves, roots, root_grads)) {
+    run.grads[name] = grad.defined() ? grad : at::zeros_like(leaves[name]);
   }
   return run;
 }
