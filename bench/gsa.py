@@ -42,9 +42,12 @@ def load_fla():
     return (chunk_gsa, fused_recurrent_gsa), None
 
 
-def bench_ms(fn, warmup=25, rep=100):
+def bench_ms(fn, warmup=25, rep=100, grad_to_none=None):
+    """Median ms of fn. grad_to_none: leaves whose .grad is cleared before each call (untimed), so
+    that a forward+backward is not charged for accumulating into the previous call's gradients."""
     import triton.testing
-    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median",
+                                   grad_to_none=grad_to_none)
 
 
 def measure_ceilings():
@@ -98,6 +101,8 @@ def profile_kernels(fn, do, inputs):
     from torch.profiler import ProfilerActivity, profile
     fn().backward(do)
     torch.cuda.synchronize()
+    for t in inputs:
+        t.grad = None
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn().backward(do)
         torch.cuda.synchronize()
@@ -186,7 +191,7 @@ def main():
             peak = torch.cuda.max_memory_allocated() - base
             for t in (q, k, v, s, g):
                 t.grad = None
-            both = bench_ms(fwd_bwd)
+            both = bench_ms(fwd_bwd, grad_to_none=[q, k, v, s, g])
             for t in (q, k, v, s, g):
                 t.grad = None
             record(op="gsa_chunk", impl=name, shape=shape, fwd_ms=fwd, fwd_bwd_ms=both,
@@ -203,7 +208,7 @@ def main():
         doa = torch.randn(B, heads, T, 128, device="cuda", dtype=torch.bfloat16)
         sdpa = lambda: F.scaled_dot_product_attention(qa, ka, va, is_causal=True)
         fwd = bench_ms(sdpa)
-        both = bench_ms(lambda: sdpa().backward(doa))
+        both = bench_ms(lambda: sdpa().backward(doa), grad_to_none=[qa, ka, va])
         record(op="sdpa_causal", impl="torch", shape=dict(B=B, T=T, heads=heads, D=128),
                fwd_ms=fwd, fwd_bwd_ms=both, tokens_per_s=B * T / (both * 1e-3))
         del q, k, v, s, g, do, qa, ka, va, doa, outputs

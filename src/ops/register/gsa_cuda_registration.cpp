@@ -118,7 +118,8 @@ KernelInputs prepare_inputs(const at::Tensor& q, const at::Tensor& k, const at::
   in.k = kernel_ready(k, dtype);
   in.v = kernel_ready(v, dtype);
   in.s = kernel_ready(s, dtype);
-  in.g = kernel_ready(g, at::kFloat);
+  // g as it comes when fp32 or the inputs' dtype: the kernels read either (no conversion kernel).
+  in.g = kernel_ready(g, g.scalar_type() == dtype ? dtype : at::kFloat);
   in.initial_state_k = kernel_ready(initial_state_k, at::kFloat);
   in.initial_state_v = kernel_ready(initial_state_v, at::kFloat);
   if (cu_seqlens.defined()) {
@@ -151,7 +152,8 @@ cuda::GsaParams make_params(const Problem& problem, const KernelInputs& in, doub
   p.k = in.k.data_ptr();
   p.v = in.v.data_ptr();
   p.s = in.s.data_ptr();
-  p.g = in.g.data_ptr<float>();
+  p.g = in.g.data_ptr();
+  p.gate_in_element_type = in.g.scalar_type() != at::kFloat;
   p.initial_state_k = in.initial_state_k.defined() ? in.initial_state_k.data_ptr<float>() : nullptr;
   p.initial_state_v = in.initial_state_v.defined() ? in.initial_state_v.data_ptr<float>() : nullptr;
   return p;
@@ -161,9 +163,16 @@ float* float_pointer(const at::Tensor& tensor) {
   return tensor.defined() ? tensor.data_ptr<float>() : nullptr;
 }
 
+// A chunk-blocked split operand of the state kernels [chunks, heads, parts, 64, MP] (gsa_cuda.h).
+at::Tensor split_blocks(const Problem& problem, int64_t heads, const at::TensorOptions& options) {
+  return at::empty({problem.max_chunks(), heads, cuda::split_parts(*problem.element), cuda::kChunk,
+                    problem.padded_slots}, options);
+}
+
 // Workspace of the chunked forward internals (also recomputed by the backward).
 struct ForwardWorkspace {
   at::Tensor gate_cumsum, slot_scores, slot_scores_intra, key_score_diagonal, probabilities, value_scores;
+  at::Tensor decayed_write_blocks, decayed_probability_blocks;
 
   ForwardWorkspace(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p) {
     const auto f32 = options.dtype(at::kFloat);
@@ -180,6 +189,10 @@ struct ForwardWorkspace {
     p.key_score_diagonal = key_score_diagonal.data_ptr<float>();
     p.probabilities = probabilities.data_ptr();
     p.value_scores = value_scores.data_ptr();
+    decayed_write_blocks = split_blocks(problem, problem.heads, options);
+    decayed_probability_blocks = split_blocks(problem, problem.query_heads, options);
+    p.decayed_write_blocks = decayed_write_blocks.data_ptr();
+    p.decayed_probability_blocks = decayed_probability_blocks.data_ptr();
   }
 };
 
@@ -284,6 +297,7 @@ Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::
   at::Tensor grad_slot_scores = at::empty({tokens, problem.query_heads, slots}, options);
   at::Tensor grad_key_scores =
       at::empty({problem.max_chunks(), problem.query_heads, cuda::kChunk, cuda::kChunk}, options);
+  at::Tensor decayed_grad_score_blocks = split_blocks(problem, problem.query_heads, options);
   at::Tensor gate_terms = at::empty({tokens, problem.heads, slots}, f32);
   at::Tensor gate_final = at::zeros({problem.sequences, problem.heads, slots}, f32);
   at::Tensor chunk_totals = at::empty({problem.max_chunks(), problem.heads, slots}, f32);
@@ -305,6 +319,7 @@ Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::
   p.grad_slot_write_diagonal = grad_slot_write_diagonal.data_ptr<float>();
   p.grad_slot_scores = grad_slot_scores.data_ptr();
   p.grad_key_scores = grad_key_scores.data_ptr();
+  p.decayed_grad_score_blocks = decayed_grad_score_blocks.data_ptr();
   p.gate_terms = gate_terms.data_ptr<float>();
   p.gate_final = gate_final.data_ptr<float>();
   p.chunk_totals = chunk_totals.data_ptr<float>();

@@ -126,12 +126,11 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
   auto decayed_p = carve.split_tile<E>(kChunk, MP);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.split_tile<E>(MP, kHeadTile);
-  auto gates = carve.tile<float>(kChunk, MP);
+  auto chunk_decay = carve.tile<float>(1, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
   const int chunks = chunks_of(eos - bos);
   const int64_t state_base = (int64_t{n} * H + h) * M * V;
-  const E* s = static_cast<const E*>(p.s);
 
   // state(m, vv): H^v in the forward sweep, dH^v in the reverse sweep.
   float state[kTilesPerWarp][8][4];
@@ -151,19 +150,18 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
   }
   for (int step = 0; step < chunks; ++step) {
     const int local = role == 0 ? step : chunks - 1 - step;
-    const int start = bos + local * kChunk, len = min(kChunk, eos - start), last = len - 1;
+    const int start = bos + local * kChunk, len = min(kChunk, eos - start);
     const int chunk_id = global_chunk(p, n, local);
     sync_tiles();
     load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
                                len, v0, V);
-    load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
+    load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
+    load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
     store_value_state_operand<E, MP>(state_operand, state, warp);
-    sync_tiles();
-    store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     if (role == 0) {
       for (int group = 0; group < p.groups; ++group) {
         const int hq = h * p.groups + group;
-        sync_tiles();
+        if (group > 0) sync_tiles();  // the previous group's readers of do_tile are done
         load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
                                    int64_t{HQ} * V, start, len, v0, V);
         sync_tiles();
@@ -178,8 +176,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
             const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
             if (t < len) {
               atomic_add_pair(p.grad_probabilities + ((start + int64_t{t}) * HQ + hq) * MP + m,
-                              grad_p[j][e] * decay_exp<E>(*gates.at(t, m)),
-                              grad_p[j][e + 1] * decay_exp<E>(*gates.at(t, m + 1)));
+                              grad_p[j][e], grad_p[j][e + 1]);
             }
           }
         }
@@ -196,7 +193,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int m = (warp + 4 * i) * 16 + acc_row(e);
-            state[i][j][e] = state[i][j][e] * decay_exp<E>(*gates.at(last, m)) + update[j][e];
+            state[i][j][e] = state[i][j][e] * *chunk_decay.at(0, m) + update[j][e];
           }
         }
       }
@@ -211,13 +208,12 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     for (int i = 0; i < kTilesPerWarp; ++i) zero(state_update[i]);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
-      sync_tiles();
+      if (group > 0) sync_tiles();  // the previous group's readers of these tiles are done
       load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
                                  int64_t{HQ} * V, start, len, v0, V);
-      load_decayed_slots<E, MP>(decayed_p, static_cast<const E*>(p.probabilities) + hq * MP,
-                                int64_t{HQ} * MP, start, len, gates);
-      load_score_block<E>(scores, static_cast<const E*>(p.value_scores) +
-                                      (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+      load_split_block<E, MP>(decayed_p, p.decayed_probability_blocks, chunk_id, HQ, hq);
+      load_block<kChunk>(scores, static_cast<const E*>(p.value_scores) +
+                                     (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
       sync_tiles();
       warp_mma<E, 8>(grad_v, scores, true, warp * 16, do_tile, false, 0, kChunk);
 #pragma unroll
@@ -248,9 +244,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
         const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
         if (t < len) {
           atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
-                          grad_write[j][e] * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)),
-                          grad_write[j][e + 1] *
-                              decay_exp<E>(*gates.at(last, m + 1) - *gates.at(t, m + 1)));
+                          grad_write[j][e], grad_write[j][e + 1]);
         }
       }
     }
@@ -261,7 +255,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int m = (warp + 4 * i) * 16 + acc_row(e);
-          state[i][j][e] = state[i][j][e] * decay_exp<E>(*gates.at(last, m < MP ? m : 0)) +
+          state[i][j][e] = state[i][j][e] * *chunk_decay.at(0, m < MP ? m : 0) +
                            state_update[i][j][e];
         }
       }
@@ -351,13 +345,15 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
         const float key_diagonal = p.key_score_diagonal[token_head];
         const float value_diagonal = p.value_score_diagonal[token_head];
         softmax_row<MP>([&](int m) {
-          return p.slot_scores[row + m] + p.slot_scores_intra[row + m] + key_diagonal * to_float(*slot_write.at(r, m));
+          return inter_slot_score<E>(p.slot_scores[row + m], *gates.at(r, m)) + p.slot_scores_intra[row + m] +
+                 key_diagonal * to_float(*slot_write.at(r, m));
         }, p.slots, prob);
         float dot = 0.f;
 #pragma unroll
         for (int j = 0; j < (MP + 31) / 32; ++j) {
           const int m = lane + 32 * j;
-          grad[j] = m < MP ? p.grad_probabilities[row + m] : 0.f;  // inter-chunk part
+          // inter-chunk part; the state kernel leaves its decay exp(b_t) to here
+          grad[j] = m < MP ? p.grad_probabilities[row + m] * decay_exp<E>(*gates.at(r, m)) : 0.f;
           const float full = m < MP ? grad[j] + p.grad_probabilities_intra[row + m] +
                                           value_diagonal * to_float(*slot_write.at(r, m))
                                     : 0.f;
@@ -372,7 +368,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
           const float full = grad[j] + p.grad_probabilities_intra[row + m] +
                              value_diagonal * to_float(*slot_write.at(r, m));
           const E dok_e = from_float<E>(prob[j] * (full - dot));
-          const float ok_inter = p.slot_scores[row + m];
+          const float ok_inter = inter_slot_score<E>(p.slot_scores[row + m], *gates.at(r, m));
           *gate_terms.at(r, m) += to_float(p_stored[row + m]) * grad[j] + ok_inter * to_float(dok_e);
           *grad_ok.at(r, m) = dok_e;
           dok_out[row + m] = dok_e;
@@ -463,12 +459,11 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   auto decayed_grad_ok = carve.split_tile<E>(kChunk, MP, parts);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.split_tile<E>(kHeadTile, MP, parts);
-  auto gates = carve.tile<float>(kChunk, MP);
+  auto chunk_decay = carve.tile<float>(1, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
   const int chunks = chunks_of(eos - bos);
   const int64_t state_base = (int64_t{n} * H + h) * K * M;
-  const E* s = static_cast<const E*>(p.s);
 
   // state(kk, m): H^k in the forward sweep, dH^k in the reverse sweep.
   float state[MP / 8][4];
@@ -483,26 +478,24 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   }
   for (int step = 0; step < chunks; ++step) {
     const int local = role == 0 ? step : chunks - 1 - step;
-    const int start = bos + local * kChunk, len = min(kChunk, eos - start), last = len - 1;
+    const int start = bos + local * kChunk, len = min(kChunk, eos - start);
     const int chunk_id = global_chunk(p, n, local);
     sync_tiles();
     load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
                                len, k0, K);
-    load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
+    load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
+    load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
     store_state_operand<E, MP>(state_operand, state, warp);
-    sync_tiles();
-    store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     float grad_k[8][4];
     zero(grad_k);
     float state_update[MP / 8][4];
     zero(state_update);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
-      sync_tiles();
-      load_decayed_slots<E, MP>(decayed_grad_ok, static_cast<const E*>(p.grad_slot_scores) + hq * MP,
-                                int64_t{HQ} * MP, start, len, gates);
-      load_score_block<E>(grad_scores, static_cast<const E*>(p.grad_key_scores) +
-                                           (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+      if (group > 0) sync_tiles();  // the previous group's readers of these tiles are done
+      load_split_block<E, MP>(decayed_grad_ok, p.decayed_grad_score_blocks, chunk_id, HQ, hq);
+      load_block<kChunk>(grad_scores, static_cast<const E*>(p.grad_key_scores) +
+                                          (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
       if (role == 1) {
         load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
                                    start, len, k0, K);
@@ -536,7 +529,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
       for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          state[j][e] = state[j][e] * decay_exp<E>(*gates.at(last, acc_col(j, e))) + update[j][e];
+          state[j][e] = state[j][e] * *chunk_decay.at(0, acc_col(j, e)) + update[j][e];
         }
       }
       continue;
@@ -567,9 +560,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
         const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
         if (t < len) {
           atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
-                          grad_write[j][e] * decay_exp<E>(*gates.at(last, m) - *gates.at(t, m)),
-                          grad_write[j][e + 1] *
-                              decay_exp<E>(*gates.at(last, m + 1) - *gates.at(t, m + 1)));
+                          grad_write[j][e], grad_write[j][e + 1]);
         }
       }
     }
@@ -577,7 +568,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
     for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        state[j][e] = state[j][e] * decay_exp<E>(*gates.at(last, acc_col(j, e))) +
+        state[j][e] = state[j][e] * *chunk_decay.at(0, acc_col(j, e)) +
                       p.scale * state_update[j][e];
       }
     }
@@ -628,11 +619,13 @@ __global__ void __launch_bounds__(kThreads) gate_grad_chunk_kernel(GsaParams p) 
   const int h = blockIdx.y, m = threadIdx.x;
   if (m >= p.slots) return;
   const E* s = static_cast<const E*>(p.s);
+  const float b_last = p.gate_cumsum[((c.start + int64_t{c.len} - 1) * p.heads + h) * MP + m];
   float sum = 0.f;
   for (int r = c.len - 1; r >= 0; --r) {
     const int64_t token = c.start + r;
     const int64_t index = (token * p.heads + h) * MP + m;
-    const float ds = p.grad_slot_write[index];
+    // The state kernels leave the decay exp(b_L − b_t) of ds's inter-chunk part to here.
+    const float ds = p.grad_slot_write[index] * decay_exp<E>(b_last - p.gate_cumsum[index]);
     sum += p.gate_terms[index] - to_float(s[(token * p.heads + h) * p.slots + m]) * ds;
     p.gate_terms[index] = sum;
     p.grad_s[(token * p.heads + h) * p.slots + m] =

@@ -22,7 +22,7 @@ static __global__ void chunk_offsets_kernel(GsaParams p) {
 }
 
 // b = cumulative sum of g inside each chunk, fp32 [tok, H, MP] (0 in the padding slots).
-template <int MP>
+template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) gate_cumsum_kernel(GsaParams p) {
   Chunk c;
   if (!locate_chunk(p, blockIdx.x, c)) return;
@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(kThreads) gate_cumsum_kernel(GsaParams p) {
   double sum = 0.0;  // rounded once per token: the decays exp(b_t − b_s) inherit b's error
   for (int r = 0; r < c.len; ++r) {
     const int64_t token = c.start + r;
-    if (m < p.slots) sum += p.g[(token * p.heads + h) * p.slots + m];
+    if (m < p.slots) sum += gate_at<E>(p, (token * p.heads + h) * p.slots + m);
     p.gate_cumsum[(token * p.heads + h) * MP + m] = static_cast<float>(sum);
   }
 }
@@ -142,26 +142,53 @@ __device__ __forceinline__ void store_value_state_operand(const SplitTile<E>& ds
   }
 }
 
-// The slot writes of a chunk decayed to its end, s_t ⊙ exp(b_L − b_t) (zero past the sequence
-// end and in padding slots), read straight from global memory into a split tile.
-template <class E, int MP>
-__device__ __forceinline__ void store_decayed_write(const SplitTile<E>& dst, const E* s, int64_t token_stride,
-                                                    int start, int len, int slots, SmemTile<float> gates) {
-  const int last = len - 1;
+// The decayed slot operands of the state kernels for one (chunk, head) of a slot tensor x
+// ([tok, heads_x, slots], element type): x_t ⊙ exp(b_L − b_t) (kToEnd: the state update's write)
+// or x_t ⊙ exp(b_t) (the query side of the products with the state at the chunk start), zero
+// past the sequence end and in padding slots, as `parts` split parts into the chunk-blocked
+// [chunks, heads_x, SplitTile::kParts, 64, MP] tensor. Every head-dim tile of the state kernels
+// reads them; preparing them there cost each tile the same exps, splits and synchronous loads.
+template <class E, int MP, bool kToEnd>
+__global__ void __launch_bounds__(kThreads) decayed_slots_kernel(GsaParams p, const E* x, int heads_x,
+                                                                 int slots, E* blocks, int parts) {
+  Chunk c;
+  if (!locate_chunk(p, blockIdx.x, c)) return;
+  const int hx = blockIdx.y, h = hx / (heads_x / p.heads), last = c.len - 1;
+  constexpr int kParts = SplitTile<E>::kParts;
+  SplitTile<E> out;
+#pragma unroll
+  for (int i = 0; i < kParts; ++i) {
+    out.part[i] = SmemTile<E>{blocks + ((int64_t{c.id} * heads_x + hx) * kParts + i) * kChunk * MP, MP};
+  }
+  out.parts = parts;
+  const float* gates = p.gate_cumsum + int64_t{h} * MP;
+  const int64_t gate_stride = int64_t{p.heads} * MP;
   for (int i = threadIdx.x; i < kChunk * MP / 8; i += kThreads) {
     const int t = i / (MP / 8), m0 = (i % (MP / 8)) * 8;
     float value[8], b_t[8], b_last[8];
-    load_slots8<E>(value, s, token_stride, start, t, len, m0, slots);
-    load_floats8(b_t, gates.at(t, m0));
-    load_floats8(b_last, gates.at(last, m0));
+    load_slots8<E>(value, x + hx * slots, int64_t{heads_x} * slots, c.start, t, c.len, m0, slots);
+    load_floats8(b_t, gates + (c.start + int64_t{min(t, last)}) * gate_stride + m0);
+    if constexpr (kToEnd) load_floats8(b_last, gates + (c.start + int64_t{last}) * gate_stride + m0);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) value[j] *= decay_exp<E>(b_last[j] - b_t[j]);
-    dst.store8(t, m0, value);
+    for (int j = 0; j < 8; ++j) value[j] *= decay_exp<E>(kToEnd ? b_last[j] - b_t[j] : b_t[j]);
+    out.store8(t, m0, value);
+  }
+}
+
+// One (chunk, head) of a chunk-blocked split operand into a split tile (cp.async).
+template <class E, int MP>
+__device__ __forceinline__ void load_split_block(const SplitTile<E>& dst, const void* blocks, int64_t chunk,
+                                                 int heads_x, int hx) {
+  constexpr int kParts = SplitTile<E>::kParts;
+  const E* src = static_cast<const E*>(blocks) + (chunk * heads_x + hx) * kParts * kChunk * MP;
+#pragma unroll
+  for (int i = 0; i < kParts; ++i) {
+    if (i < dst.parts) load_block<MP>(dst.part[i], src + i * kChunk * MP);
   }
 }
 
 // Pass 1, state: for one 64-row tile of H^k [K, M] of one (sequence, head), chunk by chunk:
-// ok_t += scale (q_t^T H^k) ⊙ exp(b_t); H^k <- H^k Diag(exp(b_L)) + k^T (s ⊙ exp(b_L − b)).
+// ok_t += scale (q_t^T H^k) (slot_scores: its consumers apply the decay exp(b_t)); H^k <- H^k Diag(exp(b_L)) + k^T (s ⊙ exp(b_L − b)).
 // kSplitState: the products with H^k take it split in three parts (the backward's recomputation,
 // whose ok pairs with ds in the gate gradient); the forward takes it rounded once.
 template <class E, int MP, bool kSplitState>
@@ -175,7 +202,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
   auto k_tile = carve.tile<E>(kChunk, kHeadTile);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.split_tile<E>(kHeadTile, MP, kSplitState ? SplitTile<E>::kParts : 1);
-  auto gates = carve.tile<float>(kChunk, MP);
+  auto chunk_decay = carve.tile<float>(1, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
 
@@ -192,19 +219,18 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
                         : 0.f;
     }
   }
-  const E* s = static_cast<const E*>(p.s);
-  for (int start = bos; start < eos; start += kChunk) {
-    const int len = min(kChunk, eos - start), last = len - 1;
+  for (int start = bos, local = 0; start < eos; start += kChunk, ++local) {
+    const int len = min(kChunk, eos - start);
+    const int chunk_id = global_chunk(p, n, local);
     sync_tiles();
     load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
                                len, k0, K);
-    load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
+    load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
+    load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
     store_state_operand<E, MP>(state_operand, state, warp);
-    sync_tiles();
-    store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
-      sync_tiles();
+      if (group > 0) sync_tiles();  // the previous group's readers of q_tile are done
       load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
                                  start, len, k0, K);
       sync_tiles();
@@ -219,8 +245,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
           const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
           if (t < len) {
             atomic_add_pair(p.slot_scores + ((start + int64_t{t}) * HQ + hq) * MP + m,
-                            ok[j][e] * p.scale * decay_exp<E>(*gates.at(t, m)),
-                            ok[j][e + 1] * p.scale * decay_exp<E>(*gates.at(t, m + 1)));
+                            ok[j][e] * p.scale, ok[j][e + 1] * p.scale);
           }
         }
       }
@@ -232,7 +257,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
     for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        state[j][e] = state[j][e] * decay_exp<E>(*gates.at(last, acc_col(j, e))) + update[j][e];
+        state[j][e] = state[j][e] * *chunk_decay.at(0, acc_col(j, e)) + update[j][e];
       }
     }
   }
@@ -246,6 +271,12 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
       }
     }
   }
+}
+
+// ok's inter-chunk part: the state kernel's scale (q_t^T H^k) times exp(b_t), applied here.
+template <class E>
+__device__ __forceinline__ float inter_slot_score(float unscaled, float b) {
+  return unscaled * decay_exp<E>(b);
 }
 
 // Softmax over the slots of one token's scores by one warp: lane holds slots lane, lane + 32, ...
@@ -306,7 +337,8 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
         const int64_t row = ((c.start + int64_t{r}) * HQ + hq) * MP;
         const float diagonal = p.key_score_diagonal[(c.start + int64_t{r}) * HQ + hq];
         softmax_row<MP>([&](int m) {
-          return p.slot_scores[row + m] + p.slot_scores_intra[row + m] + diagonal * to_float(*slot_write.at(r, m));
+          return inter_slot_score<E>(p.slot_scores[row + m], *gates.at(r, m)) + p.slot_scores_intra[row + m] +
+                 diagonal * to_float(*slot_write.at(r, m));
         }, p.slots, prob);
       }
 #pragma unroll
@@ -333,33 +365,6 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
   }
 }
 
-// Loads rows [0, 64) x [0, MP) of a slot tensor (element type, [tok, Hx, MP]) multiplied by
-// exp(b) into a split tile (zero past the sequence end).
-template <class E, int MP>
-__device__ __forceinline__ void load_decayed_slots(const SplitTile<E>& dst, const E* src,
-                                                   int64_t token_stride, int start, int len,
-                                                   SmemTile<float> gates) {
-  for (int i = threadIdx.x; i < kChunk * MP / 8; i += kThreads) {
-    const int t = i / (MP / 8), m0 = (i % (MP / 8)) * 8;
-    float value[8], b_t[8];
-    load_slots8<E>(value, src, token_stride, start, t, len, m0, MP);
-    load_floats8(b_t, gates.at(t, m0));
-#pragma unroll
-    for (int j = 0; j < 8; ++j) value[j] *= decay_exp<E>(b_t[j]);
-    dst.store8(t, m0, value);
-  }
-}
-
-// A chunk's stored 64 x 64 score block into shared memory.
-template <class E>
-__device__ __forceinline__ void load_score_block(SmemTile<E> dst, const E* src) {
-  constexpr int kVec = 16 / sizeof(E);
-  for (int i = threadIdx.x; i < kChunk * kChunk / kVec; i += kThreads) {
-    const int r = i / (kChunk / kVec), c = (i % (kChunk / kVec)) * kVec;
-    copy_async_16(dst.at(r, c), src + r * kChunk + c, true);
-  }
-}
-
 // Pass 2, state: for one 64-column tile of H^v [M, V], chunk by chunk:
 // o_t = (p_t ⊙ exp(b_t))^T H^v + Σ_{s<=t} A_ts v_s; H^v <- Diag(exp(b_L)) H^v + (s ⊙ exp(b_L − b))^T v.
 template <class E, int MP>
@@ -376,7 +381,7 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
   auto decayed_p = carve.split_tile<E>(kChunk, MP, 1);  // o needs no split operand
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.split_tile<E>(MP, kHeadTile, 1);
-  auto gates = carve.tile<float>(kChunk, MP);
+  auto chunk_decay = carve.tile<float>(1, MP);
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
 
@@ -396,25 +401,22 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
       }
     }
   }
-  const E* s = static_cast<const E*>(p.s);
   E* o = static_cast<E*>(p.o);
   for (int start = bos, local = 0; start < eos; start += kChunk, ++local) {
-    const int len = min(kChunk, eos - start), last = len - 1;
+    const int len = min(kChunk, eos - start);
     const int chunk_id = global_chunk(p, n, local);
     sync_tiles();
     load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
                                len, v0, V);
-    load_gate_tile<MP>(gates, p.gate_cumsum, H, h, start, len);
+    load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
+    load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
     store_value_state_operand<E, MP>(state_operand, state, warp);
-    sync_tiles();
-    store_decayed_write<E, MP>(decayed_write, s + h * M, int64_t{H} * M, start, len, M, gates);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
-      sync_tiles();
-      load_decayed_slots<E, MP>(decayed_p, static_cast<const E*>(p.probabilities) + hq * MP,
-                                int64_t{HQ} * MP, start, len, gates);
-      load_score_block<E>(scores, static_cast<const E*>(p.value_scores) +
-                                      (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+      if (group > 0) sync_tiles();  // the previous group's readers of decayed_p and scores are done
+      load_split_block<E, MP>(decayed_p, p.decayed_probability_blocks, chunk_id, HQ, hq);
+      load_block<kChunk>(scores, static_cast<const E*>(p.value_scores) +
+                                     (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
       sync_tiles();
       float out[8][4];
       zero(out);
@@ -440,7 +442,7 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int m = (warp + 4 * i) * 16 + acc_row(e);
-          state[i][j][e] = state[i][j][e] * decay_exp<E>(*gates.at(last, m)) + update[j][e];
+          state[i][j][e] = state[i][j][e] * *chunk_decay.at(0, m) + update[j][e];
         }
       }
     }

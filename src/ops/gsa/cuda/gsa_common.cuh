@@ -36,6 +36,13 @@ __device__ __forceinline__ float decay_exp(float x) {
   }
 }
 
+// The log forget gate g at a flat index, from fp32 or element-type storage.
+template <class E>
+__device__ __forceinline__ float gate_at(const GsaParams& p, int64_t index) {
+  return p.gate_in_element_type ? to_float(static_cast<const E*>(p.g)[index])
+                                : static_cast<const float*>(p.g)[index];
+}
+
 __device__ __forceinline__ int chunks_of(int length) { return (length + kChunk - 1) / kChunk; }
 
 __device__ __forceinline__ void sequence_bounds(const GsaParams& p, int n, int& bos, int& eos) {
@@ -105,6 +112,28 @@ __device__ __forceinline__ void load_token_tile(SmemTile<T> dst, const T* src, i
         out[e] = (r < rows && col + e < dim) ? in[e] : T(0.f);
       }
     }
+  }
+}
+
+// exp(b_L) of a chunk (its last row of cumulative gates), the state's decay over the chunk, into
+// a [1, MP] tile. The state kernels need only this row of b: the products with the state leave
+// the per-token decays to the kernels that read them (README.md, "Forward"), which keeps the
+// state kernels' shared memory small enough for two CTAs per SM.
+template <class E, int MP>
+__device__ __forceinline__ void load_chunk_decay(SmemTile<float> dst, const float* gate_cumsum, int heads,
+                                                 int h, int start, int len) {
+  for (int m = threadIdx.x; m < MP; m += kThreads) {
+    *dst.at(0, m) = decay_exp<E>(gate_cumsum[((start + int64_t{len} - 1) * heads + h) * MP + m]);
+  }
+}
+
+// A contiguous [64, WIDTH] block (a chunk's stored scores or prepared operand) into a tile.
+template <int WIDTH, class T>
+__device__ __forceinline__ void load_block(SmemTile<T> dst, const T* src) {
+  constexpr int kVec = 16 / sizeof(T);
+  for (int i = threadIdx.x; i < kChunk * WIDTH / kVec; i += kThreads) {
+    const int r = i / (WIDTH / kVec), c = (i % (WIDTH / kVec)) * kVec;
+    copy_async_16(dst.at(r, c), src + r * WIDTH + c, true);
   }
 }
 

@@ -19,6 +19,9 @@ enum class ElementType { bfloat16, float16, float32 };
 constexpr int kChunk = 64;      // tokens per chunk
 constexpr int kHeadTile = 64;   // key / value columns per state tile (one CTA each)
 
+// Parts of a split operand (README.md): three 16-bit parts carry 24 significant bits; fp32 one.
+constexpr int split_parts(ElementType element) { return element == ElementType::float32 ? 1 : 3; }
+
 // Slots are padded to the next of these (the kernels are compiled for each).
 int padded_slots_for(int slots);  // 0 when slots > 128
 
@@ -39,9 +42,11 @@ struct GsaParams {
   int* chunk_offsets = nullptr;
 
   // Inputs. q [tok, HQ, K], k [tok, H, K], v [tok, H, V], s [tok, H, M] in the element type;
-  // g [tok, H, M] fp32. States fp32: [N, H, K, M] and [N, H, M, V] (null: zeros).
+  // g [tok, H, M] fp32, or in the element type when gate_in_element_type (read as it comes:
+  // no conversion kernel per call). States fp32: [N, H, K, M] and [N, H, M, V] (null: zeros).
   const void *q = nullptr, *k = nullptr, *v = nullptr, *s = nullptr;
-  const float* g = nullptr;
+  const void* g = nullptr;
+  bool gate_in_element_type = false;
   const float *initial_state_k = nullptr, *initial_state_v = nullptr;
 
   // Forward outputs: o [tok, HQ, V] (element type); final states (null: not requested). The final
@@ -58,6 +63,12 @@ struct GsaParams {
   float* key_score_diagonal = nullptr;  // the s = t term's weight scale q_t·k_t (rounded as used) [tok, HQ]
   void* probabilities = nullptr;  // p = softmax(ok) in the element type [tok, HQ, MP]
   void* value_scores = nullptr;   // pass-2 intra-chunk scores, element type [chunks, HQ, 64, 64]
+  // The decayed slot operands of the state kernels, prepared once per (chunk, head) rather than
+  // once per head-dim tile, chunk-blocked [chunks, heads, split_parts, 64, MP] in the element
+  // type and split (README.md) so that the state kernels load them as tiles (cp.async):
+  void* decayed_write_blocks = nullptr;        // s ⊙ exp(b_L − b) per key/value head
+  void* decayed_probability_blocks = nullptr;  // p ⊙ exp(b) per query head
+  void* decayed_grad_score_blocks = nullptr;   // dok ⊙ exp(b) per query head (backward)
 
   // Backward inputs and outputs. grad_final_state_* may be null. grad_s and grad_g are written
   // as fp32 [tok, H, M]; grad_initial_state_* only when the initial state was given.

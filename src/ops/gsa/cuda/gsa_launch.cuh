@@ -31,14 +31,15 @@ struct SmemBytes {
   static constexpr size_t value_state = smem_tile_bytes<E>(MP, kHeadTile);
   static constexpr size_t forward_keys_intra = 3 * chunk_tile + slot_tile + gate_tile;
   // The forward's key-state kernel takes its state rounded once; the backward's recomputation split.
-  static constexpr size_t forward_keys_state = 2 * chunk_tile + (parts + 1) * slot_tile + gate_tile;
-  static constexpr size_t recompute_keys_state = 2 * chunk_tile + 2 * parts * slot_tile + gate_tile;
+  static constexpr size_t decay_row = smem_tile_bytes<float>(1, MP);  // the state kernels' exp(b_L)
+  static constexpr size_t forward_keys_state = 2 * chunk_tile + (parts + 1) * slot_tile + decay_row;
+  static constexpr size_t recompute_keys_state = 2 * chunk_tile + 2 * parts * slot_tile + decay_row;
   static constexpr size_t forward_values_intra = 2 * slot_tile + gate_tile;
-  static constexpr size_t forward_values_state = 2 * chunk_tile + (1 + parts) * slot_tile + value_state + gate_tile;
+  static constexpr size_t forward_values_state = 2 * chunk_tile + (1 + parts) * slot_tile + value_state + decay_row;
   static constexpr size_t backward_values_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
-  static constexpr size_t backward_values_state = 3 * chunk_tile + 2 * parts * slot_tile + parts * value_state + gate_tile;
+  static constexpr size_t backward_values_state = 3 * chunk_tile + 2 * parts * slot_tile + parts * value_state + decay_row;
   static constexpr size_t backward_keys_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
-  static constexpr size_t backward_keys_state = 3 * chunk_tile + 3 * parts * slot_tile + gate_tile;
+  static constexpr size_t backward_keys_state = 3 * chunk_tile + 3 * parts * slot_tile + decay_row;
   static constexpr size_t largest = std::max({forward_keys_intra, recompute_keys_state,
                                               forward_values_intra, forward_values_state,
                                               backward_values_intra, backward_values_state,
@@ -56,15 +57,15 @@ inline size_t recurrent_values_smem(int padded_slots, int groups) {
                           static_cast<size_t>(row_groups) * groups * kHeadTile);
 }
 
-template <class Kernel>
-cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const GsaParams& p) {
+template <class Kernel, class... Args>
+cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
   if (smem > 48 * 1024) {
     const cudaError_t status =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (status != cudaSuccess) return status;
   }
-  kernel<<<grid, kThreads, smem, stream>>>(p);
+  kernel<<<grid, kThreads, smem, stream>>>(args...);
   return cudaGetLastError();
 }
 
@@ -88,7 +89,10 @@ template <class E, int MP>
 cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream, bool for_backward) {
   using S = SmemBytes<E, MP>;
   const dim3 chunks(p.max_chunks, p.heads);
-  LINTIME_TRY(launch(gate_cumsum_kernel<MP>, chunks, 0, stream, p));
+  constexpr int kParts = SplitTile<E>::kParts;
+  LINTIME_TRY(launch(gate_cumsum_kernel<E, MP>, chunks, 0, stream, p));
+  LINTIME_TRY(launch(decayed_slots_kernel<E, MP, true>, chunks, 0, stream, p, static_cast<const E*>(p.s),
+                     p.heads, p.slots, static_cast<E*>(p.decayed_write_blocks), kParts));
   LINTIME_TRY(launch(forward_keys_intra_kernel<E, MP>, chunks, S::forward_keys_intra, stream, p));
   LINTIME_TRY(cudaMemsetAsync(p.slot_scores, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
   const dim3 key_tiles(tiles_of(p.key_dim), p.heads, p.num_sequences);
@@ -98,6 +102,10 @@ cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream, bool for_
     LINTIME_TRY(launch(forward_keys_state_kernel<E, MP, false>, key_tiles, S::forward_keys_state, stream, p));
   }
   LINTIME_TRY(launch(forward_values_intra_kernel<E, MP>, chunks, S::forward_values_intra, stream, p));
+  // The forward's o takes p ⊙ exp(b) rounded once; the backward's reverse sweep split.
+  LINTIME_TRY(launch(decayed_slots_kernel<E, MP, false>, dim3(p.max_chunks, p.query_heads), 0, stream, p,
+                     static_cast<const E*>(p.probabilities), p.query_heads, MP,
+                     static_cast<E*>(p.decayed_probability_blocks), for_backward ? kParts : 1));
   return cudaSuccess;
 }
 
@@ -132,6 +140,9 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
                        dim3(tiles_of(p.value_dim), p.heads, 2 * p.num_sequences),
                        S::backward_values_state, stream, p));
     LINTIME_TRY(launch(backward_keys_intra_kernel<E, MP>, chunks, S::backward_keys_intra, stream, p));
+    LINTIME_TRY(launch(decayed_slots_kernel<E, MP, false>, dim3(p.max_chunks, p.query_heads), 0, stream, p,
+                       static_cast<const E*>(p.grad_slot_scores), p.query_heads, MP,
+                       static_cast<E*>(p.decayed_grad_score_blocks), SplitTile<E>::kParts));
     LINTIME_TRY(launch(backward_keys_state_kernel<E, MP>,
                        dim3(tiles_of(p.key_dim), p.heads, 2 * p.num_sequences),
                        S::backward_keys_state, stream, p));

@@ -11,6 +11,33 @@
 
 namespace lintime::cuda {
 
+// Four consecutive floats [col, col + 4) of one state row (row_valid false or columns past
+// `cols`: zeros), as one 16-byte access when rows are 16-byte multiples: the decoding kernels are
+// bound by these state reads and writes.
+__device__ __forceinline__ void load_state4(float (&out)[4], const float* row, int col, int cols,
+                                            bool row_valid) {
+  if (row_valid && cols % 4 == 0 && col + 4 <= cols) {
+    const float4 x = *reinterpret_cast<const float4*>(row + col);
+    out[0] = x.x; out[1] = x.y; out[2] = x.z; out[3] = x.w;
+    return;
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) out[e] = (row_valid && col + e < cols) ? row[col + e] : 0.f;
+}
+
+__device__ __forceinline__ void store_state4(float* row, int col, int cols, bool row_valid,
+                                             const float (&x)[4]) {
+  if (!row_valid) return;
+  if (cols % 4 == 0 && col + 4 <= cols) {
+    *reinterpret_cast<float4*>(row + col) = make_float4(x[0], x[1], x[2], x[3]);
+    return;
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    if (col + e < cols) row[col + e] = x[e];
+  }
+}
+
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) recurrent_keys_kernel(GsaParams p) {
   constexpr int kQuads = MP / 4;               // float4 columns of the slice
@@ -33,13 +60,8 @@ __global__ void __launch_bounds__(kThreads) recurrent_keys_kernel(GsaParams p) {
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const int kk = k0 + group_row + r * kRowGroups;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int m = quad * 4 + e;
-      state[r][e] = (p.initial_state_k != nullptr && kk < K && m < M)
-                        ? p.initial_state_k[state_base + int64_t{kk} * M + m]
-                        : 0.f;
-    }
+    const bool valid = p.initial_state_k != nullptr && kk < K;
+    load_state4(state[r], valid ? p.initial_state_k + state_base + int64_t{kk} * M : nullptr, quad * 4, M, valid);
   }
   const E* q = static_cast<const E*>(p.q);
   const E* k = static_cast<const E*>(p.k);
@@ -52,7 +74,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_keys_kernel(GsaParams p) {
     for (int i = threadIdx.x; i < MP; i += kThreads) {
       const bool valid = i < M;
       write[i] = valid ? to_float(s[(token * H + h) * M + i]) : 0.f;
-      forget[i] = valid ? expf(p.g[(token * H + h) * M + i]) : 1.f;
+      forget[i] = valid ? expf(gate_at<E>(p, (token * H + h) * M + i)) : 1.f;
     }
     for (int i = threadIdx.x; i < G * kHeadTile; i += kThreads) {
       const int g = i / kHeadTile, kk = k0 + i % kHeadTile;
@@ -91,11 +113,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_keys_kernel(GsaParams p) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int kk = k0 + group_row + r * kRowGroups;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int m = quad * 4 + e;
-        if (kk < K && m < M) p.final_state_k[state_base + int64_t{kk} * M + m] = state[r][e];
-      }
+      store_state4(p.final_state_k + state_base + int64_t{kk} * M, quad * 4, M, kk < K, state[r]);
     }
   }
 }
@@ -124,13 +142,8 @@ __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p)
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const int m = group_row + r * kRowGroups;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int vv = v0 + quad * 4 + e;
-      state[r][e] = (p.initial_state_v != nullptr && m < M && vv < V)
-                        ? p.initial_state_v[state_base + int64_t{m} * V + vv]
-                        : 0.f;
-    }
+    const bool valid = p.initial_state_v != nullptr && m < M;
+    load_state4(state[r], valid ? p.initial_state_v + state_base + int64_t{m} * V : nullptr, v0 + quad * 4, V, valid);
   }
   const E* v = static_cast<const E*>(p.v);
   const E* s = static_cast<const E*>(p.s);
@@ -143,7 +156,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p)
     for (int i = threadIdx.x; i < MP; i += kThreads) {
       const bool valid = i < M;
       write[i] = valid ? to_float(s[(token * H + h) * M + i]) : 0.f;
-      forget[i] = valid ? expf(p.g[(token * H + h) * M + i]) : 1.f;
+      forget[i] = valid ? expf(gate_at<E>(p, (token * H + h) * M + i)) : 1.f;
     }
     // Softmax of the summed partial scores, one warp per query head.
     for (int g = warp; g < G; g += kThreads / 32) {
@@ -213,11 +226,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p)
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int m = group_row + r * kRowGroups;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int vv = v0 + quad * 4 + e;
-        if (m < M && vv < V) p.final_state_v[state_base + int64_t{m} * V + vv] = state[r][e];
-      }
+      store_state4(p.final_state_v + state_base + int64_t{m} * V, v0 + quad * 4, V, m < M, state[r]);
     }
   }
 }
