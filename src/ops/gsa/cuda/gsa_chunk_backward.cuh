@@ -314,7 +314,7 @@ template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams p) {
   Chunk c;
   if (!locate_chunk(p, blockIdx.x, c)) return;
-  const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int h = blockIdx.y, warp = threadIdx.x / 32;
   const int H = p.heads, HQ = p.query_heads, K = p.key_dim;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
@@ -337,49 +337,52 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
   E* dok_out = static_cast<E*>(p.grad_slot_scores);
   for (int group = 0; group < p.groups; ++group) {
     const int hq = h * p.groups + group;
-    for (int r = warp * 16; r < warp * 16 + 16; ++r) {
-      const int64_t row = ((c.start + int64_t{r}) * HQ + hq) * MP;
-      float prob[(MP + 31) / 32], grad[(MP + 31) / 32];
-      if (r < c.len) {
-        const int64_t token_head = (c.start + int64_t{r}) * HQ + hq;
-        const float key_diagonal = p.key_score_diagonal[token_head];
+    for (int pass = 0; pass < kSubChunk / kRowsPerPass; ++pass) {
+      constexpr int N = MP / kRowLanes;
+      const RowSegment<MP> seg(warp, pass);
+      const int r = seg.row;
+      const bool valid = r < c.len;
+      const int64_t token_head = (c.start + int64_t{r}) * HQ + hq, row = token_head * MP + seg.m0;
+      float prob[N];
+      slot_score_segment<E, MP>(prob, p, token_head * MP, valid,
+                                valid ? p.key_score_diagonal[token_head] : 0.f, slot_write, gates, seg);
+      softmax_segment(prob, seg.m0, p.slots);
+      // dp in its three parts: inter-chunk (the state kernel leaves its decay exp(b_t) to here),
+      // intra-chunk s < t, and the s = t term value_diagonal · s_t.
+      float grad[N], full[N];
+      float dot = 0.f;
+      if (valid) {
+        float intra[N];
+        load_row_floats<N>(grad, p.grad_probabilities + row);
+        load_row_floats<N>(intra, p.grad_probabilities_intra + row);
         const float value_diagonal = p.value_score_diagonal[token_head];
-        softmax_row<MP>([&](int m) {
-          return inter_slot_score<E>(p.slot_scores[row + m], *gates.at(r, m)) + p.slot_scores_intra[row + m] +
-                 key_diagonal * to_float(*slot_write.at(r, m));
-        }, p.slots, prob);
-        float dot = 0.f;
 #pragma unroll
-        for (int j = 0; j < (MP + 31) / 32; ++j) {
-          const int m = lane + 32 * j;
-          // inter-chunk part; the state kernel leaves its decay exp(b_t) to here
-          grad[j] = m < MP ? p.grad_probabilities[row + m] * decay_exp<E>(*gates.at(r, m)) : 0.f;
-          const float full = m < MP ? grad[j] + p.grad_probabilities_intra[row + m] +
-                                          value_diagonal * to_float(*slot_write.at(r, m))
-                                    : 0.f;
-          dot += prob[j] * full;
-        }
-#pragma unroll
-        for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-#pragma unroll
-        for (int j = 0; j < (MP + 31) / 32; ++j) {
-          const int m = lane + 32 * j;
-          if (m >= MP) continue;
-          const float full = grad[j] + p.grad_probabilities_intra[row + m] +
-                             value_diagonal * to_float(*slot_write.at(r, m));
-          const E dok_e = from_float<E>(prob[j] * (full - dot));
-          const float ok_inter = inter_slot_score<E>(p.slot_scores[row + m], *gates.at(r, m));
-          *gate_terms.at(r, m) += to_float(p_stored[row + m]) * grad[j] + ok_inter * to_float(dok_e);
-          *grad_ok.at(r, m) = dok_e;
-          dok_out[row + m] = dok_e;
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < (MP + 31) / 32; ++j) {
-          const int m = lane + 32 * j;
-          if (m < MP) *grad_ok.at(r, m) = from_float<E>(0.f);
+        for (int j = 0; j < N; ++j) {
+          const int m = seg.m0 + j;
+          grad[j] *= decay_exp<E>(*gates.at(r, m));
+          full[j] = grad[j] + intra[j] + value_diagonal * to_float(*slot_write.at(r, m));
+          dot += prob[j] * full[j];
         }
       }
+      dot = row_sum(dot);
+      E dok[N];
+      if (valid) {
+        E stored[N];
+#pragma unroll
+        for (int j = 0; j < N; ++j) stored[j] = p_stored[row + j];
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          const int m = seg.m0 + j;
+          dok[j] = from_float<E>(prob[j] * (full[j] - dot));
+          const float ok_inter = inter_slot_score<E>(p.slot_scores[row + j], *gates.at(r, m));
+          *gate_terms.at(r, m) += to_float(stored[j]) * grad[j] + ok_inter * to_float(dok[j]);
+        }
+        store_row(dok_out + row, dok);
+      } else {
+#pragma unroll
+        for (int j = 0; j < N; ++j) dok[j] = from_float<E>(0.f);
+      }
+      store_row(grad_ok.at(r, seg.m0), dok);
     }
     __syncwarp();
     float grad_scores[8][4];

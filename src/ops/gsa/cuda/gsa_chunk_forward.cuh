@@ -279,34 +279,103 @@ __device__ __forceinline__ float inter_slot_score(float unscaled, float b) {
   return unscaled * decay_exp<E>(b);
 }
 
-// Softmax over the slots of one token's scores by one warp: lane holds slots lane, lane + 32, ...
-// of the probabilities (fp32, 0 in padding slots). score(m) gives ok_m for m < slots.
-template <int MP, class Score>
-__device__ __forceinline__ void softmax_row(Score score, int slots, float (&prob)[(MP + 31) / 32]) {
-  const int lane = threadIdx.x & 31;
+// The per-token slot passes of the intra-chunk kernels (softmax and its backward) take a row per
+// 8 lanes, each lane MP / 8 consecutive slots with 16-byte loads: a warp covers 4 rows at once,
+// so the global loads of a pass are 4x wider and fewer round trips than a row per warp.
+constexpr int kRowLanes = 8;
+constexpr int kRowsPerPass = 32 / kRowLanes;
+
+template <int MP>
+struct RowSegment {
+  static constexpr int kSlots = MP / kRowLanes;  // slots per lane
+  int row;   // chunk row of this lane in the pass
+  int m0;    // first slot of this lane
+  __device__ RowSegment(int warp, int pass) {
+    const int lane = threadIdx.x & 31;
+    row = warp * kSubChunk + pass * kRowsPerPass + lane / kRowLanes;
+    m0 = (lane % kRowLanes) * kSlots;
+  }
+};
+
+// Sum / max over the 8 lanes of a row.
+__device__ __forceinline__ float row_sum(float x) {
+#pragma unroll
+  for (int offset = 1; offset < kRowLanes; offset *= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+__device__ __forceinline__ float row_max(float x) {
+#pragma unroll
+  for (int offset = 1; offset < kRowLanes; offset *= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
+
+// N consecutive fp32 values (N a multiple of 4, 16-byte aligned) from global memory.
+template <int N>
+__device__ __forceinline__ void load_row_floats(float (&out)[N], const float* src) {
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i) {
+    const float4 x = reinterpret_cast<const float4*>(src)[i];
+    out[4 * i] = x.x; out[4 * i + 1] = x.y; out[4 * i + 2] = x.z; out[4 * i + 3] = x.w;
+  }
+}
+
+// In place: scores -> softmax over the row's slots (slots >= `slots` get 0). Every lane of the
+// warp takes part (the shuffles); rows past the sequence end pass any finite scores.
+template <int N>
+__device__ __forceinline__ void softmax_segment(float (&x)[N], int m0, int slots) {
   float largest = -INFINITY;
 #pragma unroll
-  for (int j = 0; j < (MP + 31) / 32; ++j) {
-    const int m = lane + 32 * j;
-    prob[j] = (m < slots) ? score(m) : -INFINITY;
-    largest = fmaxf(largest, prob[j]);
+  for (int j = 0; j < N; ++j) {
+    if (m0 + j < slots) largest = fmaxf(largest, x[j]);
   }
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) {
-    largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
-  }
+  largest = row_max(largest);
   float total = 0.f;
 #pragma unroll
-  for (int j = 0; j < (MP + 31) / 32; ++j) {
-    const int m = lane + 32 * j;
-    prob[j] = (m < slots) ? expf(prob[j] - largest) : 0.f;
-    total += prob[j];
+  for (int j = 0; j < N; ++j) {
+    x[j] = m0 + j < slots ? expf(x[j] - largest) : 0.f;
+    total += x[j];
   }
+  const float inverse = 1.f / row_sum(total);
 #pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) total += __shfl_xor_sync(0xffffffffu, total, offset);
-  const float inverse = 1.f / total;
+  for (int j = 0; j < N; ++j) x[j] *= inverse;
+}
+
+// ok of one row segment: the inter-chunk part (times exp(b), see inter_slot_score), the intra-chunk
+// s < t part, and the s = t term diagonal · s_t. Zeros for rows past the sequence end.
+template <class E, int MP>
+__device__ __forceinline__ void slot_score_segment(float (&ok)[MP / kRowLanes], const GsaParams& p,
+                                                   int64_t row_offset, bool valid, float diagonal,
+                                                   SmemTile<E> slot_write, SmemTile<float> gates,
+                                                   const RowSegment<MP>& seg) {
+  constexpr int N = MP / kRowLanes;
+  if (!valid) {
 #pragma unroll
-  for (int j = 0; j < (MP + 31) / 32; ++j) prob[j] *= inverse;
+    for (int j = 0; j < N; ++j) ok[j] = 0.f;
+    return;
+  }
+  float inter[N], intra[N];
+  load_row_floats<N>(inter, p.slot_scores + row_offset + seg.m0);
+  load_row_floats<N>(intra, p.slot_scores_intra + row_offset + seg.m0);
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const int m = seg.m0 + j;
+    ok[j] = inter_slot_score<E>(inter[j], *gates.at(seg.row, m)) + intra[j] +
+            diagonal * to_float(*slot_write.at(seg.row, m));
+  }
+}
+
+// N consecutive values of a row: 16-byte stores when they fill whole 16-byte words.
+template <class E, int N>
+__device__ __forceinline__ void store_row(E* dst, const E (&x)[N]) {
+  if constexpr ((N * sizeof(E)) % 16 == 0) {
+#pragma unroll
+    for (int i = 0; i < N * static_cast<int>(sizeof(E)) / 16; ++i) {
+      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(x)[i];
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) dst[j] = x[j];
+  }
 }
 
 // Pass 2, intra-chunk: p = softmax(ok), ok completed by its s = t term (p stored in the element
@@ -316,7 +385,7 @@ template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParams p) {
   Chunk c;
   if (!locate_chunk(p, blockIdx.x, c)) return;
-  const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int h = blockIdx.y, warp = threadIdx.x / 32;
   const int H = p.heads, HQ = p.query_heads;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
@@ -331,24 +400,19 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
   E* scores_out = static_cast<E*>(p.value_scores);
   for (int group = 0; group < p.groups; ++group) {
     const int hq = h * p.groups + group;
-    for (int r = warp * 16; r < warp * 16 + 16; ++r) {
-      float prob[(MP + 31) / 32];
-      if (r < c.len) {
-        const int64_t row = ((c.start + int64_t{r}) * HQ + hq) * MP;
-        const float diagonal = p.key_score_diagonal[(c.start + int64_t{r}) * HQ + hq];
-        softmax_row<MP>([&](int m) {
-          return inter_slot_score<E>(p.slot_scores[row + m], *gates.at(r, m)) + p.slot_scores_intra[row + m] +
-                 diagonal * to_float(*slot_write.at(r, m));
-        }, p.slots, prob);
-      }
+    for (int pass = 0; pass < kSubChunk / kRowsPerPass; ++pass) {
+      const RowSegment<MP> seg(warp, pass);
+      const bool valid = seg.row < c.len;
+      const int64_t token_head = (c.start + int64_t{seg.row}) * HQ + hq;
+      float prob[MP / kRowLanes];
+      slot_score_segment<E, MP>(prob, p, token_head * MP, valid,
+                                valid ? p.key_score_diagonal[token_head] : 0.f, slot_write, gates, seg);
+      softmax_segment(prob, seg.m0, p.slots);
+      E rounded[MP / kRowLanes];
 #pragma unroll
-      for (int j = 0; j < (MP + 31) / 32; ++j) {
-        const int m = lane + 32 * j;
-        if (m >= MP) continue;
-        const E value = from_float<E>(r < c.len ? prob[j] : 0.f);
-        *probabilities.at(r, m) = value;
-        if (r < c.len) p_out[((c.start + int64_t{r}) * HQ + hq) * MP + m] = value;
-      }
+      for (int j = 0; j < MP / kRowLanes; ++j) rounded[j] = from_float<E>(valid ? prob[j] : 0.f);
+      store_row(probabilities.at(seg.row, seg.m0), rounded);
+      if (valid) store_row(p_out + token_head * MP + seg.m0, rounded);
     }
     __syncwarp();
     float scores[8][4];
