@@ -24,17 +24,25 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
   const int H = p.heads, HQ = p.query_heads, V = p.value_dim;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
+  // do and v are read only by a group's first products; dp's intra part (fp32) reuses their memory.
+  SmemCarver shared_region = carve;
   auto do_tile = carve.tile<E>(kChunk, kHeadTile);
   auto v_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto grad_p_sum = shared_region.tile<float>(kChunk, MP);
+  carve.next = shared_region.next > carve.next ? shared_region.next : carve.next;
   auto grad_scores = carve.tile<E>(kChunk, kChunk);
   auto probabilities = carve.tile<E>(kChunk, MP);
   auto slot_write = carve.tile<E>(kChunk, MP);
   auto gates = carve.tile<float>(kChunk, MP);
   auto gate_terms = carve.tile<float>(kChunk, MP);
+  auto grad_write_block = carve.tile<float>(kChunk, MP);  // ds's diagonal-block pairs
   load_token_tile<MP>(slot_write, static_cast<const E*>(p.s) + h * p.slots, int64_t{H} * p.slots,
                       c.start, c.len, 0, p.slots);
   load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
-  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) *gate_terms.at(i / MP, i % MP) = 0.f;
+  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
+    *gate_terms.at(i / MP, i % MP) = 0.f;
+    *grad_write_block.at(i / MP, i % MP) = 0.f;
+  }
   float grad_write[MP / 8][4], grad_write_diagonal[MP / 8][4];
   zero(grad_write);
   zero(grad_write_diagonal);
@@ -75,22 +83,23 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
         grad_write_diagonal[n][e] += to_float(*grad_scores.at(t, t)) * to_float(*probabilities.at(t, m));
       }
     }
+    // dp's intra part: the products across 16-token blocks here, the block pairs added below.
     float grad_p[MP / 8][4];
     zero(grad_p);
-    decayed_apply<E, MP, false>(grad_p, grad_scores, slot_write, gates, warp);
+    decayed_apply<E, MP, Pairs::off_block>(grad_p, grad_scores, slot_write, gates, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; e += 2) {
-        const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
-        if (t < c.len) {
-          *reinterpret_cast<float2*>(p.grad_probabilities_intra + ((c.start + int64_t{t}) * HQ + hq) * MP + m) =
-              make_float2(grad_p[n][e], grad_p[n][e + 1]);
-        }
+        *reinterpret_cast<float2*>(grad_p_sum.at(warp * 16 + acc_row(e), acc_col(n, e))) =
+            make_float2(grad_p[n][e], grad_p[n][e + 1]);
       }
     }
-    decayed_apply_reverse<E, MP, false>(grad_write, grad_scores, probabilities, gates, warp);
+    decayed_apply_reverse<E, MP, Pairs::off_block>(grad_write, grad_scores, probabilities, gates, warp);
     add_pair_gate_terms<E, MP>(gate_terms, grad_scores, probabilities, slot_write, gates, warp);
+    diagonal_block_pairs<E, MP>(grad_scores, probabilities, slot_write, gates, warp, grad_p_sum,
+                                grad_write_block, gate_terms);
+    store_warp_rows<MP>(p.grad_probabilities_intra, HQ, hq, grad_p_sum, warp, c);
   }
 #pragma unroll
   for (int n = 0; n < MP / 8; ++n) {
@@ -99,7 +108,8 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
       const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
       if (t < c.len) {
         const int64_t index = ((c.start + int64_t{t}) * H + h) * MP + m;
-        *reinterpret_cast<float2*>(p.grad_slot_write_intra + index) = make_float2(grad_write[n][e], grad_write[n][e + 1]);
+        *reinterpret_cast<float2*>(p.grad_slot_write_intra + index) =
+            make_float2(grad_write[n][e] + *grad_write_block.at(t, m), grad_write[n][e + 1] + *grad_write_block.at(t, m + 1));
         *reinterpret_cast<float2*>(p.grad_slot_write_diagonal + index) =
             make_float2(grad_write_diagonal[n][e], grad_write_diagonal[n][e + 1]);
         *reinterpret_cast<float2*>(p.gate_terms + index) = make_float2(*gate_terms.at(t, m), *gate_terms.at(t, m + 1));
@@ -325,10 +335,14 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
   auto slot_write = carve.tile<E>(kChunk, MP);
   auto gates = carve.tile<float>(kChunk, MP);
   auto gate_terms = carve.tile<float>(kChunk, MP);
+  auto grad_write_block = carve.tile<float>(kChunk, MP);  // ds's diagonal-block pairs
   load_token_tile<MP>(slot_write, static_cast<const E*>(p.s) + h * p.slots, int64_t{H} * p.slots,
                       c.start, c.len, 0, p.slots);
   load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
-  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) *gate_terms.at(i / MP, i % MP) = 0.f;
+  for (int i = threadIdx.x; i < kChunk * MP; i += kThreads) {
+    *gate_terms.at(i / MP, i % MP) = 0.f;
+    *grad_write_block.at(i / MP, i % MP) = 0.f;
+  }
   sync_tiles();
   float grad_write[MP / 8][4], grad_write_diagonal[MP / 8][4];
   zero(grad_write);
@@ -416,7 +430,9 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
     }
     sync_tiles();
     add_pair_gate_terms<E, MP>(gate_terms, scores, grad_ok, slot_write, gates, warp);
-    decayed_apply_reverse<E, MP, false>(grad_write, scores, grad_ok, gates, warp);
+    decayed_apply_reverse<E, MP, Pairs::off_block>(grad_write, scores, grad_ok, gates, warp);
+    diagonal_block_pairs<E, MP>(scores, grad_ok, slot_write, gates, warp, SmemTile<float>{nullptr, 0},
+                                grad_write_block, gate_terms);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
@@ -435,7 +451,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
       const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
       if (t < c.len) {
         const int64_t index = ((c.start + int64_t{t}) * H + h) * MP + m;
-        p.grad_slot_write_intra[index] += grad_write[n][e];
+        p.grad_slot_write_intra[index] += grad_write[n][e] + *grad_write_block.at(t, m);
         p.grad_slot_write_diagonal[index] += grad_write_diagonal[n][e];
         p.gate_terms[index] += *gate_terms.at(t, m);
       }

@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams 
     }
     float ok[MP / 8][4];
     zero(ok);
-    decayed_apply<E, MP, false>(ok, scores, slot_write, gates, warp);
+    decayed_apply<E, MP, Pairs::without_self>(ok, scores, slot_write, gates, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll

@@ -154,12 +154,14 @@ __device__ __forceinline__ void load_gate_tile(SmemTile<float> dst, const float*
 // (b non-increasing in t). Sub-chunk i = rows [16i, 16i + 16) belongs to warp i. Blocks off the
 // diagonal factor the decay through a reference row of b so that both factors are <= 1; the
 // diagonal 16 x 16 blocks take exp(b_t − b_s) pair by pair, which is exact for any gate.
-// kWithDiagonal = false leaves out the s = t terms: the gate-gradient terms are sums in which
-// those cancel exactly (README.md, "Gate gradient"), so they are kept apart.
+// kPairs says which pairs of the diagonal blocks to take: the s = t terms are left out where the
+// gate-gradient terms are sums in which those cancel exactly (README.md, "Gate gradient"), and
+// the whole diagonal block where diagonal_block_pairs forms its pairs for several products at once.
+enum class Pairs { all, without_self, off_block };
 
 // decayed_apply: z_tm += Σ_{s<=t} W_ts y_sm exp(b_tm − b_sm) for the warp's rows t.
 // W [64, 64] (t, s), y [64, MP]; acc [16, MP].
-template <class E, int MP, bool kWithDiagonal = true>
+template <class E, int MP, Pairs kPairs = Pairs::all>
 __device__ __forceinline__ void decayed_apply(float (&acc)[MP / 8][4], SmemTile<E> w,
                                               SmemTile<E> y, SmemTile<float> b, int warp) {
   const int r0 = warp * kSubChunk;
@@ -182,17 +184,19 @@ __device__ __forceinline__ void decayed_apply(float (&acc)[MP / 8][4], SmemTile<
       }
     }
   }
+  if constexpr (kPairs != Pairs::off_block) {  // the diagonal block's pairs, one by one
 #pragma unroll
-  for (int n = 0; n < MP / 8; ++n) {
+    for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int t = r0 + acc_row(e), m = acc_col(n, e);
-      const float bt = *b.at(t, m);
-      float sum = 0.f;
-      for (int s = r0; s < (kWithDiagonal ? t + 1 : t); ++s) {
-        sum += to_float(*w.at(t, s)) * to_float(*y.at(s, m)) * decay_exp<E>(bt - *b.at(s, m));
+      for (int e = 0; e < 4; ++e) {
+        const int t = r0 + acc_row(e), m = acc_col(n, e);
+        const float bt = *b.at(t, m);
+        float sum = 0.f;
+        for (int s = r0; s < (kPairs == Pairs::all ? t + 1 : t); ++s) {
+          sum += to_float(*w.at(t, s)) * to_float(*y.at(s, m)) * decay_exp<E>(bt - *b.at(s, m));
+        }
+        acc[n][e] += sum;
       }
-      acc[n][e] += sum;
     }
   }
 }
@@ -246,7 +250,7 @@ __device__ __forceinline__ void decayed_scores(float (&acc)[8][4], SmemTile<E> x
 
 // decayed_apply_reverse: z_sm += Σ_{t>=s} W_ts y_tm exp(b_tm − b_sm) for the warp's rows s.
 // W [64, 64] (t, s), y [64, MP]; acc [16, MP].
-template <class E, int MP, bool kWithDiagonal = true>
+template <class E, int MP, Pairs kPairs = Pairs::all>
 __device__ __forceinline__ void decayed_apply_reverse(float (&acc)[MP / 8][4], SmemTile<E> w,
                                                       SmemTile<E> y, SmemTile<float> b, int warp) {
   const int r0 = warp * kSubChunk, r_end = r0 + kSubChunk;
@@ -270,17 +274,19 @@ __device__ __forceinline__ void decayed_apply_reverse(float (&acc)[MP / 8][4], S
       }
     }
   }
+  if constexpr (kPairs != Pairs::off_block) {  // the diagonal block's pairs, one by one
 #pragma unroll
-  for (int n = 0; n < MP / 8; ++n) {
+    for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int s = r0 + acc_row(e), m = acc_col(n, e);
-      const float bs = *b.at(s, m);
-      float sum = 0.f;
-      for (int t = kWithDiagonal ? s : s + 1; t < r_end; ++t) {
-        sum += to_float(*w.at(t, s)) * to_float(*y.at(t, m)) * decay_exp<E>(*b.at(t, m) - bs);
+      for (int e = 0; e < 4; ++e) {
+        const int s = r0 + acc_row(e), m = acc_col(n, e);
+        const float bs = *b.at(s, m);
+        float sum = 0.f;
+        for (int t = kPairs == Pairs::all ? s : s + 1; t < r_end; ++t) {
+          sum += to_float(*w.at(t, s)) * to_float(*y.at(t, m)) * decay_exp<E>(*b.at(t, m) - bs);
+        }
+        acc[n][e] += sum;
       }
-      acc[n][e] += sum;
     }
   }
 }
@@ -395,8 +401,8 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, boo
 // operands would leave bf16 rounding, which grows with the sequence. Pairs in different 16-token
 // blocks (i > j) use, on both sides, x̂_t = round(x_t e^{b_t − r_i}) and ŷ_s = round(y_s e^{r_i − b_s})
 // with r_i = b at block i's first row (both factors <= 1) and tensor-core sums of W_ts times one
-// of them; pairs inside a diagonal block are formed one by one. Rows past the sequence end have
-// x = y = 0.
+// of them; the pairs inside a diagonal block are diagonal_block_pairs'. Rows past the sequence
+// end have x = y = 0.
 template <class E, int MP>
 __device__ __forceinline__ void add_pair_gate_terms(SmemTile<float> out, SmemTile<E> w, SmemTile<E> x,
                                                     SmemTile<E> y, SmemTile<float> b, int warp) {
@@ -446,17 +452,65 @@ __device__ __forceinline__ void add_pair_gate_terms(SmemTile<float> out, SmemTil
 #pragma unroll
   for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int a = r0 + acc_row(e), m = acc_col(n, e);
-      const float xa = to_float(*x.at(a, m)), ya = to_float(*y.at(a, m)), ba = *b.at(a, m);
-      float as_t = 0.f, as_s = 0.f;
-      for (int s = r0; s < a; ++s) {
-        as_t += (xa * to_float(*w.at(a, s)) * to_float(*y.at(s, m))) * decay_exp<E>(ba - *b.at(s, m));
+    for (int e = 0; e < 4; ++e) *out.at(r0 + acc_row(e), acc_col(n, e)) += terms[n][e];
+  }
+}
+
+// The pairs s < t inside the warp's diagonal 16-token block, one by one (exact for any gate), for
+// three products at once: each decay e_ts = exp(b_tm − b_sm) and weight W_ts e_ts is formed once.
+//   forward(t, m) += f_t = Σ_s W_ts e_ts y_sm         (decayed_apply's block part; skipped if null)
+//   reverse(s, m) += r_s = Σ_t W_ts e_ts x_tm         (decayed_apply_reverse's block part)
+//   gate(a, m)    += x_am f_a − y_am r_a              (add_pair_gate_terms's block part)
+// The gate terms of a pair, x_t W_ts e_ts y_s, enter f_t and r_s with the same fp32 factors on
+// both sides, so they cancel in the gate gradient's sums to fp32 rounding. Lanes own slot columns
+// (conflict-free shared-memory rows); only the warp's own rows are read and written.
+template <class E, int MP>
+__device__ __forceinline__ void diagonal_block_pairs(SmemTile<E> w, SmemTile<E> x, SmemTile<E> y,
+                                                     SmemTile<float> b, int warp, SmemTile<float> forward,
+                                                     SmemTile<float> reverse, SmemTile<float> gate) {
+  const int r0 = warp * kSubChunk, lane = threadIdx.x & 31;
+  __syncwarp();  // the caller's writes to these rows (other lanes) are visible
+  for (int m = lane; m < MP; m += 32) {
+    float bb[kSubChunk], xx[kSubChunk], yy[kSubChunk], rev[kSubChunk];
+#pragma unroll
+    for (int i = 0; i < kSubChunk; ++i) {
+      bb[i] = *b.at(r0 + i, m);
+      xx[i] = to_float(*x.at(r0 + i, m));
+      yy[i] = to_float(*y.at(r0 + i, m));
+      rev[i] = 0.f;
+    }
+#pragma unroll
+    for (int t = 1; t < kSubChunk; ++t) {
+      float fwd = 0.f;
+#pragma unroll
+      for (int s = 0; s < t; ++s) {
+        const float weight = to_float(*w.at(r0 + t, r0 + s)) * decay_exp<E>(bb[t] - bb[s]);
+        fwd += weight * yy[s];
+        rev[s] += weight * xx[t];
       }
-      for (int t = a + 1; t < r0 + kSubChunk; ++t) {
-        as_s += (to_float(*x.at(t, m)) * to_float(*w.at(t, a)) * ya) * decay_exp<E>(*b.at(t, m) - ba);
-      }
-      *out.at(a, m) += terms[n][e] + as_t - as_s;
+      if (forward.data != nullptr) *forward.at(r0 + t, m) += fwd;
+      *gate.at(r0 + t, m) += xx[t] * fwd;
+    }
+#pragma unroll
+    for (int s = 0; s < kSubChunk - 1; ++s) {
+      *reverse.at(r0 + s, m) += rev[s];
+      *gate.at(r0 + s, m) -= yy[s] * rev[s];
+    }
+  }
+  __syncwarp();
+}
+
+// The warp's 16 rows of an fp32 [64, MP] tile to global rows [tok, heads_x, MP] of head hx
+// (rows inside the sequence only), with 16-byte stores.
+template <int MP>
+__device__ __forceinline__ void store_warp_rows(float* dst, int heads_x, int hx, SmemTile<float> tile,
+                                                int warp, const Chunk& c) {
+  const int lane = threadIdx.x & 31;
+  for (int i = lane; i < kSubChunk * MP / 4; i += 32) {
+    const int r = warp * kSubChunk + i / (MP / 4), m = (i % (MP / 4)) * 4;
+    if (r < c.len) {
+      *reinterpret_cast<float4*>(dst + ((c.start + int64_t{r}) * heads_x + hx) * MP + m) =
+          *reinterpret_cast<const float4*>(tile.at(r, m));
     }
   }
 }

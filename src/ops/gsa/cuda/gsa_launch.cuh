@@ -36,9 +36,10 @@ struct SmemBytes {
   static constexpr size_t recompute_keys_state = 2 * chunk_tile + 2 * parts * slot_tile + decay_row;
   static constexpr size_t forward_values_intra = 2 * slot_tile + gate_tile;
   static constexpr size_t forward_values_state = 2 * chunk_tile + (1 + parts) * slot_tile + value_state + decay_row;
-  static constexpr size_t backward_values_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
+  static constexpr size_t backward_values_intra =
+      std::max(2 * chunk_tile, gate_tile) + chunk_tile + 2 * slot_tile + 3 * gate_tile;
   static constexpr size_t backward_values_state = 3 * chunk_tile + 2 * parts * slot_tile + parts * value_state + decay_row;
-  static constexpr size_t backward_keys_intra = 3 * chunk_tile + 2 * slot_tile + 2 * gate_tile;
+  static constexpr size_t backward_keys_intra = 3 * chunk_tile + 2 * slot_tile + 3 * gate_tile;
   static constexpr size_t backward_keys_state = 3 * chunk_tile + 3 * parts * slot_tile + decay_row;
   static constexpr size_t largest = std::max({forward_keys_intra, recompute_keys_state,
                                               forward_values_intra, forward_values_state,
