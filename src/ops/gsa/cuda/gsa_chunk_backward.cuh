@@ -404,11 +404,13 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
     E* out = static_cast<E*>(p.grad_key_scores) + (int64_t{c.id} * HQ + hq) * kChunk * kChunk;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
+      if (n / 2 == warp) continue;  // the diagonal block: store_diagonal_block_scores
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         out[(warp * 16 + acc_row(e)) * kChunk + acc_col(n, e)] = from_float<E>(grad_scores[n][e]);
       }
     }
+    store_diagonal_block_scores<E, MP>(out, grad_ok, slot_write, gates, warp);
     float qk[8][4];
     zero(qk);
     for (int k0 = 0; k0 < K; k0 += kHeadTile) {

@@ -52,6 +52,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams 
   auto scores = carve.tile<E>(kChunk, kChunk);
   auto slot_write = carve.tile<E>(kChunk, MP);
   auto gates = carve.tile<float>(kChunk, MP);
+  auto ok_sum = carve.tile<float>(kChunk, MP);
   const E* s = static_cast<const E*>(p.s);
   load_token_tile<MP>(slot_write, s + h * p.slots, int64_t{H} * p.slots, c.start, c.len, 0, p.slots);
   load_gate_tile<MP>(gates, p.gate_cumsum, H, h, c.start, c.len);
@@ -83,20 +84,21 @@ __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams 
       const int t = warp * 16 + lane;
       p.key_score_diagonal[(c.start + int64_t{t}) * HQ + hq] = to_float(*scores.at(t, t));
     }
+    // ok's intra part: the products across 16-token blocks, then the block pairs one by one.
     float ok[MP / 8][4];
     zero(ok);
-    decayed_apply<E, MP, Pairs::without_self>(ok, scores, slot_write, gates, warp);
+    decayed_apply<E, MP, Pairs::off_block>(ok, scores, slot_write, gates, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; e += 2) {
-        const int t = warp * 16 + acc_row(e), m = acc_col(n, e);
-        if (t < c.len) {
-          *reinterpret_cast<float2*>(p.slot_scores_intra + ((c.start + int64_t{t}) * HQ + hq) * MP + m) =
-              make_float2(ok[n][e], ok[n][e + 1]);
-        }
+        *reinterpret_cast<float2*>(ok_sum.at(warp * 16 + acc_row(e), acc_col(n, e))) =
+            make_float2(ok[n][e], ok[n][e + 1]);
       }
     }
+    diagonal_block_pairs<E, MP, false>(scores, slot_write, slot_write, gates, warp, ok_sum,
+                                       SmemTile<float>{nullptr, 0}, SmemTile<float>{nullptr, 0});
+    store_warp_rows<MP>(p.slot_scores_intra, HQ, hq, ok_sum, warp, c);
   }
 }
 
@@ -420,11 +422,13 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
     E* out = scores_out + (int64_t{c.id} * HQ + hq) * kChunk * kChunk;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
+      if (n / 2 == warp) continue;  // the diagonal block: store_diagonal_block_scores
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         out[(warp * 16 + acc_row(e)) * kChunk + acc_col(n, e)] = from_float<E>(scores[n][e]);
       }
     }
+    store_diagonal_block_scores<E, MP>(out, probabilities, slot_write, gates, warp);
     __syncwarp();
   }
 }

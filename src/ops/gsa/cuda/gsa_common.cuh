@@ -201,8 +201,9 @@ __device__ __forceinline__ void decayed_apply(float (&acc)[MP / 8][4], SmemTile<
   }
 }
 
-// decayed_scores: X_ts = Σ_m x_tm y_sm exp(b_tm − b_sm) for s <= t, 0 above the diagonal, for
-// the warp's rows t. x, y [64, MP]; acc [16, 64] (overwritten).
+// decayed_scores: X_ts = Σ_m x_tm y_sm exp(b_tm − b_sm) for the warp's rows t and the columns s
+// of the earlier 16-token blocks (tensor cores); the diagonal block is left at zero for
+// store_diagonal_block_scores. x, y [64, MP]; acc [16, 64] (overwritten).
 template <class E, int MP>
 __device__ __forceinline__ void decayed_scores(float (&acc)[8][4], SmemTile<E> x, SmemTile<E> y,
                                                SmemTile<float> b, int warp) {
@@ -230,21 +231,52 @@ __device__ __forceinline__ void decayed_scores(float (&acc)[8][4], SmemTile<E> x
       acc[2 * j + 1][e] = block[1][e];
     }
   }
+}
+
+// Four consecutive shared-memory elements as floats (8- or 16-byte aligned).
+template <class E>
+__device__ __forceinline__ void load4(float (&out)[4], const E* src) {
+  if constexpr (sizeof(E) == 2) {
+    const uint2 raw = *reinterpret_cast<const uint2*>(src);
+    const E* values = reinterpret_cast<const E*>(&raw);
 #pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    if (n / 2 != warp) continue;
+    for (int j = 0; j < 4; ++j) out[j] = to_float(values[j]);
+  } else {
+    const float4 v = *reinterpret_cast<const float4*>(src);
+    out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+  }
+}
+
+// The warp's diagonal 16 x 16 block of decayed_scores, exact pair by pair (any gate), stored
+// straight into the chunk's [64, 64] score block `out` (row-major, element type; zero above the
+// diagonal). The 136 entries s <= t are spread over the lanes (a lane per entry, four slots per
+// step with vector shared-memory loads), rather than the accumulator layout's 8 entries per lane
+// of which half are above the diagonal.
+template <class E, int MP>
+__device__ __forceinline__ void store_diagonal_block_scores(E* out, SmemTile<E> x, SmemTile<E> y,
+                                                            SmemTile<float> b, int warp) {
+  const int r0 = warp * kSubChunk, lane = threadIdx.x & 31;
+  constexpr int kLower = kSubChunk * (kSubChunk + 1) / 2;
+  for (int k = lane; k < kLower; k += 32) {
+    int t = static_cast<int>((sqrtf(8.f * k + 1.f) - 1.f) * 0.5f);  // row of entry k
+    while ((t + 1) * (t + 2) / 2 <= k) ++t;
+    while (t * (t + 1) / 2 > k) --t;
+    const int s = k - t * (t + 1) / 2;
+    float sum = 0.f;
+    for (int m = 0; m < MP; m += 4) {
+      float xt[4], ys[4], bt[4], bs[4];
+      load4(xt, x.at(r0 + t, m));
+      load4(ys, y.at(r0 + s, m));
+      load4(bt, b.at(r0 + t, m));
+      load4(bs, b.at(r0 + s, m));
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int t = r0 + acc_row(e), s = acc_col(n, e);
-      float sum = 0.f;
-      if (s <= t) {
-        for (int m = 0; m < MP; ++m) {
-          sum += to_float(*x.at(t, m)) * to_float(*y.at(s, m)) *
-                 decay_exp<E>(*b.at(t, m) - *b.at(s, m));
-        }
-      }
-      acc[n][e] = sum;
+      for (int j = 0; j < 4; ++j) sum += xt[j] * ys[j] * decay_exp<E>(bt[j] - bs[j]);
     }
+    out[(r0 + t) * kChunk + r0 + s] = from_float<E>(sum);
+  }
+  for (int k = lane; k < kSubChunk * kSubChunk; k += 32) {
+    const int t = k / kSubChunk, s = k % kSubChunk;
+    if (s > t) out[(r0 + t) * kChunk + r0 + s] = from_float<E>(0.f);
   }
 }
 
@@ -464,7 +496,8 @@ __device__ __forceinline__ void add_pair_gate_terms(SmemTile<float> out, SmemTil
 // The gate terms of a pair, x_t W_ts e_ts y_s, enter f_t and r_s with the same fp32 factors on
 // both sides, so they cancel in the gate gradient's sums to fp32 rounding. Lanes own slot columns
 // (conflict-free shared-memory rows); only the warp's own rows are read and written.
-template <class E, int MP>
+// kReverse = false: the forward sums only (x, reverse and gate unused).
+template <class E, int MP, bool kReverse = true>
 __device__ __forceinline__ void diagonal_block_pairs(SmemTile<E> w, SmemTile<E> x, SmemTile<E> y,
                                                      SmemTile<float> b, int warp, SmemTile<float> forward,
                                                      SmemTile<float> reverse, SmemTile<float> gate) {
@@ -475,7 +508,7 @@ __device__ __forceinline__ void diagonal_block_pairs(SmemTile<E> w, SmemTile<E> 
 #pragma unroll
     for (int i = 0; i < kSubChunk; ++i) {
       bb[i] = *b.at(r0 + i, m);
-      xx[i] = to_float(*x.at(r0 + i, m));
+      xx[i] = kReverse ? to_float(*x.at(r0 + i, m)) : 0.f;
       yy[i] = to_float(*y.at(r0 + i, m));
       rev[i] = 0.f;
     }
@@ -486,15 +519,17 @@ __device__ __forceinline__ void diagonal_block_pairs(SmemTile<E> w, SmemTile<E> 
       for (int s = 0; s < t; ++s) {
         const float weight = to_float(*w.at(r0 + t, r0 + s)) * decay_exp<E>(bb[t] - bb[s]);
         fwd += weight * yy[s];
-        rev[s] += weight * xx[t];
+        if constexpr (kReverse) rev[s] += weight * xx[t];
       }
       if (forward.data != nullptr) *forward.at(r0 + t, m) += fwd;
-      *gate.at(r0 + t, m) += xx[t] * fwd;
+      if constexpr (kReverse) *gate.at(r0 + t, m) += xx[t] * fwd;
     }
+    if constexpr (kReverse) {
 #pragma unroll
-    for (int s = 0; s < kSubChunk - 1; ++s) {
-      *reverse.at(r0 + s, m) += rev[s];
-      *gate.at(r0 + s, m) -= yy[s] * rev[s];
+      for (int s = 0; s < kSubChunk - 1; ++s) {
+        *reverse.at(r0 + s, m) += rev[s];
+        *gate.at(r0 + s, m) -= yy[s] * rev[s];
+      }
     }
   }
   __syncwarp();

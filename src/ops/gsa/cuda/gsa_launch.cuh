@@ -29,7 +29,7 @@ struct SmemBytes {
   static constexpr size_t slot_tile = smem_tile_bytes<E>(kChunk, MP);
   static constexpr size_t gate_tile = smem_tile_bytes<float>(kChunk, MP);
   static constexpr size_t value_state = smem_tile_bytes<E>(MP, kHeadTile);
-  static constexpr size_t forward_keys_intra = 3 * chunk_tile + slot_tile + gate_tile;
+  static constexpr size_t forward_keys_intra = 3 * chunk_tile + slot_tile + 2 * gate_tile;
   // The forward's key-state kernel takes its state rounded once; the backward's recomputation split.
   static constexpr size_t decay_row = smem_tile_bytes<float>(1, MP);  // the state kernels' exp(b_L)
   static constexpr size_t forward_keys_state = 2 * chunk_tile + (parts + 1) * slot_tile + decay_row;
