@@ -196,6 +196,9 @@ inline const std::vector<GsaCase>& chunk_cases() {
        {300, 1, 724}, true, true},
       {"varlen_64_64_129_K128_V64_M64_HQ2_H1_norm0.1_layer_s", 1, 0, 2, 1, 128, 64, 64, 0.1, true,
        false, {64, 64, 129}},
+      // Long enough for the CUDA kernels' segmented sweeps, with a one-chunk sequence between.
+      {"varlen_520_3_1000_K32_V32_M16_H2_norm1_random_s_init", 1, 0, 2, 2, 32, 32, 16, 1.0, false,
+       true, {520, 3, 1000}, true, true},
   };
   return cases;
 }

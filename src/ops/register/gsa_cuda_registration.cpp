@@ -67,6 +67,17 @@ int max_shared_memory_per_block(int device) {
   return cache[device] = bytes;
 }
 
+int multiprocessor_count(int device) {
+  static std::mutex mutex;
+  static std::unordered_map<int, int> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = cache.find(device);
+  if (found != cache.end()) return found->second;
+  int count = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return cache[device] = count;
+}
+
 // Shapes and dtypes of one call, and whether the fused kernels take it.
 struct Problem {
   int64_t batch, time, query_heads, heads, key_dim, value_dim, slots, sequences;
@@ -95,6 +106,18 @@ struct Problem {
 
   bool short_sequences() const {
     return varlen ? tokens() <= kRecurrentMaxTokens * sequences : time <= kRecurrentMaxTokens;
+  }
+
+  // Segments per sequence for the state kernels' sweeps (gsa_cuda.h): enough sweeps for one per
+  // SM, each of at least 4 chunks; 1 when the sequences' sweeps already fill the GPU.
+  int sweep_segments(int device) const {
+    const int64_t tiles = std::min((key_dim + cuda::kHeadTile - 1) / cuda::kHeadTile,
+                                   (value_dim + cuda::kHeadTile - 1) / cuda::kHeadTile);
+    const int64_t sweeps = tiles * heads * sequences;
+    int64_t segments = (multiprocessor_count(device) + sweeps - 1) / sweeps;
+    segments = std::min<int64_t>({segments, 16, std::max<int64_t>(1, max_chunks() / sequences / 4),
+                                  65535 / (2 * sequences)});
+    return static_cast<int>(std::max<int64_t>(1, segments));
   }
 
   int64_t max_chunks() const {
@@ -169,10 +192,17 @@ at::Tensor split_blocks(const Problem& problem, int64_t heads, const at::TensorO
                     problem.padded_slots}, options);
 }
 
+// States of every segment of every sequence [N S, H, rows, cols] (segmented sweeps).
+at::Tensor segment_buffer(const Problem& problem, int segments, int64_t rows, int64_t cols,
+                          const at::TensorOptions& options) {
+  return at::empty({problem.sequences * segments, problem.heads, rows, cols}, options);
+}
+
 // Workspace of the chunked forward internals (also recomputed by the backward).
 struct ForwardWorkspace {
   at::Tensor gate_cumsum, slot_scores, slot_scores_intra, key_score_diagonal, probabilities, value_scores;
   at::Tensor decayed_write_blocks, decayed_probability_blocks;
+  at::Tensor segment_states_k, segment_states_v;
 
   ForwardWorkspace(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p) {
     const auto f32 = options.dtype(at::kFloat);
@@ -193,6 +223,13 @@ struct ForwardWorkspace {
     decayed_probability_blocks = split_blocks(problem, problem.query_heads, options);
     p.decayed_write_blocks = decayed_write_blocks.data_ptr();
     p.decayed_probability_blocks = decayed_probability_blocks.data_ptr();
+    p.segments = problem.sweep_segments(options.device().index());
+    if (p.segments > 1) {
+      segment_states_k = segment_buffer(problem, p.segments, problem.key_dim, problem.slots, f32);
+      segment_states_v = segment_buffer(problem, p.segments, problem.slots, problem.value_dim, f32);
+      p.segment_states_k = segment_states_k.data_ptr<float>();
+      p.segment_states_v = segment_states_v.data_ptr<float>();
+    }
   }
 };
 
@@ -298,6 +335,13 @@ Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::
   at::Tensor grad_key_scores =
       at::empty({problem.max_chunks(), problem.query_heads, cuda::kChunk, cuda::kChunk}, options);
   at::Tensor decayed_grad_score_blocks = split_blocks(problem, problem.query_heads, options);
+  at::Tensor segment_grad_states_k, segment_grad_states_v;
+  if (p.segments > 1) {
+    segment_grad_states_k = segment_buffer(problem, p.segments, problem.key_dim, problem.slots, f32);
+    segment_grad_states_v = segment_buffer(problem, p.segments, problem.slots, problem.value_dim, f32);
+    p.segment_grad_states_k = segment_grad_states_k.data_ptr<float>();
+    p.segment_grad_states_v = segment_grad_states_v.data_ptr<float>();
+  }
   at::Tensor gate_terms = at::empty({tokens, problem.heads, slots}, f32);
   at::Tensor gate_final = at::zeros({problem.sequences, problem.heads, slots}, f32);
   at::Tensor chunk_totals = at::empty({problem.max_chunks(), problem.heads, slots}, f32);

@@ -118,15 +118,17 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
   }
 }
 
-// Pass 2, state. blockIdx.z = 2 n + role; role 0 = forward sweep (dp_t += exp(b_t) ⊙ H^v do_t),
-// role 1 = reverse sweep (dv, ds, and the initial-state gradient).
+// Pass 2, state. blockIdx.z = 2 sweep + role; role 0 = forward sweep (dp_t += exp(b_t) ⊙ H^v do_t),
+// role 1 = reverse sweep (dv, ds, and the initial-state gradient). Phase A of segmented sweeps
+// (p.sweep_local) carries the states only.
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaParams p) {
   constexpr int kRowTiles = MP / 16;
   constexpr int kTilesPerWarp = (kRowTiles + 3) / 4;
-  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z / 2, role = blockIdx.z % 2;
+  const int tile = blockIdx.x, h = blockIdx.y, role = blockIdx.z % 2;
   const int warp = threadIdx.x / 32;
   const int H = p.heads, HQ = p.query_heads, V = p.value_dim, M = p.slots;
+  const bool local_sweep = p.sweep_local;
   const int v0 = tile * kHeadTile;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
@@ -137,31 +139,19 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.split_tile<E>(MP, kHeadTile);
   auto chunk_decay = carve.tile<float>(1, MP);
-  int bos, eos;
-  sequence_bounds(p, n, bos, eos);
-  const int chunks = chunks_of(eos - bos);
-  const int64_t state_base = (int64_t{n} * H + h) * M * V;
+  const Sweep w = locate_sweep(p, blockIdx.z / 2);
+  const int64_t state_size = int64_t{M} * V, state_base = (int64_t{w.n} * H + h) * state_size;
+  float* segment_states = role == 0 ? p.segment_states_v : p.segment_grad_states_v;
+  const SweepStart from = sweep_start(p, w, role == 0 ? p.initial_state_v : p.grad_final_state_v,
+                                      segment_states, h, state_size);
 
   // state(m, vv): H^v in the forward sweep, dH^v in the reverse sweep.
   float state[kTilesPerWarp][8][4];
-  const float* initial = role == 0 ? p.initial_state_v : p.grad_final_state_v;
-#pragma unroll
-  for (int i = 0; i < kTilesPerWarp; ++i) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
-        state[i][j][e] = (initial != nullptr && m < M && vv < V)
-                             ? initial[state_base + int64_t{m} * V + vv]
-                             : 0.f;
-      }
-    }
-  }
-  for (int step = 0; step < chunks; ++step) {
-    const int local = role == 0 ? step : chunks - 1 - step;
-    const int start = bos + local * kChunk, len = min(kChunk, eos - start);
-    const int chunk_id = global_chunk(p, n, local);
+  load_value_state<MP>(state, from.states, from.base, v0, V, M, warp);
+  for (int step = 0; step < w.chunks; ++step) {
+    const int local = w.first + (role == 0 ? step : w.chunks - 1 - step);
+    const int start = w.bos + local * kChunk, len = min(kChunk, w.eos - start);
+    const int chunk_id = global_chunk(p, w.n, local);
     sync_tiles();
     load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
                                len, v0, V);
@@ -169,7 +159,8 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
     store_value_state_operand<E, MP>(state_operand, state, warp);
     if (role == 0) {
-      for (int group = 0; group < p.groups; ++group) {
+      if (local_sweep) sync_tiles();  // phase A: the state update only
+      for (int group = 0; group < (local_sweep ? 0 : p.groups); ++group) {
         const int hq = h * p.groups + group;
         if (group > 0) sync_tiles();  // the previous group's readers of do_tile are done
         load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
@@ -225,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
       load_block<kChunk>(scores, static_cast<const E*>(p.value_scores) +
                                      (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
       sync_tiles();
-      warp_mma<E, 8>(grad_v, scores, true, warp * 16, do_tile, false, 0, kChunk);
+      if (!local_sweep) warp_mma<E, 8>(grad_v, scores, true, warp * 16, do_tile, false, 0, kChunk);
 #pragma unroll
       for (int i = 0; i < kTilesPerWarp; ++i) {
         if (warp + 4 * i >= kRowTiles) continue;
@@ -234,6 +225,20 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
       }
     }
     sync_tiles();
+    if (local_sweep) {
+#pragma unroll
+      for (int i = 0; i < kTilesPerWarp; ++i) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int m = (warp + 4 * i) * 16 + acc_row(e);
+            state[i][j][e] = state[i][j][e] * *chunk_decay.at(0, m < MP ? m : 0) + state_update[i][j][e];
+          }
+        }
+      }
+      continue;
+    }
     warp_mma<E, 8>(grad_v, decayed_write, false, warp * 16, state_operand.part[0], false, 0, MP);
     E* dv = static_cast<E*>(p.grad_v);
 #pragma unroll
@@ -271,8 +276,12 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
       }
     }
   }
+  if (local_sweep) {
+    store_value_state<MP>(state, segment_states, (int64_t{w.index} * H + h) * state_size, v0, V, M, warp);
+    return;
+  }
   // Forward sweep: final-state term of dg, Σ_v dH^v_T ⊙ H^v_T per slot. Reverse sweep: dH^v_0.
-  if (role == 0 && p.grad_final_state_v != nullptr) {
+  if (role == 0 && p.grad_final_state_v != nullptr && w.j == p.segments - 1) {
 #pragma unroll
     for (int i = 0; i < kTilesPerWarp; ++i) {
       if (warp + 4 * i >= kRowTiles) continue;
@@ -294,12 +303,12 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
       }
       const int m_low = (warp + 4 * i) * 16 + acc_row(0);
       if ((threadIdx.x & 3) == 0) {
-        if (m_low < M) atomicAdd(p.gate_final + (int64_t{n} * H + h) * MP + m_low, row_sum[0]);
-        if (m_low + 8 < M) atomicAdd(p.gate_final + (int64_t{n} * H + h) * MP + m_low + 8, row_sum[1]);
+        if (m_low < M) atomicAdd(p.gate_final + (int64_t{w.n} * H + h) * MP + m_low, row_sum[0]);
+        if (m_low + 8 < M) atomicAdd(p.gate_final + (int64_t{w.n} * H + h) * MP + m_low + 8, row_sum[1]);
       }
     }
   }
-  if (role == 1 && p.grad_initial_state_v != nullptr) {
+  if (role == 1 && p.grad_initial_state_v != nullptr && w.j == 0) {
 #pragma unroll
     for (int i = 0; i < kTilesPerWarp; ++i) {
 #pragma unroll
@@ -461,14 +470,16 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
   }
 }
 
-// Pass 1, state. blockIdx.z = 2 n + role; role 0 = forward sweep (dq), role 1 = reverse sweep
-// (dk, ds, and the initial-state gradient).
+// Pass 1, state. blockIdx.z = 2 sweep + role; role 0 = forward sweep (dq), role 1 = reverse sweep
+// (dk, ds, and the initial-state gradient). Phase A of segmented sweeps (p.sweep_local) carries
+// the states only.
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams p) {
-  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z / 2, role = blockIdx.z % 2;
+  const int tile = blockIdx.x, h = blockIdx.y, role = blockIdx.z % 2;
   const int warp = threadIdx.x / 32;
   const int H = p.heads, HQ = p.query_heads, K = p.key_dim, M = p.slots;
   const int k0 = tile * kHeadTile;
+  const bool local_sweep = p.sweep_local;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
   auto q_tile = carve.tile<E>(kChunk, kHeadTile);
@@ -481,26 +492,19 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.split_tile<E>(kHeadTile, MP, parts);
   auto chunk_decay = carve.tile<float>(1, MP);
-  int bos, eos;
-  sequence_bounds(p, n, bos, eos);
-  const int chunks = chunks_of(eos - bos);
-  const int64_t state_base = (int64_t{n} * H + h) * K * M;
+  const Sweep w = locate_sweep(p, blockIdx.z / 2);
+  const int64_t state_size = int64_t{K} * M, state_base = (int64_t{w.n} * H + h) * state_size;
+  float* segment_states = role == 0 ? p.segment_states_k : p.segment_grad_states_k;
+  const SweepStart from = sweep_start(p, w, role == 0 ? p.initial_state_k : p.grad_final_state_k,
+                                      segment_states, h, state_size);
 
   // state(kk, m): H^k in the forward sweep, dH^k in the reverse sweep.
   float state[MP / 8][4];
-  const float* initial = role == 0 ? p.initial_state_k : p.grad_final_state_k;
-#pragma unroll
-  for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
-      state[j][e] = (initial != nullptr && kk < K && m < M) ? initial[state_base + int64_t{kk} * M + m] : 0.f;
-    }
-  }
-  for (int step = 0; step < chunks; ++step) {
-    const int local = role == 0 ? step : chunks - 1 - step;
-    const int start = bos + local * kChunk, len = min(kChunk, eos - start);
-    const int chunk_id = global_chunk(p, n, local);
+  load_key_state<MP>(state, from.states, from.base, k0, K, M, warp);
+  for (int step = 0; step < w.chunks; ++step) {
+    const int local = w.first + (role == 0 ? step : w.chunks - 1 - step);
+    const int start = w.bos + local * kChunk, len = min(kChunk, w.eos - start);
+    const int chunk_id = global_chunk(p, w.n, local);
     sync_tiles();
     load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
                                len, k0, K);
@@ -511,12 +515,15 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
     zero(grad_k);
     float state_update[MP / 8][4];
     zero(state_update);
-    for (int group = 0; group < p.groups; ++group) {
+    // Phase A: the forward sweep needs no query-side tiles, the reverse sweep dok and q only.
+    for (int group = 0; group < (local_sweep && role == 0 ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
       if (group > 0) sync_tiles();  // the previous group's readers of these tiles are done
       load_split_block<E, MP>(decayed_grad_ok, p.decayed_grad_score_blocks, chunk_id, HQ, hq);
-      load_block<kChunk>(grad_scores, static_cast<const E*>(p.grad_key_scores) +
-                                          (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+      if (!local_sweep) {
+        load_block<kChunk>(grad_scores, static_cast<const E*>(p.grad_key_scores) +
+                                            (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+      }
       if (role == 1) {
         load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
                                    start, len, k0, K);
@@ -537,7 +544,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
           }
         }
       } else {
-        warp_mma<E, 8>(grad_k, grad_scores, true, warp * 16, q_tile, false, 0, kChunk);
+        if (!local_sweep) warp_mma<E, 8>(grad_k, grad_scores, true, warp * 16, q_tile, false, 0, kChunk);
         warp_mma<E, MP / 8>(state_update, q_tile, true, warp * 16, decayed_grad_ok, false, 0, kChunk);
       }
     }
@@ -551,6 +558,16 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           state[j][e] = state[j][e] * *chunk_decay.at(0, acc_col(j, e)) + update[j][e];
+        }
+      }
+      continue;
+    }
+    if (local_sweep) {
+#pragma unroll
+      for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          state[j][e] = state[j][e] * *chunk_decay.at(0, acc_col(j, e)) + p.scale * state_update[j][e];
         }
       }
       continue;
@@ -594,7 +611,11 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
       }
     }
   }
-  if (role == 0 && p.grad_final_state_k != nullptr) {
+  if (local_sweep) {
+    store_key_state<MP>(state, segment_states, (int64_t{w.index} * H + h) * state_size, k0, K, M, warp);
+    return;
+  }
+  if (role == 0 && p.grad_final_state_k != nullptr && w.j == p.segments - 1) {
     // Σ_kk dH^k_T ⊙ H^k_T per slot m: columns live in one lane each, rows across lanes/warps.
 #pragma unroll
     for (int j = 0; j < MP / 8; ++j) {
@@ -613,12 +634,12 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
       }
       if ((threadIdx.x & 31) < 4) {
         const int m = acc_col(j, 0);
-        if (m < M) atomicAdd(p.gate_final + (int64_t{n} * H + h) * MP + m, column_sum[0]);
-        if (m + 1 < M) atomicAdd(p.gate_final + (int64_t{n} * H + h) * MP + m + 1, column_sum[1]);
+        if (m < M) atomicAdd(p.gate_final + (int64_t{w.n} * H + h) * MP + m, column_sum[0]);
+        if (m + 1 < M) atomicAdd(p.gate_final + (int64_t{w.n} * H + h) * MP + m + 1, column_sum[1]);
       }
     }
   }
-  if (role == 1 && p.grad_initial_state_k != nullptr) {
+  if (role == 1 && p.grad_initial_state_k != nullptr && w.j == 0) {
 #pragma unroll
     for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
@@ -627,6 +648,35 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
         if (kk < K && m < M) p.grad_initial_state_k[state_base + int64_t{kk} * M + m] = state[j][e];
       }
     }
+  }
+}
+
+// Segment-parallel sweeps, between phases A and B: each segment's local end state (swept from
+// zero) becomes its start state: carry = boundary; for each segment in sweep order, start = carry,
+// carry = carry ⊙ D + local, with D = exp(Σ b_L) over the segment's chunks, the state's decay
+// across the segment. States [N S, H, rows, cols]; the decay is on the columns (H^k, kSlotColumns)
+// or on the rows (H^v). kReverse: the state gradients, swept from the sequence end; boundary is
+// the initial state or the final-state gradient (null: zero). Grid (element blocks, H, N).
+template <int MP, bool kSlotColumns, bool kReverse>
+__global__ void __launch_bounds__(kThreads) segment_scan_kernel(GsaParams p, float* states,
+                                                                const float* boundary, int rows, int cols) {
+  const int h = blockIdx.y, n = blockIdx.z, H = p.heads, S = p.segments;
+  const int64_t size = int64_t{rows} * cols, element = int64_t{blockIdx.x} * kThreads + threadIdx.x;
+  if (element >= size) return;
+  const int m = kSlotColumns ? static_cast<int>(element % cols) : static_cast<int>(element / cols);
+  float carry = boundary != nullptr ? boundary[(int64_t{n} * H + h) * size + element] : 0.f;
+  for (int i = 0; i < S; ++i) {
+    const int j = kReverse ? S - 1 - i : i;
+    const Sweep w = locate_sweep(p, n * S + j);
+    double log_decay = 0.0;
+    for (int local = w.first; local < w.first + w.chunks; ++local) {
+      const int last = min(w.bos + (local + 1) * kChunk, w.eos) - 1;
+      log_decay += p.gate_cumsum[(int64_t{last} * H + h) * MP + m];
+    }
+    float* slot = states + (int64_t{w.index} * H + h) * size + element;
+    const float local_state = *slot;
+    *slot = carry;
+    carry = carry * expf(static_cast<float>(log_decay)) + local_state;
   }
 }
 
@@ -641,18 +691,21 @@ __global__ void __launch_bounds__(kThreads) gate_grad_chunk_kernel(GsaParams p) 
   if (m >= p.slots) return;
   const E* s = static_cast<const E*>(p.s);
   const float b_last = p.gate_cumsum[((c.start + int64_t{c.len} - 1) * p.heads + h) * MP + m];
-  float sum = 0.f;
+  // The terms cancel in large part (README.md, "Gate gradient"): their difference and sum are
+  // formed in fp64 and rounded once.
+  double sum = 0.0;
   for (int r = c.len - 1; r >= 0; --r) {
     const int64_t token = c.start + r;
     const int64_t index = (token * p.heads + h) * MP + m;
     // The state kernels leave the decay exp(b_L − b_t) of ds's inter-chunk part to here.
     const float ds = p.grad_slot_write[index] * decay_exp<E>(b_last - p.gate_cumsum[index]);
-    sum += p.gate_terms[index] - to_float(s[(token * p.heads + h) * p.slots + m]) * ds;
-    p.gate_terms[index] = sum;
+    sum += static_cast<double>(p.gate_terms[index]) -
+           static_cast<double>(to_float(s[(token * p.heads + h) * p.slots + m])) * ds;
+    p.gate_terms[index] = static_cast<float>(sum);
     p.grad_s[(token * p.heads + h) * p.slots + m] =
         ds + p.grad_slot_write_intra[index] + p.grad_slot_write_diagonal[index];
   }
-  p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m] = sum;
+  p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m] = static_cast<float>(sum);
 }
 
 // dg, step 2 (per sequence and head): chunk_totals[c] <- final-state term + Σ of the totals of
@@ -663,11 +716,11 @@ __global__ void gate_grad_carry_kernel(GsaParams p) {
   if (m >= p.slots) return;
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
-  float carry = p.gate_final[(int64_t{n} * p.heads + h) * MP + m];
+  double carry = p.gate_final[(int64_t{n} * p.heads + h) * MP + m];  // fp64: see gate_grad_chunk
   for (int local = chunks_of(eos - bos) - 1; local >= 0; --local) {
     float* total = p.chunk_totals + (int64_t{global_chunk(p, n, local)} * p.heads + h) * MP + m;
     const float own = *total;
-    *total = carry;
+    *total = static_cast<float>(carry);
     carry += own;
   }
 }

@@ -112,6 +112,66 @@ __device__ __forceinline__ void atomic_add_pair(float* dst, float x, float y) {
 #endif
 }
 
+// A key-state tile in registers (rows k0 + 16 warp + acc_row of H^k [K, M], columns acc_col) from
+// states + base (null: zeros) and back.
+template <int MP>
+__device__ __forceinline__ void load_key_state(float (&state)[MP / 8][4], const float* states, int64_t base,
+                                               int k0, int K, int M, int warp) {
+#pragma unroll
+  for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
+      state[j][e] = (states != nullptr && kk < K && m < M) ? states[base + int64_t{kk} * M + m] : 0.f;
+    }
+  }
+}
+template <int MP>
+__device__ __forceinline__ void store_key_state(const float (&state)[MP / 8][4], float* states, int64_t base,
+                                                int k0, int K, int M, int warp) {
+#pragma unroll
+  for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
+      if (kk < K && m < M) states[base + int64_t{kk} * M + m] = state[j][e];
+    }
+  }
+}
+
+// A value-state tile in registers (rows m = 16 (warp + 4 i) + acc_row of H^v [M, V], columns
+// v0 + acc_col) from states + base (null: zeros) and back.
+template <int MP>
+__device__ __forceinline__ void load_value_state(float (&state)[(MP / 16 + 3) / 4][8][4], const float* states,
+                                                 int64_t base, int v0, int V, int M, int warp) {
+#pragma unroll
+  for (int i = 0; i < (MP / 16 + 3) / 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+        state[i][j][e] = (states != nullptr && m < M && vv < V) ? states[base + int64_t{m} * V + vv] : 0.f;
+      }
+    }
+  }
+}
+template <int MP>
+__device__ __forceinline__ void store_value_state(const float (&state)[(MP / 16 + 3) / 4][8][4], float* states,
+                                                  int64_t base, int v0, int V, int M, int warp) {
+#pragma unroll
+  for (int i = 0; i < (MP / 16 + 3) / 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+        if (m < M && vv < V) states[base + int64_t{m} * V + vv] = state[i][j][e];
+      }
+    }
+  }
+}
+
 // The state tile (registers, accumulator layout: rows 16 warp + acc_row, columns acc_col) as a
 // split matrix operand in shared memory.
 template <class E, int MP>
@@ -195,7 +255,7 @@ __device__ __forceinline__ void load_split_block(const SplitTile<E>& dst, const 
 // whose ok pairs with ds in the gate gradient); the forward takes it rounded once.
 template <class E, int MP, bool kSplitState>
 __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams p) {
-  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z, warp = threadIdx.x / 32;
+  const int tile = blockIdx.x, h = blockIdx.y, warp = threadIdx.x / 32;
   const int H = p.heads, HQ = p.query_heads, K = p.key_dim, M = p.slots;
   const int k0 = tile * kHeadTile;
   extern __shared__ __align__(16) char smem[];
@@ -205,32 +265,25 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.split_tile<E>(kHeadTile, MP, kSplitState ? SplitTile<E>::kParts : 1);
   auto chunk_decay = carve.tile<float>(1, MP);
-  int bos, eos;
-  sequence_bounds(p, n, bos, eos);
+  const Sweep w = locate_sweep(p, blockIdx.z);
+  const int64_t state_size = int64_t{K} * M;
+  const SweepStart from = sweep_start(p, w, p.initial_state_k, p.segment_states_k, h, state_size);
 
   // state(kk, m) for kk = 16 warp + acc_row, m = acc_col.
   float state[MP / 8][4];
-  const int64_t state_base = (int64_t{n} * H + h) * K * M;
-#pragma unroll
-  for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
-      state[j][e] = (p.initial_state_k != nullptr && kk < K && m < M)
-                        ? p.initial_state_k[state_base + int64_t{kk} * M + m]
-                        : 0.f;
-    }
-  }
-  for (int start = bos, local = 0; start < eos; start += kChunk, ++local) {
-    const int len = min(kChunk, eos - start);
-    const int chunk_id = global_chunk(p, n, local);
+  load_key_state<MP>(state, from.states, from.base, k0, K, M, warp);
+  for (int step = 0; step < w.chunks; ++step) {
+    const int local = w.first + step;
+    const int start = w.bos + local * kChunk, len = min(kChunk, w.eos - start);
+    const int chunk_id = global_chunk(p, w.n, local);
     sync_tiles();
     load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
                                len, k0, K);
     load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
     load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
     store_state_operand<E, MP>(state_operand, state, warp);
-    for (int group = 0; group < p.groups; ++group) {
+    if (p.sweep_local) sync_tiles();  // phase A: the state update only
+    for (int group = 0; group < (p.sweep_local ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
       if (group > 0) sync_tiles();  // the previous group's readers of q_tile are done
       load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
@@ -263,15 +316,10 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
       }
     }
   }
-  if (p.final_state_k != nullptr) {
-#pragma unroll
-    for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
-        if (kk < K && m < M) p.final_state_k[state_base + int64_t{kk} * M + m] = state[j][e];
-      }
-    }
+  if (p.sweep_local) {
+    store_key_state<MP>(state, p.segment_states_k, (int64_t{w.index} * H + h) * state_size, k0, K, M, warp);
+  } else if (p.final_state_k != nullptr && w.j == p.segments - 1) {
+    store_key_state<MP>(state, p.final_state_k, (int64_t{w.n} * H + h) * state_size, k0, K, M, warp);
   }
 }
 
@@ -439,7 +487,7 @@ template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParams p) {
   constexpr int kRowTiles = MP / 16;                 // 16-slot row tiles of the state
   constexpr int kTilesPerWarp = (kRowTiles + 3) / 4;
-  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z, warp = threadIdx.x / 32;
+  const int tile = blockIdx.x, h = blockIdx.y, warp = threadIdx.x / 32;
   const int H = p.heads, HQ = p.query_heads, V = p.value_dim, M = p.slots;
   const int v0 = tile * kHeadTile;
   extern __shared__ __align__(16) char smem[];
@@ -450,36 +498,26 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.split_tile<E>(MP, kHeadTile, 1);
   auto chunk_decay = carve.tile<float>(1, MP);
-  int bos, eos;
-  sequence_bounds(p, n, bos, eos);
+  const Sweep w = locate_sweep(p, blockIdx.z);
+  const int64_t state_size = int64_t{M} * V;
+  const SweepStart from = sweep_start(p, w, p.initial_state_v, p.segment_states_v, h, state_size);
 
   // state(m, vv) for m = 16 (warp + 4 i) + acc_row, vv = acc_col.
   float state[kTilesPerWarp][8][4];
-  const int64_t state_base = (int64_t{n} * H + h) * M * V;
-#pragma unroll
-  for (int i = 0; i < kTilesPerWarp; ++i) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
-        state[i][j][e] = (p.initial_state_v != nullptr && m < M && vv < V)
-                             ? p.initial_state_v[state_base + int64_t{m} * V + vv]
-                             : 0.f;
-      }
-    }
-  }
+  load_value_state<MP>(state, from.states, from.base, v0, V, M, warp);
   E* o = static_cast<E*>(p.o);
-  for (int start = bos, local = 0; start < eos; start += kChunk, ++local) {
-    const int len = min(kChunk, eos - start);
-    const int chunk_id = global_chunk(p, n, local);
+  for (int step = 0; step < w.chunks; ++step) {
+    const int local = w.first + step;
+    const int start = w.bos + local * kChunk, len = min(kChunk, w.eos - start);
+    const int chunk_id = global_chunk(p, w.n, local);
     sync_tiles();
     load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
                                len, v0, V);
     load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
     load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
     store_value_state_operand<E, MP>(state_operand, state, warp);
-    for (int group = 0; group < p.groups; ++group) {
+    if (p.sweep_local) sync_tiles();  // phase A: the state update only
+    for (int group = 0; group < (p.sweep_local ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
       if (group > 0) sync_tiles();  // the previous group's readers of decayed_p and scores are done
       load_split_block<E, MP>(decayed_p, p.decayed_probability_blocks, chunk_id, HQ, hq);
@@ -515,18 +553,10 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
       }
     }
   }
-  if (p.final_state_v != nullptr) {
-#pragma unroll
-    for (int i = 0; i < kTilesPerWarp; ++i) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
-          if (m < M && vv < V) p.final_state_v[state_base + int64_t{m} * V + vv] = state[i][j][e];
-        }
-      }
-    }
+  if (p.sweep_local) {
+    store_value_state<MP>(state, p.segment_states_v, (int64_t{w.index} * H + h) * state_size, v0, V, M, warp);
+  } else if (p.final_state_v != nullptr && w.j == p.segments - 1) {
+    store_value_state<MP>(state, p.final_state_v, (int64_t{w.n} * H + h) * state_size, v0, V, M, warp);
   }
 }
 

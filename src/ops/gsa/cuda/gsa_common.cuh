@@ -60,6 +60,40 @@ __device__ __forceinline__ int global_chunk(const GsaParams& p, int n, int local
   return p.cu_seqlens != nullptr ? p.chunk_offsets[n] + local : n * chunks_of(p.seqlen) + local;
 }
 
+// One sweep of a state kernel over whole chunks: all of sequence n (segments == 1) or its
+// segment j (README.md, "Segment-parallel sweeps").
+struct Sweep {
+  int n, j, index;     // sequence, segment, n * segments + j
+  int bos, eos;        // the sequence's tokens
+  int first, chunks;   // the sweep's chunks [first, first + chunks), indices local to the sequence
+};
+
+__device__ __forceinline__ Sweep locate_sweep(const GsaParams& p, int index) {
+  Sweep w;
+  w.index = index;
+  w.n = index / p.segments;
+  w.j = index % p.segments;
+  sequence_bounds(p, w.n, w.bos, w.eos);
+  const int total = chunks_of(w.eos - w.bos), per = (total + p.segments - 1) / p.segments;
+  w.first = min(total, w.j * per);
+  w.chunks = min(total, w.first + per) - w.first;
+  return w;
+}
+
+// Where a sweep's state comes from: the given state (segments == 1), zero (phase A), or the
+// segment's start state from the scan. `user` is the sequence's initial state (or, for the
+// reverse sweeps, the final-state gradient) and may be null.
+struct SweepStart {
+  const float* states;
+  int64_t base;
+};
+__device__ __forceinline__ SweepStart sweep_start(const GsaParams& p, const Sweep& w, const float* user,
+                                                  const float* segment, int h, int64_t state_size) {
+  if (p.segments == 1) return {user, (int64_t{w.n} * p.heads + h) * state_size};
+  if (p.sweep_local) return {nullptr, 0};
+  return {segment, (int64_t{w.index} * p.heads + h) * state_size};
+}
+
 struct Chunk {
   int id, seq, bos, eos, start, len;
 };

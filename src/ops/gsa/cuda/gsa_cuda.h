@@ -92,6 +92,16 @@ struct GsaParams {
   float* gate_final = nullptr;           // [N, H, MP]: final-state term of dg
   float* chunk_totals = nullptr;         // [chunks, H, MP]
 
+  // Segment-parallel sweeps (README.md): the state kernels split each sequence into `segments`
+  // runs of whole chunks. Phase A (sweep_local) sweeps every segment from a zero state and
+  // writes its end state into these buffers; the scans turn them into each segment's start
+  // state; phase B sweeps again from there with every output. Layout as the states, with
+  // N * segments entries: [N S, H, K, M] and [N S, H, M, V]. segments == 1: not used.
+  int segments = 1;
+  bool sweep_local = false;
+  float *segment_states_k = nullptr, *segment_states_v = nullptr;            // H^k, H^v
+  float *segment_grad_states_k = nullptr, *segment_grad_states_v = nullptr;  // dH^k, dH^v
+
   // Recurrent path workspace: partial slot scores of each key tile [K tiles, tok, HQ, MP].
   float* slot_score_partials = nullptr;
 };

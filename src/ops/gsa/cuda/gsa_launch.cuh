@@ -8,6 +8,7 @@
 #include "ops/gsa/cuda/gsa_recurrent.cuh"
 
 #include <algorithm>
+#include <initializer_list>
 
 namespace lintime::cuda {
 
@@ -78,6 +79,45 @@ cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, c
 
 inline int tiles_of(int dim) { return (dim + kHeadTile - 1) / kHeadTile; }
 
+// The scans between the phases of segmented sweeps (segment_scan_kernel), per state.
+enum class SweptState { keys, grad_keys, values, grad_values };
+
+template <int MP>
+cudaError_t scan_segments(const GsaParams& p, SweptState which, cudaStream_t stream) {
+  const bool keys = which == SweptState::keys || which == SweptState::grad_keys;
+  const int rows = keys ? p.key_dim : p.slots, cols = keys ? p.slots : p.value_dim;
+  const dim3 grid((rows * cols + kThreads - 1) / kThreads, p.heads, p.num_sequences);
+  switch (which) {
+    case SweptState::keys:
+      return launch(segment_scan_kernel<MP, true, false>, grid, 0, stream, p, p.segment_states_k,
+                    p.initial_state_k, rows, cols);
+    case SweptState::grad_keys:
+      return launch(segment_scan_kernel<MP, true, true>, grid, 0, stream, p, p.segment_grad_states_k,
+                    p.grad_final_state_k, rows, cols);
+    case SweptState::values:
+      return launch(segment_scan_kernel<MP, false, false>, grid, 0, stream, p, p.segment_states_v,
+                    p.initial_state_v, rows, cols);
+    case SweptState::grad_values:
+      return launch(segment_scan_kernel<MP, false, true>, grid, 0, stream, p, p.segment_grad_states_v,
+                    p.grad_final_state_v, rows, cols);
+  }
+  return cudaErrorInvalidValue;
+}
+
+// A state kernel over every sweep (grid z: sweeps x roles): one launch when sequences are not
+// segmented; else phase A (local states), the scans of the swept states, phase B.
+template <int MP, class Kernel>
+cudaError_t launch_sweeps(Kernel kernel, int head_tiles, int roles, size_t smem, cudaStream_t stream,
+                          const GsaParams& p, std::initializer_list<SweptState> swept) {
+  const dim3 grid(head_tiles, p.heads, p.num_sequences * p.segments * roles);
+  if (p.segments == 1) return launch(kernel, grid, smem, stream, p);
+  GsaParams local = p;
+  local.sweep_local = true;
+  LINTIME_TRY(launch(kernel, grid, smem, stream, local));
+  for (const SweptState which : swept) LINTIME_TRY(scan_segments<MP>(p, which, stream));
+  return launch(kernel, grid, smem, stream, p);
+}
+
 inline cudaError_t prepare_chunks(const GsaParams& p, cudaStream_t stream) {
   if (p.cu_seqlens == nullptr) return cudaSuccess;
   chunk_offsets_kernel<<<1, 32, 0, stream>>>(p);
@@ -96,11 +136,12 @@ cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream, bool for_
                      p.heads, p.slots, static_cast<E*>(p.decayed_write_blocks), kParts));
   LINTIME_TRY(launch(forward_keys_intra_kernel<E, MP>, chunks, S::forward_keys_intra, stream, p));
   LINTIME_TRY(cudaMemsetAsync(p.slot_scores, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
-  const dim3 key_tiles(tiles_of(p.key_dim), p.heads, p.num_sequences);
   if (for_backward) {
-    LINTIME_TRY(launch(forward_keys_state_kernel<E, MP, true>, key_tiles, S::recompute_keys_state, stream, p));
+    LINTIME_TRY(launch_sweeps<MP>(forward_keys_state_kernel<E, MP, true>, tiles_of(p.key_dim), 1,
+                                  S::recompute_keys_state, stream, p, {SweptState::keys}));
   } else {
-    LINTIME_TRY(launch(forward_keys_state_kernel<E, MP, false>, key_tiles, S::forward_keys_state, stream, p));
+    LINTIME_TRY(launch_sweeps<MP>(forward_keys_state_kernel<E, MP, false>, tiles_of(p.key_dim), 1,
+                                  S::forward_keys_state, stream, p, {SweptState::keys}));
   }
   LINTIME_TRY(launch(forward_values_intra_kernel<E, MP>, chunks, S::forward_values_intra, stream, p));
   // The forward's o takes p ⊙ exp(b) rounded once; the backward's reverse sweep split.
@@ -116,9 +157,8 @@ cudaError_t chunk_forward(const GsaParams& p, cudaStream_t stream) {
   return dispatch_slots(p.padded_slots, [&](auto slots) -> cudaError_t {
     constexpr int MP = decltype(slots)::value;
     LINTIME_TRY((forward_internals<E, MP>(p, stream, /*for_backward=*/false)));
-    LINTIME_TRY(launch(forward_values_state_kernel<E, MP>,
-                       dim3(tiles_of(p.value_dim), p.heads, p.num_sequences),
-                       SmemBytes<E, MP>::forward_values_state, stream, p));
+    LINTIME_TRY(launch_sweeps<MP>(forward_values_state_kernel<E, MP>, tiles_of(p.value_dim), 1,
+                                  SmemBytes<E, MP>::forward_values_state, stream, p, {SweptState::values}));
     return cudaSuccess;
   });
 }
@@ -137,16 +177,16 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
     LINTIME_TRY(launch(backward_values_intra_kernel<E, MP>, chunks, S::backward_values_intra, stream, p));
     LINTIME_TRY(cudaMemsetAsync(p.grad_probabilities, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
     LINTIME_TRY(cudaMemsetAsync(p.grad_slot_write, 0, sizeof(float) * p.total_tokens * p.heads * MP, stream));
-    LINTIME_TRY(launch(backward_values_state_kernel<E, MP>,
-                       dim3(tiles_of(p.value_dim), p.heads, 2 * p.num_sequences),
-                       S::backward_values_state, stream, p));
+    LINTIME_TRY(launch_sweeps<MP>(backward_values_state_kernel<E, MP>, tiles_of(p.value_dim), 2,
+                                  S::backward_values_state, stream, p,
+                                  {SweptState::values, SweptState::grad_values}));
     LINTIME_TRY(launch(backward_keys_intra_kernel<E, MP>, chunks, S::backward_keys_intra, stream, p));
     LINTIME_TRY(launch(decayed_slots_kernel<E, MP, false>, dim3(p.max_chunks, p.query_heads), 0, stream, p,
                        static_cast<const E*>(p.grad_slot_scores), p.query_heads, MP,
                        static_cast<E*>(p.decayed_grad_score_blocks), SplitTile<E>::kParts));
-    LINTIME_TRY(launch(backward_keys_state_kernel<E, MP>,
-                       dim3(tiles_of(p.key_dim), p.heads, 2 * p.num_sequences),
-                       S::backward_keys_state, stream, p));
+    LINTIME_TRY(launch_sweeps<MP>(backward_keys_state_kernel<E, MP>, tiles_of(p.key_dim), 2,
+                                  S::backward_keys_state, stream, p,
+                                  {SweptState::keys, SweptState::grad_keys}));
     LINTIME_TRY(launch(gate_grad_chunk_kernel<E, MP>, chunks, 0, stream, p));
     LINTIME_TRY(launch(gate_grad_carry_kernel<MP>, dim3(p.num_sequences, p.heads), 0, stream, p));
     LINTIME_TRY(launch(gate_grad_finish_kernel<MP>, chunks, 0, stream, p));
