@@ -337,6 +337,7 @@ TEST(GsaCudaSanitizer, SmallShapes) {
       {"small_T70_B2_HQ2_H1_K40_V72_M20", 2, 70, 2, 1, 40, 72, 20, 1.0, true, true},
       {"small_varlen_5_64_30_HQ2_H2_K64_V64_M64", 1, 0, 2, 2, 64, 64, 64, 8.0, true, true, {5, 64, 30}},
       {"small_T3_K32_V32_M128", 1, 3, 1, 1, 32, 32, 128, 1.0, false, true},
+      {"small_T520_K32_V32_M16_segmented_sweeps", 1, 520, 1, 1, 32, 32, 16, 1.0, false, true},
   };
   for (const auto& c : cases) {
     const auto inputs = rounded_to(make_inputs(c, seed_of(c.name)), at::kBFloat16);
