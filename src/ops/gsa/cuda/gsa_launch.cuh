@@ -71,6 +71,37 @@ cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, c
   return cudaGetLastError();
 }
 
+// Whether the current device takes programmatic dependent launches (compute capability 9+).
+inline bool dependent_launch_supported() {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+  return major >= 9;
+}
+
+// launch, as a programmatic dependent of the kernel before it in the stream: it may start while
+// that kernel runs and must wait for it (griddepcontrol.wait) before reading its outputs.
+template <class Kernel, class... Args>
+cudaError_t launch_dependent(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args&... args) {
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
+  if (smem > 48 * 1024) {
+    const cudaError_t status =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (status != cudaSuccess) return status;
+  }
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = dependent_launch_supported() ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, args...);
+}
+
 #define LINTIME_TRY(call)                              \
   do {                                                 \
     const cudaError_t lintime_status_ = (call);        \
@@ -200,9 +231,9 @@ cudaError_t recurrent_forward(const GsaParams& p, cudaStream_t stream) {
     constexpr int MP = decltype(slots)::value;
     LINTIME_TRY(launch(recurrent_keys_kernel<E, MP>, dim3(tiles_of(p.key_dim), p.heads, p.num_sequences),
                        recurrent_keys_smem(MP, p.groups), stream, p));
-    LINTIME_TRY(launch(recurrent_values_kernel<E, MP>,
-                       dim3(tiles_of(p.value_dim), p.heads, p.num_sequences),
-                       recurrent_values_smem(MP, p.groups), stream, p));
+    LINTIME_TRY(launch_dependent(recurrent_values_kernel<E, MP>,
+                                 dim3(tiles_of(p.value_dim), p.heads, p.num_sequences),
+                                 recurrent_values_smem(MP, p.groups), stream, p));
     return cudaSuccess;
   });
 }

@@ -38,8 +38,23 @@ __device__ __forceinline__ void store_state4(float* row, int col, int cols, bool
   }
 }
 
+// Programmatic dependent launch (sm_90): the values kernel is launched while the keys kernel
+// still runs, reads its own state, and only then waits for the keys kernel's partial scores, so
+// that the two passes' state traffic overlaps. No-ops before sm_90.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wait_for_preceding_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) recurrent_keys_kernel(GsaParams p) {
+  allow_dependent_launch();  // the values kernel waits for all of this grid before its reads
   constexpr int kQuads = MP / 4;               // float4 columns of the slice
   constexpr int kRowGroups = kThreads / kQuads;
   constexpr int kRows = kHeadTile / kRowGroups;  // rows per thread
@@ -145,6 +160,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p)
     const bool valid = p.initial_state_v != nullptr && m < M;
     load_state4(state[r], valid ? p.initial_state_v + state_base + int64_t{m} * V : nullptr, v0 + quad * 4, V, valid);
   }
+  wait_for_preceding_kernel();  // the keys kernel's partial scores (launched as its dependent)
   const E* v = static_cast<const E*>(p.v);
   const E* s = static_cast<const E*>(p.s);
   E* o = static_cast<E*>(p.o);
