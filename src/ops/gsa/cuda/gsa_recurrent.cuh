@@ -53,7 +53,7 @@ __device__ __forceinline__ void wait_for_preceding_kernel() {
 }
 
 template <class E, int MP>
-__global__ void __launch_bounds__(kThreads) recurrent_keys_kernel(GsaParams p) {
+__global__ void __launch_bounds__(kThreads, MP <= 64 ? 8 : 4) recurrent_keys_kernel(GsaParams p) {  // occupancy: memory-bound
   allow_dependent_launch();  // the values kernel waits for all of this grid before its reads
   constexpr int kQuads = MP / 4;               // float4 columns of the slice
   constexpr int kRowGroups = kThreads / kQuads;
