@@ -20,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+#include <vector>
 
 namespace lintime::ops {
 namespace {
@@ -321,8 +322,13 @@ Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::
   const at::Tensor grad_final_k = kernel_ready(grad_final_state_k, at::kFloat);
   const at::Tensor grad_final_v = kernel_ready(grad_final_state_v, at::kFloat);
   at::Tensor grad_q = at::empty_like(in.q), grad_k = at::empty_like(in.k), grad_v = at::empty_like(in.v);
-  at::Tensor grad_s = at::empty({problem.batch, problem.time, problem.heads, problem.slots}, f32);
-  at::Tensor grad_g = at::empty_like(grad_s);
+  // ds and dg in their inputs' dtypes where the kernels write those (the element type or fp32).
+  auto gradient_dtype = [&](const at::Tensor& input) {
+    return input.scalar_type() == q.scalar_type() ? q.scalar_type() : at::kFloat;
+  };
+  const std::vector<int64_t> slot_shape = {problem.batch, problem.time, problem.heads, problem.slots};
+  at::Tensor grad_s = at::empty(slot_shape, options.dtype(gradient_dtype(s)));
+  at::Tensor grad_g = at::empty(slot_shape, options.dtype(gradient_dtype(g)));
   at::Tensor grad_initial_k = initial_state_k.defined() ? at::empty_like(in.initial_state_k) : at::Tensor();
   at::Tensor grad_initial_v = initial_state_v.defined() ? at::empty_like(in.initial_state_v) : at::Tensor();
   at::Tensor grad_probabilities = at::empty({tokens, problem.query_heads, slots}, f32);
@@ -351,8 +357,10 @@ Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::
   p.grad_q = grad_q.data_ptr();
   p.grad_k = grad_k.data_ptr();
   p.grad_v = grad_v.data_ptr();
-  p.grad_s = grad_s.data_ptr<float>();
-  p.grad_g = grad_g.data_ptr<float>();
+  p.grad_s = grad_s.data_ptr();
+  p.grad_g = grad_g.data_ptr();
+  p.grad_s_in_element_type = grad_s.scalar_type() != at::kFloat;
+  p.grad_g_in_element_type = grad_g.scalar_type() != at::kFloat;
   p.grad_initial_state_k = float_pointer(grad_initial_k);
   p.grad_initial_state_v = float_pointer(grad_initial_v);
   p.grad_probabilities = grad_probabilities.data_ptr<float>();

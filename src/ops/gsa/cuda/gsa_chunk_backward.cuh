@@ -408,6 +408,8 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
       store_row(grad_ok.at(r, seg.m0), dok);
     }
     __syncwarp();
+    store_decayed_rows<E, MP, false>(grad_ok, gates, c.len - 1, p.decayed_grad_score_blocks, c.id, HQ, hq,
+                                     SplitTile<E>::kParts, warp);
     float grad_scores[8][4];
     decayed_scores<E, MP>(grad_scores, grad_ok, slot_write, gates, warp);
     E* out = static_cast<E*>(p.grad_key_scores) + (int64_t{c.id} * HQ + hq) * kChunk * kChunk;
@@ -680,6 +682,16 @@ __global__ void __launch_bounds__(kThreads) segment_scan_kernel(GsaParams p, flo
   }
 }
 
+// An output element stored as fp32 or, when in_element_type, rounded to the element type.
+template <class E>
+__device__ __forceinline__ void store_float_or_element(void* dst, bool in_element_type, int64_t index, float value) {
+  if (in_element_type) {
+    static_cast<E*>(dst)[index] = from_float<E>(value);
+  } else {
+    static_cast<float*>(dst)[index] = value;
+  }
+}
+
 // dg, step 1 (per chunk): x_t = gate_terms_t − s_t ⊙ ds_inter_t, its reverse cumulative sum
 // inside the chunk (written back into gate_terms) and the chunk total; ds (all three parts) is
 // written out (fp32, M slots).
@@ -702,8 +714,8 @@ __global__ void __launch_bounds__(kThreads) gate_grad_chunk_kernel(GsaParams p) 
     sum += static_cast<double>(p.gate_terms[index]) -
            static_cast<double>(to_float(s[(token * p.heads + h) * p.slots + m])) * ds;
     p.gate_terms[index] = static_cast<float>(sum);
-    p.grad_s[(token * p.heads + h) * p.slots + m] =
-        ds + p.grad_slot_write_intra[index] + p.grad_slot_write_diagonal[index];
+    store_float_or_element<E>(p.grad_s, p.grad_s_in_element_type, (token * p.heads + h) * p.slots + m,
+                              ds + p.grad_slot_write_intra[index] + p.grad_slot_write_diagonal[index]);
   }
   p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m] = static_cast<float>(sum);
 }
@@ -726,7 +738,7 @@ __global__ void gate_grad_carry_kernel(GsaParams p) {
 }
 
 // dg, step 3 (per chunk): dg_t = local reverse sum + carry of the chunk.
-template <int MP>
+template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) gate_grad_finish_kernel(GsaParams p) {
   Chunk c;
   if (!locate_chunk(p, blockIdx.x, c)) return;
@@ -735,7 +747,8 @@ __global__ void __launch_bounds__(kThreads) gate_grad_finish_kernel(GsaParams p)
   const float carry = p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m];
   for (int r = 0; r < c.len; ++r) {
     const int64_t token = c.start + r;
-    p.grad_g[(token * p.heads + h) * p.slots + m] = p.gate_terms[(token * p.heads + h) * MP + m] + carry;
+    store_float_or_element<E>(p.grad_g, p.grad_g_in_element_type, (token * p.heads + h) * p.slots + m,
+                              p.gate_terms[(token * p.heads + h) * MP + m] + carry);
   }
 }
 

@@ -100,6 +100,8 @@ __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams 
                                        SmemTile<float>{nullptr, 0}, SmemTile<float>{nullptr, 0});
     store_warp_rows<MP>(p.slot_scores_intra, HQ, hq, ok_sum, warp, c);
   }
+  store_decayed_rows<E, MP, true>(slot_write, gates, c.len - 1, p.decayed_write_blocks, c.id, H, h,
+                                  SplitTile<E>::kParts, warp);
 }
 
 // Adds (x, y) to dst[0], dst[1] in global memory (one vector reduction where the GPU has it).
@@ -201,39 +203,6 @@ __device__ __forceinline__ void store_value_state_operand(const SplitTile<E>& ds
         dst.store2((warp + 4 * i) * 16 + acc_row(e), acc_col(j, e), state[i][j][e], state[i][j][e + 1]);
       }
     }
-  }
-}
-
-// The decayed slot operands of the state kernels for one (chunk, head) of a slot tensor x
-// ([tok, heads_x, slots], element type): x_t ⊙ exp(b_L − b_t) (kToEnd: the state update's write)
-// or x_t ⊙ exp(b_t) (the query side of the products with the state at the chunk start), zero
-// past the sequence end and in padding slots, as `parts` split parts into the chunk-blocked
-// [chunks, heads_x, SplitTile::kParts, 64, MP] tensor. Every head-dim tile of the state kernels
-// reads them; preparing them there cost each tile the same exps, splits and synchronous loads.
-template <class E, int MP, bool kToEnd>
-__global__ void __launch_bounds__(kThreads) decayed_slots_kernel(GsaParams p, const E* x, int heads_x,
-                                                                 int slots, E* blocks, int parts) {
-  Chunk c;
-  if (!locate_chunk(p, blockIdx.x, c)) return;
-  const int hx = blockIdx.y, h = hx / (heads_x / p.heads), last = c.len - 1;
-  constexpr int kParts = SplitTile<E>::kParts;
-  SplitTile<E> out;
-#pragma unroll
-  for (int i = 0; i < kParts; ++i) {
-    out.part[i] = SmemTile<E>{blocks + ((int64_t{c.id} * heads_x + hx) * kParts + i) * kChunk * MP, MP};
-  }
-  out.parts = parts;
-  const float* gates = p.gate_cumsum + int64_t{h} * MP;
-  const int64_t gate_stride = int64_t{p.heads} * MP;
-  for (int i = threadIdx.x; i < kChunk * MP / 8; i += kThreads) {
-    const int t = i / (MP / 8), m0 = (i % (MP / 8)) * 8;
-    float value[8], b_t[8], b_last[8];
-    load_slots8<E>(value, x + hx * slots, int64_t{heads_x} * slots, c.start, t, c.len, m0, slots);
-    load_floats8(b_t, gates + (c.start + int64_t{min(t, last)}) * gate_stride + m0);
-    if constexpr (kToEnd) load_floats8(b_last, gates + (c.start + int64_t{last}) * gate_stride + m0);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) value[j] *= decay_exp<E>(kToEnd ? b_last[j] - b_t[j] : b_t[j]);
-    out.store8(t, m0, value);
   }
 }
 
@@ -465,6 +434,8 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
       if (valid) store_row(p_out + token_head * MP + seg.m0, rounded);
     }
     __syncwarp();
+    store_decayed_rows<E, MP, false>(probabilities, gates, c.len - 1, p.decayed_probability_blocks, c.id, HQ,
+                                     hq, p.decayed_probability_parts, warp);
     float scores[8][4];
     decayed_scores<E, MP>(scores, probabilities, slot_write, gates, warp);
     E* out = scores_out + (int64_t{c.id} * HQ + hq) * kChunk * kChunk;

@@ -584,6 +584,37 @@ __device__ __forceinline__ void store_warp_rows(float* dst, int heads_x, int hx,
   }
 }
 
+// The decayed slot operands of the state kernels, written by the intra-chunk kernels that hold
+// their tiles: for the warp's 16 rows t of x (a [64, MP] shared tile, zero past the sequence end
+// and in padding slots), x_t ⊙ exp(b_L − b_t) (kToEnd: the state update's write) or x_t ⊙ exp(b_t)
+// (the query side of the products with the state at the chunk start), as `parts` split parts
+// into the chunk-blocked [chunks, heads_x, SplitTile::kParts, 64, MP] tensor at (chunk, hx). Every
+// head-dim tile of the state kernels loads them; preparing them there cost each tile the same
+// exps, splits and synchronous loads. b: the chunk's gate tile (rows past the end repeat the
+// last row, `last`).
+template <class E, int MP, bool kToEnd>
+__device__ __forceinline__ void store_decayed_rows(SmemTile<E> x, SmemTile<float> b, int last, void* blocks,
+                                                   int64_t chunk, int heads_x, int hx, int parts, int warp) {
+  constexpr int kParts = SplitTile<E>::kParts;
+  SplitTile<E> out;
+  E* base = static_cast<E*>(blocks) + (chunk * heads_x + hx) * kParts * kChunk * MP;
+#pragma unroll
+  for (int i = 0; i < kParts; ++i) out.part[i] = SmemTile<E>{base + i * kChunk * MP, MP};
+  out.parts = parts;
+  const int lane = threadIdx.x & 31;
+  for (int i = lane; i < kSubChunk * MP / 8; i += 32) {
+    const int t = warp * kSubChunk + i / (MP / 8), m0 = (i % (MP / 8)) * 8;
+    float value[8], b_t[8], b_last[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) value[j] = to_float(*x.at(t, m0 + j));
+    load_floats8(b_t, b.at(t, m0));
+    if constexpr (kToEnd) load_floats8(b_last, b.at(last, m0));
+#pragma unroll
+    for (int j = 0; j < 8; ++j) value[j] *= decay_exp<E>(kToEnd ? b_last[j] - b_t[j] : b_t[j]);
+    out.store8(t, m0, value);
+  }
+}
+
 // Shared-memory carving: consecutive tiles, each 16-byte aligned.
 struct SmemCarver {
   char* next;

@@ -69,13 +69,16 @@ struct GsaParams {
   void* decayed_write_blocks = nullptr;        // s ⊙ exp(b_L − b) per key/value head
   void* decayed_probability_blocks = nullptr;  // p ⊙ exp(b) per query head
   void* decayed_grad_score_blocks = nullptr;   // dok ⊙ exp(b) per query head (backward)
+  int decayed_probability_parts = 1;  // parts written (the forward's o takes one; set by the launchers)
 
-  // Backward inputs and outputs. grad_final_state_* may be null. grad_s and grad_g are written
-  // as fp32 [tok, H, M]; grad_initial_state_* only when the initial state was given.
+  // Backward inputs and outputs. grad_final_state_* may be null. grad_s and grad_g [tok, H, M]
+  // are written in the element type or fp32 (the *_in_element_type flags), so that they need no
+  // conversion kernel; grad_initial_state_* only when the initial state was given.
   const void* grad_o = nullptr;
   const float *grad_final_state_k = nullptr, *grad_final_state_v = nullptr;
   void *grad_q = nullptr, *grad_k = nullptr, *grad_v = nullptr;
-  float *grad_s = nullptr, *grad_g = nullptr;
+  void *grad_s = nullptr, *grad_g = nullptr;
+  bool grad_s_in_element_type = false, grad_g_in_element_type = false;
   float *grad_initial_state_k = nullptr, *grad_initial_state_v = nullptr;
 
   // Backward workspace.

@@ -163,8 +163,6 @@ cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream, bool for_
   const dim3 chunks(p.max_chunks, p.heads);
   constexpr int kParts = SplitTile<E>::kParts;
   LINTIME_TRY(launch(gate_cumsum_kernel<E, MP>, chunks, 0, stream, p));
-  LINTIME_TRY(launch(decayed_slots_kernel<E, MP, true>, chunks, 0, stream, p, static_cast<const E*>(p.s),
-                     p.heads, p.slots, static_cast<E*>(p.decayed_write_blocks), kParts));
   LINTIME_TRY(launch(forward_keys_intra_kernel<E, MP>, chunks, S::forward_keys_intra, stream, p));
   LINTIME_TRY(cudaMemsetAsync(p.slot_scores, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
   if (for_backward) {
@@ -174,11 +172,10 @@ cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream, bool for_
     LINTIME_TRY(launch_sweeps<MP>(forward_keys_state_kernel<E, MP, false>, tiles_of(p.key_dim), 1,
                                   S::forward_keys_state, stream, p, {SweptState::keys}));
   }
-  LINTIME_TRY(launch(forward_values_intra_kernel<E, MP>, chunks, S::forward_values_intra, stream, p));
   // The forward's o takes p ⊙ exp(b) rounded once; the backward's reverse sweep split.
-  LINTIME_TRY(launch(decayed_slots_kernel<E, MP, false>, dim3(p.max_chunks, p.query_heads), 0, stream, p,
-                     static_cast<const E*>(p.probabilities), p.query_heads, MP,
-                     static_cast<E*>(p.decayed_probability_blocks), for_backward ? kParts : 1));
+  GsaParams values = p;
+  values.decayed_probability_parts = for_backward ? kParts : 1;
+  LINTIME_TRY(launch(forward_values_intra_kernel<E, MP>, chunks, S::forward_values_intra, stream, values));
   return cudaSuccess;
 }
 
@@ -212,15 +209,12 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
                                   S::backward_values_state, stream, p,
                                   {SweptState::values, SweptState::grad_values}));
     LINTIME_TRY(launch(backward_keys_intra_kernel<E, MP>, chunks, S::backward_keys_intra, stream, p));
-    LINTIME_TRY(launch(decayed_slots_kernel<E, MP, false>, dim3(p.max_chunks, p.query_heads), 0, stream, p,
-                       static_cast<const E*>(p.grad_slot_scores), p.query_heads, MP,
-                       static_cast<E*>(p.decayed_grad_score_blocks), SplitTile<E>::kParts));
     LINTIME_TRY(launch_sweeps<MP>(backward_keys_state_kernel<E, MP>, tiles_of(p.key_dim), 2,
                                   S::backward_keys_state, stream, p,
                                   {SweptState::keys, SweptState::grad_keys}));
     LINTIME_TRY(launch(gate_grad_chunk_kernel<E, MP>, chunks, 0, stream, p));
     LINTIME_TRY(launch(gate_grad_carry_kernel<MP>, dim3(p.num_sequences, p.heads), 0, stream, p));
-    LINTIME_TRY(launch(gate_grad_finish_kernel<MP>, chunks, 0, stream, p));
+    LINTIME_TRY(launch(gate_grad_finish_kernel<E, MP>, chunks, 0, stream, p));
     return cudaSuccess;
   });
 }
