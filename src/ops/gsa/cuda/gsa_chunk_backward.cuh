@@ -706,16 +706,33 @@ __global__ void __launch_bounds__(kThreads) gate_grad_chunk_kernel(GsaParams p) 
   // The terms cancel in large part (README.md, "Gate gradient"): their difference and sum are
   // formed in fp64 and rounded once.
   double sum = 0.0;
-  for (int r = c.len - 1; r >= 0; --r) {
-    const int64_t token = c.start + r;
-    const int64_t index = (token * p.heads + h) * MP + m;
-    // The state kernels leave the decay exp(b_L − b_t) of ds's inter-chunk part to here.
-    const float ds = p.grad_slot_write[index] * decay_exp<E>(b_last - p.gate_cumsum[index]);
-    sum += static_cast<double>(p.gate_terms[index]) -
-           static_cast<double>(to_float(s[(token * p.heads + h) * p.slots + m])) * ds;
-    p.gate_terms[index] = static_cast<float>(sum);
-    store_float_or_element<E>(p.grad_s, p.grad_s_in_element_type, (token * p.heads + h) * p.slots + m,
-                              ds + p.grad_slot_write_intra[index] + p.grad_slot_write_diagonal[index]);
+  constexpr int kBatch = kRowBatch / 2;  // six loads per row
+  for (int r_end = c.len; r_end > 0; r_end -= kBatch) {  // rows [r_end - kBatch, r_end), last first
+    float terms[kBatch], inter[kBatch], b[kBatch], write[kBatch], intra[kBatch], diagonal[kBatch];
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      const int r = r_end - 1 - i;
+      const int64_t token = c.start + r, index = (token * p.heads + h) * MP + m;
+      const bool valid = r >= 0;
+      terms[i] = valid ? p.gate_terms[index] : 0.f;
+      inter[i] = valid ? p.grad_slot_write[index] : 0.f;
+      b[i] = valid ? p.gate_cumsum[index] : 0.f;
+      write[i] = valid ? to_float(s[(token * p.heads + h) * p.slots + m]) : 0.f;
+      intra[i] = valid ? p.grad_slot_write_intra[index] : 0.f;
+      diagonal[i] = valid ? p.grad_slot_write_diagonal[index] : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      const int r = r_end - 1 - i;
+      if (r < 0) break;
+      const int64_t token = c.start + r, index = (token * p.heads + h) * MP + m;
+      // The state kernels leave the decay exp(b_L − b_t) of ds's inter-chunk part to here.
+      const float ds = inter[i] * decay_exp<E>(b_last - b[i]);
+      sum += static_cast<double>(terms[i]) - static_cast<double>(write[i]) * ds;
+      p.gate_terms[index] = static_cast<float>(sum);
+      store_float_or_element<E>(p.grad_s, p.grad_s_in_element_type, (token * p.heads + h) * p.slots + m,
+                                ds + intra[i] + diagonal[i]);
+    }
   }
   p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m] = static_cast<float>(sum);
 }
@@ -745,10 +762,18 @@ __global__ void __launch_bounds__(kThreads) gate_grad_finish_kernel(GsaParams p)
   const int h = blockIdx.y, m = threadIdx.x;
   if (m >= p.slots) return;
   const float carry = p.chunk_totals[(int64_t{c.id} * p.heads + h) * MP + m];
-  for (int r = 0; r < c.len; ++r) {
-    const int64_t token = c.start + r;
-    store_float_or_element<E>(p.grad_g, p.grad_g_in_element_type, (token * p.heads + h) * p.slots + m,
-                              p.gate_terms[(token * p.heads + h) * MP + m] + carry);
+  for (int r0 = 0; r0 < c.len; r0 += kRowBatch) {
+    float local[kRowBatch];
+#pragma unroll
+    for (int i = 0; i < kRowBatch; ++i) {
+      local[i] = r0 + i < c.len ? p.gate_terms[((c.start + int64_t{r0} + i) * p.heads + h) * MP + m] : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < kRowBatch; ++i) {
+      if (r0 + i >= c.len) break;
+      store_float_or_element<E>(p.grad_g, p.grad_g_in_element_type,
+                                ((c.start + int64_t{r0} + i) * p.heads + h) * p.slots + m, local[i] + carry);
+    }
   }
 }
 
