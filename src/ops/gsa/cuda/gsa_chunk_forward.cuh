@@ -29,19 +29,10 @@ __global__ void __launch_bounds__(kThreads) gate_cumsum_kernel(GsaParams p) {
   const int h = blockIdx.y, m = threadIdx.x;
   if (m >= MP) return;
   double sum = 0.0;  // rounded once per token: the decays exp(b_t − b_s) inherit b's error
-  for (int r0 = 0; r0 < c.len; r0 += kRowBatch) {
-    float g[kRowBatch];
-#pragma unroll
-    for (int i = 0; i < kRowBatch; ++i) {
-      const int64_t token = c.start + r0 + i;
-      g[i] = (r0 + i < c.len && m < p.slots) ? gate_at<E>(p, (token * p.heads + h) * p.slots + m) : 0.f;
-    }
-#pragma unroll
-    for (int i = 0; i < kRowBatch; ++i) {
-      if (r0 + i >= c.len) break;
-      sum += g[i];
-      p.gate_cumsum[((c.start + int64_t{r0} + i) * p.heads + h) * MP + m] = static_cast<float>(sum);
-    }
+  for (int r = 0; r < c.len; ++r) {  // (batched loads measured slower here: 0.24 -> 0.30 ms, 16-head shape)
+    const int64_t token = c.start + r;
+    if (m < p.slots) sum += gate_at<E>(p, (token * p.heads + h) * p.slots + m);
+    p.gate_cumsum[(token * p.heads + h) * MP + m] = static_cast<float>(sum);
   }
 }
 

@@ -43,7 +43,7 @@ __device__ __forceinline__ float gate_at(const GsaParams& p, int64_t index) {
                                 : static_cast<const float*>(p.g)[index];
 }
 
-// Rows per batch of the per-slot token loops (gate cumsum, gate gradient): their loads are issued
+// Rows per batch of the per-slot token loops of the gate gradient: their loads are issued
 // together, where a load per token would wait a round trip each (the stores in between may alias).
 constexpr int kRowBatch = 16;
 
