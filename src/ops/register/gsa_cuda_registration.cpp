@@ -19,7 +19,8 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
-#include <unordered_map>
+#include <map>
+#include <utility>
 #include <vector>
 
 namespace lintime::ops {
@@ -57,27 +58,24 @@ at::Tensor kernel_ready(const at::Tensor& tensor, at::ScalarType dtype) {
   return ready;
 }
 
-int max_shared_memory_per_block(int device) {
+// A device attribute, queried once per device (the binding asks on every call).
+int device_attribute(cudaDeviceAttr attribute, int device) {
   static std::mutex mutex;
-  static std::unordered_map<int, int> cache;
+  static std::map<std::pair<int, int>, int> cache;
   std::lock_guard<std::mutex> lock(mutex);
-  auto found = cache.find(device);
+  const std::pair<int, int> key{static_cast<int>(attribute), device};
+  auto found = cache.find(key);
   if (found != cache.end()) return found->second;
-  int bytes = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return cache[device] = bytes;
+  int value = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device));
+  return cache[key] = value;
 }
 
-int multiprocessor_count(int device) {
-  static std::mutex mutex;
-  static std::unordered_map<int, int> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = cache.find(device);
-  if (found != cache.end()) return found->second;
-  int count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return cache[device] = count;
+int max_shared_memory_per_block(int device) {
+  return device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
 }
+
+int multiprocessor_count(int device) { return device_attribute(cudaDevAttrMultiProcessorCount, device); }
 
 // Shapes and dtypes of one call, and whether the fused kernels take it.
 struct Problem {

@@ -225,41 +225,29 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
       }
     }
     sync_tiles();
-    if (local_sweep) {
+    if (!local_sweep) {  // phase A carries the state only
+      warp_mma<E, 8>(grad_v, decayed_write, false, warp * 16, state_operand.part[0], false, 0, MP);
+      E* dv = static_cast<E*>(p.grad_v);
 #pragma unroll
-      for (int i = 0; i < kTilesPerWarp; ++i) {
+      for (int j = 0; j < 8; ++j) {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int m = (warp + 4 * i) * 16 + acc_row(e);
-            state[i][j][e] = state[i][j][e] * *chunk_decay.at(0, m < MP ? m : 0) + state_update[i][j][e];
-          }
+        for (int e = 0; e < 4; ++e) {
+          const int t = warp * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+          if (t < len && vv < V) dv[((start + int64_t{t}) * H + h) * V + vv] = from_float<E>(grad_v[j][e]);
         }
       }
-      continue;
-    }
-    warp_mma<E, 8>(grad_v, decayed_write, false, warp * 16, state_operand.part[0], false, 0, MP);
-    E* dv = static_cast<E*>(p.grad_v);
+      float grad_write[MP / 8][4];
+      zero(grad_write);
+      warp_mma<E, MP / 8>(grad_write, v_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int t = warp * 16 + acc_row(e), vv = v0 + acc_col(j, e);
-        if (t < len && vv < V) dv[((start + int64_t{t}) * H + h) * V + vv] = from_float<E>(grad_v[j][e]);
-      }
-    }
-    float grad_write[MP / 8][4];
-    zero(grad_write);
-    warp_mma<E, MP / 8>(grad_write, v_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
-#pragma unroll
-    for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; e += 2) {
-        const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
-        if (t < len) {
-          atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
-                          grad_write[j][e], grad_write[j][e + 1]);
+        for (int e = 0; e < 4; e += 2) {
+          const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
+          if (t < len) {
+            atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
+                            grad_write[j][e], grad_write[j][e + 1]);
+          }
         }
       }
     }
@@ -564,43 +552,35 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
       }
       continue;
     }
-    if (local_sweep) {
+    if (!local_sweep) {  // phase A carries the state only
+      // Reverse sweep: dk = scale dA^T q + (s ⊙ exp(b_L − b)) dH^k^T; ds += exp(b_L − b) ⊙ k dH^k.
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) grad_k[j][e] *= p.scale;
+      }
+      warp_mma<E, 8>(grad_k, decayed_write, false, warp * 16, state_operand.part[0], true, 0, MP);
+      E* dk = static_cast<E*>(p.grad_k);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int t = warp * 16 + acc_row(e), kk = k0 + acc_col(j, e);
+          if (t < len && kk < K) dk[((start + int64_t{t}) * H + h) * K + kk] = from_float<E>(grad_k[j][e]);
+        }
+      }
+      float grad_write[MP / 8][4];
+      zero(grad_write);
+      warp_mma<E, MP / 8>(grad_write, k_tile, false, warp * 16, state_operand, false, 0, kHeadTile);
 #pragma unroll
       for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          state[j][e] = state[j][e] * *chunk_decay.at(0, acc_col(j, e)) + p.scale * state_update[j][e];
-        }
-      }
-      continue;
-    }
-    // Reverse sweep: dk = scale dA^T q + (s ⊙ exp(b_L − b)) dH^k^T; ds += exp(b_L − b) ⊙ k dH^k.
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) grad_k[j][e] *= p.scale;
-    }
-    warp_mma<E, 8>(grad_k, decayed_write, false, warp * 16, state_operand.part[0], true, 0, MP);
-    E* dk = static_cast<E*>(p.grad_k);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int t = warp * 16 + acc_row(e), kk = k0 + acc_col(j, e);
-        if (t < len && kk < K) dk[((start + int64_t{t}) * H + h) * K + kk] = from_float<E>(grad_k[j][e]);
-      }
-    }
-    float grad_write[MP / 8][4];
-    zero(grad_write);
-    warp_mma<E, MP / 8>(grad_write, k_tile, false, warp * 16, state_operand, false, 0, kHeadTile);
-#pragma unroll
-    for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; e += 2) {
-        const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
-        if (t < len) {
-          atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
-                          grad_write[j][e], grad_write[j][e + 1]);
+        for (int e = 0; e < 4; e += 2) {
+          const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
+          if (t < len) {
+            atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
+                            grad_write[j][e], grad_write[j][e + 1]);
+          }
         }
       }
     }

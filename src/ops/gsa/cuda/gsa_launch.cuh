@@ -59,14 +59,18 @@ inline size_t recurrent_values_smem(int padded_slots, int groups) {
                           static_cast<size_t>(row_groups) * groups * kHeadTile);
 }
 
+// Kernels asking for more than the default 48 KB of dynamic shared memory must opt in.
+template <class Kernel>
+cudaError_t allow_shared_memory(Kernel kernel, size_t smem) {
+  if (smem <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+}
+
 template <class Kernel, class... Args>
 cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
-  if (smem > 48 * 1024) {
-    const cudaError_t status =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (status != cudaSuccess) return status;
-  }
+  const cudaError_t status = allow_shared_memory(kernel, smem);
+  if (status != cudaSuccess) return status;
   kernel<<<grid, kThreads, smem, stream>>>(args...);
   return cudaGetLastError();
 }
@@ -84,11 +88,8 @@ inline bool dependent_launch_supported() {
 template <class Kernel, class... Args>
 cudaError_t launch_dependent(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
-  if (smem > 48 * 1024) {
-    const cudaError_t status =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (status != cudaSuccess) return status;
-  }
+  const cudaError_t status = allow_shared_memory(kernel, smem);
+  if (status != cudaSuccess) return status;
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
