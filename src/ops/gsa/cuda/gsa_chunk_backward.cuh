@@ -84,13 +84,9 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
       }
     }
     // dp's intra part: the products across 16-token blocks here, the block pairs added below.
-    // The products with the earlier blocks serve dp and the gate terms (same W, s, b).
-    float earlier[MP / 8][4];
-    earlier_block_products<E, MP>(earlier, grad_scores, slot_write, gates, warp);
     float grad_p[MP / 8][4];
     zero(grad_p);
-    decayed_apply<E, MP, Pairs::off_block>(grad_p, grad_scores, slot_write, gates, warp, earlier);
-    add_pair_gate_terms<E, MP>(gate_terms, grad_scores, probabilities, slot_write, gates, warp, earlier);
+    decayed_apply<E, MP, Pairs::off_block>(grad_p, grad_scores, slot_write, gates, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
@@ -100,6 +96,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
       }
     }
     decayed_apply_reverse<E, MP, Pairs::off_block>(grad_write, grad_scores, probabilities, gates, warp);
+    add_pair_gate_terms<E, MP>(gate_terms, grad_scores, probabilities, slot_write, gates, warp);
     diagonal_block_pairs<E, MP>(grad_scores, probabilities, slot_write, gates, warp, grad_p_sum,
                                 grad_write_block, gate_terms);
     store_warp_rows<MP>(p.grad_probabilities_intra, HQ, hq, grad_p_sum, warp, c);

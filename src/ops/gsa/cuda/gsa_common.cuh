@@ -197,36 +197,22 @@ __device__ __forceinline__ void load_gate_tile(SmemTile<float> dst, const float*
 // the whole diagonal block where diagonal_block_pairs forms its pairs for several products at once.
 enum class Pairs { all, without_self, off_block };
 
-// The products of the warp's rows t with the earlier 16-token blocks through the reference row
-// r = b at the sub-chunk's first row: off_tm = Σ_{s < r0} W_ts y_sm exp(r_m − b_sm) (both factors
-// of the decay <= 1). decayed_apply and add_pair_gate_terms both need it; a caller with both
-// forms it once. Zero for warp 0.
-template <class E, int MP>
-__device__ __forceinline__ void earlier_block_products(float (&off)[MP / 8][4], SmemTile<E> w, SmemTile<E> y,
-                                                       SmemTile<float> b, int warp) {
-  const int r0 = warp * kSubChunk;
-  const float* reference = b.at(r0, 0);
-  zero(off);
-  if (warp == 0) return;
-  warp_mma_generated<E, MP / 8>(
-      off, [&](int row, int k) { return to_float(*w.at(row, k)); }, r0,
-      [&](int k, int col) { return to_float(*y.at(k, col)) * decay_exp<E>(reference[col] - *b.at(k, col)); },
-      0, r0);
-}
-
 // decayed_apply: z_tm += Σ_{s<=t} W_ts y_sm exp(b_tm − b_sm) for the warp's rows t.
 // W [64, 64] (t, s), y [64, MP]; acc [16, MP].
 template <class E, int MP, Pairs kPairs = Pairs::all>
-// `earlier`: the caller's earlier_block_products of the same w, y, b, or null to form them here.
 __device__ __forceinline__ void decayed_apply(float (&acc)[MP / 8][4], SmemTile<E> w,
-                                              SmemTile<E> y, SmemTile<float> b, int warp,
-                                              const float (*earlier)[4] = nullptr) {
+                                              SmemTile<E> y, SmemTile<float> b, int warp) {
   const int r0 = warp * kSubChunk;
   const float* reference = b.at(r0, 0);  // b of the sub-chunk's first row
   if (warp > 0) {
-    float own[MP / 8][4];
-    if (earlier == nullptr) earlier_block_products<E, MP>(own, w, y, b, warp);
-    const float (*off)[4] = earlier != nullptr ? earlier : own;
+    float off[MP / 8][4];
+    zero(off);
+    warp_mma_generated<E, MP / 8>(
+        off, [&](int row, int k) { return to_float(*w.at(row, k)); }, r0,
+        [&](int k, int col) {
+          return to_float(*y.at(k, col)) * decay_exp<E>(reference[col] - *b.at(k, col));
+        },
+        0, r0);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
@@ -488,19 +474,22 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, boo
 // of them; the pairs inside a diagonal block are diagonal_block_pairs'. Rows past the sequence
 // end have x = y = 0.
 template <class E, int MP>
-// `earlier`: as for decayed_apply.
 __device__ __forceinline__ void add_pair_gate_terms(SmemTile<float> out, SmemTile<E> w, SmemTile<E> x,
-                                                    SmemTile<E> y, SmemTile<float> b, int warp,
-                                                    const float (*earlier)[4] = nullptr) {
+                                                    SmemTile<E> y, SmemTile<float> b, int warp) {
   const int r0 = warp * kSubChunk;
   auto rounded = [](float v) { return to_float(from_float<E>(v)); };
   float terms[MP / 8][4];
   zero(terms);
   if (warp > 0) {  // this block's rows a as t, the earlier blocks as s
     const float* reference = b.at(r0, 0);
-    float own[MP / 8][4];
-    if (earlier == nullptr) earlier_block_products<E, MP>(own, w, y, b, warp);
-    const float (*sums)[4] = earlier != nullptr ? earlier : own;
+    float sums[MP / 8][4];
+    zero(sums);
+    warp_mma_generated<E, MP / 8>(
+        sums, [&](int row, int k) { return to_float(*w.at(row, k)); }, r0,
+        [&](int k, int col) {
+          return to_float(*y.at(k, col)) * decay_exp<E>(reference[col] - *b.at(k, col));
+        },
+        0, r0);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
