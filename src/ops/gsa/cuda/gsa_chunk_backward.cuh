@@ -170,17 +170,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
         zero(grad_p);
         // Split state: these terms pair with ds terms in the gate gradient (README.md).
         warp_mma<E, MP / 8>(grad_p, do_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
-#pragma unroll
-        for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-          for (int e = 0; e < 4; e += 2) {
-            const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
-            if (t < len) {
-              atomic_add_pair(p.grad_probabilities + ((start + int64_t{t}) * HQ + hq) * MP + m,
-                              grad_p[j][e], grad_p[j][e + 1]);
-            }
-          }
-        }
+        add_slot_tile<MP>(p.grad_probabilities, grad_p, warp, start, len, HQ, hq);
       }
       sync_tiles();
 #pragma unroll
@@ -227,29 +217,11 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     sync_tiles();
     if (!local_sweep) {  // phase A carries the state only
       warp_mma<E, 8>(grad_v, decayed_write, false, warp * 16, state_operand.part[0], false, 0, MP);
-      E* dv = static_cast<E*>(p.grad_v);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int t = warp * 16 + acc_row(e), vv = v0 + acc_col(j, e);
-          if (t < len && vv < V) dv[((start + int64_t{t}) * H + h) * V + vv] = from_float<E>(grad_v[j][e]);
-        }
-      }
+      store_head_tile(static_cast<E*>(p.grad_v), grad_v, warp, start, len, H, h, v0, V);
       float grad_write[MP / 8][4];
       zero(grad_write);
       warp_mma<E, MP / 8>(grad_write, v_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
-#pragma unroll
-      for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; e += 2) {
-          const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
-          if (t < len) {
-            atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
-                            grad_write[j][e], grad_write[j][e + 1]);
-          }
-        }
-      }
+      add_slot_tile<MP>(p.grad_slot_write, grad_write, warp, start, len, H, h);
     }
 #pragma unroll
     for (int i = 0; i < kTilesPerWarp; ++i) {
@@ -524,15 +496,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
         zero(grad_q);
         warp_mma<E, 8>(grad_q, decayed_grad_ok, false, warp * 16, state_operand.part[0], true, 0, MP);
         warp_mma<E, 8>(grad_q, grad_scores, false, warp * 16, k_tile, false, 0, kChunk);
-        E* dq = static_cast<E*>(p.grad_q);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int t = warp * 16 + acc_row(e), kk = k0 + acc_col(j, e);
-            if (t < len && kk < K) dq[((start + int64_t{t}) * HQ + hq) * K + kk] = from_float<E>(grad_q[j][e] * p.scale);
-          }
-        }
+        store_head_tile(static_cast<E*>(p.grad_q), grad_q, warp, start, len, HQ, hq, k0, K, p.scale);
       } else {
         if (!local_sweep) warp_mma<E, 8>(grad_k, grad_scores, true, warp * 16, q_tile, false, 0, kChunk);
         warp_mma<E, MP / 8>(state_update, q_tile, true, warp * 16, decayed_grad_ok, false, 0, kChunk);
@@ -560,29 +524,11 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
         for (int e = 0; e < 4; ++e) grad_k[j][e] *= p.scale;
       }
       warp_mma<E, 8>(grad_k, decayed_write, false, warp * 16, state_operand.part[0], true, 0, MP);
-      E* dk = static_cast<E*>(p.grad_k);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int t = warp * 16 + acc_row(e), kk = k0 + acc_col(j, e);
-          if (t < len && kk < K) dk[((start + int64_t{t}) * H + h) * K + kk] = from_float<E>(grad_k[j][e]);
-        }
-      }
+      store_head_tile(static_cast<E*>(p.grad_k), grad_k, warp, start, len, H, h, k0, K);
       float grad_write[MP / 8][4];
       zero(grad_write);
       warp_mma<E, MP / 8>(grad_write, k_tile, false, warp * 16, state_operand, false, 0, kHeadTile);
-#pragma unroll
-      for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; e += 2) {
-          const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
-          if (t < len) {
-            atomic_add_pair(p.grad_slot_write + ((start + int64_t{t}) * H + h) * MP + m,
-                            grad_write[j][e], grad_write[j][e + 1]);
-          }
-        }
-      }
+      add_slot_tile<MP>(p.grad_slot_write, grad_write, warp, start, len, H, h);
     }
 #pragma unroll
     for (int j = 0; j < MP / 8; ++j) {

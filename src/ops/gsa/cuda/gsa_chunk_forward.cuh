@@ -104,16 +104,6 @@ __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams 
                                   SplitTile<E>::kParts, warp);
 }
 
-// Adds (x, y) to dst[0], dst[1] in global memory (one vector reduction where the GPU has it).
-__device__ __forceinline__ void atomic_add_pair(float* dst, float x, float y) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(x, y));
-#else
-  atomicAdd(dst, x);
-  atomicAdd(dst + 1, y);
-#endif
-}
-
 // A key-state tile in registers (rows k0 + 16 warp + acc_row of H^k [K, M], columns acc_col) from
 // states + base (null: zeros) and back.
 template <int MP>
@@ -262,17 +252,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
       zero(ok);
       // Split state: these inter-chunk terms pair with ds terms in the gate gradient (README.md).
       warp_mma<E, MP / 8>(ok, q_tile, false, warp * 16, state_operand, false, 0, kHeadTile);
-#pragma unroll
-      for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; e += 2) {
-          const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
-          if (t < len) {
-            atomic_add_pair(p.slot_scores + ((start + int64_t{t}) * HQ + hq) * MP + m,
-                            ok[j][e] * p.scale, ok[j][e + 1] * p.scale);
-          }
-        }
-      }
+      add_slot_tile<MP>(p.slot_scores, ok, warp, start, len, HQ, hq, p.scale);
     }
     float update[MP / 8][4];
     zero(update);
@@ -499,14 +479,7 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
       zero(out);
       warp_mma<E, 8>(out, decayed_p, false, warp * 16, state_operand.part[0], false, 0, MP);
       warp_mma<E, 8>(out, scores, false, warp * 16, v_tile, false, 0, kChunk);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int t = warp * 16 + acc_row(e), vv = v0 + acc_col(j, e);
-          if (t < len && vv < V) o[((start + int64_t{t}) * HQ + hq) * V + vv] = from_float<E>(out[j][e]);
-        }
-      }
+      store_head_tile(o, out, warp, start, len, HQ, hq, v0, V);
     }
 #pragma unroll
     for (int i = 0; i < kTilesPerWarp; ++i) {

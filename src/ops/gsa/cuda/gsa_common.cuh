@@ -197,6 +197,21 @@ __device__ __forceinline__ void load_gate_tile(SmemTile<float> dst, const float*
 // the whole diagonal block where diagonal_block_pairs forms its pairs for several products at once.
 enum class Pairs { all, without_self, off_block };
 
+// The products of the warp's rows t with the earlier 16-token blocks through the reference row
+// r = b at the sub-chunk's first row: off_tm = Σ_{s < r0} W_ts y_sm exp(r_m − b_sm) (both factors
+// of the decay <= 1), for decayed_apply and add_pair_gate_terms. warp > 0 only.
+template <class E, int MP>
+__device__ __forceinline__ void earlier_block_products(float (&off)[MP / 8][4], SmemTile<E> w, SmemTile<E> y,
+                                                       SmemTile<float> b, int warp) {
+  const int r0 = warp * kSubChunk;
+  const float* reference = b.at(r0, 0);
+  zero(off);
+  warp_mma_generated<E, MP / 8>(
+      off, [&](int row, int k) { return to_float(*w.at(row, k)); }, r0,
+      [&](int k, int col) { return to_float(*y.at(k, col)) * decay_exp<E>(reference[col] - *b.at(k, col)); },
+      0, r0);
+}
+
 // decayed_apply: z_tm += Σ_{s<=t} W_ts y_sm exp(b_tm − b_sm) for the warp's rows t.
 // W [64, 64] (t, s), y [64, MP]; acc [16, MP].
 template <class E, int MP, Pairs kPairs = Pairs::all>
@@ -206,13 +221,7 @@ __device__ __forceinline__ void decayed_apply(float (&acc)[MP / 8][4], SmemTile<
   const float* reference = b.at(r0, 0);  // b of the sub-chunk's first row
   if (warp > 0) {
     float off[MP / 8][4];
-    zero(off);
-    warp_mma_generated<E, MP / 8>(
-        off, [&](int row, int k) { return to_float(*w.at(row, k)); }, r0,
-        [&](int k, int col) {
-          return to_float(*y.at(k, col)) * decay_exp<E>(reference[col] - *b.at(k, col));
-        },
-        0, r0);
+    earlier_block_products<E, MP>(off, w, y, b, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
@@ -483,13 +492,7 @@ __device__ __forceinline__ void add_pair_gate_terms(SmemTile<float> out, SmemTil
   if (warp > 0) {  // this block's rows a as t, the earlier blocks as s
     const float* reference = b.at(r0, 0);
     float sums[MP / 8][4];
-    zero(sums);
-    warp_mma_generated<E, MP / 8>(
-        sums, [&](int row, int k) { return to_float(*w.at(row, k)); }, r0,
-        [&](int k, int col) {
-          return to_float(*y.at(k, col)) * decay_exp<E>(reference[col] - *b.at(k, col));
-        },
-        0, r0);
+    earlier_block_products<E, MP>(sums, w, y, b, warp);
 #pragma unroll
     for (int n = 0; n < MP / 8; ++n) {
 #pragma unroll
@@ -616,6 +619,50 @@ __device__ __forceinline__ void store_decayed_rows(SmemTile<E> x, SmemTile<float
 #pragma unroll
     for (int j = 0; j < 8; ++j) value[j] *= decay_exp<E>(kToEnd ? b_last[j] - b_t[j] : b_t[j]);
     out.store8(t, m0, value);
+  }
+}
+
+// The warp's accumulator tile [16 tokens, 64 columns] rounded into rows of a token tensor
+// [tok, heads_x, dim] at head hx, columns col0 + (0..63): tokens inside the chunk and columns
+// inside the head only. `scale` multiplies first.
+template <class E>
+__device__ __forceinline__ void store_head_tile(E* dst, const float (&acc)[8][4], int warp, int start, int len,
+                                                int heads_x, int hx, int col0, int dim, float scale = 1.f) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int t = warp * 16 + acc_row(e), col = col0 + acc_col(j, e);
+      if (t < len && col < dim) dst[((start + int64_t{t}) * heads_x + hx) * dim + col] = from_float<E>(acc[j][e] * scale);
+    }
+  }
+}
+
+// Adds (x, y) to dst[0], dst[1] in global memory (one vector reduction where the GPU has it).
+__device__ __forceinline__ void atomic_add_pair(float* dst, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(x, y));
+#else
+  atomicAdd(dst, x);
+  atomicAdd(dst + 1, y);
+#endif
+}
+
+// The warp's accumulator tile [16 tokens, MP slots] (times scale) added atomically into rows of
+// an fp32 slot tensor [tok, heads_x, MP] at head hx: partial sums over head-dim tiles.
+template <int MP>
+__device__ __forceinline__ void add_slot_tile(float* dst, const float (&acc)[MP / 8][4], int warp, int start,
+                                              int len, int heads_x, int hx, float scale = 1.f) {
+#pragma unroll
+  for (int j = 0; j < MP / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; e += 2) {
+      const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
+      if (t < len) {
+        atomic_add_pair(dst + ((start + int64_t{t}) * heads_x + hx) * MP + m, acc[j][e] * scale,
+                        acc[j][e + 1] * scale);
+      }
+    }
   }
 }
 
