@@ -17,6 +17,7 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <map>
@@ -178,7 +179,22 @@ cuda::GsaParams make_params(const Problem& problem, const KernelInputs& in, doub
   p.gate_in_element_type = in.g.scalar_type() != at::kFloat;
   p.initial_state_k = in.initial_state_k.defined() ? in.initial_state_k.data_ptr<float>() : nullptr;
   p.initial_state_v = in.initial_state_v.defined() ? in.initial_state_v.data_ptr<float>() : nullptr;
+  // The tests run the two-kernel token-by-token path on GPUs that would take the clustered one.
+  p.recurrent_two_pass = std::getenv("LINTIME_GSA_TWO_PASS_RECURRENT") != nullptr;
   return p;
+}
+
+// The token-by-token kernels, with the partial-score workspace when their path needs one.
+void run_recurrent(const Problem& problem, cuda::GsaParams& p, const at::TensorOptions& options,
+                   cudaStream_t stream) {
+  at::Tensor partials;
+  if (!cuda::gsa_recurrent_single_kernel(p)) {
+    partials = at::empty({(problem.key_dim + cuda::kHeadTile - 1) / cuda::kHeadTile,
+                          problem.tokens(), problem.query_heads, problem.padded_slots},
+                         options.dtype(at::kFloat));
+    p.slot_score_partials = partials.data_ptr<float>();
+  }
+  C10_CUDA_CHECK(cuda::gsa_recurrent_forward(p, stream));
 }
 
 float* float_pointer(const at::Tensor& tensor) {
@@ -267,10 +283,7 @@ Tensors3 gsa_chunk_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tens
   p.final_state_v = float_pointer(final_state_v);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   if (recurrent) {
-    at::Tensor partials = at::empty({(problem.key_dim + cuda::kHeadTile - 1) / cuda::kHeadTile,
-                                     problem.tokens(), problem.query_heads, problem.padded_slots}, f32);
-    p.slot_score_partials = partials.data_ptr<float>();
-    C10_CUDA_CHECK(cuda::gsa_recurrent_forward(p, stream));
+    run_recurrent(problem, p, q.options(), stream);
   } else {
     ForwardWorkspace workspace(problem, q.options(), p);
     C10_CUDA_CHECK(cuda::gsa_chunk_forward(p, stream));
@@ -401,14 +414,10 @@ at::Tensor step_states(const at::Tensor& q, const at::Tensor& k, const at::Tenso
                                          at::Tensor(), problem);
   cuda::GsaParams p = make_params(problem, in, scale);
   at::Tensor o = at::empty({problem.batch, problem.query_heads, problem.value_dim}, q.options());
-  at::Tensor partials = at::empty({(problem.key_dim + cuda::kHeadTile - 1) / cuda::kHeadTile,
-                                   problem.tokens(), problem.query_heads, problem.padded_slots},
-                                  q.options().dtype(at::kFloat));
   p.o = o.data_ptr();
   p.final_state_k = state_k_out.data_ptr<float>();
   p.final_state_v = state_v_out.data_ptr<float>();
-  p.slot_score_partials = partials.data_ptr<float>();
-  C10_CUDA_CHECK(cuda::gsa_recurrent_forward(p, c10::cuda::getCurrentCUDAStream().stream()));
+  run_recurrent(problem, p, q.options(), c10::cuda::getCurrentCUDAStream().stream());
   return o;
 }
 

@@ -220,10 +220,41 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
   });
 }
 
+inline size_t recurrent_cluster_smem(int padded_slots, int groups) {
+  return sizeof(float) * static_cast<size_t>(recurrent_cluster_floats(padded_slots, groups));
+}
+
+// launch with clusters of `cluster` CTAs along x (grid.x a multiple of it).
+template <class Kernel, class... Args>
+cudaError_t launch_clustered(Kernel kernel, dim3 grid, int cluster, int threads, size_t smem,
+                             cudaStream_t stream, const Args&... args) {
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
+  const cudaError_t status = allow_shared_memory(kernel, smem);
+  if (status != cudaSuccess) return status;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = static_cast<unsigned>(cluster);
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, args...);
+}
+
 template <class E>
 cudaError_t recurrent_forward(const GsaParams& p, cudaStream_t stream) {
   return dispatch_slots(p.padded_slots, [&](auto slots) -> cudaError_t {
     constexpr int MP = decltype(slots)::value;
+    if (gsa_recurrent_single_kernel(p)) {
+      const int tiles = std::max(tiles_of(p.key_dim), tiles_of(p.value_dim));
+      return launch_clustered(recurrent_cluster_kernel<E, MP>, dim3(tiles, p.heads, p.num_sequences),
+                              tiles, kClusterThreads, recurrent_cluster_smem(MP, p.groups), stream, p);
+    }
     LINTIME_TRY(launch(recurrent_keys_kernel<E, MP>, dim3(tiles_of(p.key_dim), p.heads, p.num_sequences),
                        recurrent_keys_smem(MP, p.groups), stream, p));
     LINTIME_TRY(launch_dependent(recurrent_values_kernel<E, MP>,
