@@ -122,12 +122,12 @@ cudaError_t gsa_chunk_forward(const GsaParams& params, cudaStream_t stream);
 cudaError_t gsa_chunk_backward(const GsaParams& params, cudaStream_t stream);
 // The recurrent path's single kernel: a cluster of max(K tiles, V tiles) CTAs of 256 threads
 // per (head, sequence); its shared memory in floats: tokens' k, v, s, α, q, p, the row-group
-// partial sums (1024 per query head) and two exchange buffers of slot scores.
+// partial sums (1024 per query head) and two exchange buffers of every key tile's slot scores.
 constexpr int kClusterThreads = 256;
 constexpr int kMaxClusterTiles = 8;  // the portable cluster size: K, V <= 512
 constexpr int recurrent_cluster_floats(int padded_slots, int groups) {
   return 2 * kHeadTile + 2 * padded_slots + groups * kHeadTile + groups * padded_slots +
-         1024 * groups + 2 * groups * padded_slots;
+         1024 * groups + 2 * kMaxClusterTiles * groups * padded_slots;
 }
 
 // Token-by-token forward (decoding and short inputs): o, and the final states when requested.

@@ -6,7 +6,7 @@
 //     p = softmax(ok) (fp32); H^v <- Diag(α) H^v + s vᵀ; o = p^T H^v for its 64 value columns.
 // On sm_90 one kernel does both: a cluster per (sequence, head), CTA c holding key tile c and
 // value tile c, the partial scores exchanged through distributed shared memory
-// (recurrent_cluster_kernel). Elsewhere, or beyond 8 tiles, two kernels, the partials going
+// (recurrent_cluster_kernel: each key tile's CTA pushes its scores to all). Elsewhere, or beyond 8 tiles, two kernels, the partials going
 // through global memory (recurrent_keys_kernel, then recurrent_values_kernel).
 #pragma once
 
@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(kClusterThreads, MP <= 64 ? 4 : 2) recurrent_c
   float* query = forget + MP;                    // [G][64]
   float* prob = query + G * kHeadTile;           // [G][MP]
   float* partial = prob + G * MP;                // [row groups][G][MP or 64]
-  float* exchange = partial + 1024 * G;          // [2][G][MP]: this tile's scores, read by the cluster
+  float* exchange = partial + 1024 * G;          // [2][key tiles][G][MP]: scores pushed by each key tile
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
   // Both slices' loads are issued before anything waits on them.
@@ -300,9 +300,9 @@ __global__ void __launch_bounds__(kClusterThreads, MP <= 64 ? 4 : 2) recurrent_c
   const E* s = static_cast<const E*>(p.s);
   E* o = static_cast<E*>(p.o);
   for (int64_t token = bos; token < eos; ++token) {
-    // Two exchange buffers: a CTA writes this token's buffer only after every CTA of the cluster
-    // passed the previous token's barrier, so after everyone read the buffer two tokens back.
-    float* scores = exchange + ((token - bos) & 1) * G * MP;
+    // Two exchange buffers: a CTA writes this token's buffers only after every CTA of the cluster
+    // passed the previous token's barrier, so after everyone read the buffers two tokens back.
+    float* scores = exchange + ((token - bos) & 1) * kMaxClusterTiles * G * MP;
     __syncthreads();
     for (int i = threadIdx.x; i < kHeadTile; i += kClusterThreads) {
       key[i] = k0 + i < K ? to_float(k[(token * H + h) * K + k0 + i]) : 0.f;
@@ -339,13 +339,16 @@ __global__ void __launch_bounds__(kClusterThreads, MP <= 64 ? 4 : 2) recurrent_c
         for (int e = 0; e < 4; ++e) partial[(key_row * G + g) * MP + key_quad * 4 + e] = sum[e];
       }
       __syncthreads();
+      // Pushed into every CTA's shared memory (remote stores do not wait; remote loads would).
       for (int i = threadIdx.x; i < G * MP; i += kClusterThreads) {
         float total = 0.f;
         for (int row = 0; row < kKeyGroups; ++row) total += partial[row * G * MP + i];
-        scores[i] = total * p.scale;
+        for (unsigned rank = 0; rank < cluster.num_blocks(); ++rank) {
+          cluster.map_shared_rank(scores, rank)[tile * G * MP + i] = total * p.scale;
+        }
       }
     }
-    cluster.sync();  // every key tile's scores are in its shared memory
+    cluster.sync();  // every key tile's scores are in every CTA's shared memory
     // Softmax of the scores summed over the key tiles in rank order, one warp per query head.
     for (int g = warp; g < G; g += kClusterThreads / 32) {
       float score[(MP + 31) / 32];
@@ -356,7 +359,7 @@ __global__ void __launch_bounds__(kClusterThreads, MP <= 64 ? 4 : 2) recurrent_c
         float total = -INFINITY;
         if (m < M) {
           total = 0.f;
-          for (int t = 0; t < key_tiles; ++t) total += cluster.map_shared_rank(scores, t)[g * MP + m];
+          for (int t = 0; t < key_tiles; ++t) total += scores[(t * G + g) * MP + m];
         }
         score[j] = total;
         largest = fmaxf(largest, total);
@@ -424,7 +427,7 @@ __global__ void __launch_bounds__(kClusterThreads, MP <= 64 ? 4 : 2) recurrent_c
       store_state4(p.final_state_v + base_v + int64_t{m} * V, v0 + value_quad * 4, V, m < M, state_v[r]);
     }
   }
-  cluster.sync();  // no CTA leaves while another may still read its scores
+  // No remote access follows the last token's barrier: the CTAs may leave.
 #endif
 }
 
