@@ -22,7 +22,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -250,21 +249,8 @@ TEST(GsaCuda, VeryStrongDecayStaysFinite) {
   }
 }
 
-// Runs the token-by-token kernels' two-kernel path (the one before sm_90 and beyond 8 head tiles)
-// while alive, on a GPU that would take the clustered single kernel.
-struct TwoPassRecurrentPath {
-  explicit TwoPassRecurrentPath(bool on) : on(on) {
-    if (on) setenv("LINTIME_GSA_TWO_PASS_RECURRENT", "1", 1);
-  }
-  ~TwoPassRecurrentPath() {
-    if (on) unsetenv("LINTIME_GSA_TWO_PASS_RECURRENT");
-  }
-  bool on;
-};
-
-// Decoding on the GPU: functional and in-place steps against the fp64 reference, token by token,
-// on both token-by-token paths; shapes with K and V tiles unequal, padded slots of 32, 64 and 128,
-// and the 8-tile cluster of K = V = 512.
+// Decoding on the GPU: functional and in-place steps against the fp64 reference, token by token;
+// shapes with unequal numbers of K and V tiles, padded slots of 32, 64 and 128, K = V = 512.
 TEST(GsaCuda, StepsMatchReferenceTokenByToken) {
   SKIP_WITHOUT_CUDA();
   const std::vector<GsaCase> cases = {
@@ -273,66 +259,60 @@ TEST(GsaCuda, StepsMatchReferenceTokenByToken) {
       {"step_T4_B2_HQ1_H1_K512_V512_M20", 2, 4, 1, 1, 512, 512, 20, 8.0, false, true},
   };
   at::NoGradGuard no_grad;
-  for (bool two_pass : {false, true}) {
-    const TwoPassRecurrentPath path(two_pass);
-    for (const auto& c : cases) {
-      const auto in = make_inputs(c, seed_of(c.name));
-      for (auto dtype : {at::kBFloat16, at::kFloat}) {
-        const auto rounded = rounded_to(in, dtype);
-        const auto reference = gsa_reference(rounded.q, rounded.k, rounded.v, rounded.s, rounded.g,
-                                             rounded.scale, rounded.initial_state_k,
-                                             rounded.initial_state_v, true);
-        const auto cuda = [&](const at::Tensor& x) { return x.to(at::kCUDA, dtype); };
-        auto state_k = rounded.initial_state_k.to(at::kCUDA, at::kFloat);
-        auto state_v = rounded.initial_state_v.to(at::kCUDA, at::kFloat);
-        auto functional_k = state_k.clone(), functional_v = state_v.clone();
-        std::vector<at::Tensor> inplace_o, functional_o;
-        for (int64_t t = 0; t < c.time; ++t) {
-          const auto q = cuda(rounded.q.select(1, t)), k = cuda(rounded.k.select(1, t));
-          const auto v = cuda(rounded.v.select(1, t)), s = cuda(rounded.s.select(1, t));
-          const auto g = cuda(rounded.g.select(1, t));
-          const auto before_k = functional_k.clone();
-          auto [o, next_k, next_v] = gsa_step(q, k, v, s, g, rounded.scale, functional_k, functional_v);
-          EXPECT_TRUE(at::equal(before_k, functional_k)) << "gsa_step changed its input state";
-          functional_o.push_back(o.cpu());
-          functional_k = next_k;
-          functional_v = next_v;
-          inplace_o.push_back(gsa_step_(q, k, v, s, g, rounded.scale, state_k, state_v).cpu());
-        }
-        const double tolerance = dtype == at::kFloat ? 1e-5 : 8.0 / 256;
-        const std::string name = c.name + " " + dtype_name(dtype) + (two_pass ? " two-pass" : "");
-        expect_close(name, "o (in place)", at::stack(inplace_o, 1).to(at::kDouble), reference.o, tolerance);
-        expect_close(name, "o (functional)", at::stack(functional_o, 1).to(at::kDouble), reference.o, tolerance);
-        expect_close(name, "state_k", state_k.cpu().to(at::kDouble), reference.final_state_k, 1e-5);
-        expect_close(name, "state_v", state_v.cpu().to(at::kDouble), reference.final_state_v, 1e-5);
-        expect_close(name, "functional state_k", functional_k.cpu().to(at::kDouble),
-                     reference.final_state_k, 1e-5);
-        expect_close(name, "functional state_v", functional_v.cpu().to(at::kDouble),
-                     reference.final_state_v, 1e-5);
+  for (const auto& c : cases) {
+    const auto in = make_inputs(c, seed_of(c.name));
+    for (auto dtype : {at::kBFloat16, at::kFloat}) {
+      const auto rounded = rounded_to(in, dtype);
+      const auto reference = gsa_reference(rounded.q, rounded.k, rounded.v, rounded.s, rounded.g,
+                                           rounded.scale, rounded.initial_state_k,
+                                           rounded.initial_state_v, true);
+      const auto cuda = [&](const at::Tensor& x) { return x.to(at::kCUDA, dtype); };
+      auto state_k = rounded.initial_state_k.to(at::kCUDA, at::kFloat);
+      auto state_v = rounded.initial_state_v.to(at::kCUDA, at::kFloat);
+      auto functional_k = state_k.clone(), functional_v = state_v.clone();
+      std::vector<at::Tensor> inplace_o, functional_o;
+      for (int64_t t = 0; t < c.time; ++t) {
+        const auto q = cuda(rounded.q.select(1, t)), k = cuda(rounded.k.select(1, t));
+        const auto v = cuda(rounded.v.select(1, t)), s = cuda(rounded.s.select(1, t));
+        const auto g = cuda(rounded.g.select(1, t));
+        const auto before_k = functional_k.clone();
+        auto [o, next_k, next_v] = gsa_step(q, k, v, s, g, rounded.scale, functional_k, functional_v);
+        EXPECT_TRUE(at::equal(before_k, functional_k)) << "gsa_step changed its input state";
+        functional_o.push_back(o.cpu());
+        functional_k = next_k;
+        functional_v = next_v;
+        inplace_o.push_back(gsa_step_(q, k, v, s, g, rounded.scale, state_k, state_v).cpu());
       }
+      const double tolerance = dtype == at::kFloat ? 1e-5 : 8.0 / 256;
+      const std::string name = c.name + " " + dtype_name(dtype);
+      expect_close(name, "o (in place)", at::stack(inplace_o, 1).to(at::kDouble), reference.o, tolerance);
+      expect_close(name, "o (functional)", at::stack(functional_o, 1).to(at::kDouble), reference.o, tolerance);
+      expect_close(name, "state_k", state_k.cpu().to(at::kDouble), reference.final_state_k, 1e-5);
+      expect_close(name, "state_v", state_v.cpu().to(at::kDouble), reference.final_state_v, 1e-5);
+      expect_close(name, "functional state_k", functional_k.cpu().to(at::kDouble),
+                   reference.final_state_k, 1e-5);
+      expect_close(name, "functional state_v", functional_v.cpu().to(at::kDouble),
+                   reference.final_state_v, 1e-5);
     }
   }
 }
 
 // Short inputs (at most 16 tokens per sequence) take the token-by-token kernels in the forward:
-// both paths, with varlen and grouped heads, against the float64 reference.
-TEST(GsaCuda, ShortInputsMatchReferenceOnBothTokenByTokenPaths) {
+// varlen (with an empty sequence) and grouped heads against the float64 reference.
+TEST(GsaCuda, ShortInputsMatchReference) {
   SKIP_WITHOUT_CUDA();
   const std::vector<GsaCase> cases = {
       {"short_T9_B2_HQ4_H2_K72_V136_M64", 2, 9, 4, 2, 72, 136, 64, 1.0, true, true},
       {"short_varlen_5_0_12_HQ2_H1_K64_V64_M32", 1, 0, 2, 1, 64, 64, 32, 8.0, false, true, {5, 0, 12}},
   };
-  for (bool two_pass : {false, true}) {
-    const TwoPassRecurrentPath path(two_pass);
-    for (const auto& c : cases) {
-      SCOPED_TRACE(c.name + (two_pass ? " two-pass" : ""));
-      const auto inputs = rounded_to(make_inputs(c, seed_of(c.name)), at::kBFloat16);
-      const auto reference = run_gsa(Implementation::reference, inputs, at::kDouble);
-      const auto low = low_precision_references(inputs, at::kBFloat16, true);
-      poison_cuda_allocator();
-      const auto actual = run_gsa(Implementation::chunk, inputs, at::kBFloat16, true, at::kCUDA);
-      expect_within_precision(c.name, at::kBFloat16, actual, low, reference);
-    }
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const auto inputs = rounded_to(make_inputs(c, seed_of(c.name)), at::kBFloat16);
+    const auto reference = run_gsa(Implementation::reference, inputs, at::kDouble);
+    const auto low = low_precision_references(inputs, at::kBFloat16, true);
+    poison_cuda_allocator();
+    const auto actual = run_gsa(Implementation::chunk, inputs, at::kBFloat16, true, at::kCUDA);
+    expect_within_precision(c.name, at::kBFloat16, actual, low, reference);
   }
 }
 
@@ -385,6 +365,7 @@ TEST(GsaCudaSanitizer, SmallShapes) {
       {"small_T70_B2_HQ2_H1_K40_V72_M20", 2, 70, 2, 1, 40, 72, 20, 1.0, true, true},
       {"small_varlen_5_64_30_HQ2_H2_K64_V64_M64", 1, 0, 2, 2, 64, 64, 64, 8.0, true, true, {5, 64, 30}},
       {"small_T3_K32_V32_M128", 1, 3, 1, 1, 32, 32, 128, 1.0, false, true},
+      {"small_T1_B3_HQ4_H2_K40_V72_M20_single_step", 3, 1, 4, 2, 40, 72, 20, 1.0, true, true},
       {"small_T520_K32_V32_M16_segmented_sweeps", 1, 520, 1, 1, 32, 32, 16, 1.0, false, true},
   };
   for (const auto& c : cases) {

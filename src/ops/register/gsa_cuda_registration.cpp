@@ -17,7 +17,6 @@
 #include <torch/library.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <map>
@@ -179,21 +178,16 @@ cuda::GsaParams make_params(const Problem& problem, const KernelInputs& in, doub
   p.gate_in_element_type = in.g.scalar_type() != at::kFloat;
   p.initial_state_k = in.initial_state_k.defined() ? in.initial_state_k.data_ptr<float>() : nullptr;
   p.initial_state_v = in.initial_state_v.defined() ? in.initial_state_v.data_ptr<float>() : nullptr;
-  // The tests run the two-kernel token-by-token path on GPUs that would take the clustered one.
-  p.recurrent_two_pass = std::getenv("LINTIME_GSA_TWO_PASS_RECURRENT") != nullptr;
   return p;
 }
 
-// The token-by-token kernels, with the partial-score workspace when their path needs one.
+// The token-by-token kernels, with their workspace of partial slot scores.
 void run_recurrent(const Problem& problem, cuda::GsaParams& p, const at::TensorOptions& options,
                    cudaStream_t stream) {
-  at::Tensor partials;
-  if (!cuda::gsa_recurrent_single_kernel(p)) {
-    partials = at::empty({(problem.key_dim + cuda::kHeadTile - 1) / cuda::kHeadTile,
-                          problem.tokens(), problem.query_heads, problem.padded_slots},
-                         options.dtype(at::kFloat));
-    p.slot_score_partials = partials.data_ptr<float>();
-  }
+  const at::Tensor partials = at::empty({(problem.key_dim + cuda::kHeadTile - 1) / cuda::kHeadTile,
+                                         problem.tokens(), problem.query_heads, problem.padded_slots},
+                                        options.dtype(at::kFloat));
+  p.slot_score_partials = partials.data_ptr<float>();
   C10_CUDA_CHECK(cuda::gsa_recurrent_forward(p, stream));
 }
 

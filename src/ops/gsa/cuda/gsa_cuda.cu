@@ -5,8 +5,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
-
 namespace lintime::cuda {
 
 template <class E> cudaError_t chunk_forward(const GsaParams&, cudaStream_t);
@@ -35,16 +33,6 @@ auto dispatch_element(ElementType element, F&& f) {
 }
 
 }  // namespace
-
-bool gsa_recurrent_single_kernel(const GsaParams& p) {
-  if (p.recurrent_two_pass) return false;
-  int device = 0, major = 0;  // thread-block clusters: compute capability 9+
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-  const int tiles = std::max(p.key_dim + kHeadTile - 1, p.value_dim + kHeadTile - 1) / kHeadTile;
-  return major >= 9 && tiles <= kMaxClusterTiles &&
-         sizeof(float) * recurrent_cluster_floats(p.padded_slots, p.groups) <= 96 * 1024;
-}
 
 size_t gsa_chunk_smem_bytes(ElementType element, int padded_slots) {
   return dispatch_element(element, [&](auto e) { return chunk_smem_bytes<decltype(e)>(padded_slots); });

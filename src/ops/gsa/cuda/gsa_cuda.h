@@ -105,10 +105,7 @@ struct GsaParams {
   float *segment_states_k = nullptr, *segment_states_v = nullptr;            // H^k, H^v
   float *segment_grad_states_k = nullptr, *segment_grad_states_v = nullptr;  // dH^k, dH^v
 
-  // Recurrent path: on sm_90 one clustered kernel when K, V <= 512 (needs no workspace), unless
-  // recurrent_two_pass (tests of the other path); else two kernels passing the partial slot
-  // scores of each key tile through slot_score_partials [K tiles, tok, HQ, MP].
-  bool recurrent_two_pass = false;
+  // Recurrent path workspace: partial slot scores of each key tile [K tiles, tok, HQ, MP].
   float* slot_score_partials = nullptr;
 };
 
@@ -120,20 +117,7 @@ size_t gsa_chunk_smem_bytes(ElementType element, int padded_slots);
 cudaError_t gsa_chunk_forward(const GsaParams& params, cudaStream_t stream);
 // Chunked backward: recomputes the forward internals, then every gradient.
 cudaError_t gsa_chunk_backward(const GsaParams& params, cudaStream_t stream);
-// The recurrent path's single kernel: a cluster of max(K tiles, V tiles) CTAs of 256 threads
-// per (head, sequence); its shared memory in floats: tokens' k, v, s, α, q, p, the row-group
-// partial sums (1024 per query head) and two exchange buffers of every key tile's slot scores.
-constexpr int kClusterThreads = 256;
-constexpr int kMaxClusterTiles = 8;  // the portable cluster size: K, V <= 512
-constexpr int recurrent_cluster_floats(int padded_slots, int groups) {
-  return 2 * kHeadTile + 2 * padded_slots + groups * kHeadTile + groups * padded_slots +
-         1024 * groups + 2 * kMaxClusterTiles * groups * padded_slots;
-}
-
 // Token-by-token forward (decoding and short inputs): o, and the final states when requested.
 cudaError_t gsa_recurrent_forward(const GsaParams& params, cudaStream_t stream);
-// Whether gsa_recurrent_forward takes the single clustered kernel for these params (else it
-// needs slot_score_partials).
-bool gsa_recurrent_single_kernel(const GsaParams& params);
 
 }  // namespace lintime::cuda

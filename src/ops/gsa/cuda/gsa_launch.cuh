@@ -67,12 +67,18 @@ cudaError_t allow_shared_memory(Kernel kernel, size_t smem) {
 }
 
 template <class Kernel, class... Args>
-cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args&... args) {
+cudaError_t launch_blocks(Kernel kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                          const Args&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
   const cudaError_t status = allow_shared_memory(kernel, smem);
   if (status != cudaSuccess) return status;
-  kernel<<<grid, kThreads, smem, stream>>>(args...);
+  kernel<<<grid, threads, smem, stream>>>(args...);
   return cudaGetLastError();
+}
+
+template <class Kernel, class... Args>
+cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args&... args) {
+  return launch_blocks(kernel, grid, kThreads, smem, stream, args...);
 }
 
 // Whether the current device takes programmatic dependent launches (compute capability 9+).
@@ -220,40 +226,25 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
   });
 }
 
-inline size_t recurrent_cluster_smem(int padded_slots, int groups) {
-  return sizeof(float) * static_cast<size_t>(recurrent_cluster_floats(padded_slots, groups));
+// Shared memory of recurrent_step_kernel, and whether it takes these params: one token per
+// sequence, 16-byte state rows, at most 8 query heads per state (the registers of its sums).
+inline size_t recurrent_step_smem(const GsaParams& p) {
+  return sizeof(float) * static_cast<size_t>(recurrent_step_floats(p.padded_slots, p.groups, p.key_dim, p.value_dim));
 }
-
-// launch with clusters of `cluster` CTAs along x (grid.x a multiple of it).
-template <class Kernel, class... Args>
-cudaError_t launch_clustered(Kernel kernel, dim3 grid, int cluster, int threads, size_t smem,
-                             cudaStream_t stream, const Args&... args) {
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
-  const cudaError_t status = allow_shared_memory(kernel, smem);
-  if (status != cudaSuccess) return status;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = static_cast<unsigned>(cluster);
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(threads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, kernel, args...);
+inline bool recurrent_step_fits(const GsaParams& p) {
+  return p.cu_seqlens == nullptr && p.seqlen == 1 && p.slots % 4 == 0 && p.value_dim % 4 == 0 &&
+         p.groups <= 8 && recurrent_step_smem(p) <= 200 * 1024;
 }
 
 template <class E>
 cudaError_t recurrent_forward(const GsaParams& p, cudaStream_t stream) {
   return dispatch_slots(p.padded_slots, [&](auto slots) -> cudaError_t {
     constexpr int MP = decltype(slots)::value;
-    if (gsa_recurrent_single_kernel(p)) {
-      const int tiles = std::max(tiles_of(p.key_dim), tiles_of(p.value_dim));
-      return launch_clustered(recurrent_cluster_kernel<E, MP>, dim3(tiles, p.heads, p.num_sequences),
-                              tiles, kClusterThreads, recurrent_cluster_smem(MP, p.groups), stream, p);
+    if (recurrent_step_fits(p)) {
+      const dim3 grid(p.heads, p.num_sequences);
+      return p.groups == 1
+                 ? launch_blocks(recurrent_step_kernel<E, MP, 1>, grid, kStepThreads, recurrent_step_smem(p), stream, p)
+                 : launch_blocks(recurrent_step_kernel<E, MP, 8>, grid, kStepThreads, recurrent_step_smem(p), stream, p);
     }
     LINTIME_TRY(launch(recurrent_keys_kernel<E, MP>, dim3(tiles_of(p.key_dim), p.heads, p.num_sequences),
                        recurrent_keys_smem(MP, p.groups), stream, p));

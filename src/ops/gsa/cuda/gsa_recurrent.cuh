@@ -1,18 +1,13 @@
-// Token-by-token GSA (decoding: one token; short inputs: a few tokens in one launch).
-// Memory-bound on the fp32 states, so each CTA owns 64-row slices of the states and keeps them in
-// registers for all the tokens: the states are read once and written once per call.
-//   Pass 1 (per key tile): H^k <- H^k Diag(α) + k sᵀ; partial ok = q^T H^k of its slice.
-//   Pass 2 (per value tile): ok = Σ partials over the key tiles in a fixed order (deterministic),
-//     p = softmax(ok) (fp32); H^v <- Diag(α) H^v + s vᵀ; o = p^T H^v for its 64 value columns.
-// On sm_90 one kernel does both: a cluster per (sequence, head), CTA c holding key tile c and
-// value tile c, the partial scores exchanged through distributed shared memory
-// (recurrent_cluster_kernel: each key tile's CTA pushes its scores to all). Elsewhere, or beyond 8 tiles, two kernels, the partials going
-// through global memory (recurrent_keys_kernel, then recurrent_values_kernel).
+// Token-by-token GSA (decoding: one token; short inputs: a few tokens in one launch per pass).
+// Memory-bound on the fp32 states, so each CTA owns a 64-row slice of one state and keeps it in
+// registers for all the tokens: the state is read once and written once per call.
+//   Pass 1 (grid: key tiles x H x N): H^k <- H^k Diag(α) + k sᵀ; partial ok = q^T H^k of its slice,
+//     written per key tile (no atomics: the sum over tiles is deterministic).
+//   Pass 2 (grid: value tiles x H x N): ok = Σ partials, p = softmax(ok) (fp32);
+//     H^v <- Diag(α) H^v + s vᵀ; o = p^T H^v for its 64 value columns.
 #pragma once
 
 #include "ops/gsa/cuda/gsa_common.cuh"
-
-#include <cooperative_groups.h>
 
 namespace lintime::cuda {
 
@@ -189,6 +184,8 @@ __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p)
         float total = -INFINITY;
         if (m < M) {
           total = 0.f;
+          // Unrolled so that the tiles' loads are in flight together, not one round trip each.
+#pragma unroll 8
           for (int t = 0; t < key_tiles; ++t) {
             total += p.slot_score_partials[((int64_t{t} * p.total_tokens + token) * HQ + h * G + g) * MP + m];
           }
@@ -252,183 +249,245 @@ __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p)
   }
 }
 
-template <class E, int MP>
-__global__ void __launch_bounds__(kClusterThreads, MP <= 64 ? 4 : 2) recurrent_cluster_kernel(GsaParams p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  const cg::cluster_group cluster = cg::this_cluster();
-  constexpr int kKeyQuads = MP / 4, kKeyGroups = kClusterThreads / kKeyQuads, kKeyRows = kHeadTile / kKeyGroups;
-  constexpr int kValueQuads = kHeadTile / 4, kValueGroups = kClusterThreads / kValueQuads, kValueRows = MP / kValueGroups;
-  static_assert(kKeyGroups * MP == 1024 && kValueGroups * kHeadTile == 1024, "recurrent_cluster_floats");
-  const int tile = blockIdx.x, h = blockIdx.y, n = blockIdx.z;  // the cluster spans x: rank = tile
+
+// ---- One decoding step (T = 1): one CTA per (head, sequence) streams both states. ----
+// The state tiles (64 key rows x MP slots, then MP slots x 64 value columns: 16 KB at MP = 64)
+// flow through a ring of shared-memory stages filled by cp.async, kStepStages - 1 tiles ahead,
+// so the reads of the next tiles overlap the updates and writes of this one and the key pass
+// runs into the value pass without a break (the softmax between them waits only on the
+// reductions). Each thread copies exactly the 16-byte pieces it later updates, so the ring needs
+// no barrier. The per-slot scores and the outputs are reduced across row groups by warp shuffles
+// and then shared memory.
+constexpr int kStepThreads = 256;
+__host__ __device__ constexpr int step_stages(int padded_slots) { return padded_slots <= 64 ? 4 : 2; }
+
+// Shared memory of recurrent_step_kernel in floats (mirrors its carving).
+__host__ __device__ constexpr int recurrent_step_floats(int padded_slots, int groups, int key_dim, int value_dim) {
+  const int ring = step_stages(padded_slots) * kHeadTile * padded_slots;
+  const int token = (1 + groups) * key_dim + value_dim + 2 * padded_slots;  // k, q, v, s, α
+  const int warps = kStepThreads / 32;
+  const int reduce = warps * groups * (padded_slots > 2 * kHeadTile ? padded_slots : 2 * kHeadTile);
+  return ring + token + reduce + 2 * groups * padded_slots;  // + ok, p
+}
+
+template <class E, int MP, int GMAX>
+__global__ void __launch_bounds__(kStepThreads) recurrent_step_kernel(GsaParams p) {
+  constexpr int kStages = step_stages(MP);
+  constexpr int kPieces = kHeadTile * MP / 4 / kStepThreads;  // 16-byte pieces per thread and tile
+  constexpr int kKeyQuads = MP / 4, kKeyRowStride = kStepThreads / kKeyQuads;
+  constexpr int kValueQuads = kHeadTile / 4, kValueRowStride = kStepThreads / kValueQuads;
+  constexpr int kWarps = kStepThreads / 32;
+  const int h = blockIdx.x, n = blockIdx.y, t = threadIdx.x;
   const int H = p.heads, HQ = p.query_heads, K = p.key_dim, V = p.value_dim, M = p.slots, G = p.groups;
-  const int key_tiles = (K + kHeadTile - 1) / kHeadTile;
-  const bool has_keys = tile < key_tiles, has_values = tile * kHeadTile < V;
-  const int k0 = tile * kHeadTile, v0 = tile * kHeadTile;
-  const int key_quad = threadIdx.x % kKeyQuads, key_row = threadIdx.x / kKeyQuads;
-  const int value_quad = threadIdx.x % kValueQuads, value_row = threadIdx.x / kValueQuads;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  extern __shared__ __align__(16) char smem[];
-  float* key = reinterpret_cast<float*>(smem);  // [64]
-  float* value = key + kHeadTile;                // [64]
-  float* write = value + kHeadTile;              // [MP]
-  float* forget = write + MP;                    // [MP]
-  float* query = forget + MP;                    // [G][64]
-  float* prob = query + G * kHeadTile;           // [G][MP]
-  float* partial = prob + G * MP;                // [row groups][G][MP or 64]
-  float* exchange = partial + 1024 * G;          // [2][key tiles][G][MP]: scores pushed by each key tile
-  int bos, eos;
-  sequence_bounds(p, n, bos, eos);
-  // Both slices' loads are issued before anything waits on them.
-  float state_k[kKeyRows][4], state_v[kValueRows][4];
+  const int warp = t / 32, lane = t & 31;
+  const int key_tiles = (K + kHeadTile - 1) / kHeadTile, value_tiles = (V + kHeadTile - 1) / kHeadTile;
+  const int tiles = key_tiles + value_tiles;
+  const int key_quad = t % kKeyQuads, key_row = t / kKeyQuads;          // piece j: row key_row + j * stride
+  const int value_quad = t % kValueQuads, value_row = t / kValueQuads;  // piece j: slot value_row + j * stride
+  const int64_t token = n;  // T = 1
   const int64_t base_k = (int64_t{n} * H + h) * K * M, base_v = (int64_t{n} * H + h) * M * V;
+  extern __shared__ __align__(16) char smem[];
+  float4* ring = reinterpret_cast<float4*>(smem);                       // [stages][pieces][threads]
+  float* key = reinterpret_cast<float*>(ring + kStages * kPieces * kStepThreads);  // [K]
+  float* query = key + K;                                               // [G][K]
+  float* value = query + G * K;                                         // [V]
+  float* write = value + V;                                             // [MP]
+  float* forget = write + MP;                                           // [MP]
+  float* reduce = forget + MP;                                          // [warps][G][max(MP, 2 x 64)]
+  float* score = reduce + kWarps * G * (MP > 2 * kHeadTile ? MP : 2 * kHeadTile);  // [G][MP]
+  float* prob = score + G * MP;                                         // [G][MP]
+
+  // Where piece j of tile i lies in the states (null: outside them).
+  auto piece = [&](int i, int j, int64_t& offset) -> bool {
+    if (i < key_tiles) {
+      const int row = i * kHeadTile + key_row + j * kKeyRowStride;
+      offset = base_k + int64_t{row} * M + key_quad * 4;
+      return row < K && key_quad * 4 < M;
+    }
+    const int m = value_row + j * kValueRowStride, col = (i - key_tiles) * kHeadTile + value_quad * 4;
+    offset = base_v + int64_t{m} * V + col;
+    return m < M && col < V;
+  };
+  auto load_tile = [&](int i) {
+    if (i < tiles) {
+      float4* stage = ring + (i % kStages) * kPieces * kStepThreads;
 #pragma unroll
-  for (int r = 0; r < kKeyRows; ++r) {
-    const int kk = k0 + key_row + r * kKeyGroups;
-    const bool valid = has_keys && p.initial_state_k != nullptr && kk < K;
-    load_state4(state_k[r], valid ? p.initial_state_k + base_k + int64_t{kk} * M : nullptr, key_quad * 4, M, valid);
-  }
+      for (int j = 0; j < kPieces; ++j) {
+        int64_t offset = 0;
+        const bool inside = piece(i, j, offset);
+        const float* state = i < key_tiles ? p.initial_state_k : p.initial_state_v;
+        const bool valid = inside && state != nullptr;
+        copy_async_16(stage + j * kStepThreads + t, valid ? static_cast<const void*>(state + offset) : p.q, valid);
+      }
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");  // empty groups keep the count uniform
+  };
 #pragma unroll
-  for (int r = 0; r < kValueRows; ++r) {
-    const int m = value_row + r * kValueGroups;
-    const bool valid = has_values && p.initial_state_v != nullptr && m < M;
-    load_state4(state_v[r], valid ? p.initial_state_v + base_v + int64_t{m} * V : nullptr, v0 + value_quad * 4, V, valid);
-  }
+  for (int i = 0; i < kStages - 1; ++i) load_tile(i);
+
   const E* q = static_cast<const E*>(p.q);
   const E* k = static_cast<const E*>(p.k);
   const E* v = static_cast<const E*>(p.v);
   const E* s = static_cast<const E*>(p.s);
+  for (int i = t; i < K; i += kStepThreads) key[i] = to_float(k[(token * H + h) * K + i]);
+  for (int i = t; i < G * K; i += kStepThreads) query[i] = to_float(q[(token * HQ + h * G) * K + i]);
+  for (int i = t; i < V; i += kStepThreads) value[i] = to_float(v[(token * H + h) * V + i]);
+  for (int i = t; i < MP; i += kStepThreads) {
+    const bool valid = i < M;
+    write[i] = valid ? to_float(s[(token * H + h) * M + i]) : 0.f;
+    forget[i] = valid ? expf(gate_at<E>(p, (token * H + h) * M + i)) : 1.f;
+  }
+  __syncthreads();
+  float key_write[4], key_forget[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    key_write[e] = write[key_quad * 4 + e];
+    key_forget[e] = forget[key_quad * 4 + e];
+  }
+  float acc[GMAX][4];
+#pragma unroll
+  for (int g = 0; g < GMAX; ++g) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[g][e] = 0.f;
+  }
   E* o = static_cast<E*>(p.o);
-  for (int64_t token = bos; token < eos; ++token) {
-    // Two exchange buffers: a CTA writes this token's buffers only after every CTA of the cluster
-    // passed the previous token's barrier, so after everyone read the buffers two tokens back.
-    float* scores = exchange + ((token - bos) & 1) * kMaxClusterTiles * G * MP;
-    __syncthreads();
-    for (int i = threadIdx.x; i < kHeadTile; i += kClusterThreads) {
-      key[i] = k0 + i < K ? to_float(k[(token * H + h) * K + k0 + i]) : 0.f;
-      value[i] = v0 + i < V ? to_float(v[(token * H + h) * V + v0 + i]) : 0.f;
-    }
-    for (int i = threadIdx.x; i < MP; i += kClusterThreads) {
-      const bool valid = i < M;
-      write[i] = valid ? to_float(s[(token * H + h) * M + i]) : 0.f;
-      forget[i] = valid ? expf(gate_at<E>(p, (token * H + h) * M + i)) : 1.f;
-    }
-    for (int i = threadIdx.x; i < G * kHeadTile; i += kClusterThreads) {
-      const int g = i / kHeadTile, kk = k0 + i % kHeadTile;
-      query[i] = kk < K ? to_float(q[(token * HQ + h * G + g) * K + kk]) : 0.f;
-    }
-    __syncthreads();
-    if (has_keys) {
+  for (int i = 0; i < tiles; ++i) {
+    load_tile(i + kStages - 1);
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 1) : "memory");
+    const float4* stage = ring + (i % kStages) * kPieces * kStepThreads;
+    if (i == key_tiles) {
+      // The slot scores: each warp's row groups by shuffles, then the warps through shared memory.
 #pragma unroll
-      for (int r = 0; r < kKeyRows; ++r) {
-        const float key_value = key[key_row + r * kKeyGroups];
+      for (int g = 0; g < GMAX; ++g) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          state_k[r][e] = state_k[r][e] * forget[key_quad * 4 + e] + key_value * write[key_quad * 4 + e];
+#pragma unroll
+          for (int offset = kKeyQuads; offset < 32; offset *= 2) {
+            acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], offset);
+          }
         }
       }
-      for (int g = 0; g < G; ++g) {
-        float sum[4] = {0.f, 0.f, 0.f, 0.f};
+      if (lane < kKeyQuads) {
+        for (int g = 0; g < G && g < GMAX; ++g) {
 #pragma unroll
-        for (int r = 0; r < kKeyRows; ++r) {
-          const float query_value = query[g * kHeadTile + key_row + r * kKeyGroups];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) sum[e] += query_value * state_k[r][e];
+          for (int e = 0; e < 4; ++e) reduce[(warp * G + g) * MP + key_quad * 4 + e] = acc[g][e];
         }
-#pragma unroll
-        for (int e = 0; e < 4; ++e) partial[(key_row * G + g) * MP + key_quad * 4 + e] = sum[e];
       }
       __syncthreads();
-      // Pushed into every CTA's shared memory (remote stores do not wait; remote loads would).
-      for (int i = threadIdx.x; i < G * MP; i += kClusterThreads) {
+      for (int x = t; x < G * MP; x += kStepThreads) {
         float total = 0.f;
-        for (int row = 0; row < kKeyGroups; ++row) total += partial[row * G * MP + i];
-        for (unsigned rank = 0; rank < cluster.num_blocks(); ++rank) {
-          cluster.map_shared_rank(scores, rank)[tile * G * MP + i] = total * p.scale;
-        }
-      }
-    }
-    cluster.sync();  // every key tile's scores are in every CTA's shared memory
-    // Softmax of the scores summed over the key tiles in rank order, one warp per query head.
-    for (int g = warp; g < G; g += kClusterThreads / 32) {
-      float score[(MP + 31) / 32];
-      float largest = -INFINITY;
 #pragma unroll
-      for (int j = 0; j < (MP + 31) / 32; ++j) {
-        const int m = lane + 32 * j;
-        float total = -INFINITY;
-        if (m < M) {
-          total = 0.f;
-          for (int t = 0; t < key_tiles; ++t) total += scores[(t * G + g) * MP + m];
-        }
-        score[j] = total;
-        largest = fmaxf(largest, total);
-      }
-#pragma unroll
-      for (int offset = 16; offset > 0; offset /= 2) {
-        largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
-      }
-      float sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < (MP + 31) / 32; ++j) {
-        const int m = lane + 32 * j;
-        score[j] = m < M ? expf(score[j] - largest) : 0.f;
-        sum += score[j];
-      }
-#pragma unroll
-      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-#pragma unroll
-      for (int j = 0; j < (MP + 31) / 32; ++j) {
-        const int m = lane + 32 * j;
-        if (m < MP) prob[g * MP + m] = score[j] / sum;
-      }
-    }
-    __syncthreads();
-    if (has_values) {
-#pragma unroll
-      for (int r = 0; r < kValueRows; ++r) {
-        const int m = value_row + r * kValueGroups;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          state_v[r][e] = state_v[r][e] * forget[m] + write[m] * value[value_quad * 4 + e];
-        }
-      }
-      for (int g = 0; g < G; ++g) {
-        float sum[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int r = 0; r < kValueRows; ++r) {
-          const float weight = prob[g * MP + value_row + r * kValueGroups];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) sum[e] += weight * state_v[r][e];
-        }
-#pragma unroll
-        for (int e = 0; e < 4; ++e) partial[(value_row * G + g) * kHeadTile + value_quad * 4 + e] = sum[e];
+        for (int w = 0; w < kWarps; ++w) total += reduce[w * G * MP + x];
+        score[x] = total * p.scale;
       }
       __syncthreads();
-      for (int i = threadIdx.x; i < G * kHeadTile; i += kClusterThreads) {
+      for (int g = warp; g < G; g += kWarps) {
+        float x[(MP + 31) / 32];
+        float largest = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < (MP + 31) / 32; ++j) {
+          const int m = lane + 32 * j;
+          x[j] = m < M ? score[g * MP + m] : -INFINITY;
+          largest = fmaxf(largest, x[j]);
+        }
+#pragma unroll
+        for (int offset = 16; offset > 0; offset /= 2) {
+          largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+        }
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < (MP + 31) / 32; ++j) {
+          x[j] = lane + 32 * j < M ? expf(x[j] - largest) : 0.f;
+          sum += x[j];
+        }
+#pragma unroll
+        for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+#pragma unroll
+        for (int j = 0; j < (MP + 31) / 32; ++j) {
+          if (lane + 32 * j < MP) prob[g * MP + lane + 32 * j] = x[j] / sum;
+        }
+      }
+      __syncthreads();
+    }
+    if (i < key_tiles) {
+      // H^k <- H^k Diag(α) + k sᵀ on this thread's pieces; ok += q · H^k.
+#pragma unroll
+      for (int j = 0; j < kPieces; ++j) {
+        int64_t offset = 0;
+        if (!piece(i, j, offset)) continue;
+        const int row = i * kHeadTile + key_row + j * kKeyRowStride;
+        const float4 old = stage[j * kStepThreads + t];
+        const float key_value = key[row];
+        float x[4] = {old.x, old.y, old.z, old.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) x[e] = x[e] * key_forget[e] + key_value * key_write[e];
+        if (p.final_state_k != nullptr) {
+          *reinterpret_cast<float4*>(p.final_state_k + offset) = make_float4(x[0], x[1], x[2], x[3]);
+        }
+#pragma unroll
+        for (int g = 0; g < GMAX; ++g) {
+          if (g < G) {
+            const float query_value = query[g * K + row];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[g][e] += query_value * x[e];
+          }
+        }
+      }
+    } else {
+      // H^v <- Diag(α) H^v + s vᵀ on this thread's pieces; o = pᵀ H^v for the tile's 64 columns.
+      const int v0 = (i - key_tiles) * kHeadTile;
+      float out[GMAX][4];
+#pragma unroll
+      for (int g = 0; g < GMAX; ++g) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) out[g][e] = 0.f;
+      }
+#pragma unroll
+      for (int j = 0; j < kPieces; ++j) {
+        int64_t offset = 0;
+        if (!piece(i, j, offset)) continue;
+        const int m = value_row + j * kValueRowStride;
+        const float4 old = stage[j * kStepThreads + t];
+        float x[4] = {old.x, old.y, old.z, old.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) x[e] = x[e] * forget[m] + write[m] * value[v0 + value_quad * 4 + e];
+        if (p.final_state_v != nullptr) {
+          *reinterpret_cast<float4*>(p.final_state_v + offset) = make_float4(x[0], x[1], x[2], x[3]);
+        }
+#pragma unroll
+        for (int g = 0; g < GMAX; ++g) {
+          if (g < G) {
+            const float weight = prob[g * MP + m];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) out[g][e] += weight * x[e];
+          }
+        }
+      }
+      // Row groups: two per warp (shuffle), then the warps through shared memory (two buffers by
+      // tile parity, so the next tile's writes need no barrier after this tile's reads).
+      float* buffer = reduce + (i & 1) * kWarps * G * kHeadTile;
+#pragma unroll
+      for (int g = 0; g < GMAX; ++g) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) out[g][e] += __shfl_xor_sync(0xffffffffu, out[g][e], kValueQuads);
+      }
+      if (lane < kValueQuads) {
+        for (int g = 0; g < G && g < GMAX; ++g) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) buffer[(warp * G + g) * kHeadTile + value_quad * 4 + e] = out[g][e];
+        }
+      }
+      __syncthreads();
+      for (int x = t; x < G * kHeadTile; x += kStepThreads) {
         float total = 0.f;
-        for (int row = 0; row < kValueGroups; ++row) total += partial[row * G * kHeadTile + i];
-        const int g = i / kHeadTile, vv = v0 + i % kHeadTile;
-        if (vv < V) o[(token * HQ + h * G + g) * V + vv] = from_float<E>(total);
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) total += buffer[w * G * kHeadTile + x];
+        const int g = x / kHeadTile, col = v0 + x % kHeadTile;
+        if (col < V) o[(token * HQ + h * G + g) * V + col] = from_float<E>(total);
       }
     }
   }
-  if (p.final_state_k != nullptr && has_keys) {
-#pragma unroll
-    for (int r = 0; r < kKeyRows; ++r) {
-      const int kk = k0 + key_row + r * kKeyGroups;
-      store_state4(p.final_state_k + base_k + int64_t{kk} * M, key_quad * 4, M, kk < K, state_k[r]);
-    }
-  }
-  if (p.final_state_v != nullptr && has_values) {
-#pragma unroll
-    for (int r = 0; r < kValueRows; ++r) {
-      const int m = value_row + r * kValueGroups;
-      store_state4(p.final_state_v + base_v + int64_t{m} * V, v0 + value_quad * 4, V, m < M, state_v[r]);
-    }
-  }
-  // No remote access follows the last token's barrier: the CTAs may leave.
-#endif
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
 
 }  // namespace lintime::cuda
