@@ -133,6 +133,8 @@ def main():
     parser.add_argument("--shapes", default=None,
                         help="comma-separated indices into the chunk shapes (default: all)")
     parser.add_argument("--no-decode", action="store_true", help="skip the decode-step measurements")
+    parser.add_argument("--decode-batches", default=None,
+                        help="comma-separated decode batch sizes (default: " + ",".join(map(str, DECODE_BATCHES)) + ")")
     args = parser.parse_args()
 
     torch.ops.load_library(args.library)
@@ -216,6 +218,8 @@ def main():
 
     H, K, V, M = DECODE_SHAPE
     decode_batches = DECODE_BATCHES[1:2] if args.quick else DECODE_BATCHES
+    if args.decode_batches:
+        decode_batches = [int(b) for b in args.decode_batches.split(",") if b]
     for B in ([] if args.no_decode else decode_batches):
         q, k, v, s, g = gsa_inputs(B, 1, H, K, V, M, torch.bfloat16)
         state_k = torch.randn(B, H, K, M, device="cuda")

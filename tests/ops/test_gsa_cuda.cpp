@@ -251,12 +251,16 @@ TEST(GsaCuda, VeryStrongDecayStaysFinite) {
 
 // Decoding on the GPU: functional and in-place steps against the fp64 reference, token by token;
 // shapes with unequal numbers of K and V tiles, padded slots of 32, 64 and 128, K = V = 512.
+// Steps with at least one (head, sequence) pair per SM take the streamed single-token kernel,
+// the others the two token-by-token kernels: 144 pairs or more reach the first on GPUs of up to
+// 144 SMs.
 TEST(GsaCuda, StepsMatchReferenceTokenByToken) {
   SKIP_WITHOUT_CUDA();
   const std::vector<GsaCase> cases = {
       {"step_T20_B3_HQ4_H2_K96_V80_M48", 3, 20, 4, 2, 96, 80, 48, 1.0, true, true},
-      {"step_T6_B2_HQ2_H1_K40_V200_M128", 2, 6, 2, 1, 40, 200, 128, 1.0, true, true},
-      {"step_T4_B2_HQ1_H1_K512_V512_M20", 2, 4, 1, 1, 512, 512, 20, 8.0, false, true},
+      {"step_T3_B2_HQ1_H1_K512_V512_M64", 2, 3, 1, 1, 512, 512, 64, 8.0, false, true},
+      {"step_T6_B40_HQ8_H4_K40_V200_M128_streamed", 40, 6, 8, 4, 40, 200, 128, 1.0, true, true},
+      {"step_T4_B36_HQ4_H4_K512_V512_M20_streamed", 36, 4, 4, 4, 512, 512, 20, 8.0, false, true},
   };
   at::NoGradGuard no_grad;
   for (const auto& c : cases) {
@@ -365,7 +369,7 @@ TEST(GsaCudaSanitizer, SmallShapes) {
       {"small_T70_B2_HQ2_H1_K40_V72_M20", 2, 70, 2, 1, 40, 72, 20, 1.0, true, true},
       {"small_varlen_5_64_30_HQ2_H2_K64_V64_M64", 1, 0, 2, 2, 64, 64, 64, 8.0, true, true, {5, 64, 30}},
       {"small_T3_K32_V32_M128", 1, 3, 1, 1, 32, 32, 128, 1.0, false, true},
-      {"small_T1_B3_HQ4_H2_K40_V72_M20_single_step", 3, 1, 4, 2, 40, 72, 20, 1.0, true, true},
+      {"small_T1_B40_HQ8_H4_K40_V72_M20_streamed_step", 40, 1, 8, 4, 40, 72, 20, 1.0, true, true},
       {"small_T520_K32_V32_M16_segmented_sweeps", 1, 520, 1, 1, 32, 32, 16, 1.0, false, true},
   };
   for (const auto& c : cases) {

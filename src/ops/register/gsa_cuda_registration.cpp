@@ -188,6 +188,7 @@ void run_recurrent(const Problem& problem, cuda::GsaParams& p, const at::TensorO
                                          problem.tokens(), problem.query_heads, problem.padded_slots},
                                         options.dtype(at::kFloat));
   p.slot_score_partials = partials.data_ptr<float>();
+  p.multiprocessors = multiprocessor_count(options.device().index());
   C10_CUDA_CHECK(cuda::gsa_recurrent_forward(p, stream));
 }
 

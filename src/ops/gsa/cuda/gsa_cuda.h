@@ -105,8 +105,10 @@ struct GsaParams {
   float *segment_states_k = nullptr, *segment_states_v = nullptr;            // H^k, H^v
   float *segment_grad_states_k = nullptr, *segment_grad_states_v = nullptr;  // dH^k, dH^v
 
-  // Recurrent path workspace: partial slot scores of each key tile [K tiles, tok, HQ, MP].
+  // Recurrent path workspace: partial slot scores of each key tile [K tiles, tok, HQ, MP]. The
+  // device's SM count: single-token steps with fewer (head, sequence) pairs take the two kernels.
   float* slot_score_partials = nullptr;
+  int multiprocessors = 0;
 };
 
 // Largest dynamic shared memory of the chunked kernels for these params, in bytes: the binding

@@ -227,13 +227,15 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
 }
 
 // Shared memory of recurrent_step_kernel, and whether it takes these params: one token per
-// sequence, 16-byte state rows, at most 8 query heads per state (the registers of its sums).
+// sequence, 16-byte state rows, at most 8 query heads per state (the registers of its sums), and
+// a CTA per SM at least (fewer (head, sequence) pairs: the two kernels' 64-row tiles spread wider).
 inline size_t recurrent_step_smem(const GsaParams& p) {
   return sizeof(float) * static_cast<size_t>(recurrent_step_floats(p.padded_slots, p.groups, p.key_dim, p.value_dim));
 }
 inline bool recurrent_step_fits(const GsaParams& p) {
   return p.cu_seqlens == nullptr && p.seqlen == 1 && p.slots % 4 == 0 && p.value_dim % 4 == 0 &&
-         p.groups <= 8 && recurrent_step_smem(p) <= 200 * 1024;
+         p.groups <= 8 && recurrent_step_smem(p) <= 200 * 1024 &&
+         int64_t{p.num_sequences} * p.heads >= p.multiprocessors;
 }
 
 template <class E>
