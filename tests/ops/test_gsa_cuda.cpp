@@ -16,6 +16,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -23,6 +24,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -227,6 +229,41 @@ TEST(GsaCuda, ChunkMatchesFloat64ReferenceOnEveryCaseInEveryDtype) {
       EXPECT_EQ(actual.o.scalar_type(), dtype);
       expect_within_precision(c.name, dtype, actual, low, reference);
     }
+  }
+}
+
+// Training calls (the tests above) keep the forward internals for the backward; gsa_chunk_bwd
+// called directly recomputes them. That path meets the same rule, in every dtype.
+TEST(GsaCuda, RecomputingBackwardMatchesFloat64Reference) {
+  SKIP_WITHOUT_CUDA();
+  using BackwardOp = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+      const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&);
+  static auto backward_op = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("lintime::gsa_chunk_bwd", "")
+                                .typed<BackwardOp>();
+  const GsaCase c{"recompute_T200_B2_HQ4_H2_K64_V96_M64", 2, 200, 4, 2, 64, 96, 64, 1.0, true, true};
+  for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    SCOPED_TRACE(c.name + " " + dtype_name(dtype));
+    const auto inputs = rounded_to(make_inputs(c, seed_of(c.name)), dtype);
+    const auto reference = run_gsa(Implementation::reference, inputs, at::kDouble);
+    const auto low = low_precision_references(inputs, dtype, true);
+    const auto cuda = [&](const at::Tensor& x) { return x.to(at::kCUDA, dtype); };
+    const auto state = [&](const at::Tensor& x) { return x.to(at::kCUDA, at::kFloat); };
+    at::NoGradGuard no_grad;
+    const auto q = cuda(inputs.q), k = cuda(inputs.k), v = cuda(inputs.v), s = cuda(inputs.s), g = cuda(inputs.g);
+    const auto initial_k = state(inputs.initial_state_k), initial_v = state(inputs.initial_state_v);
+    const auto forward = gsa_chunk(q, k, v, s, g, inputs.scale, initial_k, initial_v, true);
+    poison_cuda_allocator();
+    auto [grad_q, grad_k, grad_v, grad_s, grad_g, grad_initial_k, grad_initial_v] = backward_op.call(
+        q, k, v, s, g, inputs.scale, initial_k, initial_v, std::nullopt, cuda(inputs.grad_o),
+        state(inputs.grad_state_k), state(inputs.grad_state_v));
+    GsaRun run{forward.o.cpu(), forward.final_state_k.cpu(), forward.final_state_v.cpu(), {}};
+    run.grads = {{"q", grad_q.cpu()}, {"k", grad_k.cpu()}, {"v", grad_v.cpu()}, {"s", grad_s.cpu()},
+                 {"g", grad_g.cpu()}, {"initial_state_k", grad_initial_k.cpu()},
+                 {"initial_state_v", grad_initial_v.cpu()}};
+    expect_within_precision(c.name, dtype, run, low, reference);
   }
 }
 

@@ -28,6 +28,7 @@ namespace {
 
 using OptionalTensor = std::optional<at::Tensor>;
 using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using TensorsWithInternals = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>;
 using Tensors7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                             at::Tensor>;
 
@@ -208,7 +209,8 @@ at::Tensor segment_buffer(const Problem& problem, int segments, int64_t rows, in
   return at::empty({problem.sequences * segments, problem.heads, rows, cols}, options);
 }
 
-// Workspace of the chunked forward internals (also recomputed by the backward).
+// Workspace of the chunked forward internals: allocated by the forward (and kept for the backward
+// when training) or by a backward that recomputes them; or, in a backward, the kept ones.
 struct ForwardWorkspace {
   at::Tensor gate_cumsum, slot_scores, slot_scores_intra, key_score_diagonal, probabilities, value_scores;
   at::Tensor decayed_write_blocks, decayed_probability_blocks;
@@ -223,16 +225,42 @@ struct ForwardWorkspace {
     key_score_diagonal = at::empty({tokens, problem.query_heads}, f32);
     probabilities = at::empty({tokens, problem.query_heads, slots}, options);
     value_scores = at::empty({problem.max_chunks(), problem.query_heads, cuda::kChunk, cuda::kChunk}, options);
+    decayed_write_blocks = split_blocks(problem, problem.heads, options);
+    decayed_probability_blocks = split_blocks(problem, problem.query_heads, options);
+    point(problem, options, p);
+  }
+
+  // The internals kept by the training forward (internals(), same problem); the backward does not
+  // recompute them.
+  ForwardWorkspace(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p,
+                   const std::vector<at::Tensor>& kept) {
+    TORCH_CHECK(kept.size() == kInternals && kept[0].numel() == problem.tokens() * problem.heads * problem.padded_slots,
+                kBackwardOp, ": the kept forward internals do not belong to these inputs (", kept.size(),
+                " tensors; expected ", kInternals, " from lintime::gsa_chunk_with_internals on the same inputs)");
+    gate_cumsum = kept[0], slot_scores = kept[1], slot_scores_intra = kept[2], key_score_diagonal = kept[3];
+    probabilities = kept[4], value_scores = kept[5], decayed_write_blocks = kept[6];
+    decayed_probability_blocks = kept[7];
+    point(problem, options, p);
+    p.internals_for_backward = true;
+  }
+
+  static constexpr size_t kInternals = 8;
+  std::vector<at::Tensor> internals() const {
+    return {gate_cumsum, slot_scores, slot_scores_intra, key_score_diagonal, probabilities,
+            value_scores, decayed_write_blocks, decayed_probability_blocks};
+  }
+
+ private:
+  void point(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p) {
     p.gate_cumsum = gate_cumsum.data_ptr<float>();
     p.slot_scores = slot_scores.data_ptr<float>();
     p.slot_scores_intra = slot_scores_intra.data_ptr<float>();
     p.key_score_diagonal = key_score_diagonal.data_ptr<float>();
     p.probabilities = probabilities.data_ptr();
     p.value_scores = value_scores.data_ptr();
-    decayed_write_blocks = split_blocks(problem, problem.heads, options);
-    decayed_probability_blocks = split_blocks(problem, problem.query_heads, options);
     p.decayed_write_blocks = decayed_write_blocks.data_ptr();
     p.decayed_probability_blocks = decayed_probability_blocks.data_ptr();
+    const auto f32 = options.dtype(at::kFloat);
     p.segments = problem.sweep_segments(options.device().index());
     if (p.segments > 1) {
       segment_states_k = segment_buffer(problem, p.segments, problem.key_dim, problem.slots, f32);
@@ -243,11 +271,13 @@ struct ForwardWorkspace {
   }
 };
 
-Tensors3 gsa_chunk_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                        const at::Tensor& s, const at::Tensor& g, double scale,
-                        const OptionalTensor& initial_state_k_in,
-                        const OptionalTensor& initial_state_v_in, bool output_final_state,
-                        const OptionalTensor& cu_seqlens_in) {
+// The forward; keep_internals (training): the chunked kernels compute the internals as the
+// backward uses them and return them (none from the other paths: their backward recomputes).
+TensorsWithInternals chunk_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const at::Tensor& s, const at::Tensor& g, double scale,
+                                   const OptionalTensor& initial_state_k_in,
+                                   const OptionalTensor& initial_state_v_in, bool output_final_state,
+                                   const OptionalTensor& cu_seqlens_in, bool keep_internals) {
   const at::Tensor initial_state_k = value_or_undefined(initial_state_k_in);
   const at::Tensor initial_state_v = value_or_undefined(initial_state_v_in);
   const at::Tensor cu_seqlens = value_or_undefined(cu_seqlens_in);
@@ -258,8 +288,9 @@ Tensors3 gsa_chunk_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tens
   const Problem problem(q, k, v, s, cu_seqlens);
   const bool recurrent = problem.short_sequences();
   if (!problem.fused_kernels_fit(q.device(), !recurrent)) {
-    return gsa_chunk_fwd(q, k, v, s, g, scale, initial_state_k, initial_state_v,
-                         output_final_state, cu_seqlens);
+    auto [o, final_state_k, final_state_v] = gsa_chunk_fwd(q, k, v, s, g, scale, initial_state_k,
+                                                           initial_state_v, output_final_state, cu_seqlens);
+    return {o, final_state_k, final_state_v, {}};
   }
   const c10::cuda::CUDAGuard device_guard(q.device());
   const KernelInputs in = prepare_inputs(q, k, v, s, g, initial_state_k, initial_state_v,
@@ -277,22 +308,45 @@ Tensors3 gsa_chunk_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tens
   p.final_state_k = float_pointer(final_state_k);
   p.final_state_v = float_pointer(final_state_v);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  std::vector<at::Tensor> internals;
   if (recurrent) {
     run_recurrent(problem, p, q.options(), stream);
   } else {
     ForwardWorkspace workspace(problem, q.options(), p);
+    p.internals_for_backward = keep_internals;
     C10_CUDA_CHECK(cuda::gsa_chunk_forward(p, stream));
+    if (keep_internals) internals = workspace.internals();
   }
+  return {o, final_state_k, final_state_v, internals};
+}
+
+Tensors3 gsa_chunk_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& s, const at::Tensor& g, double scale,
+                        const OptionalTensor& initial_state_k, const OptionalTensor& initial_state_v,
+                        bool output_final_state, const OptionalTensor& cu_seqlens) {
+  auto [o, final_state_k, final_state_v, internals] =
+      chunk_forward(q, k, v, s, g, scale, initial_state_k, initial_state_v, output_final_state,
+                    cu_seqlens, /*keep_internals=*/false);
   return {o, final_state_k, final_state_v};
 }
 
-Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const at::Tensor& s, const at::Tensor& g, double scale,
-                            const OptionalTensor& initial_state_k_in,
-                            const OptionalTensor& initial_state_v_in,
-                            const OptionalTensor& cu_seqlens_in, const at::Tensor& grad_o,
-                            const OptionalTensor& grad_final_state_k_in,
-                            const OptionalTensor& grad_final_state_v_in) {
+TensorsWithInternals gsa_chunk_with_internals_cuda(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
+    const at::Tensor& g, double scale, const OptionalTensor& initial_state_k,
+    const OptionalTensor& initial_state_v, bool output_final_state, const OptionalTensor& cu_seqlens) {
+  return chunk_forward(q, k, v, s, g, scale, initial_state_k, initial_state_v, output_final_state,
+                       cu_seqlens, /*keep_internals=*/true);
+}
+
+// The backward; with the internals kept by the training forward (empty: recomputes them).
+Tensors7 chunk_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& s, const at::Tensor& g, double scale,
+                        const OptionalTensor& initial_state_k_in,
+                        const OptionalTensor& initial_state_v_in,
+                        const OptionalTensor& cu_seqlens_in, const at::Tensor& grad_o,
+                        const OptionalTensor& grad_final_state_k_in,
+                        const OptionalTensor& grad_final_state_v_in,
+                        const std::vector<at::Tensor>& internals) {
   const at::Tensor initial_state_k = value_or_undefined(initial_state_k_in);
   const at::Tensor initial_state_v = value_or_undefined(initial_state_v_in);
   const at::Tensor cu_seqlens = value_or_undefined(cu_seqlens_in);
@@ -320,7 +374,8 @@ Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::
   const KernelInputs in = prepare_inputs(q, k, v, s, g, initial_state_k, initial_state_v,
                                          cu_seqlens, problem);
   cuda::GsaParams p = make_params(problem, in, scale);
-  ForwardWorkspace forward(problem, q.options(), p);
+  const ForwardWorkspace forward = internals.empty() ? ForwardWorkspace(problem, q.options(), p)
+                                                     : ForwardWorkspace(problem, q.options(), p, internals);
   const auto options = q.options();
   const auto f32 = options.dtype(at::kFloat);
   const int64_t tokens = problem.tokens(), slots = problem.padded_slots;
@@ -394,6 +449,26 @@ Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::
           as_input_dtype(grad_initial_v, initial_state_v)};
 }
 
+Tensors7 gsa_chunk_bwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& s, const at::Tensor& g, double scale,
+                            const OptionalTensor& initial_state_k, const OptionalTensor& initial_state_v,
+                            const OptionalTensor& cu_seqlens, const at::Tensor& grad_o,
+                            const OptionalTensor& grad_final_state_k,
+                            const OptionalTensor& grad_final_state_v) {
+  return chunk_backward(q, k, v, s, g, scale, initial_state_k, initial_state_v, cu_seqlens, grad_o,
+                        grad_final_state_k, grad_final_state_v, {});
+}
+
+Tensors7 gsa_chunk_bwd_with_internals_cuda(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
+    const at::Tensor& g, double scale, const OptionalTensor& initial_state_k,
+    const OptionalTensor& initial_state_v, const OptionalTensor& cu_seqlens, const at::Tensor& grad_o,
+    const OptionalTensor& grad_final_state_k, const OptionalTensor& grad_final_state_v,
+    at::TensorList internals) {
+  return chunk_backward(q, k, v, s, g, scale, initial_state_k, initial_state_v, cu_seqlens, grad_o,
+                        grad_final_state_k, grad_final_state_v, internals.vec());
+}
+
 // One decoding step through the token-by-token kernels. The states are updated in place when
 // they are fp32, contiguous and aligned (the in-place op requires that, else general path).
 at::Tensor step_states(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -454,6 +529,8 @@ at::Tensor gsa_step_inplace_cuda(const at::Tensor& q, const at::Tensor& k, const
 TORCH_LIBRARY_IMPL(lintime, CUDA, m) {
   m.impl("gsa_chunk", gsa_chunk_cuda);
   m.impl("gsa_chunk_bwd", gsa_chunk_bwd_cuda);
+  m.impl("gsa_chunk_with_internals", gsa_chunk_with_internals_cuda);
+  m.impl("gsa_chunk_bwd_with_internals", gsa_chunk_bwd_with_internals_cuda);
   m.impl("gsa_step", gsa_step_cuda);
   m.impl("gsa_step_", gsa_step_inplace_cuda);
 }

@@ -5,10 +5,12 @@
 #include "ops/gsa/gsa.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <optional>
+#include <vector>
 
 namespace lintime::ops {
 namespace {
@@ -46,6 +48,30 @@ gsa_chunk_bwd_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        value_or_undefined(grad_final_state_v));
 }
 
+// The general path keeps no internals: its backward recomputes what it needs.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> gsa_chunk_with_internals_cpu(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
+    const at::Tensor& g, double scale, const OptionalTensor& initial_state_k,
+    const OptionalTensor& initial_state_v, bool output_final_state, const OptionalTensor& cu_seqlens) {
+  auto [o, final_state_k, final_state_v] = gsa_chunk_cpu(q, k, v, s, g, scale, initial_state_k,
+                                                         initial_state_v, output_final_state, cu_seqlens);
+  return {o, final_state_k, final_state_v, {}};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gsa_chunk_bwd_with_internals_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& s, const at::Tensor& g, double scale,
+                                 const OptionalTensor& initial_state_k,
+                                 const OptionalTensor& initial_state_v,
+                                 const OptionalTensor& cu_seqlens, const at::Tensor& grad_o,
+                                 const OptionalTensor& grad_final_state_k,
+                                 const OptionalTensor& grad_final_state_v, at::TensorList internals) {
+  TORCH_CHECK(internals.empty(), "lintime::gsa_chunk_bwd_with_internals: the general path keeps no "
+              "internals; expected an empty list, got ", internals.size(), " tensors");
+  return gsa_chunk_bwd_cpu(q, k, v, s, g, scale, initial_state_k, initial_state_v, cu_seqlens,
+                           grad_o, grad_final_state_k, grad_final_state_v);
+}
+
 Tensors3 gsa_reference_composite(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& s, const OptionalTensor& g, double scale,
                                  const OptionalTensor& initial_state_k,
@@ -62,25 +88,41 @@ std::tuple<at::Tensor, at::Tensor> abc_gates_composite(const at::Tensor& s_logit
 }
 
 // Autograd for gsa_chunk: forward runs the backend kernel below autograd, backward calls the
-// registered gsa_chunk_bwd (so a CUDA backward registered later is picked up the same way).
+// registered gsa_chunk_bwd (so a CUDA backward registered later is picked up the same way). When
+// a gradient will be taken, the forward goes through gsa_chunk_with_internals and the backward
+// through gsa_chunk_bwd_with_internals, so that the fused kernels' backward does not recompute
+// what the forward computed.
 class GsaChunkFunction : public torch::autograd::Function<GsaChunkFunction> {
  public:
   static torch::autograd::variable_list forward(
       torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
       const at::Tensor& v, const at::Tensor& s, const at::Tensor& g, double scale,
       const OptionalTensor& initial_state_k, const OptionalTensor& initial_state_v,
-      bool output_final_state, const OptionalTensor& cu_seqlens) {
+      bool output_final_state, const OptionalTensor& cu_seqlens, bool keep_internals) {
     static auto forward_op = c10::Dispatcher::singleton()
                                  .findSchemaOrThrow("lintime::gsa_chunk", "")
                                  .typed<decltype(gsa_chunk_cpu)>();
+    static auto forward_with_internals_op = c10::Dispatcher::singleton()
+                                                .findSchemaOrThrow("lintime::gsa_chunk_with_internals", "")
+                                                .typed<decltype(gsa_chunk_with_internals_cpu)>();
     Tensors3 outputs;
+    std::vector<at::Tensor> internals;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      outputs = forward_op.call(q, k, v, s, g, scale, initial_state_k, initial_state_v,
-                                output_final_state, cu_seqlens);
+      if (keep_internals) {
+        auto [o, final_state_k, final_state_v, kept] = forward_with_internals_op.call(
+            q, k, v, s, g, scale, initial_state_k, initial_state_v, output_final_state, cu_seqlens);
+        outputs = {o, final_state_k, final_state_v};
+        internals = std::move(kept);
+      } else {
+        outputs = forward_op.call(q, k, v, s, g, scale, initial_state_k, initial_state_v,
+                                  output_final_state, cu_seqlens);
+      }
     }
-    ctx->save_for_backward({q, k, v, s, g, value_or_undefined(initial_state_k),
-                            value_or_undefined(initial_state_v), value_or_undefined(cu_seqlens)});
+    std::vector<at::Tensor> saved = {q, k, v, s, g, value_or_undefined(initial_state_k),
+                                     value_or_undefined(initial_state_v), value_or_undefined(cu_seqlens)};
+    saved.insert(saved.end(), internals.begin(), internals.end());
+    ctx->save_for_backward(saved);
     ctx->saved_data["scale"] = scale;
     ctx->set_materialize_grads(false);
     auto& [o, final_state_k, final_state_v] = outputs;
@@ -97,21 +139,32 @@ class GsaChunkFunction : public torch::autograd::Function<GsaChunkFunction> {
     static auto backward_op = c10::Dispatcher::singleton()
                                   .findSchemaOrThrow("lintime::gsa_chunk_bwd", "")
                                   .typed<decltype(gsa_chunk_bwd_cpu)>();
+    static auto backward_with_internals_op = c10::Dispatcher::singleton()
+                                                 .findSchemaOrThrow("lintime::gsa_chunk_bwd_with_internals", "")
+                                                 .typed<decltype(gsa_chunk_bwd_with_internals_cpu)>();
     const auto saved = ctx->get_saved_variables();
+    constexpr size_t kInputs = 8;  // q, k, v, s, g, both initial states, cu_seqlens; then internals
     const auto& q = saved[0];
     const auto& v = saved[2];
     at::Tensor grad_o = grad_outputs[0];
     if (!grad_o.defined()) {
       grad_o = at::zeros({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
     }
+    const double scale = ctx->saved_data["scale"].toDouble();
     auto [grad_q, grad_k, grad_v, grad_s, grad_g, grad_initial_state_k, grad_initial_state_v] =
-        backward_op.call(saved[0], saved[1], saved[2], saved[3], saved[4],
-                         ctx->saved_data["scale"].toDouble(), defined_or_nullopt(saved[5]),
-                         defined_or_nullopt(saved[6]), defined_or_nullopt(saved[7]), grad_o,
-                         defined_or_nullopt(grad_outputs[1]), defined_or_nullopt(grad_outputs[2]));
+        saved.size() > kInputs
+            ? backward_with_internals_op.call(
+                  saved[0], saved[1], saved[2], saved[3], saved[4], scale, defined_or_nullopt(saved[5]),
+                  defined_or_nullopt(saved[6]), defined_or_nullopt(saved[7]), grad_o,
+                  defined_or_nullopt(grad_outputs[1]), defined_or_nullopt(grad_outputs[2]),
+                  at::TensorList(saved).slice(kInputs))
+            : backward_op.call(saved[0], saved[1], saved[2], saved[3], saved[4], scale,
+                               defined_or_nullopt(saved[5]), defined_or_nullopt(saved[6]),
+                               defined_or_nullopt(saved[7]), grad_o,
+                               defined_or_nullopt(grad_outputs[1]), defined_or_nullopt(grad_outputs[2]));
     // One gradient per forward argument; non-tensor and absent arguments get undefined ones.
     return {grad_q, grad_k, grad_v, grad_s, grad_g, at::Tensor(), grad_initial_state_k,
-            grad_initial_state_v, at::Tensor(), at::Tensor()};
+            grad_initial_state_v, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -120,8 +173,16 @@ Tensors3 gsa_chunk_autograd(const at::Tensor& q, const at::Tensor& k, const at::
                             const OptionalTensor& initial_state_k,
                             const OptionalTensor& initial_state_v, bool output_final_state,
                             const OptionalTensor& cu_seqlens) {
+  // Internals are kept only when this call records a graph (a gradient will be asked for).
+  bool records_graph = false;
+  if (at::GradMode::is_enabled()) {
+    for (const at::Tensor* input : {&q, &k, &v, &s, &g}) records_graph |= input->requires_grad();
+    for (const OptionalTensor* state : {&initial_state_k, &initial_state_v}) {
+      records_graph |= state->has_value() && (*state)->requires_grad();
+    }
+  }
   auto outputs = GsaChunkFunction::apply(q, k, v, s, g, scale, initial_state_k, initial_state_v,
-                                         output_final_state, cu_seqlens);
+                                         output_final_state, cu_seqlens, records_graph);
   if (!output_final_state) return {outputs[0], at::Tensor(), at::Tensor()};
   return {outputs[0], outputs[1], outputs[2]};
 }
@@ -134,6 +195,8 @@ Tensors3 gsa_chunk_autograd(const at::Tensor& q, const at::Tensor& k, const at::
 TORCH_LIBRARY_IMPL(lintime, CompositeExplicitAutograd, m) {
   m.impl("gsa_chunk", gsa_chunk_cpu);
   m.impl("gsa_chunk_bwd", gsa_chunk_bwd_cpu);
+  m.impl("gsa_chunk_with_internals", gsa_chunk_with_internals_cpu);
+  m.impl("gsa_chunk_bwd_with_internals", gsa_chunk_bwd_with_internals_cpu);
   m.impl("gsa_step", gsa_step_functional);
   m.impl("gsa_step_", gsa_step_inplace);
 }

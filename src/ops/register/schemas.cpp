@@ -30,6 +30,17 @@ TORCH_LIBRARY(lintime, m) {
         "Tensor? initial_state_v, Tensor? cu_seqlens, Tensor grad_o, Tensor? grad_final_state_k, "
         "Tensor? grad_final_state_v) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v, Tensor grad_s, "
         "Tensor grad_g, Tensor grad_initial_state_k, Tensor grad_initial_state_v)");
+  // Training pair: the forward also returns internals that the backward takes instead of
+  // recomputing them (the fused CUDA kernels: ok, p, the pass-2 scores, the decayed operands);
+  // the general path returns none and its backward recomputes (gsa_chunk's autograd uses these).
+  m.def("gsa_chunk_with_internals(Tensor q, Tensor k, Tensor v, Tensor s, Tensor g, float scale, "
+        "Tensor? initial_state_k, Tensor? initial_state_v, bool output_final_state, Tensor? cu_seqlens) -> "
+        "(Tensor o, Tensor final_state_k, Tensor final_state_v, Tensor[] internals)");
+  m.def("gsa_chunk_bwd_with_internals(Tensor q, Tensor k, Tensor v, Tensor s, Tensor g, float scale, "
+        "Tensor? initial_state_k, Tensor? initial_state_v, Tensor? cu_seqlens, Tensor grad_o, "
+        "Tensor? grad_final_state_k, Tensor? grad_final_state_v, Tensor[] internals) -> (Tensor grad_q, "
+        "Tensor grad_k, Tensor grad_v, Tensor grad_s, Tensor grad_g, Tensor grad_initial_state_k, "
+        "Tensor grad_initial_state_v)");
   // Reference recurrence; g = None selects ABC (s holds raw slot logits, gsa.md §1).
   m.def("gsa_reference(Tensor q, Tensor k, Tensor v, Tensor s, Tensor? g, float scale, Tensor? initial_state_k, "
         "Tensor? initial_state_v, bool output_final_state, Tensor? cu_seqlens) -> "

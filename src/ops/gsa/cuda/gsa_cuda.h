@@ -54,6 +54,11 @@ struct GsaParams {
   void* o = nullptr;
   float *final_state_k = nullptr, *final_state_v = nullptr;
 
+  // Forward internals kept for the backward (training): the forward computes them as the
+  // backward uses them (ok with the split key state, p ⊙ e^b in all parts) and its caller keeps
+  // the workspace below; the backward then takes them as given instead of recomputing them.
+  bool internals_for_backward = false;
+
   // Forward workspace (chunked path).
   float* gate_cumsum = nullptr;   // b [tok, H, MP]: cumulative g inside each chunk
   // ok = inter-chunk part + intra-chunk s < t part + s = t term (scale included), kept apart
@@ -115,9 +120,11 @@ struct GsaParams {
 // routes shapes whose kernels would not fit the device to the general path.
 size_t gsa_chunk_smem_bytes(ElementType element, int padded_slots);
 
-// Chunked forward: o, and the final states when requested.
+// Chunked forward: o, and the final states when requested (and the internals in the workspace,
+// computed for the backward, when internals_for_backward).
 cudaError_t gsa_chunk_forward(const GsaParams& params, cudaStream_t stream);
-// Chunked backward: recomputes the forward internals, then every gradient.
+// Chunked backward: recomputes the forward internals (unless internals_for_backward: then the
+// workspace holds them), then every gradient.
 cudaError_t gsa_chunk_backward(const GsaParams& params, cudaStream_t stream);
 // Token-by-token forward (decoding and short inputs): o, and the final states when requested.
 cudaError_t gsa_recurrent_forward(const GsaParams& params, cudaStream_t stream);

@@ -191,7 +191,7 @@ cudaError_t chunk_forward(const GsaParams& p, cudaStream_t stream) {
   LINTIME_TRY(prepare_chunks(p, stream));
   return dispatch_slots(p.padded_slots, [&](auto slots) -> cudaError_t {
     constexpr int MP = decltype(slots)::value;
-    LINTIME_TRY((forward_internals<E, MP>(p, stream, /*for_backward=*/false)));
+    LINTIME_TRY((forward_internals<E, MP>(p, stream, p.internals_for_backward)));
     LINTIME_TRY(launch_sweeps<MP>(forward_values_state_kernel<E, MP>, tiles_of(p.value_dim), 1,
                                   SmemBytes<E, MP>::forward_values_state, stream, p, {SweptState::values}));
     return cudaSuccess;
@@ -207,7 +207,7 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
     GsaParams p = params;
     p.final_state_k = nullptr;  // the recomputation writes no final state
     p.final_state_v = nullptr;
-    LINTIME_TRY((forward_internals<E, MP>(p, stream, /*for_backward=*/true)));
+    if (!p.internals_for_backward) LINTIME_TRY((forward_internals<E, MP>(p, stream, /*for_backward=*/true)));
     const dim3 chunks(p.max_chunks, p.heads);
     LINTIME_TRY(launch(backward_values_intra_kernel<E, MP>, chunks, S::backward_values_intra, stream, p));
     LINTIME_TRY(cudaMemsetAsync(p.grad_probabilities, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
