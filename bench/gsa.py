@@ -181,7 +181,9 @@ def main():
         for name, fn in impls.items():
             with torch.no_grad():
                 outputs[name] = fn()
-            fwd = bench_ms(lambda: fn())
+            fwd = bench_ms(lambda: fn())  # as in training: the inputs require grad
+            with torch.no_grad():
+                fwd_no_grad = bench_ms(lambda: fn())  # inference
 
             def fwd_bwd():
                 fn().backward(do)
@@ -196,7 +198,7 @@ def main():
             both = bench_ms(fwd_bwd, grad_to_none=[q, k, v, s, g])
             for t in (q, k, v, s, g):
                 t.grad = None
-            record(op="gsa_chunk", impl=name, shape=shape, fwd_ms=fwd, fwd_bwd_ms=both,
+            record(op="gsa_chunk", impl=name, shape=shape, fwd_ms=fwd, fwd_no_grad_ms=fwd_no_grad, fwd_bwd_ms=both,
                    tokens_per_s=B * T / (both * 1e-3), peak_extra_gib=peak / 2 ** 30,
                    floor_fwd_ms=floor_fwd, floor_fwd_bwd_ms=floor_fwdbwd)
         if args.profile:
@@ -237,7 +239,8 @@ def main():
             record(op="gsa_step", impl="fla", shape=shape, ms=ms, state_tb_s=state_bytes / (ms * 1e-3) / 1e12,
                    floor_ms=state_bytes / bandwidth * 1e3)
 
-    print(f"\n{'op':<12} {'impl':<8} {'shape':<34} {'fwd ms':>8} {'fwd+bwd':>8} {'floor':>12} {'peak GiB':>8}")
+    print(f"\n{'op':<12} {'impl':<8} {'shape':<34} {'fwd ms':>8} {'fwd+bwd':>8} {'floor':>12} {'peak GiB':>8}"
+          "  (fwd: inputs requiring grad, as in training; no-grad fwd after the row)")
     for r in rows:
         if r["op"] == "ceilings":
             continue
@@ -248,6 +251,8 @@ def main():
             continue
         floor = f"{r.get('floor_fwd_ms', math.nan):.3f}/{r.get('floor_fwd_bwd_ms', math.nan):.3f}"
         extra = f" o vs fla {r['lintime_vs_fla_o_relative_rms']:.1e}" if "lintime_vs_fla_o_relative_rms" in r else ""
+        if "fwd_no_grad_ms" in r:
+            extra = f"  no-grad fwd {r['fwd_no_grad_ms']:.3f}" + extra
         print(f"{r['op']:<12} {r['impl']:<8} {shape:<34} {r['fwd_ms']:>8.3f} {r['fwd_bwd_ms']:>8.3f} "
               f"{floor:>12} {r.get('peak_extra_gib', math.nan):>8.2f}{extra}")
     if out:
