@@ -118,22 +118,17 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, boo
       } else {
         detail::ldmatrix_x4_trans(af, a.at(k0 + i + (j >> 1) * 8, r0 + (j & 1) * 8));
       }
-      // Every fragment of this k-step is loaded before the first product: the asm statements
-      // keep their order, and a product right after its load would wait for it each time.
-      uint32_t bf[NT / 2][4];
 #pragma unroll
       for (int n = 0; n < NT; n += 2) {
+        uint32_t bf[4];
         const int nb = n0 + n * 8;
         if (b_transposed) {
-          detail::ldmatrix_x4(bf[n / 2], b.at(nb + i + (j >> 1) * 8, k0 + (j & 1) * 8));
+          detail::ldmatrix_x4(bf, b.at(nb + i + (j >> 1) * 8, k0 + (j & 1) * 8));
         } else {
-          detail::ldmatrix_x4_trans(bf[n / 2], b.at(k0 + i + (j & 1) * 8, nb + (j >> 1) * 8));
+          detail::ldmatrix_x4_trans(bf, b.at(k0 + i + (j & 1) * 8, nb + (j >> 1) * 8));
         }
-      }
-#pragma unroll
-      for (int n = 0; n < NT; n += 2) {
-        detail::mma_16816<E>(acc[n], af, bf[n / 2][0], bf[n / 2][1]);
-        detail::mma_16816<E>(acc[n + 1], af, bf[n / 2][2], bf[n / 2][3]);
+        detail::mma_16816<E>(acc[n], af, bf[0], bf[1]);
+        detail::mma_16816<E>(acc[n + 1], af, bf[2], bf[3]);
       }
     }
   } else {
