@@ -96,4 +96,46 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step(const at::Tensor& q, con
   return handle.call(q, k, v, s, g, scale, state_k, state_v);
 }
 
+namespace {
+using TaylorSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, double, OptTensor, OptTensor, bool, OptTensor);
+}  // namespace
+
+TaylorAttentionResult taylor_attention_chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                             bool normalize, double eps, OptTensor initial_state,
+                                             OptTensor initial_normalizer, bool output_final_state,
+                                             OptTensor cu_seqlens) {
+  static auto handle = op<TaylorSignature>("lintime::taylor_attention_chunk");
+  auto [o, state, normalizer] = handle.call(q, k, v, normalize, eps, initial_state, initial_normalizer,
+                                            output_final_state, cu_seqlens);
+  return {o, state, normalizer};
+}
+
+TaylorAttentionResult taylor_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 bool normalize, double eps, OptTensor initial_state,
+                                                 OptTensor initial_normalizer, bool output_final_state,
+                                                 OptTensor cu_seqlens) {
+  static auto handle = op<TaylorSignature>("lintime::taylor_attention_reference");
+  auto [o, state, normalizer] = handle.call(q, k, v, normalize, eps, initial_state, initial_normalizer,
+                                            output_final_state, cu_seqlens);
+  return {o, state, normalizer};
+}
+
+at::Tensor taylor_attention_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  bool normalize, double eps, at::Tensor& state, at::Tensor& normalizer) {
+  static auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, double,
+                                     at::Tensor&, at::Tensor&)>("lintime::taylor_attention_step_");
+  return handle.call(q, k, v, normalize, eps, state, normalizer);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> taylor_attention_step(const at::Tensor& q, const at::Tensor& k,
+                                                                     const at::Tensor& v, bool normalize,
+                                                                     double eps, const at::Tensor& state,
+                                                                     const at::Tensor& normalizer) {
+  static auto handle = op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, double, const at::Tensor&,
+      const at::Tensor&)>("lintime::taylor_attention_step");
+  return handle.call(q, k, v, normalize, eps, state, normalizer);
+}
+
 }  // namespace lintime::ops

@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <tuple>
 
 namespace lintime::ops {
 
@@ -58,5 +59,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step(const at::Tensor& q, con
                                                         const at::Tensor& g, double scale,
                                                         const at::Tensor& state_k,
                                                         const at::Tensor& state_v);
+
+struct TaylorAttentionResult {
+  at::Tensor o;                 // [B, T, H, V] (input dtype)
+  at::Tensor final_state;       // S [N, H, E, V], E = 1 + D + D²; undefined unless requested
+  at::Tensor final_normalizer;  // z [N, H, E]; undefined unless requested
+};
+
+// Taylor linear attention (BASED, ops/based/taylor_attention.h), chunked and reference forms.
+TaylorAttentionResult taylor_attention_chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                             bool normalize, double eps,
+                                             const std::optional<at::Tensor>& initial_state = std::nullopt,
+                                             const std::optional<at::Tensor>& initial_normalizer = std::nullopt,
+                                             bool output_final_state = false,
+                                             const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+TaylorAttentionResult taylor_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 bool normalize, double eps,
+                                                 const std::optional<at::Tensor>& initial_state = std::nullopt,
+                                                 const std::optional<at::Tensor>& initial_normalizer = std::nullopt,
+                                                 bool output_final_state = false,
+                                                 const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+// One token: returns o [B, H, V]; updates state [B, H, E, V] and normalizer [B, H, E] in place.
+at::Tensor taylor_attention_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  bool normalize, double eps, at::Tensor& state, at::Tensor& normalizer);
+// Functional step: returns (o, new_state, new_normalizer).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> taylor_attention_step(const at::Tensor& q, const at::Tensor& k,
+                                                                     const at::Tensor& v, bool normalize,
+                                                                     double eps, const at::Tensor& state,
+                                                                     const at::Tensor& normalizer);
 
 }  // namespace lintime::ops

@@ -53,4 +53,17 @@ TORCH_LIBRARY(lintime, m) {
         "(Tensor o, Tensor new_state_k, Tensor new_state_v)");
   m.def("gsa_step_(Tensor q, Tensor k, Tensor v, Tensor s, Tensor g, float scale, Tensor(a!) state_k, "
         "Tensor(b!) state_v) -> Tensor o");
+  // Taylor linear attention (BASED): q, k [B,T,H,D], v [B,T,H,V]; states S [N,H,E,V], z [N,H,E]
+  // with E = 1 + D + D² (ops/based/taylor_attention.h).
+  m.def("taylor_attention_chunk(Tensor q, Tensor k, Tensor v, bool normalize, float eps, Tensor? initial_state, "
+        "Tensor? initial_normalizer, bool output_final_state, Tensor? cu_seqlens) -> "
+        "(Tensor o, Tensor final_state, Tensor final_normalizer)");
+  m.def("taylor_attention_reference(Tensor q, Tensor k, Tensor v, bool normalize, float eps, Tensor? initial_state, "
+        "Tensor? initial_normalizer, bool output_final_state, Tensor? cu_seqlens) -> "
+        "(Tensor o, Tensor final_state, Tensor final_normalizer)");
+  // One token: q, k [B,H,D], v [B,H,V], state [B,H,E,V], normalizer [B,H,E].
+  m.def("taylor_attention_step(Tensor q, Tensor k, Tensor v, bool normalize, float eps, Tensor state, "
+        "Tensor normalizer) -> (Tensor o, Tensor new_state, Tensor new_normalizer)");
+  m.def("taylor_attention_step_(Tensor q, Tensor k, Tensor v, bool normalize, float eps, Tensor(a!) state, "
+        "Tensor(b!) normalizer) -> Tensor o");
 }
