@@ -138,4 +138,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> taylor_attention_step(const at::T
   return handle.call(q, k, v, normalize, eps, state, normalizer);
 }
 
+at::Tensor sliding_window_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
+                                    double scale, OptTensor cu_seqlens) {
+  static auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double,
+                                     OptTensor)>("lintime::sliding_window_attention");
+  return handle.call(q, k, v, window, scale, cu_seqlens);
+}
+
+at::Tensor sliding_window_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              int64_t window, double scale, OptTensor cu_seqlens) {
+  static auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double,
+                                     OptTensor)>("lintime::sliding_window_attention_reference");
+  return handle.call(q, k, v, window, scale, cu_seqlens);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_cache_from_prefill(const at::Tensor& k,
+                                                                                 const at::Tensor& v,
+                                                                                 int64_t window) {
+  static auto handle = op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                         int64_t)>(
+      "lintime::sliding_window_cache_from_prefill");
+  return handle.call(k, v, window);
+}
+
+at::Tensor sliding_window_attention_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          int64_t window, double scale, at::Tensor& key_cache,
+                                          at::Tensor& value_cache, at::Tensor& positions) {
+  static auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double,
+                                     at::Tensor&, at::Tensor&, at::Tensor&)>("lintime::sliding_window_attention_step_");
+  return handle.call(q, k, v, window, scale, key_cache, value_cache, positions);
+}
+
 }  // namespace lintime::ops

@@ -88,4 +88,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> taylor_attention_step(const at::T
                                                                      double eps, const at::Tensor& state,
                                                                      const at::Tensor& normalizer);
 
+// Sliding-window causal softmax attention (BASED, ops/based/sliding_window_attention.h): window =
+// keys seen per query, itself included. Returns o [B, T, H, V].
+at::Tensor sliding_window_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
+                                    double scale, const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+at::Tensor sliding_window_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              int64_t window, double scale,
+                                              const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+// Ring buffers after a prefill of k, v [B, T, H, ·]: (key_cache, value_cache, positions).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_cache_from_prefill(const at::Tensor& k,
+                                                                                 const at::Tensor& v,
+                                                                                 int64_t window);
+// One token: returns o [B, H, V]; writes k, v into the ring buffers and advances positions.
+at::Tensor sliding_window_attention_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          int64_t window, double scale, at::Tensor& key_cache,
+                                          at::Tensor& value_cache, at::Tensor& positions);
+
 }  // namespace lintime::ops

@@ -66,4 +66,14 @@ TORCH_LIBRARY(lintime, m) {
         "Tensor normalizer) -> (Tensor o, Tensor new_state, Tensor new_normalizer)");
   m.def("taylor_attention_step_(Tensor q, Tensor k, Tensor v, bool normalize, float eps, Tensor(a!) state, "
         "Tensor(b!) normalizer) -> Tensor o");
+  // Sliding-window causal softmax attention (BASED): q, k [B,T,H,D], v [B,T,H,V]; window = keys
+  // seen per query, itself included (ops/based/sliding_window_attention.h).
+  m.def("sliding_window_attention(Tensor q, Tensor k, Tensor v, int window, float scale, Tensor? cu_seqlens) -> Tensor o");
+  m.def("sliding_window_attention_reference(Tensor q, Tensor k, Tensor v, int window, float scale, "
+        "Tensor? cu_seqlens) -> Tensor o");
+  // Decoding: ring buffers key_cache [B,H,w,D], value_cache [B,H,w,V], positions [B] int64.
+  m.def("sliding_window_cache_from_prefill(Tensor k, Tensor v, int window) -> "
+        "(Tensor key_cache, Tensor value_cache, Tensor positions)");
+  m.def("sliding_window_attention_step_(Tensor q, Tensor k, Tensor v, int window, float scale, "
+        "Tensor(a!) key_cache, Tensor(b!) value_cache, Tensor(c!) positions) -> Tensor o");
 }
