@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "layers/base_conv.h"
+#include "layers/based_linear_attention.h"
 #include "layers/gated_linear_attention.h"
 #include "layers/gated_slot_attention.h"
 
@@ -136,6 +137,19 @@ int64_t base_conv_kernel_size(const json& options) {
   return kernel_size;
 }
 
+// "based": BASED's Taylor linear attention (zoology's Based mixer).
+layers::BasedLinearAttentionOptions based_options(int64_t d_model, const json& options, double init_std) {
+  OptionReader reader("based", options, {"feature_dim", "num_heads", "normalize", "eps"});
+  layers::BasedLinearAttentionOptions result;
+  result.hidden_size = d_model;
+  result.feature_dim = reader.get<int64_t>("feature_dim", 16);
+  result.num_heads = reader.get<int64_t>("num_heads", 1);
+  result.normalize = reader.get<bool>("normalize", true);
+  result.eps = reader.get<double>("eps", 1e-12);
+  result.initializer_range = init_std;
+  return result;
+}
+
 struct MixerEntry {
   const char* name;
   std::unique_ptr<SequenceMixer> (*make)(int64_t d_model, const json& options, at::Generator& generator,
@@ -171,6 +185,16 @@ const std::vector<MixerEntry>& registry() {
        },
        [](int64_t d, const json& o) { return layers::BaseConv::parameter_count_for(d, base_conv_kernel_size(o)); },
        [](int64_t d, const json& o) { return layers::BaseConv::state_bytes_per_sequence(d, base_conv_kernel_size(o)); }},
+      {"based",
+       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
+         return std::make_unique<LayerMixer<layers::BasedLinearAttention>>(based_options(d, o, std), g);
+       },
+       [](int64_t d, const json& o) {
+         return layers::BasedLinearAttention::parameter_count_for(based_options(d, o, 0.02));
+       },
+       [](int64_t d, const json& o) {
+         return layers::BasedLinearAttention::state_bytes_per_sequence(based_options(d, o, 0.02));
+       }},
   };
   return entries;
 }

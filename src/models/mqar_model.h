@@ -49,6 +49,8 @@ std::vector<std::string> mixer_names();
 //                gate_logit_normalizer (16), use_output_gate (true), norm_eps (1e-5),
 //                scale (head_k_dim^-0.5)
 //   "base_conv": kernel_size (3)
+//   "based":     feature_dim (16), num_heads (1), normalize (true), eps (1e-12): BASED's
+//                Taylor linear attention (layers/based_linear_attention.h)
 // An unknown name or option key, or a value of the wrong type, throws lintime::Error naming
 // it and listing the known ones. Weights are drawn from `generator` (linear N(0, init_std)).
 std::unique_ptr<SequenceMixer> make_mixer(const std::string& name, int64_t d_model,

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -143,6 +144,15 @@ TEST_F(CliTest, InfoPrintsParametersAndStateBytes) {
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_NE(result.out.find("recurrent state: " + std::to_string(24LL * 2 * 64 * 2048 * 4)), std::string::npos)
       << result.out;
+}
+
+// based.md §6: the 2-layer MQAR model [BaseConv k = 3, BASED d = 64, d' = 16].
+TEST_F(CliTest, InfoPrintsTheBasedMqarModelsStateBytes) {
+  const char* source = std::getenv("LINTIME_SOURCE_DIR");
+  ASSERT_NE(source, nullptr);
+  const auto result = run_lintime("info " + std::string(source) + "/configs/mqar/based-small.toml");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("recurrent state: 40548 bytes per sequence"), std::string::npos) << result.out;
 }
 
 TEST_F(CliTest, TrainEvalAndResumeEqualsUninterrupted) {

@@ -46,12 +46,14 @@ using lintime::testing::error_of;
 bool op_available(const char* name) {
   auto handle = c10::Dispatcher::singleton().findSchema({name, ""});
   return handle.has_value() && (handle->hasKernelForDispatchKey(c10::DispatchKey::CPU) ||
-                                 handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd));
+                                 handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) ||
+                                 handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd));
 }
 
 bool mixer_available(const std::string& mixer) {
   if (mixer == "gsa") return op_available("lintime::gsa_chunk");
   if (mixer == "gla") return op_available("lintime::gla_chunk");
+  if (mixer == "based") return op_available("lintime::taylor_attention_chunk");
   return true;
 }
 
@@ -157,15 +159,24 @@ TEST(MqarModel, ParameterCountAndStateBytesFormulas) {
   MqarModelConfig gsa_paper;
   gsa_paper.d_model = 128;
   EXPECT_EQ(gsa_paper.state_bytes_per_sequence(), 4 * 2 * 32 * 128 * 4);
+  // based.md §6: [BaseConv k = 3, BASED d = 64, d' = 16] holds 40,548 bytes: 64·3 + 153·64 + 153
+  // fp32 values (E = 1 + 16 + 16·17/2 = 153 features).
+  MqarModelConfig based;
+  based.d_model = 64;
+  based.layers = {"base_conv", "based"};
+  EXPECT_EQ(based.state_bytes_per_sequence(), 40548);
+  EXPECT_EQ(MqarModel(based, 0).state_bytes_per_sequence(), 40548);
+  // BASED d = 64, d' = 16, one head: proj_q, proj_k 2·64·16, proj_v and out_proj 2·64².
+  EXPECT_EQ(lintime::models::mixer_parameter_count("based", 64, json::object()), 2 * 64 * 16 + 2 * 64 * 64);
 }
 
 TEST(MqarModel, RegistryAndConfigErrors) {
-  EXPECT_EQ(lintime::models::mixer_names(), (std::vector<std::string>{"gsa", "gla", "base_conv"}));
+  EXPECT_EQ(lintime::models::mixer_names(), (std::vector<std::string>{"gsa", "gla", "base_conv", "based"}));
   at::Generator generator = at::detail::createCPUGenerator(0);
   EXPECT_EQ(error_of([&] { lintime::models::make_mixer("mamba", 16, json::object(), generator); }),
-            "unknown sequence mixer \"mamba\"; known mixers: gsa, gla, base_conv");
+            "unknown sequence mixer \"mamba\"; known mixers: gsa, gla, base_conv, based");
   EXPECT_EQ(error_of([] { MqarModel(small_config({"gsa", "attention"}), 0); }),
-            "mqar model config: layers[1]: unknown sequence mixer \"attention\"; known mixers: gsa, gla, base_conv");
+            "mqar model config: layers[1]: unknown sequence mixer \"attention\"; known mixers: gsa, gla, base_conv, based");
   auto config = small_config({"gsa"});
   config.mixer_options["gsa"]["slots"] = 8;
   EXPECT_NE(error_of([&] { config.validate(); }).find("mixer \"gsa\": unknown option \"slots\" (known: num_heads"),
@@ -322,6 +333,11 @@ TEST(MqarModelTraining, BaseConvGlaOverfits) {
 TEST(MqarModelTraining, GsaOverfits) {
   SKIP_UNLESS_AVAILABLE("gsa");
   expect_overfits({"gsa", "gsa"}, 60);
+}
+
+TEST(MqarModelTraining, BaseConvBasedOverfits) {
+  SKIP_UNLESS_AVAILABLE("based");
+  expect_overfits({"base_conv", "based"}, 60);
 }
 
 }  // namespace

@@ -1,0 +1,58 @@
+// BASED's linear attention mixer: projections around ops::taylor_attention_chunk (see the header).
+#include "layers/based_linear_attention.h"
+
+#include "core/error.h"
+#include "core/tensor_checks.h"
+#include "ops/register/ops.h"
+
+#include <ATen/ATen.h>
+
+namespace lintime::layers {
+
+int64_t BasedLinearAttention::validated_head_dim(const BasedLinearAttentionOptions& options) {
+  const char* who = "BasedLinearAttention";
+  LINTIME_CHECK(options.hidden_size > 0, who, ": hidden_size must be positive, got ", options.hidden_size);
+  LINTIME_CHECK(options.feature_dim > 0, who, ": feature_dim must be positive, got ", options.feature_dim);
+  LINTIME_CHECK(options.num_heads > 0 && options.hidden_size % options.num_heads == 0, who,
+                ": num_heads must be positive and divide hidden_size = ", options.hidden_size, ", got ",
+                options.num_heads);
+  LINTIME_CHECK(options.eps >= 0.0, who, ": eps must be >= 0, got ", options.eps);
+  return options.hidden_size / options.num_heads;
+}
+
+BasedLinearAttention::BasedLinearAttention(const BasedLinearAttentionOptions& options, at::Generator& generator)
+    : options_(options),
+      head_dim_(validated_head_dim(options)),
+      proj_q(options.hidden_size, options.num_heads * options.feature_dim, options.initializer_range, generator),
+      proj_k(options.hidden_size, options.num_heads * options.feature_dim, options.initializer_range, generator),
+      proj_v(options.hidden_size, options.hidden_size, options.initializer_range, generator),
+      out_proj(options.hidden_size, options.hidden_size, options.initializer_range, generator) {
+  register_module("proj_q", proj_q);
+  register_module("proj_k", proj_k);
+  register_module("proj_v", proj_v);
+  register_module("out_proj", out_proj);
+}
+
+at::Tensor BasedLinearAttention::forward(const at::Tensor& x) const {
+  check_shape("BasedLinearAttention", "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
+  const int64_t batch = x.size(0), length = x.size(1), heads = options_.num_heads;
+  const at::Tensor q = proj_q.forward(x).view({batch, length, heads, options_.feature_dim});  // [B, T, H, d']
+  const at::Tensor k = proj_k.forward(x).view({batch, length, heads, options_.feature_dim});  // [B, T, H, d']
+  const at::Tensor v = proj_v.forward(x).view({batch, length, heads, head_dim_});             // [B, T, H, d/H]
+  const at::Tensor o = ops::taylor_attention_chunk(q, k, v, options_.normalize, options_.eps).o;
+  return out_proj.forward(o.reshape({batch, length, options_.hidden_size}));
+}
+
+int64_t BasedLinearAttention::state_bytes_per_sequence(const BasedLinearAttentionOptions& options) {
+  const int64_t head_dim = validated_head_dim(options), d = options.feature_dim;
+  const int64_t features = 1 + d + d * (d + 1) / 2;
+  return options.num_heads * (head_dim * features + features) * 4;
+}
+
+int64_t BasedLinearAttention::parameter_count_for(const BasedLinearAttentionOptions& options) {
+  validated_head_dim(options);
+  const int64_t d = options.hidden_size;
+  return 2 * d * options.num_heads * options.feature_dim + 2 * d * d;  // proj_q, proj_k; proj_v, out_proj
+}
+
+}  // namespace lintime::layers
