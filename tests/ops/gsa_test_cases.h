@@ -86,24 +86,7 @@ struct GsaRun {
   std::map<std::string, at::Tensor> grads;
 };
 
-// Gradients of Σ roots · root_grads with respect to every defined leaf, by the leaf's name
-// (undefined where a leaf does not reach the roots).
-inline std::map<std::string, at::Tensor> leaf_gradients(const std::map<std::string, at::Tensor>& leaves,
-                                                        const std::vector<at::Tensor>& roots,
-                                                        const std::vector<at::Tensor>& root_grads) {
-  std::vector<std::string> names;
-  std::vector<at::Tensor> inputs;
-  for (const auto& [name, tensor] : leaves) {
-    if (!tensor.defined()) continue;
-    names.push_back(name);
-    inputs.push_back(tensor);
-  }
-  auto grads = torch::autograd::grad(roots, inputs, root_grads, /*retain_graph=*/false,
-                                     /*create_graph=*/false, /*allow_unused=*/true);
-  std::map<std::string, at::Tensor> by_name;
-  for (size_t i = 0; i < names.size(); ++i) by_name[names[i]] = grads[i];
-  return by_name;
-}
+using lintime::testing::leaf_gradients;
 
 inline GsaRun run_gsa(Implementation implementation, const GsaInputs& in, at::ScalarType dtype,
                       bool final_state = true, const at::Device& device = at::kCPU) {

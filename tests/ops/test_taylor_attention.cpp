@@ -21,6 +21,7 @@ namespace {
 
 using lintime::testing::error_of;
 using lintime::testing::expect_close;
+using lintime::testing::leaf_gradients;
 using lintime::testing::make_generator;
 using lintime::testing::relative_rms_error;
 
@@ -98,20 +99,10 @@ TaylorRun run(bool chunk, const TaylorCase& c, const TaylorInputs& in, at::Scala
   auto call = chunk ? &taylor_attention_chunk : &taylor_attention_reference;
   const auto result = call(leaves["q"], leaves["k"], leaves["v"], c.normalize, kEps, optional(leaves["initial_state"]),
                            optional(leaves["initial_normalizer"]), true, optional(in.cu_seqlens));
-  const at::Tensor loss = (result.o.to(at::kDouble) * in.grad_o).sum() +
-                          (result.final_state.to(at::kDouble) * in.grad_state).sum() +
-                          (result.final_normalizer.to(at::kDouble) * in.grad_normalizer).sum();
-  std::vector<std::string> names;
-  std::vector<at::Tensor> inputs;
-  for (const auto& [name, tensor] : leaves) {
-    if (!tensor.defined()) continue;
-    names.push_back(name);
-    inputs.push_back(tensor);
-  }
-  const auto grads = torch::autograd::grad({loss}, inputs);
-  TaylorRun out{result.o.detach(), result.final_state.detach(), result.final_normalizer.detach(), {}};
-  for (size_t i = 0; i < names.size(); ++i) out.grads[names[i]] = grads[i];
-  return out;
+  const auto grads = leaf_gradients(leaves, {result.o, result.final_state, result.final_normalizer},
+                                     {in.grad_o.to(result.o.scalar_type()), in.grad_state.to(state_dtype),
+                                      in.grad_normalizer.to(state_dtype)});
+  return {result.o.detach(), result.final_state.detach(), result.final_normalizer.detach(), grads};
 }
 
 // A gradient that vanishes but for eps (dq at T = 1 with the normalised read-out: o_1 = v_1 when

@@ -4,6 +4,7 @@
 #include "core/error.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -12,6 +13,23 @@
 #include <filesystem>
 
 namespace lintime::testing {
+
+std::map<std::string, at::Tensor> leaf_gradients(const std::map<std::string, at::Tensor>& leaves,
+                                                 const std::vector<at::Tensor>& roots,
+                                                 const std::vector<at::Tensor>& root_grads) {
+  std::vector<std::string> names;
+  std::vector<at::Tensor> inputs;
+  for (const auto& [name, tensor] : leaves) {
+    if (!tensor.defined()) continue;
+    names.push_back(name);
+    inputs.push_back(tensor);
+  }
+  auto grads = torch::autograd::grad(roots, inputs, root_grads, /*retain_graph=*/false,
+                                     /*create_graph=*/false, /*allow_unused=*/true);
+  std::map<std::string, at::Tensor> by_name;
+  for (size_t i = 0; i < names.size(); ++i) by_name[names[i]] = grads[i];
+  return by_name;
+}
 
 void poison_nan(at::Tensor& tensor) { tensor.fill_(std::numeric_limits<double>::quiet_NaN()); }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,12 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Gradients of Σ roots · root_grads with respect to every defined leaf, by the leaf's name
+// (undefined where a leaf does not reach the roots).
+std::map<std::string, at::Tensor> leaf_gradients(const std::map<std::string, at::Tensor>& leaves,
+                                                 const std::vector<at::Tensor>& roots,
+                                                 const std::vector<at::Tensor>& root_grads);
 
 // A deterministic CPU generator for test inputs.
 at::Generator make_generator(uint64_t seed);
