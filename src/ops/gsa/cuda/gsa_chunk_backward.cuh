@@ -120,13 +120,18 @@ __global__ void __launch_bounds__(kThreads) backward_values_intra_kernel(GsaPara
 
 // Pass 2, state. blockIdx.z = 2 sweep + role; role 0 = forward sweep (dp_t += exp(b_t) ⊙ H^v do_t),
 // role 1 = reverse sweep (dv, ds, and the initial-state gradient). Phase A of segmented sweeps
-// (p.sweep_local) carries the states only.
+// (p.sweep_local) carries the states only. 8 warps: warp w owns rows 16 (w % 4).. of every product
+// (slot row tiles w % 4 + 4 i of the state, token rows of dv, dp and ds) and half of its columns
+// (w / 4: value columns c0.. of the state and dv, slots m0.. of dp and ds).
 template <class E, int MP>
-__global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaParams p) {
+__global__ void __launch_bounds__(kStateThreads, MP <= 64 ? 2 : 1) backward_values_state_kernel(GsaParams p) {
+  constexpr int kT = kStateThreads;
   constexpr int kRowTiles = MP / 16;
   constexpr int kTilesPerWarp = (kRowTiles + 3) / 4;
+  constexpr int kSlotTiles = MP / 16;  // 8-column accumulator tiles per warp: half the slots
   const int tile = blockIdx.x, h = blockIdx.y, role = blockIdx.z % 2;
-  const int warp = threadIdx.x / 32;
+  const int warp = (threadIdx.x / 32) % 4, half = threadIdx.x / 128;
+  const int m0 = half * (MP / 2), c0 = half * (kHeadTile / 2);
   const int H = p.heads, HQ = p.query_heads, V = p.value_dim, M = p.slots;
   const bool local_sweep = p.sweep_local;
   const int v0 = tile * kHeadTile;
@@ -146,41 +151,41 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
                                       segment_states, h, state_size);
 
   // state(m, vv): H^v in the forward sweep, dH^v in the reverse sweep.
-  float state[kTilesPerWarp][8][4];
-  load_value_state<MP>(state, from.states, from.base, v0, V, M, warp);
+  float state[kTilesPerWarp][4][4];
+  load_value_state<MP>(state, from.states, from.base, v0 + c0, V, M, warp);
   for (int step = 0; step < w.chunks; ++step) {
     const int local = w.first + (role == 0 ? step : w.chunks - 1 - step);
     const int start = w.bos + local * kChunk, len = min(kChunk, w.eos - start);
     const int chunk_id = global_chunk(p, w.n, local);
     sync_tiles();
-    load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
-                               len, v0, V);
-    load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
-    load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
-    store_value_state_operand<E, MP>(state_operand, state, warp);
+    load_token_tile<kHeadTile, E, kT>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
+                                      len, v0, V);
+    load_chunk_decay<E, MP, kT>(chunk_decay, p.gate_cumsum, H, h, start, len);
+    load_split_block<E, MP, kT>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
+    store_value_state_operand<E, MP>(state_operand, state, warp, c0);
     if (role == 0) {
       if (local_sweep) sync_tiles();  // phase A: the state update only
       for (int group = 0; group < (local_sweep ? 0 : p.groups); ++group) {
         const int hq = h * p.groups + group;
         if (group > 0) sync_tiles();  // the previous group's readers of do_tile are done
-        load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
-                                   int64_t{HQ} * V, start, len, v0, V);
+        load_token_tile<kHeadTile, E, kT>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
+                                          int64_t{HQ} * V, start, len, v0, V);
         sync_tiles();
-        float grad_p[MP / 8][4];
+        float grad_p[kSlotTiles][4];
         zero(grad_p);
         // Split state: these terms pair with ds terms in the gate gradient (README.md).
-        warp_mma<E, MP / 8>(grad_p, do_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
-        add_slot_tile<MP>(p.grad_probabilities, grad_p, warp, start, len, HQ, hq);
+        warp_mma<E, kSlotTiles>(grad_p, do_tile, false, warp * 16, state_operand, true, m0, kHeadTile);
+        add_slot_columns<MP>(p.grad_probabilities, grad_p, m0, warp, start, len, HQ, hq);
       }
       sync_tiles();
 #pragma unroll
       for (int i = 0; i < kTilesPerWarp; ++i) {
         if (warp + 4 * i >= kRowTiles) continue;
-        float update[8][4];
+        float update[4][4];
         zero(update);
-        warp_mma<E, 8>(update, decayed_write, true, (warp + 4 * i) * 16, v_tile, false, 0, kChunk);
+        warp_mma<E, 4>(update, decayed_write, true, (warp + 4 * i) * 16, v_tile, false, c0, kChunk);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
+        for (int j = 0; j < 4; ++j) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int m = (warp + 4 * i) * 16 + acc_row(e);
@@ -192,41 +197,41 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     }
     // Reverse sweep: state holds dH^v at the end of this chunk. ds takes the split dH^v: its
     // terms for the last tokens cancel the final-state term of dg, computed in fp32.
-    float grad_v[8][4];
+    float grad_v[4][4];
     zero(grad_v);
-    float state_update[kTilesPerWarp][8][4];
+    float state_update[kTilesPerWarp][4][4];
 #pragma unroll
     for (int i = 0; i < kTilesPerWarp; ++i) zero(state_update[i]);
     for (int group = 0; group < p.groups; ++group) {
       const int hq = h * p.groups + group;
       if (group > 0) sync_tiles();  // the previous group's readers of these tiles are done
-      load_token_tile<kHeadTile>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
-                                 int64_t{HQ} * V, start, len, v0, V);
-      load_split_block<E, MP>(decayed_p, p.decayed_probability_blocks, chunk_id, HQ, hq);
-      load_block<kChunk>(scores, static_cast<const E*>(p.value_scores) +
-                                     (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+      load_token_tile<kHeadTile, E, kT>(do_tile, static_cast<const E*>(p.grad_o) + hq * V,
+                                        int64_t{HQ} * V, start, len, v0, V);
+      load_split_block<E, MP, kT>(decayed_p, p.decayed_probability_blocks, chunk_id, HQ, hq);
+      load_block<kChunk, E, kT>(scores, static_cast<const E*>(p.value_scores) +
+                                            (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
       sync_tiles();
-      if (!local_sweep) warp_mma<E, 8>(grad_v, scores, true, warp * 16, do_tile, false, 0, kChunk);
+      if (!local_sweep) warp_mma<E, 4>(grad_v, scores, true, warp * 16, do_tile, false, c0, kChunk);
 #pragma unroll
       for (int i = 0; i < kTilesPerWarp; ++i) {
         if (warp + 4 * i >= kRowTiles) continue;
-        warp_mma<E, 8>(state_update[i], decayed_p, true, (warp + 4 * i) * 16, do_tile, false, 0,
+        warp_mma<E, 4>(state_update[i], decayed_p, true, (warp + 4 * i) * 16, do_tile, false, c0,
                        kChunk);
       }
     }
     sync_tiles();
     if (!local_sweep) {  // phase A carries the state only
-      warp_mma<E, 8>(grad_v, decayed_write, false, warp * 16, state_operand.part[0], false, 0, MP);
-      store_head_tile(static_cast<E*>(p.grad_v), grad_v, warp, start, len, H, h, v0, V);
-      float grad_write[MP / 8][4];
+      warp_mma<E, 4>(grad_v, decayed_write, false, warp * 16, state_operand.part[0], false, c0, MP);
+      store_head_tile(static_cast<E*>(p.grad_v), grad_v, warp, start, len, H, h, v0 + c0, V);
+      float grad_write[kSlotTiles][4];
       zero(grad_write);
-      warp_mma<E, MP / 8>(grad_write, v_tile, false, warp * 16, state_operand, true, 0, kHeadTile);
-      add_slot_tile<MP>(p.grad_slot_write, grad_write, warp, start, len, H, h);
+      warp_mma<E, kSlotTiles>(grad_write, v_tile, false, warp * 16, state_operand, true, m0, kHeadTile);
+      add_slot_columns<MP>(p.grad_slot_write, grad_write, m0, warp, start, len, H, h);
     }
 #pragma unroll
     for (int i = 0; i < kTilesPerWarp; ++i) {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < 4; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int m = (warp + 4 * i) * 16 + acc_row(e);
@@ -237,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     }
   }
   if (local_sweep) {
-    store_value_state<MP>(state, segment_states, (int64_t{w.index} * H + h) * state_size, v0, V, M, warp);
+    store_value_state<MP>(state, segment_states, (int64_t{w.index} * H + h) * state_size, v0 + c0, V, M, warp);
     return;
   }
   // Forward sweep: final-state term of dg, Σ_v dH^v_T ⊙ H^v_T per slot. Reverse sweep: dH^v_0.
@@ -247,10 +252,10 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
       if (warp + 4 * i >= kRowTiles) continue;
       float row_sum[2] = {0.f, 0.f};  // rows acc_row(0) and acc_row(2)
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < 4; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
+          const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + c0 + acc_col(j, e);
           if (m < M && vv < V) {
             row_sum[e / 2] += p.grad_final_state_v[state_base + int64_t{m} * V + vv] * state[i][j][e];
           }
@@ -269,17 +274,7 @@ __global__ void __launch_bounds__(kThreads) backward_values_state_kernel(GsaPara
     }
   }
   if (role == 1 && p.grad_initial_state_v != nullptr && w.j == 0) {
-#pragma unroll
-    for (int i = 0; i < kTilesPerWarp; ++i) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
-          if (m < M && vv < V) p.grad_initial_state_v[state_base + int64_t{m} * V + vv] = state[i][j][e];
-        }
-      }
-    }
+    store_value_state<MP>(state, p.grad_initial_state_v, state_base, v0 + c0, V, M, warp);
   }
 }
 
@@ -450,9 +445,9 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   // The forward sweep (dq) takes dok and the state rounded once; the reverse sweep splits them
   // (the state gradient's recurrence, and ds, whose terms cancel the final-state term of dg).
   const int parts = role == 0 ? 1 : SplitTile<E>::kParts;
-  auto decayed_grad_ok = carve.split_tile<E>(kChunk, MP, parts);
+  auto decayed_grad_ok = carve.split_tile_reserved<E>(kChunk, MP, parts);
   auto decayed_write = carve.split_tile<E>(kChunk, MP);
-  auto state_operand = carve.split_tile<E>(kHeadTile, MP, parts);
+  auto state_operand = carve.split_tile_reserved<E>(kHeadTile, MP, parts);
   auto chunk_decay = carve.tile<float>(1, MP);
   const Sweep w = locate_sweep(p, blockIdx.z / 2);
   const int64_t state_size = int64_t{K} * M, state_base = (int64_t{w.n} * H + h) * state_size;

@@ -104,42 +104,53 @@ __global__ void __launch_bounds__(kThreads) forward_keys_intra_kernel(GsaParams 
                                   SplitTile<E>::kParts, warp);
 }
 
-// A key-state tile in registers (rows k0 + 16 warp + acc_row of H^k [K, M], columns acc_col) from
-// states + base (null: zeros) and back.
-template <int MP>
-__device__ __forceinline__ void load_key_state(float (&state)[MP / 8][4], const float* states, int64_t base,
-                                               int k0, int K, int M, int warp) {
+// A key-state tile in registers (rows k0 + 16 warp + acc_row of H^k [K, M], the 8 NT columns
+// m0 + acc_col) from states + base (null: zeros) and back.
+template <int NT>
+__device__ __forceinline__ void load_key_columns(float (&state)[NT][4], const float* states, int64_t base,
+                                                 int k0, int K, int M, int warp, int m0) {
 #pragma unroll
-  for (int j = 0; j < MP / 8; ++j) {
+  for (int j = 0; j < NT; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
+      const int kk = k0 + warp * 16 + acc_row(e), m = m0 + acc_col(j, e);
       state[j][e] = (states != nullptr && kk < K && m < M) ? states[base + int64_t{kk} * M + m] : 0.f;
     }
   }
 }
-template <int MP>
-__device__ __forceinline__ void store_key_state(const float (&state)[MP / 8][4], float* states, int64_t base,
-                                                int k0, int K, int M, int warp) {
+template <int NT>
+__device__ __forceinline__ void store_key_columns(const float (&state)[NT][4], float* states, int64_t base,
+                                                  int k0, int K, int M, int warp, int m0) {
 #pragma unroll
-  for (int j = 0; j < MP / 8; ++j) {
+  for (int j = 0; j < NT; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int kk = k0 + warp * 16 + acc_row(e), m = acc_col(j, e);
+      const int kk = k0 + warp * 16 + acc_row(e), m = m0 + acc_col(j, e);
       if (kk < K && m < M) states[base + int64_t{kk} * M + m] = state[j][e];
     }
   }
 }
-
-// A value-state tile in registers (rows m = 16 (warp + 4 i) + acc_row of H^v [M, V], columns
-// v0 + acc_col) from states + base (null: zeros) and back.
+// All MP columns.
 template <int MP>
-__device__ __forceinline__ void load_value_state(float (&state)[(MP / 16 + 3) / 4][8][4], const float* states,
+__device__ __forceinline__ void load_key_state(float (&state)[MP / 8][4], const float* states, int64_t base,
+                                               int k0, int K, int M, int warp) {
+  load_key_columns(state, states, base, k0, K, M, warp, 0);
+}
+template <int MP>
+__device__ __forceinline__ void store_key_state(const float (&state)[MP / 8][4], float* states, int64_t base,
+                                                int k0, int K, int M, int warp) {
+  store_key_columns(state, states, base, k0, K, M, warp, 0);
+}
+
+// A value-state tile in registers (rows m = 16 (warp + 4 i) + acc_row of H^v [M, V], the 8 NT
+// columns v0 + acc_col) from states + base (null: zeros) and back.
+template <int MP, int NT>
+__device__ __forceinline__ void load_value_state(float (&state)[(MP / 16 + 3) / 4][NT][4], const float* states,
                                                  int64_t base, int v0, int V, int M, int warp) {
 #pragma unroll
   for (int i = 0; i < (MP / 16 + 3) / 4; ++i) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < NT; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
@@ -148,13 +159,13 @@ __device__ __forceinline__ void load_value_state(float (&state)[(MP / 16 + 3) / 
     }
   }
 }
-template <int MP>
-__device__ __forceinline__ void store_value_state(const float (&state)[(MP / 16 + 3) / 4][8][4], float* states,
+template <int MP, int NT>
+__device__ __forceinline__ void store_value_state(const float (&state)[(MP / 16 + 3) / 4][NT][4], float* states,
                                                   int64_t base, int v0, int V, int M, int warp) {
 #pragma unroll
   for (int i = 0; i < (MP / 16 + 3) / 4; ++i) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < NT; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int m = (warp + 4 * i) * 16 + acc_row(e), vv = v0 + acc_col(j, e);
@@ -164,47 +175,52 @@ __device__ __forceinline__ void store_value_state(const float (&state)[(MP / 16 
   }
 }
 
-// The state tile (registers, accumulator layout: rows 16 warp + acc_row, columns acc_col) as a
-// split matrix operand in shared memory.
-template <class E, int MP>
-__device__ __forceinline__ void store_state_operand(const SplitTile<E>& dst, const float (&state)[MP / 8][4],
-                                                    int warp) {
+// The state tile (registers, accumulator layout: rows 16 warp + acc_row, columns m0 + acc_col) as
+// a split matrix operand in shared memory.
+template <class E, int NT>
+__device__ __forceinline__ void store_state_columns(const SplitTile<E>& dst, const float (&state)[NT][4],
+                                                    int warp, int m0) {
 #pragma unroll
-  for (int j = 0; j < MP / 8; ++j) {
+  for (int j = 0; j < NT; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; e += 2) {
-      dst.store2(warp * 16 + acc_row(e), acc_col(j, e), state[j][e], state[j][e + 1]);
+      dst.store2(warp * 16 + acc_row(e), m0 + acc_col(j, e), state[j][e], state[j][e + 1]);
     }
   }
 }
-
-// The value-state tile [MP, 64] (row tiles warp + 4 i) as a split matrix operand.
 template <class E, int MP>
+__device__ __forceinline__ void store_state_operand(const SplitTile<E>& dst, const float (&state)[MP / 8][4],
+                                                    int warp) {
+  store_state_columns<E>(dst, state, warp, 0);
+}
+
+// The value-state tile [MP, 64] (row tiles warp + 4 i, columns c0 + 8 NT) as a split matrix operand.
+template <class E, int MP, int NT>
 __device__ __forceinline__ void store_value_state_operand(const SplitTile<E>& dst,
-                                                          const float (&state)[(MP / 16 + 3) / 4][8][4],
-                                                          int warp) {
+                                                          const float (&state)[(MP / 16 + 3) / 4][NT][4],
+                                                          int warp, int c0 = 0) {
 #pragma unroll
   for (int i = 0; i < (MP / 16 + 3) / 4; ++i) {
     if (warp + 4 * i >= MP / 16) continue;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < NT; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; e += 2) {
-        dst.store2((warp + 4 * i) * 16 + acc_row(e), acc_col(j, e), state[i][j][e], state[i][j][e + 1]);
+        dst.store2((warp + 4 * i) * 16 + acc_row(e), c0 + acc_col(j, e), state[i][j][e], state[i][j][e + 1]);
       }
     }
   }
 }
 
 // One (chunk, head) of a chunk-blocked split operand into a split tile (cp.async).
-template <class E, int MP>
+template <class E, int MP, int kCtaThreads = kThreads>
 __device__ __forceinline__ void load_split_block(const SplitTile<E>& dst, const void* blocks, int64_t chunk,
                                                  int heads_x, int hx) {
   constexpr int kParts = SplitTile<E>::kParts;
   const E* src = static_cast<const E*>(blocks) + (chunk * heads_x + hx) * kParts * kChunk * MP;
 #pragma unroll
   for (int i = 0; i < kParts; ++i) {
-    if (i < dst.parts) load_block<MP>(dst.part[i], src + i * kChunk * MP);
+    if (i < dst.parts) load_block<MP, E, kCtaThreads>(dst.part[i], src + i * kChunk * MP);
   }
 }
 

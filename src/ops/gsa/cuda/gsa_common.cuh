@@ -11,6 +11,10 @@ namespace lintime::cuda {
 
 constexpr int kThreads = 128;
 constexpr int kSubChunk = 16;
+// The backward state kernels run 8 warps: two warp groups split the state's columns, so that each
+// thread holds half the accumulators (registers <= 128: two CTAs of 8 warps per SM instead of two
+// CTAs of 4 warps at 255 registers).
+constexpr int kStateThreads = 256;
 
 // 16-byte asynchronous copy global -> shared (zero-filled when !valid); tiles loaded this way are
 // visible after sync_tiles().
@@ -131,13 +135,13 @@ __device__ __forceinline__ bool locate_chunk(const GsaParams& p, int id, Chunk& 
 // Rows [0, 64) x columns [0, WIDTH) of a token tensor into shared memory: row r is token
 // start + r, column c is src column col0 + c; zero where r >= rows or col0 + c >= dim.
 // src points at the head's first element; tokens are token_stride elements apart.
-template <int WIDTH, class T>
+template <int WIDTH, class T, int kCtaThreads = kThreads>
 __device__ __forceinline__ void load_token_tile(SmemTile<T> dst, const T* src, int64_t token_stride,
                                                 int start, int rows, int col0, int dim) {
   constexpr int kVec = 16 / sizeof(T);
   constexpr int kVecs = WIDTH / kVec;
   const bool vectorized = token_stride % kVec == 0 && dim % kVec == 0;
-  for (int i = threadIdx.x; i < kChunk * kVecs; i += kThreads) {
+  for (int i = threadIdx.x; i < kChunk * kVecs; i += kCtaThreads) {
     const int r = i / kVecs, c = (i % kVecs) * kVec;
     const int col = col0 + c;
     T* out = dst.at(r, c);
@@ -157,19 +161,19 @@ __device__ __forceinline__ void load_token_tile(SmemTile<T> dst, const T* src, i
 // a [1, MP] tile. The state kernels need only this row of b: the products with the state leave
 // the per-token decays to the kernels that read them (README.md, "Forward"), which keeps the
 // state kernels' shared memory small enough for two CTAs per SM.
-template <class E, int MP>
+template <class E, int MP, int kCtaThreads = kThreads>
 __device__ __forceinline__ void load_chunk_decay(SmemTile<float> dst, const float* gate_cumsum, int heads,
                                                  int h, int start, int len) {
-  for (int m = threadIdx.x; m < MP; m += kThreads) {
+  for (int m = threadIdx.x; m < MP; m += kCtaThreads) {
     *dst.at(0, m) = decay_exp<E>(gate_cumsum[((start + int64_t{len} - 1) * heads + h) * MP + m]);
   }
 }
 
 // A contiguous [64, WIDTH] block (a chunk's stored scores or prepared operand) into a tile.
-template <int WIDTH, class T>
+template <int WIDTH, class T, int kCtaThreads = kThreads>
 __device__ __forceinline__ void load_block(SmemTile<T> dst, const T* src) {
   constexpr int kVec = 16 / sizeof(T);
-  for (int i = threadIdx.x; i < kChunk * WIDTH / kVec; i += kThreads) {
+  for (int i = threadIdx.x; i < kChunk * WIDTH / kVec; i += kCtaThreads) {
     const int r = i / (WIDTH / kVec), c = (i % (WIDTH / kVec)) * kVec;
     copy_async_16(dst.at(r, c), src + r * WIDTH + c, true);
   }
@@ -622,14 +626,14 @@ __device__ __forceinline__ void store_decayed_rows(SmemTile<E> x, SmemTile<float
   }
 }
 
-// The warp's accumulator tile [16 tokens, 64 columns] rounded into rows of a token tensor
-// [tok, heads_x, dim] at head hx, columns col0 + (0..63): tokens inside the chunk and columns
-// inside the head only. `scale` multiplies first.
-template <class E>
-__device__ __forceinline__ void store_head_tile(E* dst, const float (&acc)[8][4], int warp, int start, int len,
+// The warp's accumulator tile [16 tokens, 8 NT columns] (rows 16 warp.., the token rows of the
+// chunk) rounded into rows of a token tensor [tok, heads_x, dim] at head hx, columns
+// col0 + (0..8 NT): tokens inside the chunk and columns inside the head only. `scale` multiplies first.
+template <class E, int NT>
+__device__ __forceinline__ void store_head_tile(E* dst, const float (&acc)[NT][4], int warp, int start, int len,
                                                 int heads_x, int hx, int col0, int dim, float scale = 1.f) {
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
+  for (int j = 0; j < NT; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int t = warp * 16 + acc_row(e), col = col0 + acc_col(j, e);
@@ -648,22 +652,29 @@ __device__ __forceinline__ void atomic_add_pair(float* dst, float x, float y) {
 #endif
 }
 
-// The warp's accumulator tile [16 tokens, MP slots] (times scale) added atomically into rows of
-// an fp32 slot tensor [tok, heads_x, MP] at head hx: partial sums over head-dim tiles.
-template <int MP>
-__device__ __forceinline__ void add_slot_tile(float* dst, const float (&acc)[MP / 8][4], int warp, int start,
-                                              int len, int heads_x, int hx, float scale = 1.f) {
+// The warp's accumulator tile [16 tokens, 8 NT slots from m0] (times scale) added atomically into
+// rows of an fp32 slot tensor [tok, heads_x, MP] at head hx: partial sums over head-dim tiles.
+template <int MP, int NT>
+__device__ __forceinline__ void add_slot_columns(float* dst, const float (&acc)[NT][4], int m0, int warp,
+                                                 int start, int len, int heads_x, int hx, float scale = 1.f) {
 #pragma unroll
-  for (int j = 0; j < MP / 8; ++j) {
+  for (int j = 0; j < NT; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; e += 2) {
-      const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
+      const int t = warp * 16 + acc_row(e), m = m0 + acc_col(j, e);
       if (t < len) {
         atomic_add_pair(dst + ((start + int64_t{t}) * heads_x + hx) * MP + m, acc[j][e] * scale,
                         acc[j][e + 1] * scale);
       }
     }
   }
+}
+
+// add_slot_columns over all MP slots.
+template <int MP>
+__device__ __forceinline__ void add_slot_tile(float* dst, const float (&acc)[MP / 8][4], int warp, int start,
+                                              int len, int heads_x, int hx, float scale = 1.f) {
+  add_slot_columns<MP>(dst, acc, 0, warp, start, len, heads_x, hx, scale);
 }
 
 // Shared-memory carving: consecutive tiles, each 16-byte aligned.
@@ -683,6 +694,14 @@ struct SmemCarver {
     for (int i = 0; i < SplitTile<T>::kParts; ++i) {
       t.part[i] = i < parts ? tile<T>(rows, cols) : SmemTile<T>{nullptr, 0};
     }
+    t.parts = parts;
+    return t;
+  }
+  // A split tile using `parts` parts but taking the room of all of them: the tiles carved after it
+  // stay at offsets known at compile time (fewer registers for their addresses).
+  template <class T>
+  __device__ SplitTile<T> split_tile_reserved(int rows, int cols, int parts) {
+    SplitTile<T> t = split_tile<T>(rows, cols);
     t.parts = parts;
     return t;
   }

@@ -144,16 +144,16 @@ cudaError_t scan_segments(const GsaParams& p, SweptState which, cudaStream_t str
 
 // A state kernel over every sweep (grid z: sweeps x roles): one launch when sequences are not
 // segmented; else phase A (local states), the scans of the swept states, phase B.
-template <int MP, class Kernel>
+template <int MP, int kCtaThreads = kThreads, class Kernel>
 cudaError_t launch_sweeps(Kernel kernel, int head_tiles, int roles, size_t smem, cudaStream_t stream,
                           const GsaParams& p, std::initializer_list<SweptState> swept) {
   const dim3 grid(head_tiles, p.heads, p.num_sequences * p.segments * roles);
-  if (p.segments == 1) return launch(kernel, grid, smem, stream, p);
+  if (p.segments == 1) return launch_blocks(kernel, grid, kCtaThreads, smem, stream, p);
   GsaParams local = p;
   local.sweep_local = true;
-  LINTIME_TRY(launch(kernel, grid, smem, stream, local));
+  LINTIME_TRY(launch_blocks(kernel, grid, kCtaThreads, smem, stream, local));
   for (const SweptState which : swept) LINTIME_TRY(scan_segments<MP>(p, which, stream));
-  return launch(kernel, grid, smem, stream, p);
+  return launch_blocks(kernel, grid, kCtaThreads, smem, stream, p);
 }
 
 inline cudaError_t prepare_chunks(const GsaParams& p, cudaStream_t stream) {
@@ -212,9 +212,9 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
     LINTIME_TRY(launch(backward_values_intra_kernel<E, MP>, chunks, S::backward_values_intra, stream, p));
     LINTIME_TRY(cudaMemsetAsync(p.grad_probabilities, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
     LINTIME_TRY(cudaMemsetAsync(p.grad_slot_write, 0, sizeof(float) * p.total_tokens * p.heads * MP, stream));
-    LINTIME_TRY(launch_sweeps<MP>(backward_values_state_kernel<E, MP>, tiles_of(p.value_dim), 2,
-                                  S::backward_values_state, stream, p,
-                                  {SweptState::values, SweptState::grad_values}));
+    LINTIME_TRY((launch_sweeps<MP, kStateThreads>(backward_values_state_kernel<E, MP>, tiles_of(p.value_dim), 2,
+                                                  S::backward_values_state, stream, p,
+                                                  {SweptState::values, SweptState::grad_values})));
     LINTIME_TRY(launch(backward_keys_intra_kernel<E, MP>, chunks, S::backward_keys_intra, stream, p));
     LINTIME_TRY(launch_sweeps<MP>(backward_keys_state_kernel<E, MP>, tiles_of(p.key_dim), 2,
                                   S::backward_keys_state, stream, p,
