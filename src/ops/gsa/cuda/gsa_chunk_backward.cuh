@@ -429,9 +429,8 @@ __global__ void __launch_bounds__(kThreads) backward_keys_intra_kernel(GsaParams
 
 // Pass 1, state. blockIdx.z = 2 sweep + role; role 0 = forward sweep (dq), role 1 = reverse sweep
 // (dk, ds, and the initial-state gradient). Phase A of segmented sweeps (p.sweep_local) carries
-// the states only. Tile: padded tiles and warp_mma (every GPU and element type), or core-matrix
-// tiles and wgmma (sm_90a, 16-bit elements; the launcher picks).
-template <class E, int MP, class Tile = SmemTile<E>>
+// the states only.
+template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams p) {
   const int tile = blockIdx.x, h = blockIdx.y, role = blockIdx.z % 2;
   const int warp = threadIdx.x / 32;
@@ -440,16 +439,15 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
   const bool local_sweep = p.sweep_local;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
-  auto q_tile = carve.any_tile<Tile>(kChunk, kHeadTile);
-  auto k_tile = carve.any_tile<Tile>(kChunk, kHeadTile);
-  auto grad_scores = carve.any_tile<Tile>(kChunk, kChunk);
+  auto q_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto k_tile = carve.tile<E>(kChunk, kHeadTile);
+  auto grad_scores = carve.tile<E>(kChunk, kChunk);
   // The forward sweep (dq) takes dok and the state rounded once; the reverse sweep splits them
   // (the state gradient's recurrence, and ds, whose terms cancel the final-state term of dg).
   const int parts = role == 0 ? 1 : SplitTile<E>::kParts;
-  // Every split tile takes the room of all its parts: the later tiles' offsets stay compile-time.
-  auto decayed_grad_ok = carve.any_split_tile<E, Tile>(kChunk, MP, parts);
-  auto decayed_write = carve.any_split_tile<E, Tile>(kChunk, MP, SplitTile<E>::kParts);
-  auto state_operand = carve.any_split_tile<E, Tile>(kHeadTile, MP, parts);
+  auto decayed_grad_ok = carve.split_tile_reserved<E>(kChunk, MP, parts);
+  auto decayed_write = carve.split_tile<E>(kChunk, MP);
+  auto state_operand = carve.split_tile_reserved<E>(kHeadTile, MP, parts);
   auto chunk_decay = carve.tile<float>(1, MP);
   const Sweep w = locate_sweep(p, blockIdx.z / 2);
   const int64_t state_size = int64_t{K} * M, state_base = (int64_t{w.n} * H + h) * state_size;
@@ -464,12 +462,12 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
     const int local = w.first + (role == 0 ? step : w.chunks - 1 - step);
     const int start = w.bos + local * kChunk, len = min(kChunk, w.eos - start);
     const int chunk_id = global_chunk(p, w.n, local);
-    sync_operands<Tile>();
+    sync_tiles();
     load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
                                len, k0, K);
     load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
     load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
-    store_state_columns<E>(state_operand, state, warp, 0);
+    store_state_operand<E, MP>(state_operand, state, warp);
     float grad_k[8][4];
     zero(grad_k);
     float state_update[MP / 8][4];
@@ -477,7 +475,7 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
     // Phase A: the forward sweep needs no query-side tiles, the reverse sweep dok and q only.
     for (int group = 0; group < (local_sweep && role == 0 ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
-      if (group > 0) sync_operands<Tile>();  // the previous group's readers of these tiles are done
+      if (group > 0) sync_tiles();  // the previous group's readers of these tiles are done
       load_split_block<E, MP>(decayed_grad_ok, p.decayed_grad_score_blocks, chunk_id, HQ, hq);
       if (!local_sweep) {
         load_block<kChunk>(grad_scores, static_cast<const E*>(p.grad_key_scores) +
@@ -487,29 +485,23 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
         load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
                                    start, len, k0, K);
       }
-      sync_operands<Tile>();
+      sync_tiles();
       if (role == 0) {
         float grad_q[8][4];
         zero(grad_q);
-        products_begin<Tile>();
-        tile_mma_issue<E, 8, false, true>(grad_q, decayed_grad_ok, warp * 16, state_operand.part[0], 0, MP);
-        tile_mma_issue<E, 8, false, false>(grad_q, grad_scores, warp * 16, k_tile, 0, kChunk);
-        products_end<Tile>(grad_q);
+        warp_mma<E, 8>(grad_q, decayed_grad_ok, false, warp * 16, state_operand.part[0], true, 0, MP);
+        warp_mma<E, 8>(grad_q, grad_scores, false, warp * 16, k_tile, false, 0, kChunk);
         store_head_tile(static_cast<E*>(p.grad_q), grad_q, warp, start, len, HQ, hq, k0, K, p.scale);
       } else {
-        products_begin<Tile>();
-        if (!local_sweep) tile_mma_issue<E, 8, true, false>(grad_k, grad_scores, warp * 16, q_tile, 0, kChunk);
-        tile_mma_issue<E, MP / 8, true, false>(state_update, q_tile, warp * 16, decayed_grad_ok, 0, kChunk);
-        products_end<Tile>(grad_k, state_update);
+        if (!local_sweep) warp_mma<E, 8>(grad_k, grad_scores, true, warp * 16, q_tile, false, 0, kChunk);
+        warp_mma<E, MP / 8>(state_update, q_tile, true, warp * 16, decayed_grad_ok, false, 0, kChunk);
       }
     }
-    sync_operands<Tile>();
+    sync_tiles();
     if (role == 0) {
       float update[MP / 8][4];
       zero(update);
-      products_begin<Tile>();
-      tile_mma_issue<E, MP / 8, true, false>(update, k_tile, warp * 16, decayed_write, 0, kChunk);
-      products_end<Tile>(update);
+      warp_mma<E, MP / 8>(update, k_tile, true, warp * 16, decayed_write, false, 0, kChunk);
 #pragma unroll
       for (int j = 0; j < MP / 8; ++j) {
 #pragma unroll
@@ -526,13 +518,11 @@ __global__ void __launch_bounds__(kThreads) backward_keys_state_kernel(GsaParams
 #pragma unroll
         for (int e = 0; e < 4; ++e) grad_k[j][e] *= p.scale;
       }
+      warp_mma<E, 8>(grad_k, decayed_write, false, warp * 16, state_operand.part[0], true, 0, MP);
+      store_head_tile(static_cast<E*>(p.grad_k), grad_k, warp, start, len, H, h, k0, K);
       float grad_write[MP / 8][4];
       zero(grad_write);
-      products_begin<Tile>();
-      tile_mma_issue<E, 8, false, true>(grad_k, decayed_write, warp * 16, state_operand.part[0], 0, MP);
-      tile_mma_issue<E, MP / 8, false, false>(grad_write, k_tile, warp * 16, state_operand, 0, kHeadTile);
-      products_end<Tile>(grad_k, grad_write);
-      store_head_tile(static_cast<E*>(p.grad_k), grad_k, warp, start, len, H, h, k0, K);
+      warp_mma<E, MP / 8>(grad_write, k_tile, false, warp * 16, state_operand, false, 0, kHeadTile);
       add_slot_tile<MP>(p.grad_slot_write, grad_write, warp, start, len, H, h);
     }
 #pragma unroll

@@ -177,8 +177,8 @@ __device__ __forceinline__ void store_value_state(const float (&state)[(MP / 16 
 
 // The state tile (registers, accumulator layout: rows 16 warp + acc_row, columns m0 + acc_col) as
 // a split matrix operand in shared memory.
-template <class E, int NT, class Tile>
-__device__ __forceinline__ void store_state_columns(const SplitTile<E, Tile>& dst, const float (&state)[NT][4],
+template <class E, int NT>
+__device__ __forceinline__ void store_state_columns(const SplitTile<E>& dst, const float (&state)[NT][4],
                                                     int warp, int m0) {
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
@@ -213,10 +213,10 @@ __device__ __forceinline__ void store_value_state_operand(const SplitTile<E>& ds
 }
 
 // One (chunk, head) of a chunk-blocked split operand into a split tile (cp.async).
-template <class E, int MP, int kCtaThreads = kThreads, class Tile = SmemTile<E>>
-__device__ __forceinline__ void load_split_block(const SplitTile<E, Tile>& dst, const void* blocks, int64_t chunk,
+template <class E, int MP, int kCtaThreads = kThreads>
+__device__ __forceinline__ void load_split_block(const SplitTile<E>& dst, const void* blocks, int64_t chunk,
                                                  int heads_x, int hx) {
-  constexpr int kParts = SplitTile<E, Tile>::kParts;
+  constexpr int kParts = SplitTile<E>::kParts;
   const E* src = static_cast<const E*>(blocks) + (chunk * heads_x + hx) * kParts * kChunk * MP;
 #pragma unroll
   for (int i = 0; i < kParts; ++i) {

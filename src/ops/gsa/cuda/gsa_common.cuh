@@ -6,7 +6,6 @@
 
 #include "ops/gsa/cuda/gsa_cuda.h"
 #include "ops/gsa/cuda/warp_mma.cuh"
-#include "ops/gsa/cuda/warpgroup_mma.cuh"
 
 namespace lintime::cuda {
 
@@ -28,28 +27,6 @@ __device__ __forceinline__ void copy_async_16(void* dst, const void* src, bool v
 __device__ __forceinline__ void sync_tiles() {
   asm volatile("cp.async.wait_all;\n" ::: "memory");
   __syncthreads();
-}
-// The same before products on tiles of type Tile: CoreTile operands are read by the tensor cores
-// (wgmma), which see the CTA's writes only after a proxy fence.
-template <class Tile>
-__device__ __forceinline__ void sync_operands() {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-  if constexpr (Tile::kCoreLayout) fence_for_tensor_cores();
-  __syncthreads();
-}
-
-// Where piece i (of 16 bytes) of a [64, kVecs pieces] tile load goes: row-major for padded tiles;
-// for CoreTile, eight consecutive pieces go down the rows of one core matrix (128 contiguous
-// bytes: no bank conflicts).
-template <class Tile>
-__device__ __forceinline__ void piece_position(int i, int vecs, int vec, int& r, int& c) {
-  if constexpr (Tile::kCoreLayout) {
-    r = (i / (8 * vecs)) * 8 + (i & 7);
-    c = ((i / 8) % vecs) * vec;
-  } else {
-    r = i / vecs;
-    c = (i % vecs) * vec;
-  }
 }
 
 // exp for decay factors: the fast approximation for 16-bit inputs (their roundings are far
@@ -158,15 +135,14 @@ __device__ __forceinline__ bool locate_chunk(const GsaParams& p, int id, Chunk& 
 // Rows [0, 64) x columns [0, WIDTH) of a token tensor into shared memory: row r is token
 // start + r, column c is src column col0 + c; zero where r >= rows or col0 + c >= dim.
 // src points at the head's first element; tokens are token_stride elements apart.
-template <int WIDTH, class T, int kCtaThreads = kThreads, class Tile>
-__device__ __forceinline__ void load_token_tile(Tile dst, const T* src, int64_t token_stride,
+template <int WIDTH, class T, int kCtaThreads = kThreads>
+__device__ __forceinline__ void load_token_tile(SmemTile<T> dst, const T* src, int64_t token_stride,
                                                 int start, int rows, int col0, int dim) {
   constexpr int kVec = 16 / sizeof(T);
   constexpr int kVecs = WIDTH / kVec;
   const bool vectorized = token_stride % kVec == 0 && dim % kVec == 0;
   for (int i = threadIdx.x; i < kChunk * kVecs; i += kCtaThreads) {
-    int r, c;
-    piece_position<Tile>(i, kVecs, kVec, r, c);
+    const int r = i / kVecs, c = (i % kVecs) * kVec;
     const int col = col0 + c;
     T* out = dst.at(r, c);
     const T* in = src + (start + static_cast<int64_t>(r)) * token_stride + col;
@@ -194,12 +170,11 @@ __device__ __forceinline__ void load_chunk_decay(SmemTile<float> dst, const floa
 }
 
 // A contiguous [64, WIDTH] block (a chunk's stored scores or prepared operand) into a tile.
-template <int WIDTH, class T, int kCtaThreads = kThreads, class Tile>
-__device__ __forceinline__ void load_block(Tile dst, const T* src) {
+template <int WIDTH, class T, int kCtaThreads = kThreads>
+__device__ __forceinline__ void load_block(SmemTile<T> dst, const T* src) {
   constexpr int kVec = 16 / sizeof(T);
   for (int i = threadIdx.x; i < kChunk * WIDTH / kVec; i += kCtaThreads) {
-    int r, c;
-    piece_position<Tile>(i, WIDTH / kVec, kVec, r, c);
+    const int r = i / (WIDTH / kVec), c = (i % (WIDTH / kVec)) * kVec;
     copy_async_16(dst.at(r, c), src + r * WIDTH + c, true);
   }
 }
@@ -404,10 +379,10 @@ __device__ __forceinline__ void decayed_apply_reverse(float (&acc)[MP / 8][4], S
 // one); a single part for fp32. Used for the decayed operands of the state recurrences, whose
 // errors would otherwise accumulate over the chunks of a sequence.
 // `parts` < kParts uses fewer (one: a plain rounded operand) where the precision is not needed.
-template <class E, class Tile = SmemTile<E>>
+template <class E>
 struct SplitTile {
   static constexpr int kParts = sizeof(E) == 2 ? 3 : 1;
-  Tile part[kParts];
+  SmemTile<E> part[kParts];
   int parts = kParts;
   __device__ __forceinline__ void store(int row, int col, float x) const {
 #pragma unroll
@@ -499,48 +474,6 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, boo
 #pragma unroll
   for (int i = SplitTile<E>::kParts - 1; i >= 0; --i) {
     if (i < b.parts) warp_mma<E, NT>(acc, a, a_transposed, r0, b.part[i], b_transposed, n0, kdim);
-  }
-}
-
-// acc += A · B in warp_mma's convention (kATrans: A stored [k][m]; kBTrans: B stored [n][k]) on
-// either kind of tile: padded tiles through warp_mma (the warp's 16 rows from r0, done at once),
-// core-matrix tiles through wgmma (the 4 warps' 64 rows together, r0 = 16 warp; issued, and done
-// at products_end). Products issued between products_begin and products_end run together.
-template <class Tile>
-__device__ __forceinline__ void products_begin() {
-  if constexpr (Tile::kCoreLayout) warpgroup_fence();
-}
-template <class Tile, int... NT>
-__device__ __forceinline__ void products_end(float (&... acc)[NT][4]) {
-  if constexpr (Tile::kCoreLayout) {
-    warpgroup_wait();
-    (hold_registers(acc), ...);
-  }
-}
-template <class E, int NT, bool kATrans, bool kBTrans>
-__device__ __forceinline__ void tile_mma_issue(float (&acc)[NT][4], SmemTile<E> a, int r0, SmemTile<E> b,
-                                               int n0, int kdim) {
-  warp_mma<E, NT>(acc, a, kATrans, r0, b, kBTrans, n0, kdim);
-}
-template <class E, int NT, bool kATrans, bool kBTrans>
-__device__ __forceinline__ void tile_mma_issue(float (&acc)[NT][4], CoreTile<E> a, int, CoreTile<E> b, int n0,
-                                               int kdim) {
-  warpgroup_mma_issue<E, NT, kATrans, !kBTrans>(acc, a, b, n0, kdim);
-}
-template <class E, int NT, bool kATrans, bool kBTrans, class Tile>
-__device__ __forceinline__ void tile_mma_issue(float (&acc)[NT][4], const SplitTile<E, Tile>& a, int r0, Tile b,
-                                               int n0, int kdim) {
-#pragma unroll
-  for (int i = SplitTile<E, Tile>::kParts - 1; i >= 0; --i) {
-    if (i < a.parts) tile_mma_issue<E, NT, kATrans, kBTrans>(acc, a.part[i], r0, b, n0, kdim);
-  }
-}
-template <class E, int NT, bool kATrans, bool kBTrans, class Tile>
-__device__ __forceinline__ void tile_mma_issue(float (&acc)[NT][4], Tile a, int r0, const SplitTile<E, Tile>& b,
-                                               int n0, int kdim) {
-#pragma unroll
-  for (int i = SplitTile<E, Tile>::kParts - 1; i >= 0; --i) {
-    if (i < b.parts) tile_mma_issue<E, NT, kATrans, kBTrans>(acc, a, r0, b.part[i], n0, kdim);
   }
 }
 
@@ -772,35 +705,11 @@ struct SmemCarver {
     t.parts = parts;
     return t;
   }
-  // Tiles of either kind: padded (SmemTile) or in core-matrix blocks (CoreTile, no padding).
-  template <class Tile>
-  __device__ Tile any_tile(int rows, int cols) {
-    using T = typename Tile::Element;
-    if constexpr (!Tile::kCoreLayout) {
-      return tile<T>(rows, cols);
-    } else {
-      Tile t{reinterpret_cast<T*>(next), cols / 8};
-      next += static_cast<size_t>(rows) * cols * sizeof(T);
-      return t;
-    }
-  }
-  template <class E, class Tile>
-  __device__ SplitTile<E, Tile> any_split_tile(int rows, int cols, int parts) {
-    SplitTile<E, Tile> t;
-#pragma unroll
-    for (int i = 0; i < SplitTile<E, Tile>::kParts; ++i) t.part[i] = any_tile<Tile>(rows, cols);
-    t.parts = parts;
-    return t;
-  }
 };
 
 template <class T>
 constexpr size_t smem_tile_bytes(int rows, int cols) {
   return (static_cast<size_t>(rows) * (cols + kPad<T>) * sizeof(T) + 15) / 16 * 16;
-}
-template <class T>
-constexpr size_t core_tile_bytes(int rows, int cols) {
-  return static_cast<size_t>(rows) * cols * sizeof(T);
 }
 
 }  // namespace lintime::cuda

@@ -8,9 +8,7 @@
 #include "ops/gsa/cuda/gsa_recurrent.cuh"
 
 #include <algorithm>
-#include <cstdlib>
 #include <initializer_list>
-#include <string_view>
 
 namespace lintime::cuda {
 
@@ -44,9 +42,6 @@ struct SmemBytes {
   static constexpr size_t backward_values_state = 3 * chunk_tile + 2 * parts * slot_tile + parts * value_state + decay_row;
   static constexpr size_t backward_keys_intra = 3 * chunk_tile + 2 * slot_tile + 3 * gate_tile;
   static constexpr size_t backward_keys_state = 3 * chunk_tile + 3 * parts * slot_tile + decay_row;
-  // The same kernel on core-matrix tiles (wgmma; no row padding).
-  static constexpr size_t backward_keys_state_core =
-      3 * core_tile_bytes<E>(kChunk, kChunk) + 3 * parts * core_tile_bytes<E>(kChunk, MP) + decay_row;
   static constexpr size_t largest = std::max({forward_keys_intra, recompute_keys_state,
                                               forward_values_intra, forward_values_state,
                                               backward_values_intra, backward_values_state,
@@ -112,27 +107,6 @@ cudaError_t launch_dependent(Kernel kernel, dim3 grid, size_t smem, cudaStream_t
   config.attrs = &attribute;
   config.numAttrs = dependent_launch_supported() ? 1 : 0;
   return cudaLaunchKernelEx(&config, kernel, args...);
-}
-
-// Whether the state kernels take their wgmma form: 16-bit elements on a compute capability 9.0
-// GPU (the sm_90a code; other GPUs would run the compute_80 PTX, which has no wgmma).
-// LINTIME_GSA_WGMMA=0 in the environment keeps warp_mma everywhere (to compare the two).
-template <class E>
-bool warpgroup_mma_wanted() {
-  if constexpr (sizeof(E) != 2) {
-    return false;
-  } else {
-    static const bool wanted = [] {
-      const char* setting = std::getenv("LINTIME_GSA_WGMMA");
-      if (setting != nullptr && std::string_view(setting) == "0") return false;
-      int device = 0, major = 0, minor = 0;
-      if (cudaGetDevice(&device) != cudaSuccess) return false;
-      if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-      if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) return false;
-      return major == 9 && minor == 0;
-    }();
-    return wanted;
-  }
 }
 
 #define LINTIME_TRY(call)                              \
@@ -242,20 +216,9 @@ cudaError_t chunk_backward(const GsaParams& params, cudaStream_t stream) {
                                                   S::backward_values_state, stream, p,
                                                   {SweptState::values, SweptState::grad_values})));
     LINTIME_TRY(launch(backward_keys_intra_kernel<E, MP>, chunks, S::backward_keys_intra, stream, p));
-    bool key_state_done = false;
-    if constexpr (sizeof(E) == 2) {
-      if (warpgroup_mma_wanted<E>()) {
-        LINTIME_TRY((launch_sweeps<MP>(backward_keys_state_kernel<E, MP, CoreTile<E>>, tiles_of(p.key_dim), 2,
-                                       S::backward_keys_state_core, stream, p,
-                                       {SweptState::keys, SweptState::grad_keys})));
-        key_state_done = true;
-      }
-    }
-    if (!key_state_done) {
-      LINTIME_TRY(launch_sweeps<MP>(backward_keys_state_kernel<E, MP>, tiles_of(p.key_dim), 2,
-                                    S::backward_keys_state, stream, p,
-                                    {SweptState::keys, SweptState::grad_keys}));
-    }
+    LINTIME_TRY(launch_sweeps<MP>(backward_keys_state_kernel<E, MP>, tiles_of(p.key_dim), 2,
+                                  S::backward_keys_state, stream, p,
+                                  {SweptState::keys, SweptState::grad_keys}));
     LINTIME_TRY(launch(gate_grad_chunk_kernel<E, MP>, chunks, 0, stream, p));
     LINTIME_TRY(launch(gate_grad_carry_kernel<MP>, dim3(p.num_sequences, p.heads), 0, stream, p));
     LINTIME_TRY(launch(gate_grad_finish_kernel<E, MP>, chunks, 0, stream, p));

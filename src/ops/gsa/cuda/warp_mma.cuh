@@ -94,8 +94,6 @@ __device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t 
 // A shared-memory tile: element (row, col) at data[row * ld + col].
 template <class E>
 struct SmemTile {
-  using Element = E;
-  static constexpr bool kCoreLayout = false;
   E* data;
   int ld;
   __device__ E* at(int row, int col) const { return data + row * ld + col; }
