@@ -17,8 +17,23 @@ int64_t BasedLinearAttention::validated_head_dim(const BasedLinearAttentionOptio
                 ": num_heads must be positive and divide hidden_size = ", options.hidden_size, ", got ",
                 options.num_heads);
   LINTIME_CHECK(options.eps >= 0.0, who, ": eps must be >= 0, got ", options.eps);
+  const std::string& map = options.feature_map;
+  LINTIME_CHECK(map == "taylor" || map == "relu" || map == "elu+1" || map == "identity", who,
+                ": feature_map must be \"taylor\", \"relu\", \"elu+1\" or \"identity\", got \"", map, "\"");
   return options.hidden_size / options.num_heads;
 }
+
+namespace {
+
+// zoology's elementwise feature maps (feature_maps/base.py): ReLU clamps at eps so that the
+// normaliser stays positive.
+at::Tensor elementwise_feature_map(const at::Tensor& x, const std::string& map, double eps) {
+  if (map == "relu") return at::relu(x).clamp_min(eps);
+  if (map == "elu+1") return at::elu(x) + 1;
+  return x;  // identity
+}
+
+}  // namespace
 
 BasedLinearAttention::BasedLinearAttention(const BasedLinearAttentionOptions& options, at::Generator& generator)
     : options_(options),
@@ -39,13 +54,24 @@ at::Tensor BasedLinearAttention::forward(const at::Tensor& x) const {
   const at::Tensor q = proj_q.forward(x).view({batch, length, heads, options_.feature_dim});  // [B, T, H, d']
   const at::Tensor k = proj_k.forward(x).view({batch, length, heads, options_.feature_dim});  // [B, T, H, d']
   const at::Tensor v = proj_v.forward(x).view({batch, length, heads, head_dim_});             // [B, T, H, d/H]
-  const at::Tensor o = ops::taylor_attention_chunk(q, k, v, options_.normalize, options_.eps).o;
+  at::Tensor o;
+  if (options_.feature_map == "taylor") {
+    o = ops::taylor_attention_chunk(q, k, v, options_.normalize, options_.eps).o;
+  } else {
+    const at::Tensor q_features = elementwise_feature_map(q, options_.feature_map, options_.eps);
+    const at::Tensor k_features = elementwise_feature_map(k, options_.feature_map, options_.eps);
+    // A column of ones after v makes the last output column φ(q_t)·z_t.
+    const at::Tensor values = options_.normalize ? at::cat({v, at::ones_like(v.narrow(-1, 0, 1))}, -1) : v;
+    const at::Tensor no_decay = at::zeros_like(k_features);
+    const at::Tensor read = ops::gla_chunk(q_features, k_features, values, no_decay, false, 1.0).o;
+    o = options_.normalize ? read.narrow(-1, 0, head_dim_) / (read.narrow(-1, head_dim_, 1) + options_.eps) : read;
+  }
   return out_proj.forward(o.reshape({batch, length, options_.hidden_size}));
 }
 
 int64_t BasedLinearAttention::state_bytes_per_sequence(const BasedLinearAttentionOptions& options) {
   const int64_t head_dim = validated_head_dim(options), d = options.feature_dim;
-  const int64_t features = 1 + d + d * (d + 1) / 2;
+  const int64_t features = options.feature_map == "taylor" ? 1 + d + d * (d + 1) / 2 : d;
   return options.num_heads * (head_dim * features + features) * 4;
 }
 

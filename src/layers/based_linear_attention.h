@@ -1,10 +1,14 @@
 // BASED's linear attention as a sequence mixer (docs based.md §1; zoology's `Based` mixer used in
 // the MQAR protocols): per head, q and k are projected to feature_dim (d') dims and v to
-// d / num_heads, and the Taylor linear attention op (ops::taylor_attention_chunk) mixes them:
+// d / num_heads, and a causal linear attention with feature map φ mixes them:
 //   q, k = proj_q x, proj_k x        [B, T, H, d']      (no biases, no positional encoding)
 //   v    = proj_v x                  [B, T, H, d / H]
-//   o    = φ(q)ᵀ S / (φ(q)·z + eps)   (normalize; or the norm-free read-out)
+//   o    = φ(q)ᵀ S / (φ(q)·z + eps)   (normalize; or the norm-free read-out φ(q)ᵀ S)
 //   y    = out_proj(o)
+// φ is the feature map: "taylor" (BASED's second-order Taylor map, through
+// ops::taylor_attention_chunk, which never builds φ) or one of zoology's elementwise baselines
+// "relu" (max(x, 0) clamped below at eps), "elu+1" (elu(x) + 1) and "identity"; those run the GLA
+// op with zero gates (no decay), the normaliser z as one more value column of ones.
 // Weight names follow zoology ("proj_q", "proj_k", "proj_v", "out_proj"); Linear weights
 // N(0, initializer_range).
 #pragma once
@@ -16,6 +20,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 
 namespace lintime::layers {
 
@@ -25,6 +30,7 @@ struct BasedLinearAttentionOptions {
   int64_t num_heads = 1;      // zoology's MQAR setting (the 40,548-byte state of based.md §6)
   bool normalize = true;      // the paper's read-out; false: ThunderKittens' norm-free one
   double eps = 1e-12;         // the paper's code
+  std::string feature_map = "taylor";  // "taylor" | "relu" | "elu+1" | "identity"
   double initializer_range = 0.02;
 };
 
@@ -38,7 +44,8 @@ class BasedLinearAttention : public Module {
   at::Tensor forward(const at::Tensor& x) const;
 
   // Zoology's accounting (based.md §6): per head d_v·E + E fp32 values, E = 1 + d' + d'(d'+1)/2
-  // (the symmetric feature count; lintime's states keep the full 1 + d' + d'² layout).
+  // for the Taylor map (the symmetric feature count; lintime's states keep the full 1 + d' + d'²
+  // layout), E = d' for the elementwise maps.
   int64_t state_bytes_per_sequence() const { return state_bytes_per_sequence(options_); }
   static int64_t state_bytes_per_sequence(const BasedLinearAttentionOptions& options);
   static int64_t parameter_count_for(const BasedLinearAttentionOptions& options);

@@ -6,6 +6,7 @@
 #include "layers/based_linear_attention.h"
 #include "layers/gated_linear_attention.h"
 #include "layers/gated_slot_attention.h"
+#include "layers/softmax_attention.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -150,6 +151,41 @@ layers::BasedLinearAttentionOptions based_options(int64_t d_model, const json& o
   return result;
 }
 
+// "linear_attention": the same layer with a chosen feature map (zoology's baselines).
+layers::BasedLinearAttentionOptions linear_attention_options(int64_t d_model, const json& options, double init_std) {
+  OptionReader reader("linear_attention", options, {"feature_map", "feature_dim", "num_heads", "normalize", "eps"});
+  layers::BasedLinearAttentionOptions result;
+  result.hidden_size = d_model;
+  result.feature_map = reader.get<std::string>("feature_map", "taylor");
+  result.feature_dim = reader.get<int64_t>("feature_dim", 16);
+  result.num_heads = reader.get<int64_t>("num_heads", 1);
+  result.normalize = reader.get<bool>("normalize", true);
+  result.eps = reader.get<double>("eps", 1e-12);
+  result.initializer_range = init_std;
+  return result;
+}
+
+// "attention" and "sliding_window": causal softmax attention, full or over the last `window` keys.
+layers::SoftmaxAttentionOptions attention_options(const char* mixer, int64_t d_model, const json& options,
+                                                  double init_std) {
+  const bool sliding = std::string(mixer) == "sliding_window";
+  OptionReader reader(mixer, options,
+                      sliding ? std::vector<std::string>{"window", "num_heads"}
+                              : std::vector<std::string>{"num_heads", "counted_length"});
+  layers::SoftmaxAttentionOptions result;
+  result.hidden_size = d_model;
+  result.num_heads = reader.get<int64_t>("num_heads", 1);
+  if (sliding) {
+    result.window = reader.get<int64_t>("window", 64);
+    LINTIME_CHECK(result.window >= 1, "mixer \"sliding_window\": window must be >= 1 (keys seen per query, itself "
+                  "included), got ", result.window);
+  } else {
+    result.counted_length = reader.get<int64_t>("counted_length", 1024);
+  }
+  result.initializer_range = init_std;
+  return result;
+}
+
 struct MixerEntry {
   const char* name;
   std::unique_ptr<SequenceMixer> (*make)(int64_t d_model, const json& options, at::Generator& generator,
@@ -194,6 +230,36 @@ const std::vector<MixerEntry>& registry() {
        },
        [](int64_t d, const json& o) {
          return layers::BasedLinearAttention::state_bytes_per_sequence(based_options(d, o, 0.02));
+       }},
+      {"linear_attention",
+       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
+         return std::make_unique<LayerMixer<layers::BasedLinearAttention>>(linear_attention_options(d, o, std), g);
+       },
+       [](int64_t d, const json& o) {
+         return layers::BasedLinearAttention::parameter_count_for(linear_attention_options(d, o, 0.02));
+       },
+       [](int64_t d, const json& o) {
+         return layers::BasedLinearAttention::state_bytes_per_sequence(linear_attention_options(d, o, 0.02));
+       }},
+      {"sliding_window",
+       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
+         return std::make_unique<LayerMixer<layers::SoftmaxAttention>>(attention_options("sliding_window", d, o, std), g);
+       },
+       [](int64_t d, const json& o) {
+         return layers::SoftmaxAttention::parameter_count_for(attention_options("sliding_window", d, o, 0.02));
+       },
+       [](int64_t d, const json& o) {
+         return layers::SoftmaxAttention::state_bytes_per_sequence(attention_options("sliding_window", d, o, 0.02));
+       }},
+      {"attention",
+       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
+         return std::make_unique<LayerMixer<layers::SoftmaxAttention>>(attention_options("attention", d, o, std), g);
+       },
+       [](int64_t d, const json& o) {
+         return layers::SoftmaxAttention::parameter_count_for(attention_options("attention", d, o, 0.02));
+       },
+       [](int64_t d, const json& o) {
+         return layers::SoftmaxAttention::state_bytes_per_sequence(attention_options("attention", d, o, 0.02));
        }},
   };
   return entries;

@@ -5,7 +5,8 @@
 //   x ← x + norm2(x)                  (the identity "state mixer" still has its pre-norm and
 //                                      residual in zoology, so norm2 stays)
 // Sequence mixers are chosen per layer by name through a registry (make_mixer): "gsa", "gla",
-// "base_conv". Adding one is a one-file change: an entry in the table of mqar_model.cpp.
+// "base_conv", "based", "linear_attention", "sliding_window", "attention". Adding one is a
+// one-file change: an entry in the table of mqar_model.cpp.
 // Parameter names follow zoology at the model level ("backbone.embeddings.word_embeddings.weight",
 // "backbone.layers.{i}.norm1.weight", "backbone.layers.{i}.sequence_mixer.…",
 // "backbone.ln_f.weight") and the layers' own (fla) names inside a mixer.
@@ -51,6 +52,11 @@ std::vector<std::string> mixer_names();
 //   "base_conv": kernel_size (3)
 //   "based":     feature_dim (16), num_heads (1), normalize (true), eps (1e-12): BASED's
 //                Taylor linear attention (layers/based_linear_attention.h)
+//   "linear_attention": feature_map ("taylor" | "relu" | "elu+1" | "identity"; "taylor"),
+//                and the options of "based" (the same layer)
+//   "sliding_window": window (64: keys seen per query, itself included; zoology's
+//                block_size + 1), num_heads (1) (layers/softmax_attention.h)
+//   "attention": num_heads (1), counted_length (1024: the length its KV cache is counted at)
 // An unknown name or option key, or a value of the wrong type, throws lintime::Error naming
 // it and listing the known ones. Weights are drawn from `generator` (linear N(0, init_std)).
 std::unique_ptr<SequenceMixer> make_mixer(const std::string& name, int64_t d_model,

@@ -4,8 +4,10 @@
 
 #include "core/error.h"
 #include "layers/base_conv.h"
+#include "layers/based_linear_attention.h"
 #include "layers/gated_linear_attention.h"
 #include "layers/layer_norm.h"
+#include "layers/softmax_attention.h"
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>
@@ -22,6 +24,7 @@
 #include <numeric>
 #include <set>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -54,6 +57,10 @@ bool mixer_available(const std::string& mixer) {
   if (mixer == "gsa") return op_available("lintime::gsa_chunk");
   if (mixer == "gla") return op_available("lintime::gla_chunk");
   if (mixer == "based") return op_available("lintime::taylor_attention_chunk");
+  if (mixer == "linear_attention") {
+    return op_available("lintime::taylor_attention_chunk") && op_available("lintime::gla_chunk");
+  }
+  if (mixer == "sliding_window") return op_available("lintime::sliding_window_attention");
   return true;
 }
 
@@ -168,15 +175,38 @@ TEST(MqarModel, ParameterCountAndStateBytesFormulas) {
   EXPECT_EQ(MqarModel(based, 0).state_bytes_per_sequence(), 40548);
   // BASED d = 64, d' = 16, one head: proj_q, proj_k 2·64·16, proj_v and out_proj 2·64².
   EXPECT_EQ(lintime::models::mixer_parameter_count("based", 64, json::object()), 2 * 64 * 16 + 2 * 64 * 64);
+  // based.md §6: [BaseConv k = 3, attention d = 64] at L = 1024 holds 525,056 bytes (768 + 2·64·1024·4).
+  MqarModelConfig attention;
+  attention.d_model = 64;
+  attention.layers = {"base_conv", "attention"};
+  EXPECT_EQ(attention.state_bytes_per_sequence(), 525056);
+  EXPECT_EQ(MqarModel(attention, 0).state_bytes_per_sequence(), 525056);
+  // Sliding window w: 2·d·w fp32; linear attention with an elementwise map: d_v·d' + d' per head.
+  EXPECT_EQ(lintime::models::mixer_state_bytes_per_sequence("sliding_window", 128, {{"window", 64}}),
+            2 * 128 * 64 * 4);
+  EXPECT_EQ(lintime::models::mixer_state_bytes_per_sequence("linear_attention", 64,
+                                                            {{"feature_map", "relu"}, {"num_heads", 2}}),
+            2 * (32 * 16 + 16) * 4);
+  EXPECT_EQ(lintime::models::mixer_state_bytes_per_sequence("linear_attention", 64, json::object()), 40548 - 768);
+  // Wqkv and out_proj with biases.
+  EXPECT_EQ(lintime::models::mixer_parameter_count("attention", 64, json::object()), 4 * 64 * 64 + 4 * 64);
 }
 
 TEST(MqarModel, RegistryAndConfigErrors) {
-  EXPECT_EQ(lintime::models::mixer_names(), (std::vector<std::string>{"gsa", "gla", "base_conv", "based"}));
+  EXPECT_EQ(lintime::models::mixer_names(),
+            (std::vector<std::string>{"gsa", "gla", "base_conv", "based", "linear_attention", "sliding_window",
+                                      "attention"}));
   at::Generator generator = at::detail::createCPUGenerator(0);
+  const std::string known = "gsa, gla, base_conv, based, linear_attention, sliding_window, attention";
   EXPECT_EQ(error_of([&] { lintime::models::make_mixer("mamba", 16, json::object(), generator); }),
-            "unknown sequence mixer \"mamba\"; known mixers: gsa, gla, base_conv, based");
-  EXPECT_EQ(error_of([] { MqarModel(small_config({"gsa", "attention"}), 0); }),
-            "mqar model config: layers[1]: unknown sequence mixer \"attention\"; known mixers: gsa, gla, base_conv, based");
+            "unknown sequence mixer \"mamba\"; known mixers: " + known);
+  EXPECT_EQ(error_of([] { MqarModel(small_config({"gsa", "hyena"}), 0); }),
+            "mqar model config: layers[1]: unknown sequence mixer \"hyena\"; known mixers: " + known);
+  EXPECT_EQ(error_of([&] { lintime::models::make_mixer("linear_attention", 16, {{"feature_map", "cos"}}, generator); }),
+            "BasedLinearAttention: feature_map must be \"taylor\", \"relu\", \"elu+1\" or \"identity\", got \"cos\"");
+  EXPECT_NE(error_of([&] { lintime::models::make_mixer("sliding_window", 16, {{"window", 0}}, generator); })
+                .find("window must be >= 1"),
+            std::string::npos);
   auto config = small_config({"gsa"});
   config.mixer_options["gsa"]["slots"] = 8;
   EXPECT_NE(error_of([&] { config.validate(); }).find("mixer \"gsa\": unknown option \"slots\" (known: num_heads"),
@@ -254,6 +284,97 @@ TEST(MqarLayers, BaseConvMatchesItsFormulaAndDecodes) {
   lintime::testing::expect_close("base_conv decode", "y", at::cat(pieces, 1), full, 1e-5);
 }
 
+// Causal linear attention written out in float64: o_t = Σ_{s≤t} (φq_t·φk_s) v_s / (Σ_{s≤t} φq_t·φk_s + eps).
+at::Tensor linear_attention_formula(const at::Tensor& q_features, const at::Tensor& k_features, const at::Tensor& v,
+                                    bool normalize, double eps) {
+  const int64_t length = q_features.size(1);
+  auto scores = at::einsum("bthf,bshf->bhts", {q_features, k_features});                  // [B, H, T, S]
+  scores = scores * at::ones({length, length}, scores.options()).tril();
+  auto numerator = at::einsum("bhts,bshd->bthd", {scores, v});
+  if (!normalize) return numerator;
+  return numerator / (scores.sum(-1).transpose(1, 2).unsqueeze(-1) + eps);
+}
+
+TEST(MqarLayers, LinearAttentionFeatureMapsMatchTheirFormula) {
+  SKIP_UNLESS_AVAILABLE("linear_attention");
+  for (const std::string map : {"taylor", "relu", "elu+1", "identity"}) {
+    for (const bool normalize : {true, false}) {
+      at::Generator generator = at::detail::createCPUGenerator(3);
+      lintime::layers::BasedLinearAttentionOptions options;
+      options.hidden_size = 12;
+      options.num_heads = 2;
+      options.feature_dim = 4;
+      options.feature_map = map;
+      options.normalize = normalize;
+      options.eps = 1e-6;
+      options.initializer_range = 0.3;
+      lintime::layers::BasedLinearAttention layer(options, generator);
+      layer.to(at::kCPU, at::kDouble);
+      auto x = at::randn({2, 70, 12}, at::kDouble);  // crosses a 64-token chunk
+      auto q = at::matmul(x, layer.proj_q.weight.t()).view({2, 70, 2, 4});
+      auto k = at::matmul(x, layer.proj_k.weight.t()).view({2, 70, 2, 4});
+      auto v = at::matmul(x, layer.proj_v.weight.t()).view({2, 70, 2, 6});
+      at::Tensor qf, kf;
+      if (map == "taylor") {  // φ(x) = [1, x / d'^{1/4}, x ⊗ x / (√2 √d')] (based.md §1)
+        auto taylor = [](const at::Tensor& t) {
+          auto outer = (t.unsqueeze(-1) * t.unsqueeze(-2)).flatten(-2) / (std::sqrt(2.0) * 2.0);
+          return at::cat({at::ones_like(t.narrow(-1, 0, 1)), t / std::sqrt(2.0), outer}, -1);
+        };
+        qf = taylor(q);
+        kf = taylor(k);
+      } else if (map == "relu") {
+        qf = q.clamp_min(1e-6);
+        kf = k.clamp_min(1e-6);
+      } else if (map == "elu+1") {
+        qf = at::where(q > 0, q + 1, q.exp());
+        kf = at::where(k > 0, k + 1, k.exp());
+      } else {
+        qf = q;
+        kf = k;
+      }
+      auto o = linear_attention_formula(qf, kf, v, normalize, 1e-6).reshape({2, 70, 12});
+      auto expected = at::matmul(o, layer.out_proj.weight.t());
+      // The identity map's normaliser can come near zero; its ratio then amplifies rounding.
+      const double tolerance = map == "identity" && normalize ? 1e-7 : 1e-10;
+      lintime::testing::expect_close("linear_attention " + map + (normalize ? " normalized" : " norm-free"), "y",
+                                     layer.forward(x), expected, tolerance);
+    }
+  }
+}
+
+TEST(MqarLayers, SoftmaxAttentionMatchesItsFormula) {
+  SKIP_UNLESS_AVAILABLE("sliding_window");
+  for (const int64_t window : {0, 1, 5, 64}) {
+    at::Generator generator = at::detail::createCPUGenerator(4);
+    lintime::layers::SoftmaxAttentionOptions options;
+    options.hidden_size = 8;
+    options.num_heads = 2;
+    options.window = window;
+    options.initializer_range = 0.5;
+    lintime::layers::SoftmaxAttention layer(options, generator);
+    layer.to(at::kCPU, at::kDouble);
+    layer.Wqkv.bias.uniform_(-0.2, 0.2);
+    layer.out_proj.bias.uniform_(-0.2, 0.2);
+    const int64_t length = 20;
+    auto x = at::randn({3, length, 8}, at::kDouble);
+    auto qkv = (at::matmul(x, layer.Wqkv.weight.t()) + layer.Wqkv.bias).view({3, length, 3, 2, 4});
+    auto scores = at::einsum("bthd,bshd->bhts", {qkv.select(2, 0), qkv.select(2, 1)}) / 2.0;  // head_dim^-0.5
+    auto t = at::arange(length, at::kLong).view({length, 1}), s = at::arange(length, at::kLong).view({1, length});
+    auto visible = (s <= t) & (window == 0 ? s >= 0 : s > t - window);
+    scores = scores.masked_fill(visible.logical_not(), -std::numeric_limits<double>::infinity());
+    auto o = at::einsum("bhts,bshd->bthd", {at::softmax(scores, -1), qkv.select(2, 2)}).reshape({3, length, 8});
+    auto expected = at::matmul(o, layer.out_proj.weight.t()) + layer.out_proj.bias;
+    lintime::testing::expect_close("softmax attention window " + std::to_string(window), "y", layer.forward(x),
+                                   expected, 1e-10);
+  }
+  at::Generator generator = at::detail::createCPUGenerator(4);
+  lintime::layers::SoftmaxAttentionOptions bad;
+  bad.hidden_size = 8;
+  bad.num_heads = 3;
+  EXPECT_NE(error_of([&] { lintime::layers::SoftmaxAttention layer(bad, generator); }).find("num_heads"),
+            std::string::npos);
+}
+
 TEST(MqarLayers, GatedLinearAttentionPrefillAndDecodeMatchFullForward) {
   SKIP_UNLESS_AVAILABLE("gla");
   at::Generator generator = at::detail::createCPUGenerator(9);
@@ -280,14 +401,15 @@ TEST(MqarLayers, GatedLinearAttentionPrefillAndDecodeMatchFullForward) {
 }
 
 // A few dozen Adam steps on one fixed batch must lower the loss well below its start.
-void expect_overfits(const std::vector<std::string>& layers, int steps) {
+void expect_overfits(const std::vector<std::string>& layers, int steps, json mixer_options = json::object()) {
   const auto start = std::chrono::steady_clock::now();
   const std::clock_t cpu_start = std::clock();
   MqarModelConfig config;
   config.vocab_size = 32;
   config.d_model = 32;
   config.layers = layers;
-  config.mixer_options = {{"gsa", {{"num_heads", 2}, {"num_slots", 8}}}};
+  mixer_options["gsa"] = {{"num_heads", 2}, {"num_slots", 8}};
+  config.mixer_options = mixer_options;
   MqarModel model(config, 1);
   model.set_requires_grad(true);
   auto [inputs, labels] = fixed_batch(16, 24, 4, 32);
@@ -339,5 +461,17 @@ TEST(MqarModelTraining, BaseConvBasedOverfits) {
   SKIP_UNLESS_AVAILABLE("based");
   expect_overfits({"base_conv", "based"}, 60);
 }
+
+TEST(MqarModelTraining, BaseConvLinearAttentionOverfits) {
+  SKIP_UNLESS_AVAILABLE("linear_attention");
+  expect_overfits({"base_conv", "linear_attention"}, 60, {{"linear_attention", {{"feature_map", "elu+1"}}}});
+}
+
+TEST(MqarModelTraining, BaseConvSlidingWindowOverfits) {
+  SKIP_UNLESS_AVAILABLE("sliding_window");
+  expect_overfits({"base_conv", "sliding_window"}, 60, {{"sliding_window", {{"window", 8}}}});
+}
+
+TEST(MqarModelTraining, BaseConvAttentionOverfits) { expect_overfits({"base_conv", "attention"}, 60); }
 
 }  // namespace

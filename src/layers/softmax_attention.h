@@ -1,0 +1,56 @@
+// Causal softmax attention as an MQAR sequence mixer: zoology's MHA (the Transformer baseline)
+// and SlidingAttn (the sliding-window baseline of the BASED paper's recall frontier):
+//   q, k, v = split(Wqkv x)            Wqkv: d → 3d with bias; heads of d / num_heads dims
+//   o       = softmax(q kᵀ · head_dim^-0.5 + causal [and window] mask) v
+//   y       = out_proj(o)              d → d with bias
+// No positional encoding (zoology's mixers have none; the BaseConv before them carries order).
+// window = 0: every earlier key (torch's scaled_dot_product_attention); window = w > 0: each
+// query sees its last w keys, itself included (ops::sliding_window_attention; zoology's
+// SlidingAttn block_size b keeps b + 1 keys, so b = w − 1).
+// Weight names follow zoology ("Wqkv", "out_proj"); weights N(0, initializer_range), zero biases.
+#pragma once
+
+#include "layers/linear.h"
+#include "layers/module.h"
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace lintime::layers {
+
+struct SoftmaxAttentionOptions {
+  int64_t hidden_size = 0;
+  int64_t num_heads = 1;         // zoology's default for both mixers
+  int64_t window = 0;            // keys seen per query, itself included; 0 = all earlier keys
+  int64_t counted_length = 1024;  // the sequence length the KV cache is counted at (state bytes)
+  double initializer_range = 0.02;
+};
+
+class SoftmaxAttention : public Module {
+ public:
+  // Validates the options (one lintime::Error line naming the option).
+  SoftmaxAttention(const SoftmaxAttentionOptions& options, at::Generator& generator);
+
+  // x [B, T, hidden_size] -> [B, T, hidden_size] in x's dtype.
+  at::Tensor forward(const at::Tensor& x) const;
+
+  // Zoology's accounting (based.md §6), fp32: keys and values of the cache, 2·d·L for full
+  // attention at L = counted_length, 2·d·w for a window of w.
+  int64_t state_bytes_per_sequence() const { return state_bytes_per_sequence(options_); }
+  static int64_t state_bytes_per_sequence(const SoftmaxAttentionOptions& options);
+  static int64_t parameter_count_for(const SoftmaxAttentionOptions& options);
+
+  const SoftmaxAttentionOptions& options() const { return options_; }
+
+ private:
+  static int64_t validated_head_dim(const SoftmaxAttentionOptions& options);
+  SoftmaxAttentionOptions options_;
+  int64_t head_dim_;
+
+ public:
+  Linear Wqkv, out_proj;
+};
+
+}  // namespace lintime::layers
