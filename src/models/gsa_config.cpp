@@ -2,6 +2,8 @@
 // type; validate() checks values and the relations between them.
 #include "models/gsa_config.h"
 
+#include "models/json_fields.h"
+
 #include "core/error.h"
 #include "layers/swiglu_mlp.h"
 
@@ -18,52 +20,7 @@ namespace {
 
 using nlohmann::json;
 
-std::string shown(const json& value) {
-  std::string text = value.dump();
-  if (text.size() > 60) text = text.substr(0, 57) + "...";
-  return text;
-}
-
-[[noreturn]] void wrong_type(const std::string& key, const char* expected, const json& value) {
-  fail("config key \"", key, "\": expected ", expected, ", got ", value.type_name(), " ", shown(value));
-}
-
-int64_t read_integer(const std::string& key, const json& value) {
-  if (!value.is_number_integer()) wrong_type(key, "an integer", value);
-  return value.get<int64_t>();
-}
-std::optional<int64_t> read_optional_integer(const std::string& key, const json& value) {
-  if (value.is_null()) return std::nullopt;
-  if (!value.is_number_integer()) wrong_type(key, "an integer or null", value);
-  return value.get<int64_t>();
-}
-double read_number(const std::string& key, const json& value) {
-  if (!value.is_number()) wrong_type(key, "a number", value);
-  return value.get<double>();
-}
-std::optional<double> read_optional_number(const std::string& key, const json& value) {
-  if (value.is_null()) return std::nullopt;
-  if (!value.is_number()) wrong_type(key, "a number or null", value);
-  return value.get<double>();
-}
-bool read_bool(const std::string& key, const json& value) {
-  if (!value.is_boolean()) wrong_type(key, "a boolean (true or false)", value);
-  return value.get<bool>();
-}
-std::optional<bool> read_optional_bool(const std::string& key, const json& value) {
-  if (value.is_null()) return std::nullopt;
-  if (!value.is_boolean()) wrong_type(key, "a boolean or null", value);
-  return value.get<bool>();
-}
-std::string read_string(const std::string& key, const json& value) {
-  if (!value.is_string()) wrong_type(key, "a string", value);
-  return value.get<std::string>();
-}
-std::optional<std::string> read_optional_string(const std::string& key, const json& value) {
-  if (value.is_null()) return std::nullopt;
-  if (!value.is_string()) wrong_type(key, "a string or null", value);
-  return value.get<std::string>();
-}
+using namespace json_fields;
 
 template <typename T>
 json optional_json(const std::optional<T>& value) {
@@ -263,14 +220,7 @@ json GsaConfig::to_json() const {
 }
 
 GsaConfig GsaConfig::load(const std::string& path) {
-  std::ifstream file(path);
-  LINTIME_CHECK(file.good(), path, ": cannot open the GSA config file");
-  json parsed;
-  try {
-    parsed = json::parse(file);
-  } catch (const json::parse_error& error) {
-    fail(path, ": not valid JSON (", error.what(), ")");
-  }
+  const json parsed = read_json_file(path, "GSA config file");
   try {
     return from_json(parsed);
   } catch (const Error& error) {

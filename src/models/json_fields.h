@@ -1,0 +1,78 @@
+// Reading typed fields of a JSON config (config.json of the model architectures): each reader
+// throws lintime::Error with one line naming the key, what was expected and what it got.
+#pragma once
+
+#include "core/error.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <string>
+
+namespace lintime::models::json_fields {
+
+using nlohmann::json;
+
+// A value as shown in errors, cut at 60 characters.
+inline std::string shown(const json& value) {
+  std::string text = value.dump();
+  if (text.size() > 60) text = text.substr(0, 57) + "...";
+  return text;
+}
+
+[[noreturn]] inline void wrong_type(const std::string& key, const char* expected, const json& value) {
+  fail("config key \"", key, "\": expected ", expected, ", got ", value.type_name(), " ", shown(value));
+}
+
+inline int64_t read_integer(const std::string& key, const json& value) {
+  if (!value.is_number_integer()) wrong_type(key, "an integer", value);
+  return value.get<int64_t>();
+}
+inline std::optional<int64_t> read_optional_integer(const std::string& key, const json& value) {
+  if (value.is_null()) return std::nullopt;
+  if (!value.is_number_integer()) wrong_type(key, "an integer or null", value);
+  return value.get<int64_t>();
+}
+inline double read_number(const std::string& key, const json& value) {
+  if (!value.is_number()) wrong_type(key, "a number", value);
+  return value.get<double>();
+}
+inline std::optional<double> read_optional_number(const std::string& key, const json& value) {
+  if (value.is_null()) return std::nullopt;
+  if (!value.is_number()) wrong_type(key, "a number or null", value);
+  return value.get<double>();
+}
+inline bool read_bool(const std::string& key, const json& value) {
+  if (!value.is_boolean()) wrong_type(key, "a boolean (true or false)", value);
+  return value.get<bool>();
+}
+inline std::optional<bool> read_optional_bool(const std::string& key, const json& value) {
+  if (value.is_null()) return std::nullopt;
+  if (!value.is_boolean()) wrong_type(key, "a boolean or null", value);
+  return value.get<bool>();
+}
+inline std::string read_string(const std::string& key, const json& value) {
+  if (!value.is_string()) wrong_type(key, "a string", value);
+  return value.get<std::string>();
+}
+inline std::optional<std::string> read_optional_string(const std::string& key, const json& value) {
+  if (value.is_null()) return std::nullopt;
+  if (!value.is_string()) wrong_type(key, "a string or null", value);
+  return value.get<std::string>();
+}
+
+
+// The JSON document in a file; `what` names it in errors ("GSA config file").
+inline json read_json_file(const std::string& path, const char* what) {
+  std::ifstream file(path);
+  LINTIME_CHECK(file.good(), path, ": cannot open the ", what);
+  try {
+    return json::parse(file);
+  } catch (const json::parse_error& error) {
+    fail(path, ": not valid JSON (", error.what(), ")");
+  }
+}
+
+}  // namespace lintime::models::json_fields
