@@ -41,7 +41,9 @@ BasedLinearAttention::BasedLinearAttention(const BasedLinearAttentionOptions& op
       proj_q(options.hidden_size, options.num_heads * options.feature_dim, options.initializer_range, generator),
       proj_k(options.hidden_size, options.num_heads * options.feature_dim, options.initializer_range, generator),
       proj_v(options.hidden_size, options.hidden_size, options.initializer_range, generator),
-      out_proj(options.hidden_size, options.hidden_size, options.initializer_range, generator) {
+      out_proj(options.hidden_size, options.hidden_size,
+               options.out_initializer_range >= 0 ? options.out_initializer_range : options.initializer_range,
+               generator) {
   register_module("proj_q", proj_q);
   register_module("proj_k", proj_k);
   register_module("proj_v", proj_v);

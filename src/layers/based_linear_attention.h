@@ -32,6 +32,7 @@ struct BasedLinearAttentionOptions {
   double eps = 1e-12;         // the paper's code
   std::string feature_map = "taylor";  // "taylor" | "relu" | "elu+1" | "identity"
   double initializer_range = 0.02;
+  double out_initializer_range = -1.0;  // out_proj's std; < 0: initializer_range
 };
 
 class BasedLinearAttention : public Module {

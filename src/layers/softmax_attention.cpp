@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "core/tensor_checks.h"
+#include "layers/rotary.h"
 #include "ops/register/ops.h"
 
 #include <ATen/ATen.h>
@@ -25,8 +26,10 @@ int64_t SoftmaxAttention::validated_head_dim(const SoftmaxAttentionOptions& opti
 SoftmaxAttention::SoftmaxAttention(const SoftmaxAttentionOptions& options, at::Generator& generator)
     : options_(options),
       head_dim_(validated_head_dim(options)),
-      Wqkv(options.hidden_size, 3 * options.hidden_size, options.initializer_range, generator, /*bias=*/true),
-      out_proj(options.hidden_size, options.hidden_size, options.initializer_range, generator, /*bias=*/true) {
+      Wqkv(options.hidden_size, 3 * options.hidden_size, options.initializer_range, generator, options.bias),
+      out_proj(options.hidden_size, options.hidden_size,
+               options.out_initializer_range >= 0 ? options.out_initializer_range : options.initializer_range,
+               generator, options.bias) {
   register_module("Wqkv", Wqkv);
   register_module("out_proj", out_proj);
 }
@@ -36,14 +39,19 @@ at::Tensor SoftmaxAttention::forward(const at::Tensor& x) const {
   const int64_t batch = x.size(0), length = x.size(1), heads = options_.num_heads;
   // zoology splits Wqkv's output as (three, heads, head_dim).
   const auto qkv = Wqkv.forward(x).view({batch, length, 3, heads, head_dim_}).unbind(2);  // 3 × [B, T, H, D]
+  at::Tensor q = qkv[0], k = qkv[1];
+  if (options_.rotary_base > 0) {
+    q = apply_rotary(q, options_.rotary_base);
+    k = apply_rotary(k, options_.rotary_base);
+  }
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   at::Tensor o;
   if (options_.window == 0) {
-    o = at::scaled_dot_product_attention(qkv[0].transpose(1, 2), qkv[1].transpose(1, 2), qkv[2].transpose(1, 2),
+    o = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), qkv[2].transpose(1, 2),
                                          /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true, scale)
             .transpose(1, 2);
   } else {
-    o = ops::sliding_window_attention(qkv[0], qkv[1], qkv[2], options_.window, scale);
+    o = ops::sliding_window_attention(q, k, qkv[2], options_.window, scale);
   }
   return out_proj.forward(o.reshape({batch, length, options_.hidden_size}));
 }
@@ -57,7 +65,7 @@ int64_t SoftmaxAttention::state_bytes_per_sequence(const SoftmaxAttentionOptions
 int64_t SoftmaxAttention::parameter_count_for(const SoftmaxAttentionOptions& options) {
   validated_head_dim(options);
   const int64_t d = options.hidden_size;
-  return 3 * d * d + 3 * d + d * d + d;  // Wqkv and out_proj with biases
+  return 4 * d * d + (options.bias ? 4 * d : 0);  // Wqkv and out_proj
 }
 
 }  // namespace lintime::layers

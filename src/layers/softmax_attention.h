@@ -1,9 +1,12 @@
-// Causal softmax attention as an MQAR sequence mixer: zoology's MHA (the Transformer baseline)
-// and SlidingAttn (the sliding-window baseline of the BASED paper's recall frontier):
-//   q, k, v = split(Wqkv x)            Wqkv: d → 3d with bias; heads of d / num_heads dims
+// Causal softmax attention: zoology's MHA (the MQAR Transformer baseline) and SlidingAttn (the
+// sliding-window baseline of the BASED paper's recall frontier), and the BASED language model's
+// SlidingAttention (based.md §2, with rotary embeddings and no biases):
+//   q, k, v = split(Wqkv x)            Wqkv: d → 3d (bias optional); heads of d / num_heads dims,
+//                                      laid out (three, heads, head_dim)
+//   q, k    = rotary(q), rotary(k)     when rotary_base > 0 (half-split, layers/rotary.h)
 //   o       = softmax(q kᵀ · head_dim^-0.5 + causal [and window] mask) v
-//   y       = out_proj(o)              d → d with bias
-// No positional encoding (zoology's mixers have none; the BaseConv before them carries order).
+//   y       = out_proj(o)              d → d (bias optional)
+// zoology's mixers have no positional encoding (the BaseConv before them carries order).
 // window = 0: every earlier key (torch's scaled_dot_product_attention); window = w > 0: each
 // query sees its last w keys, itself included (ops::sliding_window_attention; zoology's
 // SlidingAttn block_size b keeps b + 1 keys, so b = w − 1).
@@ -25,7 +28,10 @@ struct SoftmaxAttentionOptions {
   int64_t num_heads = 1;         // zoology's default for both mixers
   int64_t window = 0;            // keys seen per query, itself included; 0 = all earlier keys
   int64_t counted_length = 1024;  // the sequence length the KV cache is counted at (state bytes)
+  bool bias = true;              // zoology: true; the BASED LM: false
+  double rotary_base = 0.0;      // > 0: rotary embeddings over the whole head dim
   double initializer_range = 0.02;
+  double out_initializer_range = -1.0;  // out_proj's std; < 0: initializer_range
 };
 
 class SoftmaxAttention : public Module {

@@ -146,6 +146,29 @@ TEST_F(CliTest, InfoPrintsParametersAndStateBytes) {
       << result.out;
 }
 
+// HazyResearch's based-360m configuration (GPT-2 fields and three mixer objects).
+TEST_F(CliTest, InfoReadsABasedLanguageModelConfig) {
+  const auto config = dir_ / "based_360m.json";
+  std::ofstream(config) << R"({"model_type": "gpt2", "vocab_size": 50257, "pad_vocab_size_multiple": 8,
+      "n_embd": 1024, "n_layer": 27, "n_head": 16, "n_inner": 2048, "n_positions": 0, "rms_norm": true,
+      "activation_function": "swiglu", "mlp_fc1_bias": false, "mlp_fc2_bias": false, "qkv_proj_bias": false,
+      "out_proj_bias": false, "rotary_emb_fraction": 1, "residual_in_fp32": true,
+      "alt_mixer_layers": [1, 6, 11, 16, 21], "alt_mixer_2_layers": [2, 7, 12, 17, 22],
+      "mixer": {"_target_": "based.models.mixers.convolution.BaseConv", "expand_proj": 4, "use_bias": true},
+      "alt_mixer": {"_target_": "based.models.mixers.linear_attention.LinearAttention", "feature_dim": 16,
+                    "num_heads": 16},
+      "alt_mixer_2": {"_target_": "based.models.mixers.slide_attention.SlidingAttention", "window_size": 128,
+                      "causal": true}})";
+  const auto result = run_lintime("info " + config.string());
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  // d 1024, H 2048, 17 conv, 5 linear attention, 5 sliding-window layers, vocab 50264 (tied):
+  // blocks 27 (2d + 3Hd) + conv 17 (6d² + 6d + 5d) + LA 5 (2·16·16·d + 2d²) + SWA 5 (4d²) + 50264 d + d.
+  EXPECT_NE(result.out.find("parameters: 362620928"), std::string::npos) << result.out;
+  // fp32 values: conv 17 · 2 · 2048, LA 5 · 16 · 65 · 153 (S and z), SWA 5 · 2 · 1024 · 65.
+  EXPECT_NE(result.out.find("recurrent state: 6123328 bytes per sequence"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("sliding window of 65 keys"), std::string::npos) << result.out;
+}
+
 // based.md §6: the 2-layer MQAR model [BaseConv k = 3, BASED d = 64, d' = 16].
 TEST_F(CliTest, InfoPrintsTheBasedMqarModelsStateBytes) {
   const char* source = std::getenv("LINTIME_SOURCE_DIR");

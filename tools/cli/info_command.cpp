@@ -1,9 +1,11 @@
 // `lintime info CONFIG|CHECKPOINT_DIR`: parameter count and recurrent state bytes per
-// sequence of an MQAR training config (.toml), a lintime checkpoint, or an fla GSA
-// config.json (a file or a model folder holding one).
+// sequence of an MQAR training config (.toml), a lintime checkpoint, an fla GSA config.json or a
+// HazyResearch BASED config.json (a file or a model folder holding one).
 #include "tools/cli/commands.h"
 
 #include "core/error.h"
+#include "models/based_config.h"
+#include "models/based_model.h"
 #include "models/gsa_config.h"
 #include "models/gsa_model.h"
 #include "train/checkpoint.h"
@@ -38,6 +40,20 @@ void print_gsa(const models::GsaConfig& config) {
               static_cast<long long>(models::GsaModel::state_bytes_per_sequence_for(config)));
 }
 
+void print_based(const models::BasedConfig& config) {
+  int64_t counts[3] = {0, 0, 0};
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) ++counts[static_cast<int>(config.mixer_of(layer))];
+  std::printf("model: BASED LM (based.md §4), d %lld, %lld layers (%lld short conv, %lld Taylor linear attention "
+              "d' %lld, %lld sliding window of %lld keys), vocab %lld\n",
+              static_cast<long long>(config.hidden_size), static_cast<long long>(config.num_layers),
+              static_cast<long long>(counts[0]), static_cast<long long>(counts[1]),
+              static_cast<long long>(config.feature_dim), static_cast<long long>(counts[2]),
+              static_cast<long long>(config.window), static_cast<long long>(config.padded_vocab_size()));
+  std::printf("parameters: %lld\n", static_cast<long long>(models::BasedModel::parameter_count_for(config)));
+  std::printf("recurrent state: %lld bytes per sequence\n",
+              static_cast<long long>(models::BasedModel::state_bytes_per_sequence_for(config)));
+}
+
 nlohmann::json read_json(const fs::path& path) {
   std::ifstream in(path);
   LINTIME_CHECK(in.good(), "info: cannot read '", path.string(), "'");
@@ -54,7 +70,8 @@ std::function<int()> add_info_command(CLI::App& app) {
   auto* command = app.add_subcommand("info", "Parameter count and state bytes of a config or checkpoint");
   auto target = std::make_shared<std::string>();
   command->add_option("CONFIG_OR_DIR", *target,
-                      "An MQAR config (.toml), a lintime checkpoint directory, or an fla GSA config.json / model folder")
+                      "An MQAR config (.toml), a lintime checkpoint directory, or a GSA (fla) or BASED (HazyResearch) "
+                      "config.json / model folder")
       ->required();
   return [target]() {
     fs::path path(*target);
@@ -74,9 +91,14 @@ std::function<int()> add_info_command(CLI::App& app) {
       path /= "config.json";
     }
     auto json = read_json(path);
+    // HazyResearch's BASED configs are GPT-2 configs (model_type "gpt2") with mixer objects.
+    if (json.is_object() && (json.contains("alt_mixer") || json.contains("alt_mixer_layers"))) {
+      print_based(models::BasedConfig::from_json(json));
+      return 0;
+    }
     LINTIME_CHECK(json.is_object() && json.value("model_type", "") == "gsa", "info: '", path.string(),
                   "' has model_type ", json.is_object() && json.contains("model_type") ? json["model_type"].dump() : "(none)",
-                  "; expected \"gsa\" (other architectures come later)");
+                  "; expected \"gsa\" or a BASED config (HazyResearch's, with \"alt_mixer\")");
     print_gsa(models::GsaConfig::from_json(json));
     return 0;
   };
