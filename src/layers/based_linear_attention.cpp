@@ -71,6 +71,31 @@ at::Tensor BasedLinearAttention::forward(const at::Tensor& x) const {
   return out_proj.forward(o.reshape({batch, length, options_.hidden_size}));
 }
 
+at::Tensor BasedLinearAttention::forward_cached(const at::Tensor& x, at::Tensor& state, at::Tensor& normalizer) const {
+  LINTIME_CHECK(options_.feature_map == "taylor", "BasedLinearAttention: decoding state is kept for the Taylor map "
+                "only, got feature_map \"", options_.feature_map, "\"");
+  check_shape("BasedLinearAttention", "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
+  const int64_t batch = x.size(0), length = x.size(1), heads = options_.num_heads;
+  const at::Tensor q = proj_q.forward(x).view({batch, length, heads, options_.feature_dim});
+  const at::Tensor k = proj_k.forward(x).view({batch, length, heads, options_.feature_dim});
+  const at::Tensor v = proj_v.forward(x).view({batch, length, heads, head_dim_});
+  at::Tensor o;
+  if (state.defined() && length == 1) {
+    o = ops::taylor_attention_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), options_.normalize, options_.eps,
+                                    state, normalizer)
+            .unsqueeze(1);
+  } else {
+    auto result = ops::taylor_attention_chunk(q, k, v, options_.normalize, options_.eps,
+                                              state.defined() ? std::optional<at::Tensor>(state) : std::nullopt,
+                                              normalizer.defined() ? std::optional<at::Tensor>(normalizer) : std::nullopt,
+                                              /*output_final_state=*/true);
+    o = result.o;
+    state = result.final_state;
+    normalizer = result.final_normalizer;
+  }
+  return out_proj.forward(o.reshape({batch, length, options_.hidden_size}));
+}
+
 int64_t BasedLinearAttention::state_bytes_per_sequence(const BasedLinearAttentionOptions& options) {
   const int64_t head_dim = validated_head_dim(options), d = options.feature_dim;
   const int64_t features = options.feature_map == "taylor" ? 1 + d + d * (d + 1) / 2 : d;

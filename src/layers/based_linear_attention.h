@@ -43,6 +43,10 @@ class BasedLinearAttention : public Module {
 
   // x [B, T, hidden_size] -> [B, T, hidden_size] in x's dtype.
   at::Tensor forward(const at::Tensor& x) const;
+  // The same, continuing the decoding state S [B, H, E, d_v], z [B, H, E] (Taylor map only):
+  // undefined tensors start from zero (a prefill), one token takes the step op. Both are left
+  // after the last token of x.
+  at::Tensor forward_cached(const at::Tensor& x, at::Tensor& state, at::Tensor& normalizer) const;
 
   // Zoology's accounting (based.md §6): per head d_v·E + E fp32 values, E = 1 + d' + d'(d'+1)/2
   // for the Taylor map (the symmetric feature count; lintime's states keep the full 1 + d' + d'²

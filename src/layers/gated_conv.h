@@ -27,6 +27,7 @@ class GatedConv : public Module {
   // x [B, T, d] -> [B, T, d]. conv_state [B, k − 1, 2 d]: the history, updated in place.
   at::Tensor forward(const at::Tensor& x, at::Tensor* conv_state = nullptr) const;
 
+  int64_t kernel_size() const { return conv_holder.conv.kernel_size(); }
   // Its decode state: the conv's last k − 1 inputs of 2 d channels, fp32.
   int64_t state_bytes_per_sequence() const { return (conv_holder.conv.kernel_size() - 1) * 2 * hidden_size_ * 4; }
 

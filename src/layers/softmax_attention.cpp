@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <tuple>
 
 namespace lintime::layers {
 
@@ -52,6 +53,34 @@ at::Tensor SoftmaxAttention::forward(const at::Tensor& x) const {
             .transpose(1, 2);
   } else {
     o = ops::sliding_window_attention(q, k, qkv[2], options_.window, scale);
+  }
+  return out_proj.forward(o.reshape({batch, length, options_.hidden_size}));
+}
+
+at::Tensor SoftmaxAttention::forward_cached(const at::Tensor& x, at::Tensor& key_cache, at::Tensor& value_cache,
+                                            at::Tensor& positions) const {
+  LINTIME_CHECK(options_.window > 0, "SoftmaxAttention: decoding keeps ring buffers for sliding windows only");
+  check_shape("SoftmaxAttention", "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
+  const int64_t batch = x.size(0), length = x.size(1), heads = options_.num_heads;
+  const bool step = key_cache.defined();
+  LINTIME_CHECK(!step || length == 1, "SoftmaxAttention: after the prefill, one token at a time, got ", length);
+  const auto qkv = Wqkv.forward(x).view({batch, length, 3, heads, head_dim_}).unbind(2);
+  // Every sequence of the batch is at the same position (prefill from 0, then steps together).
+  const int64_t first = step ? positions[0].item<int64_t>() : 0;
+  at::Tensor q = qkv[0], k = qkv[1];
+  if (options_.rotary_base > 0) {
+    q = apply_rotary(q, options_.rotary_base, first);
+    k = apply_rotary(k, options_.rotary_base, first);
+  }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  at::Tensor o;
+  if (step) {
+    o = ops::sliding_window_attention_step_(q.select(1, 0), k.select(1, 0), qkv[2].select(1, 0), options_.window,
+                                            scale, key_cache, value_cache, positions)
+            .unsqueeze(1);
+  } else {
+    o = ops::sliding_window_attention(q, k, qkv[2], options_.window, scale);
+    std::tie(key_cache, value_cache, positions) = ops::sliding_window_cache_from_prefill(k, qkv[2], options_.window);
   }
   return out_proj.forward(o.reshape({batch, length, options_.hidden_size}));
 }

@@ -41,6 +41,11 @@ class SoftmaxAttention : public Module {
 
   // x [B, T, hidden_size] -> [B, T, hidden_size] in x's dtype.
   at::Tensor forward(const at::Tensor& x) const;
+  // Sliding windows only: the same, keeping ring buffers of the last `window` keys (after rotary)
+  // and values. Undefined buffers: x is a prefill from position 0 and the buffers are built from
+  // it; defined: x is one token at position `positions` (the step op).
+  at::Tensor forward_cached(const at::Tensor& x, at::Tensor& key_cache, at::Tensor& value_cache,
+                            at::Tensor& positions) const;
 
   // Zoology's accounting (based.md §6), fp32: keys and values of the cache, 2·d·L for full
   // attention at L = counted_length, 2·d·w for a window of w.

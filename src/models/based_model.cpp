@@ -64,23 +64,31 @@ BasedBlock::BasedBlock(const BasedConfig& config, int64_t layer, at::Generator& 
   register_module("mlp", mlp);
 }
 
-at::Tensor BasedBlock::mix(const at::Tensor& x) const {
+at::Tensor BasedBlock::mix(const at::Tensor& x, state::BasedLayerState* s) const {
   switch (kind) {
-    case BasedMixer::conv: return conv->forward(x);
-    case BasedMixer::linear_attention: return linear_attention->forward(x);
-    case BasedMixer::sliding_window: return sliding_window->forward(x);
+    case BasedMixer::conv:
+      if (s != nullptr && !s->conv.defined()) {
+        s->conv = at::zeros({x.size(0), conv->kernel_size() - 1, 2 * x.size(2)}, x.options());
+      }
+      return conv->forward(x, s != nullptr ? &s->conv : nullptr);
+    case BasedMixer::linear_attention:
+      return s != nullptr ? linear_attention->forward_cached(x, s->state, s->normalizer) : linear_attention->forward(x);
+    case BasedMixer::sliding_window:
+      return s != nullptr ? sliding_window->forward_cached(x, s->key_cache, s->value_cache, s->positions)
+                          : sliding_window->forward(x);
   }
   fail("BasedBlock: unknown mixer kind");
 }
 
-void BasedBlock::forward(at::Tensor& h, at::Tensor& residual, bool residual_in_fp32) const {
+void BasedBlock::forward(at::Tensor& h, at::Tensor& residual, bool residual_in_fp32,
+                         state::BasedLayerState* layer_state) const {
   const auto dtype = norm1.weight.scalar_type();
   auto add = [&](const at::Tensor& x) {
     at::Tensor sum = residual.defined() ? residual + x : x;
     return residual_in_fp32 && sum.scalar_type() != at::kDouble ? sum.to(at::kFloat) : sum;
   };
   residual = add(h);
-  h = mix(norm1.forward(residual.to(dtype)));
+  h = mix(norm1.forward(residual.to(dtype)), layer_state);
   residual = add(h);
   h = mlp.forward(norm2.forward(residual.to(dtype)));
 }
@@ -111,14 +119,35 @@ BasedModel::BasedModel(const BasedConfig& config, at::Generator& generator)
   }
 }
 
-at::Tensor BasedModel::forward(const at::Tensor& input_ids) const {
+at::Tensor BasedModel::forward(const at::Tensor& input_ids) const { return run(input_ids, nullptr); }
+
+at::Tensor BasedModel::prefill(const at::Tensor& input_ids, state::BasedCache& cache) const {
+  cache.layers.assign(static_cast<size_t>(config_.num_layers), state::BasedLayerState{});
+  cache.seen_tokens = 0;
+  at::Tensor logits = run(input_ids, &cache);
+  cache.seen_tokens = input_ids.size(1);
+  return logits;
+}
+
+at::Tensor BasedModel::step(const at::Tensor& token, state::BasedCache& cache) const {
+  LINTIME_CHECK(token.dim() == 1, "BasedModel::step: token must be [B], got ", token.sizes());
+  LINTIME_CHECK(static_cast<int64_t>(cache.layers.size()) == config_.num_layers && cache.seen_tokens > 0,
+                "BasedModel::step: the cache holds no prefill (run prefill first)");
+  at::Tensor logits = run(token.unsqueeze(1), &cache).squeeze(1);
+  cache.seen_tokens += 1;
+  return logits;
+}
+
+at::Tensor BasedModel::run(const at::Tensor& input_ids, state::BasedCache* cache) const {
   LINTIME_CHECK(input_ids.dim() == 2, "BasedModel: input_ids must be [B, T], got ", input_ids.sizes());
   const int64_t vocab = config_.padded_vocab_size();
   LINTIME_CHECK(input_ids.numel() == 0 ||
                     (input_ids.min().item<int64_t>() >= 0 && input_ids.max().item<int64_t>() < vocab),
                 "BasedModel: input_ids must be token ids in [0, ", vocab, ")");
   at::Tensor h = transformer.embeddings.word_embeddings.forward(input_ids), residual;
-  for (const auto& block : transformer.layers) block->forward(h, residual, config_.residual_in_fp32);
+  for (size_t i = 0; i < transformer.layers.size(); ++i) {
+    transformer.layers[i]->forward(h, residual, config_.residual_in_fp32, cache != nullptr ? &cache->layers[i] : nullptr);
+  }
   residual = residual.defined() ? residual + h : h;
   const at::Tensor hidden = transformer.ln_f.forward(residual.to(transformer.ln_f.weight.scalar_type()));
   const at::Tensor head = lm_head.defined() ? lm_head : transformer.embeddings.word_embeddings.weight;

@@ -17,6 +17,7 @@
 #include "layers/rms_norm.h"
 #include "layers/softmax_attention.h"
 #include "models/based_config.h"
+#include "state/based_cache.h"
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -31,10 +32,12 @@ class BasedBlock : public layers::Module {
  public:
   BasedBlock(const BasedConfig& config, int64_t layer, at::Generator& generator);
 
-  // The block's two sublayers on the residual stream: (h, residual) -> (h, residual).
-  void forward(at::Tensor& h, at::Tensor& residual, bool residual_in_fp32) const;
+  // The block's two sublayers on the residual stream: (h, residual) -> (h, residual). With a
+  // layer state, the mixer continues it (prefill when it is empty, then one token at a time).
+  void forward(at::Tensor& h, at::Tensor& residual, bool residual_in_fp32,
+               state::BasedLayerState* layer_state = nullptr) const;
   // The mixer alone, x [B, T, d] -> [B, T, d].
-  at::Tensor mix(const at::Tensor& x) const;
+  at::Tensor mix(const at::Tensor& x, state::BasedLayerState* layer_state = nullptr) const;
 
   BasedMixer kind;
   layers::RMSNorm norm1;
@@ -54,6 +57,12 @@ class BasedModel : public layers::Module {
 
   // input_ids [B, T] int64 -> logits [B, T, padded vocab] in fp32 (fp64 for an fp64 model).
   at::Tensor forward(const at::Tensor& input_ids) const;
+
+  // Constant-memory decoding: prefill runs the prompt [B, T] into a fresh cache (its previous
+  // contents are dropped) and returns its logits [B, T, V]; step takes one token per sequence
+  // [B] and returns logits [B, V]. Every sequence of the batch is at the same position.
+  at::Tensor prefill(const at::Tensor& input_ids, state::BasedCache& cache) const;
+  at::Tensor step(const at::Tensor& token, state::BasedCache& cache) const;
 
   const BasedConfig& config() const { return config_; }
 
@@ -75,6 +84,7 @@ class BasedModel : public layers::Module {
     std::vector<std::unique_ptr<BasedBlock>> layers;
     layers::RMSNorm ln_f;
   };
+  at::Tensor run(const at::Tensor& input_ids, state::BasedCache* cache) const;
   BasedConfig config_;
 
  public:

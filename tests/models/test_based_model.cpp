@@ -272,6 +272,27 @@ TEST(BasedModel, ForwardIsTheBlocksOnTheResidualStream) {
             std::string::npos);
 }
 
+TEST(BasedModel, PrefillAndStepsEqualTheFullForward) {
+  const BasedConfig config = BasedConfig::from_json(tiny_config());  // window 5 keys
+  at::Generator generator = at::detail::createCPUGenerator(5);
+  BasedModel model(config, generator);
+  model.to(at::kCPU, at::kDouble);
+  model.for_each_parameter([](const std::string& name, at::Tensor& p) {
+    if (name.find("norm") != std::string::npos || name.find("ln_f") != std::string::npos) p.uniform_(0.5, 1.5);
+  });
+  auto ids = at::randint(0, 40, {3, 70}, at::kLong);  // past a 64-token chunk and many windows
+  const auto full = model.forward(ids);
+  lintime::state::BasedCache cache;
+  std::vector<at::Tensor> pieces = {model.prefill(ids.narrow(1, 0, 6), cache)};
+  const int64_t bytes_after_prefill = cache.bytes();
+  for (int64_t t = 6; t < 70; ++t) pieces.push_back(model.step(ids.select(1, t), cache).unsqueeze(1));
+  lintime::testing::expect_close("based prefill + steps", "logits", at::cat(pieces, 1), full, 1e-10);
+  EXPECT_EQ(cache.seen_tokens, 70);
+  EXPECT_EQ(cache.bytes(), bytes_after_prefill) << "the decoding state must not grow with the tokens seen";
+  lintime::state::BasedCache empty;
+  EXPECT_NE(error_of([&] { model.step(ids.select(1, 0), empty); }).find("run prefill first"), std::string::npos);
+}
+
 TEST(BasedModel, LearnsARepeatedSequence) {
   const BasedConfig config = BasedConfig::from_json(tiny_config());
   at::Generator generator = at::detail::createCPUGenerator(4);
