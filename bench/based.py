@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""BASED prefill on the GPU: lintime's Taylor linear attention op next to fla, SDPA and the floor.
+
+Runs in one process, on the same inputs (bf16, [B, T, H, ·]): lintime's registered
+torch.ops.lintime.taylor_attention_chunk (the normalised read-out), fla's parallel_based
+(imported from FLA_PATH when set), torch's scaled_dot_product_attention (causal, 16 heads of 64
+dims: the same model width) and the floor of anchors.md §2 from the copy bandwidth and GEMM rate
+measured in the same run. Forward only (prefill). Writes one JSON line per measurement (--jsonl)
+and prints a table. A benchmark, not a test. Shapes that run out of memory are reported as such.
+
+    FLA_PATH=/path/to/flash-linear-attention python3 bench/based.py --library build/liblintime_ops.so
+"""
+import argparse
+import json
+import os
+import socket
+import sys
+
+import torch
+
+SHAPES = [(128, 8192, 16, 16, 64), (16, 32768, 16, 16, 64), (8, 2048, 16, 16, 64)]  # (B, T, H, d', d_v)
+
+
+def bench_ms(fn, warmup=5, rep=20):
+    import triton.testing
+    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def measure_ceilings():
+    x = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    bandwidth = 2 * x.numel() / (bench_ms(lambda: y.copy_(x)) * 1e-3)
+    del x, y
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    flops = 2 * 8192 ** 3 / (bench_ms(lambda: a @ b) * 1e-3)
+    return bandwidth, flops
+
+
+def floor_ms(B, T, H, D, V, bandwidth, flops):
+    """Least bytes (q, k, v in, o out, bf16) and FLOPs of the chunked form (64-token chunks): per
+    token and head the state update and read-out 2·2·E·V with E = 1 + D + D², and the intra-chunk
+    scores and apply 2·64·(D + V)."""
+    E = 1 + D + D * D
+    data = B * T * H * (2 * D + 2 * V) * 2
+    work = B * T * H * (4 * E * V + 2 * 64 * (D + V))
+    return max(data / bandwidth, work / flops) * 1e3
+
+
+def timed(name, fn, reference=None):
+    try:
+        out = fn()
+        torch.cuda.synchronize()
+        error = None
+        if reference is not None:
+            error = ((out.double() - reference.double()).norm() / reference.double().norm()).item()
+        ms = bench_ms(fn)
+        return {"ms": ms, "rel_rms_vs_lintime": error}, out
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {"ms": None, "note": "out of memory"}, None
+    except Exception as error:  # an implementation that cannot run this shape: the table says so
+        torch.cuda.empty_cache()
+        return {"ms": None, "note": repr(error)[:120]}, None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--library", default="build/liblintime_ops.so")
+    parser.add_argument("--jsonl", default=None)
+    parser.add_argument("--commit", default=None)
+    parser.add_argument("--shapes", default=None, help="comma-separated indices into SHAPES")
+    args = parser.parse_args()
+    torch.ops.load_library(args.library)
+    lintime = torch.ops.lintime
+    fla = None
+    if os.environ.get("FLA_PATH"):
+        sys.path.insert(0, os.environ["FLA_PATH"])
+        try:
+            from fla.ops.based import parallel_based as fla
+        except Exception as error:
+            print(f"fla import failed: {error!r}")
+    gpu = torch.cuda.get_device_name()
+    bandwidth, flops = measure_ceilings()
+    print(f"{gpu}: copy {bandwidth / 1e12:.2f} TB/s, bf16 GEMM {flops / 1e12:.0f} TFLOP/s")
+    records = []
+    shapes = SHAPES if args.shapes is None else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    for B, T, H, D, V in shapes:
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        q = (torch.randn(B, T, H, D, device="cuda", generator=gen) / 2).to(torch.bfloat16)
+        k = (torch.randn(B, T, H, D, device="cuda", generator=gen) / 2).to(torch.bfloat16)
+        v = torch.randn(B, T, H, V, device="cuda", generator=gen).to(torch.bfloat16)
+        shape = {"B": B, "T": T, "H": H, "feature_dim": D, "value_dim": V}
+        ours, reference = timed("lintime", lambda: lintime.taylor_attention_chunk(q, k, v, True, 1e-6, None, None,
+                                                                                    False, None)[0])
+        row = [("lintime taylor_attention_chunk", ours)]
+        if fla is not None:
+            row.append(("fla parallel_based", timed("fla", lambda: fla(q, k, v), reference)[0]))
+        del reference
+        torch.cuda.empty_cache()
+        qs = torch.randn(B, H, T, V, device="cuda", dtype=torch.bfloat16)
+        sdpa = lambda: torch.nn.functional.scaled_dot_product_attention(qs, qs, qs, is_causal=True)
+        row.append(("torch SDPA causal (16 x 64)", timed("sdpa", sdpa)[0]))
+        del qs, q, k, v
+        torch.cuda.empty_cache()
+        floor = floor_ms(B, T, H, D, V, bandwidth, flops)
+        for impl, result in row:
+            record = {"op": "based_prefill", "impl": impl, "shape": shape, **result, "floor_ms": floor,
+                      "gpu": gpu, "host": socket.gethostname(), "commit": args.commit}
+            records.append(record)
+            ms = f"{result['ms']:.2f}" if result.get("ms") is not None else result.get("note", "-")
+            err = result.get("rel_rms_vs_lintime")
+            print(f"B={B:<4} T={T:<6} {impl:<32} {ms:>12} ms   floor {floor:.2f} ms"
+                  + (f"   rel. RMS vs lintime {err:.1e}" if err is not None else ""))
+    if args.jsonl:
+        with open(args.jsonl, "a") as out:
+            for record in records:
+                out.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
