@@ -222,12 +222,7 @@ BasedConfig BasedConfig::from_json(const json& input) {
 }
 
 BasedConfig BasedConfig::load(const std::string& path) {
-  const json parsed = read_json_file(path, "BASED config file");
-  try {
-    return from_json(parsed);
-  } catch (const Error& error) {
-    fail(path, ": ", error.what());
-  }
+  return load_json_config(path, "BASED config file", [](const json& parsed) { return from_json(parsed); });
 }
 
 }  // namespace lintime::models

@@ -220,12 +220,7 @@ json GsaConfig::to_json() const {
 }
 
 GsaConfig GsaConfig::load(const std::string& path) {
-  const json parsed = read_json_file(path, "GSA config file");
-  try {
-    return from_json(parsed);
-  } catch (const Error& error) {
-    fail(path, ": ", error.what());
-  }
+  return load_json_config(path, "GSA config file", [](const json& parsed) { return from_json(parsed); });
 }
 
 void GsaConfig::save(const std::string& path) const {

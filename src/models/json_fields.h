@@ -75,4 +75,16 @@ inline json read_json_file(const std::string& path, const char* what) {
   }
 }
 
+
+// A config parsed by `parse` (a from_json) from a file; errors are prefixed with the path.
+template <class Parse>
+auto load_json_config(const std::string& path, const char* what, Parse parse) {
+  const json parsed = read_json_file(path, what);
+  try {
+    return parse(parsed);
+  } catch (const Error& error) {
+    fail(path, ": ", error.what());
+  }
+}
+
 }  // namespace lintime::models::json_fields

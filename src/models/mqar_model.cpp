@@ -194,73 +194,40 @@ struct MixerEntry {
   int64_t (*state_bytes)(int64_t d_model, const json& options);
 };
 
+// The entry of a mixer whose layer is built from (options, generator) and counts its parameters
+// and state from the options alone; kOptions(d_model, options, init_std) parses the options.
+template <class Layer, auto kOptions>
+MixerEntry layer_entry(const char* name) {
+  return {name,
+          [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
+            return std::make_unique<LayerMixer<Layer>>(kOptions(d, o, std), g);
+          },
+          [](int64_t d, const json& o) { return Layer::parameter_count_for(kOptions(d, o, 0.02)); },
+          [](int64_t d, const json& o) { return Layer::state_bytes_per_sequence(kOptions(d, o, 0.02)); }};
+}
+
+layers::SoftmaxAttentionOptions sliding_window_options(int64_t d_model, const json& options, double init_std) {
+  return attention_options("sliding_window", d_model, options, init_std);
+}
+layers::SoftmaxAttentionOptions full_attention_options(int64_t d_model, const json& options, double init_std) {
+  return attention_options("attention", d_model, options, init_std);
+}
+
 // The registry: one entry per mixer. A new mixer adds its options parser above and one entry.
 const std::vector<MixerEntry>& registry() {
   static const std::vector<MixerEntry> entries = {
-      {"gsa",
-       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
-         return std::make_unique<LayerMixer<layers::GatedSlotAttention>>(gsa_options(d, o, std), g);
-       },
-       [](int64_t d, const json& o) { return layers::GatedSlotAttention::parameter_count_for(gsa_options(d, o, 0.02)); },
-       [](int64_t d, const json& o) {
-         return layers::GatedSlotAttention::state_bytes_per_sequence(gsa_options(d, o, 0.02));
-       }},
-      {"gla",
-       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
-         return std::make_unique<LayerMixer<layers::GatedLinearAttention>>(gla_options(d, o, std), g);
-       },
-       [](int64_t d, const json& o) {
-         return layers::GatedLinearAttention::parameter_count_for(gla_options(d, o, 0.02));
-       },
-       [](int64_t d, const json& o) {
-         return layers::GatedLinearAttention::state_bytes_per_sequence(gla_options(d, o, 0.02));
-       }},
+      layer_entry<layers::GatedSlotAttention, gsa_options>("gsa"),
+      layer_entry<layers::GatedLinearAttention, gla_options>("gla"),
       {"base_conv",
        [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
          return std::make_unique<LayerMixer<layers::BaseConv>>(d, base_conv_kernel_size(o), std, g);
        },
        [](int64_t d, const json& o) { return layers::BaseConv::parameter_count_for(d, base_conv_kernel_size(o)); },
        [](int64_t d, const json& o) { return layers::BaseConv::state_bytes_per_sequence(d, base_conv_kernel_size(o)); }},
-      {"based",
-       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
-         return std::make_unique<LayerMixer<layers::BasedLinearAttention>>(based_options(d, o, std), g);
-       },
-       [](int64_t d, const json& o) {
-         return layers::BasedLinearAttention::parameter_count_for(based_options(d, o, 0.02));
-       },
-       [](int64_t d, const json& o) {
-         return layers::BasedLinearAttention::state_bytes_per_sequence(based_options(d, o, 0.02));
-       }},
-      {"linear_attention",
-       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
-         return std::make_unique<LayerMixer<layers::BasedLinearAttention>>(linear_attention_options(d, o, std), g);
-       },
-       [](int64_t d, const json& o) {
-         return layers::BasedLinearAttention::parameter_count_for(linear_attention_options(d, o, 0.02));
-       },
-       [](int64_t d, const json& o) {
-         return layers::BasedLinearAttention::state_bytes_per_sequence(linear_attention_options(d, o, 0.02));
-       }},
-      {"sliding_window",
-       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
-         return std::make_unique<LayerMixer<layers::SoftmaxAttention>>(attention_options("sliding_window", d, o, std), g);
-       },
-       [](int64_t d, const json& o) {
-         return layers::SoftmaxAttention::parameter_count_for(attention_options("sliding_window", d, o, 0.02));
-       },
-       [](int64_t d, const json& o) {
-         return layers::SoftmaxAttention::state_bytes_per_sequence(attention_options("sliding_window", d, o, 0.02));
-       }},
-      {"attention",
-       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
-         return std::make_unique<LayerMixer<layers::SoftmaxAttention>>(attention_options("attention", d, o, std), g);
-       },
-       [](int64_t d, const json& o) {
-         return layers::SoftmaxAttention::parameter_count_for(attention_options("attention", d, o, 0.02));
-       },
-       [](int64_t d, const json& o) {
-         return layers::SoftmaxAttention::state_bytes_per_sequence(attention_options("attention", d, o, 0.02));
-       }},
+      layer_entry<layers::BasedLinearAttention, based_options>("based"),
+      layer_entry<layers::BasedLinearAttention, linear_attention_options>("linear_attention"),
+      layer_entry<layers::SoftmaxAttention, sliding_window_options>("sliding_window"),
+      layer_entry<layers::SoftmaxAttention, full_attention_options>("attention"),
   };
   return entries;
 }
