@@ -1,8 +1,25 @@
 // Registers the Taylor linear attention (BASED) implementations for the schemas in schemas.cpp.
 // All forms are written in differentiable ATen ops, so they are CompositeImplicitAutograd
-// (autograd differentiates them, on every backend) until fused kernels take their place; the
-// in-place step mutates its states and is CompositeExplicitAutograd.
+// (autograd differentiates them, on every backend); the in-place step mutates its states and is
+// CompositeExplicitAutograd. On a GPU, a chunked call that needs no gradient (prefill,
+// inference) and that the fused prefill kernel takes (ops/based/cuda/taylor_cuda.h: bf16/fp16,
+// feature dim 16, no varlen, no initial state) runs that kernel instead; LINTIME_TAYLOR_CUDA=0
+// in the environment keeps the ATen form (to compare the two).
 #include "ops/based/taylor_attention.h"
+
+#ifdef LINTIME_WITH_CUDA
+#include "ops/based/cuda/taylor_cuda.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdlib>
+#include <limits>
+#include <string_view>
+#endif
 
 #include <torch/library.h>
 
@@ -15,10 +32,75 @@ using OptionalTensor = std::optional<at::Tensor>;
 
 at::Tensor or_undefined(const OptionalTensor& tensor) { return tensor.has_value() ? *tensor : at::Tensor(); }
 
+#ifdef LINTIME_WITH_CUDA
+// Whether the fused prefill kernel takes this call (see the file comment).
+bool fused_prefill_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer,
+                         const OptionalTensor& cu_seqlens) {
+  static const bool enabled = [] {
+    const char* setting = std::getenv("LINTIME_TAYLOR_CUDA");
+    return setting == nullptr || std::string_view(setting) != "0";
+  }();
+  if (!enabled || !q.is_cuda() || q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || initial_state.has_value() ||
+      initial_normalizer.has_value() || cu_seqlens.has_value()) {
+    return false;
+  }
+  const auto dtype = q.scalar_type();
+  if ((dtype != at::kBFloat16 && dtype != at::kHalf) || k.scalar_type() != dtype || v.scalar_type() != dtype) return false;
+  if (q.size(3) != cuda::kTaylorFeatureDim || q.numel() == 0 || v.size(3) == 0) return false;
+  if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) return false;
+  if (q.size(0) * q.size(1) * q.size(2) * v.size(3) > std::numeric_limits<int>::max()) return false;
+  int device = 0, limit = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    return false;
+  }
+  return cuda::taylor_prefill_smem_bytes() <= static_cast<size_t>(limit);
+}
+
+TaylorOutputs fused_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool normalize,
+                            double eps, bool output_final_state) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), V = v.size(3);
+  at::Tensor o = at::empty_like(vc);
+  at::Tensor state, normalizer;
+  cuda::TaylorParams params;
+  params.batch = static_cast<int>(B);
+  params.seqlen = static_cast<int>(T);
+  params.heads = static_cast<int>(H);
+  params.value_dim = static_cast<int>(V);
+  params.normalize = normalize;
+  params.eps = static_cast<float>(eps);
+  params.half_precision = q.scalar_type() == at::kHalf;
+  params.q = qc.data_ptr();
+  params.k = kc.data_ptr();
+  params.v = vc.data_ptr();
+  params.o = o.data_ptr();
+  if (output_final_state) {
+    const auto options = q.options().dtype(at::kFloat);
+    state = at::empty({B, H, cuda::kTaylorFeatures, V}, options);
+    normalizer = at::empty({B, H, cuda::kTaylorFeatures}, options);
+    params.final_state = state.data_ptr<float>();
+    params.final_normalizer = normalizer.data_ptr<float>();
+  }
+  const cudaError_t status = cuda::taylor_prefill(params, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(status == cudaSuccess, "taylor_attention_chunk: the fused prefill kernel failed: ",
+              cudaGetErrorString(status));
+  return {o, state, normalizer};
+}
+#endif
+
 TaylorOutputs taylor_attention_chunk_composite(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                bool normalize, double eps, const OptionalTensor& initial_state,
                                                const OptionalTensor& initial_normalizer,
                                                bool output_final_state, const OptionalTensor& cu_seqlens) {
+#ifdef LINTIME_WITH_CUDA
+  if (fused_prefill_takes(q, k, v, initial_state, initial_normalizer, cu_seqlens)) {
+    taylor_attention_check_inputs("taylor_attention_chunk", q, k, v, eps, at::Tensor(), at::Tensor(), at::Tensor());
+    return fused_prefill(q, k, v, normalize, eps, output_final_state);
+  }
+#endif
   return taylor_attention_chunk_fwd(q, k, v, normalize, eps, or_undefined(initial_state),
                                     or_undefined(initial_normalizer), output_final_state,
                                     or_undefined(cu_seqlens));

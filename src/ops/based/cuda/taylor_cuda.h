@@ -1,0 +1,41 @@
+// The torch-free interface of lintime's fused Taylor linear attention prefill (BASED, docs
+// based.md §1, §5): a params struct of pointers and sizes, filled by the binding
+// (ops/register/taylor_attention_registration.cpp) after its checks, and the launcher.
+//
+// One CTA of 8 warps per (64-column value tile, head, sequence) walks the sequence in chunks of
+// 64 tokens with the state S (E = 1 + 16 + 256 features, padded to 288, × the value tile) and
+// z in registers; z rides along as one more value column, fed by a column of ones, so that one
+// product gives both the numerator and the normaliser. Per chunk: φ(q) and φ(k) are built in
+// shared memory (never in global memory), o = φ(q) S + A v with A_ts = 1 + s + s²/2,
+// s = q_t·k_s / 4 (s ≤ t), then S += φ(k)ᵀ v. bf16/fp16 operands on tensor cores with fp32
+// accumulation; S and A enter their products split in two 16-bit parts (16 significant bits).
+// Feature dim 16 only (BASED's d'); inputs [B, T, H, ·] contiguous; no varlen, no initial state.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace lintime::cuda {
+
+struct TaylorParams {
+  int batch = 0, seqlen = 0, heads = 0, value_dim = 0;
+  bool normalize = true;
+  float eps = 1e-12f;
+  bool half_precision = false;  // fp16 elements (else bf16)
+  const void* q = nullptr;  // [B, T, H, 16]
+  const void* k = nullptr;  // [B, T, H, 16]
+  const void* v = nullptr;  // [B, T, H, V]
+  void* o = nullptr;        // [B, T, H, V], the input dtype
+  float* final_state = nullptr;       // [B, H, 273, V] or null
+  float* final_normalizer = nullptr;  // [B, H, 273] or null
+};
+
+constexpr int kTaylorFeatureDim = 16;
+constexpr int kTaylorFeatures = 1 + kTaylorFeatureDim + kTaylorFeatureDim * kTaylorFeatureDim;  // 273
+
+// Shared memory the kernel asks for (the binding checks it against the device's limit).
+size_t taylor_prefill_smem_bytes();
+cudaError_t taylor_prefill(const TaylorParams& params, cudaStream_t stream);
+
+}  // namespace lintime::cuda

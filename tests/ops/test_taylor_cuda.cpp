@@ -1,0 +1,105 @@
+// Tests of the fused Taylor linear attention prefill kernel (ops/based/cuda) through the
+// dispatcher: taylor_attention_chunk on CUDA bf16/fp16 inputs without gradients takes the
+// kernel; its outputs and final states are compared with the float64 reference on the same
+// dtype-rounded inputs. Label `cuda`: `ctest -L cuda` runs them on a GPU machine; without a GPU
+// they skip with a message.
+//
+// Tolerances follow from precision: the error of the reference evaluated in the input dtype (the
+// CPU chunked op on the rounded inputs computes in fp32 and rounds o once) is printed beside the
+// kernel's; the kernel also rounds φ(q), φ(k) and v to the input dtype for its tensor-core
+// products (S and A enter split in two parts), so it is held to relative RMS ≤ 5e-3 in bf16
+// and ≤ 1e-3 in fp16 for o, and ≤ 5e-3 / 1e-3 for the final states, which accumulate in fp32.
+#include "ops/register/ops.h"
+#include "support/test_support.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+
+namespace lintime::ops {
+namespace {
+
+using lintime::testing::relative_rms_error;
+
+#define SKIP_WITHOUT_CUDA()                                                                     \
+  if (!at::hasCUDA()) {                                                                         \
+    GTEST_SKIP() << "no CUDA device here: the CUDA kernels were compiled but are not run "     \
+                    "(run `ctest -L cuda` on a GPU machine)";                                   \
+  }
+
+struct Shape {
+  int64_t batch, time, heads, value_dim;
+};
+
+void check_shape(const Shape& c, at::ScalarType dtype, bool normalize, bool final_state) {
+  const std::string name = "B" + std::to_string(c.batch) + "_T" + std::to_string(c.time) + "_H" +
+                           std::to_string(c.heads) + "_V" + std::to_string(c.value_dim) +
+                           (dtype == at::kBFloat16 ? "_bf16" : "_fp16") + (normalize ? "_norm" : "_nonorm");
+  auto q = (at::randn({c.batch, c.time, c.heads, 16}, at::kDouble) / 2).to(dtype).to(at::kDouble);
+  auto k = (at::randn({c.batch, c.time, c.heads, 16}, at::kDouble) / 2).to(dtype).to(at::kDouble);
+  auto v = at::randn({c.batch, c.time, c.heads, c.value_dim}, at::kDouble).to(dtype).to(at::kDouble);
+  const double eps = 1e-6;
+  const auto reference = taylor_attention_reference(q, k, v, normalize, eps, std::nullopt, std::nullopt, true);
+  const auto in_dtype = taylor_attention_chunk(q.to(dtype), k.to(dtype), v.to(dtype), normalize, eps, std::nullopt,
+                                               std::nullopt, true);
+  at::NoGradGuard no_grad;
+  // NaN in the output buffer's future memory: an element the kernel fails to write shows.
+  { auto poison = at::full({c.batch * c.time * c.heads * c.value_dim + 4096}, NAN, at::device(at::kCUDA)); }
+  const auto cuda = taylor_attention_chunk(q.to(dtype).cuda(), k.to(dtype).cuda(), v.to(dtype).cuda(), normalize,
+                                           eps, std::nullopt, std::nullopt, final_state);
+  const double o_error = relative_rms_error(cuda.o.cpu().to(at::kDouble), reference.o);
+  const double o_reference_error = relative_rms_error(in_dtype.o.to(at::kDouble), reference.o);
+  const double o_bound = dtype == at::kBFloat16 ? 5e-3 : 1e-3;
+  std::printf("%-32s o %.2e (reference in dtype %.2e)", name.c_str(), o_error, o_reference_error);
+  EXPECT_LE(o_error, o_bound) << name;
+  if (final_state) {
+    const double s_error = relative_rms_error(cuda.final_state.cpu().to(at::kDouble), reference.final_state);
+    const double z_error = relative_rms_error(cuda.final_normalizer.cpu().to(at::kDouble), reference.final_normalizer);
+    std::printf("  S %.2e  z %.2e", s_error, z_error);
+    EXPECT_LE(s_error, o_bound) << name;
+    EXPECT_LE(z_error, o_bound) << name;
+  } else {
+    EXPECT_FALSE(cuda.final_state.defined()) << name;
+  }
+  std::printf("\n");
+}
+
+TEST(TaylorCuda, PrefillMatchesFloat64Reference) {
+  SKIP_WITHOUT_CUDA();
+  at::manual_seed(0);
+  for (const Shape& shape : {Shape{1, 1, 1, 64}, Shape{2, 63, 3, 64}, Shape{1, 64, 2, 64}, Shape{2, 65, 2, 100},
+                             Shape{1, 200, 2, 128}, Shape{2, 1000, 1, 64}, Shape{1, 130, 2, 8}}) {
+    for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+      check_shape(shape, dtype, /*normalize=*/true, /*final_state=*/true);
+      check_shape(shape, dtype, /*normalize=*/false, /*final_state=*/shape.time % 2 == 0);
+    }
+  }
+}
+
+TEST(TaylorCuda, GradientsAndOtherInputsTakeTheGeneralPath) {
+  SKIP_WITHOUT_CUDA();
+  at::manual_seed(1);
+  auto q = (at::randn({1, 70, 2, 16}, at::kCUDA) / 2).to(at::kBFloat16).requires_grad_(true);
+  auto k = (at::randn({1, 70, 2, 16}, at::kCUDA) / 2).to(at::kBFloat16).requires_grad_(true);
+  auto v = at::randn({1, 70, 2, 64}, at::kCUDA).to(at::kBFloat16).requires_grad_(true);
+  // With gradients the ATen form runs (autograd differentiates it): backward works and agrees.
+  auto o = taylor_attention_chunk(q, k, v, true, 1e-6).o;
+  o.sum().backward();
+  EXPECT_TRUE(q.grad().defined() && k.grad().defined() && v.grad().defined());
+  at::NoGradGuard no_grad;
+  const auto fused = taylor_attention_chunk(q.detach(), k.detach(), v.detach(), true, 1e-6).o;
+  EXPECT_LE(relative_rms_error(fused.to(at::kDouble), o.detach().to(at::kDouble)), 5e-3);
+  // Feature dim 8 and fp32 inputs are not the kernel's: the general path, same results as the CPU.
+  auto q8 = at::randn({1, 40, 2, 8}, at::kCUDA), k8 = at::randn({1, 40, 2, 8}, at::kCUDA);
+  auto v8 = at::randn({1, 40, 2, 16}, at::kCUDA);
+  const auto general = taylor_attention_chunk(q8, k8, v8, true, 1e-6).o;
+  const auto cpu = taylor_attention_chunk(q8.cpu(), k8.cpu(), v8.cpu(), true, 1e-6).o;
+  EXPECT_LE(relative_rms_error(general.cpu().to(at::kDouble), cpu.to(at::kDouble)), 1e-5);
+}
+
+}  // namespace
+}  // namespace lintime::ops
