@@ -6,7 +6,8 @@
 // 64 tokens with the state S (E = 1 + 16 + 256 features, padded to 288, × the value tile) and
 // z in registers; z rides along as one more value column, fed by a column of ones, so that one
 // product gives both the numerator and the normaliser. Per chunk: φ(q) and φ(k) are built in
-// shared memory (never in global memory), o = φ(q) S + A v with A_ts = 1 + s + s²/2,
+// shared memory (never in global memory; rows ordered x ⊗ x, 1, x / 2 so that rows start on 32
+// bytes), o = φ(q) S + A v with A_ts = 1 + s + s²/2,
 // s = q_t·k_s / 4 (s ≤ t), then S += φ(k)ᵀ v. bf16/fp16 operands on tensor cores with fp32
 // accumulation; S and A enter their products split in two 16-bit parts (16 significant bits).
 // Feature dim 16 only (BASED's d'); inputs [B, T, H, ·] contiguous; no varlen, no initial state.

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "ops/gsa/cuda/gsa_cuda.h"
+#include "ops/gsa/cuda/async_copy.cuh"
 #include "ops/gsa/cuda/warp_mma.cuh"
 
 namespace lintime::cuda {
@@ -16,12 +17,6 @@ constexpr int kSubChunk = 16;
 // CTAs of 4 warps at 255 registers).
 constexpr int kStateThreads = 256;
 
-// 16-byte asynchronous copy global -> shared (zero-filled when !valid); tiles loaded this way are
-// visible after sync_tiles().
-__device__ __forceinline__ void copy_async_16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(detail::smem_address(dst)),
-               "l"(src), "r"(valid ? 16 : 0));
-}
 
 // Barrier after tile loads: waits for this thread's asynchronous copies, then for the CTA.
 __device__ __forceinline__ void sync_tiles() {
