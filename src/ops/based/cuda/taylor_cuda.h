@@ -9,7 +9,8 @@
 // shared memory (never in global memory; rows ordered x ⊗ x, 1, x / 2 so that rows start on 32
 // bytes), o = φ(q) S + A v with A_ts = 1 + s + s²/2,
 // s = q_t·k_s / 4 (s ≤ t), then S += φ(k)ᵀ v. bf16/fp16 operands on tensor cores with fp32
-// accumulation; S and A enter their products split in two 16-bit parts (16 significant bits).
+// accumulation; S enters the read-out rounded once, A split in two 16-bit parts (16 significant
+// bits).
 // Feature dim 16 only (BASED's d'); inputs [B, T, H, ·] contiguous; no varlen, no initial state.
 #pragma once
 
