@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""BASED prefill on the GPU: lintime's Taylor linear attention op next to fla, SDPA and the floor.
+"""BASED on the GPU: lintime's Taylor linear attention prefill and decoding next to fla, SDPA and the floor.
 
 Runs in one process, on the same inputs (bf16, [B, T, H, ·]): lintime's registered
 torch.ops.lintime.taylor_attention_chunk (the normalised read-out), fla's parallel_based
@@ -69,7 +69,8 @@ def main():
     parser.add_argument("--library", default="build/liblintime_ops.so")
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--commit", default=None)
-    parser.add_argument("--shapes", default=None, help="comma-separated indices into SHAPES")
+    parser.add_argument("--shapes", default=None, help="comma-separated indices into SHAPES (\",\": none)")
+    parser.add_argument("--decode-batches", default="1,128", help="batch sizes of the decoding step")
     args = parser.parse_args()
     torch.ops.load_library(args.library)
     lintime = torch.ops.lintime
@@ -84,7 +85,7 @@ def main():
     bandwidth, flops = measure_ceilings()
     print(f"{gpu}: copy {bandwidth / 1e12:.2f} TB/s, bf16 GEMM {flops / 1e12:.0f} TFLOP/s")
     records = []
-    shapes = SHAPES if args.shapes is None else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    shapes = SHAPES if args.shapes is None else [SHAPES[int(i)] for i in args.shapes.split(",") if i]
     for B, T, H, D, V in shapes:
         gen = torch.Generator(device="cuda").manual_seed(0)
         q = (torch.randn(B, T, H, D, device="cuda", generator=gen) / 2).to(torch.bfloat16)
@@ -112,6 +113,28 @@ def main():
             err = result.get("rel_rms_vs_lintime")
             print(f"B={B:<4} T={T:<6} {impl:<32} {ms:>12} ms   floor {floor:.2f} ms"
                   + (f"   rel. RMS vs lintime {err:.1e}" if err is not None else ""))
+    # Decoding: one token per sequence against fp32 states S [B, H, 273, V], z [B, H, 273]. The
+    # fused step (in place) next to lintime's ATen step (the functional op) and the floor: the
+    # states read and written once.
+    H, D, V = 16, 16, 64
+    E = 1 + D + D * D
+    for B in [int(b) for b in args.decode_batches.split(",") if b]:
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        q = (torch.randn(B, H, D, device="cuda", generator=gen) / 2).to(torch.bfloat16)
+        k = (torch.randn(B, H, D, device="cuda", generator=gen) / 2).to(torch.bfloat16)
+        v = torch.randn(B, H, V, device="cuda", generator=gen).to(torch.bfloat16)
+        state = torch.randn(B, H, E, V, device="cuda", generator=gen)
+        z = torch.rand(B, H, E, device="cuda", generator=gen) * 10 + 20
+        state_bytes = 2 * 4 * B * H * (E * V + E)
+        floor = state_bytes / bandwidth * 1e3
+        fused = bench_ms(lambda: lintime.taylor_attention_step_(q, k, v, True, 1e-6, state, z))
+        aten = bench_ms(lambda: lintime.taylor_attention_step(q, k, v, True, 1e-6, state, z))
+        for impl, ms in (("lintime fused step", fused), ("lintime ATen step", aten)):
+            records.append({"op": "based_decode", "impl": impl, "shape": {"B": B, "H": H, "feature_dim": D,
+                            "value_dim": V}, "ms": ms, "state_tb_s": state_bytes / (ms * 1e-3) / 1e12,
+                            "floor_ms": floor, "gpu": gpu, "host": socket.gethostname(), "commit": args.commit})
+            print(f"decode B={B:<4} {impl:<32} {ms:10.4f} ms   {state_bytes / (ms * 1e-3) / 1e12:.2f} TB/s of "
+                  f"state   floor {floor:.4f} ms")
     if args.jsonl:
         with open(args.jsonl, "a") as out:
             for record in records:

@@ -103,5 +103,36 @@ TEST(TaylorCuda, GradientsAndOtherInputsTakeTheGeneralPath) {
   EXPECT_LE(relative_rms_error(general.cpu().to(at::kDouble), cpu.to(at::kDouble)), 1e-5);
 }
 
+// The fused in-place step against the float64 step from the same states: o and both states.
+TEST(TaylorCuda, InPlaceStepMatchesFloat64Step) {
+  SKIP_WITHOUT_CUDA();
+  at::manual_seed(2);
+  for (const int64_t value_dim : {64, 100, 8, 130}) {
+    for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+      for (const bool normalize : {true, false}) {
+        const int64_t B = 3, H = 2, E = 273;
+        auto q = (at::randn({B, H, 16}, at::kDouble) / 2).to(dtype).to(at::kDouble);
+        auto k = (at::randn({B, H, 16}, at::kDouble) / 2).to(dtype).to(at::kDouble);
+        auto v = at::randn({B, H, value_dim}, at::kDouble).to(dtype).to(at::kDouble);
+        // States as after some tokens: positive normaliser, state of matching scale.
+        auto state = at::randn({B, H, E, value_dim}, at::kDouble).to(at::kFloat).to(at::kDouble);
+        auto normalizer = (at::rand({B, H, E}, at::kDouble) * 10 + 20).to(at::kFloat).to(at::kDouble);
+        const auto [o_ref, state_ref, normalizer_ref] =
+            taylor_attention_step(q, k, v, normalize, 1e-6, state, normalizer);
+        at::Tensor state_cuda = state.to(at::kFloat).cuda(), normalizer_cuda = normalizer.to(at::kFloat).cuda();
+        const auto o = taylor_attention_step_(q.to(dtype).cuda(), k.to(dtype).cuda(), v.to(dtype).cuda(), normalize,
+                                              1e-6, state_cuda, normalizer_cuda);
+        const std::string name = "V" + std::to_string(value_dim) + "_" + c10::toString(dtype) +
+                                 (normalize ? "_norm" : "_nonorm");
+        // o rounded once to the dtype (fp32: the fp32 sums' error); states are fp32 sums of two terms.
+        const double o_bound = dtype == at::kBFloat16 ? 5e-3 : dtype == at::kHalf ? 1e-3 : 1e-5;
+        EXPECT_LE(relative_rms_error(o.cpu().to(at::kDouble), o_ref), o_bound) << name;
+        EXPECT_LE(relative_rms_error(state_cuda.cpu().to(at::kDouble), state_ref), 1e-6) << name;
+        EXPECT_LE(relative_rms_error(normalizer_cuda.cpu().to(at::kDouble), normalizer_ref), 1e-6) << name;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lintime::ops

@@ -3,8 +3,9 @@
 // (autograd differentiates them, on every backend); the in-place step mutates its states and is
 // CompositeExplicitAutograd. On a GPU, a chunked call that needs no gradient (prefill,
 // inference) and that the fused prefill kernel takes (ops/based/cuda/taylor_cuda.h: bf16/fp16,
-// feature dim 16, no varlen, no initial state) runs that kernel instead; LINTIME_TAYLOR_CUDA=0
-// in the environment keeps the ATen form (to compare the two).
+// feature dim 16, no varlen, no initial state) runs that kernel instead, and the in-place step
+// on CUDA with fp32 states the fused step kernel; LINTIME_TAYLOR_CUDA=0 in the environment keeps
+// the ATen forms (to compare).
 #include "ops/based/taylor_attention.h"
 
 #ifdef LINTIME_WITH_CUDA
@@ -89,7 +90,66 @@ TaylorOutputs fused_prefill(const at::Tensor& q, const at::Tensor& k, const at::
               cudaGetErrorString(status));
   return {o, state, normalizer};
 }
+
+// The fused decoding step (in place) when it takes these inputs: q, k [B, H, 16] and v [B, H, V]
+// of one floating dtype other than fp64, fp32 contiguous states.
+bool fused_step_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& state,
+                      const at::Tensor& normalizer) {
+  static const bool enabled = [] {
+    const char* setting = std::getenv("LINTIME_TAYLOR_CUDA");
+    return setting == nullptr || std::string_view(setting) != "0";
+  }();
+  if (!enabled || !q.is_cuda() || q.dim() != 3 || k.dim() != 3 || v.dim() != 3 || state.dim() != 4 ||
+      normalizer.dim() != 3) {
+    return false;
+  }
+  const auto dtype = q.scalar_type();
+  if ((dtype != at::kBFloat16 && dtype != at::kHalf && dtype != at::kFloat) || k.scalar_type() != dtype ||
+      v.scalar_type() != dtype) {
+    return false;
+  }
+  return q.size(2) == cuda::kTaylorFeatureDim && state.scalar_type() == at::kFloat &&
+         normalizer.scalar_type() == at::kFloat && state.is_contiguous() && normalizer.is_contiguous() &&
+         state.is_cuda() && normalizer.is_cuda() && q.size(0) * q.size(1) <= std::numeric_limits<int>::max();
+}
+
+cuda::TaylorElement taylor_element_of(at::ScalarType dtype) {
+  return dtype == at::kBFloat16 ? cuda::TaylorElement::bfloat16
+         : dtype == at::kHalf   ? cuda::TaylorElement::float16
+                                : cuda::TaylorElement::float32;
+}
 #endif
+
+at::Tensor taylor_attention_step_inplace_dispatch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                  bool normalize, double eps, at::Tensor& state,
+                                                  at::Tensor& normalizer) {
+#ifdef LINTIME_WITH_CUDA
+  if (fused_step_takes(q, k, v, state, normalizer)) {
+    taylor_attention_step_check_inputs("lintime::taylor_attention_step_", q, k, v, eps, state, normalizer);
+    const c10::cuda::CUDAGuard guard(q.device());
+    const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+    at::Tensor o = at::empty_like(vc);
+    cuda::TaylorStepParams params;
+    params.batch = static_cast<int>(q.size(0));
+    params.heads = static_cast<int>(q.size(1));
+    params.value_dim = static_cast<int>(v.size(2));
+    params.normalize = normalize;
+    params.eps = static_cast<float>(eps);
+    params.element = taylor_element_of(q.scalar_type());
+    params.q = qc.data_ptr();
+    params.k = kc.data_ptr();
+    params.v = vc.data_ptr();
+    params.o = o.data_ptr();
+    params.state = state.data_ptr<float>();
+    params.normalizer = normalizer.data_ptr<float>();
+    const cudaError_t status = cuda::taylor_step(params, c10::cuda::getCurrentCUDAStream());
+    TORCH_CHECK(status == cudaSuccess, "taylor_attention_step_: the fused step kernel failed: ",
+                cudaGetErrorString(status));
+    return o;
+  }
+#endif
+  return taylor_attention_step_inplace(q, k, v, normalize, eps, state, normalizer);
+}
 
 TaylorOutputs taylor_attention_chunk_composite(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                bool normalize, double eps, const OptionalTensor& initial_state,
@@ -125,7 +185,7 @@ TORCH_LIBRARY_IMPL(lintime, CompositeImplicitAutograd, m) {
 }
 
 TORCH_LIBRARY_IMPL(lintime, CompositeExplicitAutograd, m) {
-  m.impl("taylor_attention_step_", taylor_attention_step_inplace);
+  m.impl("taylor_attention_step_", taylor_attention_step_inplace_dispatch);
 }
 
 }  // namespace lintime::ops

@@ -40,4 +40,22 @@ constexpr int kTaylorFeatures = 1 + kTaylorFeatureDim + kTaylorFeatureDim * kTay
 size_t taylor_prefill_smem_bytes();
 cudaError_t taylor_prefill(const TaylorParams& params, cudaStream_t stream);
 
+// One decoding step in place (taylor_step.cu): per (sequence, head) one CTA reads S [273, V] and
+// z once, adds φ(k) vᵀ and φ(k), writes them back and reads out o = φ(q)ᵀ S (/ (φ(q)·z + eps))
+// from the updated rows on the way: the state's bytes are the whole traffic.
+enum class TaylorElement { bfloat16, float16, float32 };
+struct TaylorStepParams {
+  int batch = 0, heads = 0, value_dim = 0;
+  bool normalize = true;
+  float eps = 1e-12f;
+  TaylorElement element = TaylorElement::bfloat16;
+  const void* q = nullptr;  // [B, H, 16]
+  const void* k = nullptr;  // [B, H, 16]
+  const void* v = nullptr;  // [B, H, V]
+  void* o = nullptr;        // [B, H, V], the input dtype
+  float* state = nullptr;       // [B, H, 273, V], updated in place
+  float* normalizer = nullptr;  // [B, H, 273], updated in place
+};
+cudaError_t taylor_step(const TaylorStepParams& params, cudaStream_t stream);
+
 }  // namespace lintime::cuda
