@@ -71,6 +71,8 @@ def main():
     parser.add_argument("--commit", default=None)
     parser.add_argument("--shapes", default=None, help="comma-separated indices into SHAPES (\",\": none)")
     parser.add_argument("--decode-batches", default="1,128", help="batch sizes of the decoding step")
+    parser.add_argument("--window-shapes", default="128x8192x65,16x32768x129",
+                        help="sliding-window shapes BxTxW, comma-separated (empty: none)")
     args = parser.parse_args()
     torch.ops.load_library(args.library)
     lintime = torch.ops.lintime
@@ -113,6 +115,23 @@ def main():
             err = result.get("rel_rms_vs_lintime")
             print(f"B={B:<4} T={T:<6} {impl:<32} {ms:>12} ms   floor {floor:.2f} ms"
                   + (f"   rel. RMS vs lintime {err:.1e}" if err is not None else ""))
+    # Sliding-window attention (BASED's local mixer): q, k, v [B, T, 16, 64], window w keys. The
+    # path taken is the fused kernel unless LINTIME_WINDOW_CUDA=0 (then the ATen form).
+    path = "ATen form" if os.environ.get("LINTIME_WINDOW_CUDA") == "0" else "fused"
+    for B, T, w in [tuple(int(x) for x in item.split("x")) for item in args.window_shapes.split(",") if item]:
+        gen = torch.Generator(device="cuda").manual_seed(2)
+        q, k, v = (torch.randn(B, T, 16, 64, device="cuda", generator=gen).to(torch.bfloat16) for _ in range(3))
+        result, _ = timed("window", lambda: lintime.sliding_window_attention(q, k, v, w, 0.125, None))
+        floor = 4 * q.numel() * 2 / bandwidth * 1e3
+        sdpa, _ = timed("sdpa", lambda: torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True))
+        for impl, r in ((f"lintime sliding window ({path})", result), ("torch SDPA causal, no window", sdpa)):
+            records.append({"op": "sliding_window", "impl": impl, "shape": {"B": B, "T": T, "H": 16, "D": 64,
+                            "window": w}, **r, "floor_ms": floor, "gpu": gpu, "commit": args.commit})
+            ms = f"{r['ms']:.3f}" if r.get("ms") is not None else r.get("note", "-")
+            print(f"window B={B:<4} T={T:<6} w={w:<5} {impl:<36} {ms:>10} ms   floor {floor:.3f} ms")
+        del q, k, v
+        torch.cuda.empty_cache()
     # Decoding: one token per sequence against fp32 states S [B, H, 273, V], z [B, H, 273]. The
     # fused step (in place) next to lintime's ATen step (the functional op) and the floor: the
     # states read and written once.

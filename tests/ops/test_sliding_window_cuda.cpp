@@ -1,0 +1,55 @@
+// Tests of the fused sliding-window attention forward (ops/based/cuda) through the dispatcher:
+// sliding_window_attention on CUDA bf16/fp16 inputs with head dims 64 and no gradient takes the
+// kernel; its output is compared with the float64 reference on the same dtype-rounded inputs,
+// next to the error of the reference evaluated in the input dtype (the ATen form on the rounded
+// inputs, fp32 inside, o rounded once). Held to twice that error (FlashAttention's rule) and to
+// relative RMS ≤ 5e-3 (bf16) / 1e-3 (fp16). Label `cuda`; without a GPU they skip.
+#include "ops/register/ops.h"
+#include "support/test_support.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+namespace lintime::ops {
+namespace {
+
+using lintime::testing::relative_rms_error;
+
+TEST(SlidingWindowCuda, ForwardMatchesFloat64Reference) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device here (run `ctest -L cuda` on a GPU machine)";
+  at::manual_seed(0);
+  struct Case {
+    int64_t batch, time, heads, window;
+  };
+  for (const Case& c : {Case{1, 1, 1, 1}, Case{2, 63, 2, 1}, Case{1, 64, 2, 65}, Case{2, 65, 3, 8},
+                        Case{1, 200, 2, 65}, Case{1, 300, 1, 129}, Case{2, 130, 2, 1000}, Case{1, 257, 2, 64}}) {
+    for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+      auto q = at::randn({c.batch, c.time, c.heads, 64}, at::kDouble).to(dtype).to(at::kDouble);
+      auto k = at::randn({c.batch, c.time, c.heads, 64}, at::kDouble).to(dtype).to(at::kDouble);
+      auto v = at::randn({c.batch, c.time, c.heads, 64}, at::kDouble).to(dtype).to(at::kDouble);
+      const double scale = 0.125;
+      const auto reference = sliding_window_attention_reference(q, k, v, c.window, scale);
+      const auto in_dtype = sliding_window_attention(q.to(dtype), k.to(dtype), v.to(dtype), c.window, scale);
+      at::NoGradGuard no_grad;
+      { auto poison = at::full({c.batch * c.time * c.heads * 64 + 4096}, NAN, at::device(at::kCUDA)); }
+      const auto fused = sliding_window_attention(q.to(dtype).cuda(), k.to(dtype).cuda(), v.to(dtype).cuda(),
+                                                  c.window, scale);
+      const double error = relative_rms_error(fused.cpu().to(at::kDouble), reference);
+      const double reference_error = relative_rms_error(in_dtype.to(at::kDouble), reference);
+      const std::string name = "B" + std::to_string(c.batch) + "_T" + std::to_string(c.time) + "_H" +
+                               std::to_string(c.heads) + "_w" + std::to_string(c.window) + "_" + c10::toString(dtype);
+      std::printf("%-28s o %.2e (reference in dtype %.2e)\n", name.c_str(), error, reference_error);
+      EXPECT_LE(error, dtype == at::kBFloat16 ? 5e-3 : 1e-3) << name;
+      EXPECT_LE(error, 2 * reference_error + 1e-7) << name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lintime::ops
