@@ -1,10 +1,9 @@
-// Causal depthwise convolution as W shifted multiply-adds over a history-padded input: the
-// kernels are tiny (W = 4), so this is as fast as a conv call and handles the decode history
-// and varlen masking in the same few lines.
+// fla's ShortConvolution: weights and the decode state around ops::short_convolution.
 #include "layers/short_convolution.h"
 
 #include "core/error.h"
 #include "core/tensor_checks.h"
+#include "ops/register/ops.h"
 
 #include <ATen/ATen.h>
 
@@ -29,48 +28,15 @@ ShortConvolution::ShortConvolution(int64_t hidden_size, int64_t kernel_size, dou
 
 at::Tensor ShortConvolution::forward(const at::Tensor& x, at::Tensor* conv_state,
                                      const std::optional<at::Tensor>& cu_seqlens) const {
-  const char* op = "ShortConvolution";
-  check_shape(op, "x", x, {{"B", -1}, {"T", -1}, {"D", hidden_size_}});
-  const int64_t batch = x.size(0), length = x.size(1), history = kernel_size_ - 1;
-  const auto compute = compute_dtype(x.scalar_type());
-  at::Tensor x_compute = x.to(compute);
-
-  at::Tensor past;  // [B, W-1, D]
-  if (conv_state != nullptr) {
-    check_shape(op, "conv_state", *conv_state, {{"B", batch}, {"W-1", history}, {"D", hidden_size_}});
-    TORCH_CHECK(!cu_seqlens.has_value(), "ShortConvolution: cu_seqlens with a conv state is not supported");
-    past = conv_state->to(compute);
-  } else {
-    past = at::zeros({batch, history, hidden_size_}, x_compute.options());
+  check_shape("ShortConvolution", "x", x, {{"B", -1}, {"T", -1}, {"D", hidden_size_}});
+  const std::optional<at::Tensor> b = bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
+  if (conv_state == nullptr) {
+    return std::get<0>(ops::short_convolution(x, weight, b, silu_, std::nullopt, false, cu_seqlens));
   }
-  at::Tensor padded = at::cat({past, x_compute}, 1);  // [B, W-1+T, D]
-
-  // Position of each token inside its packed sequence: tap j (offset W-1-j back) is valid
-  // only where position >= W-1-j.
-  at::Tensor position;  // [1, T, 1]
-  if (cu_seqlens.has_value()) {
-    const int64_t sequences = check_cu_seqlens(op, *cu_seqlens, batch, length);
-    (void)sequences;
-    at::Tensor starts = cu_seqlens->to(x.device(), at::kLong);
-    at::Tensor t = at::arange(length, at::TensorOptions().dtype(at::kLong).device(x.device()));
-    at::Tensor sequence = at::searchsorted(starts, t, /*out_int32=*/false, /*right=*/true) - 1;
-    position = (t - starts.index_select(0, sequence)).view({1, length, 1});
-  }
-
-  at::Tensor w = weight.to(compute).view({hidden_size_, kernel_size_});  // [D, W]
-  at::Tensor y = bias.defined() ? bias.to(compute).expand({batch, length, hidden_size_}).clone()
-                                : at::zeros({batch, length, hidden_size_}, x_compute.options());
-  for (int64_t j = 0; j < kernel_size_; ++j) {
-    at::Tensor term = padded.narrow(1, j, length) * w.select(1, j);
-    if (position.defined()) term = term * (position >= (history - j)).to(compute);
-    y = y + term;
-  }
-  if (silu_) y = at::silu(y);
-
-  if (conv_state != nullptr && history > 0) {
-    conv_state->copy_(padded.narrow(1, length, history).detach());
-  }
-  return y.to(x.scalar_type());
+  LINTIME_CHECK(!cu_seqlens.has_value(), "ShortConvolution: cu_seqlens with a conv state is not supported");
+  auto [y, final_state] = ops::short_convolution(x, weight, b, silu_, *conv_state, true);
+  conv_state->copy_(final_state.detach());
+  return y;
 }
 
 }  // namespace lintime::layers

@@ -169,4 +169,28 @@ at::Tensor sliding_window_attention_step_(const at::Tensor& q, const at::Tensor&
   return handle.call(q, k, v, window, scale, key_cache, value_cache, positions);
 }
 
+std::tuple<at::Tensor, at::Tensor> short_convolution(const at::Tensor& x, const at::Tensor& weight, OptTensor bias,
+                                                     bool silu, OptTensor initial_state, bool output_final_state,
+                                                     OptTensor cu_seqlens) {
+  static auto handle = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, OptTensor, bool,
+                                                             OptTensor, bool, OptTensor)>("lintime::short_convolution");
+  return handle.call(x, weight, bias, silu, initial_state, output_final_state, cu_seqlens);
+}
+
+std::tuple<at::Tensor, at::Tensor> short_convolution_reference(const at::Tensor& x, const at::Tensor& weight,
+                                                               OptTensor bias, bool silu, OptTensor initial_state,
+                                                               bool output_final_state, OptTensor cu_seqlens) {
+  static auto handle = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, OptTensor, bool,
+                                                             OptTensor, bool, OptTensor)>(
+      "lintime::short_convolution_reference");
+  return handle.call(x, weight, bias, silu, initial_state, output_final_state, cu_seqlens);
+}
+
+at::Tensor short_convolution_step_(const at::Tensor& x, const at::Tensor& weight, OptTensor bias, bool silu,
+                                   at::Tensor& state) {
+  static auto handle =
+      op<at::Tensor(const at::Tensor&, const at::Tensor&, OptTensor, bool, at::Tensor&)>("lintime::short_convolution_step_");
+  return handle.call(x, weight, bias, silu, state);
+}
+
 }  // namespace lintime::ops

@@ -104,4 +104,19 @@ at::Tensor sliding_window_attention_step_(const at::Tensor& q, const at::Tensor&
                                           int64_t window, double scale, at::Tensor& key_cache,
                                           at::Tensor& value_cache, at::Tensor& positions);
 
+// Short causal depthwise convolution (ops/conv/short_convolution.h): returns (y [B, T, D], the
+// final state [N, W − 1, D], undefined unless requested).
+std::tuple<at::Tensor, at::Tensor> short_convolution(const at::Tensor& x, const at::Tensor& weight,
+                                                     const std::optional<at::Tensor>& bias, bool silu,
+                                                     const std::optional<at::Tensor>& initial_state = std::nullopt,
+                                                     bool output_final_state = false,
+                                                     const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+std::tuple<at::Tensor, at::Tensor> short_convolution_reference(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool silu,
+    const std::optional<at::Tensor>& initial_state = std::nullopt, bool output_final_state = false,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+// One token: x [B, D] -> y [B, D]; the state [B, W − 1, D] shifts in place.
+at::Tensor short_convolution_step_(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                   bool silu, at::Tensor& state);
+
 }  // namespace lintime::ops

@@ -76,4 +76,10 @@ TORCH_LIBRARY(lintime, m) {
         "(Tensor key_cache, Tensor value_cache, Tensor positions)");
   m.def("sliding_window_attention_step_(Tensor q, Tensor k, Tensor v, int window, float scale, "
         "Tensor(a!) key_cache, Tensor(b!) value_cache, Tensor(c!) positions) -> Tensor o");
+  // Short causal depthwise convolution (ops/conv/short_convolution.h): weight [D, 1, W].
+  m.def("short_convolution(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? initial_state, "
+        "bool output_final_state, Tensor? cu_seqlens) -> (Tensor y, Tensor final_state)");
+  m.def("short_convolution_reference(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? initial_state, "
+        "bool output_final_state, Tensor? cu_seqlens) -> (Tensor y, Tensor final_state)");
+  m.def("short_convolution_step_(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor(a!) state) -> Tensor y");
 }
