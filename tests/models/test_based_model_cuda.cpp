@@ -51,8 +51,9 @@ TEST(BasedModelCuda, Bf16PrefillAndDecodingFollowTheFloat64Model) {
   auto ids = at::randint(0, 50, {2, 150}, at::kLong);
   const auto expected = reference.forward(ids);
   const auto full = model.forward(ids.cuda());
-  // bf16 weights and activations through four layers: a few bf16 roundings of every logit.
-  EXPECT_LE(relative_rms_error(full.cpu().to(at::kDouble), expected), 3e-2);
+  // bf16 weights and activations through four layers: a few bf16 roundings (2^-9 each) of every
+  // logit; measured 2.8e-3 on an H100.
+  EXPECT_LE(relative_rms_error(full.cpu().to(at::kDouble), expected), 1e-2);
   lintime::state::BasedCache cache;
   std::vector<at::Tensor> pieces = {model.prefill(ids.narrow(1, 0, 100).cuda(), cache)};
   for (int64_t t = 100; t < 150; ++t) pieces.push_back(model.step(ids.select(1, t).cuda(), cache).unsqueeze(1));
@@ -61,8 +62,8 @@ TEST(BasedModelCuda, Bf16PrefillAndDecodingFollowTheFloat64Model) {
   const double decoded_vs_full = relative_rms_error(decoded.cpu().to(at::kDouble), full.cpu().to(at::kDouble));
   std::printf("bf16 on the GPU against float64: full forward %.2e, prefill + steps %.2e (%.2e from the full)\n",
               relative_rms_error(full.cpu().to(at::kDouble), expected), decoded_error, decoded_vs_full);
-  EXPECT_LE(decoded_error, 3e-2);
-  EXPECT_LE(decoded_vs_full, 2e-2);
+  EXPECT_LE(decoded_error, 1e-2);
+  EXPECT_LE(decoded_vs_full, 5e-3);  // measured 9e-4: the chunked and token-by-token roundings
 }
 
 }  // namespace
