@@ -138,11 +138,17 @@ int64_t base_conv_kernel_size(const json& options) {
   return kernel_size;
 }
 
-// "based": BASED's Taylor linear attention (zoology's Based mixer).
-layers::BasedLinearAttentionOptions based_options(int64_t d_model, const json& options, double init_std) {
-  OptionReader reader("based", options, {"feature_dim", "num_heads", "normalize", "eps"});
+// "based" (BASED's Taylor linear attention, zoology's Based mixer) and "linear_attention" (the
+// same layer with a chosen feature map: zoology's baselines).
+layers::BasedLinearAttentionOptions linear_attention_layer_options(const char* mixer, bool feature_map_option,
+                                                                   int64_t d_model, const json& options,
+                                                                   double init_std) {
+  std::vector<std::string> known = {"feature_dim", "num_heads", "normalize", "eps"};
+  if (feature_map_option) known.insert(known.begin(), "feature_map");
+  OptionReader reader(mixer, options, known);
   layers::BasedLinearAttentionOptions result;
   result.hidden_size = d_model;
+  if (feature_map_option) result.feature_map = reader.get<std::string>("feature_map", "taylor");
   result.feature_dim = reader.get<int64_t>("feature_dim", 16);
   result.num_heads = reader.get<int64_t>("num_heads", 1);
   result.normalize = reader.get<bool>("normalize", true);
@@ -150,19 +156,11 @@ layers::BasedLinearAttentionOptions based_options(int64_t d_model, const json& o
   result.initializer_range = init_std;
   return result;
 }
-
-// "linear_attention": the same layer with a chosen feature map (zoology's baselines).
+layers::BasedLinearAttentionOptions based_options(int64_t d_model, const json& options, double init_std) {
+  return linear_attention_layer_options("based", false, d_model, options, init_std);
+}
 layers::BasedLinearAttentionOptions linear_attention_options(int64_t d_model, const json& options, double init_std) {
-  OptionReader reader("linear_attention", options, {"feature_map", "feature_dim", "num_heads", "normalize", "eps"});
-  layers::BasedLinearAttentionOptions result;
-  result.hidden_size = d_model;
-  result.feature_map = reader.get<std::string>("feature_map", "taylor");
-  result.feature_dim = reader.get<int64_t>("feature_dim", 16);
-  result.num_heads = reader.get<int64_t>("num_heads", 1);
-  result.normalize = reader.get<bool>("normalize", true);
-  result.eps = reader.get<double>("eps", 1e-12);
-  result.initializer_range = init_std;
-  return result;
+  return linear_attention_layer_options("linear_attention", true, d_model, options, init_std);
 }
 
 // "attention" and "sliding_window": causal softmax attention, full or over the last `window` keys.
