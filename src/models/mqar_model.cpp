@@ -294,6 +294,8 @@ void MqarModelConfig::validate() const {
   LINTIME_CHECK(std::isfinite(norm_eps) && norm_eps >= 0.0, who, ": norm_eps must be finite and >= 0, got ", norm_eps);
   LINTIME_CHECK(std::isfinite(initializer_range) && initializer_range > 0.0, who,
                 ": initializer_range must be finite and > 0, got ", initializer_range);
+  LINTIME_CHECK(embed_dropout >= 0.0 && embed_dropout < 1.0, who, ": embed_dropout must lie in [0, 1), got ",
+                embed_dropout);
   for (const std::string& name : std::set<std::string>(layers.begin(), layers.end())) {
     mixer_parameter_count(name, d_model, options_for(name));  // validates the options
   }
@@ -318,14 +320,15 @@ int64_t MqarModelConfig::state_bytes_per_sequence() const {
 void to_json(json& out, const MqarModelConfig& config) {
   out = json{{"vocab_size", config.vocab_size},         {"d_model", config.d_model},
              {"layers", config.layers},                 {"mixer_options", config.mixer_options},
-             {"norm_eps", config.norm_eps},             {"initializer_range", config.initializer_range}};
+             {"norm_eps", config.norm_eps},             {"initializer_range", config.initializer_range},
+             {"embed_dropout", config.embed_dropout}};
 }
 
 void from_json(const json& in, MqarModelConfig& config) {
   const char* who = "mqar model config";
   LINTIME_CHECK(in.is_object(), who, ": expected a JSON object, got ", in.dump());
   const std::vector<std::string> known = {"vocab_size", "d_model", "layers", "mixer_options", "norm_eps",
-                                          "initializer_range"};
+                                          "initializer_range", "embed_dropout"};
   for (const auto& [key, value] : in.items()) {
     LINTIME_CHECK(std::find(known.begin(), known.end(), key) != known.end(), who, ": unknown key \"", key,
                   "\" (known: ", join(known), ")");
@@ -345,6 +348,7 @@ void from_json(const json& in, MqarModelConfig& config) {
   integer("d_model", result.d_model);
   number("norm_eps", result.norm_eps);
   number("initializer_range", result.initializer_range);
+  number("embed_dropout", result.embed_dropout);
   if (in.contains("layers")) {
     const json& layers = in.at("layers");
     bool strings = layers.is_array();
@@ -402,7 +406,7 @@ MqarModel::MqarModel(const MqarModelConfig& config, uint64_t seed)
 
 MqarModel::~MqarModel() = default;
 
-at::Tensor MqarModel::forward(const at::Tensor& inputs) {
+at::Tensor MqarModel::forward(const at::Tensor& inputs, bool training) {
   LINTIME_CHECK(inputs.defined() && inputs.dim() == 2 && inputs.scalar_type() == at::kLong,
                 "MqarModel: inputs must be an int64 tensor of shape [B, L]");
   if (inputs.numel() > 0) {
@@ -411,6 +415,7 @@ at::Tensor MqarModel::forward(const at::Tensor& inputs) {
                   config_.vocab_size, "), got values in [", low, ", ", high, "]");
   }
   at::Tensor x = at::embedding(embedding, inputs);  // [B, L, d]
+  if (training && config_.embed_dropout > 0) x = at::dropout(x, config_.embed_dropout, /*train=*/true);
   for (auto& block : blocks_) x = block->forward(x);
   return at::linear(ln_f_.forward(x), embedding);  // [B, L, V], tied head
 }

@@ -78,6 +78,9 @@ struct MqarModelConfig {
   nlohmann::json mixer_options = nlohmann::json::object();
   double norm_eps = 1e-5;
   double initializer_range = 0.02;
+  // Dropout on the token embeddings while training (zoology's embed_dropout: 0.1 in its
+  // ModelConfig, which the papers' MQAR runs keep); 0 turns it off.
+  double embed_dropout = 0.0;
 
   // Throws lintime::Error (one line naming the field) on bad values, unknown mixer names and
   // bad mixer options.
@@ -100,8 +103,9 @@ class MqarModel : public layers::Module {
   ~MqarModel() override;
 
   // inputs [B, L] int64 token ids in [0, vocab_size) -> logits [B, L, vocab_size] in the
-  // parameters' dtype.
-  at::Tensor forward(const at::Tensor& inputs);
+  // parameters' dtype. `training` applies the embedding dropout (config.embed_dropout), drawn
+  // from the default generator of the inputs' device.
+  at::Tensor forward(const at::Tensor& inputs, bool training = false);
 
   // Sum over layers of each mixer's recurrent state, bytes per sequence.
   int64_t state_bytes_per_sequence() const;

@@ -94,6 +94,7 @@ MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
   o.lr_sweep = train.get_double_list("lr_sweep", o.lr_sweep);
   o.weight_decay = train.get_double("weight_decay", o.weight_decay);
   o.decay_embeddings = train.get_bool("decay_embeddings", o.decay_embeddings);
+  o.decay_all_parameters = train.get_bool("decay_all_parameters", o.decay_all_parameters);
   o.beta1 = train.get_double("beta1", o.beta1);
   o.beta2 = train.get_double("beta2", o.beta2);
   o.eps = train.get_double("eps", o.eps);
@@ -107,7 +108,7 @@ MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
   o.target_accuracy = train.get_double("target_accuracy", o.target_accuracy);
   const int64_t seed = train.get_int("seed", 0);
   train.finish({"batch_size", "test_batch_size", "epochs", "max_steps", "lr", "lr_sweep", "weight_decay",
-                "decay_embeddings", "beta1", "beta2", "eps", "schedule", "warmup_steps", "min_lr_ratio", "grad_clip",
+                "decay_embeddings", "decay_all_parameters", "beta1", "beta2", "eps", "schedule", "warmup_steps", "min_lr_ratio", "grad_clip",
                 "eval_every", "checkpoint_every", "log_every", "target_accuracy", "seed"});
   LINTIME_CHECK(seed >= 0, "config: 'train.seed' must be >= 0, got ", seed);
   o.seed = static_cast<uint64_t>(seed);
@@ -146,7 +147,8 @@ nlohmann::json MqarTrainConfig::to_document() const {
   nlohmann::json train = {
       {"batch_size", o.batch_size}, {"test_batch_size", o.test_batch_size}, {"epochs", o.epochs},
       {"max_steps", o.max_steps}, {"lr", o.lr}, {"weight_decay", o.weight_decay},
-      {"decay_embeddings", o.decay_embeddings}, {"beta1", o.beta1},
+      {"decay_embeddings", o.decay_embeddings}, {"decay_all_parameters", o.decay_all_parameters},
+      {"beta1", o.beta1},
       {"beta2", o.beta2}, {"eps", o.eps}, {"schedule", o.schedule}, {"warmup_steps", o.warmup_steps},
       {"min_lr_ratio", o.min_lr_ratio}, {"grad_clip", o.grad_clip}, {"eval_every", o.eval_every},
       {"checkpoint_every", o.checkpoint_every}, {"log_every", o.log_every},

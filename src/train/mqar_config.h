@@ -29,8 +29,11 @@ struct OptimSettings {
   int64_t max_steps = 0;  // 0: epochs decide
   double lr = 1e-3;
   std::vector<double> lr_sweep;  // non-empty: `lintime train` runs one training per value
-  double weight_decay = 0.1;  // decoupled; never on norms and biases (1-D parameters)
+  double weight_decay = 0.1;  // decoupled; not on norms and biases (1-D) unless decay_all_parameters
   bool decay_embeddings = true;  // zoology decays the (tied) embedding too
+  // Decay every parameter, norms and biases included: torch's AdamW over model.parameters(),
+  // as zoology's trainer does.
+  bool decay_all_parameters = false;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   std::string schedule = "epoch_cosine";
   int64_t warmup_steps = 0;

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 
 namespace lintime::train {
 namespace fs = std::filesystem;
@@ -32,6 +33,18 @@ c10::Device resolve_device(const std::string& name) {
   }
   LINTIME_CHECK(name == "auto", "--device must be cpu, cuda or auto, got '", name, "'");
   return at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+}
+
+// Reseeds the device's default generator from (seed, step) before a training forward, so the
+// dropout masks of step s are the same in a resumed run as in an uninterrupted one.
+void seed_dropout_for_step(const c10::Device& device, uint64_t seed, int64_t step) {
+  uint64_t mixed = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step) + 0x632BE59BD9B4E019ULL;
+  mixed = (mixed ^ (mixed >> 30)) * 0xBF58476D1CE4E5B9ULL;  // splitmix64 finaliser
+  mixed = (mixed ^ (mixed >> 27)) * 0x94D049BB133111EBULL;
+  mixed ^= mixed >> 31;
+  at::Generator generator = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_current_seed(mixed);
 }
 
 data::MqarDataset make_train_dataset(const MqarTrainConfig& config) {
@@ -104,7 +117,8 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
   adam.eps = config.optim.eps;
   adam.weight_decay = config.optim.weight_decay;
   adam.decay_embeddings = config.optim.decay_embeddings;
-  AdamW optimizer(model.named_parameters(), adam);
+  AdamW optimizer(model.named_parameters(), adam,
+                  config.optim.decay_all_parameters ? decay_all_rule() : DecayRule());
   auto schedule = schedule_for(config, steps_per_epoch, total_steps);
 
   const fs::path out_dir(options.out_dir);
@@ -158,7 +172,8 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
     auto batch = train_data.training_batch_at_step(state.step);
     auto inputs = batch.inputs.to(device);
     auto labels = batch.labels.to(device);
-    auto logits = model.forward(inputs);
+    if (config.model.embed_dropout > 0) seed_dropout_for_step(device, config.optim.seed, state.step);
+    auto logits = model.forward(inputs, /*training=*/true);
     auto loss = data::mqar_loss(logits, labels);
     loss.backward();
     at::Tensor grad_norm;

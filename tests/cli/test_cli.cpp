@@ -181,7 +181,9 @@ TEST_F(CliTest, InfoPrintsTheBasedMqarModelsStateBytes) {
 TEST_F(CliTest, TrainEvalAndResumeEqualsUninterrupted) {
   const auto config = write_config();
   const auto full = dir_ / "full", resumed = dir_ / "resumed";
-  auto result = run_lintime("train " + config + " --device cpu --out " + full.string());
+  // zoology's protocol options are on: the dropout masks must resume exactly too.
+  const std::string zoology = " --set model.embed_dropout=0.1 --set train.decay_all_parameters=true";
+  auto result = run_lintime("train " + config + zoology + " --device cpu --out " + full.string());
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_NE(result.out.find("steps: 16 of 16"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("L=24 N=3"), std::string::npos) << "per-segment accuracy missing: " << result.out;
@@ -189,15 +191,15 @@ TEST_F(CliTest, TrainEvalAndResumeEqualsUninterrupted) {
                            "checkpoint/optimizer.safetensors", "checkpoint/trainer_state.json", "checkpoint/config.json"})
     EXPECT_TRUE(fs::exists(full / file)) << file;
 
-  result = run_lintime("train " + config + " --device cpu --out " + resumed.string() + " --stop-after-steps 7");
+  result = run_lintime("train " + config + zoology + " --device cpu --out " + resumed.string() + " --stop-after-steps 7");
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_NE(result.out.find("steps: 7 of 16"), std::string::npos) << result.out;
   // Training into a directory that holds a checkpoint needs --resume.
-  expect_one_line_error(run_errors("train " + config + " --device cpu --out " + resumed.string()), "--resume");
+  expect_one_line_error(run_errors("train " + config + zoology + " --device cpu --out " + resumed.string()), "--resume");
   // A changed config cannot resume.
-  expect_one_line_error(run_errors("train " + config + " --set train.lr=1e-2 --device cpu --resume --out " + resumed.string()),
+  expect_one_line_error(run_errors("train " + config + zoology + " --set train.lr=1e-2 --device cpu --resume --out " + resumed.string()),
                         "different config");
-  result = run_lintime("train " + config + " --device cpu --resume --out " + resumed.string());
+  result = run_lintime("train " + config + zoology + " --device cpu --resume --out " + resumed.string());
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_NE(result.out.find("steps: 16 of 16"), std::string::npos) << result.out;
 

@@ -233,6 +233,26 @@ TEST(MqarModel, RegistryAndConfigErrors) {
   EXPECT_NE(error_of([&] { model.forward(at::zeros({4}, at::kLong)); }).find("shape [B, L]"), std::string::npos);
 }
 
+// zoology's embed_dropout: only while training, the same mask for the same generator state;
+// evaluation is untouched.
+TEST(MqarModel, EmbeddingDropoutOnlyWhileTraining) {
+  auto config = small_config({"base_conv"});
+  MqarModel plain(config, 5);
+  config.embed_dropout = 0.5;
+  MqarModel dropped(config, 5);
+  auto inputs = at::randint(64, {3, 16}, at::kLong);
+  const at::Tensor reference = plain.forward(inputs);
+  EXPECT_TRUE(at::equal(dropped.forward(inputs), reference));
+  EXPECT_TRUE(at::equal(dropped.forward(inputs, /*training=*/false), reference));
+  at::manual_seed(11);
+  const at::Tensor first = dropped.forward(inputs, /*training=*/true);
+  EXPECT_FALSE(at::allclose(first, reference));
+  at::manual_seed(11);
+  EXPECT_TRUE(at::equal(dropped.forward(inputs, /*training=*/true), first));
+  config.embed_dropout = 1.0;
+  EXPECT_EQ(error_of([&] { config.validate(); }), "mqar model config: embed_dropout must lie in [0, 1), got 1");
+}
+
 TEST(MqarModel, ConfigJsonRoundTrip) {
   auto config = small_config({"base_conv", "gsa"});
   json document = config;
