@@ -7,7 +7,8 @@ residual, then the identity state mixer's LayerNorm added to the residual, as zo
 TransformerBlock does), final LayerNorm, tied head. GSA mixer as fla's GatedSlotAttention:
 swish q/k/v, logsigmoid(f)/normaliser slot gates, SiLU, RMSNorm over the value width, o_proj.
 Trainer: AdamW over all parameters (wd 0.1), per-epoch cosine, no clipping, fp32.
-Data: mqar.md §1 (numpy, not lintime's generator: the same distribution, other draws).
+Data: zoology's multiquery_ar (numpy, not lintime's generator: the same distribution, other
+draws); the values of the query region are labels only, never inputs.
 
   python3 dev/mqar/zoology_reference.py --gsa fla|lintime [--library .device/liblintime_ops.so]
       [--d-model 128] [--lr 1e-3] [--max-seconds 500] --jsonl OUT
@@ -38,8 +39,7 @@ def mqar_batch(rng, batch, seq_len=512, pairs=64, vocab=8192, power_a=0.01):
     seq[:, 1:2 * pairs:2] = values
     rows = np.arange(batch)[:, None]
     positions = 2 * pairs + 2 * gaps
-    seq[rows, positions] = keys
-    seq[rows, positions + 1] = values
+    seq[rows, positions] = keys  # as zoology: the query region holds the keys only
     inputs = seq[:, :seq_len]
     labels = np.full((batch, seq_len), -100, dtype=np.int64)
     labels[rows, positions] = values
