@@ -275,10 +275,9 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
     warp_mma<E, MP / 8>(update, k_tile, true, warp * 16, decayed_write, false, 0, kChunk);
 #pragma unroll
     for (int j = 0; j < MP / 8; ++j) {
+      const float2 decay = column_decay_pair(chunk_decay, j);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        state[j][e] = state[j][e] * *chunk_decay.at(0, acc_col(j, e)) + update[j][e];
-      }
+      for (int e = 0; e < 4; ++e) state[j][e] = state[j][e] * (e & 1 ? decay.y : decay.x) + update[j][e];
     }
   }
   if (p.sweep_local) {

@@ -627,14 +627,39 @@ __device__ __forceinline__ void store_decayed_rows(SmemTile<E> x, SmemTile<float
 template <class E, int NT>
 __device__ __forceinline__ void store_head_tile(E* dst, const float (&acc)[NT][4], int warp, int start, int len,
                                                 int heads_x, int hx, int col0, int dim, float scale = 1.f) {
+  // Elements e = 0, 1 (and 2, 3) of a tile are adjacent columns of one row: one paired store
+  // each where the row start and column are even (fewer store instructions per chunk step).
+  const bool paired = dim % 2 == 0 && col0 % 2 == 0 && reinterpret_cast<uintptr_t>(dst) % (2 * sizeof(E)) == 0;
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int t = warp * 16 + acc_row(e), col = col0 + acc_col(j, e);
-      if (t < len && col < dim) dst[((start + int64_t{t}) * heads_x + hx) * dim + col] = from_float<E>(acc[j][e] * scale);
+    for (int half = 0; half < 2; ++half) {
+      const int t = warp * 16 + acc_row(2 * half), col = col0 + acc_col(j, 0);
+      if (t >= len || col >= dim) continue;
+      E* out = dst + ((start + int64_t{t}) * heads_x + hx) * dim + col;
+      const E first = from_float<E>(acc[j][2 * half] * scale);
+      if (col + 1 >= dim) {
+        *out = first;
+        continue;
+      }
+      const E second = from_float<E>(acc[j][2 * half + 1] * scale);
+      if (!paired) {
+        out[0] = first;
+        out[1] = second;
+      } else if constexpr (sizeof(E) == 2) {
+        *reinterpret_cast<uint32_t*>(out) = static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&first)) |
+                                           (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&second)) << 16);
+      } else {
+        *reinterpret_cast<float2*>(out) = make_float2(to_float(first), to_float(second));
+      }
     }
   }
+}
+
+// The decays of the two adjacent state columns acc_col(j, 0), acc_col(j, 0) + 1 of a thread's
+// accumulators, from a [1, MP] fp32 tile: one 8-byte shared-memory load.
+__device__ __forceinline__ float2 column_decay_pair(const SmemTile<float>& decay, int j) {
+  return *reinterpret_cast<const float2*>(decay.at(0, acc_col(j, 0)));
 }
 
 // Adds (x, y) to dst[0], dst[1] in global memory (one vector reduction where the GPU has it).
