@@ -427,25 +427,71 @@ std::map<std::string, at::Tensor> ShardedSafetensors::get_all(const TensorLoadOp
   return tensors;
 }
 
+const TensorInfo& ShardedSafetensors::info(const std::string& name) const {
+  auto found = shard_of_.find(name);
+  LINTIME_CHECK(found != shard_of_.end(), "safetensors index '", index_path_, "': tensor '", name,
+                "' is not in the weight_map");
+  return shards_[found->second].info(name);
+}
+
+namespace {
+// POSIX stat rather than std::filesystem: libtorch.so exports its own copies of the
+// std::filesystem free functions, which the dynamic linker may pick over libstdc++'s.
+bool file_exists(const std::string& file) {
+  struct stat file_stat {};
+  return ::stat(file.c_str(), &file_stat) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat path_stat {};
+  return ::stat(path.c_str(), &path_stat) == 0 && S_ISDIR(path_stat.st_mode);
+}
+
+bool ends_with_json(const std::string& path) {
+  return path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+}
+
+// The file to open for `path`: itself, or the weights file a model folder holds.
+std::string resolve_weights_path(const std::string& path) {
+  if (!is_directory(path)) return path;
+  if (file_exists(path + "/model.safetensors")) return path + "/model.safetensors";
+  if (file_exists(path + "/model.safetensors.index.json")) return path + "/model.safetensors.index.json";
+  fail("weights directory '", path, "': expected model.safetensors or model.safetensors.index.json inside");
+}
+}  // namespace
+
+ModelWeights::ModelWeights(const std::string& path) : source_(resolve_weights_path(path)) {
+  if (ends_with_json(source_)) {
+    sharded_.emplace(source_);
+  } else {
+    single_.emplace(source_);
+  }
+}
+
+std::vector<std::string> ModelWeights::names() const {
+  if (sharded_) return sharded_->names();
+  std::vector<std::string> sorted = single_->names();
+  std::sort(sorted.begin(), sorted.end());
+  return sorted;
+}
+
+bool ModelWeights::contains(const std::string& name) const {
+  return sharded_ ? sharded_->contains(name) : single_->contains(name);
+}
+
+const TensorInfo& ModelWeights::info(const std::string& name) const {
+  return sharded_ ? sharded_->info(name) : single_->info(name);
+}
+
+at::Tensor ModelWeights::get(const std::string& name, const TensorLoadOptions& options) const {
+  return sharded_ ? sharded_->get(name, options) : single_->get(name, options);
+}
+
 std::map<std::string, at::Tensor> load_safetensors_weights(const std::string& path,
                                                            const TensorLoadOptions& options) {
-  // POSIX stat rather than std::filesystem: libtorch.so exports its own copies of the
-  // std::filesystem free functions, which the dynamic linker may pick over libstdc++'s.
-  auto exists = [](const std::string& file) {
-    struct stat file_stat {};
-    return ::stat(file.c_str(), &file_stat) == 0;
-  };
-  struct stat path_stat {};
-  if (::stat(path.c_str(), &path_stat) == 0 && S_ISDIR(path_stat.st_mode)) {
-    if (exists(path + "/model.safetensors")) return load_safetensors(path + "/model.safetensors", options);
-    if (exists(path + "/model.safetensors.index.json"))
-      return ShardedSafetensors(path + "/model.safetensors.index.json").get_all(options);
-    fail("weights directory '", path,
-         "': expected model.safetensors or model.safetensors.index.json inside");
-  }
-  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0)
-    return ShardedSafetensors(path).get_all(options);
-  return load_safetensors(path, options);
+  const std::string file = resolve_weights_path(path);
+  if (ends_with_json(file)) return ShardedSafetensors(file).get_all(options);
+  return load_safetensors(file, options);
 }
 
 }  // namespace lintime::io

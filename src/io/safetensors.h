@@ -95,6 +95,8 @@ class ShardedSafetensors {
 
   std::vector<std::string> names() const;  // sorted
   bool contains(const std::string& name) const;
+  // Throws lintime::Error naming the index when `name` is absent.
+  const TensorInfo& info(const std::string& name) const;
   at::Tensor get(const std::string& name, const TensorLoadOptions& options = {}) const;
   std::map<std::string, at::Tensor> get_all(const TensorLoadOptions& options = {}) const;
   // The index file's "metadata" object as JSON text ("{}" when absent).
@@ -105,6 +107,24 @@ class ShardedSafetensors {
   std::map<std::string, size_t> shard_of_;  // tensor name -> index into shards_
   std::vector<SafetensorsFile> shards_;
   std::string index_metadata_;
+};
+
+// A model's weight files opened without reading the tensors: model.safetensors, or the shards of
+// model.safetensors.index.json, in a model folder (or such a file given directly).
+class ModelWeights {
+ public:
+  // Throws lintime::Error naming `path` and what was looked for.
+  explicit ModelWeights(const std::string& path);
+  const std::string& source() const { return source_; }
+  std::vector<std::string> names() const;  // sorted
+  bool contains(const std::string& name) const;
+  const TensorInfo& info(const std::string& name) const;
+  at::Tensor get(const std::string& name, const TensorLoadOptions& options = {}) const;
+
+ private:
+  std::string source_;
+  std::optional<SafetensorsFile> single_;
+  std::optional<ShardedSafetensors> sharded_;
 };
 
 // Loads a model's weights from `path`: a .safetensors file, a .index.json, or a directory

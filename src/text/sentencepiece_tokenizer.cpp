@@ -5,13 +5,15 @@
 
 #include <sentencepiece_processor.h>
 
-#include <filesystem>
+#include <sys/stat.h>
 
 namespace lintime::text {
 
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path)
     : processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  LINTIME_CHECK(std::filesystem::is_regular_file(model_path), "SentencePiece model '", model_path, "' does not exist");
+  struct stat file_stat {};  // POSIX stat: see tokenizer.cpp on std::filesystem
+  LINTIME_CHECK(::stat(model_path.c_str(), &file_stat) == 0 && S_ISREG(file_stat.st_mode), "SentencePiece model '",
+                model_path, "' does not exist");
   const auto status = processor_->Load(model_path);
   LINTIME_CHECK(status.ok(), "'", model_path, "' is not a SentencePiece model: ", status.ToString());
 }

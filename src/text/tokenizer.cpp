@@ -4,22 +4,28 @@
 #include "text/byte_level_bpe.h"
 #include "text/sentencepiece_tokenizer.h"
 
-#include <filesystem>
+#include <sys/stat.h>
 
 namespace lintime::text {
 
+namespace {
+// POSIX stat, not std::filesystem: libtorch.so exports its own copies of the std::filesystem
+// free functions, which the dynamic linker may bind in place of libstdc++'s.
+bool is_file(const std::string& path) {
+  struct stat file_stat {};
+  return ::stat(path.c_str(), &file_stat) == 0 && S_ISREG(file_stat.st_mode);
+}
+}  // namespace
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
-  namespace fs = std::filesystem;
-  const fs::path dir(model_dir);
-  LINTIME_CHECK(fs::is_directory(dir), "model folder '", model_dir, "' does not exist");
-  if (fs::is_regular_file(dir / "tokenizer.model")) {
-    return std::make_unique<SentencePieceTokenizer>((dir / "tokenizer.model").string());
-  }
-  if (fs::is_regular_file(dir / "tokenizer.json")) {
-    return ByteLevelBpeTokenizer::from_tokenizer_json((dir / "tokenizer.json").string());
-  }
-  if (fs::is_regular_file(dir / "vocab.json") && fs::is_regular_file(dir / "merges.txt")) {
-    return ByteLevelBpeTokenizer::from_vocab_and_merges((dir / "vocab.json").string(), (dir / "merges.txt").string());
+  struct stat dir_stat {};
+  LINTIME_CHECK(::stat(model_dir.c_str(), &dir_stat) == 0 && S_ISDIR(dir_stat.st_mode), "model folder '", model_dir,
+                "' does not exist");
+  const std::string dir = model_dir + "/";
+  if (is_file(dir + "tokenizer.model")) return std::make_unique<SentencePieceTokenizer>(dir + "tokenizer.model");
+  if (is_file(dir + "tokenizer.json")) return ByteLevelBpeTokenizer::from_tokenizer_json(dir + "tokenizer.json");
+  if (is_file(dir + "vocab.json") && is_file(dir + "merges.txt")) {
+    return ByteLevelBpeTokenizer::from_vocab_and_merges(dir + "vocab.json", dir + "merges.txt");
   }
   fail("model folder '", model_dir,
        "' holds no tokenizer: expected tokenizer.model (SentencePiece), tokenizer.json, or vocab.json and merges.txt");
