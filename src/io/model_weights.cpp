@@ -1,6 +1,7 @@
 #include "io/model_weights.h"
 
 #include "core/error.h"
+#include "core/tensor_checks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -13,17 +14,9 @@
 namespace lintime::io {
 namespace {
 
-std::string shape_text(at::IntArrayRef shape) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << "]";
-  return out.str();
-}
-
 std::string name_list(const std::vector<std::string>& names) {
   std::string text;
-  const size_t shown = std::min<size_t>(names.size(), 5);
+  const size_t shown = std::min<size_t>(names.size(), 8);
   for (size_t i = 0; i < shown; ++i) text += (i ? ", " : "") + std::string("'") + names[i] + "'";
   if (names.size() > shown) text += " and " + std::to_string(names.size() - shown) + " more";
   return text;
@@ -65,8 +58,8 @@ void load_module_weights(layers::Module& module, const ModelWeights& weights, co
       expected[0] = source.stored_rows;
     }
     LINTIME_CHECK(at::IntArrayRef(info.shape) == at::IntArrayRef(expected), "checkpoint '", weights.source(),
-                  "': tensor '", source.tensor, "' has shape ", shape_text(info.shape), ", the model expects ",
-                  shape_text(expected));
+                  "': tensor '", source.tensor, "' has shape ", shape_string(info.shape), ", the model expects ",
+                  shape_string(expected));
     LINTIME_CHECK(at::isFloatingType(info.dtype), "checkpoint '", weights.source(), "': tensor '", source.tensor,
                   "' is ", info.dtype_name, ", expected a floating-point dtype (F32, F16, BF16)");
   }

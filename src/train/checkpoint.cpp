@@ -5,6 +5,7 @@
 
 #include "core/tensor_checks.h"
 #include "core/error.h"
+#include "io/model_weights.h"
 #include "io/safetensors.h"
 
 #include <ATen/ATen.h>
@@ -120,17 +121,6 @@ std::string readable_checkpoint(const std::string& dir) {
        ")");
 }
 
-std::string name_list(const std::vector<std::string>& names) {
-  std::string text;
-  const size_t shown = std::min<size_t>(names.size(), 8);
-  for (size_t i = 0; i < shown; ++i) {
-    if (i > 0) text += ", ";
-    text += "'" + names[i] + "'";
-  }
-  if (names.size() > shown) text += " and " + std::to_string(names.size() - shown) + " more";
-  return text;
-}
-
 template <typename T>
 T field(const nlohmann::json& object, const char* key, const std::string& path, T fallback) {
   if (!object.contains(key)) return fallback;
@@ -235,35 +225,8 @@ TrainerState load_checkpoint(const std::string& dir_argument, layers::Module& mo
   bool has_optimizer = false;
   TrainerState state = read_state_files(dir, &optimizer_steps, &has_optimizer);
 
-  // Validate the weights against the model: names, then shapes.
-  const std::string model_path = dir + "/" + kModelFile;
-  io::SafetensorsFile weights(model_path);
-  const auto parameters = model.named_parameters();
-  std::vector<std::string> missing, unexpected;
-  std::set<std::string> parameter_names;
-  for (const auto& [name, parameter] : parameters) {
-    parameter_names.insert(name);
-    if (!weights.contains(name)) missing.push_back(name);
-  }
-  for (const auto& name : weights.names())
-    if (!parameter_names.count(name)) unexpected.push_back(name);
-  if (!missing.empty() || !unexpected.empty()) {
-    std::string message = "checkpoint '" + model_path + "' does not match the model:";
-    if (!missing.empty()) message += " missing tensors " + name_list(missing);
-    if (!missing.empty() && !unexpected.empty()) message += ";";
-    if (!unexpected.empty()) message += " unexpected tensors " + name_list(unexpected);
-    fail(message);
-  }
-  for (const auto& [name, parameter] : parameters) {
-    const auto& info = weights.info(name);
-    LINTIME_CHECK(at::IntArrayRef(info.shape) == parameter.sizes(), "checkpoint '", model_path,
-                  "': tensor '", name, "' has shape ", shape_string(info.shape), ", the model expects ",
-                  shape_string(parameter.sizes()));
-    LINTIME_CHECK(info.dtype != at::kBool && at::isFloatingType(info.dtype), "checkpoint '",
-                  model_path, "': tensor '", name, "' is ", info.dtype_name,
-                  ", expected a floating-point dtype");
-  }
-
+  // The optimizer state is checked first; load_module_weights then checks every weight before
+  // changing any, so a failed load changes nothing.
   std::map<std::string, at::Tensor> optimizer_state;
   if (optimizer) {
     LINTIME_CHECK(has_optimizer, "checkpoint '", dir, "' holds no optimizer state (saved without one)");
@@ -274,16 +237,9 @@ TrainerState load_checkpoint(const std::string& dir_argument, layers::Module& mo
       fail("checkpoint '", dir, "/", kOptimizerFile, "': ", error.what());
     }
   }
-
-  // Everything is valid: convert first, then commit.
-  std::map<std::string, at::Tensor> converted;
-  for (const auto& [name, parameter] : parameters)
-    converted[name] = weights.get(name, {.dtype = parameter.scalar_type(), .device = parameter.device()});
+  const io::ModelWeights weights(dir + "/" + kModelFile);
+  io::load_module_weights(model, weights, [](const std::string& name, const at::Tensor&) { return io::WeightSource{name}; });
   if (optimizer) optimizer->load_state(optimizer_state, optimizer_steps);
-  at::NoGradGuard no_grad;
-  model.for_each_parameter([&](const std::string& name, at::Tensor& parameter) {
-    parameter.detach().copy_(converted.at(name));
-  });
   return state;
 }
 
