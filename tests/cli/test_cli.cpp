@@ -1,10 +1,14 @@
 // End-to-end tests of the `lintime` binary: bad input gets one clear line and a non-zero exit
 // with nothing written; training, eval and info work; a run stopped and resumed ends with
-// exactly the weights of an uninterrupted run (CPU).
+// exactly the weights of an uninterrupted run (CPU); forward and generate run a GSA model folder.
+#include "io/gsa_checkpoint.h"
 #include "io/safetensors.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <array>
 #include <cstdio>
@@ -37,6 +41,18 @@ CommandResult run_lintime(const std::string& arguments, bool stderr_only = false
 }
 
 CommandResult run_errors(const std::string& arguments) { return run_lintime(arguments, true); }
+
+// Only stdout (stderr discarded).
+CommandResult run_stdout(const std::string& arguments) {
+  CommandResult result{-1, ""};
+  FILE* pipe = popen((std::string(LINTIME_BINARY) + " " + arguments + " 2>/dev/null").c_str(), "r");
+  if (!pipe) return result;
+  std::array<char, 4096> buffer{};
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) result.out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
 
 class CliTest : public ::testing::Test {
  protected:
@@ -244,6 +260,97 @@ TEST_F(CliTest, LearningRateSweepIsOneCommand) {
   EXPECT_NE(result.out.find("<- best"), std::string::npos) << result.out;
   EXPECT_TRUE(fs::exists(dir_ / "sweep" / "lr-0.001" / "checkpoint" / "model.safetensors"));
   EXPECT_TRUE(fs::exists(dir_ / "sweep" / "lr-0.003" / "result.json"));
+}
+
+// A byte-level tokenizer whose ids are the byte values (no merges) and <|endoftext|> = 256.
+void write_byte_tokenizer(const fs::path& folder) {
+  nlohmann::json vocab;
+  int extra = 0;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    const char32_t symbol = printable ? char32_t(b) : char32_t(256 + extra++);
+    std::string utf8;
+    if (symbol < 0x80) {
+      utf8 += static_cast<char>(symbol);
+    } else {
+      utf8 += static_cast<char>(0xC0 | (symbol >> 6));
+      utf8 += static_cast<char>(0x80 | (symbol & 0x3F));
+    }
+    vocab[utf8] = b;
+  }
+  vocab["<|endoftext|>"] = 256;
+  std::ofstream(folder / "vocab.json") << vocab.dump();
+  std::ofstream(folder / "merges.txt") << "#version: 0.2\n";
+}
+
+TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {
+  lintime::models::GsaConfig config;
+  config.vocab_size = 257;
+  config.hidden_size = 32;
+  config.num_hidden_layers = 2;
+  config.num_heads = 2;
+  config.num_kv_heads = 1;
+  config.num_slots = 8;
+  config.initializer_range = 0.1;
+  config.eos_token_id = 256;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(4);
+  lintime::models::GsaModel model(config, generator);
+  const fs::path folder = dir_ / "model";
+  lintime::io::save_gsa_model(model, folder.string());
+  write_byte_tokenizer(folder);
+
+  // forward: the logits of the model for the given ids.
+  const at::Tensor ids = at::randint(257, {2, 9}, at::kLong);
+  lintime::io::save_safetensors((dir_ / "ids.safetensors").string(), {{"input_ids", ids}});
+  auto result = run_lintime("forward " + folder.string() + " --input-ids " + (dir_ / "ids.safetensors").string() +
+                            " --out " + (dir_ / "logits.safetensors").string() + " --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  at::Tensor expected;
+  {
+    at::NoGradGuard no_grad;
+    expected = model.forward(ids);
+  }
+  const at::Tensor logits = lintime::io::load_safetensors((dir_ / "logits.safetensors").string()).at("logits");
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 9, 257}));
+  EXPECT_TRUE(at::allclose(logits, expected, 1e-5, 1e-6));
+
+  // generate --greedy: the tokens a full forward per step picks, up to EOS or the limit.
+  std::vector<int64_t> sequence = {'h', 'e', 'l', 'l', 'o'};
+  std::string continuation;
+  for (int step = 0; step < 12; ++step) {
+    at::NoGradGuard no_grad;
+    const at::Tensor out = model.forward(at::tensor(sequence, at::kLong).unsqueeze(0));
+    const int64_t next = out[0][-1].argmax().item<int64_t>();
+    if (next == 256) break;
+    sequence.push_back(next);
+    continuation += static_cast<char>(next);
+  }
+  result = run_stdout("generate " + folder.string() + " --prompt hello --max-new-tokens 12 --greedy --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_EQ(result.out, continuation + "\n");
+  result = run_errors("generate " + folder.string() + " --prompt hello --max-new-tokens 3 --seed 1 --top-k 5 --top-p 0.9 --batch 2 --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("prompt 5 tokens, batch 2"), std::string::npos) << result.out;
+
+  // Bad input: one line, non-zero exit, no output file.
+  expect_one_line_error(run_errors("forward " + folder.string() + " --input-ids " + (dir_ / "none.safetensors").string() +
+                                   " --out " + (dir_ / "x.safetensors").string() + " --device cpu"),
+                        "none.safetensors");
+  lintime::io::save_safetensors((dir_ / "big.safetensors").string(), {{"input_ids", at::full({1, 3}, 300, at::kLong)}});
+  expect_one_line_error(run_errors("forward " + folder.string() + " --input-ids " + (dir_ / "big.safetensors").string() +
+                                   " --out " + (dir_ / "x.safetensors").string() + " --device cpu"),
+                        "expected token ids in [0, 257)");
+  EXPECT_FALSE(fs::exists(dir_ / "x.safetensors"));
+  expect_one_line_error(run_errors("generate " + folder.string() + " --prompt a --prompt-file b --device cpu"),
+                        "exactly one of --prompt and --prompt-file");
+  expect_one_line_error(run_errors("generate " + folder.string() + " --prompt a --top-p 0 --device cpu"),
+                        "--top-p must lie in (0, 1]");
+  fs::remove(folder / "vocab.json");
+  expect_one_line_error(run_errors("generate " + folder.string() + " --prompt a --device cpu"), "holds no tokenizer");
+  std::ofstream(folder / "config.json") << R"({"model_type": "mamba"})";
+  expect_one_line_error(run_errors("forward " + folder.string() + " --input-ids " + (dir_ / "ids.safetensors").string() +
+                                   " --out " + (dir_ / "x.safetensors").string() + " --device cpu"),
+                        "model_type \"mamba\" cannot be run yet");
 }
 
 }  // namespace

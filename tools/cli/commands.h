@@ -12,5 +12,7 @@ std::function<int()> add_train_command(CLI::App& app);
 std::function<int()> add_eval_command(CLI::App& app);
 std::function<int()> add_info_command(CLI::App& app);
 std::function<int()> add_bench_command(CLI::App& app);
+std::function<int()> add_forward_command(CLI::App& app);
+std::function<int()> add_generate_command(CLI::App& app);
 
 }  // namespace lintime::cli

@@ -1,4 +1,4 @@
-// The `lintime` command-line tool: train, eval, info, bench. Every failure prints one line
+// The `lintime` command-line tool: train, eval, info, bench, forward, generate. Every failure prints one line
 // "lintime: error: ..." naming what is wrong and what was expected, and exits non-zero.
 #include "tools/cli/commands.h"
 
@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   add(lintime::cli::add_eval_command);
   add(lintime::cli::add_info_command);
   add(lintime::cli::add_bench_command);
+  add(lintime::cli::add_forward_command);
+  add(lintime::cli::add_generate_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -1,0 +1,149 @@
+// `lintime generate MODEL_DIR --prompt TEXT`: prefill with the chunked ops, then one decode step
+// per token from the constant-size recurrent state; tokens stream to stdout as they come (batch
+// 1) and generation stops at EOS. Timing goes to stderr.
+#include "tools/cli/commands.h"
+
+#include "core/error.h"
+#include "models/sampling.h"
+#include "text/tokenizer.h"
+#include "tools/cli/model_folder.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+namespace lintime::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model_dir, prompt, prompt_file, dtype = "float32", device = "auto";
+  int64_t max_new_tokens = 128, batch = 1;
+  uint64_t seed = 0;
+  models::SamplingOptions sampling;
+};
+
+// The length of the longest prefix of `text` that ends on a whole UTF-8 character.
+size_t complete_utf8_prefix(const std::string& text) {
+  size_t end = text.size(), back = 0;
+  while (back < 4 && back < end && (static_cast<unsigned char>(text[end - 1 - back]) & 0xC0) == 0x80) ++back;
+  if (back == end) return end;
+  const auto lead = static_cast<unsigned char>(text[end - 1 - back]);
+  const size_t need = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 1;
+  return back + 1 >= need ? end : end - back - 1;
+}
+
+int run_generate(const GenerateArgs& args) {
+  LINTIME_CHECK(args.prompt.empty() != args.prompt_file.empty(), "generate: give exactly one of --prompt and --prompt-file");
+  LINTIME_CHECK(args.max_new_tokens >= 1, "--max-new-tokens must be >= 1, got ", args.max_new_tokens);
+  LINTIME_CHECK(args.batch >= 1, "--batch must be >= 1, got ", args.batch);
+  models::validate(args.sampling);
+  std::string prompt = args.prompt;
+  if (!args.prompt_file.empty()) {
+    std::ifstream in(args.prompt_file, std::ios::binary);
+    LINTIME_CHECK(in, "--prompt-file: cannot open '", args.prompt_file, "'");
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    prompt = buffer.str();
+  }
+  const at::ScalarType dtype = parse_dtype(args.dtype);
+  const c10::Device device = parse_device(args.device);
+  auto tokenizer = text::load_tokenizer(args.model_dir);
+  auto model = load_causal_lm(args.model_dir, dtype, device);
+  std::vector<int64_t> prompt_ids = tokenizer->encode(prompt);
+  // SentencePiece models (Llama, Mistral) are fed a BOS first, as their Hugging Face tokenizers do.
+  if (tokenizer->kind() == "sentencepiece" && tokenizer->bos_id()) prompt_ids.insert(prompt_ids.begin(), *tokenizer->bos_id());
+  LINTIME_CHECK(!prompt_ids.empty(), "generate: the prompt encodes to no tokens");
+  const int64_t vocab = model->config().vocab_size;
+  for (int64_t id : prompt_ids)
+    LINTIME_CHECK(id < vocab, "generate: the tokenizer gives id ", id, " but the model's vocabulary has ", vocab, " entries");
+  const std::optional<int64_t> eos = tokenizer->eos_id();
+
+  at::NoGradGuard no_grad;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(args.seed);
+  const auto start = std::chrono::steady_clock::now();
+  const at::Tensor ids = at::tensor(prompt_ids, at::kLong).unsqueeze(0).expand({args.batch, -1}).contiguous();
+  auto cache = model->make_cache(args.batch);
+  at::Tensor last = model->prefill(ids.to(device), cache).select(1, -1);  // [B, V]
+  std::vector<std::vector<int64_t>> generated(args.batch);
+  std::vector<bool> finished(args.batch, false);
+  size_t printed = 0;
+  double first_token_seconds = 0;
+  int64_t steps = 0;
+  for (; steps < args.max_new_tokens; ++steps) {
+    at::Tensor next = models::choose_next_tokens(last, args.sampling, generator);  // [B] CPU
+    if (steps == 0) first_token_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    bool all_finished = true;
+    for (int64_t b = 0; b < args.batch; ++b) {
+      const int64_t token = next[b].item<int64_t>();
+      if (!finished[b]) {
+        if (eos && token == *eos) {
+          finished[b] = true;
+        } else {
+          generated[b].push_back(token);
+        }
+      }
+      all_finished = all_finished && finished[b];
+    }
+    if (args.batch == 1) {  // stream what has become whole characters
+      const std::string text = tokenizer->decode(generated[0]);
+      const size_t ready = complete_utf8_prefix(text);
+      if (ready > printed) {
+        std::fwrite(text.data() + printed, 1, ready - printed, stdout);
+        std::fflush(stdout);
+        printed = ready;
+      }
+    }
+    if (all_finished || steps + 1 == args.max_new_tokens) {
+      ++steps;
+      break;
+    }
+    last = model->step(next.to(device), cache);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (args.batch == 1) {
+    const std::string text = tokenizer->decode(generated[0]);
+    if (text.size() > printed) std::fwrite(text.data() + printed, 1, text.size() - printed, stdout);
+    std::printf("\n");
+  } else {
+    for (int64_t b = 0; b < args.batch; ++b) std::printf("[%lld] %s\n", static_cast<long long>(b), tokenizer->decode(generated[b]).c_str());
+  }
+  int64_t new_tokens = 0;
+  for (const auto& sequence : generated) new_tokens += static_cast<int64_t>(sequence.size());
+  std::fprintf(stderr,
+               "prompt %zu tokens, batch %lld, %lld steps, %lld new tokens in %.3f s (%.1f tokens/s); "
+               "time to first token %.1f ms; %s; recurrent state %lld bytes per sequence\n",
+               prompt_ids.size(), static_cast<long long>(args.batch), static_cast<long long>(steps),
+               static_cast<long long>(new_tokens), seconds, new_tokens / std::max(seconds, 1e-9),
+               1e3 * first_token_seconds, device.str().c_str(),
+               static_cast<long long>(models::GsaModel::state_bytes_per_sequence_for(model->config())));
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> add_generate_command(CLI::App& app) {
+  auto* command = app.add_subcommand("generate", "Generate text from a model folder (prefill, then constant-memory decoding)");
+  auto args = std::make_shared<GenerateArgs>();
+  command->add_option("MODEL_DIR", args->model_dir, "Folder with config.json, weights and a tokenizer")->required();
+  command->add_option("--prompt", args->prompt, "Prompt text");
+  command->add_option("--prompt-file", args->prompt_file, "File holding the prompt (UTF-8)");
+  command->add_option("--max-new-tokens", args->max_new_tokens, "Tokens to generate at most (default 128)");
+  command->add_option("--temperature", args->sampling.temperature, "Sampling temperature (0: greedy)");
+  command->add_option("--top-k", args->sampling.top_k, "Keep the k most likely tokens (0: all)");
+  command->add_option("--top-p", args->sampling.top_p, "Nucleus sampling mass (1: off)");
+  command->add_option("--seed", args->seed, "Seed of the sampler");
+  command->add_option("--batch", args->batch, "Sequences generated together from the prompt");
+  command->add_flag("--greedy", args->sampling.greedy, "Take the most likely token every step");
+  command->add_option("--dtype", args->dtype, "float32, bfloat16 or float16");
+  command->add_option("--device", args->device, "cpu, cuda or auto");
+  return [args]() { return run_generate(*args); };
+}
+
+}  // namespace lintime::cli
