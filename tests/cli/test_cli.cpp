@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -331,6 +332,28 @@ TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {
   result = run_errors("generate " + folder.string() + " --prompt hello --max-new-tokens 3 --seed 1 --top-k 5 --top-p 0.9 --batch 2 --device cpu");
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_NE(result.out.find("prompt 5 tokens, batch 2"), std::string::npos) << result.out;
+
+  // perplexity: one window holding the whole text is exp(mean cross-entropy of a full forward).
+  const std::string text = "the quick brown fox jumps over the lazy dog; the end.";
+  std::ofstream(dir_ / "text.txt") << text;
+  std::vector<int64_t> text_ids(text.begin(), text.end());
+  double expected_nll = 0;
+  {
+    at::NoGradGuard no_grad;
+    const at::Tensor all = at::tensor(text_ids, at::kLong);
+    const at::Tensor log_probs = model.forward(all.unsqueeze(0)).squeeze(0).to(at::kDouble).log_softmax(-1);
+    expected_nll = -log_probs.slice(0, 0, all.size(0) - 1).gather(1, all.slice(0, 1).unsqueeze(1)).mean().item<double>();
+  }
+  result = run_stdout("perplexity " + folder.string() + " " + (dir_ / "text.txt").string() + " --context 64 --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  char expected_line[160];
+  std::snprintf(expected_line, sizeof expected_line, "perplexity %.4f over %zu tokens", std::exp(expected_nll), text.size() - 1);
+  EXPECT_NE(result.out.find(expected_line), std::string::npos) << result.out << " expected " << expected_line;
+  result = run_stdout("perplexity " + folder.string() + " " + (dir_ / "text.txt").string() + " --context 16 --stride 8 --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("over " + std::to_string(text.size() - 1) + " tokens"), std::string::npos) << result.out;
+  expect_one_line_error(run_errors("perplexity " + folder.string() + " " + (dir_ / "text.txt").string() + " --context 8 --stride 9"),
+                        "--stride must lie in [1, --context = 8]");
 
   // Bad input: one line, non-zero exit, no output file.
   expect_one_line_error(run_errors("forward " + folder.string() + " --input-ids " + (dir_ / "none.safetensors").string() +

@@ -14,5 +14,6 @@ std::function<int()> add_info_command(CLI::App& app);
 std::function<int()> add_bench_command(CLI::App& app);
 std::function<int()> add_forward_command(CLI::App& app);
 std::function<int()> add_generate_command(CLI::App& app);
+std::function<int()> add_perplexity_command(CLI::App& app);
 
 }  // namespace lintime::cli

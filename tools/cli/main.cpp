@@ -1,4 +1,5 @@
-// The `lintime` command-line tool: train, eval, info, bench, forward, generate. Every failure prints one line
+// The `lintime` command-line tool: train, eval, info, bench, forward, generate,
+// perplexity. Every failure prints one line
 // "lintime: error: ..." naming what is wrong and what was expected, and exits non-zero.
 #include "tools/cli/commands.h"
 
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   add(lintime::cli::add_bench_command);
   add(lintime::cli::add_forward_command);
   add(lintime::cli::add_generate_command);
+  add(lintime::cli::add_perplexity_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
