@@ -27,10 +27,12 @@ struct CommandResult {
   std::string out;  // stdout and stderr together
 };
 
-// stderr_only: capture only stderr (where errors go), discarding stdout.
-CommandResult run_lintime(const std::string& arguments, bool stderr_only = false) {
-  const std::string command =
-      std::string(LINTIME_BINARY) + " " + arguments + (stderr_only ? " 2>&1 >/dev/null" : " 2>&1");
+enum class Capture { both, stderr_only, stdout_only };
+
+// Runs the binary and captures stdout and stderr together, or one of them (the other discarded).
+CommandResult run_lintime(const std::string& arguments, Capture capture = Capture::both) {
+  const char* redirect = capture == Capture::both ? " 2>&1" : capture == Capture::stderr_only ? " 2>&1 >/dev/null" : " 2>/dev/null";
+  const std::string command = std::string(LINTIME_BINARY) + " " + arguments + redirect;
   CommandResult result{-1, ""};
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -41,19 +43,8 @@ CommandResult run_lintime(const std::string& arguments, bool stderr_only = false
   return result;
 }
 
-CommandResult run_errors(const std::string& arguments) { return run_lintime(arguments, true); }
-
-// Only stdout (stderr discarded).
-CommandResult run_stdout(const std::string& arguments) {
-  CommandResult result{-1, ""};
-  FILE* pipe = popen((std::string(LINTIME_BINARY) + " " + arguments + " 2>/dev/null").c_str(), "r");
-  if (!pipe) return result;
-  std::array<char, 4096> buffer{};
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) result.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+CommandResult run_errors(const std::string& arguments) { return run_lintime(arguments, Capture::stderr_only); }
+CommandResult run_stdout(const std::string& arguments) { return run_lintime(arguments, Capture::stdout_only); }
 
 class CliTest : public ::testing::Test {
  protected:

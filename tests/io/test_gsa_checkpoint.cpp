@@ -6,6 +6,7 @@
 #include "io/gsa_checkpoint.h"
 #include "io/model_weights.h"
 #include "io/safetensors.h"
+#include "support/test_support.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -23,14 +24,7 @@ namespace fs = std::filesystem;
 using lintime::models::GsaConfig;
 using lintime::models::GsaModel;
 
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const lintime::Error& error) {
-    return error.what();
-  }
-  return "";
-}
+using lintime::testing::error_of;
 
 GsaConfig tiny_config(std::optional<int64_t> kv_heads, bool short_conv, bool tied) {
   GsaConfig config;

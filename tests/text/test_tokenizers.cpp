@@ -38,14 +38,7 @@ json fixtures() {
   return json::parse(read_text(path));
 }
 
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const lintime::Error& error) {
-    return error.what();
-  }
-  return "";
-}
+using lintime::testing::error_of;
 
 std::vector<int64_t> ids_of(const json& list) { return list.get<std::vector<int64_t>>(); }
 

@@ -7,6 +7,7 @@
 #include "models/sampling.h"
 #include "text/tokenizer.h"
 #include "tools/cli/model_folder.h"
+#include "train/mqar_trainer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -53,7 +54,7 @@ int run_generate(const GenerateArgs& args) {
     prompt = buffer.str();
   }
   const at::ScalarType dtype = parse_dtype(args.dtype);
-  const c10::Device device = parse_device(args.device);
+  const c10::Device device = train::resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = load_causal_lm(args.model_dir, dtype, device);
   std::vector<int64_t> prompt_ids = tokenizer->encode(prompt);

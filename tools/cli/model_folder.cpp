@@ -17,16 +17,6 @@ at::ScalarType parse_dtype(const std::string& name) {
   fail("--dtype must be float32, bfloat16 or float16, got '", name, "'");
 }
 
-c10::Device parse_device(const std::string& name) {
-  if (name == "cpu") return c10::Device(c10::kCPU);
-  if (name == "cuda") {
-    LINTIME_CHECK(at::hasCUDA(), "--device cuda: no CUDA device is available (use cpu or auto)");
-    return c10::Device(c10::kCUDA, 0);
-  }
-  LINTIME_CHECK(name == "auto", "--device must be cpu, cuda or auto, got '", name, "'");
-  return at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-}
-
 std::unique_ptr<models::GsaModel> load_causal_lm(const std::string& model_dir, at::ScalarType dtype,
                                                  const c10::Device& device) {
   const std::string config_path = model_dir + "/config.json";

@@ -14,8 +14,6 @@ namespace lintime::cli {
 
 // "float32" | "bfloat16" | "float16" -> dtype; throws lintime::Error otherwise.
 at::ScalarType parse_dtype(const std::string& name);
-// "cpu" | "cuda" | "auto" -> device; throws lintime::Error when cuda is asked for and absent.
-c10::Device parse_device(const std::string& name);
 
 // The causal LM in MODEL_DIR. Supported: fla GSA (model_type "gsa"). Throws lintime::Error
 // naming the model type otherwise.

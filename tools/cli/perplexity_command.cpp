@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "text/tokenizer.h"
 #include "tools/cli/model_folder.h"
+#include "train/mqar_trainer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -34,7 +35,7 @@ int run_perplexity(const PerplexityArgs& args) {
   std::ostringstream buffer;
   buffer << in.rdbuf();
   const at::ScalarType dtype = parse_dtype(args.dtype);
-  const c10::Device device = parse_device(args.device);
+  const c10::Device device = train::resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = load_causal_lm(args.model_dir, dtype, device);
   const std::vector<int64_t> ids = tokenizer->encode(buffer.str());
