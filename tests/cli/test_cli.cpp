@@ -2,6 +2,8 @@
 // with nothing written; training, eval and info work; a run stopped and resumed ends with
 // exactly the weights of an uninterrupted run (CPU); forward and generate run a GSA model folder.
 #include "io/gsa_checkpoint.h"
+#include "models/based_config.h"
+#include "models/based_model.h"
 #include "io/safetensors.h"
 
 #include <ATen/ATen.h>
@@ -45,6 +47,20 @@ CommandResult run_lintime(const std::string& arguments, Capture capture = Captur
 
 CommandResult run_errors(const std::string& arguments) { return run_lintime(arguments, Capture::stderr_only); }
 CommandResult run_stdout(const std::string& arguments) { return run_lintime(arguments, Capture::stdout_only); }
+
+// HazyResearch's based-360m config.json (the fields lintime reads).
+nlohmann::json based_360m_config() {
+  return nlohmann::json::parse(R"({"model_type": "gpt2", "vocab_size": 50257, "pad_vocab_size_multiple": 8,
+      "n_embd": 1024, "n_layer": 27, "n_head": 16, "n_inner": 2048, "n_positions": 0, "rms_norm": true,
+      "activation_function": "swiglu", "mlp_fc1_bias": false, "mlp_fc2_bias": false, "qkv_proj_bias": false,
+      "out_proj_bias": false, "rotary_emb_fraction": 1, "residual_in_fp32": true,
+      "alt_mixer_layers": [1, 6, 11, 16, 21], "alt_mixer_2_layers": [2, 7, 12, 17, 22],
+      "mixer": {"_target_": "based.models.mixers.convolution.BaseConv", "expand_proj": 4, "use_bias": true},
+      "alt_mixer": {"_target_": "based.models.mixers.linear_attention.LinearAttention", "feature_dim": 16,
+                    "num_heads": 16},
+      "alt_mixer_2": {"_target_": "based.models.mixers.slide_attention.SlidingAttention", "window_size": 128,
+                      "causal": true}})");
+}
 
 class CliTest : public ::testing::Test {
  protected:
@@ -157,16 +173,7 @@ TEST_F(CliTest, InfoPrintsParametersAndStateBytes) {
 // HazyResearch's based-360m configuration (GPT-2 fields and three mixer objects).
 TEST_F(CliTest, InfoReadsABasedLanguageModelConfig) {
   const auto config = dir_ / "based_360m.json";
-  std::ofstream(config) << R"({"model_type": "gpt2", "vocab_size": 50257, "pad_vocab_size_multiple": 8,
-      "n_embd": 1024, "n_layer": 27, "n_head": 16, "n_inner": 2048, "n_positions": 0, "rms_norm": true,
-      "activation_function": "swiglu", "mlp_fc1_bias": false, "mlp_fc2_bias": false, "qkv_proj_bias": false,
-      "out_proj_bias": false, "rotary_emb_fraction": 1, "residual_in_fp32": true,
-      "alt_mixer_layers": [1, 6, 11, 16, 21], "alt_mixer_2_layers": [2, 7, 12, 17, 22],
-      "mixer": {"_target_": "based.models.mixers.convolution.BaseConv", "expand_proj": 4, "use_bias": true},
-      "alt_mixer": {"_target_": "based.models.mixers.linear_attention.LinearAttention", "feature_dim": 16,
-                    "num_heads": 16},
-      "alt_mixer_2": {"_target_": "based.models.mixers.slide_attention.SlidingAttention", "window_size": 128,
-                      "causal": true}})";
+  std::ofstream(config) << based_360m_config().dump();
   const auto result = run_lintime("info " + config.string());
   ASSERT_EQ(result.exit_code, 0) << result.out;
   // d 1024, H 2048, 17 conv, 5 linear attention, 5 sliding-window layers, vocab 50264 (tied):
@@ -365,6 +372,53 @@ TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {
   expect_one_line_error(run_errors("forward " + folder.string() + " --input-ids " + (dir_ / "ids.safetensors").string() +
                                    " --out " + (dir_ / "x.safetensors").string() + " --device cpu"),
                         "model_type \"mamba\" cannot be run yet");
+}
+
+TEST_F(CliTest, ForwardAndGenerateRunABasedModelFolder) {
+  nlohmann::json config = based_360m_config();  // shrunk: conv, linear attention, window, conv
+  config["vocab_size"] = 257;
+  config["n_embd"] = 16;
+  config["n_layer"] = 4;
+  config["n_head"] = 2;
+  config["n_inner"] = 24;
+  config["alt_mixer_layers"] = {1};
+  config["alt_mixer_2_layers"] = {2};
+  config["alt_mixer"]["feature_dim"] = 4;
+  config["alt_mixer"]["num_heads"] = 2;
+  config["alt_mixer_2"]["window_size"] = 8;
+  const fs::path folder = dir_ / "based";
+  fs::create_directories(folder);
+  std::ofstream(folder / "config.json") << config.dump();
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(2);
+  lintime::models::BasedModel model(lintime::models::BasedConfig::from_json(config), generator);
+  lintime::io::save_safetensors((folder / "model.safetensors").string(), model.named_parameters());
+  write_byte_tokenizer(folder);
+
+  const at::Tensor ids = at::randint(257, {1, 12}, at::kLong);
+  lintime::io::save_safetensors((dir_ / "ids.safetensors").string(), {{"input_ids", ids}});
+  auto result = run_lintime("forward " + folder.string() + " --input-ids " + (dir_ / "ids.safetensors").string() +
+                            " --out " + (dir_ / "logits.safetensors").string() + " --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  at::NoGradGuard no_grad;
+  const at::Tensor logits = lintime::io::load_safetensors((dir_ / "logits.safetensors").string()).at("logits");
+  EXPECT_EQ(logits.size(2), 264);  // vocabulary padded to a multiple of 8
+  EXPECT_TRUE(at::allclose(logits, model.forward(ids), 1e-5, 1e-6));
+
+  // Greedy generation picks, among the tokenizer's 257 ids, what a full forward per step picks.
+  std::vector<int64_t> sequence = {'h', 'i'};
+  std::string continuation;
+  for (int step = 0; step < 10; ++step) {
+    const at::Tensor out = model.forward(at::tensor(sequence, at::kLong).unsqueeze(0));
+    const int64_t next = out[0][-1].slice(0, 0, 257).argmax().item<int64_t>();
+    if (next == 256) break;
+    sequence.push_back(next);
+    continuation += static_cast<char>(next);
+  }
+  result = run_stdout("generate " + folder.string() + " --prompt hi --max-new-tokens 10 --greedy --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_EQ(result.out, continuation + "\n");
+  result = run_errors("generate " + folder.string() + " --prompt hi --max-new-tokens 2 --device cpu");
+  EXPECT_NE(result.out.find("BASED (HazyResearch)"), std::string::npos) << result.out;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "models/sampling.h"
 #include "text/tokenizer.h"
+#include "io/model_folder.h"
 #include "tools/cli/model_folder.h"
 #include "train/mqar_trainer.h"
 
@@ -56,12 +57,12 @@ int run_generate(const GenerateArgs& args) {
   const at::ScalarType dtype = parse_dtype(args.dtype);
   const c10::Device device = train::resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
-  auto model = load_causal_lm(args.model_dir, dtype, device);
+  auto model = io::load_causal_lm(args.model_dir, dtype, device);
   std::vector<int64_t> prompt_ids = tokenizer->encode(prompt);
   // SentencePiece models (Llama, Mistral) are fed a BOS first, as their Hugging Face tokenizers do.
   if (tokenizer->kind() == "sentencepiece" && tokenizer->bos_id()) prompt_ids.insert(prompt_ids.begin(), *tokenizer->bos_id());
   LINTIME_CHECK(!prompt_ids.empty(), "generate: the prompt encodes to no tokens");
-  const int64_t vocab = model->config().vocab_size;
+  const int64_t vocab = model->vocab_size();
   for (int64_t id : prompt_ids)
     LINTIME_CHECK(id < vocab, "generate: the tokenizer gives id ", id, " but the model's vocabulary has ", vocab, " entries");
   const std::optional<int64_t> eos = tokenizer->eos_id();
@@ -70,8 +71,9 @@ int run_generate(const GenerateArgs& args) {
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(args.seed);
   const auto start = std::chrono::steady_clock::now();
   const at::Tensor ids = at::tensor(prompt_ids, at::kLong).unsqueeze(0).expand({args.batch, -1}).contiguous();
-  auto cache = model->make_cache(args.batch);
-  at::Tensor last = model->prefill(ids.to(device), cache).select(1, -1);  // [B, V]
+  // A padded vocabulary's extra logits are never chosen: the tokenizer could not decode them.
+  const int64_t choices = std::min(model->logits_width(), tokenizer->vocab_size());
+  at::Tensor last = model->prefill(ids.to(device)).select(1, -1).slice(-1, 0, choices);  // [B, V]
   std::vector<std::vector<int64_t>> generated(args.batch);
   std::vector<bool> finished(args.batch, false);
   size_t printed = 0;
@@ -105,7 +107,7 @@ int run_generate(const GenerateArgs& args) {
       ++steps;
       break;
     }
-    last = model->step(next.to(device), cache);
+    last = model->step(next.to(device)).slice(-1, 0, choices);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (args.batch == 1) {
@@ -119,11 +121,11 @@ int run_generate(const GenerateArgs& args) {
   for (const auto& sequence : generated) new_tokens += static_cast<int64_t>(sequence.size());
   std::fprintf(stderr,
                "prompt %zu tokens, batch %lld, %lld steps, %lld new tokens in %.3f s (%.1f tokens/s); "
-               "time to first token %.1f ms; %s; recurrent state %lld bytes per sequence\n",
+               "time to first token %.1f ms; %s on %s; recurrent state %lld bytes per sequence\n",
                prompt_ids.size(), static_cast<long long>(args.batch), static_cast<long long>(steps),
                static_cast<long long>(new_tokens), seconds, new_tokens / std::max(seconds, 1e-9),
-               1e3 * first_token_seconds, device.str().c_str(),
-               static_cast<long long>(models::GsaModel::state_bytes_per_sequence_for(model->config())));
+               1e3 * first_token_seconds, model->name().c_str(), device.str().c_str(),
+               static_cast<long long>(model->state_bytes_per_sequence()));
   return 0;
 }
 

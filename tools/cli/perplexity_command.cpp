@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "text/tokenizer.h"
+#include "io/model_folder.h"
 #include "tools/cli/model_folder.h"
 #include "train/mqar_trainer.h"
 
@@ -37,13 +38,13 @@ int run_perplexity(const PerplexityArgs& args) {
   const at::ScalarType dtype = parse_dtype(args.dtype);
   const c10::Device device = train::resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
-  auto model = load_causal_lm(args.model_dir, dtype, device);
+  auto model = io::load_causal_lm(args.model_dir, dtype, device);
   const std::vector<int64_t> ids = tokenizer->encode(buffer.str());
   const int64_t length = static_cast<int64_t>(ids.size());
   LINTIME_CHECK(length >= 2, "perplexity: '", args.text_file, "' encodes to ", length, " tokens, expected at least 2");
   const at::Tensor all = at::tensor(ids, at::kLong);
-  LINTIME_CHECK(all.max().item<int64_t>() < model->config().vocab_size, "perplexity: the tokenizer gives ids beyond the model's vocabulary of ",
-                model->config().vocab_size);
+  LINTIME_CHECK(all.max().item<int64_t>() < model->vocab_size(), "perplexity: the tokenizer gives ids beyond the model's vocabulary of ",
+                model->vocab_size());
 
   at::NoGradGuard no_grad;
   double nll_sum = 0;
