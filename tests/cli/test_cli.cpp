@@ -4,6 +4,7 @@
 #include "io/gsa_checkpoint.h"
 #include "models/based_config.h"
 #include "models/based_model.h"
+#include "support/based_configs.h"
 #include "io/safetensors.h"
 
 #include <ATen/ATen.h>
@@ -47,20 +48,6 @@ CommandResult run_lintime(const std::string& arguments, Capture capture = Captur
 
 CommandResult run_errors(const std::string& arguments) { return run_lintime(arguments, Capture::stderr_only); }
 CommandResult run_stdout(const std::string& arguments) { return run_lintime(arguments, Capture::stdout_only); }
-
-// HazyResearch's based-360m config.json (the fields lintime reads).
-nlohmann::json based_360m_config() {
-  return nlohmann::json::parse(R"({"model_type": "gpt2", "vocab_size": 50257, "pad_vocab_size_multiple": 8,
-      "n_embd": 1024, "n_layer": 27, "n_head": 16, "n_inner": 2048, "n_positions": 0, "rms_norm": true,
-      "activation_function": "swiglu", "mlp_fc1_bias": false, "mlp_fc2_bias": false, "qkv_proj_bias": false,
-      "out_proj_bias": false, "rotary_emb_fraction": 1, "residual_in_fp32": true,
-      "alt_mixer_layers": [1, 6, 11, 16, 21], "alt_mixer_2_layers": [2, 7, 12, 17, 22],
-      "mixer": {"_target_": "based.models.mixers.convolution.BaseConv", "expand_proj": 4, "use_bias": true},
-      "alt_mixer": {"_target_": "based.models.mixers.linear_attention.LinearAttention", "feature_dim": 16,
-                    "num_heads": 16},
-      "alt_mixer_2": {"_target_": "based.models.mixers.slide_attention.SlidingAttention", "window_size": 128,
-                      "causal": true}})");
-}
 
 class CliTest : public ::testing::Test {
  protected:
@@ -173,7 +160,7 @@ TEST_F(CliTest, InfoPrintsParametersAndStateBytes) {
 // HazyResearch's based-360m configuration (GPT-2 fields and three mixer objects).
 TEST_F(CliTest, InfoReadsABasedLanguageModelConfig) {
   const auto config = dir_ / "based_360m.json";
-  std::ofstream(config) << based_360m_config().dump();
+  std::ofstream(config) << lintime::testing::based_360m_config().dump();
   const auto result = run_lintime("info " + config.string());
   ASSERT_EQ(result.exit_code, 0) << result.out;
   // d 1024, H 2048, 17 conv, 5 linear attention, 5 sliding-window layers, vocab 50264 (tied):
@@ -375,17 +362,8 @@ TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {
 }
 
 TEST_F(CliTest, ForwardAndGenerateRunABasedModelFolder) {
-  nlohmann::json config = based_360m_config();  // shrunk: conv, linear attention, window, conv
+  nlohmann::json config = lintime::testing::tiny_based_config();  // conv, linear attention, window, conv
   config["vocab_size"] = 257;
-  config["n_embd"] = 16;
-  config["n_layer"] = 4;
-  config["n_head"] = 2;
-  config["n_inner"] = 24;
-  config["alt_mixer_layers"] = {1};
-  config["alt_mixer_2_layers"] = {2};
-  config["alt_mixer"]["feature_dim"] = 4;
-  config["alt_mixer"]["num_heads"] = 2;
-  config["alt_mixer_2"]["window_size"] = 8;
   const fs::path folder = dir_ / "based";
   fs::create_directories(folder);
   std::ofstream(folder / "config.json") << config.dump();

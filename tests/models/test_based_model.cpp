@@ -8,6 +8,7 @@
 #include "layers/gated_mlp.h"
 #include "layers/rotary.h"
 #include "layers/softmax_attention.h"
+#include "support/based_configs.h"
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>
@@ -28,69 +29,11 @@ using lintime::models::BasedModel;
 using lintime::testing::error_of;
 using nlohmann::json;
 
-// The fields of HazyResearch's based-360m configuration (train/configs/experiment/reference/
-// based-360m.yaml as GPT2Config writes them), with a few GPT-2 bookkeeping keys.
-json config_360m() {
-  return {{"_target_", "based.models.gpt.GPT2MixerConfig"},
-          {"model_type", "gpt2"},
-          {"architectures", {"GPTLMHeadModel"}},
-          {"vocab_size", 50257},
-          {"pad_vocab_size_multiple", 8},
-          {"n_embd", 1024},
-          {"n_layer", 27},
-          {"n_head", 16},
-          {"n_inner", 2048},
-          {"n_positions", 0},
-          {"activation_function", "swiglu"},
-          {"rms_norm", true},
-          {"residual_in_fp32", true},
-          {"layer_norm_epsilon", 1e-5},
-          {"mlp_fc1_bias", false},
-          {"mlp_fc2_bias", false},
-          {"qkv_proj_bias", false},
-          {"out_proj_bias", false},
-          {"rotary_emb_fraction", 1},
-          {"resid_pdrop", 0.0},
-          {"tie_word_embeddings", true},
-          {"alt_mixer_layers", {1, 6, 11, 16, 21}},
-          {"alt_mixer_2_layers", {2, 7, 12, 17, 22}},
-          {"mixer",
-           {{"_target_", "based.models.mixers.convolution.BaseConv"},
-            {"l_max", 2048},
-            {"use_bias", true},
-            {"expand_proj", 4},
-            {"kernel_sizes", 3}}},
-          {"alt_mixer",
-           {{"_target_", "based.models.mixers.linear_attention.LinearAttention"},
-            {"l_max", 2048},
-            {"feature_map", {{"_target_", "based.models.mixers.linear_attention.TaylorExp"}, {"input_dim", 16}}},
-            {"feature_dim", 16},
-            {"num_heads", 16}}},
-          {"alt_mixer_2",
-           {{"_target_", "based.models.mixers.slide_attention.SlidingAttention"},
-            {"window_size", 128},
-            {"num_heads", 16},
-            {"causal", true}}}};
-}
-
-// A 4-layer model with one layer of each mixer (and a second conv) at small sizes.
-json tiny_config() {
-  json config = config_360m();
-  config["vocab_size"] = 37;
-  config["n_embd"] = 16;
-  config["n_layer"] = 4;
-  config["n_head"] = 2;
-  config["n_inner"] = 24;
-  config["alt_mixer_layers"] = {1};
-  config["alt_mixer_2_layers"] = {2};
-  config["alt_mixer"]["feature_dim"] = 4;
-  config["alt_mixer"]["num_heads"] = 2;
-  config["alt_mixer_2"]["window_size"] = 8;
-  return config;
-}
+using lintime::testing::based_360m_config;
+using lintime::testing::tiny_based_config;
 
 TEST(BasedConfig, ReadsHazyResearchFields) {
-  const BasedConfig c = BasedConfig::from_json(config_360m());
+  const BasedConfig c = BasedConfig::from_json(based_360m_config());
   EXPECT_EQ(c.hidden_size, 1024);
   EXPECT_EQ(c.num_layers, 27);
   EXPECT_EQ(c.inner_size, 2048);
@@ -109,17 +52,17 @@ TEST(BasedConfig, ReadsHazyResearchFields) {
                                                                : BasedMixer::conv;
     EXPECT_EQ(c.mixer_of(layer), expected) << "layer " << layer;
   }
-  json fla = config_360m();
+  json fla = based_360m_config();
   fla["alt_mixer"]["parallel_implementation"] = "fla_parallel";
   EXPECT_EQ(BasedConfig::from_json(fla).linear_attention_eps, 1e-6);
-  json no_inner = config_360m();
+  json no_inner = based_360m_config();
   no_inner.erase("n_inner");
   EXPECT_EQ(BasedConfig::from_json(no_inner).inner_size, 2816);  // 8·1024/3 = 2730 → 2816
 }
 
 TEST(BasedConfig, RejectsWhatItDoesNotRun) {
   auto error_for = [](const std::function<void(json&)>& edit) {
-    json config = config_360m();
+    json config = based_360m_config();
     edit(config);
     return error_of([&] { BasedConfig::from_json(config); });
   };
@@ -142,7 +85,7 @@ TEST(BasedConfig, RejectsWhatItDoesNotRun) {
 }
 
 TEST(BasedModel, ParameterNamesAndShapes) {
-  const BasedConfig config = BasedConfig::from_json(tiny_config());
+  const BasedConfig config = BasedConfig::from_json(tiny_based_config());
   at::Generator generator = at::detail::createCPUGenerator(0);
   BasedModel model(config, generator);
   std::map<std::string, std::vector<int64_t>> shapes;
@@ -249,7 +192,7 @@ TEST(BasedLayers, RotarySlidingWindowMatchesItsFormula) {
 }
 
 TEST(BasedModel, ForwardIsTheBlocksOnTheResidualStream) {
-  const BasedConfig config = BasedConfig::from_json(tiny_config());
+  const BasedConfig config = BasedConfig::from_json(tiny_based_config());
   at::Generator generator = at::detail::createCPUGenerator(3);
   BasedModel model(config, generator);
   model.to(at::kCPU, at::kDouble);
@@ -273,7 +216,7 @@ TEST(BasedModel, ForwardIsTheBlocksOnTheResidualStream) {
 }
 
 TEST(BasedModel, PrefillAndStepsEqualTheFullForward) {
-  const BasedConfig config = BasedConfig::from_json(tiny_config());  // window 5 keys
+  const BasedConfig config = BasedConfig::from_json(tiny_based_config());  // window 5 keys
   at::Generator generator = at::detail::createCPUGenerator(5);
   BasedModel model(config, generator);
   model.to(at::kCPU, at::kDouble);
@@ -294,7 +237,7 @@ TEST(BasedModel, PrefillAndStepsEqualTheFullForward) {
 }
 
 TEST(BasedModel, LearnsARepeatedSequence) {
-  const BasedConfig config = BasedConfig::from_json(tiny_config());
+  const BasedConfig config = BasedConfig::from_json(tiny_based_config());
   at::Generator generator = at::detail::createCPUGenerator(4);
   BasedModel model(config, generator);
   model.set_requires_grad(true);
