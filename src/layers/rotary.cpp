@@ -5,19 +5,59 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 namespace lintime::layers {
 
 at::Tensor apply_rotary(const at::Tensor& x, double base, int64_t first_position) {
   LINTIME_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "apply_rotary: x must be [B, T, H, D] with D even, got ",
                 x.sizes());
-  const int64_t length = x.size(1), half = x.size(3) / 2;
+  const int64_t half = x.size(3) / 2;
   const auto compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto options = at::TensorOptions().dtype(compute).device(x.device());
   const at::Tensor inverse_frequency =
       at::pow(base, -at::arange(0, half, options) * (2.0 / static_cast<double>(x.size(3))));  // [D/2]
-  const at::Tensor positions = at::arange(first_position, first_position + length, options);      // [T]
-  const at::Tensor angles = at::outer(positions, inverse_frequency).view({1, length, 1, half});
+  return apply_rotary(x, inverse_frequency, first_position);
+}
+
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& inverse_frequency, int64_t first_position) {
+  LINTIME_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "apply_rotary: x must be [B, T, H, D] with D even, got ",
+                x.sizes());
+  const int64_t length = x.size(1), half = x.size(3) / 2;
+  LINTIME_CHECK(inverse_frequency.dim() == 1 && inverse_frequency.size(0) == half,
+                "apply_rotary: inverse_frequency must be [", half, "], got ", inverse_frequency.sizes());
+  const auto compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto options = at::TensorOptions().dtype(compute).device(x.device());
+  const at::Tensor positions = at::arange(first_position, first_position + length, options);  // [T]
+  const at::Tensor angles =
+      at::outer(positions, inverse_frequency.to(options)).view({1, length, 1, half});
   const at::Tensor cos = angles.cos(), sin = angles.sin();
+  const at::Tensor xc = x.to(compute);
+  const at::Tensor x1 = xc.narrow(3, 0, half), x2 = xc.narrow(3, half, half);
+  return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, 3).to(x.scalar_type());
+}
+
+at::Tensor RotaryTable::apply(const at::Tensor& x, int64_t first_position) const {
+  LINTIME_CHECK(x.dim() == 4 && x.size(3) == 2 * inverse_frequency_.size(0), "RotaryTable: x must be [B, T, H, ",
+                2 * inverse_frequency_.size(0), "], got ", x.sizes());
+  LINTIME_CHECK(first_position >= 0, "RotaryTable: first_position must be >= 0, got ", first_position);
+  const int64_t length = x.size(1), half = x.size(3) / 2, end = first_position + length;
+  const auto compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor cos, sin;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!cos_.defined() || cos_.size(0) < end || cos_.scalar_type() != compute || cos_.device() != x.device()) {
+      int64_t capacity = cos_.defined() ? cos_.size(0) : 0;
+      capacity = std::max<int64_t>({end, 2 * capacity, 256});
+      const auto options = at::TensorOptions().dtype(compute).device(x.device());
+      const at::Tensor angles =
+          at::outer(at::arange(0, capacity, options), inverse_frequency_.to(options));  // [capacity, D/2]
+      cos_ = angles.cos();
+      sin_ = angles.sin();
+    }
+    cos = cos_.narrow(0, first_position, length).view({1, length, 1, half});
+    sin = sin_.narrow(0, first_position, length).view({1, length, 1, half});
+  }
   const at::Tensor xc = x.to(compute);
   const at::Tensor x1 = xc.narrow(3, 0, half), x2 = xc.narrow(3, half, half);
   return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, 3).to(x.scalar_type());

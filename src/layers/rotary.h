@@ -7,10 +7,34 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <mutex>
 
 namespace lintime::layers {
 
 // x [B, T, H, D] (D even) at positions first_position + t -> the rotated x in x's dtype.
 at::Tensor apply_rotary(const at::Tensor& x, double base, int64_t first_position = 0);
+
+// The same with given inverse frequencies [D/2] (rescaled ones, as Llama 3.1's): angles
+// position · inverse_frequency in fp32 (fp64 for fp64 inputs), as Hugging Face's Llama.
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& inverse_frequency, int64_t first_position);
+
+// apply_rotary with the cos/sin of every position computed once and kept (grown by doubling):
+// a decode step then costs a slice instead of recomputing the angles.
+class RotaryTable {
+ public:
+  // inverse_frequency [D/2] (fp64 on the CPU: converted per use).
+  explicit RotaryTable(at::Tensor inverse_frequency) : inverse_frequency_(std::move(inverse_frequency)) {}
+
+  // x [B, T, H, D] at positions first_position + t -> rotated x in x's dtype; the same numbers
+  // as apply_rotary(x, inverse_frequency, first_position).
+  at::Tensor apply(const at::Tensor& x, int64_t first_position) const;
+
+  const at::Tensor& inverse_frequency() const { return inverse_frequency_; }
+
+ private:
+  at::Tensor inverse_frequency_;
+  mutable std::mutex mutex_;
+  mutable at::Tensor cos_, sin_;  // [capacity, D/2] in the compute dtype on the last device used
+};
 
 }  // namespace lintime::layers

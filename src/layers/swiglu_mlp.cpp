@@ -8,10 +8,11 @@
 
 namespace lintime::layers {
 
-SwiGluMlp::SwiGluMlp(int64_t hidden_size, int64_t intermediate_size, double std, at::Generator& generator)
-    : gate_proj(hidden_size, intermediate_size, std, generator),
-      up_proj(hidden_size, intermediate_size, std, generator),
-      down_proj(intermediate_size, hidden_size, std, generator) {
+SwiGluMlp::SwiGluMlp(int64_t hidden_size, int64_t intermediate_size, double std, at::Generator& generator,
+                     bool bias)
+    : gate_proj(hidden_size, intermediate_size, std, generator, bias),
+      up_proj(hidden_size, intermediate_size, std, generator, bias),
+      down_proj(intermediate_size, hidden_size, std, generator, bias) {
   register_module("gate_proj", gate_proj);
   register_module("up_proj", up_proj);
   register_module("down_proj", down_proj);

@@ -15,7 +15,9 @@ namespace lintime::layers {
 
 class SwiGluMlp : public Module {
  public:
-  SwiGluMlp(int64_t hidden_size, int64_t intermediate_size, double std, at::Generator& generator);
+  // bias: Llama's mlp_bias (zero-initialised biases on the three projections).
+  SwiGluMlp(int64_t hidden_size, int64_t intermediate_size, double std, at::Generator& generator,
+            bool bias = false);
 
   // x [..., hidden_size] -> [..., hidden_size] in x's dtype.
   at::Tensor forward(const at::Tensor& x) const;

@@ -5,6 +5,7 @@
 
 #include "models/based_model.h"
 #include "models/gsa_model.h"
+#include "models/llama_model.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -18,19 +19,24 @@ class CausalLm {
   virtual ~CausalLm() = default;
   // input_ids [B, T] int64 -> logits [B, T, logits_width()] (fp32; fp64 for an fp64 model).
   virtual at::Tensor forward(const at::Tensor& input_ids) = 0;
-  // Starts decoding B sequences from the prompt [B, T]: a fresh state; returns its logits [B, T, V].
-  virtual at::Tensor prefill(const at::Tensor& input_ids) = 0;
+  // Starts decoding B sequences from the prompt [B, T]: a fresh state; returns the logits of
+  // the prompt's last position [B, V]. `total_tokens`: the length the sequences will reach
+  // (a KV cache allocates it up front; 0: unknown).
+  virtual at::Tensor prefill(const at::Tensor& input_ids, int64_t total_tokens = 0) = 0;
   // One token per sequence [B] -> logits [B, V]; advances the state.
   virtual at::Tensor step(const at::Tensor& tokens) = 0;
   // Logit columns (a padded vocabulary may exceed the tokenizer's).
   virtual int64_t logits_width() const = 0;
   // Token ids the embedding accepts.
   virtual int64_t vocab_size() const = 0;
-  virtual int64_t state_bytes_per_sequence() const = 0;
+  // The decoding state of one sequence after `tokens` tokens, in bytes (constant for GSA and
+  // BASED; a KV cache grows with the tokens).
+  virtual int64_t state_bytes_per_sequence(int64_t tokens) const = 0;
   virtual std::string name() const = 0;
 };
 
 std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<GsaModel> model);
 std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<BasedModel> model);
+std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<LlamaModel> model);
 
 }  // namespace lintime::models

@@ -72,6 +72,8 @@ void GsaConfig::validate() const {
   LINTIME_CHECK(feature_map == "swish" || feature_map == "relu",
                 "config key \"feature_map\": expected \"swish\" or \"relu\", got \"", feature_map, "\"");
   positive("conv_size", conv_size);
+  LINTIME_CHECK(!attnres_block_size.has_value(), "config key \"attnres_block_size\": expected null (attention ",
+                "residuals across blocks are not supported)");
   LINTIME_CHECK(!use_output_gate, "config key \"use_output_gate\": expected false (GSA has no output gate)");
   LINTIME_CHECK(use_norm, "config key \"use_norm\": expected true (GSA always applies g_norm)");
   positive("hidden_ratio", hidden_ratio);
@@ -142,6 +144,8 @@ GsaConfig GsaConfig::from_json(const json& input) {
          }
        }},
       {"use_l2warp", [&](const std::string& k, const json& v) { c.use_l2warp = read_bool(k, v); }},
+      {"attnres_block_size",
+       [&](const std::string& k, const json& v) { c.attnres_block_size = read_optional_integer(k, v); }},
       {"norm_first", [&](const std::string& k, const json& v) { c.norm_first = read_optional_bool(k, v); }},
       {"attn_mode", [&](const std::string& k, const json& v) { c.attn_mode = read_optional_string(k, v); }},
       {"share_conv_kernel",
@@ -209,6 +213,7 @@ json GsaConfig::to_json() const {
   out["attn"] = attn.has_value() ? *attn : json(nullptr);
   for (const auto& [key, flag] : fuse_flags) out[key] = flag;
   out["use_l2warp"] = use_l2warp;
+  out["attnres_block_size"] = optional_json(attnres_block_size);
   if (norm_first.has_value()) out["norm_first"] = *norm_first;
   if (attn_mode.has_value()) out["attn_mode"] = *attn_mode;
   if (share_conv_kernel.has_value()) out["share_conv_kernel"] = *share_conv_kernel;
@@ -225,21 +230,7 @@ GsaConfig GsaConfig::load(const std::string& path) {
 
 void GsaConfig::save(const std::string& path) const {
   validate();
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream file(temporary, std::ios::trunc);
-    LINTIME_CHECK(file.good(), temporary, ": cannot open for writing");
-    file << to_json().dump(2) << "\n";
-    file.flush();
-    LINTIME_CHECK(file.good(), temporary, ": write failed");
-  }
-  // std::rename, not std::filesystem: libtorch.so exports its own std::filesystem symbols,
-  // some of which crash when they win symbol resolution (seen with remove_all).
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(errno);
-    std::remove(temporary.c_str());
-    fail(path, ": cannot rename ", temporary, " over it (", reason, ")");
-  }
+  write_json_file_atomically(path, to_json());
 }
 
 }  // namespace lintime::models

@@ -51,6 +51,8 @@ struct GsaConfig {
                                             {"fuse_norm", true},
                                             {"fuse_swiglu", true}};
   bool use_l2warp = false;
+  // fla 0.5's attention residuals across blocks: must be null (lintime's blocks have none).
+  std::optional<int64_t> attnres_block_size;
   // Legacy marker of fla's mid-2024 checkpoints ("norm_first": true); null when absent.
   std::optional<bool> norm_first;
   std::optional<std::string> attn_mode;  // "chunk", "fused_recurrent", ... (informational)

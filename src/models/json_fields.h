@@ -6,7 +6,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -84,6 +87,25 @@ auto load_json_config(const std::string& path, const char* what, Parse parse) {
     return parse(parsed);
   } catch (const Error& error) {
     fail(path, ": ", error.what());
+  }
+}
+
+// Writes the document to <path>.tmp, then renames it over path: a reader never sees half a file.
+inline void write_json_file_atomically(const std::string& path, const json& document) {
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream file(temporary, std::ios::trunc);
+    LINTIME_CHECK(file.good(), temporary, ": cannot open for writing");
+    file << document.dump(2) << "\n";
+    file.flush();
+    LINTIME_CHECK(file.good(), temporary, ": write failed");
+  }
+  // std::rename, not std::filesystem: libtorch.so exports its own std::filesystem symbols,
+  // some of which crash when they win symbol resolution (seen with remove_all).
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const std::string reason = std::strerror(errno);
+    std::remove(temporary.c_str());
+    fail(path, ": cannot rename ", temporary, " over it (", reason, ")");
   }
 }
 

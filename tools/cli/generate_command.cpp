@@ -73,7 +73,8 @@ int run_generate(const GenerateArgs& args) {
   const at::Tensor ids = at::tensor(prompt_ids, at::kLong).unsqueeze(0).expand({args.batch, -1}).contiguous();
   // A padded vocabulary's extra logits are never chosen: the tokenizer could not decode them.
   const int64_t choices = std::min(model->logits_width(), tokenizer->vocab_size());
-  at::Tensor last = model->prefill(ids.to(device)).select(1, -1).slice(-1, 0, choices);  // [B, V]
+  const int64_t total_tokens = ids.size(1) + args.max_new_tokens;
+  at::Tensor last = model->prefill(ids.to(device), total_tokens).slice(-1, 0, choices);  // [B, V]
   std::vector<std::vector<int64_t>> generated(args.batch);
   std::vector<bool> finished(args.batch, false);
   size_t printed = 0;
@@ -121,11 +122,11 @@ int run_generate(const GenerateArgs& args) {
   for (const auto& sequence : generated) new_tokens += static_cast<int64_t>(sequence.size());
   std::fprintf(stderr,
                "prompt %zu tokens, batch %lld, %lld steps, %lld new tokens in %.3f s (%.1f tokens/s); "
-               "time to first token %.1f ms; %s on %s; recurrent state %lld bytes per sequence\n",
+               "time to first token %.1f ms; %s on %s; decoding state %lld bytes per sequence at the end\n",
                prompt_ids.size(), static_cast<long long>(args.batch), static_cast<long long>(steps),
                static_cast<long long>(new_tokens), seconds, new_tokens / std::max(seconds, 1e-9),
                1e3 * first_token_seconds, model->name().c_str(), device.str().c_str(),
-               static_cast<long long>(model->state_bytes_per_sequence()));
+               static_cast<long long>(model->state_bytes_per_sequence(static_cast<int64_t>(prompt_ids.size()) + steps)));
   return 0;
 }
 

@@ -1,0 +1,57 @@
+// The self-attention of Hugging Face's Llama and Mistral (the Transformer++ baseline):
+//   q = q_proj(x), k = k_proj(x), v = v_proj(x)   heads of head_dim; H query heads share each of
+//                                                  H_kv key/value heads (grouped-query attention)
+//   q, k = rotary(q), rotary(k)                    half-split layout, given inverse frequencies
+//   o = softmax(q kᵀ · head_dim^-0.5 + causal [and sliding-window] mask) v
+//   y = o_proj(o)
+// through torch's scaled_dot_product_attention (FlashAttention on a GPU), k and v never repeated.
+// Sliding window w (Mistral): query i sees keys j with i − w < j ≤ i. With a KV cache, new
+// tokens attend to the cached ones (prefill from empty, or one token per step).
+// Weight names follow Hugging Face ("q_proj", "k_proj", "v_proj", "o_proj"; biases optional).
+#pragma once
+
+#include "layers/linear.h"
+#include "layers/module.h"
+#include "layers/rotary.h"
+#include "state/kv_cache.h"
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+namespace lintime::layers {
+
+struct GroupedQueryAttentionOptions {
+  int64_t hidden_size = 0;
+  int64_t num_heads = 1;
+  int64_t num_kv_heads = 1;
+  int64_t head_dim = 0;
+  bool bias = false;                      // attention_bias: q, k, v and o projections
+  std::optional<int64_t> sliding_window;  // keys seen per query, itself included
+  double initializer_range = 0.02;
+};
+
+class GroupedQueryAttention : public Module {
+ public:
+  // `rotary` is shared by the model's layers. Validates the options (one lintime::Error line).
+  GroupedQueryAttention(const GroupedQueryAttentionOptions& options, std::shared_ptr<const RotaryTable> rotary,
+                        at::Generator& generator);
+
+  // x [B, T, hidden_size] -> [B, T, hidden_size] in x's dtype. With a cache, x continues the
+  // cached tokens (positions cache->length onward) and its keys and values are appended.
+  at::Tensor forward(const at::Tensor& x, state::KvLayerCache* cache = nullptr, int64_t reserve = 0) const;
+
+  const GroupedQueryAttentionOptions& options() const { return options_; }
+
+ private:
+  GroupedQueryAttentionOptions options_;
+  std::shared_ptr<const RotaryTable> rotary_;
+
+ public:
+  Linear q_proj, k_proj, v_proj, o_proj;
+};
+
+}  // namespace lintime::layers
