@@ -3,6 +3,7 @@
 
 #include "core/tensor_checks.h"
 #include "core/error.h"
+#include "io/torch_checkpoint.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -456,19 +457,35 @@ std::string resolve_weights_path(const std::string& path) {
   if (!is_directory(path)) return path;
   if (file_exists(path + "/model.safetensors")) return path + "/model.safetensors";
   if (file_exists(path + "/model.safetensors.index.json")) return path + "/model.safetensors.index.json";
-  fail("weights directory '", path, "': expected model.safetensors or model.safetensors.index.json inside");
+  if (file_exists(path + "/pytorch_model.bin")) return path + "/pytorch_model.bin";
+  if (file_exists(path + "/pytorch_model.bin.index.json")) return path + "/pytorch_model.bin.index.json";
+  fail("weights directory '", path, "': expected model.safetensors, model.safetensors.index.json, ",
+       "pytorch_model.bin or pytorch_model.bin.index.json inside");
+}
+
+bool is_torch_checkpoint(const std::string& path) {
+  auto ends_with = [&](const std::string& suffix) {
+    return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with(".bin") || ends_with(".bin.index.json") || ends_with(".pt") || ends_with(".pth");
 }
 }  // namespace
 
 ModelWeights::ModelWeights(const std::string& path) : source_(resolve_weights_path(path)) {
-  if (ends_with_json(source_)) {
+  if (is_torch_checkpoint(source_)) {
+    pickled_ = std::make_unique<TorchCheckpoint>(source_);
+  } else if (ends_with_json(source_)) {
     sharded_.emplace(source_);
   } else {
     single_.emplace(source_);
   }
 }
 
+ModelWeights::~ModelWeights() = default;
+ModelWeights::ModelWeights(ModelWeights&&) noexcept = default;
+
 std::vector<std::string> ModelWeights::names() const {
+  if (pickled_) return pickled_->names();
   if (sharded_) return sharded_->names();
   std::vector<std::string> sorted = single_->names();
   std::sort(sorted.begin(), sorted.end());
@@ -476,14 +493,17 @@ std::vector<std::string> ModelWeights::names() const {
 }
 
 bool ModelWeights::contains(const std::string& name) const {
+  if (pickled_) return pickled_->contains(name);
   return sharded_ ? sharded_->contains(name) : single_->contains(name);
 }
 
 const TensorInfo& ModelWeights::info(const std::string& name) const {
+  if (pickled_) return pickled_->info(name);
   return sharded_ ? sharded_->info(name) : single_->info(name);
 }
 
 at::Tensor ModelWeights::get(const std::string& name, const TensorLoadOptions& options) const {
+  if (pickled_) return pickled_->get(name, options);
   return sharded_ ? sharded_->get(name, options) : single_->get(name, options);
 }
 

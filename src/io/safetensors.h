@@ -109,12 +109,18 @@ class ShardedSafetensors {
   std::string index_metadata_;
 };
 
-// A model's weight files opened without reading the tensors: model.safetensors, or the shards of
-// model.safetensors.index.json, in a model folder (or such a file given directly).
+class TorchCheckpoint;
+
+// A model's weight files: model.safetensors, or the shards of model.safetensors.index.json,
+// opened without reading the tensors; else torch.save's pytorch_model.bin or the shards of
+// pytorch_model.bin.index.json (io/torch_checkpoint.h), read whole. In a model folder, or such a
+// file given directly.
 class ModelWeights {
  public:
   // Throws lintime::Error naming `path` and what was looked for.
   explicit ModelWeights(const std::string& path);
+  ~ModelWeights();
+  ModelWeights(ModelWeights&&) noexcept;
   const std::string& source() const { return source_; }
   std::vector<std::string> names() const;  // sorted
   bool contains(const std::string& name) const;
@@ -125,6 +131,7 @@ class ModelWeights {
   std::string source_;
   std::optional<SafetensorsFile> single_;
   std::optional<ShardedSafetensors> sharded_;
+  std::unique_ptr<TorchCheckpoint> pickled_;
 };
 
 // Loads a model's weights from `path`: a .safetensors file, a .index.json, or a directory
