@@ -56,7 +56,11 @@ std::unique_ptr<models::GsaModel> load_gsa_model(const std::string& model_dir, a
   const GsaLayout layout = detect_gsa_layout(weights.names());
   const int64_t intermediate = config.resolved_intermediate_size();
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
-  auto model = std::make_unique<models::GsaModel>(config, generator);
+  std::unique_ptr<models::GsaModel> model;
+  {  // allocated in place, not drawn: every parameter is loaded below
+    layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
+    model = std::make_unique<models::GsaModel>(config, generator);
+  }
   load_module_weights(*model, weights, [&](const std::string& name, const at::Tensor&) {
     return gsa_weight_source(name, layout, intermediate);
   });

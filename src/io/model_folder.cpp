@@ -33,7 +33,11 @@ std::unique_ptr<models::CausalLm> load_causal_lm(const std::string& model_dir, a
   if (config.contains("alt_mixer") || config.contains("alt_mixer_layers")) {
     const models::BasedConfig based = models::BasedConfig::load(config_path);
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
-    auto model = std::make_unique<models::BasedModel>(based, generator);
+    std::unique_ptr<models::BasedModel> model;
+    {  // allocated in place, not drawn: every parameter is loaded below
+      layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
+      model = std::make_unique<models::BasedModel>(based, generator);
+    }
     // lintime's BASED parameters carry HazyResearch's names ("transformer.…", "lm_head.weight").
     load_module_weights(*model, ModelWeights(model_dir),
                         [](const std::string& name, const at::Tensor&) { return WeightSource{name}; });
@@ -50,7 +54,11 @@ std::unique_ptr<models::LlamaModel> load_llama_model(const std::string& model_di
   const models::LlamaConfig llama = models::LlamaConfig::load(model_dir + "/config.json");
   const ModelWeights weights(model_dir);
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
-  auto model = std::make_unique<models::LlamaModel>(llama, generator);
+  std::unique_ptr<models::LlamaModel> model;
+  {  // allocated in place, not drawn: every parameter is loaded below
+    layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
+    model = std::make_unique<models::LlamaModel>(llama, generator);
+  }
   // lintime's Llama parameters carry Hugging Face's names.
   load_module_weights(*model, weights, [](const std::string& name, const at::Tensor&) { return WeightSource{name}; });
   model->to(device, dtype);

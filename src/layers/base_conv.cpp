@@ -16,8 +16,8 @@ BaseConv::BaseConv(int64_t hidden_size, int64_t kernel_size, double std, at::Gen
       projection(hidden_size, hidden_size, std, generator, /*bias=*/true),
       conv(hidden_size, kernel_size, std, generator, /*bias=*/true, /*activation=*/"") {
   const double bound = 1.0 / std::sqrt(static_cast<double>(kernel_size));
-  conv.weight.uniform_(-bound, bound, generator);
-  conv.bias.uniform_(-bound, bound, generator);
+  init_uniform(conv.weight, bound, generator);
+  init_uniform(conv.bias, bound, generator);
   register_module("projection", projection);
   register_module("conv", conv);
 }

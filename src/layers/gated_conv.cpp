@@ -14,7 +14,7 @@ GatedConv::ConvHolder::ConvHolder(int64_t channels, int64_t kernel_size, at::Gen
     : conv(channels, kernel_size, 0.0, generator, /*bias=*/false, /*activation=*/"") {
   // torch's Conv1d default for a depthwise conv (fan_in = k): U(±1/√k).
   const double bound = 1.0 / std::sqrt(static_cast<double>(kernel_size));
-  conv.weight.uniform_(-bound, bound, generator);
+  init_uniform(conv.weight, bound, generator);
   register_module("conv", conv);
 }
 

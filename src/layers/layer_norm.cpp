@@ -11,8 +11,10 @@ namespace lintime::layers {
 LayerNorm::LayerNorm(int64_t hidden_size, double eps) : hidden_size_(hidden_size), eps_(eps) {
   LINTIME_CHECK(hidden_size > 0, "LayerNorm: hidden_size must be positive, got ", hidden_size);
   LINTIME_CHECK(eps >= 0.0, "LayerNorm: eps must be non-negative, got ", eps);
-  weight = at::ones({hidden_size}, at::kFloat);
-  bias = at::zeros({hidden_size}, at::kFloat);
+  weight = new_parameter({hidden_size});
+  init_constant(weight, 1.0);
+  bias = new_parameter({hidden_size});
+  init_constant(bias, 0.0);
   register_parameter("weight", weight);
   register_parameter("bias", bias);
 }

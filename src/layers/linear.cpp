@@ -12,11 +12,12 @@ Linear::Linear(int64_t in_features, int64_t out_features, double std, at::Genera
     : in_features_(in_features), out_features_(out_features) {
   LINTIME_CHECK(in_features > 0 && out_features > 0, "Linear: in_features and out_features must be positive, got ",
                 in_features, " and ", out_features);
-  weight = at::empty({out_features, in_features}, at::kFloat);
-  weight.normal_(0.0, std, generator);
+  weight = new_parameter({out_features, in_features});
+  init_normal(weight, std, generator);
   register_parameter("weight", weight);
   if (bias) {
-    this->bias = at::zeros({out_features}, at::kFloat);
+    this->bias = new_parameter({out_features});
+    init_constant(this->bias, 0.0);
     register_parameter("bias", this->bias);
   }
 }
@@ -28,8 +29,8 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
 Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim, double std, at::Generator& generator) {
   LINTIME_CHECK(num_embeddings > 0 && embedding_dim > 0, "Embedding: sizes must be positive, got ", num_embeddings,
                 " and ", embedding_dim);
-  weight = at::empty({num_embeddings, embedding_dim}, at::kFloat);
-  weight.normal_(0.0, std, generator);
+  weight = new_parameter({num_embeddings, embedding_dim});
+  init_normal(weight, std, generator);
   register_parameter("weight", weight);
 }
 

@@ -5,6 +5,34 @@
 
 namespace lintime::layers {
 
+namespace {
+thread_local const WeightsToBeLoaded* current_scope = nullptr;
+}  // namespace
+
+WeightsToBeLoaded::WeightsToBeLoaded(at::TensorOptions options) : previous_(current_scope), options_(options) {
+  current_scope = this;
+}
+
+WeightsToBeLoaded::~WeightsToBeLoaded() { current_scope = previous_; }
+
+at::Tensor new_parameter(at::IntArrayRef sizes) {
+  return at::empty(sizes, current_scope ? current_scope->options_ : at::TensorOptions().dtype(at::kFloat));
+}
+
+bool drawing_parameters() { return current_scope == nullptr; }
+
+void init_normal(at::Tensor& parameter, double std, at::Generator& generator) {
+  if (drawing_parameters()) parameter.normal_(0.0, std, generator);
+}
+
+void init_uniform(at::Tensor& parameter, double bound, at::Generator& generator) {
+  if (drawing_parameters()) parameter.uniform_(-bound, bound, generator);
+}
+
+void init_constant(at::Tensor& parameter, double value) {
+  if (drawing_parameters()) parameter.fill_(value);
+}
+
 void Module::register_parameter(std::string name, at::Tensor& parameter) {
   parameters_.emplace_back(std::move(name), &parameter);
 }

@@ -4,8 +4,10 @@
 // paths of fla / Hugging Face checkpoints ("layers.0.attn.q_proj.weight").
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#include <c10/core/TensorOptions.h>
 
 #include <functional>
 #include <optional>
@@ -14,6 +16,32 @@
 #include <vector>
 
 namespace lintime::layers {
+
+// Parameter creation. Layers normally draw their parameters on the CPU in fp32 from a generator.
+// While a WeightsToBeLoaded scope is alive on this thread they are instead allocated
+// uninitialised in the scope's dtype on its device and nothing is drawn: a loader that
+// overwrites every parameter then neither draws a large model at random nor holds it twice.
+class WeightsToBeLoaded {
+ public:
+  explicit WeightsToBeLoaded(at::TensorOptions options);
+  ~WeightsToBeLoaded();
+  WeightsToBeLoaded(const WeightsToBeLoaded&) = delete;
+  WeightsToBeLoaded& operator=(const WeightsToBeLoaded&) = delete;
+
+ private:
+  const WeightsToBeLoaded* previous_;
+  at::TensorOptions options_;
+  friend at::Tensor new_parameter(at::IntArrayRef sizes);
+  friend bool drawing_parameters();
+};
+
+// An uninitialised parameter: fp32 on the CPU, or in the options of the WeightsToBeLoaded scope.
+at::Tensor new_parameter(at::IntArrayRef sizes);
+// False inside a WeightsToBeLoaded scope; the init_* functions below then leave tensors as they are.
+bool drawing_parameters();
+void init_normal(at::Tensor& parameter, double std, at::Generator& generator);
+void init_uniform(at::Tensor& parameter, double bound, at::Generator& generator);  // U(−bound, bound)
+void init_constant(at::Tensor& parameter, double value);
 
 class Module {
  public:

@@ -13,7 +13,8 @@ RMSNorm::RMSNorm(int64_t hidden_size, double eps, bool elementwise_affine)
   LINTIME_CHECK(hidden_size > 0, "RMSNorm: hidden_size must be positive, got ", hidden_size);
   LINTIME_CHECK(eps >= 0.0, "RMSNorm: eps must be non-negative, got ", eps);
   if (elementwise_affine) {
-    weight = at::ones({hidden_size}, at::kFloat);
+    weight = new_parameter({hidden_size});
+    init_constant(weight, 1.0);
     register_parameter("weight", weight);
   }
 }

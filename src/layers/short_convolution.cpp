@@ -17,11 +17,12 @@ ShortConvolution::ShortConvolution(int64_t hidden_size, int64_t kernel_size, dou
   LINTIME_CHECK(activation == "silu" || activation == "swish" || activation.empty(),
                 "ShortConvolution: activation must be \"silu\", \"swish\" or empty, got \"", activation, "\"");
   silu_ = !activation.empty();
-  weight = at::empty({hidden_size, 1, kernel_size}, at::kFloat);
-  weight.normal_(0.0, std, generator);
+  weight = new_parameter({hidden_size, 1, kernel_size});
+  init_normal(weight, std, generator);
   register_parameter("weight", weight);
   if (bias) {
-    this->bias = at::zeros({hidden_size}, at::kFloat);
+    this->bias = new_parameter({hidden_size});
+    init_constant(this->bias, 0.0);
     register_parameter("bias", this->bias);
   }
 }

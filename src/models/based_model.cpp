@@ -113,8 +113,8 @@ BasedModel::BasedModel(const BasedConfig& config, at::Generator& generator)
     : config_((config.validate(), config)), transformer(config, generator) {
   register_module("transformer", transformer);
   if (!config.tie_word_embeddings) {
-    lm_head = at::empty({config.padded_vocab_size(), config.hidden_size}, at::kFloat);
-    lm_head.normal_(0.0, config.initializer_range, generator);
+    lm_head = layers::new_parameter({config.padded_vocab_size(), config.hidden_size});
+    layers::init_normal(lm_head, config.initializer_range, generator);
     register_parameter("lm_head.weight", lm_head);
   }
 }

@@ -186,3 +186,30 @@ TEST(ShortConvolution, VarlenEqualsSeparateSequences) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(WeightsToBeLoaded, AllocatesInPlaceWithoutDrawing) {
+  at::Generator generator = make_generator(5);
+  {
+    lintime::layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(at::kBFloat16));
+    lintime::layers::SwiGluMlp mlp(8, 12, 0.02, generator, /*bias=*/true);
+    lintime::layers::RMSNorm norm(8);
+    lintime::layers::ShortConvolution conv(8, 4, 0.02, generator, /*bias=*/true, "silu");
+    for (const auto* module : std::vector<const lintime::layers::Module*>{&mlp, &norm, &conv}) {
+      for (const auto& [name, parameter] : module->named_parameters()) {
+        EXPECT_EQ(parameter.scalar_type(), at::kBFloat16) << name;
+      }
+    }
+    EXPECT_EQ(mlp.gate_proj.weight.sizes(), (std::vector<int64_t>{12, 8}));
+  }
+  // Nothing was drawn: the generator is where a fresh one starts, and outside the scope layers
+  // draw fp32 on the CPU again.
+  at::Generator fresh = make_generator(5);
+  lintime::layers::Linear after(3, 4, 1.0, generator);
+  lintime::layers::Linear expected(3, 4, 1.0, fresh);
+  EXPECT_EQ(after.weight.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(after.weight, expected.weight));
+}
+
+}  // namespace
