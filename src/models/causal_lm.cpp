@@ -23,6 +23,7 @@ class GsaCausalLm : public CausalLm {
   int64_t state_bytes_per_sequence(int64_t) const override {
     return GsaModel::state_bytes_per_sequence_for(model_->config());
   }
+  int64_t state_bytes_in_use() const override { return cache_.bytes(); }
   std::string name() const override { return "GSA (fla)"; }
 
  private:
@@ -44,6 +45,7 @@ class BasedCausalLm : public CausalLm {
   int64_t state_bytes_per_sequence(int64_t) const override {
     return BasedModel::state_bytes_per_sequence_for(model_->config());
   }
+  int64_t state_bytes_in_use() const override { return cache_.bytes(); }
   std::string name() const override { return "BASED (HazyResearch)"; }
 
  private:
@@ -67,6 +69,11 @@ class LlamaCausalLm : public CausalLm {
     const auto& config = model_->config();
     const int64_t kept = config.sliding_window ? std::min(tokens, *config.sliding_window) : tokens;
     return kept * LlamaModel::kv_bytes_per_token_for(config, dtype);
+  }
+  int64_t state_bytes_in_use() const override {
+    int64_t total = 0;
+    for (const auto& layer : cache_.layers) total += layer.allocated_bytes();
+    return total;
   }
   std::string name() const override {
     return model_->config().model_type == "mistral" ? "Mistral (Hugging Face)" : "Llama (Hugging Face)";

@@ -32,6 +32,8 @@ class CausalLm {
   // The decoding state of one sequence after `tokens` tokens, in bytes (constant for GSA and
   // BASED; a KV cache grows with the tokens).
   virtual int64_t state_bytes_per_sequence(int64_t tokens) const = 0;
+  // Bytes of the decoding state held now (all sequences; a KV cache counts what it allocated).
+  virtual int64_t state_bytes_in_use() const = 0;
   virtual std::string name() const = 0;
 };
 

@@ -19,6 +19,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <sys/wait.h>
 
@@ -397,6 +399,37 @@ TEST_F(CliTest, ForwardAndGenerateRunABasedModelFolder) {
   EXPECT_EQ(result.out, continuation + "\n");
   result = run_errors("generate " + folder.string() + " --prompt hi --max-new-tokens 2 --device cpu");
   EXPECT_NE(result.out.find("BASED (HazyResearch)"), std::string::npos) << result.out;
+}
+
+TEST_F(CliTest, BenchGenerateKeepsGsaStateFlatWhileTheKvCacheGrows) {
+  // Throughput numbers are not checked (a benchmark); the state each run reports is: GSA's is
+  // the same after 4 and 40 new tokens, the Transformer's KV cache holds prompt + new tokens.
+  const auto result = run_stdout("bench generate --preset tiny --batches 2 --prompt-length 16 --new-tokens 4,40 "
+                                 "--dtype float32 --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  std::map<std::pair<std::string, int64_t>, nlohmann::json> runs;
+  std::istringstream lines(result.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] != '{') continue;
+    const auto json = nlohmann::json::parse(line);
+    runs[{json.at("arch").get<std::string>(), json.at("new_tokens").get<int64_t>()}] = json;
+  }
+  ASSERT_EQ(runs.size(), 4u) << result.out;
+  // tiny GSA: 2 layers, 4 heads of 32 dims, 16 slots, fp32: K×M + M×V numbers per head.
+  const int64_t gsa_bytes = 2 * 2 * 4 * (32 * 16 + 16 * 32) * 4;
+  // tiny Transformer++: 2 layers, keys and values of width 128, fp32, per token.
+  const int64_t kv_bytes_per_token = 2 * 2 * 2 * 128 * 4;
+  auto state_bytes = [&](const std::string& arch, int64_t new_tokens) {
+    return runs[std::make_pair(arch, new_tokens)].at("state_bytes").get<int64_t>();
+  };
+  EXPECT_EQ(state_bytes("gsa", 4), gsa_bytes);
+  EXPECT_EQ(state_bytes("gsa", 40), gsa_bytes);
+  EXPECT_EQ(state_bytes("llama", 4), kv_bytes_per_token * (16 + 4));
+  EXPECT_EQ(state_bytes("llama", 40), kv_bytes_per_token * (16 + 40));
+  for (const auto& [key, json] : runs) {
+    EXPECT_GT(json.at("decode_tokens_per_s").get<double>(), 0.0) << key.first;
+    EXPECT_GT(json.at("ttft_ms").get<double>(), 0.0) << key.first;
+  }
 }
 
 }  // namespace

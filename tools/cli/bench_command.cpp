@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "ops/register/ops.h"
+#include "tools/cli/bench_generation.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -70,7 +71,8 @@ std::string machine_name() {
 }  // namespace
 
 std::function<int()> add_bench_command(CLI::App& app) {
-  auto* command = app.add_subcommand("bench", "Benchmark lintime's ops (JSON lines + table)");
+  auto* command = app.add_subcommand("bench", "Benchmark lintime (JSON lines + table): gsa, the chunked GSA op; "
+                                              "generate, text generation of GSA against a Transformer++");
   struct Options {
     std::string what = "gsa";
     std::string device = "cpu";
@@ -80,7 +82,10 @@ std::function<int()> add_bench_command(CLI::App& app) {
     bool skip_reference = false;
   };
   auto options = std::make_shared<Options>();
-  command->add_option("what", options->what, "What to benchmark")->check(CLI::IsMember({"gsa"}));
+  auto generation = std::make_shared<GenerationBenchOptions>();
+  command->add_option("what", options->what, "What to benchmark: gsa or generate")
+      ->check(CLI::IsMember({"gsa", "generate"}));
+  add_generation_bench_options(*command, *generation);
   command->add_option("--device", options->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   command->add_option("--jsonl", options->jsonl, "Append JSON lines to this file");
   command->add_option("--batch", options->batch, "B")->check(CLI::PositiveNumber);
@@ -91,7 +96,8 @@ std::function<int()> add_bench_command(CLI::App& app) {
   command->add_option("--slots", options->slots, "M")->check(CLI::PositiveNumber);
   command->add_option("--repeats", options->repeats, "Timed repetitions (median reported)")->check(CLI::PositiveNumber);
   command->add_flag("--skip-reference", options->skip_reference, "Time only the chunked op");
-  return [options]() {
+  return [options, generation]() {
+    if (options->what == "generate") return run_generation_bench(*generation, options->device, options->jsonl);
     const at::Device device(options->device == "cuda" ? at::kCUDA : at::kCPU);
     LINTIME_CHECK(device.is_cpu() || at::hasCUDA(), "bench: --device cuda but no CUDA device is available");
     const BenchShape shape{options->batch, options->seq_len, options->heads, options->key_dim,
