@@ -432,4 +432,19 @@ TEST_F(CliTest, BenchGenerateKeepsGsaStateFlatWhileTheKvCacheGrows) {
   }
 }
 
+TEST_F(CliTest, InfoCountsLlamaAndMistralParametersAsTheirCheckpoints) {
+  const char* source = std::getenv("LINTIME_SOURCE_DIR");
+  for (const std::string name : {"llama", "mistral"}) {
+    const fs::path folder = fs::path(source ? source : ".") / "tests" / "fixtures" / "hf_parity" / name;
+    ASSERT_TRUE(fs::exists(folder / "model.safetensors")) << folder;
+    int64_t stored = 0;  // what transformers saved (a tied head is stored once)
+    for (const auto& [tensor_name, tensor] : lintime::io::load_safetensors((folder / "model.safetensors").string()))
+      stored += tensor.numel();
+    const auto result = run_stdout("info " + folder.string());
+    ASSERT_EQ(result.exit_code, 0) << result.out;
+    EXPECT_NE(result.out.find("parameters: " + std::to_string(stored) + "\n"), std::string::npos) << result.out;
+    EXPECT_NE(result.out.find("KV cache:"), std::string::npos) << result.out;
+  }
+}
+
 }  // namespace

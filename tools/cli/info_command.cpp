@@ -8,6 +8,8 @@
 #include "models/based_model.h"
 #include "models/gsa_config.h"
 #include "models/gsa_model.h"
+#include "models/llama_config.h"
+#include "models/llama_model.h"
 #include "train/checkpoint.h"
 #include "train/mqar_config.h"
 
@@ -54,6 +56,22 @@ void print_based(const models::BasedConfig& config) {
               static_cast<long long>(models::BasedModel::state_bytes_per_sequence_for(config)));
 }
 
+void print_llama(const models::LlamaConfig& config) {
+  std::printf("model: %s causal LM (Hugging Face model_type %s), hidden %lld, %lld layers, %lld heads of %lld "
+              "(%lld kv), rope %s theta %g%s, vocab %lld\n",
+              config.model_type == "mistral" ? "Mistral" : "Llama", config.model_type.c_str(),
+              static_cast<long long>(config.hidden_size), static_cast<long long>(config.num_hidden_layers),
+              static_cast<long long>(config.num_attention_heads), static_cast<long long>(config.resolved_head_dim()),
+              static_cast<long long>(config.resolved_num_key_value_heads()), config.rope.rope_type.c_str(),
+              config.rope.rope_theta,
+              config.sliding_window ? (", sliding window " + std::to_string(*config.sliding_window)).c_str() : "",
+              static_cast<long long>(config.vocab_size));
+  std::printf("parameters: %lld\n", static_cast<long long>(models::LlamaModel::parameter_count_for(config)));
+  std::printf("KV cache: %lld bytes per token per sequence (fp32; half in bf16), growing with the sequence%s\n",
+              static_cast<long long>(models::LlamaModel::kv_bytes_per_token_for(config, at::kFloat)),
+              config.sliding_window ? " up to the window" : "");
+}
+
 nlohmann::json read_json(const fs::path& path) {
   std::ifstream in(path);
   LINTIME_CHECK(in.good(), "info: cannot read '", path.string(), "'");
@@ -70,8 +88,8 @@ std::function<int()> add_info_command(CLI::App& app) {
   auto* command = app.add_subcommand("info", "Parameter count and state bytes of a config or checkpoint");
   auto target = std::make_shared<std::string>();
   command->add_option("CONFIG_OR_DIR", *target,
-                      "An MQAR config (.toml), a lintime checkpoint directory, or a GSA (fla) or BASED (HazyResearch) "
-                      "config.json / model folder")
+                      "An MQAR config (.toml), a lintime checkpoint directory, or a GSA (fla), Llama / Mistral "
+                      "(Hugging Face) or BASED (HazyResearch) config.json / model folder")
       ->required();
   return [target]() {
     fs::path path(*target);
@@ -96,9 +114,14 @@ std::function<int()> add_info_command(CLI::App& app) {
       print_based(models::BasedConfig::from_json(json));
       return 0;
     }
-    LINTIME_CHECK(json.is_object() && json.value("model_type", "") == "gsa", "info: '", path.string(),
-                  "' has model_type ", json.is_object() && json.contains("model_type") ? json["model_type"].dump() : "(none)",
-                  "; expected \"gsa\" or a BASED config (HazyResearch's, with \"alt_mixer\")");
+    const std::string model_type = json.is_object() ? json.value("model_type", "") : "";
+    if (model_type == "llama" || model_type == "mistral") {
+      print_llama(models::LlamaConfig::from_json(json));
+      return 0;
+    }
+    LINTIME_CHECK(model_type == "gsa", "info: '", path.string(), "' has model_type ",
+                  json.is_object() && json.contains("model_type") ? json["model_type"].dump() : "(none)",
+                  "; expected \"gsa\", \"llama\", \"mistral\" or a BASED config (HazyResearch's, with \"alt_mixer\")");
     print_gsa(models::GsaConfig::from_json(json));
     return 0;
   };
