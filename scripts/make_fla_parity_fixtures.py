@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-STEPS = 24
+import parity_fixtures
 
 
 def patch_triton_kernels():
@@ -91,26 +91,12 @@ def trained_magnitudes(model, generator):
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) / parameter.shape[-1] ** 0.5)
 
 
-def greedy(model, input_ids):
-    ids, margins = input_ids, []
-    for _ in range(STEPS):
-        logits = model(ids).logits[:, -1].float()
-        top = logits.topk(2, dim=-1).values
-        margins.append(top[:, 0] - top[:, 1])
-        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], 1)
-    return ids[:, input_ids.shape[1]:], torch.stack(margins, 1)
-
-
 def write_expected(folder, input_ids, logits, continuation, margin, device):
     import fla
     import transformers
-    save_file({"input_ids": input_ids.cpu().contiguous(), "logits": logits.cpu().contiguous(),
-               "continuation": continuation.cpu().contiguous(), "margin": margin.cpu().contiguous()},
-              os.path.join(folder, "expected.safetensors"))
-    with open(os.path.join(folder, "expected.json"), "w") as f:
-        json.dump({"fla": fla.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
-                   "kernels": "triton" if device == "cuda" else "torch equivalents (naive_recurrent_gsa)",
-                   "min_margin": float(margin.min())}, f, indent=1)
+    parity_fixtures.write_expected(folder, input_ids, logits, continuation, margin, {
+        "fla": fla.__version__, "transformers": transformers.__version__,
+        "kernels": "triton" if device == "cuda" else "torch equivalents (naive_recurrent_gsa)"})
 
 
 def to_legacy(source, target, intermediate):
@@ -157,7 +143,7 @@ def main():
         input_ids = torch.randint(0, config.vocab_size, (2, 16), generator=generator).to(args.device)
         with torch.no_grad():
             logits = model(input_ids).logits.float()
-            continuation, margin = greedy(model, input_ids)
+            continuation, margin = parity_fixtures.greedy(model, input_ids)
         assert margin.min() > 1e-3, f"{name}: a greedy step is nearly tied ({margin.min():.2e}), change the seed"
         folder = os.path.join(args.out_dir, name)
         # save_pretrained's weights, written directly: transformers 5 trips over fla 0.5's list

@@ -15,15 +15,13 @@ installed (a throwaway virtualenv that sees a torch):
   python3 -m venv /tmp/hf && /tmp/hf/bin/pip install transformers safetensors
   /tmp/hf/bin/python scripts/make_hf_parity_fixtures.py tests/fixtures/hf_parity
 """
-import json
 import os
 import sys
 
 import torch
 import transformers
-from safetensors.torch import save_file
 
-STEPS = 24
+import parity_fixtures
 
 CASES = {
     # Llama 3 style: grouped-query heads, llama3 rope scaling, untied head, rope_theta 5e5.
@@ -57,16 +55,6 @@ def trained_magnitudes(model, generator):
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) / fan_in ** 0.5)
 
 
-def greedy(model, input_ids):
-    ids, margins = input_ids, []
-    for _ in range(STEPS):
-        logits = model(ids).logits[:, -1].float()
-        top = logits.topk(2, dim=-1).values
-        margins.append(top[:, 0] - top[:, 1])
-        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], 1)
-    return ids[:, input_ids.shape[1]:], torch.stack(margins, 1)
-
-
 def main(out_dir):
     torch.manual_seed(0)
     for name, case in CASES.items():
@@ -78,19 +66,16 @@ def main(out_dir):
         input_ids = torch.randint(0, config.vocab_size, (2, 16), generator=generator)
         with torch.no_grad():
             logits = model(input_ids).logits.float()
-            continuation, margin = greedy(model, input_ids)
-            generated = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=STEPS,
+            continuation, margin = parity_fixtures.greedy(model, input_ids)
+            generated = model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
+                                       max_new_tokens=parity_fixtures.STEPS,
                                        do_sample=False, pad_token_id=0, eos_token_id=None)
         assert torch.equal(generated[:, input_ids.shape[1]:], continuation), f"{name}: generate differs"
         assert margin.min() > 1e-3, f"{name}: a greedy step is nearly tied ({margin.min():.2e}), change the seed"
         folder = os.path.join(out_dir, name)
         model.save_pretrained(folder, safe_serialization=True)
-        save_file({"input_ids": input_ids.contiguous(), "logits": logits.contiguous(),
-                   "continuation": continuation.contiguous(), "margin": margin.contiguous()},
-                  os.path.join(folder, "expected.safetensors"))
-        with open(os.path.join(folder, "expected.json"), "w") as f:
-            json.dump({"transformers": transformers.__version__, "torch": torch.__version__,
-                       "min_margin": float(margin.min())}, f, indent=1)
+        parity_fixtures.write_expected(folder, input_ids, logits, continuation, margin,
+                                       {"transformers": transformers.__version__})
         print(f"{name}: logits {tuple(logits.shape)}, min greedy margin {margin.min():.3g}")
 
 

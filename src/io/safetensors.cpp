@@ -377,8 +377,7 @@ void save_safetensors(const std::string& path,
 // ---------------------------------------------------------------------------------------------
 // Sharded checkpoints
 
-ShardedSafetensors::ShardedSafetensors(const std::string& index_path) : index_path_(index_path) {
-  const std::string what = "safetensors index '" + index_path + "'";
+ShardIndex read_shard_index(const std::string& index_path, const std::string& what) {
   std::ifstream stream(index_path);
   LINTIME_CHECK(stream.good(), what, ": cannot open");
   nlohmann::json index;
@@ -389,16 +388,26 @@ ShardedSafetensors::ShardedSafetensors(const std::string& index_path) : index_pa
   }
   LINTIME_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
                 what, ": expected an object with a \"weight_map\" object");
-  index_metadata_ = index.contains("metadata") ? index["metadata"].dump() : "{}";
+  ShardIndex result;
+  result.metadata = index.contains("metadata") ? index["metadata"].dump() : "{}";
   const size_t slash = index_path.find_last_of('/');
-  const std::string directory = slash == std::string::npos ? "." : index_path.substr(0, slash);
-  std::map<std::string, size_t> shard_index;
+  result.directory = slash == std::string::npos ? "." : index_path.substr(0, slash);
   for (const auto& [name, file] : index["weight_map"].items()) {
     LINTIME_CHECK(file.is_string(), what, ": weight_map entry '", name, "' must be a file name");
-    const std::string shard = file.get<std::string>();
+    result.weight_map.emplace_back(name, file.get<std::string>());
+  }
+  return result;
+}
+
+ShardedSafetensors::ShardedSafetensors(const std::string& index_path) : index_path_(index_path) {
+  const std::string what = "safetensors index '" + index_path + "'";
+  const ShardIndex index = read_shard_index(index_path, what);
+  index_metadata_ = index.metadata;
+  std::map<std::string, size_t> shard_index;
+  for (const auto& [name, shard] : index.weight_map) {
     auto found = shard_index.find(shard);
     if (found == shard_index.end()) {
-      shards_.emplace_back(directory + "/" + shard);
+      shards_.emplace_back(index.directory + "/" + shard);
       found = shard_index.emplace(shard, shards_.size() - 1).first;
     }
     LINTIME_CHECK(shards_[found->second].contains(name), what, ": tensor '", name,

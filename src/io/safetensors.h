@@ -86,6 +86,16 @@ void save_safetensors(const std::string& path,
 std::string serialize_safetensors(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                                   const std::map<std::string, std::string>& metadata = {});
 
+// The index of a sharded checkpoint (model.safetensors.index.json, pytorch_model.bin.index.json):
+//   {"metadata": {...}, "weight_map": {"tensor name": "shard file"}}.
+struct ShardIndex {
+  std::vector<std::pair<std::string, std::string>> weight_map;  // tensor name -> shard file, as listed
+  std::string directory;                                         // the index's folder (shards are beside it)
+  std::string metadata;                                          // the "metadata" object as JSON text ("{}")
+};
+// `what` names the index in errors ("safetensors index 'path'"); throws lintime::Error.
+ShardIndex read_shard_index(const std::string& index_path, const std::string& what);
+
 // A checkpoint split over shards by model.safetensors.index.json:
 //   {"metadata": {...}, "weight_map": {"tensor name": "model-00001-of-00002.safetensors"}}.
 // Shards are opened (and validated) once each; every weight_map entry must exist in its shard.

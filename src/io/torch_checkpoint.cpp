@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
-#include <nlohmann/json.hpp>
 
 #include <cstring>
 #include <fstream>
@@ -282,26 +281,12 @@ TorchCheckpoint::TorchCheckpoint(const std::string& path) : path_(path) {
     return;
   }
   const std::string what = "PyTorch checkpoint index '" + path + "'";
-  std::ifstream stream(path);
-  LINTIME_CHECK(stream.good(), what, ": cannot open");
-  nlohmann::json index;
-  try {
-    index = nlohmann::json::parse(stream);
-  } catch (const nlohmann::json::exception& error) {
-    fail(what, ": not valid JSON (", error.what(), ")");
-  }
-  LINTIME_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(), what,
-                ": expected an object with a \"weight_map\" object");
-  const size_t slash = path.find_last_of('/');
-  const std::string directory = slash == std::string::npos ? "." : path.substr(0, slash);
+  const ShardIndex index = read_shard_index(path, what);
   std::set<std::string> shards;
-  for (const auto& [name, file] : index["weight_map"].items()) {
-    LINTIME_CHECK(file.is_string(), what, ": weight_map entry '", name, "' must be a file name");
-    shards.insert(file.get<std::string>());
-  }
-  for (const std::string& shard : shards) read_file(directory + "/" + shard);
-  for (const auto& [name, file] : index["weight_map"].items()) {
-    LINTIME_CHECK(tensors_.count(name) > 0, what, ": tensor '", name, "' is mapped to '", file.get<std::string>(),
+  for (const auto& [name, shard] : index.weight_map) shards.insert(shard);
+  for (const std::string& shard : shards) read_file(index.directory + "/" + shard);
+  for (const auto& [name, shard] : index.weight_map) {
+    LINTIME_CHECK(tensors_.count(name) > 0, what, ": tensor '", name, "' is mapped to '", shard,
                   "' but that shard does not hold it");
   }
 }

@@ -22,11 +22,6 @@ using nlohmann::json;
 
 using namespace json_fields;
 
-template <typename T>
-json optional_json(const std::optional<T>& value) {
-  return value.has_value() ? json(*value) : json(nullptr);
-}
-
 }  // namespace
 
 int64_t GsaConfig::key_dim() const {
@@ -151,23 +146,13 @@ GsaConfig GsaConfig::from_json(const json& input) {
       {"share_conv_kernel",
        [&](const std::string& k, const json& v) { c.share_conv_kernel = read_optional_bool(k, v); }},
       {"use_rope", [&](const std::string& k, const json& v) { c.use_rope = read_optional_bool(k, v); }},
-      {"architectures",
-       [&](const std::string& k, const json& v) {
-         if (!v.is_array()) wrong_type(k, "an array of strings", v);
-         c.architectures.clear();
-         for (const auto& item : v) c.architectures.push_back(read_string(k, item));
-       }},
-      {"torch_dtype", [&](const std::string& k, const json& v) { c.torch_dtype = read_optional_string(k, v); }},
-      {"dtype", [&](const std::string& k, const json& v) { c.torch_dtype = read_optional_string(k, v); }},
-      {"transformers_version",
-       [&](const std::string& k, const json& v) { c.transformers_version = read_optional_string(k, v); }},
-      {"_name_or_path", [&](const std::string& k, const json& v) { c.name_or_path = read_optional_string(k, v); }},
   };
   LINTIME_CHECK(input.contains("model_type"), "config key \"model_type\": missing, expected \"gsa\"");
   for (const auto& [key, value] : input.items()) {
     auto handler = handlers.find(key);
     if (handler != handlers.end()) {
       handler->second(key, value);
+    } else if (c.hub.read(key, value)) {
     } else if (key.rfind("fuse_", 0) == 0) {
       c.fuse_flags[key] = read_bool(key, value);
     } else {
@@ -181,7 +166,6 @@ GsaConfig GsaConfig::from_json(const json& input) {
 json GsaConfig::to_json() const {
   json out;
   out["model_type"] = "gsa";
-  out["architectures"] = architectures;
   out["vocab_size"] = vocab_size;
   out["hidden_size"] = hidden_size;
   out["num_hidden_layers"] = num_hidden_layers;
@@ -218,9 +202,7 @@ json GsaConfig::to_json() const {
   if (attn_mode.has_value()) out["attn_mode"] = *attn_mode;
   if (share_conv_kernel.has_value()) out["share_conv_kernel"] = *share_conv_kernel;
   if (use_rope.has_value()) out["use_rope"] = *use_rope;
-  if (torch_dtype.has_value()) out["torch_dtype"] = *torch_dtype;
-  if (transformers_version.has_value()) out["transformers_version"] = *transformers_version;
-  if (name_or_path.has_value()) out["_name_or_path"] = *name_or_path;
+  hub.write(out);
   return out;
 }
 

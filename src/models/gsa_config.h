@@ -4,6 +4,8 @@
 // the key and what was expected (lintime::Error).
 #pragma once
 
+#include "models/json_fields.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -58,10 +60,7 @@ struct GsaConfig {
   std::optional<std::string> attn_mode;  // "chunk", "fused_recurrent", ... (informational)
   std::optional<bool> share_conv_kernel;
   std::optional<bool> use_rope;  // must be false if present
-  std::vector<std::string> architectures = {"GSAForCausalLM"};
-  std::optional<std::string> torch_dtype;
-  std::optional<std::string> transformers_version;
-  std::optional<std::string> name_or_path;  // "_name_or_path"
+  json_fields::HubFields hub{std::vector<std::string>{"GSAForCausalLM"}};
 
   // Derived sizes (the config is validated when these are meaningful).
   int64_t resolved_num_kv_heads() const { return num_kv_heads.value_or(num_heads); }

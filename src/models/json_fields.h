@@ -13,6 +13,8 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace lintime::models::json_fields {
 
@@ -66,6 +68,47 @@ inline std::optional<std::string> read_optional_string(const std::string& key, c
   return value.get<std::string>();
 }
 
+template <typename T>
+json optional_json(const std::optional<T>& value) {
+  return value.has_value() ? json(*value) : json(nullptr);
+}
+
+// The bookkeeping keys Hugging Face writes into every config.json: kept as written, no effect
+// on the model.
+struct HubFields {
+  explicit HubFields(std::vector<std::string> default_architectures = {})
+      : architectures(std::move(default_architectures)) {}
+
+  std::vector<std::string> architectures;
+  std::optional<std::string> torch_dtype;  // "torch_dtype" (transformers 4) or "dtype" (5)
+  std::optional<std::string> transformers_version;
+  std::optional<std::string> name_or_path;  // "_name_or_path"
+
+  // Reads `key` when it is one of these keys (false when it is not).
+  bool read(const std::string& key, const json& value) {
+    if (key == "architectures") {
+      if (!value.is_array()) wrong_type(key, "an array of strings", value);
+      architectures.clear();
+      for (const auto& item : value) architectures.push_back(read_string(key, item));
+    } else if (key == "torch_dtype" || key == "dtype") {
+      torch_dtype = read_optional_string(key, value);
+    } else if (key == "transformers_version") {
+      transformers_version = read_optional_string(key, value);
+    } else if (key == "_name_or_path") {
+      name_or_path = read_optional_string(key, value);
+    } else {
+      return false;
+    }
+    return true;
+  }
+  // architectures always, the others when set.
+  void write(json& out) const {
+    out["architectures"] = architectures;
+    if (torch_dtype) out["torch_dtype"] = *torch_dtype;
+    if (transformers_version) out["transformers_version"] = *transformers_version;
+    if (name_or_path) out["_name_or_path"] = *name_or_path;
+  }
+};
 
 // The JSON document in a file; `what` names it in errors ("GSA config file").
 inline json read_json_file(const std::string& path, const char* what) {

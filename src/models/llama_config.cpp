@@ -16,11 +16,6 @@ namespace {
 using nlohmann::json;
 using namespace json_fields;
 
-template <typename T>
-json optional_json(const std::optional<T>& value) {
-  return value.has_value() ? json(*value) : json(nullptr);
-}
-
 // rope_scaling (transformers 4) or rope_parameters (5): {"rope_type" | "type", "factor", ...,
 // and in version 5 "rope_theta"}.
 void read_rope_object(const std::string& key, const json& value, RopeSettings& rope) {
@@ -108,7 +103,7 @@ LlamaConfig LlamaConfig::from_json(const json& input) {
     c.num_key_value_heads = 8;
     c.max_position_embeddings = 4096 * 32;
     c.sliding_window = 4096;
-    c.architectures = {"MistralForCausalLM"};
+    c.hub.architectures = {"MistralForCausalLM"};
   }
   using Handler = std::function<void(const std::string&, const json&)>;
   const std::map<std::string, Handler> handlers = {
@@ -148,17 +143,6 @@ LlamaConfig LlamaConfig::from_json(const json& input) {
       {"attention_dropout", [&](const std::string& k, const json& v) { c.attention_dropout = read_number(k, v); }},
       {"mlp_bias", [&](const std::string& k, const json& v) { c.mlp_bias = read_bool(k, v); }},
       {"sliding_window", [&](const std::string& k, const json& v) { c.sliding_window = read_optional_integer(k, v); }},
-      {"architectures",
-       [&](const std::string& k, const json& v) {
-         if (!v.is_array()) wrong_type(k, "an array of strings", v);
-         c.architectures.clear();
-         for (const auto& item : v) c.architectures.push_back(read_string(k, item));
-       }},
-      {"torch_dtype", [&](const std::string& k, const json& v) { c.torch_dtype = read_optional_string(k, v); }},
-      {"dtype", [&](const std::string& k, const json& v) { c.torch_dtype = read_optional_string(k, v); }},
-      {"transformers_version",
-       [&](const std::string& k, const json& v) { c.transformers_version = read_optional_string(k, v); }},
-      {"_name_or_path", [&](const std::string& k, const json& v) { c.name_or_path = read_optional_string(k, v); }},
   };
   // Hugging Face's generation and output switches: no effect on the model's arithmetic.
   static const char* const ignored[] = {"output_attentions", "output_hidden_states", "return_dict",
@@ -170,6 +154,7 @@ LlamaConfig LlamaConfig::from_json(const json& input) {
       handler->second(key, value);
       continue;
     }
+    if (c.hub.read(key, value)) continue;
     bool skip = false;
     for (const char* name : ignored) skip = skip || key == name;
     LINTIME_CHECK(skip, "config key \"", key, "\": unknown key for model_type \"", c.model_type, "\"");
@@ -182,7 +167,6 @@ LlamaConfig LlamaConfig::from_json(const json& input) {
 json LlamaConfig::to_json() const {
   json out;
   out["model_type"] = model_type;
-  out["architectures"] = architectures;
   out["vocab_size"] = vocab_size;
   out["hidden_size"] = hidden_size;
   out["intermediate_size"] = intermediate_size;
@@ -222,9 +206,7 @@ json LlamaConfig::to_json() const {
   out["attention_dropout"] = attention_dropout;
   out["mlp_bias"] = mlp_bias;
   if (model_type == "mistral") out["sliding_window"] = optional_json(sliding_window);
-  if (torch_dtype.has_value()) out["torch_dtype"] = *torch_dtype;
-  if (transformers_version.has_value()) out["transformers_version"] = *transformers_version;
-  if (name_or_path.has_value()) out["_name_or_path"] = *name_or_path;
+  hub.write(out);
   return out;
 }
 

@@ -87,7 +87,7 @@ TEST(GsaConfig, ParsesFlaConfig) {
   EXPECT_EQ(config.resolved_intermediate_size(), 5632);
   EXPECT_DOUBLE_EQ(config.norm_eps, 1e-6);
   EXPECT_EQ(config.norm_first, std::optional<bool>(true));
-  EXPECT_EQ(config.torch_dtype, std::optional<std::string>("bfloat16"));
+  EXPECT_EQ(config.hub.torch_dtype, std::optional<std::string>("bfloat16"));
   EXPECT_EQ(config.vocab_size, 32000);
   EXPECT_FALSE(config.tie_word_embeddings);
   EXPECT_TRUE(config.fuse_flags.at("fuse_swiglu"));

@@ -58,31 +58,23 @@ models::LlamaConfig llama_preset(const std::string& preset) {
 // A model of the preset with N(0, 0.02) weights and unit norms, allocated in place on the device.
 std::unique_ptr<models::CausalLm> random_model(const std::string& arch, const std::string& preset,
                                                at::ScalarType dtype, const c10::Device& device, uint64_t seed) {
-  at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(seed);
-  std::unique_ptr<layers::Module> owner;
-  std::unique_ptr<models::CausalLm> model;
-  layers::Module* module = nullptr;
-  {
-    layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
-    if (arch == "gsa") {
-      auto gsa = std::make_unique<models::GsaModel>(gsa_preset(preset), unused);
-      module = gsa.get();
-      at::manual_seed(seed);
-      at::NoGradGuard no_grad;
-      module->for_each_parameter([](const std::string& name, at::Tensor& p) {
-        if (name.find("norm") != std::string::npos) p.fill_(1.0); else p.normal_(0.0, 0.02);
-      });
-      return models::as_causal_lm(std::move(gsa));
-    }
-    auto llama = std::make_unique<models::LlamaModel>(llama_preset(preset), unused);
-    module = llama.get();
+  at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(seed);  // nothing is drawn in the scope
+  auto randomize = [seed](layers::Module& module) {
     at::manual_seed(seed);
     at::NoGradGuard no_grad;
-    module->for_each_parameter([](const std::string& name, at::Tensor& p) {
+    module.for_each_parameter([](const std::string& name, at::Tensor& p) {
       if (name.find("norm") != std::string::npos) p.fill_(1.0); else p.normal_(0.0, 0.02);
     });
-    return models::as_causal_lm(std::move(llama));
+  };
+  layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
+  if (arch == "gsa") {
+    auto gsa = std::make_unique<models::GsaModel>(gsa_preset(preset), unused);
+    randomize(*gsa);
+    return models::as_causal_lm(std::move(gsa));
   }
+  auto llama = std::make_unique<models::LlamaModel>(llama_preset(preset), unused);
+  randomize(*llama);
+  return models::as_causal_lm(std::move(llama));
 }
 
 void synchronize(const c10::Device& device) {
