@@ -2,6 +2,8 @@
 // with nothing written; training, eval and info work; a run stopped and resumed ends with
 // exactly the weights of an uninterrupted run (CPU); forward and generate run a GSA model folder.
 #include "io/gsa_checkpoint.h"
+#include "io/model_folder.h"
+#include "models/llama_model.h"
 #include "models/based_config.h"
 #include "models/based_model.h"
 #include "support/based_configs.h"
@@ -445,6 +447,42 @@ TEST_F(CliTest, InfoCountsLlamaAndMistralParametersAsTheirCheckpoints) {
     EXPECT_NE(result.out.find("parameters: " + std::to_string(stored) + "\n"), std::string::npos) << result.out;
     EXPECT_NE(result.out.find("KV cache:"), std::string::npos) << result.out;
   }
+}
+
+TEST_F(CliTest, GenerateRunsAMistralFolderFromItsKvCache) {
+  // Greedy generation through prefill + KV-cache steps (window 4, shorter than the text) picks
+  // what a full forward per step picks.
+  lintime::models::LlamaConfig config;
+  config.model_type = "mistral";
+  config.vocab_size = 257;
+  config.hidden_size = 32;
+  config.intermediate_size = 48;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 4;
+  config.num_key_value_heads = 2;
+  config.head_dim = 8;
+  config.sliding_window = 4;
+  config.initializer_range = 0.2;
+  config.eos_token_ids = {256};
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(6);
+  lintime::models::LlamaModel model(config, generator);
+  const fs::path folder = dir_ / "mistral";
+  lintime::io::save_llama_model(model, folder.string());
+  write_byte_tokenizer(folder);
+  std::vector<int64_t> sequence = {'h', 'e', 'l', 'l', 'o'};
+  std::string continuation;
+  for (int step = 0; step < 12; ++step) {
+    at::NoGradGuard no_grad;
+    const at::Tensor out = model.forward(at::tensor(sequence, at::kLong).unsqueeze(0));
+    const int64_t next = out[0][-1].argmax().item<int64_t>();
+    if (next == 256) break;
+    sequence.push_back(next);
+    continuation += static_cast<char>(next);
+  }
+  ASSERT_GT(sequence.size(), 9u) << "the continuation must run past the window to test it";
+  const auto result = run_stdout("generate " + folder.string() + " --prompt hello --max-new-tokens 12 --greedy --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_EQ(result.out, continuation + "\n");
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/CachingDeviceAllocator.h>
 
 #include <chrono>
 #include <cstdio>
@@ -69,6 +70,7 @@ int run_generate(const GenerateArgs& args) {
 
   at::NoGradGuard no_grad;
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(args.seed);
+  if (device.is_cuda()) c10::getDeviceAllocator(c10::kCUDA)->resetPeakStats(device.index());
   const auto start = std::chrono::steady_clock::now();
   const at::Tensor ids = at::tensor(prompt_ids, at::kLong).unsqueeze(0).expand({args.batch, -1}).contiguous();
   // A padded vocabulary's extra logits are never chosen: the tokenizer could not decode them.
@@ -127,6 +129,10 @@ int run_generate(const GenerateArgs& args) {
                static_cast<long long>(new_tokens), seconds, new_tokens / std::max(seconds, 1e-9),
                1e3 * first_token_seconds, model->name().c_str(), device.str().c_str(),
                static_cast<long long>(model->state_bytes_per_sequence(static_cast<int64_t>(prompt_ids.size()) + steps)));
+  if (device.is_cuda()) {  // the memory a long generation needs: flat for GSA, growing with a KV cache
+    const auto stats = c10::getDeviceAllocator(c10::kCUDA)->getDeviceStats(device.index());
+    std::fprintf(stderr, "peak device memory %.1f MiB\n", static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 20));
+  }
   return 0;
 }
 
