@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -273,6 +274,23 @@ void write_byte_tokenizer(const fs::path& folder) {
   std::ofstream(folder / "merges.txt") << "#version: 0.2\n";
 }
 
+// The text a byte-tokenizer model (257 ids, EOS 256) continues `prompt` with under greedy
+// decoding, one full forward per new token, up to `steps` tokens or EOS.
+std::string greedy_byte_continuation(const std::function<at::Tensor(const at::Tensor&)>& forward,
+                                     const std::string& prompt, int steps) {
+  at::NoGradGuard no_grad;
+  std::vector<int64_t> sequence(prompt.begin(), prompt.end());
+  std::string continuation;
+  for (int step = 0; step < steps; ++step) {
+    const at::Tensor out = forward(at::tensor(sequence, at::kLong).unsqueeze(0));
+    const int64_t next = out[0][-1].slice(0, 0, 257).argmax().item<int64_t>();
+    if (next == 256) break;
+    sequence.push_back(next);
+    continuation += static_cast<char>(next);
+  }
+  return continuation;
+}
+
 TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {
   lintime::models::GsaConfig config;
   config.vocab_size = 257;
@@ -305,16 +323,8 @@ TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {
   EXPECT_TRUE(at::allclose(logits, expected, 1e-5, 1e-6));
 
   // generate --greedy: the tokens a full forward per step picks, up to EOS or the limit.
-  std::vector<int64_t> sequence = {'h', 'e', 'l', 'l', 'o'};
-  std::string continuation;
-  for (int step = 0; step < 12; ++step) {
-    at::NoGradGuard no_grad;
-    const at::Tensor out = model.forward(at::tensor(sequence, at::kLong).unsqueeze(0));
-    const int64_t next = out[0][-1].argmax().item<int64_t>();
-    if (next == 256) break;
-    sequence.push_back(next);
-    continuation += static_cast<char>(next);
-  }
+  const std::string continuation =
+      greedy_byte_continuation([&](const at::Tensor& x) { return model.forward(x); }, "hello", 12);
   result = run_stdout("generate " + folder.string() + " --prompt hello --max-new-tokens 12 --greedy --device cpu");
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_EQ(result.out, continuation + "\n");
@@ -387,15 +397,8 @@ TEST_F(CliTest, ForwardAndGenerateRunABasedModelFolder) {
   EXPECT_TRUE(at::allclose(logits, model.forward(ids), 1e-5, 1e-6));
 
   // Greedy generation picks, among the tokenizer's 257 ids, what a full forward per step picks.
-  std::vector<int64_t> sequence = {'h', 'i'};
-  std::string continuation;
-  for (int step = 0; step < 10; ++step) {
-    const at::Tensor out = model.forward(at::tensor(sequence, at::kLong).unsqueeze(0));
-    const int64_t next = out[0][-1].slice(0, 0, 257).argmax().item<int64_t>();
-    if (next == 256) break;
-    sequence.push_back(next);
-    continuation += static_cast<char>(next);
-  }
+  const std::string continuation =
+      greedy_byte_continuation([&](const at::Tensor& x) { return model.forward(x); }, "hi", 10);
   result = run_stdout("generate " + folder.string() + " --prompt hi --max-new-tokens 10 --greedy --device cpu");
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_EQ(result.out, continuation + "\n");
@@ -469,17 +472,9 @@ TEST_F(CliTest, GenerateRunsAMistralFolderFromItsKvCache) {
   const fs::path folder = dir_ / "mistral";
   lintime::io::save_llama_model(model, folder.string());
   write_byte_tokenizer(folder);
-  std::vector<int64_t> sequence = {'h', 'e', 'l', 'l', 'o'};
-  std::string continuation;
-  for (int step = 0; step < 12; ++step) {
-    at::NoGradGuard no_grad;
-    const at::Tensor out = model.forward(at::tensor(sequence, at::kLong).unsqueeze(0));
-    const int64_t next = out[0][-1].argmax().item<int64_t>();
-    if (next == 256) break;
-    sequence.push_back(next);
-    continuation += static_cast<char>(next);
-  }
-  ASSERT_GT(sequence.size(), 9u) << "the continuation must run past the window to test it";
+  const std::string continuation =
+      greedy_byte_continuation([&](const at::Tensor& x) { return model.forward(x); }, "hello", 12);
+  ASSERT_GT(5 + continuation.size(), 9u) << "the continuation must run past the window to test it";
   const auto result = run_stdout("generate " + folder.string() + " --prompt hello --max-new-tokens 12 --greedy --device cpu");
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_EQ(result.out, continuation + "\n");
