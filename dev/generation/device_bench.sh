@@ -15,15 +15,15 @@ torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(tor
 export LD_LIBRARY_PATH="$torch_lib:$bin:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if [[ $what == all || $what == throughput ]]; then
-  timeout 560 "$bin/lintime" bench generate --device cuda --preset 1.3b --batches 1,64,128 --prompt-length 2048 \
+  timeout "${LIMIT:-560}" "$bin/lintime" bench generate --device cuda --preset 1.3b --batches 1,64,128 --prompt-length 2048 \
     --new-tokens 1024 --jsonl "$out/generate.jsonl" 2> "$out/generate.log"
 fi
 if [[ $what == all || $what == flat ]]; then
-  timeout 560 "$bin/lintime" bench generate --device cuda --preset 1.3b --batches 1 --prompt-length 2048 \
+  timeout "${LIMIT:-560}" "$bin/lintime" bench generate --device cuda --preset 1.3b --batches 1 --prompt-length 2048 \
     --new-tokens 1024,16384 --jsonl "$out/flat.jsonl" 2> "$out/flat.log"
 fi
 if [[ $what == all || $what == hf ]]; then
-  timeout 560 python3 bench/generate_hf.py --batches 1,64,128 --prompt-length 2048 --new-tokens 1024 \
+  timeout "${LIMIT:-560}" python3 bench/generate_hf.py --batches 1,64,128 --prompt-length 2048 --new-tokens 1024 \
     --jsonl "$out/generate_hf.jsonl" > "$out/generate_hf.log" 2>&1
   tail -5 "$out/generate_hf.log"
 fi

@@ -1,11 +1,29 @@
 #include "models/causal_lm.h"
 
 #include "core/error.h"
+#include "models/decode_graph.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace lintime::models {
 namespace {
+
+// Runs `hidden_of(chunk)` over consecutive position chunks of input_ids [B, T] (each continuing
+// the cache; see CausalLm::set_prefill_tokens_per_chunk) and returns the last position's
+// hidden state [B, d].
+template <typename HiddenOf>
+at::Tensor prefill_in_chunks(const at::Tensor& input_ids, int64_t tokens_per_chunk, HiddenOf&& hidden_of) {
+  TORCH_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, "prefill: input_ids must be [B, T] with T > 0, got ",
+              input_ids.sizes());
+  const int64_t length = input_ids.size(1);
+  const int64_t positions = std::max<int64_t>(64, tokens_per_chunk / input_ids.size(0) / 64 * 64);
+  at::Tensor last;
+  for (int64_t start = 0; start < length; start += positions) {
+    last = hidden_of(input_ids.narrow(1, start, std::min(positions, length - start))).select(1, -1);
+  }
+  return last;
+}
 
 class GsaCausalLm : public CausalLm {
  public:
@@ -14,10 +32,24 @@ class GsaCausalLm : public CausalLm {
   at::Tensor prefill(const at::Tensor& input_ids, int64_t) override {
     TORCH_CHECK(input_ids.dim() == 2, "prefill: input_ids must be [B, T], got ", input_ids.sizes());
     cache_ = model_->make_cache(input_ids.size(0));
-    const at::Tensor hidden = model_->hidden_states(input_ids, &cache_);
-    return model_->logits(hidden.select(1, -1));
+    decode_graph_.reset();  // the recording points at the old state tensors
+    return model_->logits(
+        prefill_in_chunks(input_ids, prefill_tokens_per_chunk(), [this](const at::Tensor& chunk) { return model_->hidden_states(chunk, &cache_); }));
   }
-  at::Tensor step(const at::Tensor& tokens) override { return model_->step(tokens, cache_); }
+  // The step updates every state tensor in place and reads no host-side position: recordable.
+  at::Tensor step(const at::Tensor& tokens) override {
+    if (!cuda_graphs_) return model_->step(tokens, cache_);
+    int step_calls = 0;
+    at::Tensor logits =
+        decode_graph_.run(tokens, [this](const at::Tensor& t) { return model_->step(t, cache_); }, &step_calls);
+    cache_.advance(1 - step_calls);  // the token counter as if the step ran once
+    return logits;
+  }
+  bool use_cuda_graphs(bool enabled) override {
+    cuda_graphs_ = enabled && decode_graphs_compiled();
+    decode_graph_.reset();
+    return cuda_graphs_;
+  }
   int64_t logits_width() const override { return model_->config().vocab_size; }
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   int64_t state_bytes_per_sequence(int64_t) const override {
@@ -29,6 +61,8 @@ class GsaCausalLm : public CausalLm {
  private:
   std::unique_ptr<GsaModel> model_;
   state::InferenceCache cache_;
+  bool cuda_graphs_ = false;
+  DecodeGraph decode_graph_;
 };
 
 class BasedCausalLm : public CausalLm {
@@ -59,7 +93,11 @@ class LlamaCausalLm : public CausalLm {
   at::Tensor forward(const at::Tensor& input_ids) override { return model_->forward(input_ids); }
   at::Tensor prefill(const at::Tensor& input_ids, int64_t total_tokens) override {
     cache_ = model_->make_cache(total_tokens);
-    return model_->logits(model_->prefill(input_ids, cache_).select(1, -1));
+    bool first = true;
+    return model_->logits(prefill_in_chunks(input_ids, prefill_tokens_per_chunk(), [this, &first](const at::Tensor& chunk) {
+      const bool fresh = std::exchange(first, false);
+      return fresh ? model_->prefill(chunk, cache_) : model_->hidden_states(chunk, &cache_);
+    }));
   }
   at::Tensor step(const at::Tensor& tokens) override { return model_->step(tokens, cache_); }
   int64_t logits_width() const override { return model_->config().vocab_size; }
@@ -85,6 +123,11 @@ class LlamaCausalLm : public CausalLm {
 };
 
 }  // namespace
+
+void CausalLm::set_prefill_tokens_per_chunk(int64_t tokens) {
+  LINTIME_CHECK(tokens >= 1, "prefill tokens per chunk must be >= 1, got ", tokens);
+  prefill_tokens_per_chunk_ = tokens;
+}
 
 std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<LlamaModel> model) {
   LINTIME_CHECK(model != nullptr, "as_causal_lm: no model");

@@ -25,6 +25,9 @@ class CausalLm {
   virtual at::Tensor prefill(const at::Tensor& input_ids, int64_t total_tokens = 0) = 0;
   // One token per sequence [B] -> logits [B, V]; advances the state.
   virtual at::Tensor step(const at::Tensor& tokens) = 0;
+  // Asks that decode steps on a GPU be replayed as one CUDA graph each (see decode_graph.h);
+  // returns whether this model's steps are (GSA: yes; a KV cache's host-side length: no).
+  virtual bool use_cuda_graphs(bool enabled) { return false; }
   // Logit columns (a padded vocabulary may exceed the tokenizer's).
   virtual int64_t logits_width() const = 0;
   // Token ids the embedding accepts.
@@ -35,6 +38,17 @@ class CausalLm {
   // Bytes of the decoding state held now (all sequences; a KV cache counts what it allocated).
   virtual int64_t state_bytes_in_use() const = 0;
   virtual std::string name() const = 0;
+
+  // A prompt of B × T tokens is prefilled at most this many tokens (B × positions, positions a
+  // multiple of 64) at a time where the model can continue a prefill (GSA, Llama): activation
+  // memory then stays bounded for a large batch. 32K tokens: at batch 128 and d 2048, the MLP's
+  // ~1 GiB fits beside a Transformer's 72 GiB KV cache on an 80 GB GPU (the whole prompt's
+  // ~9 GiB would not), and chunks of 256 positions keep the matrix products large.
+  void set_prefill_tokens_per_chunk(int64_t tokens);
+  int64_t prefill_tokens_per_chunk() const { return prefill_tokens_per_chunk_; }
+
+ private:
+  int64_t prefill_tokens_per_chunk_ = 32768;
 };
 
 std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<GsaModel> model);

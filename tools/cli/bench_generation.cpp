@@ -12,6 +12,7 @@
 #include "models/gsa_model.h"
 #include "models/llama_model.h"
 #include "tools/cli/model_folder.h"
+#include "train/mqar_trainer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -110,12 +111,13 @@ void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& opt
       ->check(CLI::PositiveNumber);
   command.add_option("--dtype", options.dtype, "generate: float32, bfloat16 or float16");
   command.add_option("--seed", options.seed, "generate: seed of the weights and prompts");
+  command.add_option("--cuda-graphs", options.cuda_graphs,
+                     "generate: replay decode steps as CUDA graphs where the model allows it (true/false)");
 }
 
 int run_generation_bench(const GenerationBenchOptions& options, const std::string& device_name,
                          const std::string& jsonl) {
-  const c10::Device device(device_name == "cuda" ? c10::kCUDA : c10::kCPU);
-  LINTIME_CHECK(device.is_cpu() || at::hasCUDA(), "bench generate: --device cuda but no CUDA device is available");
+  const c10::Device device = train::resolve_device(device_name);  // an indexed device, for the allocator's stats
   const at::ScalarType dtype = parse_dtype(options.dtype);
   std::ofstream jsonl_file;
   if (!jsonl.empty()) {
@@ -127,6 +129,7 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
               "decode tok/s", "overall tok/s", "peak GiB", "state KiB");
   for (const std::string& arch : options.archs) {
     auto model = random_model(arch, options.preset, dtype, device, options.seed);
+    const bool cuda_graphs = device.is_cuda() && model->use_cuda_graphs(options.cuda_graphs);
     for (int64_t batch : options.batches) {
       for (int64_t new_tokens : options.new_tokens) {
         std::fprintf(stderr, "bench generate: %s batch %lld, prompt %lld, %lld new tokens ...\n", arch.c_str(),
@@ -134,7 +137,8 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
                      static_cast<long long>(new_tokens));
         nlohmann::json line = {{"bench", "generate"}, {"arch", arch}, {"model", model->name()},
                                {"preset", options.preset}, {"batch", batch}, {"prompt_length", options.prompt_length},
-                               {"new_tokens", new_tokens}, {"dtype", options.dtype}, {"device", device_name}};
+                               {"new_tokens", new_tokens}, {"dtype", options.dtype}, {"device", device_name},
+                               {"cuda_graphs", cuda_graphs}};
         auto* allocator = device_allocator(device);
         try {
           at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed + 1);
@@ -151,6 +155,7 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
           synchronize(device);
           const auto first = std::chrono::steady_clock::now();
           for (int64_t step = 1; step < new_tokens; ++step) next = model->step(next).argmax(-1);
+          const auto enqueued = std::chrono::steady_clock::now();  // the host is done; the GPU may not be
           synchronize(device);
           const auto end = std::chrono::steady_clock::now();
           const double ttft = std::chrono::duration<double>(first - start).count();
@@ -158,6 +163,11 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
           line["ttft_ms"] = 1e3 * ttft;
           line["decode_tokens_per_s"] = new_tokens > 1 ? batch * (new_tokens - 1) / decode : 0.0;
           line["overall_tokens_per_s"] = batch * new_tokens / (ttft + decode);
+          // Host time per decode step: when it is close to the step time, launches bound the step.
+          if (new_tokens > 1) {
+            line["host_ms_per_step"] = 1e3 * std::chrono::duration<double>(enqueued - first).count() / (new_tokens - 1);
+            line["ms_per_step"] = 1e3 * decode / (new_tokens - 1);
+          }
           line["state_bytes"] = model->state_bytes_in_use();
           if (device.is_cpu()) line["resident_growth_bytes"] = resident_bytes() - resident_before;
           if (allocator) {

@@ -20,6 +20,7 @@ struct GenerationBenchOptions {
   std::vector<int64_t> new_tokens = {1024};
   std::string dtype = "bfloat16";
   uint64_t seed = 0;
+  bool cuda_graphs = true;  // decode steps replayed as CUDA graphs where the model allows (GSA)
 };
 
 void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& options);

@@ -29,6 +29,7 @@ struct GenerateArgs {
   std::string model_dir, prompt, prompt_file, dtype = "float32", device = "auto";
   int64_t max_new_tokens = 128, batch = 1;
   uint64_t seed = 0;
+  bool cuda_graphs = true;
   models::SamplingOptions sampling;
 };
 
@@ -59,6 +60,7 @@ int run_generate(const GenerateArgs& args) {
   const c10::Device device = train::resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = io::load_causal_lm(args.model_dir, dtype, device);
+  if (device.is_cuda()) model->use_cuda_graphs(args.cuda_graphs);
   std::vector<int64_t> prompt_ids = tokenizer->encode(prompt);
   // SentencePiece models (Llama, Mistral) are fed a BOS first, as their Hugging Face tokenizers do.
   if (tokenizer->kind() == "sentencepiece" && tokenizer->bos_id()) prompt_ids.insert(prompt_ids.begin(), *tokenizer->bos_id());
@@ -153,6 +155,8 @@ std::function<int()> add_generate_command(CLI::App& app) {
   command->add_flag("--greedy", args->sampling.greedy, "Take the most likely token every step");
   command->add_option("--dtype", args->dtype, "float32, bfloat16 or float16");
   command->add_option("--device", args->device, "cpu, cuda or auto");
+  command->add_option("--cuda-graphs", args->cuda_graphs,
+                      "Replay each decode step as a CUDA graph where the model allows it (GSA; default true)");
   return [args]() { return run_generate(*args); };
 }
 
