@@ -22,6 +22,9 @@ def main():
     parser.add_argument("--new-tokens", default="1024")
     parser.add_argument("--preset", default="1.3b", choices=["1.3b", "tiny"])
     parser.add_argument("--jsonl", default="")
+    parser.add_argument("--no-cudnn-sdpa", action="store_true",
+                        help="take cuDNN out of SDPA's backends: torch 2.11 tries it first on Hopper and it "
+                             "builds a plan for every new key length, i.e. every decode step")
     args = parser.parse_args()
     try:
         import torch
@@ -38,6 +41,8 @@ def main():
         num_hidden_layers=24 if big else 2, num_attention_heads=16 if big else 4,
         num_key_value_heads=16 if big else 4, max_position_embeddings=1 << 20)
     config._attn_implementation = "sdpa"
+    if args.no_cudnn_sdpa:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = transformers.LlamaForCausalLM(config).to(torch.bfloat16).eval()
@@ -45,7 +50,7 @@ def main():
     for batch in [int(b) for b in args.batches.split(",")]:
         for new_tokens in [int(n) for n in args.new_tokens.split(",")]:
             line = {"bench": "generate", "arch": "hf_llama", "model": f"transformers {transformers.__version__} "
-                    "LlamaForCausalLM (sdpa)", "preset": args.preset, "batch": batch,
+                    "LlamaForCausalLM (sdpa)", "cudnn_sdpa": not args.no_cudnn_sdpa, "preset": args.preset, "batch": batch,
                     "prompt_length": args.prompt_length, "new_tokens": new_tokens, "dtype": "bfloat16",
                     "device": "cuda"}
             try:

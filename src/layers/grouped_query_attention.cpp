@@ -35,6 +35,14 @@ at::Tensor attention_mask(int64_t queries, int64_t keys, std::optional<int64_t> 
   return mask;
 }
 
+// Whether a decode step's attention can go straight to torch's flash kernel: CUDA, half
+// precision, a head dim it compiles (multiple of 8, at most 256).
+bool flash_decodes(const at::Tensor& q) {
+  const int64_t dim = q.size(-1);
+  return q.is_cuda() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf) && dim % 8 == 0 &&
+         dim <= 256;
+}
+
 }  // namespace
 
 GroupedQueryAttention::GroupedQueryAttention(const GroupedQueryAttentionOptions& options,
@@ -83,8 +91,17 @@ at::Tensor GroupedQueryAttention::forward(const at::Tensor& x, state::KvLayerCac
     mask = attention_mask(length, keys, window, x.device());
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
-  const at::Tensor o = at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, causal, scale,
-                                                        /*enable_gqa=*/options_.num_heads != options_.num_kv_heads);
+  at::Tensor o;
+  if (length == 1 && flash_decodes(q)) {
+    // torch 2.11 sends SDPA to cuDNN first on Hopper, and cuDNN builds a plan for every new key
+    // length, i.e. every decode step: 50-64 ms per step of a 24-layer model, host-bound
+    // (BENCHMARKS.md, "Generation"). The flash kernel needs no plan (and takes H_kv < H as is).
+    o = std::get<0>(at::_scaled_dot_product_flash_attention(q, k, v, /*dropout_p=*/0.0, /*is_causal=*/false,
+                                                            /*return_debug_mask=*/false, scale));
+  } else {
+    o = at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, causal, scale,
+                                         /*enable_gqa=*/options_.num_heads != options_.num_kv_heads);
+  }
   return o_proj.forward(o.transpose(1, 2).reshape({batch, length, options_.num_heads * dim}));
 }
 

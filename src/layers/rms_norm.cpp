@@ -1,4 +1,4 @@
-// RMSNorm in fp32 (fp64 for fp64 inputs).
+// RMSNorm in fp32 (fp64 for fp64 inputs); on a GPU through torch's fused rms_norm.
 #include "layers/rms_norm.h"
 
 #include "core/error.h"
@@ -22,6 +22,11 @@ RMSNorm::RMSNorm(int64_t hidden_size, double eps, bool elementwise_affine)
 at::Tensor RMSNorm::forward(const at::Tensor& x) const {
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == hidden_size_, "RMSNorm: x must have last dim ", hidden_size_,
               ", got shape ", shape_string(x.sizes()));
+  if (x.is_cuda() && (!weight.defined() || weight.scalar_type() == x.scalar_type())) {
+    // torch's fused kernel (fp32 statistics, one kernel instead of ~8 small ones; a decode step
+    // of a 24-layer model runs 72 of these norms). The formula below is its reference.
+    return at::rms_norm(x, {hidden_size_}, weight.defined() ? std::optional<at::Tensor>(weight) : std::nullopt, eps_);
+  }
   const auto compute = compute_dtype(x.scalar_type());
   at::Tensor x32 = x.to(compute);
   at::Tensor y = x32 * at::rsqrt(x32.square().mean(-1, /*keepdim=*/true) + eps_);

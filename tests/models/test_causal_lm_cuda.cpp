@@ -1,0 +1,121 @@
+// Decoding on a GPU. GSA with CUDA graphs (models/decode_graph.h): steps recorded once and
+// replayed give the eager steps' logits, follow the float64 model, and a new prefill (new state
+// tensors, another batch) records anew. Llama with grouped-query heads in bf16: the decode
+// steps (torch's flash kernel straight, not SDPA's cuDNN choice) are as close to the float64
+// model as the bf16 full forward is. Label `cuda`: `ctest -L cuda` on a GPU machine.
+#include "models/causal_lm.h"
+
+#include "support/test_support.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace {
+
+using lintime::models::CausalLm;
+using lintime::testing::relative_max_error;
+using lintime::testing::relative_rms_error;
+
+std::unique_ptr<lintime::models::GsaModel> tiny_gsa(at::ScalarType dtype, const c10::Device& device) {
+  lintime::models::GsaConfig config;
+  config.vocab_size = 61;
+  config.hidden_size = 64;
+  config.num_hidden_layers = 2;
+  config.num_heads = 4;
+  config.num_kv_heads = 2;
+  config.num_slots = 16;
+  config.use_short_conv = true;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto model = std::make_unique<lintime::models::GsaModel>(config, generator);
+  at::NoGradGuard no_grad;
+  model->for_each_parameter([&](const std::string& name, at::Tensor& parameter) {
+    if (name.find("norm") != std::string::npos) {
+      parameter.uniform_(0.5, 2.0, generator);
+    } else if (parameter.dim() == 2) {
+      parameter.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(parameter.size(1))), generator);
+    }
+  });
+  model->to(device, dtype);
+  return model;
+}
+
+// Greedy-free decoding: the given ids are fed one by one after a prefill of `prompt` tokens.
+std::vector<at::Tensor> decode(CausalLm& model, const at::Tensor& ids, int64_t prompt) {
+  std::vector<at::Tensor> logits = {model.prefill(ids.narrow(1, 0, prompt), ids.size(1)).cpu()};
+  for (int64_t t = prompt; t < ids.size(1) - 1; ++t) logits.push_back(model.step(ids.select(1, t)).cpu());
+  return logits;
+}
+
+TEST(DecodeGraphCuda, ReplayedStepsEqualEagerStepsAndFollowTheFloat64Model) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device here (run `ctest -L cuda` on a GPU machine)";
+  at::NoGradGuard no_grad;
+  const c10::Device cuda(c10::kCUDA, 0);
+  auto eager = lintime::models::as_causal_lm(tiny_gsa(at::kFloat, cuda));
+  auto graphed = lintime::models::as_causal_lm(tiny_gsa(at::kFloat, cuda));
+  auto reference = tiny_gsa(at::kDouble, c10::Device(c10::kCPU));
+  ASSERT_TRUE(graphed->use_cuda_graphs(true));
+  for (int64_t batch : {3, 5}) {  // the second prefill changes the state tensors and the batch
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(batch);
+    const at::Tensor ids = at::randint(0, 61, {batch, 40}, generator, at::kLong);
+    const auto eager_logits = decode(*eager, ids.to(cuda), 20);
+    const auto graphed_logits = decode(*graphed, ids.to(cuda), 20);
+    const at::Tensor expected = reference->forward(ids).narrow(1, 19, 20);  // [B, 20, V] fp64
+    const at::Tensor graphed_all = at::stack(graphed_logits, 1);
+    // The replay launches the eager step's kernels on the same inputs: equal to rounding.
+    EXPECT_LT(relative_max_error(graphed_all, at::stack(eager_logits, 1)), 1e-6) << "batch " << batch;
+    // fp32 through 2 blocks and 20 steps against fp64: a few hundred ulps of the largest logit.
+    EXPECT_LT(relative_max_error(graphed_all.to(at::kDouble), expected), 1e-4) << "batch " << batch;
+  }
+}
+
+std::unique_ptr<lintime::models::LlamaModel> tiny_llama(at::ScalarType dtype, const c10::Device& device) {
+  lintime::models::LlamaConfig config;
+  config.vocab_size = 61;
+  config.hidden_size = 128;
+  config.intermediate_size = 160;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 4;
+  config.num_key_value_heads = 2;
+  config.validate();  // head_dim 32
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(8);
+  auto model = std::make_unique<lintime::models::LlamaModel>(config, generator);
+  at::NoGradGuard no_grad;
+  model->for_each_parameter([&](const std::string& name, at::Tensor& parameter) {
+    if (name.find("norm") != std::string::npos) {
+      parameter.uniform_(0.5, 2.0, generator);
+    } else if (parameter.dim() == 2) {
+      parameter.normal_(0.0, name.find("embed") != std::string::npos ? 1.0 : 1.0 / std::sqrt(parameter.size(1)),
+                        generator);
+    }
+  });
+  model->to(device, dtype);
+  return model;
+}
+
+TEST(LlamaDecodeCuda, Bf16FlashDecodeStepsAreAsCloseToFloat64AsTheFullForward) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device here (run `ctest -L cuda` on a GPU machine)";
+  at::NoGradGuard no_grad;
+  const c10::Device cuda(c10::kCUDA, 0);
+  auto model = lintime::models::as_causal_lm(tiny_llama(at::kBFloat16, cuda));
+  auto reference = tiny_llama(at::kDouble, c10::Device(c10::kCPU));
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(2);
+  const at::Tensor ids = at::randint(0, 61, {3, 90}, generator, at::kLong);
+  const at::Tensor expected = reference->forward(ids).narrow(1, 49, 40);                    // [B, 40, V]
+  const at::Tensor full_bf16 = model->forward(ids.to(cuda)).narrow(1, 49, 40).cpu().to(at::kDouble);
+  const at::Tensor decoded = at::stack(decode(*model, ids.to(cuda), 50), 1).to(at::kDouble);
+  const double full_error = relative_rms_error(full_bf16, expected);
+  const double decode_error = relative_rms_error(decoded, expected);
+  std::printf("bf16 relative RMS error vs fp64: full forward %.3g, prefill + decode %.3g\n", full_error, decode_error);
+  EXPECT_LT(decode_error, 2.0 * full_error + 1e-3);
+  EXPECT_LT(decode_error, 5e-2);  // bf16 (8-bit mantissa) through 2 blocks
+}
+
+}  // namespace
