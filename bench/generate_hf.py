@@ -80,6 +80,7 @@ def main():
             print(json.dumps(line), flush=True)
             if out:
                 out.write(json.dumps(line) + "\n")
+                out.flush()  # a run cut off by a time limit keeps its finished lines
     return 0
 
 
