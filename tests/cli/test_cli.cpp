@@ -8,6 +8,8 @@
 #include "models/based_model.h"
 #include "support/based_configs.h"
 #include "io/safetensors.h"
+#include "support/test_support.h"
+#include "text/tokenizer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -478,6 +480,50 @@ TEST_F(CliTest, GenerateRunsAMistralFolderFromItsKvCache) {
   const auto result = run_stdout("generate " + folder.string() + " --prompt hello --max-new-tokens 12 --greedy --device cpu");
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_EQ(result.out, continuation + "\n");
+}
+
+TEST_F(CliTest, GenerateRunsALlamaFolderWithItsSentencePieceTokenizer) {
+  // Llama 2's tokenizer.model from ../shared/data: generate feeds BOS + the prompt's pieces,
+  // decodes greedily from the KV cache and prints the pieces' text, as a full forward per step
+  // through the same tokenizer gives it.
+  const std::string data = lintime::testing::shared_data_dir();
+  if (data.empty() || !fs::exists(fs::path(data) / "llama2-tokenizer.model")) {
+    GTEST_SKIP() << "../shared/data/llama2-tokenizer.model is absent";
+  }
+  lintime::models::LlamaConfig config;
+  config.vocab_size = 32000;
+  config.hidden_size = 16;
+  config.intermediate_size = 32;
+  config.num_hidden_layers = 1;
+  config.num_attention_heads = 2;
+  config.num_key_value_heads = 1;
+  config.initializer_range = 0.5;  // tokens far apart in the logits, so greedy steps are not near ties
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(12);
+  lintime::models::LlamaModel model(config, generator);
+  const fs::path folder = dir_ / "llama";
+  lintime::io::save_llama_model(model, folder.string());
+  fs::copy_file(fs::path(data) / "llama2-tokenizer.model", folder / "tokenizer.model");
+
+  const std::string prompt = "The quick brown fox";
+  const auto tokenizer = lintime::text::load_tokenizer(folder.string());
+  std::vector<int64_t> sequence = tokenizer->encode(prompt);
+  sequence.insert(sequence.begin(), 1);  // BOS
+  std::vector<int64_t> generated;
+  {
+    at::NoGradGuard no_grad;
+    for (int step = 0; step < 10; ++step) {
+      const at::Tensor logits = model.forward(at::tensor(sequence, at::kLong).unsqueeze(0));
+      const int64_t next = logits[0][-1].argmax().item<int64_t>();
+      if (next == 2) break;  // EOS
+      sequence.push_back(next);
+      generated.push_back(next);
+    }
+  }
+  ASSERT_FALSE(generated.empty());
+  const auto result =
+      run_stdout("generate " + folder.string() + " --prompt '" + prompt + "' --max-new-tokens 10 --greedy --device cpu");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_EQ(result.out, tokenizer->decode(generated) + "\n");
 }
 
 }  // namespace
