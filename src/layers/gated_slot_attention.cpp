@@ -72,7 +72,10 @@ GatedSlotAttention::GatedSlotAttention(const GatedSlotAttentionOptions& options,
   }
   register_module("g_norm", g_norm);
   register_module("o_proj", o_proj);
+  place_adjacent({&q_proj, &k_proj, &v_proj, &f_proj});
 }
+
+void GatedSlotAttention::parameters_moved() { place_adjacent({&q_proj, &k_proj, &v_proj, &f_proj}); }
 
 at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState* state,
                                        const std::optional<at::Tensor>& cu_seqlens) {
@@ -81,9 +84,11 @@ at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState
   const int64_t batch = x.size(0), length = x.size(1);
   const int64_t heads = options_.num_heads, kv_heads = dims_.num_kv_heads, slots = options_.num_slots;
 
-  at::Tensor q = q_proj.forward(x);  // [B, T, HQ*K]
-  at::Tensor k = k_proj.forward(x);  // [B, T, H*K]
-  at::Tensor v = v_proj.forward(x);  // [B, T, H*V]
+  // One product for the four projections when inferring (their weights lie back to back).
+  const auto projections = linear_maps(x, {&q_proj, &k_proj, &v_proj, &f_proj});
+  at::Tensor q = projections[0];  // [B, T, HQ*K]
+  at::Tensor k = projections[1];  // [B, T, H*K]
+  at::Tensor v = projections[2];  // [B, T, H*V]
   if (options_.use_short_conv) {
     TORCH_CHECK(state == nullptr || state->conv_q.defined(),
                 "GatedSlotAttention: the layer uses short convolutions but the state has no conv history");
@@ -91,7 +96,7 @@ at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState
     k = k_conv1d->forward(k, state ? &state->conv_k : nullptr, cu_seqlens);
     v = v_conv1d->forward(v, state ? &state->conv_v : nullptr, cu_seqlens);
   }
-  at::Tensor f = f_proj.forward(x);  // [B, T, H*M]
+  const at::Tensor& f = projections[3];  // [B, T, H*M]
 
   q = feature_map(q.view({batch, length, heads, dims_.head_k_dim}), options_.feature_map);     // [B, T, HQ, K]
   k = feature_map(k.view({batch, length, kv_heads, dims_.head_k_dim}), options_.feature_map);  // [B, T, H, K]

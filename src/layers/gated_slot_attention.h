@@ -86,9 +86,12 @@ class GatedSlotAttention : public Module {
   int64_t head_v_dim() const { return dims_.head_v_dim; }
   double scale() const { return options_.scale.value_or(1.0); }
 
-  Linear q_proj, k_proj, v_proj, f_proj, o_proj;
+  Linear q_proj, k_proj, v_proj, f_proj, o_proj;  // q, k, v, f weights back to back (place_adjacent)
   RMSNorm g_norm;
   std::unique_ptr<ShortConvolution> q_conv1d, k_conv1d, v_conv1d;  // only with use_short_conv
+
+ protected:
+  void parameters_moved() override;
 };
 
 }  // namespace lintime::layers

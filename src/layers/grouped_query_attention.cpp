@@ -63,17 +63,31 @@ GroupedQueryAttention::GroupedQueryAttention(const GroupedQueryAttentionOptions&
   register_module("k_proj", k_proj);
   register_module("v_proj", v_proj);
   register_module("o_proj", o_proj);
+  place_adjacent({&q_proj, &k_proj, &v_proj});
 }
+
+void GroupedQueryAttention::parameters_moved() { place_adjacent({&q_proj, &k_proj, &v_proj}); }
 
 at::Tensor GroupedQueryAttention::forward(const at::Tensor& x, state::KvLayerCache* cache, int64_t reserve) const {
   check_shape("GroupedQueryAttention", "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
   const int64_t batch = x.size(0), length = x.size(1), dim = options_.head_dim;
   const int64_t past = cache ? cache->length : 0;
-  at::Tensor q = q_proj.forward(x).view({batch, length, options_.num_heads, dim});
-  at::Tensor k = k_proj.forward(x).view({batch, length, options_.num_kv_heads, dim});
-  at::Tensor v = v_proj.forward(x).view({batch, length, options_.num_kv_heads, dim});
-  q = rotary_->apply(q, past).transpose(1, 2);  // [B, H, T, D]
-  k = rotary_->apply(k, past).transpose(1, 2);  // [B, H_kv, T, D]
+  const int64_t heads = options_.num_heads, kv_heads = options_.num_kv_heads;
+  at::Tensor q, k, v;
+  const at::Tensor qkv = joined_linear(x, {&q_proj, &k_proj, &v_proj});  // inferring: one product
+  if (qkv.defined()) {  // [B, T, (H + 2 H_kv) D]: queries and keys rotated together
+    const at::Tensor qk =
+        rotary_->apply(qkv.narrow(2, 0, (heads + kv_heads) * dim).view({batch, length, heads + kv_heads, dim}), past);
+    q = qk.narrow(2, 0, heads);
+    k = qk.narrow(2, heads, kv_heads);
+    v = qkv.narrow(2, (heads + kv_heads) * dim, kv_heads * dim).view({batch, length, kv_heads, dim});
+  } else {
+    q = rotary_->apply(q_proj.forward(x).view({batch, length, heads, dim}), past);
+    k = rotary_->apply(k_proj.forward(x).view({batch, length, kv_heads, dim}), past);
+    v = v_proj.forward(x).view({batch, length, kv_heads, dim});
+  }
+  q = q.transpose(1, 2);  // [B, H, T, D]
+  k = k.transpose(1, 2);  // [B, H_kv, T, D]
   v = v.transpose(1, 2);
   if (cache) std::tie(k, v) = cache->append(k, v, reserve);
   const int64_t keys = past + length;

@@ -51,7 +51,10 @@ class GroupedQueryAttention : public Module {
   std::shared_ptr<const RotaryTable> rotary_;
 
  public:
-  Linear q_proj, k_proj, v_proj, o_proj;
+  Linear q_proj, k_proj, v_proj, o_proj;  // q, k, v weights back to back (place_adjacent)
+
+ protected:
+  void parameters_moved() override;
 };
 
 }  // namespace lintime::layers

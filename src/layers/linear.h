@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace lintime::layers {
 
@@ -30,6 +31,20 @@ class Linear : public Module {
   int64_t in_features_;
   int64_t out_features_;
 };
+
+// Several linear maps of one input as one matrix product. place_adjacent moves the maps'
+// weights into one buffer [Σ out, in], values kept (each weight a row block of it);
+// linear_maps multiplies by that whole buffer once when the weights still lie back to back,
+// none has a bias and no gradient is being recorded (decoding and inference: one kernel and
+// one pass over x instead of one per map). Otherwise, as in training, one product per map.
+void place_adjacent(const std::vector<Linear*>& maps);
+// x [..., in] -> one output [..., out_i] per map, in order.
+std::vector<at::Tensor> linear_maps(const at::Tensor& x, const std::vector<const Linear*>& maps);
+// The one product [..., Σ out] when linear_maps would take it, else an undefined tensor.
+at::Tensor joined_linear(const at::Tensor& x, const std::vector<const Linear*>& maps);
+// The maps' weights as one [Σ out, in] matrix when they lie back to back in one buffer, else
+// an undefined tensor.
+at::Tensor adjacent_weights(const std::vector<const Linear*>& maps);
 
 class Embedding : public Module {
  public:

@@ -70,6 +70,12 @@ void Module::to(const c10::Device& device, std::optional<at::ScalarType> dtype) 
     if (moved.data_ptr() == tensor.data_ptr()) moved = moved.clone();
     tensor = moved.set_requires_grad(requires_grad);
   });
+  notify_parameters_moved();
+}
+
+void Module::notify_parameters_moved() {
+  for (auto& [name, child] : children_) child->notify_parameters_moved();
+  parameters_moved();
 }
 
 void Module::set_requires_grad(bool requires_grad) {

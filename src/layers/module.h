@@ -56,17 +56,22 @@ class Module {
   void for_each_parameter(const std::function<void(const std::string&, at::Tensor&)>& fn,
                           const std::string& prefix = "");
   int64_t parameter_count() const;
-  // Moves/casts every parameter; requires_grad is kept.
+  // Moves/casts every parameter; requires_grad is kept. Then calls parameters_moved() on every
+  // module of the tree.
   void to(const c10::Device& device, std::optional<at::ScalarType> dtype = std::nullopt);
   void set_requires_grad(bool requires_grad);
   void zero_grad();
 
  protected:
+  // After to() replaced every parameter: a layer that arranged its parameters in one buffer
+  // (place_adjacent) arranges the new ones again.
+  virtual void parameters_moved() {}
   // Registers a member tensor under `name`; the member must outlive the module (it is one).
   void register_parameter(std::string name, at::Tensor& parameter);
   void register_module(std::string name, Module& child);
 
  private:
+  void notify_parameters_moved();
   std::vector<std::pair<std::string, at::Tensor*>> parameters_;
   std::vector<std::pair<std::string, Module*>> children_;
 };

@@ -16,12 +16,16 @@ SwiGluMlp::SwiGluMlp(int64_t hidden_size, int64_t intermediate_size, double std,
   register_module("gate_proj", gate_proj);
   register_module("up_proj", up_proj);
   register_module("down_proj", down_proj);
+  place_adjacent({&gate_proj, &up_proj});
 }
+
+void SwiGluMlp::parameters_moved() { place_adjacent({&gate_proj, &up_proj}); }
 
 at::Tensor SwiGluMlp::forward(const at::Tensor& x) const {
   const auto compute = compute_dtype(x.scalar_type());
-  at::Tensor gate = gate_proj.forward(x).to(compute);
-  at::Tensor up = up_proj.forward(x).to(compute);
+  const auto gate_up = linear_maps(x, {&gate_proj, &up_proj});  // one product when inferring
+  at::Tensor gate = gate_up[0].to(compute);
+  at::Tensor up = gate_up[1].to(compute);
   return down_proj.forward((at::silu(gate) * up).to(x.scalar_type()));
 }
 

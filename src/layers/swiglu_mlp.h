@@ -29,9 +29,12 @@ class SwiGluMlp : public Module {
 
   int64_t intermediate_size() const { return gate_proj.out_features(); }
 
-  Linear gate_proj;  // [I, d]
+  Linear gate_proj;  // [I, d]  gate and up weights lie back to back (place_adjacent)
   Linear up_proj;    // [I, d]
   Linear down_proj;  // [d, I]
+
+ protected:
+  void parameters_moved() override;
 };
 
 }  // namespace lintime::layers

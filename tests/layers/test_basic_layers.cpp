@@ -8,6 +8,7 @@
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -39,6 +40,58 @@ TEST(Linear, ShapeNamesAndInit) {
   EXPECT_TRUE(at::equal(linear.weight, same.weight));
   lintime::layers::Linear with_bias(4, 3, 0.02, generator, /*bias=*/true);
   EXPECT_EQ(with_bias.named_parameters().size(), 2u);
+}
+
+// A module owning three maps that place_adjacent keeps back to back (as the attention layers do).
+struct ThreeMaps : lintime::layers::Module {
+  explicit ThreeMaps(at::Generator& generator)
+      : a(8, 5, 0.5, generator), b(8, 3, 0.5, generator), c(8, 4, 0.5, generator) {
+    register_module("a", a);
+    register_module("b", b);
+    register_module("c", c);
+    lintime::layers::place_adjacent({&a, &b, &c});
+  }
+  void parameters_moved() override { lintime::layers::place_adjacent({&a, &b, &c}); }
+  lintime::layers::Linear a, b, c;
+};
+
+TEST(Linear, AdjacentMapsAreOneProductWhenInferringAndSeparateUnderAutograd) {
+  using lintime::layers::adjacent_weights;
+  using lintime::layers::linear_maps;
+  auto generator = make_generator(3);
+  auto drawn_generator = make_generator(3);
+  lintime::layers::Linear drawn_a(8, 5, 0.5, drawn_generator);  // place_adjacent keeps the drawn values
+  ThreeMaps maps(generator);
+  EXPECT_TRUE(at::equal(maps.a.weight, drawn_a.weight));
+  const std::vector<const lintime::layers::Linear*> all = {&maps.a, &maps.b, &maps.c};
+  ASSERT_TRUE(adjacent_weights(all).defined());
+  EXPECT_EQ(adjacent_weights(all).sizes(), (std::vector<int64_t>{12, 8}));
+  EXPECT_FALSE(adjacent_weights({&maps.a, &maps.c}).defined()) << "a and c are not back to back";
+
+  const auto x = at::randn({2, 3, 8}, at::kDouble);
+  maps.to(c10::Device(c10::kCPU), at::kDouble);  // replaces every weight; the module re-places them
+  ASSERT_TRUE(adjacent_weights(all).defined());
+  {
+    c10::NoGradGuard no_grad;
+    const auto joined = linear_maps(x, all);
+    ASSERT_EQ(joined.size(), 3u);
+    expect_close("linear_maps", "a", joined[0], at::matmul(x, maps.a.weight.t()), 1e-12);
+    expect_close("linear_maps", "b", joined[1], at::matmul(x, maps.b.weight.t()), 1e-12);
+    expect_close("linear_maps", "c", joined[2], at::matmul(x, maps.c.weight.t()), 1e-12);
+    maps.b.weight.add_(1.0);  // an optimiser's in-place step reaches the joined product
+    expect_close("linear_maps", "b after update", linear_maps(x, all)[1], at::matmul(x, maps.b.weight.t()), 1e-12);
+  }
+  // Under autograd each weight gets its own gradient (the separate products).
+  maps.set_requires_grad(true);
+  const auto outputs = linear_maps(x, all);
+  (outputs[0].sum() + 2 * outputs[1].sum() + 3 * outputs[2].sum()).backward();
+  const at::Tensor x_sum = x.sum(at::IntArrayRef{0, 1});  // [8]
+  expect_close("linear_maps", "grad a", maps.a.weight.grad(), x_sum.expand({5, 8}), 1e-12);
+  expect_close("linear_maps", "grad c", maps.c.weight.grad(), 3 * x_sum.expand({4, 8}), 1e-12);
+  // A map with a bias is never joined.
+  lintime::layers::Linear with_bias(8, 2, 0.5, generator, /*bias=*/true);
+  lintime::layers::place_adjacent({&with_bias, &maps.a});
+  EXPECT_FALSE(adjacent_weights({&with_bias, &maps.a}).defined());
 }
 
 TEST(Embedding, LooksUpRows) {
