@@ -20,6 +20,11 @@
 #include <c10/core/CachingDeviceAllocator.h>
 #include <nlohmann/json.hpp>
 
+#if LINTIME_WITH_CUDA
+#include <cuda_profiler_api.h>
+#endif
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -90,6 +95,16 @@ int64_t resident_bytes() {
   return pages_resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
+// Opens / closes the range a profiler started with collection off records (no-op without CUDA).
+void profiler_range(bool start) {
+#if LINTIME_WITH_CUDA
+  const cudaError_t status = start ? cudaProfilerStart() : cudaProfilerStop();
+  LINTIME_CHECK(status == cudaSuccess, "bench generate: cudaProfiler", start ? "Start" : "Stop", " failed");
+#else
+  (void)start;
+#endif
+}
+
 c10::DeviceAllocator* device_allocator(const c10::Device& device) {
   return device.is_cuda() ? c10::getDeviceAllocator(c10::kCUDA) : nullptr;
 }
@@ -111,6 +126,10 @@ void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& opt
       ->check(CLI::PositiveNumber);
   command.add_option("--dtype", options.dtype, "generate: float32, bfloat16 or float16");
   command.add_option("--seed", options.seed, "generate: seed of the weights and prompts");
+  command.add_option("--profile-steps", options.profile_steps,
+                     "generate: mark the last N decode steps of each run for a profiler started with "
+                     "collection off (ncu --profile-from-start off; dev/generation/profile_step.sh)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   command.add_option("--cuda-graphs", options.cuda_graphs,
                      "generate: replay decode steps as CUDA graphs where the model allows it (true/false)");
 }
@@ -154,7 +173,14 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
           at::Tensor next = model->prefill(prompt, options.prompt_length + new_tokens).argmax(-1);
           synchronize(device);
           const auto first = std::chrono::steady_clock::now();
-          for (int64_t step = 1; step < new_tokens; ++step) next = model->step(next).argmax(-1);
+          const int64_t first_profiled = device.is_cuda() && options.profile_steps > 0
+                                             ? std::max<int64_t>(1, new_tokens - options.profile_steps)
+                                             : new_tokens;
+          for (int64_t step = 1; step < new_tokens; ++step) {
+            if (step == first_profiled) profiler_range(true);
+            next = model->step(next).argmax(-1);
+          }
+          if (first_profiled < new_tokens) profiler_range(false);
           const auto enqueued = std::chrono::steady_clock::now();  // the host is done; the GPU may not be
           synchronize(device);
           const auto end = std::chrono::steady_clock::now();

@@ -21,6 +21,7 @@ struct GenerationBenchOptions {
   std::string dtype = "bfloat16";
   uint64_t seed = 0;
   bool cuda_graphs = true;  // decode steps replayed as CUDA graphs where the model allows (GSA)
+  int64_t profile_steps = 0;  // > 0: the last N decode steps of each run between cudaProfilerStart/Stop
 };
 
 void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& options);
