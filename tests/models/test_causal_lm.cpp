@@ -5,6 +5,7 @@
 #include "models/causal_lm.h"
 
 #include "support/test_support.h"
+#include "support/trained_magnitudes.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -21,20 +22,11 @@ namespace {
 using lintime::models::CausalLm;
 using lintime::testing::relative_max_error;
 
-// fp64 weights at trained magnitudes: unit-scale projections, norm gains in [0.5, 2].
+// fp64 weights at trained magnitudes.
 void trained_like(lintime::layers::Module& model, uint64_t seed) {
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
-  at::NoGradGuard no_grad;
   model.to(c10::Device(c10::kCPU), at::kDouble);
-  model.for_each_parameter([&](const std::string& name, at::Tensor& parameter) {
-    if (name.find("norm") != std::string::npos) {
-      parameter.uniform_(0.5, 2.0, generator);
-    } else if (parameter.dim() == 2) {
-      parameter.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(parameter.size(1))), generator);
-    } else {
-      parameter.normal_(0.0, 0.1, generator);
-    }
-  });
+  lintime::testing::set_trained_magnitudes(model, generator);
 }
 
 std::unique_ptr<CausalLm> tiny_gsa(uint64_t seed) {

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "models/llama_model.h"
 #include "support/test_support.h"
+#include "support/trained_magnitudes.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -45,17 +46,7 @@ LlamaConfig tiny_config(const std::string& type, int64_t kv_heads, std::optional
 std::unique_ptr<LlamaModel> trained_like(const LlamaConfig& config, uint64_t seed) {
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto model = std::make_unique<LlamaModel>(config, generator);
-  at::NoGradGuard no_grad;
-  model->for_each_parameter([&](const std::string& name, at::Tensor& parameter) {
-    if (name.find("norm") != std::string::npos) {
-      parameter.uniform_(0.5, 2.0, generator);
-    } else if (parameter.dim() == 2) {
-      parameter.normal_(0.0, name.find("embed") != std::string::npos ? 1.0 : 1.0 / std::sqrt(parameter.size(1)),
-                        generator);
-    } else {
-      parameter.normal_(0.0, 0.1, generator);
-    }
-  });
+  lintime::testing::set_trained_magnitudes(*model, generator);
   model->to(c10::Device(c10::kCPU), at::kDouble);
   return model;
 }
