@@ -33,8 +33,9 @@ class GsaCausalLm : public CausalLm {
     TORCH_CHECK(input_ids.dim() == 2, "prefill: input_ids must be [B, T], got ", input_ids.sizes());
     cache_ = model_->make_cache(input_ids.size(0));
     decode_graph_.reset();  // the recording points at the old state tensors
-    return model_->logits(
-        prefill_in_chunks(input_ids, prefill_tokens_per_chunk(), [this](const at::Tensor& chunk) { return model_->hidden_states(chunk, &cache_); }));
+    return model_->logits(prefill_in_chunks(input_ids, prefill_tokens_per_chunk(), [this](const at::Tensor& chunk) {
+      return model_->hidden_states(chunk, &cache_);
+    }));
   }
   // The step updates every state tensor in place and reads no host-side position: recordable.
   at::Tensor step(const at::Tensor& tokens) override {
