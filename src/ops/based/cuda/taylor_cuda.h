@@ -2,15 +2,17 @@
 // based.md §1, §5): a params struct of pointers and sizes, filled by the binding
 // (ops/register/taylor_attention_registration.cpp) after its checks, and the launcher.
 //
-// One CTA of 8 warps per (64-column value tile, head, sequence) walks the sequence in chunks of
-// 64 tokens with the state S (E = 1 + 16 + 256 features, padded to 288, × the value tile) and
-// z in registers; z rides along as one more value column, fed by a column of ones, so that one
-// product gives both the numerator and the normaliser. Per chunk: φ(q) and φ(k) are built in
-// shared memory (never in global memory; rows ordered x ⊗ x, 1, x / 2 so that rows start on 32
-// bytes), o = φ(q) S + A v with A_ts = 1 + s + s²/2,
+// One CTA of 8 warps per (64-column value tile, head, sequence), two CTAs per SM, walks the
+// sequence in chunks of 64 tokens with the state S in registers. φ is BASED's feature map in its
+// symmetric form: the products x_i x_j for i ≤ j only (x_i x_j and x_j x_i fold into one feature
+// √2 the size), 1 + 16 + 136 = 153 features padded to 160 instead of 273 padded to 288, the same
+// inner products with 0.56× the state and the products. Per chunk: φ(q) and φ(k) are built in
+// shared memory (never in global memory), o = φ(q) S + A v with A_ts = 1 + s + s²/2,
 // s = q_t·k_s / 4 (s ≤ t), then S += φ(k)ᵀ v. bf16/fp16 operands on tensor cores with fp32
 // accumulation; S enters the read-out rounded once, A split in two 16-bit parts (16 significant
-// bits).
+// bits). The normaliser φ(q)·z + Σ_s A_ts is formed in fp32 on the CUDA cores (z kept in shared
+// memory, A's row sums from the unrounded scores). Final states are written in BASED's 273-feature
+// order.
 // Feature dim 16 only (BASED's d'); inputs [B, T, H, ·] contiguous; no varlen, no initial state.
 #pragma once
 

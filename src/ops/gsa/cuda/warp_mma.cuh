@@ -150,6 +150,44 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], SmemTile<E> a, boo
   }
 }
 
+// acc[i] (rows r0 + 16 i .., MT slabs of 16) += A · B for 16-bit operands: as MT calls of warp_mma,
+// with each k-step's B fragments loaded once for all the slabs.
+template <class E, int MT, int NT>
+__device__ __forceinline__ void warp_mma_rows(float (&acc)[MT][NT][4], SmemTile<E> a, bool a_transposed,
+                                              int r0, SmemTile<E> b, bool b_transposed, int n0, int kdim) {
+  static_assert(sizeof(E) == 2, "warp_mma_rows is for bf16 / fp16 operands");
+  static_assert(NT % 2 == 0, "warp_mma_rows works on pairs of 8-column tiles");
+  const int lane = threadIdx.x & 31;
+  const int i = lane & 7, j = lane >> 3;
+  for (int k0 = 0; k0 < kdim; k0 += 16) {
+    uint32_t bf[NT / 2][4];
+#pragma unroll
+    for (int n = 0; n < NT; n += 2) {
+      const int nb = n0 + n * 8;
+      if (b_transposed) {
+        detail::ldmatrix_x4(bf[n / 2], b.at(nb + i + (j >> 1) * 8, k0 + (j & 1) * 8));
+      } else {
+        detail::ldmatrix_x4_trans(bf[n / 2], b.at(k0 + i + (j & 1) * 8, nb + (j >> 1) * 8));
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int rm = r0 + 16 * mt;
+      uint32_t af[4];
+      if (!a_transposed) {
+        detail::ldmatrix_x4(af, a.at(rm + (lane & 15), k0 + (lane >> 4) * 8));
+      } else {
+        detail::ldmatrix_x4_trans(af, a.at(k0 + i + (j >> 1) * 8, rm + (j & 1) * 8));
+      }
+#pragma unroll
+      for (int n = 0; n < NT; n += 2) {
+        detail::mma_16816<E>(acc[mt][n], af, bf[n / 2][0], bf[n / 2][1]);
+        detail::mma_16816<E>(acc[mt][n + 1], af, bf[n / 2][2], bf[n / 2][3]);
+      }
+    }
+  }
+}
+
 // acc[16 x 8·NT] += A · B where the operands are produced element by element by functors
 // a(row, k) and b(k, col) returning floats (operands transformed on load, e.g. rescaled by
 // per-element decays). Rounded to E before the product, as a stored E tile would be.
