@@ -52,10 +52,13 @@ def timed(name, fn, reference=None):
         out = fn()
         torch.cuda.synchronize()
         error = None
+        nonfinite = int((~torch.isfinite(out)).sum().item())
+        if nonfinite:  # a wrong kernel shows here, not as a fast time
+            print(f"{name}: {nonfinite} non-finite output elements")
         if reference is not None:
             error = ((out.double() - reference.double()).norm() / reference.double().norm()).item()
         ms = bench_ms(fn)
-        return {"ms": ms, "rel_rms_vs_lintime": error}, out
+        return {"ms": ms, "rel_rms_vs_lintime": error, "nonfinite": nonfinite}, out
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return {"ms": None, "note": "out of memory"}, None

@@ -22,10 +22,12 @@ echo "ncu exit $?"
 # Two steps were profiled: per-step time = sum / 2.
 python3 - "$csv" <<'PY'
 import csv, collections, sys
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-header, rows = rows[0], rows[1:]
+# The program's own output shares the file: the table starts at ncu's header row ("ID", ...).
+rows = list(csv.reader(open(sys.argv[1])))
+start = next(i for i, r in enumerate(rows) if r and r[0] == "ID")
+header, rows = rows[start], [r for r in rows[start + 1:] if len(r) == len(rows[start])]
 name, value, unit = header.index("Kernel Name"), header.index("Metric Value"), header.index("Metric Unit")
-to_us = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+to_us = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3, "second": 1e6, "s": 1e6}
 total = collections.Counter(); count = collections.Counter()
 for r in rows:
     total[r[name][:90]] += float(r[value].replace(",", "")) * to_us[r[unit]] / 2  # over 2 steps
