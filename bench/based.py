@@ -5,7 +5,8 @@ Runs in one process, on the same inputs (bf16, [B, T, H, ·]): lintime's registe
 torch.ops.lintime.taylor_attention_chunk (the normalised read-out), fla's parallel_based
 (imported from FLA_PATH when set), torch's scaled_dot_product_attention (causal, 16 heads of 64
 dims: the same model width) and the floor of anchors.md §2 from the copy bandwidth and GEMM rate
-measured in the same run. Forward only (prefill). Writes one JSON line per measurement (--jsonl)
+measured in the same run. Forward (prefill); with --backward also forward+backward (training:
+lintime's fused prefill and backward kernels, fla's parallel_based under autograd, SDPA). Writes one JSON line per measurement (--jsonl)
 and prints a table. A benchmark, not a test. Shapes that run out of memory are reported as such.
 
     FLA_PATH=/path/to/flash-linear-attention python3 bench/based.py --library build/liblintime_ops.so
@@ -47,6 +48,15 @@ def floor_ms(B, T, H, D, V, bandwidth, flops):
     return max(data / bandwidth, work / flops) * 1e3
 
 
+def train_floor_ms(B, T, H, D, V, bandwidth, flops):
+    """Forward+backward: the forward's bytes plus the backward's (q, k, v, o, do in; dq, dk, dv
+    out), and three times the forward's FLOPs (the backward forms two products per forward one)."""
+    E = 1 + D + D * D
+    data = B * T * H * ((2 * D + 2 * V) + (4 * D + 4 * V)) * 2
+    work = 3 * B * T * H * (4 * E * V + 2 * 64 * (D + V))
+    return max(data / bandwidth, work / flops) * 1e3
+
+
 def timed(name, fn, reference=None):
     try:
         out = fn()
@@ -74,6 +84,8 @@ def main():
     parser.add_argument("--commit", default=None)
     parser.add_argument("--shapes", default=None, help="comma-separated indices into SHAPES (\",\": none)")
     parser.add_argument("--decode-batches", default="1,128", help="batch sizes of the decoding step")
+    parser.add_argument("--backward", action="store_true",
+                        help="also time forward+backward (training) of lintime, fla and SDPA")
     parser.add_argument("--window-shapes", default="128x8192x65,16x32768x129",
                         help="sliding-window shapes BxTxW, comma-separated (empty: none)")
     args = parser.parse_args()
@@ -107,11 +119,46 @@ def main():
         qs = torch.randn(B, H, T, V, device="cuda", dtype=torch.bfloat16)
         sdpa = lambda: torch.nn.functional.scaled_dot_product_attention(qs, qs, qs, is_causal=True)
         row.append(("torch SDPA causal (16 x 64)", timed("sdpa", sdpa)[0]))
-        del qs, q, k, v
+        del qs
         torch.cuda.empty_cache()
-        floor = floor_ms(B, T, H, D, V, bandwidth, flops)
+        if args.backward:
+            # Training: forward + backward of o against a fixed gradient; lintime's path is the fused
+            # prefill + fused backward (LINTIME_TAYLOR_CUDA=0: the ATen form under autograd).
+            do = torch.randn(B, T, H, V, device="cuda", generator=gen).to(torch.bfloat16)
+            leaves = [x.detach().requires_grad_(True) for x in (q, k, v)]
+
+            def train(fn):
+                def step():
+                    for x in leaves:
+                        x.grad = None
+                    out = fn(*leaves)
+                    out.backward(do)
+                    return torch.cat([x.grad.flatten() for x in leaves])
+                return step
+            ours_train, grads = timed("lintime train", train(
+                lambda a, b, c: lintime.taylor_attention_chunk(a, b, c, True, 1e-6, None, None, False, None)[0]))
+            row.append(("lintime taylor_attention_chunk fwd+bwd", ours_train))
+            if fla is not None:
+                row.append(("fla parallel_based fwd+bwd", timed("fla train", train(fla), grads)[0]))
+            del grads
+            torch.cuda.empty_cache()
+            qs = torch.randn(B, H, T, V, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            dos = torch.randn(B, H, T, V, device="cuda", dtype=torch.bfloat16)
+
+            def sdpa_train():
+                qs.grad = None
+                torch.nn.functional.scaled_dot_product_attention(qs, qs, qs, is_causal=True).backward(dos)
+                return qs.grad
+            row.append(("torch SDPA causal (16 x 64) fwd+bwd", timed("sdpa train", sdpa_train)[0]))
+            del qs, dos, do, leaves
+            torch.cuda.empty_cache()
+        del q, k, v
+        torch.cuda.empty_cache()
         for impl, result in row:
-            record = {"op": "based_prefill", "impl": impl, "shape": shape, **result, "floor_ms": floor,
+            training = impl.endswith("fwd+bwd")
+            floor = (train_floor_ms if training else floor_ms)(B, T, H, D, V, bandwidth, flops)
+            record = {"op": "based_train" if training else "based_prefill", "impl": impl, "shape": shape, **result,
+                      "floor_ms": floor,
                       "gpu": gpu, "host": socket.gethostname(), "commit": args.commit}
             records.append(record)
             ms = f"{result['ms']:.2f}" if result.get("ms") is not None else result.get("note", "-")

@@ -1,11 +1,14 @@
 // Registers the Taylor linear attention (BASED) implementations for the schemas in schemas.cpp.
 // All forms are written in differentiable ATen ops, so they are CompositeImplicitAutograd
 // (autograd differentiates them, on every backend); the in-place step mutates its states and is
-// CompositeExplicitAutograd. On a GPU, a chunked call that needs no gradient (prefill,
-// inference) and that the fused prefill kernel takes (ops/based/cuda/taylor_cuda.h: bf16/fp16,
-// feature dim 16, no varlen, no initial state) runs that kernel instead, and the in-place step
-// on CUDA with fp32 states the fused step kernel; LINTIME_TAYLOR_CUDA=0 in the environment keeps
-// the ATen forms (to compare).
+// CompositeExplicitAutograd. On a GPU the fused kernels (ops/based/cuda/taylor_cuda.h: bf16/fp16,
+// feature dim 16, no varlen, no initial state) take over where they apply:
+// - a chunked call that needs no gradient (prefill, inference) runs the fused prefill;
+// - a chunked call that records a gradient, with value dims up to 64 and no final states asked
+//   for (training), runs the fused prefill forward and the fused backward kernels through an
+//   autograd function;
+// - the in-place step on CUDA with fp32 states runs the fused step kernel.
+// LINTIME_TAYLOR_CUDA=0 in the environment keeps the ATen forms (to compare).
 #include "ops/based/taylor_attention.h"
 
 #ifdef LINTIME_WITH_CUDA
@@ -14,12 +17,15 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <string_view>
+#include <tuple>
 #endif
 
 #include <torch/library.h>
@@ -34,29 +40,55 @@ using OptionalTensor = std::optional<at::Tensor>;
 at::Tensor or_undefined(const OptionalTensor& tensor) { return tensor.has_value() ? *tensor : at::Tensor(); }
 
 #ifdef LINTIME_WITH_CUDA
-// Whether the fused prefill kernel takes this call (see the file comment).
-bool fused_prefill_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer,
-                         const OptionalTensor& cu_seqlens) {
+bool fused_kernels_enabled() {
   static const bool enabled = [] {
     const char* setting = std::getenv("LINTIME_TAYLOR_CUDA");
     return setting == nullptr || std::string_view(setting) != "0";
   }();
-  if (!enabled || !q.is_cuda() || q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || initial_state.has_value() ||
-      initial_normalizer.has_value() || cu_seqlens.has_value()) {
+  return enabled;
+}
+
+// What the fused prefill and backward kernels share: bf16/fp16 [B, T, H, 16] q and k on CUDA, no
+// varlen, no initial state, int sizes, and `smem` bytes of shared memory on this device.
+bool fused_kernels_take(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer,
+                        const OptionalTensor& cu_seqlens, size_t smem) {
+  if (!fused_kernels_enabled() || !q.is_cuda() || q.dim() != 4 || k.dim() != 4 || v.dim() != 4 ||
+      initial_state.has_value() || initial_normalizer.has_value() || cu_seqlens.has_value()) {
     return false;
   }
   const auto dtype = q.scalar_type();
   if ((dtype != at::kBFloat16 && dtype != at::kHalf) || k.scalar_type() != dtype || v.scalar_type() != dtype) return false;
   if (q.size(3) != cuda::kTaylorFeatureDim || q.numel() == 0 || v.size(3) == 0) return false;
-  if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) return false;
   if (q.size(0) * q.size(1) * q.size(2) * v.size(3) > std::numeric_limits<int>::max()) return false;
   int device = 0, limit = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
     return false;
   }
-  return cuda::taylor_prefill_smem_bytes() <= static_cast<size_t>(limit);
+  return smem <= static_cast<size_t>(limit);
+}
+
+bool records_gradient(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+}
+
+// Whether the fused prefill kernel takes this call (see the file comment).
+bool fused_prefill_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer,
+                         const OptionalTensor& cu_seqlens) {
+  return !records_gradient(q, k, v) &&
+         fused_kernels_take(q, k, v, initial_state, initial_normalizer, cu_seqlens, cuda::taylor_prefill_smem_bytes());
+}
+
+// Whether the fused training path (prefill forward, fused backward) takes this call.
+bool fused_training_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const OptionalTensor& initial_state, const OptionalTensor& initial_normalizer,
+                          bool output_final_state, const OptionalTensor& cu_seqlens) {
+  return records_gradient(q, k, v) && !output_final_state && v.dim() == 4 &&
+         v.size(3) <= cuda::kTaylorBackwardMaxValueDim &&
+         fused_kernels_take(q, k, v, initial_state, initial_normalizer, cu_seqlens,
+                            std::max(cuda::taylor_prefill_smem_bytes(), cuda::taylor_backward_smem_bytes()));
 }
 
 TaylorOutputs fused_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool normalize,
@@ -90,6 +122,66 @@ TaylorOutputs fused_prefill(const at::Tensor& q, const at::Tensor& k, const at::
               cudaGetErrorString(status));
   return {o, state, normalizer};
 }
+
+// dq, dk, dv of the fused prefill from its inputs, its output o and the gradient do.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_backward(const at::Tensor& q, const at::Tensor& k,
+                                                             const at::Tensor& v, const at::Tensor& o,
+                                                             const at::Tensor& grad_o, bool normalize, double eps) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(), oc = o.contiguous();
+  const at::Tensor dout = grad_o.to(o.scalar_type()).contiguous();
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2);
+  at::Tensor dq = at::empty_like(qc), dk = at::empty_like(kc), dv = at::empty_like(vc);
+  const int padded = cuda::taylor_padded_seqlen(static_cast<int>(T));
+  const auto workspace_options = q.options().dtype(at::kFloat);
+  at::Tensor inverse_normalizer = at::empty({B, H, padded}, workspace_options);
+  at::Tensor normalizer_grad = at::empty({B, H, padded}, workspace_options);
+  cuda::TaylorBackwardParams params;
+  params.batch = static_cast<int>(B);
+  params.seqlen = static_cast<int>(T);
+  params.heads = static_cast<int>(H);
+  params.value_dim = static_cast<int>(v.size(3));
+  params.normalize = normalize;
+  params.eps = static_cast<float>(eps);
+  params.half_precision = q.scalar_type() == at::kHalf;
+  params.q = qc.data_ptr();
+  params.k = kc.data_ptr();
+  params.v = vc.data_ptr();
+  params.o = oc.data_ptr();
+  params.dout = dout.data_ptr();
+  params.dq = dq.data_ptr();
+  params.dk = dk.data_ptr();
+  params.dv = dv.data_ptr();
+  params.padded_seqlen = padded;
+  params.inverse_normalizer = inverse_normalizer.data_ptr<float>();
+  params.normalizer_grad = normalizer_grad.data_ptr<float>();
+  const cudaError_t status = cuda::taylor_backward(params, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(status == cudaSuccess, "taylor_attention_chunk: the fused backward kernels failed: ",
+              cudaGetErrorString(status));
+  return {dq, dk, dv};
+}
+
+// Training through the fused kernels: forward by the prefill kernel (o saved), backward by the
+// two backward kernels (which recompute what they need from q, k, v and o).
+class TaylorFusedFunction : public torch::autograd::Function<TaylorFusedFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, bool normalize, double eps) {
+    at::Tensor o = std::get<0>(fused_prefill(q, k, v, normalize, eps, /*output_final_state=*/false));
+    ctx->save_for_backward({q, k, v, o});
+    ctx->saved_data["normalize"] = normalize;
+    ctx->saved_data["eps"] = eps;
+    return o;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    auto [dq, dk, dv] = fused_backward(saved[0], saved[1], saved[2], saved[3], grad_outputs[0],
+                                       ctx->saved_data["normalize"].toBool(), ctx->saved_data["eps"].toDouble());
+    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+  }
+};
 
 // The fused decoding step (in place) when it takes these inputs: q, k [B, H, 16] and v [B, H, V]
 // of one floating dtype other than fp64, fp32 contiguous states.
@@ -159,6 +251,10 @@ TaylorOutputs taylor_attention_chunk_composite(const at::Tensor& q, const at::Te
   if (fused_prefill_takes(q, k, v, initial_state, initial_normalizer, cu_seqlens)) {
     taylor_attention_check_inputs("taylor_attention_chunk", q, k, v, eps, at::Tensor(), at::Tensor(), at::Tensor());
     return fused_prefill(q, k, v, normalize, eps, output_final_state);
+  }
+  if (fused_training_takes(q, k, v, initial_state, initial_normalizer, output_final_state, cu_seqlens)) {
+    taylor_attention_check_inputs("taylor_attention_chunk", q, k, v, eps, at::Tensor(), at::Tensor(), at::Tensor());
+    return {TaylorFusedFunction::apply(q, k, v, normalize, eps), at::Tensor(), at::Tensor()};
   }
 #endif
   return taylor_attention_chunk_fwd(q, k, v, normalize, eps, or_undefined(initial_state),

@@ -42,6 +42,39 @@ constexpr int kTaylorFeatures = 1 + kTaylorFeatureDim + kTaylorFeatureDim * kTay
 size_t taylor_prefill_smem_bytes();
 cudaError_t taylor_prefill(const TaylorParams& params, cudaStream_t stream);
 
+// The backward of the prefill (taylor_backward.cu), for training: from q, k, v, the forward's o
+// and the gradient do, the gradients dq, dk, dv. Two kernels, one CTA of 8 warps per (head,
+// sequence) each (value dims up to 64 only):
+// - queries: walks the chunks forward with S and z as the prefill does; per chunk it recomputes
+//   the normaliser d_t, forms dn_t = do_t / d_t and dd_t = −(do_t·o_t) / d_t (kept for the second
+//   kernel in [B, H, T_pad] workspaces), the intra-chunk dA = dn vᵀ + dd and dx = dA ⊙ (1 + s)
+//   (s = q·k / 4), and dq = ∂φ(q)/∂q ᵀ (S dn + z dd) + dx k / 4;
+// - keys: walks the chunks backward with dS = Σ_later φ(q) dnᵀ and dz = Σ_later φ(q) dd, and
+//   forms dv = φ(k) dS + Aᵀ dn and dk = ∂φ(k)/∂k ᵀ (dS v + dz) + dxᵀ q / 4.
+// Without the normalised read-out d = 1 and dd = 0.
+struct TaylorBackwardParams {
+  int batch = 0, seqlen = 0, heads = 0, value_dim = 0;
+  bool normalize = true;
+  float eps = 1e-12f;
+  bool half_precision = false;
+  const void* q = nullptr;     // [B, T, H, 16]
+  const void* k = nullptr;     // [B, T, H, 16]
+  const void* v = nullptr;     // [B, T, H, V]
+  const void* o = nullptr;     // [B, T, H, V], the forward's output
+  const void* dout = nullptr;  // [B, T, H, V]
+  void* dq = nullptr;          // [B, T, H, 16]
+  void* dk = nullptr;          // [B, T, H, 16]
+  void* dv = nullptr;          // [B, T, H, V]
+  int padded_seqlen = 0;                // taylor_padded_seqlen(seqlen)
+  float* inverse_normalizer = nullptr;  // workspace [B, H, padded_seqlen]: 1 / d_t
+  float* normalizer_grad = nullptr;     // workspace [B, H, padded_seqlen]: dd_t
+};
+constexpr int kTaylorBackwardMaxValueDim = 64;
+// T rounded up to the chunk (the workspaces' last dimension).
+inline int taylor_padded_seqlen(int seqlen) { return (seqlen + 63) / 64 * 64; }
+size_t taylor_backward_smem_bytes();
+cudaError_t taylor_backward(const TaylorBackwardParams& params, cudaStream_t stream);
+
 // One decoding step in place (taylor_step.cu): per (sequence, head) one CTA reads S [273, V] and
 // z once, adds φ(k) vᵀ and φ(k), writes them back and reads out o = φ(q)ᵀ S (/ (φ(q)·z + eps))
 // from the updated rows on the way: the state's bytes are the whole traffic.

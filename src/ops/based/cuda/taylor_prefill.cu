@@ -1,45 +1,11 @@
 // Fused Taylor linear attention prefill (see taylor_cuda.h for the design).
 #include "ops/based/cuda/taylor_cuda.h"
-#include "ops/gsa/cuda/async_copy.cuh"
-#include "ops/gsa/cuda/warp_mma.cuh"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include <utility>
+#include "ops/based/cuda/taylor_tiles.cuh"
 
 namespace lintime::cuda {
 namespace {
 
-constexpr int kThreadsTaylor = 256;    // 8 warps
-constexpr int kTokens = 64;            // tokens per chunk
-constexpr int kD = kTaylorFeatureDim;  // 16
-constexpr int kPairs = kD * (kD + 1) / 2;                    // 136 products x_i x_j, i ≤ j
-constexpr int kConstantRow = kPairs;                         // 136: the constant feature
-constexpr int kLinearRow = kPairs + 1;                       // 137..152: x / 2
-constexpr int kFeatures = 160;                               // 153 padded to 10 tiles of 16
-constexpr int kValues = 64;                                  // value columns per CTA
-constexpr int kStateRowTiles = kFeatures / 16 / 2;           // per warp: 5 row tiles (80 rows) ...
-constexpr int kStateColumnTiles = kValues / 8 / 4;           // ... × 2 column tiles (16 columns)
-constexpr int kFeatureGroups = kFeatures / 8;                // 20 groups of 8 features ...
-constexpr int kGroupsPerWarp = kFeatureGroups / 4;           // ... 5 per warp, 32 tokens per warp
-
-// The symmetric feature map: φ(x) = [x_i x_j c_ij (i ≤ j), 1, x / 2, zeros] with c_ii = 1 / (4 √2)
-// and c_ij = 1 / 4 (i < j) has the same inner products as BASED's [1, x / 2, vec(x ⊗ x) / (4 √2)]
-// (the two equal terms x_i x_j and x_j x_i of the full map fold into one of √2 the size) with
-// 153 features instead of 273. Pair p enumerates (i, j), i ≤ j, row by row.
-__host__ __device__ constexpr int pair_first(int p) {
-  int i = 0;
-  while (p >= kD - i) p -= kD - i++;
-  return i;
-}
-__host__ __device__ constexpr int pair_second(int p) {
-  int i = 0;
-  while (p >= kD - i) p -= kD - i++;
-  return i + p;
-}
-constexpr float kDiagonalScale = 0.17677669529663687f;  // 1 / (4 √2)
-constexpr float kPairScale = 0.25f;                     // √2 / (4 √2)
+using namespace taylor;
 
 template <class E>
 struct Smem {
@@ -61,122 +27,8 @@ struct Smem {
   static_assert(total <= 113 * 1024, "two CTAs per SM");
 };
 
-// Feature F of φ(x) (see above) from the token's 16 values.
-template <int F>
-__device__ __forceinline__ float feature(const float (&x)[kD]) {
-  if constexpr (F < kPairs) {
-    constexpr int i = pair_first(F), j = pair_second(F);
-    return (i == j ? kDiagonalScale : kPairScale) * x[i] * x[j];
-  } else if constexpr (F == kConstantRow) {
-    return 1.f;
-  } else if constexpr (F < kLinearRow + kD) {
-    return 0.5f * x[F - kLinearRow];
-  } else {
-    return 0.f;
-  }
-}
-
-// Features 8 G .. 8 G + 7 as one 16-byte store, then the next groups up to kLast.
-template <class E, int F0, int... K>
-__device__ __forceinline__ void fill_features(E (&packed)[8], const float (&x)[kD], std::integer_sequence<int, K...>) {
-  ((packed[K] = from_float<E>(feature<F0 + K>(x))), ...);
-}
-template <class E, int G, int kLast>
-__device__ __forceinline__ void store_feature_groups(E* row, const float (&x)[kD]) {
-  alignas(16) E packed[8];
-  fill_features<E, 8 * G>(packed, x, std::make_integer_sequence<int, 8>{});
-  *reinterpret_cast<uint4*>(row + 8 * G) = *reinterpret_cast<const uint4*>(packed);
-  if constexpr (G < kLast) store_feature_groups<E, G + 1, kLast>(row, x);
-}
-
-// φ of the chunk's 64 rows of x [64, 16] into phi [64, 160]: warp w builds groups
-// 5 (w / 2) .. + 4 of tokens 32 (w % 2) + lane (each warp's groups are known at compile time).
 template <class E>
-__device__ __forceinline__ void build_features(SmemTile<E> phi, SmemTile<E> x) {
-  const int warp = threadIdx.x / 32, t = (warp % 2) * 32 + threadIdx.x % 32;
-  float row[kD];
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const uint4 packed = *reinterpret_cast<const uint4*>(x.at(t, 8 * half));
-    const E* values = reinterpret_cast<const E*>(&packed);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) row[8 * half + j] = to_float(values[j]);
-  }
-  E* dst = phi.at(t, 0);
-  switch (warp / 2) {
-    case 0: store_feature_groups<E, 0, kGroupsPerWarp - 1>(dst, row); break;
-    case 1: store_feature_groups<E, kGroupsPerWarp, 2 * kGroupsPerWarp - 1>(dst, row); break;
-    case 2: store_feature_groups<E, 2 * kGroupsPerWarp, 3 * kGroupsPerWarp - 1>(dst, row); break;
-    default: store_feature_groups<E, 3 * kGroupsPerWarp, kFeatureGroups - 1>(dst, row); break;
-  }
-}
-
-// Issues the copies of chunk [start, start + len) of q, k [64, 16] and v [64, 64] into the tiles
-// (rows past the end zero).
-template <class E>
-__device__ __forceinline__ void load_chunk(SmemTile<E> q_tile, SmemTile<E> k_tile, SmemTile<E> v_tile,
-                                           const TaylorParams& p, int64_t token0, int h, int v0, int start,
-                                           int len, bool vector_v) {
-  const E* q = static_cast<const E*>(p.q);
-  const E* k = static_cast<const E*>(p.k);
-  const E* v = static_cast<const E*>(p.v);
-  const int H = p.heads, V = p.value_dim;
-  for (int i = threadIdx.x; i < kTokens * 2; i += kThreadsTaylor) {  // two 16-byte pieces per row
-    const int t = i / 2, piece = i % 2;
-    const int64_t at = ((token0 + start + min(t, len - 1)) * H + h) * kD + 8 * piece;
-    copy_async_16(q_tile.at(t, 8 * piece), q + at, t < len);
-    copy_async_16(k_tile.at(t, 8 * piece), k + at, t < len);
-  }
-  if (vector_v) {
-    for (int i = threadIdx.x; i < kTokens * kValues / 8; i += kThreadsTaylor) {
-      const int t = i / (kValues / 8), c = (i % (kValues / 8)) * 8;
-      const bool valid = t < len && v0 + c < V;
-      copy_async_16(v_tile.at(t, c), v + ((token0 + start + min(t, len - 1)) * H + h) * V + (valid ? v0 + c : 0), valid);
-    }
-  } else {
-    for (int i = threadIdx.x; i < kTokens * kValues; i += kThreadsTaylor) {
-      const int t = i / kValues, c = i % kValues;
-      *v_tile.at(t, c) = (t < len && v0 + c < V) ? v[((token0 + start + t) * H + h) * V + v0 + c] : from_float<E>(0.f);
-    }
-  }
-}
-
-// Two adjacent 16-bit elements as one 4-byte load.
-template <class E>
-__device__ __forceinline__ float2 to_float2(const E* src) {
-  const uint32_t bits = *reinterpret_cast<const uint32_t*>(src);
-  const E* pair = reinterpret_cast<const E*>(&bits);
-  return {to_float(pair[0]), to_float(pair[1])};
-}
-
-// Two adjacent 16-bit elements as one 4-byte store.
-template <class E>
-__device__ __forceinline__ void store_pair(E* dst, float x, float y) {
-  const E pair[2] = {from_float<E>(x), from_float<E>(y)};
-  *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(pair);
-}
-
-// Writes row `row` (the kernel's symmetric feature order) of a final state into BASED's 273-feature
-// order [1, x / 2, x ⊗ x]: write(full_index, scale) once per full feature the row stands for.
-template <class F>
-__device__ __forceinline__ void for_each_full_feature(int row, F&& write) {
-  if (row < kPairs) {
-    const int i = pair_first(row), j = pair_second(row);
-    if (i == j) {
-      write(1 + kD + kD * i + i, 1.f);
-    } else {  // the symmetric row holds x_i x_j / 4 = √2 times each of the two full features
-      write(1 + kD + kD * i + j, 0.70710678118654752f);
-      write(1 + kD + kD * j + i, 0.70710678118654752f);
-    }
-  } else if (row == kConstantRow) {
-    write(0, 1.f);
-  } else if (row < kLinearRow + kD) {
-    write(1 + row - kLinearRow, 1.f);
-  }
-}
-
-template <class E>
-__global__ void __launch_bounds__(kThreadsTaylor, 2) taylor_prefill_kernel(TaylorParams p) {
+__global__ void __launch_bounds__(kThreads, 2) taylor_prefill_kernel(TaylorParams p) {
   using S = Smem<E>;
   const int tile = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -208,8 +60,10 @@ __global__ void __launch_bounds__(kThreadsTaylor, 2) taylor_prefill_kernel(Taylo
   const int64_t token0 = int64_t{b} * T;
   // 16-byte pieces of v when every row of the tile starts on 16 bytes.
   const bool vector_v = V % 8 == 0 && reinterpret_cast<uintptr_t>(p.v) % 16 == 0;
-  for (int i = threadIdx.x; i < 2 * kFeatures; i += kThreadsTaylor) z_parts[i] = 0.f;
-  load_chunk(q_tile_of(0), k_tile_of(0), v_tile_of(0), p, token0, h, v0, 0, min(kTokens, T), vector_v);
+  for (int i = threadIdx.x; i < 2 * kFeatures; i += kThreads) z_parts[i] = 0.f;
+  load_rows16(q_tile_of(0), static_cast<const E*>(p.q), token0, H, h, 0, min(kTokens, T));
+  load_rows16(k_tile_of(0), static_cast<const E*>(p.k), token0, H, h, 0, min(kTokens, T));
+  load_rows_v(v_tile_of(0), static_cast<const E*>(p.v), token0, H, h, V, v0, 0, min(kTokens, T), vector_v);
   commit_copies();
 
   // S rows 80 half + 16 i .., columns 16 m + 8 j .. of the 160 × 64 state.
@@ -225,8 +79,10 @@ __global__ void __launch_bounds__(kThreadsTaylor, 2) taylor_prefill_kernel(Taylo
     wait_copies<0>();
     __syncthreads();
     if (start + kTokens < T) {  // the next chunk's tiles load while this one computes
-      load_chunk(q_tile_of((chunk + 1) % 2), k_tile_of((chunk + 1) % 2), v_tile_of((chunk + 1) % 2), p, token0, h, v0,
-                 start + kTokens, min(kTokens, T - start - kTokens), vector_v);
+      const int next_len = min(kTokens, T - start - kTokens), b1 = (chunk + 1) % 2;
+      load_rows16(q_tile_of(b1), static_cast<const E*>(p.q), token0, H, h, start + kTokens, next_len);
+      load_rows16(k_tile_of(b1), static_cast<const E*>(p.k), token0, H, h, start + kTokens, next_len);
+      load_rows_v(v_tile_of(b1), static_cast<const E*>(p.v), token0, H, h, V, v0, start + kTokens, next_len, vector_v);
       commit_copies();
     }
     // The state at the chunk start, rounded once for the read-out (two parts measured 20% slower
@@ -265,9 +121,7 @@ __global__ void __launch_bounds__(kThreadsTaylor, 2) taylor_prefill_kernel(Taylo
             a[d] = (s + d <= t && s + d < len) ? 1.f + x + 0.5f * x * x : 0.f;
           }
           sums[e / 2] += a[0] + a[1];
-          const E hi0 = from_float<E>(a[0]), hi1 = from_float<E>(a[1]);
-          store_pair(scores_hi.at(t, s), to_float(hi0), to_float(hi1));
-          store_pair(scores_lo.at(t, s), a[0] - to_float(hi0), a[1] - to_float(hi1));
+          store_split_pair(scores_hi, scores_lo, t, s, a[0], a[1]);
         }
       }
 #pragma unroll
@@ -357,7 +211,7 @@ __global__ void __launch_bounds__(kThreadsTaylor, 2) taylor_prefill_kernel(Taylo
     }
     __syncthreads();  // the last chunk's z update
     if (tile == 0 && p.final_normalizer != nullptr) {
-      for (int row = threadIdx.x; row < kFeatures; row += kThreadsTaylor) {
+      for (int row = threadIdx.x; row < kFeatures; row += kThreads) {
         const float z = z_parts[row] + z_parts[kFeatures + row];
         for_each_full_feature(row, [&](int feature, float scale) { p.final_normalizer[base + feature] = scale * z; });
       }
@@ -373,7 +227,7 @@ cudaError_t launch(const TaylorParams& p, cudaStream_t stream) {
   if (status != cudaSuccess) return status;
   const dim3 grid((p.value_dim + kValues - 1) / kValues, p.heads, p.batch);
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || p.seqlen == 0) return cudaSuccess;
-  taylor_prefill_kernel<E><<<grid, kThreadsTaylor, smem, stream>>>(p);
+  taylor_prefill_kernel<E><<<grid, kThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 
