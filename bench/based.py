@@ -175,11 +175,32 @@ def main():
         floor = 4 * q.numel() * 2 / bandwidth * 1e3
         sdpa, _ = timed("sdpa", lambda: torch.nn.functional.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True))
-        for impl, r in ((f"lintime sliding window ({path})", result), ("torch SDPA causal, no window", sdpa)):
+        rows = [(f"lintime sliding window ({path})", result, floor), ("torch SDPA causal, no window", sdpa, floor)]
+        if args.backward:
+            # Training: o.backward(do); floor: q, k, v, o, do read and dq, dk, dv written once more.
+            do = torch.randn(B, T, 16, 64, device="cuda", generator=gen).to(torch.bfloat16)
+            leaves = [x.detach().requires_grad_(True) for x in (q, k, v)]
+
+            def train(fn):
+                def step():
+                    for x in leaves:
+                        x.grad = None
+                    fn(*leaves).backward(do)
+                    return leaves[0].grad
+                return step
+            ours_train, _ = timed("window train", train(
+                lambda a, b, c: lintime.sliding_window_attention(a, b, c, w, 0.125, None)))
+            sdpa_train, _ = timed("sdpa train", train(lambda a, b, c: torch.nn.functional.scaled_dot_product_attention(
+                a.transpose(1, 2), b.transpose(1, 2), c.transpose(1, 2), is_causal=True).transpose(1, 2)))
+            train_floor = 12 * q.numel() * 2 / bandwidth * 1e3
+            rows += [(f"lintime sliding window ({path}) fwd+bwd", ours_train, train_floor),
+                     ("torch SDPA causal, no window fwd+bwd", sdpa_train, train_floor)]
+            del do, leaves
+        for impl, r, floor in rows:
             records.append({"op": "sliding_window", "impl": impl, "shape": {"B": B, "T": T, "H": 16, "D": 64,
                             "window": w}, **r, "floor_ms": floor, "gpu": gpu, "commit": args.commit})
             ms = f"{r['ms']:.3f}" if r.get("ms") is not None else r.get("note", "-")
-            print(f"window B={B:<4} T={T:<6} w={w:<5} {impl:<36} {ms:>10} ms   floor {floor:.3f} ms")
+            print(f"window B={B:<4} T={T:<6} w={w:<5} {impl:<44} {ms:>10} ms   floor {floor:.3f} ms")
         del q, k, v
         torch.cuda.empty_cache()
     # Decoding: one token per sequence against fp32 states S [B, H, 273, V], z [B, H, 273]. The

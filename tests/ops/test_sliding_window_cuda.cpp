@@ -1,9 +1,12 @@
-// Tests of the fused sliding-window attention forward (ops/based/cuda) through the dispatcher:
+// Tests of the fused sliding-window attention forward and backward (ops/based/cuda) through the
+// dispatcher:
 // sliding_window_attention on CUDA bf16/fp16 inputs with head dims 64 and no gradient takes the
 // kernel; its output is compared with the float64 reference on the same dtype-rounded inputs,
 // next to the error of the reference evaluated in the input dtype (the ATen form on the rounded
 // inputs, fp32 inside, o rounded once). Held to twice that error (FlashAttention's rule) and to
-// relative RMS ≤ 5e-3 (bf16) / 1e-3 (fp16). Label `cuda`; without a GPU they skip.
+// relative RMS ≤ 5e-3 (bf16) / 1e-3 (fp16). With a gradient recorded the fused backward runs:
+// dq, dk, dv against float64 autograd, held to twice the error of the ATen form's autograd in the
+// dtype (or the dtype's rounding, 5e-3 / 1e-3, when larger). Label `cuda`; without a GPU they skip.
 #include "ops/register/ops.h"
 #include "support/test_support.h"
 
@@ -11,7 +14,10 @@
 #include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/function.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -47,6 +53,60 @@ TEST(SlidingWindowCuda, ForwardMatchesFloat64Reference) {
       std::printf("%-28s o %.2e (reference in dtype %.2e)\n", name.c_str(), error, reference_error);
       EXPECT_LE(error, dtype == at::kBFloat16 ? 5e-3 : 1e-3) << name;
       EXPECT_LE(error, 2 * reference_error + 1e-7) << name;
+    }
+  }
+}
+
+TEST(SlidingWindowCuda, FusedBackwardMatchesFloat64Gradients) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device here (run `ctest -L cuda` on a GPU machine)";
+  at::manual_seed(1);
+  struct Case {
+    int64_t batch, time, heads, window;
+  };
+  for (const Case& c : {Case{1, 1, 1, 1}, Case{2, 63, 2, 1}, Case{1, 64, 2, 65}, Case{2, 65, 3, 8},
+                        Case{1, 200, 2, 65}, Case{1, 300, 1, 129}, Case{2, 130, 2, 1000}, Case{1, 257, 2, 64}}) {
+    for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+      auto rounded = [&](const at::Tensor& x) { return x.to(dtype).to(at::kDouble); };
+      const auto q = rounded(at::randn({c.batch, c.time, c.heads, 64}, at::kDouble));
+      const auto k = rounded(at::randn({c.batch, c.time, c.heads, 64}, at::kDouble));
+      const auto v = rounded(at::randn({c.batch, c.time, c.heads, 64}, at::kDouble));
+      const auto grad_o = rounded(at::randn({c.batch, c.time, c.heads, 64}, at::kDouble));
+      const double scale = 0.125;
+      const std::string name = "B" + std::to_string(c.batch) + "_T" + std::to_string(c.time) + "_H" +
+                               std::to_string(c.heads) + "_w" + std::to_string(c.window) + "_" + c10::toString(dtype);
+      auto gradients = [&](const at::Tensor& q0, const at::Tensor& k0, const at::Tensor& v0, bool reference) {
+        auto qg = q0.detach().requires_grad_(true), kg = k0.detach().requires_grad_(true);
+        auto vg = v0.detach().requires_grad_(true);
+        const auto o = reference ? sliding_window_attention_reference(qg, kg, vg, c.window, scale)
+                                 : sliding_window_attention(qg, kg, vg, c.window, scale);
+        if (o.is_cuda()) {
+          EXPECT_NE(o.grad_fn()->name().find("SlidingWindowFused"), std::string::npos) << name;
+        }
+        o.backward(grad_o.to(o.scalar_type()).to(o.device()));
+        return std::array<at::Tensor, 3>{qg.grad().cpu().to(at::kDouble), kg.grad().cpu().to(at::kDouble),
+                                         vg.grad().cpu().to(at::kDouble)};
+      };
+      const auto reference = gradients(q, k, v, true);
+      const auto in_dtype = gradients(q.to(dtype), k.to(dtype), v.to(dtype), false);
+      { auto poison = at::full({4 * c.batch * c.time * c.heads * 64 + 4096}, NAN, at::device(at::kCUDA)); }
+      const auto cuda = gradients(q.to(dtype).cuda(), k.to(dtype).cuda(), v.to(dtype).cuda(), false);
+      const double floor = dtype == at::kBFloat16 ? 5e-3 : 1e-3;
+      const char* names[] = {"dq", "dk", "dv"};
+      std::printf("%-28s", name.c_str());
+      for (int i = 0; i < 3; ++i) {
+        if (reference[i].norm().item<double>() < 1e-9 * grad_o.norm().item<double>()) {
+          // Zero in exact arithmetic (w = 1: o = v whatever q and k are): zero to do's rounding.
+          const double size = cuda[i].norm().item<double>() / grad_o.norm().item<double>();
+          std::printf("  %s %.2e of |do| (exactly 0)", names[i], size);
+          EXPECT_LE(size, floor) << name << " " << names[i];
+          continue;
+        }
+        const double error = relative_rms_error(cuda[i], reference[i]);
+        const double reference_error = relative_rms_error(in_dtype[i], reference[i]);
+        std::printf("  %s %.2e (in dtype %.2e)", names[i], error, reference_error);
+        EXPECT_LE(error, std::max(2 * reference_error, floor)) << name << " " << names[i];
+      }
+      std::printf("\n");
     }
   }
 }

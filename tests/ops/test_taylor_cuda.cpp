@@ -139,11 +139,12 @@ void check_gradients(const Shape& c, at::ScalarType dtype, bool normalize) {
   std::printf("%-32s", name.c_str());
   const char* names[] = {"dq", "dk", "dv"};
   for (int i = 0; i < 3; ++i) {
-    if (reference[i].norm().item<double>() < 1e-9 * grad_o.norm().item<double>()) {
-      // Zero in exact arithmetic (one normalised token: o = v whatever q and k are), so relative
-      // errors are noise over noise: the gradient must be zero to the dtype's rounding of do.
-      const double size = cuda[i].norm().item<double>() / grad_o.norm().item<double>();
-      std::printf("  %s %.2e of |do| (exactly 0)", names[i], size);
+    if (reference[i].norm().item<double>() < 1e-4 * grad_o.norm().item<double>()) {
+      // Below what the dtype resolves (one normalised token: o = v (1 − eps / d), so dq and dk are
+      // of eps's size), relative errors are noise over noise: the error must be within the
+      // dtype's rounding of do.
+      const double size = (cuda[i] - reference[i]).norm().item<double>() / grad_o.norm().item<double>();
+      std::printf("  %s error %.2e of |do| (the gradient is eps-sized)", names[i], size);
       EXPECT_LE(size, floor) << name << " " << names[i];
       continue;
     }

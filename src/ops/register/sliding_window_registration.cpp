@@ -1,8 +1,10 @@
 // Registers the sliding-window attention implementations for the schemas in schemas.cpp: the
 // forms are differentiable ATen ops (CompositeImplicitAutograd); the cache helpers mutate or
-// build inference state (CompositeExplicitAutograd). On a GPU, a call that needs no gradient and
-// that the fused forward takes (ops/based/cuda/sliding_window_cuda.h: bf16/fp16, head dims 64,
-// no varlen) runs it; LINTIME_WINDOW_CUDA=0 in the environment keeps the ATen form.
+// build inference state (CompositeExplicitAutograd). On a GPU, a call that the fused kernels take
+// (ops/based/cuda/sliding_window_cuda.h: bf16/fp16, head dims 64, no varlen) runs the fused
+// forward; when it records a gradient, through an autograd function whose backward is the fused
+// backward (the forward then also keeps each row's log-sum-exp). LINTIME_WINDOW_CUDA=0 in the
+// environment keeps the ATen form.
 #include "ops/based/sliding_window_attention.h"
 
 #ifdef LINTIME_WITH_CUDA
@@ -12,10 +14,12 @@
 #include <ATen/core/grad_mode.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdlib>
 #include <limits>
 #include <string_view>
+#include <tuple>
 #endif
 
 #include <torch/library.h>
@@ -28,6 +32,7 @@ namespace {
 at::Tensor or_undefined(const std::optional<at::Tensor>& tensor) { return tensor.has_value() ? *tensor : at::Tensor(); }
 
 #ifdef LINTIME_WITH_CUDA
+// Whether the fused kernels take this call (gradient or not).
 bool fused_window_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                         const std::optional<at::Tensor>& cu_seqlens) {
   static const bool enabled = [] {
@@ -40,10 +45,84 @@ bool fused_window_takes(const at::Tensor& q, const at::Tensor& k, const at::Tens
   if (q.size(3) != cuda::kWindowHeadDim || k.size(3) != cuda::kWindowHeadDim || v.size(3) != cuda::kWindowHeadDim) {
     return false;
   }
-  if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) return false;
   return q.numel() > 0 && window >= 1 && window <= std::numeric_limits<int>::max() &&
          q.size(0) * q.size(1) * q.size(2) <= std::numeric_limits<int>::max() / cuda::kWindowHeadDim;
 }
+
+bool records_gradient(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+}
+
+// The fused forward: o, and each row's log2-sum-exp when `lse` is asked for (training).
+std::tuple<at::Tensor, at::Tensor> fused_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 int64_t window, double scale, bool lse) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  at::Tensor o = at::empty_like(vc);
+  at::Tensor row_lse = lse ? at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat)) : at::Tensor();
+  cuda::SlidingWindowParams params;
+  params.batch = static_cast<int>(q.size(0));
+  params.seqlen = static_cast<int>(q.size(1));
+  params.heads = static_cast<int>(q.size(2));
+  params.window = static_cast<int>(window);
+  params.scale = static_cast<float>(scale);
+  params.half_precision = q.scalar_type() == at::kHalf;
+  params.q = qc.data_ptr();
+  params.k = kc.data_ptr();
+  params.v = vc.data_ptr();
+  params.o = o.data_ptr();
+  params.lse = lse ? row_lse.data_ptr<float>() : nullptr;
+  const cudaError_t status = cuda::sliding_window_forward(params, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(status == cudaSuccess, "sliding_window_attention: the fused kernel failed: ", cudaGetErrorString(status));
+  return {o, row_lse};
+}
+
+// Training through the fused kernels: the forward keeps o and the rows' log-sum-exp, the backward
+// recomputes P from them.
+class SlidingWindowFusedFunction : public torch::autograd::Function<SlidingWindowFusedFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, int64_t window, double scale) {
+    auto [o, lse] = fused_forward(q, k, v, window, scale, /*lse=*/true);
+    ctx->save_for_backward({q, k, v, o, lse});
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["scale"] = scale;
+    return o;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& q = saved[0];
+    const c10::cuda::CUDAGuard guard(q.device());
+    const at::Tensor qc = q.contiguous(), kc = saved[1].contiguous(), vc = saved[2].contiguous();
+    const at::Tensor oc = saved[3].contiguous(), lse = saved[4];
+    const at::Tensor dout = grad_outputs[0].to(q.scalar_type()).contiguous();
+    at::Tensor dq = at::empty_like(qc), dk = at::empty_like(kc), dv = at::empty_like(vc);
+    at::Tensor delta = at::empty_like(lse);
+    cuda::SlidingWindowBackwardParams params;
+    params.batch = static_cast<int>(q.size(0));
+    params.seqlen = static_cast<int>(q.size(1));
+    params.heads = static_cast<int>(q.size(2));
+    params.window = static_cast<int>(ctx->saved_data["window"].toInt());
+    params.scale = static_cast<float>(ctx->saved_data["scale"].toDouble());
+    params.half_precision = q.scalar_type() == at::kHalf;
+    params.q = qc.data_ptr();
+    params.k = kc.data_ptr();
+    params.v = vc.data_ptr();
+    params.o = oc.data_ptr();
+    params.dout = dout.data_ptr();
+    params.lse = lse.data_ptr<float>();
+    params.delta = delta.data_ptr<float>();
+    params.dq = dq.data_ptr();
+    params.dk = dk.data_ptr();
+    params.dv = dv.data_ptr();
+    const cudaError_t status = cuda::sliding_window_backward(params, c10::cuda::getCurrentCUDAStream());
+    TORCH_CHECK(status == cudaSuccess, "sliding_window_attention: the fused backward failed: ",
+                cudaGetErrorString(status));
+    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+  }
+};
 #endif
 
 at::Tensor sliding_window_attention_composite(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -52,23 +131,8 @@ at::Tensor sliding_window_attention_composite(const at::Tensor& q, const at::Ten
 #ifdef LINTIME_WITH_CUDA
   if (fused_window_takes(q, k, v, window, cu_seqlens)) {
     sliding_window_check_inputs("lintime::sliding_window_attention", q, k, v, window, at::Tensor());
-    const c10::cuda::CUDAGuard guard(q.device());
-    const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-    at::Tensor o = at::empty_like(vc);
-    cuda::SlidingWindowParams params;
-    params.batch = static_cast<int>(q.size(0));
-    params.seqlen = static_cast<int>(q.size(1));
-    params.heads = static_cast<int>(q.size(2));
-    params.window = static_cast<int>(window);
-    params.scale = static_cast<float>(scale);
-    params.half_precision = q.scalar_type() == at::kHalf;
-    params.q = qc.data_ptr();
-    params.k = kc.data_ptr();
-    params.v = vc.data_ptr();
-    params.o = o.data_ptr();
-    const cudaError_t status = cuda::sliding_window_forward(params, c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(status == cudaSuccess, "sliding_window_attention: the fused kernel failed: ", cudaGetErrorString(status));
-    return o;
+    if (records_gradient(q, k, v)) return SlidingWindowFusedFunction::apply(q, k, v, window, scale);
+    return std::get<0>(fused_forward(q, k, v, window, scale, /*lse=*/false));
   }
 #endif
   return sliding_window_attention_fwd(q, k, v, window, scale, or_undefined(cu_seqlens));

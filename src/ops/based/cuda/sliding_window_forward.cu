@@ -110,6 +110,13 @@ __global__ void __launch_bounds__(kWindowThreads) sliding_window_kernel(SlidingW
     warp_mma<E, kD / 8>(acc, p_tile, false, warp * 16, v_tile, false, 0, kBlock);
   }
   E* o = static_cast<E*>(p.o);
+  if (p.lse != nullptr && (threadIdx.x & 3) == 0) {  // one lane per row of the quad
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int t = q0 + warp * 16 + acc_row(2 * r);
+      if (t < T) p.lse[(int64_t{b} * H + h) * T + t] = row_max[r] + log2f(row_sum[r]);
+    }
+  }
 #pragma unroll
   for (int j = 0; j < kD / 8; ++j) {
 #pragma unroll
