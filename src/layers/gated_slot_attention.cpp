@@ -4,6 +4,7 @@
 #include "layers/gated_slot_attention.h"
 
 #include "core/error.h"
+#include "ops/fused/inference_epilogues.h"
 #include "core/tensor_checks.h"
 #include "ops/register/ops.h"
 #include "state/inference_cache.h"
@@ -98,11 +99,22 @@ at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState
   }
   const at::Tensor& f = projections[3];  // [B, T, H*M]
 
-  q = feature_map(q.view({batch, length, heads, dims_.head_k_dim}), options_.feature_map);     // [B, T, HQ, K]
-  k = feature_map(k.view({batch, length, kv_heads, dims_.head_k_dim}), options_.feature_map);  // [B, T, H, K]
-  v = at::silu(v.view({batch, length, kv_heads, dims_.head_v_dim}));                           // [B, T, H, V]
-  at::Tensor g = at::log_sigmoid(f.view({batch, length, kv_heads, slots})) / options_.gate_logit_normalizer;
-  at::Tensor s = 1 - at::exp(g);  // [B, T, H, M]
+  at::Tensor g, s;  // [B, T, H, M]
+  if (options_.feature_map == "swish") {
+    // swish on q, k, v and the gates from f (one kernel in inference on a GPU).
+    auto activations = ops::gsa_activations(q, k, v, f, options_.gate_logit_normalizer);
+    q = activations.q.view({batch, length, heads, dims_.head_k_dim});     // [B, T, HQ, K]
+    k = activations.k.view({batch, length, kv_heads, dims_.head_k_dim});  // [B, T, H, K]
+    v = activations.v.view({batch, length, kv_heads, dims_.head_v_dim});  // [B, T, H, V]
+    g = activations.g.view({batch, length, kv_heads, slots});
+    s = activations.s.view({batch, length, kv_heads, slots});
+  } else {
+    q = feature_map(q.view({batch, length, heads, dims_.head_k_dim}), options_.feature_map);
+    k = feature_map(k.view({batch, length, kv_heads, dims_.head_k_dim}), options_.feature_map);
+    v = at::silu(v.view({batch, length, kv_heads, dims_.head_v_dim}));
+    g = at::log_sigmoid(f.view({batch, length, kv_heads, slots})) / options_.gate_logit_normalizer;
+    s = 1 - at::exp(g);
+  }
 
   at::Tensor o;  // [B, T, HQ, V]
   if (state == nullptr) {
@@ -118,8 +130,8 @@ at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState
     o = result.o;
   }
 
-  o = at::silu(o.reshape({batch, length, dims_.value_dim}));
-  return o_proj.forward(g_norm.forward(o));
+  // g_norm(silu(o)) (one kernel in inference on a GPU).
+  return o_proj.forward(g_norm.silu_forward(o.reshape({batch, length, dims_.value_dim})));
 }
 
 state::GsaLayerState GatedSlotAttention::make_state(int64_t batch, const at::Device& device,

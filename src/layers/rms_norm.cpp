@@ -4,7 +4,13 @@
 #include "core/error.h"
 #include "core/tensor_checks.h"
 
+#include "ops/fused/inference_epilogues.h"
+
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <initializer_list>
+#include <optional>
 
 namespace lintime::layers {
 
@@ -32,6 +38,37 @@ at::Tensor RMSNorm::forward(const at::Tensor& x) const {
   at::Tensor y = x32 * at::rsqrt(x32.square().mean(-1, /*keepdim=*/true) + eps_);
   if (weight.defined()) y = y * weight.to(compute);
   return y.to(x.scalar_type());
+}
+
+namespace {
+// Inference on a GPU: the fused epilogue kernels apply (they have no backward).
+bool fused_inference(const at::Tensor& x, const at::Tensor& weight, std::initializer_list<const at::Tensor*> inputs) {
+  if (!x.is_cuda() || (weight.defined() && weight.scalar_type() != x.scalar_type())) return false;
+  if (!at::GradMode::is_enabled()) return true;
+  for (const at::Tensor* input : inputs) {
+    if (input->requires_grad()) return false;
+  }
+  return !(weight.defined() && weight.requires_grad());
+}
+
+std::optional<at::Tensor> optional_weight(const at::Tensor& weight) {
+  return weight.defined() ? std::optional<at::Tensor>(weight) : std::nullopt;
+}
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> RMSNorm::add_forward(const at::Tensor& x, const at::Tensor& residual) const {
+  if (fused_inference(x, weight, {&x, &residual}) && x.dim() >= 1 && x.size(-1) == hidden_size_) {
+    return ops::add_rms_norm(x, residual, optional_weight(weight), eps_);
+  }
+  at::Tensor sum = x + residual;
+  return {sum, forward(sum)};
+}
+
+at::Tensor RMSNorm::silu_forward(const at::Tensor& x) const {
+  if (fused_inference(x, weight, {&x}) && x.dim() >= 1 && x.size(-1) == hidden_size_) {
+    return ops::silu_rms_norm(x, optional_weight(weight), eps_);
+  }
+  return forward(at::silu(x));
 }
 
 }  // namespace lintime::layers

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace lintime::layers {
 
@@ -17,6 +18,11 @@ class RMSNorm : public Module {
 
   // x [..., hidden_size] -> same shape and dtype.
   at::Tensor forward(const at::Tensor& x) const;
+  // (x + residual, forward(x + residual)); in inference on a GPU one fused kernel
+  // (ops::add_rms_norm) instead of an add and a norm.
+  std::pair<at::Tensor, at::Tensor> add_forward(const at::Tensor& x, const at::Tensor& residual) const;
+  // forward(silu(x)); in inference on a GPU one fused kernel (ops::silu_rms_norm).
+  at::Tensor silu_forward(const at::Tensor& x) const;
 
   int64_t hidden_size() const { return hidden_size_; }
   double eps() const { return eps_; }

@@ -53,8 +53,9 @@ GsaBlock::GsaBlock(const GsaConfig& config, at::Generator& generator)
 
 at::Tensor GsaBlock::forward(const at::Tensor& x, state::GsaLayerState* state,
                              const std::optional<at::Tensor>& cu_seqlens) {
-  at::Tensor h = x + attn.forward(attn_norm.forward(x), state, cu_seqlens);
-  return h + mlp.forward(mlp_norm.forward(h));
+  // h = x + attention; mlp_norm(h) from the same pass (one kernel in inference on a GPU).
+  auto [h, normed] = mlp_norm.add_forward(x, attn.forward(attn_norm.forward(x), state, cu_seqlens));
+  return h + mlp.forward(normed);
 }
 
 GsaBackbone::GsaBackbone(const GsaConfig& config, at::Generator& generator)

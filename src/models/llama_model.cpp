@@ -62,8 +62,10 @@ LlamaBlock::LlamaBlock(const LlamaConfig& config, std::shared_ptr<const layers::
 }
 
 at::Tensor LlamaBlock::forward(const at::Tensor& x, state::KvLayerCache* cache, int64_t reserve) const {
-  const at::Tensor h = x + self_attn.forward(input_layernorm.forward(x), cache, reserve);
-  return h + mlp.forward(post_attention_layernorm.forward(h));
+  // h = x + attention; post_attention_layernorm(h) from the same pass (one kernel in inference
+  // on a GPU).
+  auto [h, normed] = post_attention_layernorm.add_forward(x, self_attn.forward(input_layernorm.forward(x), cache, reserve));
+  return h + mlp.forward(normed);
 }
 
 LlamaBackbone::LlamaBackbone(const LlamaConfig& config, at::Generator& generator)

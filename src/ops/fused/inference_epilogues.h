@@ -1,0 +1,44 @@
+// Fused inference epilogues: the elementwise and row-norm steps around a decode step's matrix
+// products, one kernel each on a GPU where the ATen ops they replace run several (a decode step
+// of a 24-layer GSA model ran ~26 kernels per layer, most of them these; H100 profile in
+// dev/generation/README.md). Each function computes exactly its reference's formula, rounding
+// each output as the unfused ATen ops round theirs; the references are the ATen compositions
+// below, which also serve CPU tensors, fp64, and calls that record a gradient (the fused
+// kernels have no backward).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <utility>
+
+namespace lintime::ops {
+
+// silu(gate) · up in fp32, rounded once to gate's dtype. gate, up [..., I] (column views of one
+// product are fine: the last dim must be contiguous).
+at::Tensor swiglu_product(const at::Tensor& gate, const at::Tensor& up);
+at::Tensor swiglu_product_reference(const at::Tensor& gate, const at::Tensor& up);
+
+// (y, RMSNorm(y)) for y = x + residual: y rounded to the dtype as at::add does, the norm
+// y · rsqrt(mean(y²) + eps) · weight in fp32 over the last dim, rounded once.
+std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
+                                               const std::optional<at::Tensor>& weight, double eps);
+std::pair<at::Tensor, at::Tensor> add_rms_norm_reference(const at::Tensor& x, const at::Tensor& residual,
+                                                         const std::optional<at::Tensor>& weight, double eps);
+
+// RMSNorm(silu(x)) with silu's output rounded to the dtype first (as at::silu does).
+at::Tensor silu_rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& weight, double eps);
+at::Tensor silu_rms_norm_reference(const at::Tensor& x, const std::optional<at::Tensor>& weight, double eps);
+
+// GSA's activations from its projections q, k, v [..., Wq], [..., Wk], [..., Wv] and f [..., Wf]:
+// swish(q), swish(k), swish(v), and g = log_sigmoid(f) / normalizer, s = 1 − exp(g) (each ATen
+// step's rounding kept); all five contiguous. On a GPU one kernel writes them.
+struct GsaActivations {
+  at::Tensor q, k, v, s, g;
+};
+GsaActivations gsa_activations(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& f,
+                               double gate_logit_normalizer);
+GsaActivations gsa_activations_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                         const at::Tensor& f, double gate_logit_normalizer);
+
+}  // namespace lintime::ops
