@@ -43,7 +43,9 @@ at::Tensor RMSNorm::forward(const at::Tensor& x) const {
 namespace {
 // Inference on a GPU: the fused epilogue kernels apply (they have no backward).
 bool fused_inference(const at::Tensor& x, const at::Tensor& weight, std::initializer_list<const at::Tensor*> inputs) {
-  if (!x.is_cuda() || (weight.defined() && weight.scalar_type() != x.scalar_type())) return false;
+  if (!ops::fused_epilogues_enabled() || !x.is_cuda() || (weight.defined() && weight.scalar_type() != x.scalar_type())) {
+    return false;
+  }
   if (!at::GradMode::is_enabled()) return true;
   for (const at::Tensor* input : inputs) {
     if (input->requires_grad()) return false;

@@ -63,11 +63,7 @@ std::optional<cuda::EpilogueElement> element_of(at::ScalarType dtype) {
 // Whether the fused kernels take these tensors: all on one CUDA device, one supported dtype,
 // row-strided, no gradient recorded.
 bool fused_takes(std::initializer_list<const at::Tensor*> tensors) {
-  static const bool enabled = [] {  // LINTIME_FUSED_EPILOGUES=0 keeps the references (to compare)
-    const char* setting = std::getenv("LINTIME_FUSED_EPILOGUES");
-    return setting == nullptr || std::string_view(setting) != "0";
-  }();
-  if (!enabled) return false;
+  if (!fused_epilogues_enabled()) return false;
   const at::Tensor& first = **tensors.begin();
   if (!first.is_cuda() || !element_of(first.scalar_type())) return false;
   const bool recording = at::GradMode::is_enabled();
@@ -85,6 +81,18 @@ void check_launch(cudaError_t status, const char* what) {
 #endif
 
 }  // namespace
+
+bool fused_epilogues_enabled() {
+#ifdef LINTIME_WITH_CUDA
+  static const bool enabled = [] {
+    const char* setting = std::getenv("LINTIME_FUSED_EPILOGUES");
+    return setting == nullptr || std::string_view(setting) != "0";
+  }();
+  return enabled;
+#else
+  return false;
+#endif
+}
 
 at::Tensor swiglu_product_reference(const at::Tensor& gate, const at::Tensor& up) {
   const auto compute = compute_type(gate.scalar_type());

@@ -14,6 +14,10 @@
 
 namespace lintime::ops {
 
+// Whether the fused kernels can run at all: a CUDA build, and LINTIME_FUSED_EPILOGUES is not "0"
+// in the environment (0 keeps the unfused paths, to compare).
+bool fused_epilogues_enabled();
+
 // silu(gate) · up in fp32, rounded once to gate's dtype. gate, up [..., I] (column views of one
 // product are fine: the last dim must be contiguous).
 at::Tensor swiglu_product(const at::Tensor& gate, const at::Tensor& up);
