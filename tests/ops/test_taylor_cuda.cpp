@@ -85,7 +85,7 @@ TEST(TaylorCuda, PrefillMatchesFloat64Reference) {
   }
 }
 
-TEST(TaylorCuda, GradientsAndOtherInputsTakeTheGeneralPath) {
+TEST(TaylorCuda, GradientsTakeTheFusedTrainingPathOtherInputsTheGeneralPath) {
   SKIP_WITHOUT_CUDA();
   at::manual_seed(1);
   auto q = (at::randn({1, 70, 2, 16}, at::kCUDA) / 2).to(at::kBFloat16).requires_grad_(true);
