@@ -22,7 +22,7 @@ using lintime::models::BasedModel;
 using lintime::testing::relative_rms_error;
 
 TEST(BasedModelCuda, Bf16PrefillAndDecodingFollowTheFloat64Model) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device here (run `ctest -L cuda` on a GPU machine)";
+  LINTIME_SKIP_WITHOUT_CUDA();
   // Four layers (conv, linear attention with d' 16, sliding window of 5 keys, conv), d 64.
   const nlohmann::json json = {
       {"vocab_size", 50}, {"n_embd", 64}, {"n_layer", 4}, {"n_head", 4}, {"n_inner", 128},

@@ -55,7 +55,7 @@ std::vector<at::Tensor> decode(CausalLm& model, const at::Tensor& ids, int64_t p
 }
 
 TEST(DecodeGraphCuda, ReplayedStepsEqualEagerStepsAndFollowTheFloat64Model) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device here (run `ctest -L cuda` on a GPU machine)";
+  LINTIME_SKIP_WITHOUT_CUDA();
   at::NoGradGuard no_grad;
   const c10::Device cuda(c10::kCUDA, 0);
   auto eager = lintime::models::as_causal_lm(tiny_gsa(at::kFloat, cuda));
@@ -101,7 +101,7 @@ std::unique_ptr<lintime::models::LlamaModel> tiny_llama(at::ScalarType dtype, co
 }
 
 TEST(LlamaDecodeCuda, Bf16FlashDecodeStepsAreAsCloseToFloat64AsTheFullForward) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device here (run `ctest -L cuda` on a GPU machine)";
+  LINTIME_SKIP_WITHOUT_CUDA();
   at::NoGradGuard no_grad;
   const c10::Device cuda(c10::kCUDA, 0);
   auto model = lintime::models::as_causal_lm(tiny_llama(at::kBFloat16, cuda));

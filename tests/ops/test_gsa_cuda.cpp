@@ -35,12 +35,6 @@ using namespace gsa_testing;
 using lintime::testing::relative_max_error;
 using lintime::testing::relative_rms_error;
 
-#define SKIP_WITHOUT_CUDA()                                                                     \
-  if (!at::hasCUDA()) {                                                                         \
-    GTEST_SKIP() << "no CUDA device here: the CUDA kernels were compiled but are not run "     \
-                    "(run `ctest -L cuda` on a GPU machine)";                                   \
-  }
-
 // Fills the CUDA caching allocator's free blocks with NaN, so that outputs the op allocates
 // start as NaN: an element the kernels fail to write shows up as NaN in the comparison.
 void poison_cuda_allocator() {
@@ -217,7 +211,7 @@ void expect_within_precision(const std::string& case_name, at::ScalarType dtype,
 }
 
 TEST(GsaCuda, ChunkMatchesFloat64ReferenceOnEveryCaseInEveryDtype) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   for (const auto& c : chunk_cases()) {
     for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
       SCOPED_TRACE(c.name + " " + dtype_name(dtype));
@@ -235,7 +229,7 @@ TEST(GsaCuda, ChunkMatchesFloat64ReferenceOnEveryCaseInEveryDtype) {
 // Training calls (the tests above) keep the forward internals for the backward; gsa_chunk_bwd
 // called directly recomputes them. That path meets the same rule, in every dtype.
 TEST(GsaCuda, RecomputingBackwardMatchesFloat64Reference) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   using BackwardOp = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
       const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
@@ -270,7 +264,7 @@ TEST(GsaCuda, RecomputingBackwardMatchesFloat64Reference) {
 // Strong decay: g close to −10 on every step (and some steps near 0), where the factored
 // exp(b_t) exp(−b_s) form would overflow.
 TEST(GsaCuda, VeryStrongDecayStaysFinite) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   const GsaCase c{"strong_T200_B2_HQ2_H1_K64_V64_M64", 2, 200, 2, 1, 64, 64, 64, 1.0, true, true};
   auto inputs = make_inputs(c, seed_of(c.name));
   auto generator = lintime::testing::make_generator(11);
@@ -292,7 +286,7 @@ TEST(GsaCuda, VeryStrongDecayStaysFinite) {
 // the others the two token-by-token kernels: 144 pairs or more reach the first on GPUs of up to
 // 144 SMs.
 TEST(GsaCuda, StepsMatchReferenceTokenByToken) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   const std::vector<GsaCase> cases = {
       {"step_T20_B3_HQ4_H2_K96_V80_M48", 3, 20, 4, 2, 96, 80, 48, 1.0, true, true},
       {"step_T3_B2_HQ1_H1_K512_V512_M64", 2, 3, 1, 1, 512, 512, 64, 8.0, false, true},
@@ -341,7 +335,7 @@ TEST(GsaCuda, StepsMatchReferenceTokenByToken) {
 // Short inputs (at most 16 tokens per sequence) take the token-by-token kernels in the forward:
 // varlen (with an empty sequence) and grouped heads against the float64 reference.
 TEST(GsaCuda, ShortInputsMatchReference) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   const std::vector<GsaCase> cases = {
       {"short_T9_B2_HQ4_H2_K72_V136_M64", 2, 9, 4, 2, 72, 136, 64, 1.0, true, true},
       {"short_varlen_5_0_12_HQ2_H1_K64_V64_M32", 1, 0, 2, 1, 64, 64, 32, 8.0, false, true, {5, 0, 12}},
@@ -360,7 +354,7 @@ TEST(GsaCuda, ShortInputsMatchReference) {
 // Prefill with the chunked kernels, then decode with the step kernels: equals one forward over
 // the whole sequence (long prefill: chunked path; short prefill: token-by-token path).
 TEST(GsaCuda, PrefillThenDecodeEqualsFullForward) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   const GsaCase c{"prefill_T150_B2_HQ2_H1_K64_V64_M64", 2, 150, 2, 1, 64, 64, 64, 8.0, true, false};
   const auto in = make_inputs(c, seed_of(c.name));
   at::NoGradGuard no_grad;
@@ -389,7 +383,7 @@ TEST(GsaCuda, PrefillThenDecodeEqualsFullForward) {
 
 // Inputs the fused kernels do not take run on the general path and still match the reference.
 TEST(GsaCuda, UnsupportedInputsFallBackToTheGeneralPath) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   const GsaCase many_slots{"fallback_T70_K32_V32_M160", 1, 70, 1, 1, 32, 32, 160, 8.0, true, true};
   const auto inputs = make_inputs(many_slots, seed_of(many_slots.name));
   const auto reference = run_gsa(Implementation::reference, inputs, at::kDouble);
@@ -401,7 +395,7 @@ TEST(GsaCuda, UnsupportedInputsFallBackToTheGeneralPath) {
 
 // Small shapes for compute-sanitizer (memcheck, racecheck): every kernel, varlen, GQA, padding.
 TEST(GsaCudaSanitizer, SmallShapes) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   const std::vector<GsaCase> cases = {
       {"small_T70_B2_HQ2_H1_K40_V72_M20", 2, 70, 2, 1, 40, 72, 20, 1.0, true, true},
       {"small_varlen_5_64_30_HQ2_H2_K64_V64_M64", 1, 0, 2, 2, 64, 64, 64, 8.0, true, true, {5, 64, 30}},

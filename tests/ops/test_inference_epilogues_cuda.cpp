@@ -20,12 +20,6 @@ namespace {
 
 using lintime::testing::relative_rms_error;
 
-#define SKIP_WITHOUT_CUDA()                                                                     \
-  if (!at::hasCUDA()) {                                                                         \
-    GTEST_SKIP() << "no CUDA device here: the CUDA kernels were compiled but are not run "     \
-                    "(run `ctest -L cuda` on a GPU machine)";                                   \
-  }
-
 // One unit in the last place of the dtype, relative: the room for outputs that the fused kernel
 // and ATen round to neighbouring values.
 double unit(at::ScalarType dtype) { return dtype == at::kBFloat16 ? 7.8e-3 : dtype == at::kHalf ? 9.8e-4 : 1.2e-7; }
@@ -46,7 +40,7 @@ at::Tensor strided_rows(int64_t batch, int64_t time, int64_t width, int64_t offs
 }
 
 TEST(InferenceEpiloguesCuda, MatchFloat64References) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   at::manual_seed(0);
   at::NoGradGuard no_grad;
   for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
@@ -98,7 +92,7 @@ TEST(InferenceEpiloguesCuda, MatchFloat64References) {
 // With a gradient recorded the references run (the fused kernels have no backward): the
 // results carry autograd history.
 TEST(InferenceEpiloguesCuda, GradientsTakeTheReferences) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   auto gate = at::randn({2, 3, 64}, at::kCUDA).requires_grad_(true);
   auto up = at::randn({2, 3, 64}, at::kCUDA);
   const auto out = swiglu_product(gate, up);

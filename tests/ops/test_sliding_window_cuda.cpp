@@ -28,7 +28,7 @@ namespace {
 using lintime::testing::relative_rms_error;
 
 TEST(SlidingWindowCuda, ForwardMatchesFloat64Reference) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device here (run `ctest -L cuda` on a GPU machine)";
+  LINTIME_SKIP_WITHOUT_CUDA();
   at::manual_seed(0);
   struct Case {
     int64_t batch, time, heads, window;
@@ -58,7 +58,7 @@ TEST(SlidingWindowCuda, ForwardMatchesFloat64Reference) {
 }
 
 TEST(SlidingWindowCuda, FusedBackwardMatchesFloat64Gradients) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device here (run `ctest -L cuda` on a GPU machine)";
+  LINTIME_SKIP_WITHOUT_CUDA();
   at::manual_seed(1);
   struct Case {
     int64_t batch, time, heads, window;
@@ -90,23 +90,10 @@ TEST(SlidingWindowCuda, FusedBackwardMatchesFloat64Gradients) {
       const auto in_dtype = gradients(q.to(dtype), k.to(dtype), v.to(dtype), false);
       { auto poison = at::full({4 * c.batch * c.time * c.heads * 64 + 4096}, NAN, at::device(at::kCUDA)); }
       const auto cuda = gradients(q.to(dtype).cuda(), k.to(dtype).cuda(), v.to(dtype).cuda(), false);
-      const double floor = dtype == at::kBFloat16 ? 5e-3 : 1e-3;
-      const char* names[] = {"dq", "dk", "dv"};
-      std::printf("%-28s", name.c_str());
-      for (int i = 0; i < 3; ++i) {
-        if (reference[i].norm().item<double>() < 1e-9 * grad_o.norm().item<double>()) {
-          // Zero in exact arithmetic (w = 1: o = v whatever q and k are): zero to do's rounding.
-          const double size = cuda[i].norm().item<double>() / grad_o.norm().item<double>();
-          std::printf("  %s %.2e of |do| (exactly 0)", names[i], size);
-          EXPECT_LE(size, floor) << name << " " << names[i];
-          continue;
-        }
-        const double error = relative_rms_error(cuda[i], reference[i]);
-        const double reference_error = relative_rms_error(in_dtype[i], reference[i]);
-        std::printf("  %s %.2e (in dtype %.2e)", names[i], error, reference_error);
-        EXPECT_LE(error, std::max(2 * reference_error, floor)) << name << " " << names[i];
-      }
-      std::printf("\n");
+      lintime::testing::expect_gradients_match(name, {"dq", "dk", "dv"}, {cuda[0], cuda[1], cuda[2]},
+                                               {reference[0], reference[1], reference[2]},
+                                               {in_dtype[0], in_dtype[1], in_dtype[2]}, grad_o,
+                                               dtype == at::kBFloat16 ? 5e-3 : 1e-3);
     }
   }
 }

@@ -29,12 +29,6 @@ namespace {
 
 using lintime::testing::relative_rms_error;
 
-#define SKIP_WITHOUT_CUDA()                                                                     \
-  if (!at::hasCUDA()) {                                                                         \
-    GTEST_SKIP() << "no CUDA device here: the CUDA kernels were compiled but are not run "     \
-                    "(run `ctest -L cuda` on a GPU machine)";                                   \
-  }
-
 struct Shape {
   int64_t batch, time, heads, value_dim;
 };
@@ -74,7 +68,7 @@ void check_shape(const Shape& c, at::ScalarType dtype, bool normalize, bool fina
 }
 
 TEST(TaylorCuda, PrefillMatchesFloat64Reference) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   at::manual_seed(0);
   for (const Shape& shape : {Shape{1, 1, 1, 64}, Shape{2, 63, 3, 64}, Shape{1, 64, 2, 64}, Shape{2, 65, 2, 100},
                              Shape{1, 200, 2, 128}, Shape{2, 1000, 1, 64}, Shape{1, 130, 2, 8}}) {
@@ -86,7 +80,7 @@ TEST(TaylorCuda, PrefillMatchesFloat64Reference) {
 }
 
 TEST(TaylorCuda, GradientsTakeTheFusedTrainingPathOtherInputsTheGeneralPath) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   at::manual_seed(1);
   auto q = (at::randn({1, 70, 2, 16}, at::kCUDA) / 2).to(at::kBFloat16).requires_grad_(true);
   auto k = (at::randn({1, 70, 2, 16}, at::kCUDA) / 2).to(at::kBFloat16).requires_grad_(true);
@@ -135,29 +129,14 @@ void check_gradients(const Shape& c, at::ScalarType dtype, bool normalize) {
   const auto in_dtype = gradients(q.to(dtype), k.to(dtype), v.to(dtype), false);
   { auto poison = at::full({4 * c.batch * c.time * c.heads * (c.value_dim + 32) + 4096}, NAN, at::device(at::kCUDA)); }
   const auto cuda = gradients(q.to(dtype).cuda(), k.to(dtype).cuda(), v.to(dtype).cuda(), true);
-  const double floor = dtype == at::kBFloat16 ? 5e-3 : 1e-3;
-  std::printf("%-32s", name.c_str());
-  const char* names[] = {"dq", "dk", "dv"};
-  for (int i = 0; i < 3; ++i) {
-    if (reference[i].norm().item<double>() < 1e-4 * grad_o.norm().item<double>()) {
-      // Below what the dtype resolves (one normalised token: o = v (1 − eps / d), so dq and dk are
-      // of eps's size), relative errors are noise over noise: the error must be within the
-      // dtype's rounding of do.
-      const double size = (cuda[i] - reference[i]).norm().item<double>() / grad_o.norm().item<double>();
-      std::printf("  %s error %.2e of |do| (the gradient is eps-sized)", names[i], size);
-      EXPECT_LE(size, floor) << name << " " << names[i];
-      continue;
-    }
-    const double error = relative_rms_error(cuda[i], reference[i]);
-    const double reference_error = relative_rms_error(in_dtype[i], reference[i]);
-    std::printf("  %s %.2e (in dtype %.2e)", names[i], error, reference_error);
-    EXPECT_LE(error, std::max(2 * reference_error, floor)) << name << " " << names[i];
-  }
-  std::printf("\n");
+  lintime::testing::expect_gradients_match(name, {"dq", "dk", "dv"}, {cuda[0], cuda[1], cuda[2]},
+                                           {reference[0], reference[1], reference[2]},
+                                           {in_dtype[0], in_dtype[1], in_dtype[2]}, grad_o,
+                                           dtype == at::kBFloat16 ? 5e-3 : 1e-3);
 }
 
 TEST(TaylorCuda, FusedBackwardMatchesFloat64Gradients) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   at::manual_seed(3);
   for (const Shape& shape : {Shape{1, 1, 1, 64}, Shape{2, 63, 3, 64}, Shape{1, 64, 2, 64}, Shape{2, 65, 2, 40},
                              Shape{1, 200, 2, 64}, Shape{2, 1000, 1, 64}, Shape{1, 130, 2, 8}}) {
@@ -169,7 +148,7 @@ TEST(TaylorCuda, FusedBackwardMatchesFloat64Gradients) {
 
 // Value dims over 64, or asking for the final states, keep the ATen form under autograd.
 TEST(TaylorCuda, TrainingOutsideTheFusedBackwardTakesTheATenForm) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   auto q = (at::randn({1, 70, 2, 16}, at::kCUDA) / 2).to(at::kBFloat16).requires_grad_(true);
   auto k = (at::randn({1, 70, 2, 16}, at::kCUDA) / 2).to(at::kBFloat16).requires_grad_(true);
   auto wide = at::randn({1, 70, 2, 100}, at::kCUDA).to(at::kBFloat16).requires_grad_(true);
@@ -183,7 +162,7 @@ TEST(TaylorCuda, TrainingOutsideTheFusedBackwardTakesTheATenForm) {
 
 // The fused in-place step against the float64 step from the same states: o and both states.
 TEST(TaylorCuda, InPlaceStepMatchesFloat64Step) {
-  SKIP_WITHOUT_CUDA();
+  LINTIME_SKIP_WITHOUT_CUDA();
   at::manual_seed(2);
   for (const int64_t value_dim : {64, 100, 8, 130}) {
     for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {

@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <stdlib.h>
 #include <filesystem>
@@ -47,6 +48,28 @@ double relative_rms_error(const at::Tensor& actual, const at::Tensor& expected) 
   if (b.numel() == 0) return 0.0;
   double denominator = std::max(b.norm().item<double>(), 1e-300);
   return (a - b).norm().item<double>() / denominator;
+}
+
+void expect_gradients_match(const std::string& case_name, const std::vector<std::string>& names,
+                            const std::vector<at::Tensor>& actual, const std::vector<at::Tensor>& reference,
+                            const std::vector<at::Tensor>& in_dtype, const at::Tensor& grad_output, double floor) {
+  const double output_norm = grad_output.detach().to(at::kCPU, at::kDouble).norm().item<double>();
+  std::printf("%-32s", case_name.c_str());
+  for (size_t i = 0; i < names.size(); ++i) {
+    const at::Tensor a = actual[i].detach().to(at::kCPU, at::kDouble);
+    const at::Tensor b = reference[i].detach().to(at::kCPU, at::kDouble);
+    if (b.norm().item<double>() < 1e-4 * output_norm) {
+      const double size = (a - b).norm().item<double>() / output_norm;
+      std::printf("  %s error %.2e of |do| (the gradient is below the dtype's resolution)", names[i].c_str(), size);
+      EXPECT_LE(size, floor) << case_name << " " << names[i];
+      continue;
+    }
+    const double error = relative_rms_error(a, b);
+    const double reference_error = relative_rms_error(in_dtype[i], b);
+    std::printf("  %s %.2e (in dtype %.2e)", names[i].c_str(), error, reference_error);
+    EXPECT_LE(error, std::max(2 * reference_error, floor)) << case_name << " " << names[i];
+  }
+  std::printf("\n");
 }
 
 void expect_close(const std::string& case_name, const std::string& tensor_name,

@@ -3,12 +3,21 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
+
+// Skips a CUDA test on a machine without a GPU, saying so (CI compiles the kernels but cannot
+// run them; `ctest -L cuda` runs them on a GPU machine).
+#define LINTIME_SKIP_WITHOUT_CUDA()                                                         \
+  if (!at::hasCUDA()) {                                                                     \
+    GTEST_SKIP() << "no CUDA device here: the CUDA kernels were compiled but are not run " \
+                    "(run `ctest -L cuda` on a GPU machine)";                               \
+  }
 
 namespace lintime::testing {
 
@@ -24,6 +33,15 @@ double relative_rms_error(const at::Tensor& actual, const at::Tensor& expected);
 // reports the case, the tensor name, max and mean absolute error.
 void expect_close(const std::string& case_name, const std::string& tensor_name,
                   const at::Tensor& actual, const at::Tensor& expected, double tolerance);
+
+// Gradients of a fast low-precision path against float64 ones, each held to twice the error of
+// the reference evaluated in the dtype (`in_dtype`) or to `floor` (the dtype's rounding), the
+// larger. A gradient below 1e-4 |grad_output| in float64 is zero to the dtype's resolution
+// (relative errors would be noise over noise): its absolute error must be within
+// floor · |grad_output|. Prints one line for the case.
+void expect_gradients_match(const std::string& case_name, const std::vector<std::string>& names,
+                            const std::vector<at::Tensor>& actual, const std::vector<at::Tensor>& reference,
+                            const std::vector<at::Tensor>& in_dtype, const at::Tensor& grad_output, double floor);
 
 // The one-line message of the lintime::Error or c10::Error that fn throws; "" when it throws none.
 std::string error_of(const std::function<void()>& fn);

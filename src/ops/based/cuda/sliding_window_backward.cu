@@ -2,8 +2,7 @@
 // forward's layout: one CTA of 4 warps per 64-row block, each warp 16 rows, 64-wide tiles in
 // shared memory loaded by cp.async, products on tensor cores with fp32 accumulation.
 #include "ops/based/cuda/sliding_window_cuda.h"
-#include "ops/gsa/cuda/async_copy.cuh"
-#include "ops/gsa/cuda/warp_mma.cuh"
+#include "ops/based/cuda/sliding_window_tiles.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -11,23 +10,8 @@
 namespace lintime::cuda {
 namespace {
 
-constexpr int kThreads = 128;  // 4 warps, 16 rows each
-constexpr int kBlock = 64;     // rows per CTA, columns per step
-constexpr int kD = kWindowHeadDim;
+using namespace window;
 constexpr float kLog2e = 1.4426950408889634f;
-
-// Rows [first, first + 64) of a [B, T, H, 64] tensor into a tile (rows outside [0, T) zero).
-template <class E>
-__device__ __forceinline__ void load_rows(SmemTile<E> tile, const void* base, int heads, int h, int64_t token0,
-                                          int first, int seqlen) {
-  const E* src = static_cast<const E*>(base);
-  for (int i = threadIdx.x; i < kBlock * kD / 8; i += kThreads) {
-    const int r = i / (kD / 8), c = (i % (kD / 8)) * 8;
-    const int t = first + r;
-    const bool valid = t >= 0 && t < seqlen;
-    copy_async_16(tile.at(r, c), src + ((token0 + (valid ? t : 0)) * heads + h) * kD + c, valid);
-  }
-}
 
 // 64 floats of a [B, H, T] row from position `first` (zero outside [0, T)).
 __device__ __forceinline__ void load_row_floats(float* dst, const float* row, int first, int seqlen) {

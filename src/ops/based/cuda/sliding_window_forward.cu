@@ -1,7 +1,6 @@
 // Fused sliding-window attention forward (see sliding_window_cuda.h).
 #include "ops/based/cuda/sliding_window_cuda.h"
-#include "ops/gsa/cuda/async_copy.cuh"
-#include "ops/gsa/cuda/warp_mma.cuh"
+#include "ops/based/cuda/sliding_window_tiles.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -11,23 +10,10 @@
 namespace lintime::cuda {
 namespace {
 
-constexpr int kWindowThreads = 128;  // 4 warps, 16 query rows each
-constexpr int kBlock = 64;           // queries per CTA, keys per step
-constexpr int kD = kWindowHeadDim;
+using namespace window;
 
 template <class E>
-__device__ __forceinline__ void load_rows(SmemTile<E> tile, const E* base, int heads, int h, int64_t token0, int first,
-                                          int seqlen) {
-  for (int i = threadIdx.x; i < kBlock * kD / 8; i += kWindowThreads) {
-    const int r = i / (kD / 8), c = (i % (kD / 8)) * 8;
-    const int t = first + r;
-    const bool valid = t >= 0 && t < seqlen;
-    copy_async_16(tile.at(r, c), base + ((token0 + (valid ? t : 0)) * heads + h) * kD + c, valid);
-  }
-}
-
-template <class E>
-__global__ void __launch_bounds__(kWindowThreads) sliding_window_kernel(SlidingWindowParams p) {
+__global__ void __launch_bounds__(kThreads) sliding_window_kernel(SlidingWindowParams p) {
   const int block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32;
   const int T = p.seqlen, H = p.heads, w = p.window;
@@ -39,7 +25,7 @@ __global__ void __launch_bounds__(kWindowThreads) sliding_window_kernel(SlidingW
   __shared__ __align__(16) E p_smem[kBlock * (kBlock + kPad<E>)];
   const SmemTile<E> q_tile{q_smem, kD + kPad<E>}, k_tile{k_smem, kD + kPad<E>}, v_tile{v_smem, kD + kPad<E>};
   const SmemTile<E> p_tile{p_smem, kBlock + kPad<E>};
-  load_rows(q_tile, static_cast<const E*>(p.q), H, h, token0, q0, T);
+  load_rows(q_tile, p.q, H, h, token0, q0, T);
 
   // Online softmax state of the warp's rows acc_row(0) and acc_row(2) (rows g and g + 8).
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
@@ -49,8 +35,8 @@ __global__ void __launch_bounds__(kWindowThreads) sliding_window_kernel(SlidingW
   const int first_key = max(0, q0 - w + 1), last_key = min(T - 1, q0 + kBlock - 1);
   for (int k0 = first_key / kBlock * kBlock; k0 <= last_key; k0 += kBlock) {
     __syncthreads();  // the previous block's readers of k, v are done
-    load_rows(k_tile, static_cast<const E*>(p.k), H, h, token0, k0, T);
-    load_rows(v_tile, static_cast<const E*>(p.v), H, h, token0, k0, T);
+    load_rows(k_tile, p.k, H, h, token0, k0, T);
+    load_rows(v_tile, p.v, H, h, token0, k0, T);
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     __syncthreads();
     float s[kBlock / 8][4];
@@ -135,7 +121,7 @@ template <class E>
 cudaError_t launch_window(const SlidingWindowParams& p, cudaStream_t stream) {
   const dim3 grid((p.seqlen + kBlock - 1) / kBlock, p.heads, p.batch);
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
-  sliding_window_kernel<E><<<grid, kWindowThreads, 0, stream>>>(p);
+  sliding_window_kernel<E><<<grid, kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -202,29 +202,9 @@ __global__ void __launch_bounds__(kThreads, 1) taylor_backward_queries_kernel(Ta
           if (s <= t && s < len) sums[e / 2] += 1.f + x + 0.5f * x * x;
         }
       }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        sums[r] += __shfl_xor_sync(0xffffffffu, sums[r], 1);
-        sums[r] += __shfl_xor_sync(0xffffffffu, sums[r], 2);
-      }
-      if (lane % 4 == 0) {
-        row_sums[(1 + half) * kTokens + 16 * m + lane / 4] = sums[0];
-        row_sums[(1 + half) * kTokens + 16 * m + lane / 4 + 8] = sums[1];
-      }
+      store_quad_row_sums(row_sums + (1 + half) * kTokens, sums, 16 * m);
     }
-    if (p.normalize) {  // φ(q_t)·z: four threads per token, 40 features each
-      const int t = threadIdx.x / 4, part = threadIdx.x % 4;
-      float sum = 0.f;
-#pragma unroll
-      for (int f = part * 40; f < part * 40 + 40; f += 2) {
-        const float2 features = to_float2(phi.at(t, f));
-        sum += features.x * (z_parts[f] + z_parts[kFeatures + f]) +
-               features.y * (z_parts[f + 1] + z_parts[kFeatures + f + 1]);
-      }
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      if (part == 0) row_sums[t] = sum;
-    }
+    if (p.normalize) features_dot_z(row_sums, phi, z_parts);
     __syncthreads();
 
     // Per token (four threads, 16 columns each): 1 / d_t, dd_t = −(do_t·o_t) / d_t and
@@ -300,17 +280,7 @@ __global__ void __launch_bounds__(kThreads, 1) taylor_backward_queries_kernel(Ta
     }
     // S += φ(k)ᵀ v; z += Σ_t φ(k_t).
     warp_mma_rows<E, kStateRowTiles, kStateColumnTiles>(state, phi, true, 80 * half, v_tile, false, 16 * m, kTokens);
-    if (threadIdx.x < kFeatures) {
-      const int f = 2 * (threadIdx.x % (kFeatures / 2)), part = threadIdx.x / (kFeatures / 2);
-      float2 sum = {0.f, 0.f};
-      for (int t = part * 32; t < min(part * 32 + 32, len); ++t) {
-        const float2 features = to_float2(phi.at(t, f));
-        sum.x += features.x;
-        sum.y += features.y;
-      }
-      z_parts[part * kFeatures + f] += sum.x;
-      z_parts[part * kFeatures + f + 1] += sum.y;
-    }
+    add_feature_sums(z_parts, phi, len, nullptr);
   }
 }
 
@@ -472,17 +442,7 @@ __global__ void __launch_bounds__(kThreads, 1) taylor_backward_keys_kernel(Taylo
 
     // dS += φ(q)ᵀ dn; dz += Σ_t φ(q_t) dd_t.
     warp_mma_rows<E, kStateRowTiles, kStateColumnTiles>(dstate, phi, true, 80 * half, dn_tile, false, 16 * m, kTokens);
-    if (threadIdx.x < kFeatures) {
-      const int f = 2 * (threadIdx.x % (kFeatures / 2)), part = threadIdx.x / (kFeatures / 2);
-      float2 sum = {0.f, 0.f};
-      for (int t = part * 32; t < min(part * 32 + 32, len); ++t) {
-        const float2 features = to_float2(phi.at(t, f));
-        sum.x += features.x * norm_grad[t];
-        sum.y += features.y * norm_grad[t];
-      }
-      dz_parts[part * kFeatures + f] += sum.x;
-      dz_parts[part * kFeatures + f + 1] += sum.y;
-    }
+    add_feature_sums(dz_parts, phi, len, norm_grad);
   }
 }
 

@@ -31,7 +31,7 @@ template <class E>
 __global__ void __launch_bounds__(kThreads, 2) taylor_prefill_kernel(TaylorParams p) {
   using S = Smem<E>;
   const int tile = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
   // Read-out: rows 16 m of the chunk, value columns 32 half ... ; state: rows 80 half, columns 16 m.
   const int m = warp % 4, half = warp / 4;
   const int H = p.heads, V = p.value_dim, T = p.seqlen;
@@ -124,30 +124,10 @@ __global__ void __launch_bounds__(kThreads, 2) taylor_prefill_kernel(TaylorParam
           store_split_pair(scores_hi, scores_lo, t, s, a[0], a[1]);
         }
       }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        sums[r] += __shfl_xor_sync(0xffffffffu, sums[r], 1);
-        sums[r] += __shfl_xor_sync(0xffffffffu, sums[r], 2);
-      }
-      if (lane % 4 == 0) {
-        row_sums[(1 + half) * kTokens + m * 16 + lane / 4] = sums[0];
-        row_sums[(1 + half) * kTokens + m * 16 + lane / 4 + 8] = sums[1];
-      }
+      store_quad_row_sums(row_sums + (1 + half) * kTokens, sums, m * 16);
     }
-    // The normaliser's part from earlier chunks, φ(q_t)·z: four threads per token, 40 features each.
-    if (p.normalize) {
-      const int t = threadIdx.x / 4, part = threadIdx.x % 4;
-      float sum = 0.f;
-#pragma unroll
-      for (int f = part * 40; f < part * 40 + 40; f += 2) {
-        const float2 features = to_float2(phi.at(t, f));
-        sum += features.x * (z_parts[f] + z_parts[kFeatures + f]) +
-               features.y * (z_parts[f + 1] + z_parts[kFeatures + f + 1]);
-      }
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      if (part == 0) row_sums[t] = sum;
-    }
+    // The normaliser's part from earlier chunks, φ(q_t)·z.
+    if (p.normalize) features_dot_z(row_sums, phi, z_parts);
     // o = φ(q) S + A v for rows 16 m, columns 32 half.
     float acc[4][4];
     zero(acc);
@@ -179,18 +159,8 @@ __global__ void __launch_bounds__(kThreads, 2) taylor_prefill_kernel(TaylorParam
     __syncthreads();
     // S += φ(k)ᵀ v.
     warp_mma_rows<E, kStateRowTiles, kStateColumnTiles>(state, phi, true, 80 * half, v_tile, false, 16 * m, kTokens);
-    // z += Σ_t φ(k_t) over the chunk's tokens: thread (pair of features, half of the tokens).
-    if (threadIdx.x < kFeatures) {
-      const int f = 2 * (threadIdx.x % (kFeatures / 2)), part = threadIdx.x / (kFeatures / 2);
-      float2 sum = {0.f, 0.f};
-      for (int t = part * 32; t < min(part * 32 + 32, len); ++t) {
-        const float2 features = to_float2(phi.at(t, f));
-        sum.x += features.x;
-        sum.y += features.y;
-      }
-      z_parts[part * kFeatures + f] += sum.x;
-      z_parts[part * kFeatures + f + 1] += sum.y;
-    }
+    // z += Σ_t φ(k_t) over the chunk's tokens.
+    add_feature_sums(z_parts, phi, len, nullptr);
   }
   // Final S [B, H, 273, V] and z [B, H, 273] (z from the first value tile) in BASED's order.
   if (p.final_state != nullptr) {

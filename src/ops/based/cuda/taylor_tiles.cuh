@@ -51,6 +51,14 @@ __host__ __device__ constexpr int pair_index(int i, int j) {
   return a * kD - a * (a - 1) / 2 + (b - a);
 }
 
+// Two adjacent 16-bit elements as one 4-byte load.
+template <class E>
+__device__ __forceinline__ float2 to_float2(const E* src) {
+  const uint32_t bits = *reinterpret_cast<const uint32_t*>(src);
+  const E* pair = reinterpret_cast<const E*>(&bits);
+  return {to_float(pair[0]), to_float(pair[1])};
+}
+
 // Feature F of φ(x) from the token's 16 values.
 template <int F>
 __device__ __forceinline__ float feature(const float (&x)[kD]) {
@@ -134,6 +142,54 @@ __device__ __forceinline__ void feature_gradient(int part, float (&dx)[4], const
   }
 }
 
+// z += Σ_{t < len} w_t φ(x_t) over a chunk's features phi [64, 160] (w_t = 1 when weight is
+// null), z kept as two partial sums z_parts [2][160] (tokens 0..31, 32..63): threads 0..159 each
+// own one pair of features and one half of the tokens, the same ones every chunk.
+template <class E>
+__device__ __forceinline__ void add_feature_sums(float* z_parts, SmemTile<E> phi, int len, const float* weight) {
+  if (threadIdx.x >= kFeatures) return;
+  const int f = 2 * (threadIdx.x % (kFeatures / 2)), part = threadIdx.x / (kFeatures / 2);
+  float2 sum = {0.f, 0.f};
+  for (int t = part * 32; t < min(part * 32 + 32, len); ++t) {
+    const float2 features = to_float2(phi.at(t, f));
+    const float w = weight != nullptr ? weight[t] : 1.f;
+    sum.x += features.x * w;
+    sum.y += features.y * w;
+  }
+  z_parts[part * kFeatures + f] += sum.x;
+  z_parts[part * kFeatures + f + 1] += sum.y;
+}
+
+// The sums of a warp's two accumulator rows (acc_row(0) and acc_row(2) of its 16-row slab at
+// r0) over the quad's four lanes, stored into out[r0 + row] by each quad's first lane.
+__device__ __forceinline__ void store_quad_row_sums(float* out, float (&sums)[2], int r0) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    sums[r] += __shfl_xor_sync(0xffffffffu, sums[r], 1);
+    sums[r] += __shfl_xor_sync(0xffffffffu, sums[r], 2);
+  }
+  if (threadIdx.x % 4 == 0) {
+    out[r0 + acc_row(0)] = sums[0];
+    out[r0 + acc_row(2)] = sums[1];
+  }
+}
+
+// out[t] = φ(x_t)·z for the chunk's 64 tokens (z in two partial sums): four threads per token,
+// 40 features each.
+template <class E>
+__device__ __forceinline__ void features_dot_z(float* out, SmemTile<E> phi, const float* z_parts) {
+  const int t = threadIdx.x / 4, part = threadIdx.x % 4;
+  float sum = 0.f;
+#pragma unroll
+  for (int f = part * 40; f < part * 40 + 40; f += 2) {
+    const float2 features = to_float2(phi.at(t, f));
+    sum += features.x * (z_parts[f] + z_parts[kFeatures + f]) + features.y * (z_parts[f + 1] + z_parts[kFeatures + f + 1]);
+  }
+  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+  sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+  if (part == 0) out[t] = sum;
+}
+
 // Issues the copies of rows [start, start + len) of a [B, T, H, 16] tensor into a [64, 16] tile
 // (rows past the end zero).
 template <class E>
@@ -166,14 +222,6 @@ __device__ __forceinline__ void load_rows_v(SmemTile<E> tile, const E* src, int6
       *tile.at(t, c) = (t < len && v0 + c < V) ? src[((token0 + start + t) * heads + h) * V + v0 + c] : from_float<E>(0.f);
     }
   }
-}
-
-// Two adjacent 16-bit elements as one 4-byte load.
-template <class E>
-__device__ __forceinline__ float2 to_float2(const E* src) {
-  const uint32_t bits = *reinterpret_cast<const uint32_t*>(src);
-  const E* pair = reinterpret_cast<const E*>(&bits);
-  return {to_float(pair[0]), to_float(pair[1])};
 }
 
 // Two adjacent 16-bit elements as one 4-byte store.
