@@ -84,6 +84,8 @@ def main():
     parser.add_argument("--commit", default=None)
     parser.add_argument("--shapes", default=None, help="comma-separated indices into SHAPES (\",\": none)")
     parser.add_argument("--decode-batches", default="1,128", help="batch sizes of the decoding step")
+    parser.add_argument("--conv-shapes", default="",
+                        help="short convolutions BxTxDxW, comma-separated (empty: none): forward and fwd+bwd")
     parser.add_argument("--backward", action="store_true",
                         help="also time forward+backward (training) of lintime, fla and SDPA")
     parser.add_argument("--window-shapes", default="128x8192x65,16x32768x129",
@@ -202,6 +204,34 @@ def main():
             ms = f"{r['ms']:.3f}" if r.get("ms") is not None else r.get("note", "-")
             print(f"window B={B:<4} T={T:<6} w={w:<5} {impl:<44} {ms:>10} ms   floor {floor:.3f} ms")
         del q, k, v
+        torch.cuda.empty_cache()
+    # Short convolutions (BaseConv's and the projections'): x [B, T, D], weight [D, 1, W], bias,
+    # SiLU; the fused kernels unless LINTIME_CONV_CUDA=0 (the ATen shift-and-add form). Floor: x
+    # read and y written (forward); x, dy read and dx written besides (backward).
+    conv_path = "ATen form" if os.environ.get("LINTIME_CONV_CUDA") == "0" else "fused"
+    for B, T, D, W in [tuple(int(x) for x in item.split("x")) for item in args.conv_shapes.split(",") if item]:
+        gen = torch.Generator(device="cuda").manual_seed(3)
+        x = torch.randn(B, T, D, device="cuda", generator=gen).to(torch.bfloat16)
+        weight = (torch.randn(D, 1, W, device="cuda", generator=gen) / 2).to(torch.bfloat16)
+        bias = torch.zeros(D, device="cuda", dtype=torch.bfloat16)
+        forward, _ = timed("conv", lambda: lintime.short_convolution(x, weight, bias, True, None, False, None)[0])
+        leaves = [t.detach().requires_grad_(True) for t in (x, weight, bias)]
+        dy = torch.randn_like(x)
+
+        def conv_train():
+            for t in leaves:
+                t.grad = None
+            lintime.short_convolution(*leaves, True, None, False, None)[0].backward(dy)
+            return leaves[0].grad
+        train, _ = timed("conv train", conv_train)
+        for impl, r, floor in ((f"lintime short convolution ({conv_path})", forward, 2 * x.numel() * 2 / bandwidth * 1e3),
+                               (f"lintime short convolution ({conv_path}) fwd+bwd", train,
+                                5 * x.numel() * 2 / bandwidth * 1e3)):
+            records.append({"op": "short_convolution", "impl": impl, "shape": {"B": B, "T": T, "D": D, "W": W}, **r,
+                            "floor_ms": floor, "gpu": gpu, "commit": args.commit})
+            ms = f"{r['ms']:.3f}" if r.get("ms") is not None else r.get("note", "-")
+            print(f"conv B={B:<4} T={T:<6} D={D:<5} W={W} {impl:<48} {ms:>10} ms   floor {floor:.3f} ms")
+        del x, leaves, dy
         torch.cuda.empty_cache()
     # Decoding: one token per sequence against fp32 states S [B, H, 273, V], z [B, H, 273]. The
     # fused step (in place) next to lintime's ATen step (the functional op) and the floor: the
