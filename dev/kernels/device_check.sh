@@ -10,6 +10,7 @@ what=${2:-all}
 commit=${3:-unknown}
 out=${OUT:-/tmp/lintime-device}
 mkdir -p "$out"
+for packed in "$bin"/*.xz; do [[ -e $packed ]] && xz -d -f "$packed"; done  # carried compressed
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
@@ -30,6 +31,20 @@ if [[ $what == all || $what == bench ]]; then
     --jsonl "$out/bench.jsonl" --commit "$commit" ${BENCH_ARGS:-} > "$out/bench.log" 2>&1
   echo "bench exit $?"
   tail -60 "$out/bench.log"
+fi
+if [[ $what == ab ]]; then
+  # One setting against another in the same call, interleaved (A B A B): AB_ENV is the setting of
+  # run A (e.g. LINTIME_GSA_CHUNK_STATES=0), run B takes the default. fla left out.
+  for round in 1 2; do
+    for side in A B; do
+      if [[ $side == A ]]; then setting=${AB_ENV:?AB_ENV names run A\'s setting}; else setting=; fi
+      env $setting python3 bench/gsa.py --library "$bin/liblintime_ops.so" --skip-fla --no-decode \
+        --jsonl "$out/ab-$side.jsonl" --commit "$commit${setting:+ ($setting)}" ${BENCH_ARGS:-} \
+        > "$out/ab-$side-$round.log" 2>&1
+      echo "round $round, $side (${setting:-default}): exit $?"
+      grep -E "^\|" "$out/ab-$side-$round.log" | head -20
+    done
+  done
 fi
 if [[ $what == ncu ]]; then
   # Stall reasons, occupancy and throughput of the kernels named in NCU_KERNELS (regex), on the
