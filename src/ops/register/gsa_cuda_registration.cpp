@@ -17,10 +17,8 @@
 #include <torch/library.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
 #include <optional>
-#include <string_view>
 #include <map>
 #include <utility>
 #include <vector>
@@ -199,8 +197,6 @@ float* float_pointer(const at::Tensor& tensor) {
   return tensor.defined() ? tensor.data_ptr<float>() : nullptr;
 }
 
-int64_t head_tiles(int64_t dim) { return (dim + cuda::kHeadTile - 1) / cuda::kHeadTile; }
-
 // A chunk-blocked split operand of the state kernels [chunks, heads, parts, 64, MP] (gsa_cuda.h).
 at::Tensor split_blocks(const Problem& problem, int64_t heads, const at::TensorOptions& options) {
   return at::empty({problem.max_chunks(), heads, cuda::split_parts(*problem.element), cuda::kChunk,
@@ -213,24 +209,14 @@ at::Tensor segment_buffer(const Problem& problem, int segments, int64_t rows, in
   return at::empty({problem.sequences * segments, problem.heads, rows, cols}, options);
 }
 
-// Chunk-parallel outputs (gsa_cuda.h, chunk_states_k): on unless LINTIME_GSA_CHUNK_STATES=0, which
-// keeps the sweeps forming the inter-chunk products themselves (read per call, for side-by-side runs).
-bool chunk_parallel_outputs() {
-  const char* setting = std::getenv("LINTIME_GSA_CHUNK_STATES");
-  return setting == nullptr || std::string_view(setting) != "0";
-}
-
 // Workspace of the chunked forward internals: allocated by the forward (and kept for the backward
 // when training) or by a backward that recomputes them; or, in a backward, the kept ones.
 struct ForwardWorkspace {
   at::Tensor gate_cumsum, slot_scores, slot_scores_intra, key_score_diagonal, probabilities, value_scores;
   at::Tensor decayed_write_blocks, decayed_probability_blocks;
   at::Tensor segment_states_k, segment_states_v;
-  at::Tensor chunk_states_k, chunk_states_v;  // transient: not kept for the backward
 
-  // for_backward: ok is formed with the split key state; with_output: the forward's o (pass 2's sweep).
-  ForwardWorkspace(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p,
-                   bool for_backward, bool with_output) {
+  ForwardWorkspace(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p) {
     const auto f32 = options.dtype(at::kFloat);
     const int64_t tokens = problem.tokens(), slots = problem.padded_slots;
     gate_cumsum = at::empty({tokens, problem.heads, slots}, f32);
@@ -242,17 +228,6 @@ struct ForwardWorkspace {
     decayed_write_blocks = split_blocks(problem, problem.heads, options);
     decayed_probability_blocks = split_blocks(problem, problem.query_heads, options);
     point(problem, options, p);
-    if (chunk_parallel_outputs()) {
-      const int64_t key_parts = for_backward ? cuda::split_parts(*problem.element) : 1;
-      chunk_states_k = at::empty({problem.max_chunks(), problem.heads, head_tiles(problem.key_dim), key_parts,
-                                  cuda::kHeadTile, slots}, options);
-      p.chunk_states_k = chunk_states_k.data_ptr();
-      if (with_output) {
-        chunk_states_v = at::empty({problem.max_chunks(), problem.heads, head_tiles(problem.value_dim), slots,
-                                    cuda::kHeadTile}, options);
-        p.chunk_states_v = chunk_states_v.data_ptr();
-      }
-    }
   }
 
   // The internals kept by the training forward (internals(), same problem); the backward does not
@@ -337,7 +312,7 @@ TensorsWithInternals chunk_forward(const at::Tensor& q, const at::Tensor& k, con
   if (recurrent) {
     run_recurrent(problem, p, q.options(), stream);
   } else {
-    ForwardWorkspace workspace(problem, q.options(), p, keep_internals, /*with_output=*/true);
+    ForwardWorkspace workspace(problem, q.options(), p);
     p.internals_for_backward = keep_internals;
     C10_CUDA_CHECK(cuda::gsa_chunk_forward(p, stream));
     if (keep_internals) internals = workspace.internals();
@@ -399,8 +374,7 @@ Tensors7 chunk_backward(const at::Tensor& q, const at::Tensor& k, const at::Tens
   const KernelInputs in = prepare_inputs(q, k, v, s, g, initial_state_k, initial_state_v,
                                          cu_seqlens, problem);
   cuda::GsaParams p = make_params(problem, in, scale);
-  const ForwardWorkspace forward = internals.empty() ? ForwardWorkspace(problem, q.options(), p,
-                                                                        /*for_backward=*/true, /*with_output=*/false)
+  const ForwardWorkspace forward = internals.empty() ? ForwardWorkspace(problem, q.options(), p)
                                                      : ForwardWorkspace(problem, q.options(), p, internals);
   const auto options = q.options();
   const auto f32 = options.dtype(at::kFloat);

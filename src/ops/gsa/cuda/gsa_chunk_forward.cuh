@@ -228,9 +228,7 @@ __device__ __forceinline__ void load_split_block(const SplitTile<E>& dst, const 
 // ok_t += scale (q_t^T H^k) (slot_scores: its consumers apply the decay exp(b_t)); H^k <- H^k Diag(exp(b_L)) + k^T (s ⊙ exp(b_L − b)).
 // kSplitState: the products with H^k take it split in three parts (the backward's recomputation,
 // whose ok pairs with ds in the gate gradient); the forward takes it rounded once.
-// kChunkStates: the sweep stores H^k at every chunk start in that form (chunk_states_k) instead of
-// forming ok's inter-chunk part, which forward_keys_inter_kernel then forms chunk-parallel.
-template <class E, int MP, bool kSplitState, bool kChunkStates = false>
+template <class E, int MP, bool kSplitState>
 __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams p) {
   const int tile = blockIdx.x, h = blockIdx.y, warp = threadIdx.x / 32;
   const int H = p.heads, HQ = p.query_heads, K = p.key_dim, M = p.slots;
@@ -258,18 +256,9 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
                                len, k0, K);
     load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
     load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
-    if constexpr (kChunkStates) {
-      if (!p.sweep_local) {
-        store_state_operand<E, MP>(chunk_state_operand<E, kSplitState ? SplitTile<E>::kParts : 1>(
-                                       p.chunk_states_k, chunk_id, H, h, tiles_of(K), tile, kHeadTile, MP),
-                                   state, warp);
-      }
-      sync_tiles();
-    } else {
-      store_state_operand<E, MP>(state_operand, state, warp);
-    }
+    store_state_operand<E, MP>(state_operand, state, warp);
     if (p.sweep_local) sync_tiles();  // phase A: the state update only
-    for (int group = 0; group < (p.sweep_local || kChunkStates ? 0 : p.groups); ++group) {
+    for (int group = 0; group < (p.sweep_local ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
       if (group > 0) sync_tiles();  // the previous group's readers of q_tile are done
       load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
@@ -460,9 +449,7 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
 
 // Pass 2, state: for one 64-column tile of H^v [M, V], chunk by chunk:
 // o_t = (p_t ⊙ exp(b_t))^T H^v + Σ_{s<=t} A_ts v_s; H^v <- Diag(exp(b_L)) H^v + (s ⊙ exp(b_L − b))^T v.
-// kChunkStates: the sweep stores H^v at every chunk start (chunk_states_v) instead of forming o,
-// which forward_values_output_kernel then forms chunk-parallel.
-template <class E, int MP, bool kChunkStates = false>
+template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParams p) {
   constexpr int kRowTiles = MP / 16;                 // 16-slot row tiles of the state
   constexpr int kTilesPerWarp = (kRowTiles + 3) / 4;
@@ -494,18 +481,9 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
                                len, v0, V);
     load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
     load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
-    if constexpr (kChunkStates) {
-      if (!p.sweep_local) {
-        store_value_state_operand<E, MP>(chunk_state_operand<E, 1>(p.chunk_states_v, chunk_id, H, h,
-                                                                    tiles_of(V), tile, MP, kHeadTile),
-                                         state, warp);
-      }
-      sync_tiles();
-    } else {
-      store_value_state_operand<E, MP>(state_operand, state, warp);
-    }
+    store_value_state_operand<E, MP>(state_operand, state, warp);
     if (p.sweep_local) sync_tiles();  // phase A: the state update only
-    for (int group = 0; group < (p.sweep_local || kChunkStates ? 0 : p.groups); ++group) {
+    for (int group = 0; group < (p.sweep_local ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
       if (group > 0) sync_tiles();  // the previous group's readers of decayed_p and scores are done
       load_split_block<E, MP>(decayed_p, p.decayed_probability_blocks, chunk_id, HQ, hq);
@@ -539,86 +517,6 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
   } else if (p.final_state_v != nullptr && w.j == p.segments - 1) {
     store_value_state<MP>(state, p.final_state_v, (int64_t{w.n} * H + h) * state_size, v0, V, M, warp);
   }
-}
-
-// Pass 1, inter-chunk part of ok, parallel over (chunk, query head): scale q_t^T H^k with H^k the
-// chunk's start state as stored by forward_keys_state_kernel<.., kChunkStates> (kSplitState: in
-// three parts), summed over the key tiles in order (no atomics, no zeroing); the decay exp(b_t)
-// is applied by the readers as before. The next tile's loads are in flight during each product.
-template <class E, int MP, bool kSplitState>
-__global__ void __launch_bounds__(kThreads) forward_keys_inter_kernel(GsaParams p) {
-  Chunk c;
-  if (!locate_chunk(p, blockIdx.x, c)) return;
-  constexpr int kParts = kSplitState ? SplitTile<E>::kParts : 1;
-  const int hq = blockIdx.y, h = hq / p.groups, warp = threadIdx.x / 32;
-  const int H = p.heads, HQ = p.query_heads, K = p.key_dim, tiles = tiles_of(K);
-  extern __shared__ __align__(16) char smem[];
-  SmemCarver carve{smem};
-  // Two buffers of (q tile, state tile); the second sits one buffer's size after the first, so that
-  // selecting one is address arithmetic (selecting between two tile objects put them in local memory).
-  const SmemTile<E> q_base = carve.tile<E>(kChunk, kHeadTile);
-  const SplitTile<E> state_base = carve.split_tile<E>(kHeadTile, MP, kParts);
-  const int buffer = static_cast<int>((carve.next - reinterpret_cast<char*>(q_base.data)) / sizeof(E));
-  auto q_tile = [&](bool second) { return SmemTile<E>{q_base.data + (second ? buffer : 0), q_base.ld}; };
-  auto state = [&](bool second) {
-    SplitTile<E> t = state_base;
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) t.part[i].data += second ? buffer : 0;
-    return t;
-  };
-  const E* q = static_cast<const E*>(p.q) + hq * K;
-  auto load = [&](int tile, bool second) {
-    load_token_tile<kHeadTile>(q_tile(second), q, int64_t{HQ} * K, c.start, c.len, tile * kHeadTile, K);
-    const SplitTile<E> stored = chunk_state_operand<E, kParts>(p.chunk_states_k, c.id, H, h, tiles, tile,
-                                                              kHeadTile, MP);
-    const SplitTile<E> dst = state(second);
-#pragma unroll
-    for (int i = 0; i < kParts; ++i) load_block<MP>(dst.part[i], stored.part[i].data);
-    commit_copies();
-  };
-  float ok[MP / 8][4];
-  zero(ok);
-  load(0, false);
-  for (int tile = 0; tile < tiles; ++tile) {
-    const bool second = tile & 1;
-    if (tile + 1 < tiles) {
-      load(tile + 1, !second);
-      wait_copies<1>();
-    } else {
-      wait_copies<0>();
-    }
-    __syncthreads();
-    warp_mma<E, MP / 8>(ok, q_tile(second), false, warp * 16, state(second), false, 0, kHeadTile);
-    __syncthreads();  // the next iteration's loads overwrite this buffer
-  }
-  store_slot_tile<MP>(p.slot_scores, ok, warp, c.start, c.len, HQ, hq, p.scale);
-}
-
-// Pass 2, o = (p ⊙ exp(b))^T H^v + A v, parallel over (chunk, value tile, query head): H^v is the
-// chunk's start state as stored by forward_values_state_kernel<.., true>.
-template <class E, int MP>
-__global__ void __launch_bounds__(kThreads) forward_values_output_kernel(GsaParams p) {
-  Chunk c;
-  if (!locate_chunk(p, blockIdx.x, c)) return;
-  const int tile = blockIdx.y, hq = blockIdx.z, h = hq / p.groups, warp = threadIdx.x / 32;
-  const int H = p.heads, HQ = p.query_heads, V = p.value_dim, v0 = tile * kHeadTile;
-  extern __shared__ __align__(16) char smem[];
-  SmemCarver carve{smem};
-  auto v_tile = carve.tile<E>(kChunk, kHeadTile);
-  auto scores = carve.tile<E>(kChunk, kChunk);
-  auto decayed_p = carve.split_tile<E>(kChunk, MP, 1);
-  auto state = carve.tile<E>(MP, kHeadTile);
-  load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, c.start, c.len, v0, V);
-  load_block<kChunk>(scores, static_cast<const E*>(p.value_scores) + (int64_t{c.id} * HQ + hq) * kChunk * kChunk);
-  load_split_block<E, MP>(decayed_p, p.decayed_probability_blocks, c.id, HQ, hq);
-  load_block<kHeadTile, E, kThreads, MP>(
-      state, chunk_state_operand<E, 1>(p.chunk_states_v, c.id, H, h, tiles_of(V), tile, MP, kHeadTile).part[0].data);
-  sync_tiles();
-  float out[8][4];
-  zero(out);
-  warp_mma<E, 8>(out, decayed_p, false, warp * 16, state, false, 0, MP);
-  warp_mma<E, 8>(out, scores, false, warp * 16, v_tile, false, 0, kChunk);
-  store_head_tile(static_cast<E*>(p.o), out, warp, c.start, c.len, HQ, hq, v0, V);
 }
 
 }  // namespace lintime::cuda

@@ -47,8 +47,6 @@ __device__ __forceinline__ float gate_at(const GsaParams& p, int64_t index) {
 constexpr int kRowBatch = 16;
 
 __device__ __forceinline__ int chunks_of(int length) { return (length + kChunk - 1) / kChunk; }
-// 64-wide tiles of a key or value head dim (one state-kernel CTA each).
-__host__ __device__ __forceinline__ int tiles_of(int dim) { return (dim + kHeadTile - 1) / kHeadTile; }
 
 __device__ __forceinline__ void sequence_bounds(const GsaParams& p, int n, int& bos, int& eos) {
   if (p.cu_seqlens != nullptr) {
@@ -166,11 +164,11 @@ __device__ __forceinline__ void load_chunk_decay(SmemTile<float> dst, const floa
   }
 }
 
-// A contiguous [ROWS, WIDTH] block (a chunk's stored scores, prepared operand or start state) into a tile.
-template <int WIDTH, class T, int kCtaThreads = kThreads, int ROWS = kChunk>
+// A contiguous [64, WIDTH] block (a chunk's stored scores or prepared operand) into a tile.
+template <int WIDTH, class T, int kCtaThreads = kThreads>
 __device__ __forceinline__ void load_block(SmemTile<T> dst, const T* src) {
   constexpr int kVec = 16 / sizeof(T);
-  for (int i = threadIdx.x; i < ROWS * WIDTH / kVec; i += kCtaThreads) {
+  for (int i = threadIdx.x; i < kChunk * WIDTH / kVec; i += kCtaThreads) {
     const int r = i / (WIDTH / kVec), c = (i % (WIDTH / kVec)) * kVec;
     copy_async_16(dst.at(r, c), src + r * WIDTH + c, true);
   }
@@ -425,19 +423,6 @@ struct SplitTile {
     }
   }
 };
-
-// A stored chunk-start state tile (gsa_cuda.h, chunk_states_k / chunk_states_v) as a split operand
-// in global memory: [chunks, heads, tiles, kParts, rows, cols] at (chunk, h, tile).
-template <class E, int kParts>
-__device__ __forceinline__ SplitTile<E> chunk_state_operand(void* states, int64_t chunk, int heads, int h,
-                                                            int tiles, int tile, int rows, int cols) {
-  E* base = static_cast<E*>(states) + ((chunk * heads + h) * tiles + tile) * int64_t{kParts} * rows * cols;
-  SplitTile<E> t;
-#pragma unroll
-  for (int i = 0; i < SplitTile<E>::kParts; ++i) t.part[i] = SmemTile<E>{base + i * rows * cols, cols};
-  t.parts = kParts;
-  return t;
-}
 
 // Slots [m0, m0 + 8) of token row `start + t` of a slot tensor (elements token_stride apart per
 // token) as floats, zero past the sequence end or the slot count; 16-byte loads when aligned.
@@ -700,24 +685,6 @@ __device__ __forceinline__ void add_slot_columns(float* dst, const float (&acc)[
       if (t < len) {
         atomic_add_pair(dst + ((start + int64_t{t}) * heads_x + hx) * MP + m, acc[j][e] * scale,
                         acc[j][e + 1] * scale);
-      }
-    }
-  }
-}
-
-// The warp's accumulator tile [16 tokens, MP slots] (times scale) stored into rows of an fp32 slot
-// tensor [tok, heads_x, MP] at head hx (tokens inside the chunk only).
-template <int MP>
-__device__ __forceinline__ void store_slot_tile(float* dst, const float (&acc)[MP / 8][4], int warp, int start,
-                                                int len, int heads_x, int hx, float scale) {
-#pragma unroll
-  for (int j = 0; j < MP / 8; ++j) {
-#pragma unroll
-    for (int e = 0; e < 4; e += 2) {
-      const int t = warp * 16 + acc_row(e), m = acc_col(j, e);
-      if (t < len) {
-        *reinterpret_cast<float2*>(dst + ((start + int64_t{t}) * heads_x + hx) * MP + m) =
-            make_float2(acc[j][e] * scale, acc[j][e + 1] * scale);
       }
     }
   }

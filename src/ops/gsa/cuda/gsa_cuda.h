@@ -63,7 +63,7 @@ struct GsaParams {
   float* gate_cumsum = nullptr;   // b [tok, H, MP]: cumulative g inside each chunk
   // ok = inter-chunk part + intra-chunk s < t part + s = t term (scale included), kept apart
   // for the gate gradient (README.md).
-  float* slot_scores = nullptr;         // inter-chunk part [tok, HQ, MP] (zeroed, then atomics; or stored whole)
+  float* slot_scores = nullptr;         // inter-chunk part [tok, HQ, MP] (zeroed, then atomics)
   float* slot_scores_intra = nullptr;   // intra-chunk s < t part [tok, HQ, MP]
   float* key_score_diagonal = nullptr;  // the s = t term's weight scale q_t·k_t (rounded as used) [tok, HQ]
   void* probabilities = nullptr;  // p = softmax(ok) in the element type [tok, HQ, MP]
@@ -75,11 +75,6 @@ struct GsaParams {
   void* decayed_probability_blocks = nullptr;  // p ⊙ exp(b) per query head
   void* decayed_grad_score_blocks = nullptr;   // dok ⊙ exp(b) per query head (backward)
   int decayed_probability_parts = 1;  // parts written (the forward's o takes one; set by the launchers)
-  // Chunk-parallel outputs (README.md, "Forward"): the state sweeps only update the states and
-  // store each chunk's start state as the operand its products take; kernels over (chunk, head)
-  // then form ok's and o's inter-chunk parts. Null: the sweeps form those products themselves.
-  void* chunk_states_k = nullptr;  // [chunks, H, K tiles, parts, 64, MP]: one part, or split for the backward
-  void* chunk_states_v = nullptr;  // [chunks, H, V tiles, MP, 64]: one part
 
   // Backward inputs and outputs. grad_final_state_* may be null. grad_s and grad_g [tok, H, M]
   // are written in the element type or fp32 (the *_in_element_type flags), so that they need no

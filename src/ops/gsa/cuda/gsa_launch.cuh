@@ -42,11 +42,7 @@ struct SmemBytes {
   static constexpr size_t backward_values_state = 3 * chunk_tile + 2 * parts * slot_tile + parts * value_state + decay_row;
   static constexpr size_t backward_keys_intra = 3 * chunk_tile + 2 * slot_tile + 3 * gate_tile;
   static constexpr size_t backward_keys_state = 3 * chunk_tile + 3 * parts * slot_tile + decay_row;
-  // Chunk-parallel outputs: two buffers of (q tile, stored state tile) and the o kernel's tiles.
-  static constexpr size_t forward_keys_inter = 2 * (chunk_tile + parts * slot_tile);
-  static constexpr size_t forward_values_output = 2 * chunk_tile + slot_tile + value_state;
   static constexpr size_t largest = std::max({forward_keys_intra, recompute_keys_state,
-                                              forward_keys_inter, forward_values_output,
                                               forward_values_intra, forward_values_state,
                                               backward_values_intra, backward_values_state,
                                               backward_keys_intra, backward_keys_state});
@@ -119,6 +115,7 @@ cudaError_t launch_dependent(Kernel kernel, dim3 grid, size_t smem, cudaStream_t
     if (lintime_status_ != cudaSuccess) return lintime_status_; \
   } while (0)
 
+inline int tiles_of(int dim) { return (dim + kHeadTile - 1) / kHeadTile; }
 
 // The scans between the phases of segmented sweeps (segment_scan_kernel), per state.
 enum class SweptState { keys, grad_keys, values, grad_values };
@@ -174,24 +171,11 @@ cudaError_t forward_internals(const GsaParams& p, cudaStream_t stream, bool for_
   constexpr int kParts = SplitTile<E>::kParts;
   LINTIME_TRY(launch(gate_cumsum_kernel<E, MP>, chunks, 0, stream, p));
   LINTIME_TRY(launch(forward_keys_intra_kernel<E, MP>, chunks, S::forward_keys_intra, stream, p));
-  if (p.chunk_states_k != nullptr) {  // chunk-parallel: the sweep stores the start states, then ok's inter part
-    const dim3 query_chunks(p.max_chunks, p.query_heads);
-    if (for_backward) {
-      LINTIME_TRY(launch_sweeps<MP>(forward_keys_state_kernel<E, MP, true, true>, tiles_of(p.key_dim), 1,
-                                    S::recompute_keys_state, stream, p, {SweptState::keys}));
-      LINTIME_TRY(launch(forward_keys_inter_kernel<E, MP, true>, query_chunks, S::forward_keys_inter, stream, p));
-    } else {
-      LINTIME_TRY(launch_sweeps<MP>(forward_keys_state_kernel<E, MP, false, true>, tiles_of(p.key_dim), 1,
-                                    S::forward_keys_state, stream, p, {SweptState::keys}));
-      LINTIME_TRY(launch(forward_keys_inter_kernel<E, MP, false>, query_chunks,
-                         2 * (S::chunk_tile + S::slot_tile), stream, p));
-    }
-  } else if (for_backward) {
-    LINTIME_TRY(cudaMemsetAsync(p.slot_scores, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
+  LINTIME_TRY(cudaMemsetAsync(p.slot_scores, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
+  if (for_backward) {
     LINTIME_TRY(launch_sweeps<MP>(forward_keys_state_kernel<E, MP, true>, tiles_of(p.key_dim), 1,
                                   S::recompute_keys_state, stream, p, {SweptState::keys}));
   } else {
-    LINTIME_TRY(cudaMemsetAsync(p.slot_scores, 0, sizeof(float) * p.total_tokens * p.query_heads * MP, stream));
     LINTIME_TRY(launch_sweeps<MP>(forward_keys_state_kernel<E, MP, false>, tiles_of(p.key_dim), 1,
                                   S::forward_keys_state, stream, p, {SweptState::keys}));
   }
@@ -207,16 +191,10 @@ cudaError_t chunk_forward(const GsaParams& p, cudaStream_t stream) {
   LINTIME_TRY(prepare_chunks(p, stream));
   return dispatch_slots(p.padded_slots, [&](auto slots) -> cudaError_t {
     constexpr int MP = decltype(slots)::value;
-    using S = SmemBytes<E, MP>;
     LINTIME_TRY((forward_internals<E, MP>(p, stream, p.internals_for_backward)));
-    if (p.chunk_states_v == nullptr) {
-      return launch_sweeps<MP>(forward_values_state_kernel<E, MP>, tiles_of(p.value_dim), 1,
-                               S::forward_values_state, stream, p, {SweptState::values});
-    }
-    LINTIME_TRY(launch_sweeps<MP>(forward_values_state_kernel<E, MP, true>, tiles_of(p.value_dim), 1,
-                                  S::forward_values_state, stream, p, {SweptState::values}));
-    return launch(forward_values_output_kernel<E, MP>, dim3(p.max_chunks, tiles_of(p.value_dim), p.query_heads),
-                  S::forward_values_output, stream, p);
+    LINTIME_TRY(launch_sweeps<MP>(forward_values_state_kernel<E, MP>, tiles_of(p.value_dim), 1,
+                                  SmemBytes<E, MP>::forward_values_state, stream, p, {SweptState::values}));
+    return cudaSuccess;
   });
 }
 
