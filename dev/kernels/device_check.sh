@@ -33,17 +33,29 @@ if [[ $what == all || $what == bench ]]; then
   tail -60 "$out/bench.log"
 fi
 if [[ $what == ab ]]; then
-  # One setting against another in the same call, interleaved (A B A B): AB_ENV is the setting of
-  # run A (e.g. LINTIME_GSA_CHUNK_STATES=0), run B takes the default. fla left out.
+  # Two builds or settings in the same call, interleaved (A B A B): run A takes the library
+  # AB_LIBRARY (default: the same one; AB_COMMIT labels it) with the environment setting AB_ENV
+  # (e.g. LINTIME_FUSED_EPILOGUES=0), run B the library in BIN as it is. fla left out.
   for round in 1 2; do
     for side in A B; do
-      if [[ $side == A ]]; then setting=${AB_ENV:?AB_ENV names run A\'s setting}; else setting=; fi
-      env $setting python3 bench/gsa.py --library "$bin/liblintime_ops.so" --skip-fla --no-decode \
-        --jsonl "$out/ab-$side.jsonl" --commit "$commit${setting:+ ($setting)}" ${BENCH_ARGS:-} \
+      library="$bin/liblintime_ops.so"; setting=; label=$commit
+      if [[ $side == A ]]; then library=${AB_LIBRARY:-$library}; setting=${AB_ENV:-}; label=${AB_COMMIT:-$commit}; fi
+      env $setting python3 bench/gsa.py --library "$library" --skip-fla --no-decode \
+        --jsonl "$out/ab-$side.jsonl" --commit "$label${setting:+ ($setting)}" ${BENCH_ARGS:-} \
         > "$out/ab-$side-$round.log" 2>&1
-      echo "round $round, $side (${setting:-default}): exit $?"
+      echo "round $round, $side ($library ${setting:-}): exit $?"
       grep -E "^\|" "$out/ab-$side-$round.log" | head -20
     done
+  done
+fi
+if [[ $what == bytes ]]; then
+  # DRAM bytes, time, registers and occupancy of every kernel of one forward+backward at each of
+  # the bench's shapes in BYTES_SHAPES (indices), tabulated by dev/kernels/kernel_bytes.py.
+  for shape in ${BYTES_SHAPES:-0 1}; do
+    timeout 240 ncu --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active \
+      python3 dev/kernels/kernel_bytes.py --library "$bin/liblintime_ops.so" --shape "$shape" > "$out/bytes-$shape.csv" 2> "$out/bytes-$shape.err"
+    echo "shape $shape: ncu exit $?"
+    python3 dev/kernels/kernel_bytes.py --table "$out/bytes-$shape.csv" | tee "$out/bytes-$shape.md"
   done
 fi
 if [[ $what == ncu ]]; then

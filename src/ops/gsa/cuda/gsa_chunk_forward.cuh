@@ -228,42 +228,85 @@ __device__ __forceinline__ void load_split_block(const SplitTile<E>& dst, const 
 // ok_t += scale (q_t^T H^k) (slot_scores: its consumers apply the decay exp(b_t)); H^k <- H^k Diag(exp(b_L)) + k^T (s ⊙ exp(b_L − b)).
 // kSplitState: the products with H^k take it split in three parts (the backward's recomputation,
 // whose ok pairs with ds in the gate gradient); the forward takes it rounded once.
+// The next chunk's tiles (k, the decayed write, b_L and, where shared memory allows two CTAs per
+// SM, the first query head's q) are loaded into a second buffer while the current chunk's
+// products run: a chunk step no longer starts with a round trip to memory.
 template <class E, int MP, bool kSplitState>
 __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams p) {
+  constexpr bool kPrefetchQuery = !kSplitState;  // the split state operand leaves no room for two q tiles
   const int tile = blockIdx.x, h = blockIdx.y, warp = threadIdx.x / 32;
   const int H = p.heads, HQ = p.query_heads, K = p.key_dim, M = p.slots;
   const int k0 = tile * kHeadTile;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
-  auto q_tile = carve.tile<E>(kChunk, kHeadTile);
-  auto k_tile = carve.tile<E>(kChunk, kHeadTile);
-  auto decayed_write = carve.split_tile<E>(kChunk, MP);
+  // Buffer 0 of the prefetched tiles; buffer 1 sits `buffer` elements after it (address
+  // arithmetic: selecting between tile objects would put them in local memory).
+  const SmemTile<E> k_base = carve.tile<E>(kChunk, kHeadTile);
+  const SplitTile<E> write_base = carve.split_tile<E>(kChunk, MP);
+  const SmemTile<E> q_base = kPrefetchQuery ? carve.tile<E>(kChunk, kHeadTile) : SmemTile<E>{nullptr, 0};
+  const SmemTile<float> decay_base = carve.tile<float>(1, MP);
+  const int64_t buffer_bytes = carve.next - reinterpret_cast<char*>(k_base.data);
+  carve.next += buffer_bytes;
+  const SmemTile<E> q_single = kPrefetchQuery ? SmemTile<E>{nullptr, 0} : carve.tile<E>(kChunk, kHeadTile);
   auto state_operand = carve.split_tile<E>(kHeadTile, MP, kSplitState ? SplitTile<E>::kParts : 1);
-  auto chunk_decay = carve.tile<float>(1, MP);
+  auto shifted = [&](auto t, bool second) {
+    t.data = reinterpret_cast<decltype(t.data)>(reinterpret_cast<char*>(t.data) + (second ? buffer_bytes : 0));
+    return t;
+  };
+  auto decayed_write = [&](bool second) {
+    SplitTile<E> t = write_base;
+#pragma unroll
+    for (int i = 0; i < SplitTile<E>::kParts; ++i) t.part[i] = shifted(t.part[i], second);
+    return t;
+  };
   const Sweep w = locate_sweep(p, blockIdx.z);
   const int64_t state_size = int64_t{K} * M;
   const SweepStart from = sweep_start(p, w, p.initial_state_k, p.segment_states_k, h, state_size);
+  const E* q = static_cast<const E*>(p.q);
+  auto chunk_start = [&](int step) { return w.bos + (w.first + step) * kChunk; };
+  auto issue = [&](int step, bool second) {
+    const int start = chunk_start(step), len = min(kChunk, w.eos - start);
+    load_token_tile<kHeadTile>(shifted(k_base, second), static_cast<const E*>(p.k) + h * K, int64_t{H} * K,
+                               start, len, k0, K);
+    load_chunk_decay_async<MP>(shifted(decay_base, second), p.gate_cumsum, H, h, start, len);
+    load_split_block<E, MP>(decayed_write(second), p.decayed_write_blocks, global_chunk(p, w.n, w.first + step), H, h);
+    if (kPrefetchQuery && !p.sweep_local) {
+      load_token_tile<kHeadTile>(shifted(q_base, second), q + h * p.groups * K, int64_t{HQ} * K, start, len, k0, K);
+    }
+    commit_copies();
+  };
 
   // state(kk, m) for kk = 16 warp + acc_row, m = acc_col.
   float state[MP / 8][4];
   load_key_state<MP>(state, from.states, from.base, k0, K, M, warp);
+  if (w.chunks > 0) issue(0, false);
   for (int step = 0; step < w.chunks; ++step) {
-    const int local = w.first + step;
-    const int start = w.bos + local * kChunk, len = min(kChunk, w.eos - start);
-    const int chunk_id = global_chunk(p, w.n, local);
-    sync_tiles();
-    load_token_tile<kHeadTile>(k_tile, static_cast<const E*>(p.k) + h * K, int64_t{H} * K, start,
-                               len, k0, K);
-    load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
-    load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
+    const bool second = step & 1;
+    const int start = chunk_start(step), len = min(kChunk, w.eos - start);
+    wait_copies<0>();
+    __syncthreads();  // this chunk's tiles have landed; the last chunk's readers of the other buffer are done
+    if (!kPrefetchQuery && !p.sweep_local) {  // the first query head's q, ahead of the prefetch (waited for below)
+      load_token_tile<kHeadTile>(q_single, q + h * p.groups * K, int64_t{HQ} * K, start, len, k0, K);
+      commit_copies();
+    }
+    if (step + 1 < w.chunks) issue(step + 1, !second);
+    const SmemTile<float> chunk_decay = shifted(decay_base, second);
+    exp_chunk_decay<E, MP>(chunk_decay);
     store_state_operand<E, MP>(state_operand, state, warp);
-    if (p.sweep_local) sync_tiles();  // phase A: the state update only
+    if (!kPrefetchQuery) {
+      if (step + 1 < w.chunks) wait_copies<1>(); else wait_copies<0>();
+    }
+    __syncthreads();
     for (int group = 0; group < (p.sweep_local ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
-      if (group > 0) sync_tiles();  // the previous group's readers of q_tile are done
-      load_token_tile<kHeadTile>(q_tile, static_cast<const E*>(p.q) + hq * K, int64_t{HQ} * K,
-                                 start, len, k0, K);
-      sync_tiles();
+      const SmemTile<E> q_tile = kPrefetchQuery ? shifted(q_base, second) : q_single;
+      if (group > 0) {  // q of this query head, loaded now (this waits for the prefetch too)
+        __syncthreads();  // the previous group's readers of q_tile are done
+        load_token_tile<kHeadTile>(q_tile, q + hq * K, int64_t{HQ} * K, start, len, k0, K);
+        commit_copies();
+        wait_copies<0>();
+        __syncthreads();
+      }
       float ok[MP / 8][4];
       zero(ok);
       // Split state: these inter-chunk terms pair with ds terms in the gate gradient (README.md).
@@ -272,7 +315,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
     }
     float update[MP / 8][4];
     zero(update);
-    warp_mma<E, MP / 8>(update, k_tile, true, warp * 16, decayed_write, false, 0, kChunk);
+    warp_mma<E, MP / 8>(update, shifted(k_base, second), true, warp * 16, decayed_write(second), false, 0, kChunk);
 #pragma unroll
     for (int j = 0; j < MP / 8; ++j) {
       const float2 decay = column_decay_pair(chunk_decay, j);
@@ -449,6 +492,9 @@ __global__ void __launch_bounds__(kThreads) forward_values_intra_kernel(GsaParam
 
 // Pass 2, state: for one 64-column tile of H^v [M, V], chunk by chunk:
 // o_t = (p_t ⊙ exp(b_t))^T H^v + Σ_{s<=t} A_ts v_s; H^v <- Diag(exp(b_L)) H^v + (s ⊙ exp(b_L − b))^T v.
+// As in the key pass, the next chunk's update operands (v, the decayed write, b_L) are loaded into
+// a second buffer during the current chunk's products; o's operands (p ⊙ e^b, the scores) are
+// loaded at the chunk's start, while the state operand is stored.
 template <class E, int MP>
 __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParams p) {
   constexpr int kRowTiles = MP / 16;                 // 16-slot row tiles of the state
@@ -458,50 +504,82 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
   const int v0 = tile * kHeadTile;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
-  auto v_tile = carve.tile<E>(kChunk, kHeadTile);
+  const SmemTile<E> v_base = carve.tile<E>(kChunk, kHeadTile);
+  const SplitTile<E> write_base = carve.split_tile<E>(kChunk, MP);
+  const SmemTile<float> decay_base = carve.tile<float>(1, MP);
+  const int64_t buffer_bytes = carve.next - reinterpret_cast<char*>(v_base.data);
+  carve.next += buffer_bytes;
   auto scores = carve.tile<E>(kChunk, kChunk);
   auto decayed_p = carve.split_tile<E>(kChunk, MP, 1);  // o needs no split operand
-  auto decayed_write = carve.split_tile<E>(kChunk, MP);
   auto state_operand = carve.split_tile<E>(MP, kHeadTile, 1);
-  auto chunk_decay = carve.tile<float>(1, MP);
+  auto shifted = [&](auto t, bool second) {
+    t.data = reinterpret_cast<decltype(t.data)>(reinterpret_cast<char*>(t.data) + (second ? buffer_bytes : 0));
+    return t;
+  };
+  auto decayed_write = [&](bool second) {
+    SplitTile<E> t = write_base;
+#pragma unroll
+    for (int i = 0; i < SplitTile<E>::kParts; ++i) t.part[i] = shifted(t.part[i], second);
+    return t;
+  };
   const Sweep w = locate_sweep(p, blockIdx.z);
   const int64_t state_size = int64_t{M} * V;
   const SweepStart from = sweep_start(p, w, p.initial_state_v, p.segment_states_v, h, state_size);
+  auto chunk_start = [&](int step) { return w.bos + (w.first + step) * kChunk; };
+  auto issue = [&](int step, bool second) {
+    const int start = chunk_start(step), len = min(kChunk, w.eos - start);
+    load_token_tile<kHeadTile>(shifted(v_base, second), static_cast<const E*>(p.v) + h * V, int64_t{H} * V,
+                               start, len, v0, V);
+    load_chunk_decay_async<MP>(shifted(decay_base, second), p.gate_cumsum, H, h, start, len);
+    load_split_block<E, MP>(decayed_write(second), p.decayed_write_blocks, global_chunk(p, w.n, w.first + step), H, h);
+    commit_copies();
+  };
+  auto load_output_operands = [&](int chunk_id, int hq) {
+    load_split_block<E, MP>(decayed_p, p.decayed_probability_blocks, chunk_id, HQ, hq);
+    load_block<kChunk>(scores, static_cast<const E*>(p.value_scores) + (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
+    commit_copies();
+  };
 
   // state(m, vv) for m = 16 (warp + 4 i) + acc_row, vv = acc_col.
   float state[kTilesPerWarp][8][4];
   load_value_state<MP>(state, from.states, from.base, v0, V, M, warp);
   E* o = static_cast<E*>(p.o);
+  if (w.chunks > 0) issue(0, false);
   for (int step = 0; step < w.chunks; ++step) {
-    const int local = w.first + step;
-    const int start = w.bos + local * kChunk, len = min(kChunk, w.eos - start);
-    const int chunk_id = global_chunk(p, w.n, local);
-    sync_tiles();
-    load_token_tile<kHeadTile>(v_tile, static_cast<const E*>(p.v) + h * V, int64_t{H} * V, start,
-                               len, v0, V);
-    load_chunk_decay<E, MP>(chunk_decay, p.gate_cumsum, H, h, start, len);
-    load_split_block<E, MP>(decayed_write, p.decayed_write_blocks, chunk_id, H, h);
+    const bool second = step & 1;
+    const int start = chunk_start(step), len = min(kChunk, w.eos - start);
+    const int chunk_id = global_chunk(p, w.n, w.first + step);
+    wait_copies<0>();
+    __syncthreads();  // this chunk's tiles have landed; the last chunk's readers are done
+    if (!p.sweep_local) load_output_operands(chunk_id, h * p.groups);  // ahead of the prefetch (waited for below)
+    if (step + 1 < w.chunks) issue(step + 1, !second);
+    const SmemTile<float> chunk_decay = shifted(decay_base, second);
+    exp_chunk_decay<E, MP>(chunk_decay);
     store_value_state_operand<E, MP>(state_operand, state, warp);
-    if (p.sweep_local) sync_tiles();  // phase A: the state update only
+    if (step + 1 < w.chunks) wait_copies<1>(); else wait_copies<0>();
+    __syncthreads();
+    const SmemTile<E> v_tile = shifted(v_base, second);
     for (int group = 0; group < (p.sweep_local ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
-      if (group > 0) sync_tiles();  // the previous group's readers of decayed_p and scores are done
-      load_split_block<E, MP>(decayed_p, p.decayed_probability_blocks, chunk_id, HQ, hq);
-      load_block<kChunk>(scores, static_cast<const E*>(p.value_scores) +
-                                     (int64_t{chunk_id} * HQ + hq) * kChunk * kChunk);
-      sync_tiles();
+      if (group > 0) {  // this query head's operands, loaded now (this waits for the prefetch too)
+        __syncthreads();  // the previous group's readers of decayed_p and scores are done
+        load_output_operands(chunk_id, hq);
+        wait_copies<0>();
+        __syncthreads();
+      }
       float out[8][4];
       zero(out);
       warp_mma<E, 8>(out, decayed_p, false, warp * 16, state_operand.part[0], false, 0, MP);
       warp_mma<E, 8>(out, scores, false, warp * 16, v_tile, false, 0, kChunk);
       store_head_tile(o, out, warp, start, len, HQ, hq, v0, V);
     }
+    const SplitTile<E> write = decayed_write(second);
 #pragma unroll
     for (int i = 0; i < kTilesPerWarp; ++i) {
       if (warp + 4 * i >= kRowTiles) continue;
       float update[8][4];
       zero(update);
-      warp_mma<E, 8>(update, decayed_write, true, (warp + 4 * i) * 16, v_tile, false, 0, kChunk);
+      warp_mma<E, 8>(update, write, true, (warp + 4 * i) * 16, v_tile, false, 0, kChunk);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
 #pragma unroll

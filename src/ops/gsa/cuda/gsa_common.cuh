@@ -164,6 +164,19 @@ __device__ __forceinline__ void load_chunk_decay(SmemTile<float> dst, const floa
   }
 }
 
+// The same row b_L, copied asynchronously (cp.async) so that it can be in flight with a chunk's
+// other tiles; exp_chunk_decay turns it into exp(b_L) in place after the wait and before a barrier.
+template <int MP, int kCtaThreads = kThreads>
+__device__ __forceinline__ void load_chunk_decay_async(SmemTile<float> dst, const float* gate_cumsum, int heads,
+                                                       int h, int start, int len) {
+  const float* row = gate_cumsum + ((start + int64_t{len} - 1) * heads + h) * MP;
+  for (int i = threadIdx.x; i < MP / 4; i += kCtaThreads) copy_async_16(dst.at(0, 4 * i), row + 4 * i, true);
+}
+template <class E, int MP, int kCtaThreads = kThreads>
+__device__ __forceinline__ void exp_chunk_decay(SmemTile<float> decay) {
+  for (int m = threadIdx.x; m < MP; m += kCtaThreads) *decay.at(0, m) = decay_exp<E>(*decay.at(0, m));
+}
+
 // A contiguous [64, WIDTH] block (a chunk's stored scores or prepared operand) into a tile.
 template <int WIDTH, class T, int kCtaThreads = kThreads>
 __device__ __forceinline__ void load_block(SmemTile<T> dst, const T* src) {

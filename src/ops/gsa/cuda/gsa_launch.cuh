@@ -33,10 +33,14 @@ struct SmemBytes {
   static constexpr size_t forward_keys_intra = 3 * chunk_tile + slot_tile + 2 * gate_tile;
   // The forward's key-state kernel takes its state rounded once; the backward's recomputation split.
   static constexpr size_t decay_row = smem_tile_bytes<float>(1, MP);  // the state kernels' exp(b_L)
-  static constexpr size_t forward_keys_state = 2 * chunk_tile + (parts + 1) * slot_tile + decay_row;
-  static constexpr size_t recompute_keys_state = 2 * chunk_tile + 2 * parts * slot_tile + decay_row;
+  // Two buffers of (k, the decayed write, [q,] b_L), then [q and] the state operand.
+  static constexpr size_t forward_keys_state = 2 * (2 * chunk_tile + parts * slot_tile + decay_row) + slot_tile;
+  static constexpr size_t recompute_keys_state =
+      2 * (chunk_tile + parts * slot_tile + decay_row) + chunk_tile + parts * slot_tile;
   static constexpr size_t forward_values_intra = 2 * slot_tile + gate_tile;
-  static constexpr size_t forward_values_state = 2 * chunk_tile + (1 + parts) * slot_tile + value_state + decay_row;
+  // Two buffers of (v, the decayed write, b_L), then the scores, p ⊙ e^b and the state operand.
+  static constexpr size_t forward_values_state =
+      2 * (chunk_tile + parts * slot_tile + decay_row) + chunk_tile + slot_tile + value_state;
   static constexpr size_t backward_values_intra =
       std::max(2 * chunk_tile, gate_tile) + chunk_tile + 2 * slot_tile + 3 * gate_tile;
   static constexpr size_t backward_values_state = 3 * chunk_tile + 2 * parts * slot_tile + parts * value_state + decay_row;
