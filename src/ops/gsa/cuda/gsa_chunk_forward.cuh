@@ -239,26 +239,15 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
   const int k0 = tile * kHeadTile;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
-  // Buffer 0 of the prefetched tiles; buffer 1 sits `buffer` elements after it (address
-  // arithmetic: selecting between tile objects would put them in local memory).
+  // Buffer 0 of the prefetched tiles (buffers.select picks one).
+  const char* const buffer_start = carve.next;
   const SmemTile<E> k_base = carve.tile<E>(kChunk, kHeadTile);
   const SplitTile<E> write_base = carve.split_tile<E>(kChunk, MP);
   const SmemTile<E> q_base = kPrefetchQuery ? carve.tile<E>(kChunk, kHeadTile) : SmemTile<E>{nullptr, 0};
   const SmemTile<float> decay_base = carve.tile<float>(1, MP);
-  const int64_t buffer_bytes = carve.next - reinterpret_cast<char*>(k_base.data);
-  carve.next += buffer_bytes;
+  const DoubleBuffer buffers = carve.repeat_from(buffer_start);
   const SmemTile<E> q_single = kPrefetchQuery ? SmemTile<E>{nullptr, 0} : carve.tile<E>(kChunk, kHeadTile);
   auto state_operand = carve.split_tile<E>(kHeadTile, MP, kSplitState ? SplitTile<E>::kParts : 1);
-  auto shifted = [&](auto t, bool second) {
-    t.data = reinterpret_cast<decltype(t.data)>(reinterpret_cast<char*>(t.data) + (second ? buffer_bytes : 0));
-    return t;
-  };
-  auto decayed_write = [&](bool second) {
-    SplitTile<E> t = write_base;
-#pragma unroll
-    for (int i = 0; i < SplitTile<E>::kParts; ++i) t.part[i] = shifted(t.part[i], second);
-    return t;
-  };
   const Sweep w = locate_sweep(p, blockIdx.z);
   const int64_t state_size = int64_t{K} * M;
   const SweepStart from = sweep_start(p, w, p.initial_state_k, p.segment_states_k, h, state_size);
@@ -266,12 +255,14 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
   auto chunk_start = [&](int step) { return w.bos + (w.first + step) * kChunk; };
   auto issue = [&](int step, bool second) {
     const int start = chunk_start(step), len = min(kChunk, w.eos - start);
-    load_token_tile<kHeadTile>(shifted(k_base, second), static_cast<const E*>(p.k) + h * K, int64_t{H} * K,
+    load_token_tile<kHeadTile>(buffers.select(k_base, second), static_cast<const E*>(p.k) + h * K, int64_t{H} * K,
                                start, len, k0, K);
-    load_chunk_decay_async<MP>(shifted(decay_base, second), p.gate_cumsum, H, h, start, len);
-    load_split_block<E, MP>(decayed_write(second), p.decayed_write_blocks, global_chunk(p, w.n, w.first + step), H, h);
+    load_chunk_decay_async<MP>(buffers.select(decay_base, second), p.gate_cumsum, H, h, start, len);
+    load_split_block<E, MP>(buffers.select(write_base, second), p.decayed_write_blocks,
+                            global_chunk(p, w.n, w.first + step), H, h);
     if (kPrefetchQuery && !p.sweep_local) {
-      load_token_tile<kHeadTile>(shifted(q_base, second), q + h * p.groups * K, int64_t{HQ} * K, start, len, k0, K);
+      load_token_tile<kHeadTile>(buffers.select(q_base, second), q + h * p.groups * K, int64_t{HQ} * K, start,
+                                 len, k0, K);
     }
     commit_copies();
   };
@@ -290,7 +281,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
       commit_copies();
     }
     if (step + 1 < w.chunks) issue(step + 1, !second);
-    const SmemTile<float> chunk_decay = shifted(decay_base, second);
+    const SmemTile<float> chunk_decay = buffers.select(decay_base, second);
     exp_chunk_decay<E, MP>(chunk_decay);
     store_state_operand<E, MP>(state_operand, state, warp);
     if (!kPrefetchQuery) {
@@ -299,7 +290,7 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
     __syncthreads();
     for (int group = 0; group < (p.sweep_local ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
-      const SmemTile<E> q_tile = kPrefetchQuery ? shifted(q_base, second) : q_single;
+      const SmemTile<E> q_tile = kPrefetchQuery ? buffers.select(q_base, second) : q_single;
       if (group > 0) {  // q of this query head, loaded now (this waits for the prefetch too)
         __syncthreads();  // the previous group's readers of q_tile are done
         load_token_tile<kHeadTile>(q_tile, q + hq * K, int64_t{HQ} * K, start, len, k0, K);
@@ -315,7 +306,8 @@ __global__ void __launch_bounds__(kThreads) forward_keys_state_kernel(GsaParams 
     }
     float update[MP / 8][4];
     zero(update);
-    warp_mma<E, MP / 8>(update, shifted(k_base, second), true, warp * 16, decayed_write(second), false, 0, kChunk);
+    warp_mma<E, MP / 8>(update, buffers.select(k_base, second), true, warp * 16, buffers.select(write_base, second),
+                        false, 0, kChunk);
 #pragma unroll
     for (int j = 0; j < MP / 8; ++j) {
       const float2 decay = column_decay_pair(chunk_decay, j);
@@ -504,34 +496,25 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
   const int v0 = tile * kHeadTile;
   extern __shared__ __align__(16) char smem[];
   SmemCarver carve{smem};
+  const char* const buffer_start = carve.next;  // buffer 0 of the prefetched tiles
   const SmemTile<E> v_base = carve.tile<E>(kChunk, kHeadTile);
   const SplitTile<E> write_base = carve.split_tile<E>(kChunk, MP);
   const SmemTile<float> decay_base = carve.tile<float>(1, MP);
-  const int64_t buffer_bytes = carve.next - reinterpret_cast<char*>(v_base.data);
-  carve.next += buffer_bytes;
+  const DoubleBuffer buffers = carve.repeat_from(buffer_start);
   auto scores = carve.tile<E>(kChunk, kChunk);
   auto decayed_p = carve.split_tile<E>(kChunk, MP, 1);  // o needs no split operand
   auto state_operand = carve.split_tile<E>(MP, kHeadTile, 1);
-  auto shifted = [&](auto t, bool second) {
-    t.data = reinterpret_cast<decltype(t.data)>(reinterpret_cast<char*>(t.data) + (second ? buffer_bytes : 0));
-    return t;
-  };
-  auto decayed_write = [&](bool second) {
-    SplitTile<E> t = write_base;
-#pragma unroll
-    for (int i = 0; i < SplitTile<E>::kParts; ++i) t.part[i] = shifted(t.part[i], second);
-    return t;
-  };
   const Sweep w = locate_sweep(p, blockIdx.z);
   const int64_t state_size = int64_t{M} * V;
   const SweepStart from = sweep_start(p, w, p.initial_state_v, p.segment_states_v, h, state_size);
   auto chunk_start = [&](int step) { return w.bos + (w.first + step) * kChunk; };
   auto issue = [&](int step, bool second) {
     const int start = chunk_start(step), len = min(kChunk, w.eos - start);
-    load_token_tile<kHeadTile>(shifted(v_base, second), static_cast<const E*>(p.v) + h * V, int64_t{H} * V,
+    load_token_tile<kHeadTile>(buffers.select(v_base, second), static_cast<const E*>(p.v) + h * V, int64_t{H} * V,
                                start, len, v0, V);
-    load_chunk_decay_async<MP>(shifted(decay_base, second), p.gate_cumsum, H, h, start, len);
-    load_split_block<E, MP>(decayed_write(second), p.decayed_write_blocks, global_chunk(p, w.n, w.first + step), H, h);
+    load_chunk_decay_async<MP>(buffers.select(decay_base, second), p.gate_cumsum, H, h, start, len);
+    load_split_block<E, MP>(buffers.select(write_base, second), p.decayed_write_blocks,
+                            global_chunk(p, w.n, w.first + step), H, h);
     commit_copies();
   };
   auto load_output_operands = [&](int chunk_id, int hq) {
@@ -553,12 +536,12 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
     __syncthreads();  // this chunk's tiles have landed; the last chunk's readers are done
     if (!p.sweep_local) load_output_operands(chunk_id, h * p.groups);  // ahead of the prefetch (waited for below)
     if (step + 1 < w.chunks) issue(step + 1, !second);
-    const SmemTile<float> chunk_decay = shifted(decay_base, second);
+    const SmemTile<float> chunk_decay = buffers.select(decay_base, second);
     exp_chunk_decay<E, MP>(chunk_decay);
     store_value_state_operand<E, MP>(state_operand, state, warp);
     if (step + 1 < w.chunks) wait_copies<1>(); else wait_copies<0>();
     __syncthreads();
-    const SmemTile<E> v_tile = shifted(v_base, second);
+    const SmemTile<E> v_tile = buffers.select(v_base, second);
     for (int group = 0; group < (p.sweep_local ? 0 : p.groups); ++group) {
       const int hq = h * p.groups + group;
       if (group > 0) {  // this query head's operands, loaded now (this waits for the prefetch too)
@@ -573,7 +556,7 @@ __global__ void __launch_bounds__(kThreads) forward_values_state_kernel(GsaParam
       warp_mma<E, 8>(out, scores, false, warp * 16, v_tile, false, 0, kChunk);
       store_head_tile(o, out, warp, start, len, HQ, hq, v0, V);
     }
-    const SplitTile<E> write = decayed_write(second);
+    const SplitTile<E> write = buffers.select(write_base, second);
 #pragma unroll
     for (int i = 0; i < kTilesPerWarp; ++i) {
       if (warp + 4 * i >= kRowTiles) continue;

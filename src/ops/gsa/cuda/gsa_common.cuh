@@ -710,6 +710,25 @@ __device__ __forceinline__ void add_slot_tile(float* dst, const float (&acc)[MP 
   add_slot_columns<MP>(dst, acc, 0, warp, start, len, heads_x, hx, scale);
 }
 
+// Two buffers of the same tiles in shared memory (kernels that load a chunk's tiles while the
+// previous chunk's products run): the tiles carved from `start` on form buffer 0 and buffer 1
+// repeats them right after (SmemCarver::repeat_from). Selecting a buffer is address arithmetic:
+// choosing between two tile objects would put them in local memory.
+struct DoubleBuffer {
+  int64_t bytes = 0;  // one buffer's size
+  template <class T>
+  __device__ SmemTile<T> select(SmemTile<T> t, bool second) const {
+    t.data = reinterpret_cast<T*>(reinterpret_cast<char*>(t.data) + (second ? bytes : 0));
+    return t;
+  }
+  template <class T>
+  __device__ SplitTile<T> select(SplitTile<T> t, bool second) const {
+#pragma unroll
+    for (int i = 0; i < SplitTile<T>::kParts; ++i) t.part[i] = select(t.part[i], second);
+    return t;
+  }
+};
+
 // Shared-memory carving: consecutive tiles, each 16-byte aligned.
 struct SmemCarver {
   char* next;
@@ -729,6 +748,12 @@ struct SmemCarver {
     }
     t.parts = parts;
     return t;
+  }
+  // Reserves a second copy of everything carved since `start` (see DoubleBuffer).
+  __device__ DoubleBuffer repeat_from(const char* start) {
+    DoubleBuffer buffers{next - start};
+    next += buffers.bytes;
+    return buffers;
   }
   // A split tile using `parts` parts but taking the room of all of them: the tiles carved after it
   // stay at offsets known at compile time (fewer registers for their addresses).
