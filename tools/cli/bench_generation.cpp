@@ -1,5 +1,6 @@
 // `lintime bench generate` (see the header). Each run: a random prompt [B, P] is prefilled
-// (chunked ops / SDPA), the first token taken greedily (time to first token), then N − 1 decode
+// (chunked ops / SDPA; after an untimed warm-up of the same shape unless --warmup false), the first
+// token taken greedily (time to first token), then N − 1 decode
 // steps each feed the argmax back on the device (no host round trip per step). Peak memory is
 // the device allocator's peak over the run (CUDA); state bytes are the live decoding state at
 // the end (GSA's fixed-size states; the Transformer's KV cache as allocated); on the CPU the
@@ -130,6 +131,10 @@ void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& opt
                      "generate: mark the last N decode steps of each run for a profiler started with "
                      "collection off (ncu --profile-from-start off; dev/generation/profile_step.sh)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  command.add_option("--warmup", options.warmup,
+                     "generate: run an untimed prefill of the same prompt shape and one decode step before "
+                     "each timed run, so that the time to first token leaves out first-use costs (kernel "
+                     "loading, library handles, attention plans) (true/false)");
   command.add_option("--cuda-graphs", options.cuda_graphs,
                      "generate: replay decode steps as CUDA graphs where the model allows it (true/false)");
 }
@@ -157,12 +162,16 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
         nlohmann::json line = {{"bench", "generate"}, {"arch", arch}, {"model", model->name()},
                                {"preset", options.preset}, {"batch", batch}, {"prompt_length", options.prompt_length},
                                {"new_tokens", new_tokens}, {"dtype", options.dtype}, {"device", device_name},
-                               {"cuda_graphs", cuda_graphs}};
+                               {"cuda_graphs", cuda_graphs}, {"warmup", options.warmup}};
         auto* allocator = device_allocator(device);
         try {
           at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed + 1);
           const at::Tensor prompt =
               at::randint(0, model->vocab_size(), {batch, options.prompt_length}, generator, at::kLong).to(device);
+          if (options.warmup) {  // the same kernels and shapes as the timed prefill, a state for one more token
+            model->step(model->prefill(prompt, options.prompt_length + 1).argmax(-1));
+            model->prefill(prompt.narrow(1, 0, 1), 1);  // release its state
+          }
           synchronize(device);
           if (allocator) {
             allocator->emptyCache();

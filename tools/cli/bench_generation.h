@@ -22,6 +22,7 @@ struct GenerationBenchOptions {
   uint64_t seed = 0;
   bool cuda_graphs = true;  // decode steps replayed as CUDA graphs where the model allows (GSA)
   int64_t profile_steps = 0;  // > 0: the last N decode steps of each run between cudaProfilerStart/Stop
+  bool warmup = true;  // an untimed prefill and decode step before each timed run (first-use costs)
 };
 
 void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& options);
