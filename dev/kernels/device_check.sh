@@ -27,9 +27,15 @@ if [[ $what == all || $what == sanitize ]]; then
   done
 fi
 if [[ $what == all || $what == bench ]]; then
-  FLA_PATH=${FLA_PATH:-.fla} timeout 500 python3 bench/gsa.py --library "$bin/liblintime_ops.so" \
+  # fla's Triton kernels compile on first use: on a fresh machine its autotuning took the whole
+  # 540 s of a call (2026-11-23). The compiled kernels go to .triton-cache (carry it to reuse
+  # them) and come back as $OUT/triton-cache.tgz (unpack into .triton-cache for the next call).
+  export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.triton-cache}
+  mkdir -p "$TRITON_CACHE_DIR"
+  FLA_PATH=${FLA_PATH:-.fla} timeout "${BENCH_TIMEOUT:-500}" python3 bench/gsa.py --library "$bin/liblintime_ops.so" \
     --jsonl "$out/bench.jsonl" --commit "$commit" ${BENCH_ARGS:-} > "$out/bench.log" 2>&1
   echo "bench exit $?"
+  tar -C "$TRITON_CACHE_DIR" -czf "$out/triton-cache.tgz" . && ls -la "$out/triton-cache.tgz"
   tail -60 "$out/bench.log"
 fi
 if [[ $what == ab ]]; then
