@@ -31,9 +31,24 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv"
   python3 -m venv .venv
 fi
+# Free space, in GiB, on the file system holding $1.
+free_gib() { df -Pk "$1" | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
+
 if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$torch_version') else 1)" 2>/dev/null; then
+  # The wheels (2.7 GB) are downloaded to TMPDIR and unpack to 4.7 GB in .venv. pip's own cache
+  # would hold a second copy of the download, so it is off; a full disk fails here, up front,
+  # with what is needed, rather than half-way through pip.
+  tmp_dir="${TMPDIR:-/tmp}"
+  need_venv=5; need_tmp=3
+  [ "$(df -P .venv | awk 'NR == 2 { print $1 }')" = "$(df -P "$tmp_dir" | awk 'NR == 2 { print $1 }')" ] \
+    && { need_venv=8; need_tmp=8; }
+  if [ "$(free_gib .venv)" -lt "$need_venv" ] || [ "$(free_gib "$tmp_dir")" -lt "$need_tmp" ]; then
+    echo "bootstrap: not enough disk for torch==$torch_version: $(free_gib .venv) GiB free for .venv" \
+         "and $(free_gib "$tmp_dir") GiB in $tmp_dir; expected at least $need_venv GiB and $need_tmp GiB" >&2
+    exit 1
+  fi
   echo "bootstrap: installing torch==$torch_version into .venv (about 2.7 GB download the first time)"
-  .venv/bin/python -m pip install --progress-bar off -q --upgrade pip
-  .venv/bin/python -m pip install --progress-bar off "torch==$torch_version" numpy
+  .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q --upgrade pip
+  .venv/bin/python -m pip install --no-cache-dir --progress-bar off "torch==$torch_version" numpy
 fi
 echo "bootstrap: ok ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
