@@ -53,6 +53,7 @@ if [[ $what == ab ]]; then
       grep -E "^\|" "$out/ab-$side-$round.log" | head -20
     done
   done
+  python3 dev/kernels/ab_table.py "$out/ab-A.jsonl" "$out/ab-B.jsonl" | tee "$out/ab.md"
 fi
 if [[ $what == bytes ]]; then
   # DRAM bytes, time, registers and occupancy of every kernel of one forward+backward at each of
