@@ -98,6 +98,39 @@ std::map<std::string, at::Tensor> weights(const fs::path& run_dir) {
   return {loaded.begin(), loaded.end()};
 }
 
+// metrics.jsonl split into training records and evaluation records, each in file order.
+struct MetricsByKind {
+  std::vector<nlohmann::json> train, eval;
+};
+
+MetricsByKind metrics_by_step(const fs::path& file) {
+  MetricsByKind records;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    const auto record = nlohmann::json::parse(line);
+    (record.value("eval", false) ? records.eval : records.train).push_back(record);
+  }
+  return records;
+}
+
+std::vector<int64_t> step_list(const std::vector<nlohmann::json>& records) {
+  std::vector<int64_t> steps;
+  for (const auto& record : records) steps.push_back(record.at("step").get<int64_t>());
+  return steps;
+}
+
+std::vector<int64_t> step_list_1_to(int64_t last) {
+  std::vector<int64_t> steps;
+  for (int64_t step = 1; step <= last; ++step) steps.push_back(step);
+  return steps;
+}
+
+int64_t trainer_step(const fs::path& run_dir) {
+  std::ifstream in(run_dir / "checkpoint" / "trainer_state.json");
+  return nlohmann::json::parse(in).at("step").get<int64_t>();
+}
+
 TEST_F(CliTest, HelpListsSubcommands) {
   auto result = run_lintime("--help");
   EXPECT_EQ(result.exit_code, 0);
@@ -218,12 +251,61 @@ TEST_F(CliTest, TrainEvalAndResumeEqualsUninterrupted) {
     ASSERT_TRUE(actual.count(name)) << name;
     EXPECT_TRUE(at::equal(tensor, actual[name])) << name << " differs after resume";
   }
+  // Training is deterministic, so equal weights alone would not tell a resume from a rerun:
+  // the resumed run must have logged only the remaining steps, once each, after the stopped
+  // run's (the metrics file is appended to), with the losses and rates of the uninterrupted run.
+  const auto full_log = metrics_by_step(full / "metrics.jsonl"), resumed_log = metrics_by_step(resumed / "metrics.jsonl");
+  for (const auto* log : {&full_log, &resumed_log}) {
+    EXPECT_EQ(step_list(log->train), step_list_1_to(16)) << "train records by step, in file order";
+    EXPECT_EQ(step_list(log->eval), (std::vector<int64_t>{5, 10, 15, 16})) << "eval records by step";
+  }
+  for (size_t i = 0; i < full_log.train.size() && i < resumed_log.train.size(); ++i) {
+    EXPECT_EQ(full_log.train[i].at("loss"), resumed_log.train[i].at("loss")) << "step " << i + 1;
+    EXPECT_EQ(full_log.train[i].at("lr"), resumed_log.train[i].at("lr")) << "step " << i + 1;
+  }
+  EXPECT_EQ(trainer_step(resumed), 16);
   auto a = run_lintime("eval " + full.string() + " --device cpu"), b = run_lintime("eval " + resumed.string() + " --device cpu");
   ASSERT_EQ(a.exit_code, 0) << a.out;
   EXPECT_EQ(a.out, b.out);
   EXPECT_NE(a.out.find("overall"), std::string::npos);
   expect_one_line_error(run_errors("train " + config + " --device cpu --resume --out " + (dir_ / "none").string()),
                         "no checkpoint");
+}
+
+// A resume must continue from the optimizer state in the checkpoint, not from fresh moments:
+// the same stopped run resumed with its AdamW second moments scaled by 100 ends elsewhere,
+// and with them untouched ends on the uninterrupted run's weights.
+TEST_F(CliTest, ResumeContinuesFromTheStoredOptimizerState) {
+  const auto config = write_config();
+  const auto full = dir_ / "full", intact = dir_ / "intact", altered = dir_ / "altered";
+  ASSERT_EQ(run_lintime("train " + config + " --device cpu --out " + full.string()).exit_code, 0);
+  auto result = run_lintime("train " + config + " --device cpu --out " + intact.string() + " --stop-after-steps 7");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  fs::copy(intact, altered, fs::copy_options::recursive);
+  const std::string optimizer_file = (altered / "checkpoint" / "optimizer.safetensors").string();
+  auto optimizer_state = lintime::io::load_safetensors(optimizer_file);
+  int64_t scaled = 0;
+  for (auto& [name, tensor] : optimizer_state) {
+    if (name.size() > 11 && name.compare(name.size() - 11, 11, ".exp_avg_sq") == 0) {
+      tensor = tensor * 100;
+      ++scaled;
+    }
+  }
+  ASSERT_GT(scaled, 0) << "no .exp_avg_sq tensors in " << optimizer_file;
+  std::vector<std::pair<std::string, at::Tensor>> list(optimizer_state.begin(), optimizer_state.end());
+  lintime::io::save_safetensors(optimizer_file, list, {{"step_count", "7"}});
+  for (const auto& run : {intact, altered}) {
+    result = run_lintime("train " + config + " --device cpu --resume --out " + run.string());
+    ASSERT_EQ(result.exit_code, 0) << result.out;
+  }
+  auto expected = weights(full), from_intact = weights(intact), from_altered = weights(altered);
+  int64_t differing = 0;
+  for (const auto& [name, tensor] : expected) {
+    EXPECT_TRUE(at::equal(tensor, from_intact.at(name))) << name;
+    differing += !at::equal(tensor, from_altered.at(name));
+  }
+  EXPECT_EQ(differing, static_cast<int64_t>(expected.size()))
+      << "every weight must change when the stored second moments do (the resume must load them)";
 }
 
 TEST_F(CliTest, CheckpointWithWrongShapesIsRejectedWholeAndNamesTheTensor) {
@@ -486,10 +568,7 @@ TEST_F(CliTest, GenerateRunsALlamaFolderWithItsSentencePieceTokenizer) {
   // Llama 2's tokenizer.model from ../shared/data: generate feeds BOS + the prompt's pieces,
   // decodes greedily from the KV cache and prints the pieces' text, as a full forward per step
   // through the same tokenizer gives it.
-  const std::string data = lintime::testing::shared_data_dir();
-  if (data.empty() || !fs::exists(fs::path(data) / "llama2-tokenizer.model")) {
-    GTEST_SKIP() << "../shared/data/llama2-tokenizer.model is absent";
-  }
+  LINTIME_REQUIRE_SHARED_DATA(data, "llama2-tokenizer.model");
   lintime::models::LlamaConfig config;
   config.vocab_size = 32000;
   config.hidden_size = 16;

@@ -13,7 +13,6 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
@@ -44,29 +43,6 @@ class SingleThreadEnvironment : public ::testing::Environment {
 const auto* const kSingleThread = ::testing::AddGlobalTestEnvironment(new SingleThreadEnvironment);
 
 using lintime::testing::error_of;
-
-// True when the registered op has a CPU kernel (the ops are written by another issue).
-bool op_available(const char* name) {
-  auto handle = c10::Dispatcher::singleton().findSchema({name, ""});
-  return handle.has_value() && (handle->hasKernelForDispatchKey(c10::DispatchKey::CPU) ||
-                                 handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) ||
-                                 handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd));
-}
-
-bool mixer_available(const std::string& mixer) {
-  if (mixer == "gsa") return op_available("lintime::gsa_chunk");
-  if (mixer == "gla") return op_available("lintime::gla_chunk");
-  if (mixer == "based") return op_available("lintime::taylor_attention_chunk");
-  if (mixer == "linear_attention") {
-    return op_available("lintime::taylor_attention_chunk") && op_available("lintime::gla_chunk");
-  }
-  if (mixer == "sliding_window") return op_available("lintime::sliding_window_attention");
-  return true;
-}
-
-#define SKIP_UNLESS_AVAILABLE(mixer)                                                          \
-  if (!mixer_available(mixer)) GTEST_SKIP() << "the op behind mixer \"" << (mixer)             \
-                                            << "\" has no CPU kernel registered yet"
 
 MqarModelConfig small_config(std::vector<std::string> layers) {
   MqarModelConfig config;
@@ -108,7 +84,6 @@ at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& labels) {
 TEST(MqarModel, ShapesAndDeterministicInit) {
   for (const auto& layers : std::vector<std::vector<std::string>>{{"base_conv", "gla"}, {"gsa", "gsa"}}) {
     const std::string name = layers[0] + "+" + layers[1];
-    if (!mixer_available(layers[1])) continue;
     MqarModel a(small_config(layers), 3), b(small_config(layers), 3), c(small_config(layers), 4);
     auto inputs = at::randint(64, {2, 24}, at::kLong);
     auto logits = a.forward(inputs);
@@ -125,7 +100,6 @@ TEST(MqarModel, ShapesAndDeterministicInit) {
     auto other = a.forward(changed);
     EXPECT_TRUE(at::allclose(other.slice(1, 0, 23), logits.slice(1, 0, 23), 1e-5, 1e-6)) << name;
   }
-  if (!mixer_available("gla") || !mixer_available("gsa")) GTEST_SKIP() << "gla/gsa ops not registered yet";
 }
 
 TEST(MqarModel, ParameterNamesAndTiedHead) {
@@ -316,7 +290,6 @@ at::Tensor linear_attention_formula(const at::Tensor& q_features, const at::Tens
 }
 
 TEST(MqarLayers, LinearAttentionFeatureMapsMatchTheirFormula) {
-  SKIP_UNLESS_AVAILABLE("linear_attention");
   for (const std::string map : {"taylor", "relu", "elu+1", "identity"}) {
     for (const bool normalize : {true, false}) {
       at::Generator generator = at::detail::createCPUGenerator(3);
@@ -363,7 +336,6 @@ TEST(MqarLayers, LinearAttentionFeatureMapsMatchTheirFormula) {
 }
 
 TEST(MqarLayers, SoftmaxAttentionMatchesItsFormula) {
-  SKIP_UNLESS_AVAILABLE("sliding_window");
   for (const int64_t window : {0, 1, 5, 64}) {
     at::Generator generator = at::detail::createCPUGenerator(4);
     lintime::layers::SoftmaxAttentionOptions options;
@@ -396,7 +368,6 @@ TEST(MqarLayers, SoftmaxAttentionMatchesItsFormula) {
 }
 
 TEST(MqarLayers, GatedLinearAttentionPrefillAndDecodeMatchFullForward) {
-  SKIP_UNLESS_AVAILABLE("gla");
   at::Generator generator = at::detail::createCPUGenerator(9);
   lintime::layers::GatedLinearAttentionOptions options;
   options.hidden_size = 16;
@@ -468,27 +439,22 @@ void expect_overfits(const std::vector<std::string>& layers, int steps, json mix
 TEST(MqarModelTraining, BaseConvOnlyOverfits) { expect_overfits({"base_conv", "base_conv"}, 60); }
 
 TEST(MqarModelTraining, BaseConvGlaOverfits) {
-  SKIP_UNLESS_AVAILABLE("gla");
   expect_overfits({"base_conv", "gla"}, 60);
 }
 
 TEST(MqarModelTraining, GsaOverfits) {
-  SKIP_UNLESS_AVAILABLE("gsa");
   expect_overfits({"gsa", "gsa"}, 60);
 }
 
 TEST(MqarModelTraining, BaseConvBasedOverfits) {
-  SKIP_UNLESS_AVAILABLE("based");
   expect_overfits({"base_conv", "based"}, 60);
 }
 
 TEST(MqarModelTraining, BaseConvLinearAttentionOverfits) {
-  SKIP_UNLESS_AVAILABLE("linear_attention");
   expect_overfits({"base_conv", "linear_attention"}, 60, {{"linear_attention", {{"feature_map", "elu+1"}}}});
 }
 
 TEST(MqarModelTraining, BaseConvSlidingWindowOverfits) {
-  SKIP_UNLESS_AVAILABLE("sliding_window");
   expect_overfits({"base_conv", "sliding_window"}, 60, {{"sliding_window", {{"window", 8}}}});
 }
 

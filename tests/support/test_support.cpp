@@ -132,4 +132,15 @@ std::string shared_data_dir() {
   return fs::exists(data) ? fs::canonical(data).string() : std::string();
 }
 
+bool shared_data_holds(const std::string& data, const std::string& file) {
+  return !data.empty() && std::filesystem::exists(std::filesystem::path(data) / file);
+}
+
+bool running_under_ci() {
+  const char* value = std::getenv("CI");
+  if (!value) return false;
+  const std::string text(value);
+  return !text.empty() && text != "0" && text != "false";
+}
+
 }  // namespace lintime::testing
