@@ -110,27 +110,37 @@ TEST(RMSNorm, MatchesFloat64Formula) {
   lintime::layers::RMSNorm norm(dim, eps);
   norm.weight.normal_(1.0, 0.5, generator);
   auto x = at::empty({rows, dim}, at::kFloat).normal_(0.0, 3.0, generator);
-  auto expected = at::empty({rows, dim}, at::kDouble);
-  auto xa = x.accessor<float, 2>();
-  auto wa = norm.weight.accessor<float, 1>();
-  auto ea = expected.accessor<double, 2>();
-  for (int64_t r = 0; r < rows; ++r) {
-    double sum = 0;
-    for (int64_t i = 0; i < dim; ++i) sum += double(xa[r][i]) * xa[r][i];
-    const double inverse = 1.0 / std::sqrt(sum / dim + eps);
-    for (int64_t i = 0; i < dim; ++i) ea[r][i] = xa[r][i] * inverse * wa[i];
-  }
+  // y = x / sqrt(mean(x²) + eps) · w, in float64 loops over the values of `input` as given.
+  auto formula = [&](const at::Tensor& input) {
+    auto xd = input.to(at::kDouble).contiguous();
+    auto expected = at::empty({rows, dim}, at::kDouble);
+    auto xa = xd.accessor<double, 2>();
+    auto wa = norm.weight.accessor<float, 1>();
+    auto ea = expected.accessor<double, 2>();
+    for (int64_t r = 0; r < rows; ++r) {
+      double sum = 0;
+      for (int64_t i = 0; i < dim; ++i) sum += xa[r][i] * xa[r][i];
+      const double inverse = 1.0 / std::sqrt(sum / dim + eps);
+      for (int64_t i = 0; i < dim; ++i) ea[r][i] = xa[r][i] * inverse * wa[i];
+    }
+    return expected;
+  };
+  const auto expected = formula(x);
   auto y = norm.forward(x);
   EXPECT_EQ(y.scalar_type(), at::kFloat);
   expect_close("RMSNorm fp32", "y", y, expected, kFloat32Tolerance);
-  expect_close("RMSNorm fp64", "y", norm.forward(x.to(at::kDouble)), expected, kFloat32Tolerance);
+  // float64 differs from the loop only in summation order.
+  expect_close("RMSNorm fp64", "y", norm.forward(x.to(at::kDouble)), expected, 1e-14);
 
   lintime::layers::RMSNorm plain(dim, eps, /*elementwise_affine=*/false);
   EXPECT_TRUE(plain.named_parameters().empty());
   expect_close("RMSNorm no weight", "y", plain.forward(x) * norm.weight, expected, kFloat32Tolerance);
-  auto y_bf16 = norm.forward(x.to(at::kBFloat16));
+  // bf16: computed in float32 and rounded once to bf16 (half a unit, 2^-9 relative, per element);
+  // the bound is one unit, 2^-8, of the largest output.
+  const auto x_bf16 = x.to(at::kBFloat16);
+  auto y_bf16 = norm.forward(x_bf16);
   EXPECT_EQ(y_bf16.scalar_type(), at::kBFloat16);
-  expect_close("RMSNorm bf16", "y", y_bf16, expected, 2e-2);
+  expect_close("RMSNorm bf16", "y", y_bf16, formula(x_bf16), std::ldexp(1.0, -8));
 }
 
 TEST(SwiGluMlp, MatchesFloat64FormulaAndSizeRule) {

@@ -136,18 +136,20 @@ TEST(SlidingWindowAttention, PrefillThenStepsEqualFullForward) {
 
 TEST(SlidingWindowAttention, BadInputsAreNamed) {
   const auto q = at::randn({2, 5, 2, 8}), k = at::randn({2, 5, 2, 8}), v = at::randn({2, 5, 2, 4});
-  EXPECT_NE(error_of([&] { sliding_window_attention(q, k, v, 0, 1.0); }).find("window"), std::string::npos);
-  EXPECT_NE(error_of([&] { sliding_window_attention(at::randn({2, 5, 2, 6}), k, v, 4, 1.0); }).find("q"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] { sliding_window_attention(q, k, at::randn({2, 4, 2, 4}), 4, 1.0); }).find("v"),
-            std::string::npos);
+  EXPECT_EQ(error_of([&] { sliding_window_attention(q, k, v, 0, 1.0); }),
+            "lintime::sliding_window_attention: window (keys seen per query, itself included) must be >= 1, got 0");
+  EXPECT_EQ(error_of([&] { sliding_window_attention(at::randn({2, 5, 2, 6}), k, v, 4, 1.0); }),
+            "lintime::sliding_window_attention: q must have shape [B, T, H, D] = [2, 5, 2, 8], got [2, 5, 2, 6]");
+  EXPECT_EQ(error_of([&] { sliding_window_attention(q, k, at::randn({2, 4, 2, 4}), 4, 1.0); }),
+            "lintime::sliding_window_attention: v must have shape [B, T, H, V] = [2, 5, 2, V], got [2, 4, 2, 4]");
   at::Tensor key_cache = at::zeros({2, 2, 3, 8}), value_cache = at::zeros({2, 2, 4, 4});
   at::Tensor positions = at::zeros({2}, at::kLong);
-  EXPECT_NE(error_of([&] {
+  EXPECT_EQ(error_of([&] {
               sliding_window_attention_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), 4, 1.0, key_cache,
                                              value_cache, positions);
-            }).find("key_cache"),
-            std::string::npos);
+            }),
+            "lintime::sliding_window_attention_step_: key_cache must have shape [B, H, w, D] = [2, 2, 4, 8], got "
+            "[2, 2, 3, 8]");
 }
 
 }  // namespace

@@ -233,23 +233,25 @@ TEST(TaylorAttention, PrefillThenStepsEqualFullForward) {
 
 TEST(TaylorAttention, BadInputsAreNamed) {
   const auto q = at::randn({2, 5, 2, 8}), k = at::randn({2, 5, 2, 8}), v = at::randn({2, 5, 2, 4});
-  EXPECT_NE(error_of([&] { taylor_attention_chunk(q, at::randn({2, 5, 2, 6}), v, true, kEps); }).find("q"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] { taylor_attention_chunk(q, k, at::randn({2, 4, 2, 4}), true, kEps); }).find("v"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] { taylor_attention_chunk(q, k, v, true, -1.0); }).find("eps"), std::string::npos);
-  EXPECT_NE(error_of([&] { taylor_attention_chunk(q, k, v, true, kEps, at::zeros({2, 2, 73, 4})); })
-                .find("initial_normalizer"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] {
+  EXPECT_EQ(error_of([&] { taylor_attention_chunk(q, at::randn({2, 5, 2, 6}), v, true, kEps); }),
+            "lintime::taylor_attention_chunk: q must have shape [B, T, H, D] = [2, 5, 2, 6], got [2, 5, 2, 8]");
+  EXPECT_EQ(error_of([&] { taylor_attention_chunk(q, k, at::randn({2, 4, 2, 4}), true, kEps); }),
+            "lintime::taylor_attention_chunk: v must have shape [B, T, H, V] = [2, 5, 2, V], got [2, 4, 2, 4]");
+  EXPECT_EQ(error_of([&] { taylor_attention_chunk(q, k, v, true, -1.0); }),
+            "lintime::taylor_attention_chunk: eps must be finite and >= 0, got -1");
+  EXPECT_EQ(error_of([&] { taylor_attention_chunk(q, k, v, true, kEps, at::zeros({2, 2, 73, 4})); }),
+            "lintime::taylor_attention_chunk: give both initial_state [N, H, E, V] and initial_normalizer [N, H, E] "
+            "or neither");
+  EXPECT_EQ(error_of([&] {
               taylor_attention_chunk(q, k, v, true, kEps, at::zeros({2, 2, 72, 4}), at::zeros({2, 2, 72}));
-            }).find("initial_state"),
-            std::string::npos);
+            }),
+            "lintime::taylor_attention_chunk: initial_state must have shape [N, H, E, V] = [2, 2, 73, 4], got "
+            "[2, 2, 72, 4]");
   at::Tensor state = at::zeros({2, 2, 73, 4}), normalizer = at::zeros({2, 2, 70});
-  EXPECT_NE(error_of([&] {
+  EXPECT_EQ(error_of([&] {
               taylor_attention_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), true, kEps, state, normalizer);
-            }).find("normalizer"),
-            std::string::npos);
+            }),
+            "lintime::taylor_attention_step: normalizer must have shape [B, H, E] = [2, 2, 73], got [2, 2, 70]");
 }
 
 }  // namespace
