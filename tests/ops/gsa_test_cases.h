@@ -30,7 +30,6 @@ struct GsaCase {
   bool initial_state;
   std::vector<int64_t> sequence_lengths = {};  // varlen (batch 1, time = their sum) when set
   bool final_state = true;
-  bool check_float32 = false;     // also run fp32 inputs (only for moderate gates)
 };
 
 struct GsaInputs {
@@ -158,30 +157,30 @@ inline void expect_runs_close(const std::string& case_name, const GsaRun& actual
 // 1025-token cases keep K, V, M small to bound the reference's run time.
 inline const std::vector<GsaCase>& chunk_cases() {
   static const std::vector<GsaCase> cases = {
-      {"T1_K32_V32_M16_B2_norm8_layer_s", 2, 1, 1, 1, 32, 32, 16, 8.0, true, false, {}, true, true},
+      {"T1_K32_V32_M16_B2_norm8_layer_s", 2, 1, 1, 1, 32, 32, 16, 8.0, true, false, {}, true},
       {"T63_K60_V64_M32_B2_HQ4_H2_norm1_random_s_init", 2, 63, 4, 2, 60, 64, 32, 1.0, false, true,
-       {}, true, true},
+       {}, true},
       {"T64_K64_V60_M64_HQ2_H1_norm0.1_layer_s_init", 1, 64, 2, 1, 64, 60, 64, 0.1, true, true},
       {"T65_K128_V32_M16_B2_H2_norm8_random_s", 2, 65, 2, 2, 128, 32, 16, 8.0, false, false, {},
-       true, true},
+       true},
       {"T100_K32_V128_M32_B2_HQ4_H1_norm1_layer_s_init", 2, 100, 4, 1, 32, 128, 32, 1.0, true,
-       true, {}, true, true},
+       true, {}, true},
       {"T100_K60_V60_M16_norm8_no_final_state_init", 1, 100, 2, 2, 60, 60, 16, 8.0, true, true, {},
-       false, true},
+       false},
       {"T1025_K32_V32_M16_HQ2_H1_norm8_layer_s_init", 1, 1025, 2, 1, 32, 32, 16, 8.0, true, true,
-       {}, true, true},
+       {}, true},
       {"T1025_K32_V32_M16_norm0.1_random_s", 1, 1025, 1, 1, 32, 32, 16, 0.1, false, false},
       {"T1025_K128_V64_M64_B2_HQ2_H1_norm1_random_s_init", 2, 1025, 2, 1, 128, 64, 64, 1.0, false,
-       true, {}, true, true},
+       true, {}, true},
       {"varlen_1_63_100_65_K64_V60_M32_HQ4_H2_norm1_layer_s_init", 1, 0, 4, 2, 64, 60, 32, 1.0,
-       true, true, {1, 63, 100, 65}, true, true},
+       true, true, {1, 63, 100, 65}, true},
       {"varlen_300_1_724_K32_V32_M16_norm8_random_s_init", 1, 0, 1, 1, 32, 32, 16, 8.0, false, true,
-       {300, 1, 724}, true, true},
+       {300, 1, 724}, true},
       {"varlen_64_64_129_K128_V64_M64_HQ2_H1_norm0.1_layer_s", 1, 0, 2, 1, 128, 64, 64, 0.1, true,
        false, {64, 64, 129}},
       // Long enough for the CUDA kernels' segmented sweeps, with a one-chunk sequence between.
       {"varlen_520_3_1000_K32_V32_M16_H2_norm1_random_s_init", 1, 0, 2, 2, 32, 32, 16, 1.0, false,
-       true, {520, 3, 1000}, true, true},
+       true, {520, 3, 1000}, true},
   };
   return cases;
 }

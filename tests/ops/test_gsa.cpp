@@ -12,7 +12,9 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <numeric>
@@ -39,7 +41,9 @@ class SingleThreadEnvironment : public ::testing::Environment {
 
 // Relative max error of fp64 against the fp64 reference: round-off only.
 constexpr double kFloat64Tolerance = 1e-10;
-// fp32 inputs against the fp64 reference, moderate gates (normaliser >= 1).
+// fp32 inputs against the fp64 reference, strong gates (normaliser 0.1) included: measured
+// ≤ 5.9e-6 (grad_q of the strong-gate T64 case; 4.4e-5 before the decays were formed in
+// float64, src/ops/gla/gla_chunk.cpp).
 constexpr double kFloat32Tolerance = 1e-5;
 
 
@@ -52,9 +56,8 @@ TEST(GsaChunk, MatchesReferenceOutputsStatesAndAllGradientsInFloat64) {
   }
 }
 
-TEST(GsaChunk, Float32InputsMatchFloat64ReferenceWithModerateGates) {
+TEST(GsaChunk, Float32InputsMatchFloat64ReferenceOnEveryCase) {
   for (const auto& c : chunk_cases()) {
-    if (!c.check_float32) continue;
     SCOPED_TRACE(c.name);
     auto inputs = make_inputs(c, seed_of(c.name));
     auto chunk = run_gsa(Implementation::chunk, inputs, at::kFloat, c.final_state);

@@ -7,9 +7,11 @@
 // float64 reference, computed on the same dtype-rounded inputs, is at most twice the error of
 // lintime's references evaluated in the input dtype: the larger of the token-by-token recurrence
 // with the dtype's roundings (run_recurrence_in_dtype) and the CPU chunked op (the general path,
-// the same chunked algorithm; in fp32 its exp of cumulative log-gates costs up to ~30x the
-// recurrence's error, and the kernels share that). For bf16 the relative RMS error is also at
-// most 5e-3. Errors are relative RMS over each tensor.
+// the same chunked algorithm). The CPU op now forms its cumulative log-gates in float64, which
+// took its fp32 error under strong gates from up to 4.4e-5 to 5.9e-6 (relative max), so the fp32
+// bound here is tighter than when the kernels last ran (H100, 8600917): they still form those
+// differences in fp32, and a GPU run has to show whether they meet it or need the same change.
+// For bf16 the relative RMS error is also at most 5e-3. Errors are relative RMS over each tensor.
 #include "ops/gsa_test_cases.h"
 #include "ops/register/ops.h"
 #include "support/test_support.h"
