@@ -406,13 +406,22 @@ MqarModel::MqarModel(const MqarModelConfig& config, uint64_t seed)
 
 MqarModel::~MqarModel() = default;
 
-at::Tensor MqarModel::forward(const at::Tensor& inputs, bool training) {
+void MqarModel::check_inputs(const at::Tensor& inputs) const {
   LINTIME_CHECK(inputs.defined() && inputs.dim() == 2 && inputs.scalar_type() == at::kLong,
                 "MqarModel: inputs must be an int64 tensor of shape [B, L]");
   if (inputs.numel() > 0) {
     const int64_t low = inputs.min().item<int64_t>(), high = inputs.max().item<int64_t>();
     LINTIME_CHECK(low >= 0 && high < config_.vocab_size, "MqarModel: inputs must be token ids in [0, ",
                   config_.vocab_size, "), got values in [", low, ", ", high, "]");
+  }
+}
+
+at::Tensor MqarModel::forward(const at::Tensor& inputs, bool training) {
+  if (inputs.defined() && inputs.device().is_cpu()) {
+    check_inputs(inputs);
+  } else {
+    LINTIME_CHECK(inputs.defined() && inputs.dim() == 2 && inputs.scalar_type() == at::kLong,
+                  "MqarModel: inputs must be an int64 tensor of shape [B, L]");
   }
   at::Tensor x = at::embedding(embedding, inputs);  // [B, L, d]
   if (training && config_.embed_dropout > 0) x = at::dropout(x, config_.embed_dropout, /*train=*/true);

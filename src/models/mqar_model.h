@@ -104,8 +104,12 @@ class MqarModel : public layers::Module {
 
   // inputs [B, L] int64 token ids in [0, vocab_size) -> logits [B, L, vocab_size] in the
   // parameters' dtype. `training` applies the embedding dropout (config.embed_dropout), drawn
-  // from the default generator of the inputs' device.
+  // from the default generator of the inputs' device. The id range is checked for host inputs
+  // only: on a GPU the check would wait for the device at every step, so callers that move
+  // batches there check them first (check_inputs on the host batch, as the trainer does).
   at::Tensor forward(const at::Tensor& inputs, bool training = false);
+  // Throws lintime::Error unless `inputs` is an int64 [B, L] tensor of ids in [0, vocab_size).
+  void check_inputs(const at::Tensor& inputs) const;
 
   // Sum over layers of each mixer's recurrent state, bytes per sequence.
   int64_t state_bytes_per_sequence() const;

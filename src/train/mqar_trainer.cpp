@@ -3,6 +3,7 @@
 // the same weights as an uninterrupted one on the CPU.
 #include "train/mqar_trainer.h"
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "data/mqar_metric.h"
@@ -24,16 +25,6 @@
 
 namespace lintime::train {
 namespace fs = std::filesystem;
-
-c10::Device resolve_device(const std::string& name) {
-  if (name == "cpu") return c10::Device(c10::kCPU);
-  if (name == "cuda") {
-    LINTIME_CHECK(at::hasCUDA(), "--device cuda: no CUDA device is available (use cpu or auto)");
-    return c10::Device(c10::kCUDA, 0);
-  }
-  LINTIME_CHECK(name == "auto", "--device must be cpu, cuda or auto, got '", name, "'");
-  return at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-}
 
 // Reseeds the device's default generator from (seed, step) before a training forward, so the
 // dropout masks of step s are the same in a resumed run as in an uninterrupted one.
@@ -62,6 +53,7 @@ MqarEvaluation evaluate_mqar(models::MqarModel& model, const data::MqarDataset& 
   for (int64_t segment = 0; segment < test.num_segments(); ++segment) {
     for (int64_t batch = 0; batch < test.num_batches(segment); ++batch) {
       auto examples = test.batch(segment, batch);
+      if (!device.is_cpu()) model.check_inputs(examples.inputs);
       auto logits = model.forward(examples.inputs.to(device));
       accuracy.add(segment, logits, examples.labels.to(device));
     }
@@ -170,6 +162,7 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
     const double lr = schedule->lr_at(state.step);
     optimizer.set_lr(lr);
     auto batch = train_data.training_batch_at_step(state.step);
+    if (!device.is_cpu()) model.check_inputs(batch.inputs);  // on the host: no wait for the device
     auto inputs = batch.inputs.to(device);
     auto labels = batch.labels.to(device);
     if (config.model.embed_dropout > 0) seed_dropout_for_step(device, config.optim.seed, state.step);

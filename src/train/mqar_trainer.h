@@ -14,9 +14,6 @@
 
 namespace lintime::train {
 
-// "cpu", "cuda" or "auto" (cuda when a device is present). Throws for anything else.
-c10::Device resolve_device(const std::string& name);
-
 struct MqarTrainOptions {
   std::string out_dir = "runs/mqar";
   std::string device = "auto";

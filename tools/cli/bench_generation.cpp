@@ -7,13 +7,12 @@
 // growth of the process's resident memory over the run is recorded too.
 #include "tools/cli/bench_generation.h"
 
+#include "core/device.h"
 #include "core/error.h"
 #include "layers/module.h"
 #include "models/causal_lm.h"
 #include "models/gsa_model.h"
 #include "models/llama_model.h"
-#include "tools/cli/model_folder.h"
-#include "train/mqar_trainer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -141,7 +140,7 @@ void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& opt
 
 int run_generation_bench(const GenerationBenchOptions& options, const std::string& device_name,
                          const std::string& jsonl) {
-  const c10::Device device = train::resolve_device(device_name);  // an indexed device, for the allocator's stats
+  const c10::Device device = resolve_device(device_name);  // an indexed device, for the allocator's stats
   const at::ScalarType dtype = parse_dtype(options.dtype);
   std::ofstream jsonl_file;
   if (!jsonl.empty()) {

@@ -3,11 +3,10 @@
 // implementations. The output is written atomically.
 #include "tools/cli/commands.h"
 
+#include "core/device.h"
 #include "core/error.h"
-#include "io/safetensors.h"
 #include "io/model_folder.h"
-#include "tools/cli/model_folder.h"
-#include "train/mqar_trainer.h"
+#include "io/safetensors.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -31,7 +30,7 @@ std::function<int()> add_forward_command(CLI::App& app) {
   command->add_option("--device", *device, "cpu, cuda or auto");
   return [=]() {
     const at::ScalarType model_dtype = parse_dtype(*dtype);
-    const c10::Device model_device = train::resolve_device(*device);
+    const c10::Device model_device = resolve_device(*device);
     io::SafetensorsFile file(*input);
     LINTIME_CHECK(file.contains("input_ids"), "'", *input, "' holds no tensor 'input_ids'");
     const io::TensorInfo& info = file.info("input_ids");

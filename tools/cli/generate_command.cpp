@@ -3,12 +3,11 @@
 // 1) and generation stops at EOS. Timing goes to stderr.
 #include "tools/cli/commands.h"
 
+#include "core/device.h"
 #include "core/error.h"
+#include "io/model_folder.h"
 #include "models/sampling.h"
 #include "text/tokenizer.h"
-#include "io/model_folder.h"
-#include "tools/cli/model_folder.h"
-#include "train/mqar_trainer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -57,7 +56,7 @@ int run_generate(const GenerateArgs& args) {
     prompt = buffer.str();
   }
   const at::ScalarType dtype = parse_dtype(args.dtype);
-  const c10::Device device = train::resolve_device(args.device);
+  const c10::Device device = resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = io::load_causal_lm(args.model_dir, dtype, device);
   if (device.is_cuda()) model->use_cuda_graphs(args.cuda_graphs);

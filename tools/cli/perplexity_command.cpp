@@ -4,11 +4,10 @@
 // fixed-length-model recipe does. No BOS is added.
 #include "tools/cli/commands.h"
 
+#include "core/device.h"
 #include "core/error.h"
-#include "text/tokenizer.h"
 #include "io/model_folder.h"
-#include "tools/cli/model_folder.h"
-#include "train/mqar_trainer.h"
+#include "text/tokenizer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -36,7 +35,7 @@ int run_perplexity(const PerplexityArgs& args) {
   std::ostringstream buffer;
   buffer << in.rdbuf();
   const at::ScalarType dtype = parse_dtype(args.dtype);
-  const c10::Device device = train::resolve_device(args.device);
+  const c10::Device device = resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = io::load_causal_lm(args.model_dir, dtype, device);
   const std::vector<int64_t> ids = tokenizer->encode(buffer.str());

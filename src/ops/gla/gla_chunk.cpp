@@ -81,6 +81,10 @@ struct ChunkLayout {
   }
 };
 
+// Largest |cumulative log gate| within a chunk for which the decays are formed in float32: its
+// rounding, 16 · 2^-24 ≈ 1e-6, then stays below the float32 tests' 1e-5.
+constexpr double kFloat32LogGateLimit = 16.0;
+
 // Largest total decay of one 16-token sub-chunk for which its diagonal block is computed in
 // factored form: the factors then lie in [e^-30, e^30], far inside fp32's range (e^±87).
 constexpr double kFactoredDiagonalMaxDecay = 30.0;
@@ -104,8 +108,9 @@ struct IntraChunkDecay {
                            // (factored: exp(b_t - r_j) from its start), else 0
   at::Tensor from_future;  // [..., n, S, c, D]: exp(e_j - b_s) (factored: exp(r_j - b_s))
 
-  // b in float64 (see ChunkProblem): each exponent is formed there and rounded once to `dtype`,
-  // where exp runs (exp(x (1 + u)) is within |x| u of exp(x), small wherever exp(x) is not).
+  // b in float64 or `dtype` (see ChunkProblem): each exponent is formed there and rounded once
+  // to `dtype`, where exp runs (exp(x (1 + u)) is within |x| u of exp(x), small wherever exp(x)
+  // is not).
   IntraChunkDecay(const at::Tensor& b, bool with_reverse, at::ScalarType dtype) {
     const double minus_inf = -std::numeric_limits<double>::infinity();
     const auto index_options = at::TensorOptions().device(b.device()).dtype(at::kLong);
@@ -221,10 +226,15 @@ struct ChunkProblem {
     // Cumulative log gates reach |b| ≈ 450 within a chunk under strong gates (e^-7 per step);
     // in float32 a difference b_t - b_s would then carry |b|·2^-24 ≈ 3e-5 of absolute error,
     // which exp turns into a relative error of every decay factor (measured: the float32 op was
-    // 20-400x further from float64 than the float32 recurrence). So b is summed and differenced
-    // in float64; the exponents are rounded once to the compute dtype, in which exp runs.
-    const at::ScalarType decay_dtype = dtype == at::kFloat ? at::kDouble : dtype;
-    at::Tensor b = layout.to_chunks(g_in.to(decay_dtype)).unsqueeze(2).cumsum(-2);  // [N,H,1,n,C,Dg]
+    // 20-400x further from float64 than the float32 recurrence). Where some |b| exceeds
+    // kFloat32LogGateLimit, b is summed and differenced in float64 instead, and the exponents
+    // are rounded once to the compute dtype, in which exp runs; below it float32 keeps the
+    // factors within about 1e-6, and the common case pays nothing for the check but one pass.
+    const at::Tensor g_chunks = layout.to_chunks(g_in.to(dtype)).unsqueeze(2);
+    at::Tensor b = g_chunks.cumsum(-2);                                              // [N,H,1,n,C,Dg]
+    if (dtype == at::kFloat && b.numel() > 0 && b.abs().max().item<double>() > kFloat32LogGateLimit) {
+      b = g_chunks.to(at::kDouble).cumsum(-2);
+    }
     at::Tensor b_last = b.narrow(-2, kChunk - 1, 1);                                 // [N,H,1,n,1,Dg]
     from_start = b.to(dtype).exp();  // not exp_: .to is a no-op for float64 and b is still needed
     to_end = (b_last - b).to(dtype).exp_();
