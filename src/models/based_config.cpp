@@ -2,7 +2,8 @@
 #include "models/based_config.h"
 
 #include "core/error.h"
-#include "models/json_fields.h"
+#include "core/config_reader.h"
+#include "models/hub_fields.h"
 
 #include <algorithm>
 #include <string>
@@ -10,7 +11,7 @@
 namespace lintime::models {
 namespace {
 
-using namespace json_fields;
+using namespace config;
 
 // The key's value, or nullptr when absent (a JSON null counts as absent).
 const json* find_key(const json& object, const char* key) {

@@ -2,7 +2,8 @@
 // type; validate() checks values and the relations between them.
 #include "models/gsa_config.h"
 
-#include "models/json_fields.h"
+#include "core/config_reader.h"
+#include "models/hub_fields.h"
 
 #include "core/error.h"
 #include "layers/swiglu_mlp.h"
@@ -20,7 +21,7 @@ namespace {
 
 using nlohmann::json;
 
-using namespace json_fields;
+using namespace config;
 
 }  // namespace
 

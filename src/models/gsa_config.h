@@ -4,7 +4,7 @@
 // the key and what was expected (lintime::Error).
 #pragma once
 
-#include "models/json_fields.h"
+#include "models/hub_fields.h"
 
 #include <nlohmann/json.hpp>
 
@@ -60,7 +60,7 @@ struct GsaConfig {
   std::optional<std::string> attn_mode;  // "chunk", "fused_recurrent", ... (informational)
   std::optional<bool> share_conv_kernel;
   std::optional<bool> use_rope;  // must be false if present
-  json_fields::HubFields hub{std::vector<std::string>{"GSAForCausalLM"}};
+  HubFields hub{std::vector<std::string>{"GSAForCausalLM"}};
 
   // Derived sizes (the config is validated when these are meaningful).
   int64_t resolved_num_kv_heads() const { return num_kv_heads.value_or(num_heads); }

@@ -2,7 +2,8 @@
 // type; validate() checks values and the relations between them.
 #include "models/llama_config.h"
 
-#include "models/json_fields.h"
+#include "core/config_reader.h"
+#include "models/hub_fields.h"
 
 #include "core/error.h"
 
@@ -14,7 +15,7 @@ namespace lintime::models {
 namespace {
 
 using nlohmann::json;
-using namespace json_fields;
+using namespace config;
 
 // rope_scaling (transformers 4) or rope_parameters (5): {"rope_type" | "type", "factor", ...,
 // and in version 5 "rope_theta"}.

@@ -6,7 +6,7 @@
 // hidden_act other than silu, pretraining_tp > 1) are one-line lintime::Errors naming the key.
 #pragma once
 
-#include "models/json_fields.h"
+#include "models/hub_fields.h"
 
 #include <nlohmann/json.hpp>
 
@@ -53,7 +53,7 @@ struct LlamaConfig {
   double attention_dropout = 0.0;
   bool mlp_bias = false;
   std::optional<int64_t> sliding_window;  // Mistral: each query sees its last w keys, itself included
-  json_fields::HubFields hub{std::vector<std::string>{"LlamaForCausalLM"}};
+  HubFields hub{std::vector<std::string>{"LlamaForCausalLM"}};
 
   int64_t resolved_num_key_value_heads() const { return num_key_value_heads.value_or(num_attention_heads); }
   int64_t resolved_head_dim() const { return head_dim.value_or(hidden_size / num_attention_heads); }

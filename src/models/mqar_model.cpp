@@ -1,6 +1,7 @@
 // MQAR model, its config and the sequence-mixer registry (see mqar_model.h).
 #include "models/mqar_model.h"
 
+#include "core/config_reader.h"
 #include "core/error.h"
 #include "layers/base_conv.h"
 #include "layers/based_linear_attention.h"
@@ -22,53 +23,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string join(const std::vector<std::string>& items) {
-  std::ostringstream out;
-  for (size_t i = 0; i < items.size(); ++i) out << (i ? ", " : "") << items[i];
-  return out.str();
-}
-
-// Typed access to one mixer's options object; rejects unknown keys and wrong types.
-class OptionReader {
- public:
-  OptionReader(std::string mixer, const json& options, std::vector<std::string> known)
-      : mixer_(std::move(mixer)), options_(options) {
-    LINTIME_CHECK(options.is_null() || options.is_object(), "mixer \"", mixer_,
-                  "\": options must be a JSON object, got ", options.dump());
-    if (options.is_null()) return;
-    for (const auto& [key, value] : options.items()) {
-      LINTIME_CHECK(std::find(known.begin(), known.end(), key) != known.end(), "mixer \"", mixer_,
-                    "\": unknown option \"", key, "\" (known: ", join(known), ")");
-    }
-  }
-
-  bool has(const std::string& key) const { return options_.is_object() && options_.contains(key); }
-
-  template <typename T>
-  T get(const std::string& key, T fallback) const {
-    if (!has(key)) return fallback;
-    const json& value = options_.at(key);
-    if constexpr (std::is_same_v<T, bool>) {
-      LINTIME_CHECK(value.is_boolean(), "mixer \"", mixer_, "\": option ", key, " must be a boolean, got ", value.dump());
-      return value.get<bool>();
-    } else if constexpr (std::is_integral_v<T>) {
-      LINTIME_CHECK(value.is_number_integer(), "mixer \"", mixer_, "\": option ", key, " must be an integer, got ",
-                    value.dump());
-      return value.get<T>();
-    } else if constexpr (std::is_floating_point_v<T>) {
-      LINTIME_CHECK(value.is_number(), "mixer \"", mixer_, "\": option ", key, " must be a number, got ", value.dump());
-      return value.get<T>();
-    } else {
-      LINTIME_CHECK(value.is_string(), "mixer \"", mixer_, "\": option ", key, " must be a string, got ", value.dump());
-      return value.get<std::string>();
-    }
-  }
-
- private:
-  std::string mixer_;
-  const json& options_;
-};
-
 // Adapts a layer with forward(x) and state_bytes_per_sequence() to SequenceMixer.
 template <typename Layer>
 class LayerMixer final : public SequenceMixer {
@@ -85,26 +39,26 @@ class LayerMixer final : public SequenceMixer {
 
 // "gsa": fla's GatedSlotAttention with the GSA paper's MQAR settings.
 layers::GatedSlotAttentionOptions gsa_options(int64_t d_model, const json& options, double init_std) {
-  OptionReader reader("gsa", options,
+  config::StrictObject reader(options, "model.gsa",
                       {"num_heads", "num_kv_heads", "num_slots", "expand_k", "expand_v", "gate_logit_normalizer",
                        "scale", "feature_map", "use_short_conv", "conv_size", "elementwise_affine", "norm_eps"});
   layers::GatedSlotAttentionOptions result;
   result.hidden_size = d_model;
-  result.num_heads = reader.get<int64_t>("num_heads", 4);
-  if (reader.has("num_kv_heads")) result.num_kv_heads = reader.get<int64_t>("num_kv_heads", 0);
-  result.num_slots = reader.get<int64_t>("num_slots", d_model / 4);
-  result.expand_k = reader.get<double>("expand_k", 1.0);
-  result.expand_v = reader.get<double>("expand_v", 1.0);
-  result.gate_logit_normalizer = reader.get<double>("gate_logit_normalizer", 16.0);
-  result.feature_map = reader.get<std::string>("feature_map", "swish");
-  result.use_short_conv = reader.get<bool>("use_short_conv", false);
-  result.conv_size = reader.get<int64_t>("conv_size", 4);
-  result.elementwise_affine = reader.get<bool>("elementwise_affine", true);
-  result.norm_eps = reader.get<double>("norm_eps", 1e-5);
+  result.num_heads = reader.get_as<int64_t>("num_heads", 4);
+  if (reader.has("num_kv_heads")) result.num_kv_heads = reader.get_as<int64_t>("num_kv_heads", 0);
+  result.num_slots = reader.get_as<int64_t>("num_slots", d_model / 4);
+  result.expand_k = reader.get_as<double>("expand_k", 1.0);
+  result.expand_v = reader.get_as<double>("expand_v", 1.0);
+  result.gate_logit_normalizer = reader.get_as<double>("gate_logit_normalizer", 16.0);
+  result.feature_map = reader.get_as<std::string>("feature_map", "swish");
+  result.use_short_conv = reader.get_as<bool>("use_short_conv", false);
+  result.conv_size = reader.get_as<int64_t>("conv_size", 4);
+  result.elementwise_affine = reader.get_as<bool>("elementwise_affine", true);
+  result.norm_eps = reader.get_as<double>("norm_eps", 1e-5);
   result.initializer_range = init_std;
   const auto key_dim = static_cast<int64_t>(static_cast<double>(d_model) * result.expand_k);
   if (reader.has("scale")) {
-    result.scale = reader.get<double>("scale", 1.0);
+    result.scale = reader.get_as<double>("scale", 1.0);
   } else if (result.num_heads > 0 && key_dim >= result.num_heads) {
     result.scale = 1.0 / std::sqrt(static_cast<double>(key_dim / result.num_heads));  // head_k_dim^-0.5
   }
@@ -113,28 +67,28 @@ layers::GatedSlotAttentionOptions gsa_options(int64_t d_model, const json& optio
 
 // "gla": GatedLinearAttention, 2 heads by default (the GSA paper's baseline).
 layers::GatedLinearAttentionOptions gla_options(int64_t d_model, const json& options, double init_std) {
-  OptionReader reader("gla", options,
+  config::StrictObject reader(options, "model.gla",
                       {"num_heads", "expand_k", "expand_v", "gate_low_rank_dim", "gate_logit_normalizer",
                        "use_output_gate", "norm_eps", "scale"});
   layers::GatedLinearAttentionOptions result;
   result.hidden_size = d_model;
-  result.num_heads = reader.get<int64_t>("num_heads", 2);
-  result.expand_k = reader.get<double>("expand_k", 0.5);
-  result.expand_v = reader.get<double>("expand_v", 1.0);
-  result.gate_low_rank_dim = reader.get<int64_t>("gate_low_rank_dim", 16);
-  result.gate_logit_normalizer = reader.get<double>("gate_logit_normalizer", 16.0);
-  result.use_output_gate = reader.get<bool>("use_output_gate", true);
-  result.norm_eps = reader.get<double>("norm_eps", 1e-5);
-  if (reader.has("scale")) result.scale = reader.get<double>("scale", 1.0);
+  result.num_heads = reader.get_as<int64_t>("num_heads", 2);
+  result.expand_k = reader.get_as<double>("expand_k", 0.5);
+  result.expand_v = reader.get_as<double>("expand_v", 1.0);
+  result.gate_low_rank_dim = reader.get_as<int64_t>("gate_low_rank_dim", 16);
+  result.gate_logit_normalizer = reader.get_as<double>("gate_logit_normalizer", 16.0);
+  result.use_output_gate = reader.get_as<bool>("use_output_gate", true);
+  result.norm_eps = reader.get_as<double>("norm_eps", 1e-5);
+  if (reader.has("scale")) result.scale = reader.get_as<double>("scale", 1.0);
   result.initializer_range = init_std;
   return result;
 }
 
 // "base_conv": zoology's BaseConv.
 int64_t base_conv_kernel_size(const json& options) {
-  OptionReader reader("base_conv", options, {"kernel_size"});
-  const auto kernel_size = reader.get<int64_t>("kernel_size", 3);
-  LINTIME_CHECK(kernel_size >= 1, "mixer \"base_conv\": kernel_size must be >= 1, got ", kernel_size);
+  config::StrictObject reader(options, "model.base_conv", {"kernel_size"});
+  const auto kernel_size = reader.get_as<int64_t>("kernel_size", 3);
+  LINTIME_CHECK(kernel_size >= 1, "config key \"model.base_conv.kernel_size\": must be >= 1, got ", kernel_size);
   return kernel_size;
 }
 
@@ -145,14 +99,14 @@ layers::BasedLinearAttentionOptions linear_attention_layer_options(const char* m
                                                                    double init_std) {
   std::vector<std::string> known = {"feature_dim", "num_heads", "normalize", "eps"};
   if (feature_map_option) known.insert(known.begin(), "feature_map");
-  OptionReader reader(mixer, options, known);
+  config::StrictObject reader(options, "model." + std::string(mixer), known);
   layers::BasedLinearAttentionOptions result;
   result.hidden_size = d_model;
-  if (feature_map_option) result.feature_map = reader.get<std::string>("feature_map", "taylor");
-  result.feature_dim = reader.get<int64_t>("feature_dim", 16);
-  result.num_heads = reader.get<int64_t>("num_heads", 1);
-  result.normalize = reader.get<bool>("normalize", true);
-  result.eps = reader.get<double>("eps", 1e-12);
+  if (feature_map_option) result.feature_map = reader.get_as<std::string>("feature_map", "taylor");
+  result.feature_dim = reader.get_as<int64_t>("feature_dim", 16);
+  result.num_heads = reader.get_as<int64_t>("num_heads", 1);
+  result.normalize = reader.get_as<bool>("normalize", true);
+  result.eps = reader.get_as<double>("eps", 1e-12);
   result.initializer_range = init_std;
   return result;
 }
@@ -167,18 +121,18 @@ layers::BasedLinearAttentionOptions linear_attention_options(int64_t d_model, co
 layers::SoftmaxAttentionOptions attention_options(const char* mixer, int64_t d_model, const json& options,
                                                   double init_std) {
   const bool sliding = std::string(mixer) == "sliding_window";
-  OptionReader reader(mixer, options,
+  config::StrictObject reader(options, "model." + std::string(mixer),
                       sliding ? std::vector<std::string>{"window", "num_heads"}
                               : std::vector<std::string>{"num_heads", "counted_length"});
   layers::SoftmaxAttentionOptions result;
   result.hidden_size = d_model;
-  result.num_heads = reader.get<int64_t>("num_heads", 1);
+  result.num_heads = reader.get_as<int64_t>("num_heads", 1);
   if (sliding) {
-    result.window = reader.get<int64_t>("window", 64);
-    LINTIME_CHECK(result.window >= 1, "mixer \"sliding_window\": window must be >= 1 (keys seen per query, itself "
+    result.window = reader.get_as<int64_t>("window", 64);
+    LINTIME_CHECK(result.window >= 1, "config key \"model.sliding_window.window\": must be >= 1 (keys seen per query, itself "
                   "included), got ", result.window);
   } else {
-    result.counted_length = reader.get<int64_t>("counted_length", 1024);
+    result.counted_length = reader.get_as<int64_t>("counted_length", 1024);
   }
   result.initializer_range = init_std;
   return result;
@@ -234,7 +188,7 @@ const MixerEntry& find_mixer(const std::string& name) {
   for (const MixerEntry& entry : registry()) {
     if (name == entry.name) return entry;
   }
-  fail("unknown sequence mixer \"", name, "\"; known mixers: ", join(mixer_names()));
+  fail("unknown sequence mixer \"", name, "\"; known mixers: ", config::join(mixer_names()));
 }
 
 void check_d_model(int64_t d_model) {
@@ -279,17 +233,17 @@ void MqarModelConfig::validate() const {
   LINTIME_CHECK(vocab_size >= 2, who, ": vocab_size must be >= 2, got ", vocab_size);
   LINTIME_CHECK(d_model >= 1, who, ": d_model must be >= 1, got ", d_model);
   LINTIME_CHECK(!layers.empty(), who, ": layers must list at least one sequence mixer (known: ",
-                join(mixer_names()), ")");
+                config::join(mixer_names()), ")");
   const std::vector<std::string> known = mixer_names();
   for (size_t i = 0; i < layers.size(); ++i) {
     LINTIME_CHECK(std::find(known.begin(), known.end(), layers[i]) != known.end(), who, ": layers[", i,
-                  "]: unknown sequence mixer \"", layers[i], "\"; known mixers: ", join(known));
+                  "]: unknown sequence mixer \"", layers[i], "\"; known mixers: ", config::join(known));
   }
   LINTIME_CHECK(mixer_options.is_object(), who, ": mixer_options must be a JSON object keyed by mixer name, got ",
                 mixer_options.dump());
   for (const auto& [name, options] : mixer_options.items()) {
     LINTIME_CHECK(std::find(known.begin(), known.end(), name) != known.end(), who, ": mixer_options: unknown sequence mixer \"",
-                  name, "\"; known mixers: ", join(known));
+                  name, "\"; known mixers: ", config::join(known));
   }
   LINTIME_CHECK(std::isfinite(norm_eps) && norm_eps >= 0.0, who, ": norm_eps must be finite and >= 0, got ", norm_eps);
   LINTIME_CHECK(std::isfinite(initializer_range) && initializer_range > 0.0, who,
@@ -325,35 +279,21 @@ void to_json(json& out, const MqarModelConfig& config) {
 }
 
 void from_json(const json& in, MqarModelConfig& config) {
-  const char* who = "mqar model config";
-  LINTIME_CHECK(in.is_object(), who, ": expected a JSON object, got ", in.dump());
-  const std::vector<std::string> known = {"vocab_size", "d_model", "layers", "mixer_options", "norm_eps",
-                                          "initializer_range", "embed_dropout"};
-  for (const auto& [key, value] : in.items()) {
-    LINTIME_CHECK(std::find(known.begin(), known.end(), key) != known.end(), who, ": unknown key \"", key,
-                  "\" (known: ", join(known), ")");
-  }
+  // The keys of [model] in a training config (checkpoints store the same document).
+  config::StrictObject fields(in, "model",
+                              {"vocab_size", "d_model", "layers", "mixer_options", "norm_eps", "initializer_range",
+                               "embed_dropout"});
   MqarModelConfig result;
-  auto integer = [&](const char* key, int64_t& field) {
-    if (!in.contains(key)) return;
-    LINTIME_CHECK(in.at(key).is_number_integer(), who, ": ", key, " must be an integer, got ", in.at(key).dump());
-    field = in.at(key).get<int64_t>();
-  };
-  auto number = [&](const char* key, double& field) {
-    if (!in.contains(key)) return;
-    LINTIME_CHECK(in.at(key).is_number(), who, ": ", key, " must be a number, got ", in.at(key).dump());
-    field = in.at(key).get<double>();
-  };
-  integer("vocab_size", result.vocab_size);
-  integer("d_model", result.d_model);
-  number("norm_eps", result.norm_eps);
-  number("initializer_range", result.initializer_range);
-  number("embed_dropout", result.embed_dropout);
-  if (in.contains("layers")) {
-    const json& layers = in.at("layers");
+  result.vocab_size = fields.get("vocab_size", result.vocab_size);
+  result.d_model = fields.get("d_model", result.d_model);
+  result.norm_eps = fields.get("norm_eps", result.norm_eps);
+  result.initializer_range = fields.get("initializer_range", result.initializer_range);
+  result.embed_dropout = fields.get("embed_dropout", result.embed_dropout);
+  if (fields.has("layers")) {
+    const json layers = fields.get_raw("layers");
     bool strings = layers.is_array();
     for (const json& item : layers) strings = strings && item.is_string();
-    LINTIME_CHECK(strings, who, ": layers must be an array of mixer names, got ", layers.dump());
+    if (!strings) config::wrong_type(fields.key_path("layers"), "an array of mixer names", layers);
     result.layers = layers.get<std::vector<std::string>>();
   }
   if (in.contains("mixer_options")) result.mixer_options = in.at("mixer_options");

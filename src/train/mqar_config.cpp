@@ -2,6 +2,7 @@
 #include "train/mqar_config.h"
 
 #include "core/error.h"
+#include "core/config_reader.h"
 #include "train/config_document.h"
 
 #include <algorithm>
@@ -12,19 +13,19 @@ namespace {
 
 std::vector<data::MqarSegmentConfig> read_segments(const nlohmann::json& list, const std::string& path,
                                                    const MqarDataSettings& data) {
-  LINTIME_CHECK(list.is_array() && !list.empty(), "config: '", path,
-                "' must be a non-empty array of {seq_len, kv_pairs, examples} tables");
+  LINTIME_CHECK(list.is_array() && !list.empty(), "config key \"", path,
+                "\": must be a non-empty array of {seq_len, kv_pairs, examples} tables");
   std::vector<data::MqarSegmentConfig> segments;
   for (size_t i = 0; i < list.size(); ++i) {
     const std::string where = path + "[" + std::to_string(i) + "]";
-    StrictObject fields(list[i], where);
+    config::StrictObject fields(list[i], where);
     data::MqarSegmentConfig segment;
     segment.vocab_size = data.vocab_size;
-    segment.input_seq_len = fields.require_int("seq_len");
-    segment.num_kv_pairs = fields.require_int("kv_pairs");
-    segment.num_examples = fields.require_int("examples");
-    segment.power_a = fields.get_double("power_a", data.power_a);
-    segment.random_non_queries = fields.get_bool("random_non_queries", data.random_non_queries);
+    segment.input_seq_len = fields.require_integer("seq_len");
+    segment.num_kv_pairs = fields.require_integer("kv_pairs");
+    segment.num_examples = fields.require_integer("examples");
+    segment.power_a = fields.get("power_a", data.power_a);
+    segment.random_non_queries = fields.get("random_non_queries", data.random_non_queries);
     fields.finish({"seq_len", "kv_pairs", "examples", "power_a", "random_non_queries"});
     data::validate(segment, where);
     segments.push_back(segment);
@@ -49,16 +50,16 @@ MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
                   "' (known tables: model, data, train)");
   MqarTrainConfig config;
 
-  StrictObject data_fields(document.value("data", nlohmann::json::object()), "data");
+  config::StrictObject data_fields(document.value("data", nlohmann::json::object()), "data");
   auto& data = config.data;
-  data.vocab_size = data_fields.get_int("vocab_size", data.vocab_size);
-  data.power_a = data_fields.get_double("power_a", data.power_a);
-  data.random_non_queries = data_fields.get_bool("random_non_queries", data.random_non_queries);
-  const int64_t data_seed = data_fields.get_int("seed", 0);
-  LINTIME_CHECK(data_seed >= 0, "config: 'data.seed' must be >= 0, got ", data_seed);
+  data.vocab_size = data_fields.get("vocab_size", data.vocab_size);
+  data.power_a = data_fields.get("power_a", data.power_a);
+  data.random_non_queries = data_fields.get("random_non_queries", data.random_non_queries);
+  const int64_t data_seed = data_fields.get("seed", int64_t{0});
+  LINTIME_CHECK(data_seed >= 0, "config key \"data.seed\": must be >= 0, got ", data_seed);
   data.seed = static_cast<uint64_t>(data_seed);
-  LINTIME_CHECK(data_fields.has("train"), "config: 'data.train' is required (an array of segments)");
-  LINTIME_CHECK(data_fields.has("test"), "config: 'data.test' is required (an array of segments)");
+  LINTIME_CHECK(data_fields.has("train"), "config key \"data.train\": missing, expected an array of segments");
+  LINTIME_CHECK(data_fields.has("test"), "config key \"data.test\": missing, expected an array of segments");
   data.train_segments = read_segments(data_fields.get_raw("train"), "data.train", data);
   data.test_segments = read_segments(data_fields.get_raw("test"), "data.test", data);
   data_fields.finish({"vocab_size", "power_a", "random_non_queries", "seed", "train", "test"});
@@ -84,49 +85,49 @@ MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
     fail("config: [model]: ", error.what());
   }
 
-  StrictObject train(document.value("train", nlohmann::json::object()), "train");
+  config::StrictObject train(document.value("train", nlohmann::json::object()), "train");
   auto& o = config.optim;
-  o.batch_size = train.get_int("batch_size", o.batch_size);
-  o.test_batch_size = train.get_int("test_batch_size", o.test_batch_size);
-  o.epochs = train.get_int("epochs", o.epochs);
-  o.max_steps = train.get_int("max_steps", o.max_steps);
-  o.lr = train.get_double("lr", o.lr);
-  o.lr_sweep = train.get_double_list("lr_sweep", o.lr_sweep);
-  o.weight_decay = train.get_double("weight_decay", o.weight_decay);
-  o.decay_embeddings = train.get_bool("decay_embeddings", o.decay_embeddings);
-  o.decay_all_parameters = train.get_bool("decay_all_parameters", o.decay_all_parameters);
-  o.beta1 = train.get_double("beta1", o.beta1);
-  o.beta2 = train.get_double("beta2", o.beta2);
-  o.eps = train.get_double("eps", o.eps);
-  o.schedule = train.get_string("schedule", o.schedule);
-  o.warmup_steps = train.get_int("warmup_steps", o.warmup_steps);
-  o.min_lr_ratio = train.get_double("min_lr_ratio", o.min_lr_ratio);
-  o.grad_clip = train.get_double("grad_clip", o.grad_clip);
-  o.eval_every = train.get_int("eval_every", o.eval_every);
-  o.checkpoint_every = train.get_int("checkpoint_every", o.checkpoint_every);
-  o.log_every = train.get_int("log_every", o.log_every);
-  o.target_accuracy = train.get_double("target_accuracy", o.target_accuracy);
-  const int64_t seed = train.get_int("seed", 0);
+  o.batch_size = train.get("batch_size", o.batch_size);
+  o.test_batch_size = train.get("test_batch_size", o.test_batch_size);
+  o.epochs = train.get("epochs", o.epochs);
+  o.max_steps = train.get("max_steps", o.max_steps);
+  o.lr = train.get("lr", o.lr);
+  o.lr_sweep = train.get_number_list("lr_sweep", o.lr_sweep);
+  o.weight_decay = train.get("weight_decay", o.weight_decay);
+  o.decay_embeddings = train.get("decay_embeddings", o.decay_embeddings);
+  o.decay_all_parameters = train.get("decay_all_parameters", o.decay_all_parameters);
+  o.beta1 = train.get("beta1", o.beta1);
+  o.beta2 = train.get("beta2", o.beta2);
+  o.eps = train.get("eps", o.eps);
+  o.schedule = train.get("schedule", o.schedule);
+  o.warmup_steps = train.get("warmup_steps", o.warmup_steps);
+  o.min_lr_ratio = train.get("min_lr_ratio", o.min_lr_ratio);
+  o.grad_clip = train.get("grad_clip", o.grad_clip);
+  o.eval_every = train.get("eval_every", o.eval_every);
+  o.checkpoint_every = train.get("checkpoint_every", o.checkpoint_every);
+  o.log_every = train.get("log_every", o.log_every);
+  o.target_accuracy = train.get("target_accuracy", o.target_accuracy);
+  const int64_t seed = train.get("seed", int64_t{0});
   train.finish({"batch_size", "test_batch_size", "epochs", "max_steps", "lr", "lr_sweep", "weight_decay",
                 "decay_embeddings", "decay_all_parameters", "beta1", "beta2", "eps", "schedule", "warmup_steps", "min_lr_ratio", "grad_clip",
                 "eval_every", "checkpoint_every", "log_every", "target_accuracy", "seed"});
-  LINTIME_CHECK(seed >= 0, "config: 'train.seed' must be >= 0, got ", seed);
+  LINTIME_CHECK(seed >= 0, "config key \"train.seed\": must be >= 0, got ", seed);
   o.seed = static_cast<uint64_t>(seed);
-  LINTIME_CHECK(o.batch_size >= 1, "config: 'train.batch_size' must be >= 1, got ", o.batch_size);
-  LINTIME_CHECK(o.test_batch_size >= 1, "config: 'train.test_batch_size' must be >= 1, got ", o.test_batch_size);
-  LINTIME_CHECK(o.epochs >= 1, "config: 'train.epochs' must be >= 1, got ", o.epochs);
-  LINTIME_CHECK(o.max_steps >= 0, "config: 'train.max_steps' must be >= 0, got ", o.max_steps);
-  LINTIME_CHECK(o.lr > 0 && std::isfinite(o.lr), "config: 'train.lr' must be a positive number, got ", o.lr);
+  LINTIME_CHECK(o.batch_size >= 1, "config key \"train.batch_size\": must be >= 1, got ", o.batch_size);
+  LINTIME_CHECK(o.test_batch_size >= 1, "config key \"train.test_batch_size\": must be >= 1, got ", o.test_batch_size);
+  LINTIME_CHECK(o.epochs >= 1, "config key \"train.epochs\": must be >= 1, got ", o.epochs);
+  LINTIME_CHECK(o.max_steps >= 0, "config key \"train.max_steps\": must be >= 0, got ", o.max_steps);
+  LINTIME_CHECK(o.lr > 0 && std::isfinite(o.lr), "config key \"train.lr\": must be a positive number, got ", o.lr);
   for (double lr : o.lr_sweep)
-    LINTIME_CHECK(lr > 0 && std::isfinite(lr), "config: 'train.lr_sweep' values must be positive, got ", lr);
-  LINTIME_CHECK(o.weight_decay >= 0, "config: 'train.weight_decay' must be >= 0, got ", o.weight_decay);
+    LINTIME_CHECK(lr > 0 && std::isfinite(lr), "config key \"train.lr_sweep\": values must be positive, got ", lr);
+  LINTIME_CHECK(o.weight_decay >= 0, "config key \"train.weight_decay\": must be >= 0, got ", o.weight_decay);
   LINTIME_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
-                "config: 'train.beta1' and 'train.beta2' must lie in [0, 1)");
-  LINTIME_CHECK(o.warmup_steps >= 0, "config: 'train.warmup_steps' must be >= 0, got ", o.warmup_steps);
+                "config keys \"train.beta1\" and \"train.beta2\": must lie in [0, 1)");
+  LINTIME_CHECK(o.warmup_steps >= 0, "config key \"train.warmup_steps\": must be >= 0, got ", o.warmup_steps);
   LINTIME_CHECK(o.eval_every >= 0 && o.checkpoint_every >= 0 && o.log_every >= 1,
-                "config: 'train.eval_every' and 'train.checkpoint_every' must be >= 0 and 'train.log_every' >= 1");
+                "config keys \"train.eval_every\" and \"train.checkpoint_every\": must be >= 0, and \"train.log_every\" >= 1");
   LINTIME_CHECK(o.schedule == "constant" || o.schedule == "warmup_cosine" || o.schedule == "epoch_cosine",
-                "config: 'train.schedule' must be one of constant, warmup_cosine, epoch_cosine, got '",
+                "config key \"train.schedule\": must be one of constant, warmup_cosine, epoch_cosine, got '",
                 o.schedule, "'");
   return config;
 }

@@ -142,15 +142,15 @@ TEST_F(CliTest, UnknownConfigKeyIsOneClearLine) {
   auto config = write_config("lrr = 0.1\n");
   const auto out = dir_ / "out";
   auto result = run_errors("train " + config + " --out " + out.string());
-  expect_one_line_error(result, "unknown key 'train.lrr'");
+  expect_one_line_error(result, "config key \"train.lrr\": unknown, expected one of batch_size");
   EXPECT_FALSE(fs::exists(out)) << "a failed run must not leave an output directory";
 }
 
 TEST_F(CliTest, WrongTypeIsOneClearLine) {
   expect_one_line_error(run_errors("train " + write_config() + " --set train.lr='\"fast\"' --out " + (dir_ / "o").string()),
-                        "'train.lr' must be a number");
+                        "config key \"train.lr\": expected a number, got string \"fast\"");
   expect_one_line_error(run_errors("train " + write_config() + " --set train.epochs=1.5 --out " + (dir_ / "o").string()),
-                        "'train.epochs' must be an integer");
+                        "config key \"train.epochs\": expected an integer, got number 1.5");
 }
 
 TEST_F(CliTest, ImpossibleMqarParametersAreRejected) {

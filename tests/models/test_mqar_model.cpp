@@ -181,15 +181,15 @@ TEST(MqarModel, RegistryAndConfigErrors) {
   EXPECT_EQ(error_of([&] { lintime::models::make_mixer("linear_attention", 16, {{"feature_map", "cos"}}, generator); }),
             "BasedLinearAttention: feature_map must be \"taylor\", \"relu\", \"elu+1\" or \"identity\", got \"cos\"");
   EXPECT_NE(error_of([&] { lintime::models::make_mixer("sliding_window", 16, {{"window", 0}}, generator); })
-                .find("window must be >= 1"),
+                .find("config key \"model.sliding_window.window\": must be >= 1"),
             std::string::npos);
   auto config = small_config({"gsa"});
   config.mixer_options["gsa"]["slots"] = 8;
-  EXPECT_NE(error_of([&] { config.validate(); }).find("mixer \"gsa\": unknown option \"slots\" (known: num_heads"),
+  EXPECT_NE(error_of([&] { config.validate(); }).find("config key \"model.gsa.slots\": unknown, expected one of num_heads"),
             std::string::npos);
   config = small_config({"gla"});
   config.mixer_options["gla"] = {{"num_heads", "two"}};
-  EXPECT_EQ(error_of([&] { config.validate(); }), "mixer \"gla\": option num_heads must be an integer, got \"two\"");
+  EXPECT_EQ(error_of([&] { config.validate(); }), "config key \"model.gla.num_heads\": expected an integer, got string \"two\"");
   config.mixer_options["gla"] = {{"num_heads", 3}};
   EXPECT_NE(error_of([&] { config.validate(); }).find("must be a positive multiple of num_heads = 3"),
             std::string::npos);
@@ -240,9 +240,9 @@ TEST(MqarModel, ConfigJsonRoundTrip) {
   auto defaults = json::object().get<MqarModelConfig>();
   EXPECT_EQ(defaults.layers.size(), 4u);
   EXPECT_EQ(defaults.d_model, 128);
-  EXPECT_NE(error_of([] { json{{"d_model", 16}, {"n_layer", 2}}.get<MqarModelConfig>(); }).find("unknown key \"n_layer\""),
+  EXPECT_NE(error_of([] { json{{"d_model", 16}, {"n_layer", 2}}.get<MqarModelConfig>(); }).find("config key \"model.n_layer\": unknown, expected one of vocab_size, d_model"),
             std::string::npos);
-  EXPECT_NE(error_of([] { json{{"layers", "gsa"}}.get<MqarModelConfig>(); }).find("layers must be an array of mixer names"),
+  EXPECT_NE(error_of([] { json{{"layers", "gsa"}}.get<MqarModelConfig>(); }).find("config key \"model.layers\": expected an array of mixer names, got string \"gsa\""),
             std::string::npos);
   EXPECT_NE(error_of([] { json{{"layers", {"gsa", "foo"}}}.get<MqarModelConfig>(); }).find("known mixers: gsa, gla, base_conv"),
             std::string::npos);

@@ -71,8 +71,10 @@ TEST(MqarConfig, OverridesAreTypedAndStrict) {
       EXPECT_NE(std::string(error.what()).find(fragment), std::string::npos) << error.what();
     }
   };
-  expect_error({"train.warmup=3"}, "unknown key 'train.warmup'");
-  expect_error({"train.batch_size=0"}, "'train.batch_size' must be >= 1");
+  expect_error({"train.warmup=3"}, "config key \"train.warmup\": unknown, expected one of batch_size");
+  expect_error({"train.batch_size=0"}, "config key \"train.batch_size\": must be >= 1, got 0");
+  expect_error({"train.lr=\"fast\""}, "config key \"train.lr\": expected a number, got string \"fast\"");
+  expect_error({"data.train=[{seq_len=16,kv_pairs=2}]"}, "config key \"data.train[0].examples\": missing, expected an integer");
   expect_error({"train.schedule=linear"}, "must be one of constant, warmup_cosine, epoch_cosine");
   expect_error({"optimizer.lr=1"}, "unknown table 'optimizer'");
   expect_error({"model.vocab_size=10"}, "data.vocab_size");
