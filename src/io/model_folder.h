@@ -1,30 +1,25 @@
-// The causal LM of a model folder, whichever kind its config.json describes: fla GSA
-// (model_type "gsa"), Hugging Face Llama / Mistral ("llama", "mistral") or HazyResearch BASED
-// (a GPT-2-style config with alt_mixer), weights in
-// model.safetensors or a sharded index, converted to `dtype` on `device`.
+// Model folders as files (Hugging Face's layout): config.json beside model.safetensors (or the
+// sharded or pickled forms ModelWeights reads). Format only: which architecture a folder holds
+// and how its weights map to a model is the architecture registry's business
+// (models/architecture.h).
 #pragma once
 
-#include "models/causal_lm.h"
-#include "models/llama_model.h"
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
 
-#include <c10/core/Device.h>
-#include <c10/core/ScalarType.h>
-
-#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace lintime::io {
 
-// Throws lintime::Error naming the file, the tensor or the unsupported model type.
-std::unique_ptr<models::CausalLm> load_causal_lm(const std::string& model_dir, at::ScalarType dtype,
-                                                 const c10::Device& device);
+// MODEL_DIR/config.json as a JSON object. Throws lintime::Error naming the folder or the file
+// when the folder or the file is missing, the file is not JSON, or it holds no object.
+nlohmann::json read_model_config(const std::string& model_dir);
 
-// A Hugging Face Llama / Mistral folder (model_type "llama" or "mistral"; Hugging Face's
-// parameter names, tied or untied head). Nothing is half-loaded: errors come before any weight
-// is copied.
-std::unique_ptr<models::LlamaModel> load_llama_model(const std::string& model_dir, at::ScalarType dtype,
-                                                     const c10::Device& device);
-// Writes config.json and model.safetensors (the parameters' dtype), each file atomically.
-void save_llama_model(const models::LlamaModel& model, const std::string& model_dir);
+// Writes config.json and model.safetensors (the tensors' dtypes) into model_dir, creating it;
+// each file is written atomically.
+void save_model_folder(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const nlohmann::json& config,
+                       const std::string& model_dir);
 
 }  // namespace lintime::io

@@ -1,13 +1,13 @@
 // End-to-end tests of the `lintime` binary: bad input gets one clear line and a non-zero exit
 // with nothing written; training, eval and info work; a run stopped and resumed ends with
 // exactly the weights of an uninterrupted run (CPU); forward and generate run a GSA model folder.
-#include "io/gsa_checkpoint.h"
 #include "io/model_folder.h"
-#include "models/llama_model.h"
+#include "io/safetensors.h"
 #include "models/based_config.h"
 #include "models/based_model.h"
+#include "models/gsa_model.h"
+#include "models/llama_model.h"
 #include "support/based_configs.h"
-#include "io/safetensors.h"
 #include "support/test_support.h"
 #include "text/tokenizer.h"
 
@@ -388,7 +388,7 @@ TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(4);
   lintime::models::GsaModel model(config, generator);
   const fs::path folder = dir_ / "model";
-  lintime::io::save_gsa_model(model, folder.string());
+  lintime::io::save_model_folder(model.named_parameters(), model.config().to_json(), folder.string());
   write_byte_tokenizer(folder);
 
   // forward: the logits of the model for the given ids.
@@ -556,7 +556,7 @@ TEST_F(CliTest, GenerateRunsAMistralFolderFromItsKvCache) {
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(6);
   lintime::models::LlamaModel model(config, generator);
   const fs::path folder = dir_ / "mistral";
-  lintime::io::save_llama_model(model, folder.string());
+  lintime::io::save_model_folder(model.named_parameters(), model.config().to_json(), folder.string());
   write_byte_tokenizer(folder);
   const std::string continuation =
       greedy_byte_continuation([&](const at::Tensor& x) { return model.forward(x); }, "hello", 12);
@@ -582,7 +582,7 @@ TEST_F(CliTest, GenerateRunsALlamaFolderWithItsSentencePieceTokenizer) {
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(12);
   lintime::models::LlamaModel model(config, generator);
   const fs::path folder = dir_ / "llama";
-  lintime::io::save_llama_model(model, folder.string());
+  lintime::io::save_model_folder(model.named_parameters(), model.config().to_json(), folder.string());
   fs::copy_file(fs::path(data) / "llama2-tokenizer.model", folder / "tokenizer.model");
 
   const std::string prompt = "The quick brown fox";

@@ -5,7 +5,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
-#include "io/model_folder.h"
+#include "models/architecture.h"
 #include "io/safetensors.h"
 
 #include <ATen/ATen.h>
@@ -37,7 +37,7 @@ std::function<int()> add_forward_command(CLI::App& app) {
     LINTIME_CHECK(info.dtype == at::kLong && info.shape.size() == 2, "'", *input, "': input_ids is ", info.dtype_name,
                   " with ", info.shape.size(), " dimensions, expected I64 [B, T]");
     const at::Tensor ids = file.get("input_ids");
-    auto model = io::load_causal_lm(*model_dir, model_dtype, model_device);
+    auto model = models::load_causal_lm(*model_dir, model_dtype, model_device);
     const int64_t vocab = model->vocab_size();
     if (ids.numel() > 0) {
       const int64_t low = ids.min().item<int64_t>(), high = ids.max().item<int64_t>();

@@ -5,7 +5,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
-#include "io/model_folder.h"
+#include "models/architecture.h"
 #include "models/sampling.h"
 #include "text/tokenizer.h"
 
@@ -58,7 +58,7 @@ int run_generate(const GenerateArgs& args) {
   const at::ScalarType dtype = parse_dtype(args.dtype);
   const c10::Device device = resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
-  auto model = io::load_causal_lm(args.model_dir, dtype, device);
+  auto model = models::load_causal_lm(args.model_dir, dtype, device);
   if (device.is_cuda()) model->use_cuda_graphs(args.cuda_graphs);
   std::vector<int64_t> prompt_ids = tokenizer->encode(prompt);
   // SentencePiece models (Llama, Mistral) are fed a BOS first, as their Hugging Face tokenizers do.

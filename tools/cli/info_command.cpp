@@ -1,15 +1,10 @@
 // `lintime info CONFIG|CHECKPOINT_DIR`: parameter count and recurrent state bytes per
-// sequence of an MQAR training config (.toml), a lintime checkpoint, an fla GSA config.json or a
-// HazyResearch BASED config.json (a file or a model folder holding one).
+// sequence of an MQAR training config (.toml), a lintime checkpoint, or the config.json of any
+// registered architecture (a file or a model folder holding one; models/architecture.h).
 #include "tools/cli/commands.h"
 
 #include "core/error.h"
-#include "models/based_config.h"
-#include "models/based_model.h"
-#include "models/gsa_config.h"
-#include "models/gsa_model.h"
-#include "models/llama_config.h"
-#include "models/llama_model.h"
+#include "models/architecture.h"
 #include "train/checkpoint.h"
 #include "train/mqar_config.h"
 
@@ -30,46 +25,6 @@ void print_mqar(const train::MqarTrainConfig& config) {
   std::printf("\nparameters: %lld\n", static_cast<long long>(config.model.parameter_count()));
   std::printf("recurrent state: %lld bytes per sequence\n",
               static_cast<long long>(config.model.state_bytes_per_sequence()));
-}
-
-void print_gsa(const models::GsaConfig& config) {
-  std::printf("model: GSA causal LM (fla model_type gsa), hidden %lld, %lld layers, %lld heads (%lld kv), %lld slots, vocab %lld\n",
-              static_cast<long long>(config.hidden_size), static_cast<long long>(config.num_hidden_layers),
-              static_cast<long long>(config.num_heads), static_cast<long long>(config.resolved_num_kv_heads()),
-              static_cast<long long>(config.resolved_num_slots()), static_cast<long long>(config.vocab_size));
-  std::printf("parameters: %lld\n", static_cast<long long>(models::GsaModel::parameter_count_for(config)));
-  std::printf("recurrent state: %lld bytes per sequence\n",
-              static_cast<long long>(models::GsaModel::state_bytes_per_sequence_for(config)));
-}
-
-void print_based(const models::BasedConfig& config) {
-  int64_t counts[3] = {0, 0, 0};
-  for (int64_t layer = 0; layer < config.num_layers; ++layer) ++counts[static_cast<int>(config.mixer_of(layer))];
-  std::printf("model: BASED LM (based.md §4), d %lld, %lld layers (%lld short conv, %lld Taylor linear attention "
-              "d' %lld, %lld sliding window of %lld keys), vocab %lld\n",
-              static_cast<long long>(config.hidden_size), static_cast<long long>(config.num_layers),
-              static_cast<long long>(counts[0]), static_cast<long long>(counts[1]),
-              static_cast<long long>(config.feature_dim), static_cast<long long>(counts[2]),
-              static_cast<long long>(config.window), static_cast<long long>(config.padded_vocab_size()));
-  std::printf("parameters: %lld\n", static_cast<long long>(models::BasedModel::parameter_count_for(config)));
-  std::printf("recurrent state: %lld bytes per sequence\n",
-              static_cast<long long>(models::BasedModel::state_bytes_per_sequence_for(config)));
-}
-
-void print_llama(const models::LlamaConfig& config) {
-  std::printf("model: %s causal LM (Hugging Face model_type %s), hidden %lld, %lld layers, %lld heads of %lld "
-              "(%lld kv), rope %s theta %g%s, vocab %lld\n",
-              config.model_type == "mistral" ? "Mistral" : "Llama", config.model_type.c_str(),
-              static_cast<long long>(config.hidden_size), static_cast<long long>(config.num_hidden_layers),
-              static_cast<long long>(config.num_attention_heads), static_cast<long long>(config.resolved_head_dim()),
-              static_cast<long long>(config.resolved_num_key_value_heads()), config.rope.rope_type.c_str(),
-              config.rope.rope_theta,
-              config.sliding_window ? (", sliding window " + std::to_string(*config.sliding_window)).c_str() : "",
-              static_cast<long long>(config.vocab_size));
-  std::printf("parameters: %lld\n", static_cast<long long>(models::LlamaModel::parameter_count_for(config)));
-  std::printf("KV cache: %lld bytes per token per sequence (fp32; half in bf16), growing with the sequence%s\n",
-              static_cast<long long>(models::LlamaModel::kv_bytes_per_token_for(config, at::kFloat)),
-              config.sliding_window ? " up to the window" : "");
 }
 
 nlohmann::json read_json(const fs::path& path) {
@@ -108,21 +63,9 @@ std::function<int()> add_info_command(CLI::App& app) {
                     "' holds neither config.json nor a lintime checkpoint");
       path /= "config.json";
     }
-    auto json = read_json(path);
-    // HazyResearch's BASED configs are GPT-2 configs (model_type "gpt2") with mixer objects.
-    if (json.is_object() && (json.contains("alt_mixer") || json.contains("alt_mixer_layers"))) {
-      print_based(models::BasedConfig::from_json(json));
-      return 0;
-    }
-    const std::string model_type = json.is_object() ? json.value("model_type", "") : "";
-    if (model_type == "llama" || model_type == "mistral") {
-      print_llama(models::LlamaConfig::from_json(json));
-      return 0;
-    }
-    LINTIME_CHECK(model_type == "gsa", "info: '", path.string(), "' has model_type ",
-                  json.is_object() && json.contains("model_type") ? json["model_type"].dump() : "(none)",
-                  "; expected \"gsa\", \"llama\", \"mistral\" or a BASED config (HazyResearch's, with \"alt_mixer\")");
-    print_gsa(models::GsaConfig::from_json(json));
+    const auto json = read_json(path);
+    LINTIME_CHECK(json.is_object(), "info: '", path.string(), "' must hold a JSON object");
+    std::fputs(models::architecture_of(json, path.string()).describe(json).c_str(), stdout);
     return 0;
   };
 }

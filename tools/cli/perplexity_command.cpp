@@ -6,7 +6,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
-#include "io/model_folder.h"
+#include "models/architecture.h"
 #include "text/tokenizer.h"
 
 #include <ATen/ATen.h>
@@ -37,7 +37,7 @@ int run_perplexity(const PerplexityArgs& args) {
   const at::ScalarType dtype = parse_dtype(args.dtype);
   const c10::Device device = resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
-  auto model = io::load_causal_lm(args.model_dir, dtype, device);
+  auto model = models::load_causal_lm(args.model_dir, dtype, device);
   const std::vector<int64_t> ids = tokenizer->encode(buffer.str());
   const int64_t length = static_cast<int64_t>(ids.size());
   LINTIME_CHECK(length >= 2, "perplexity: '", args.text_file, "' encodes to ", length, " tokens, expected at least 2");

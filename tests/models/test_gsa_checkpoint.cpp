@@ -3,9 +3,10 @@
 // heads, grouped-query heads and short convolutions; a bad checkpoint is rejected whole with a
 // one-line error naming the tensor, and leaves the model untouched.
 #include "core/error.h"
-#include "io/gsa_checkpoint.h"
+#include "io/model_folder.h"
 #include "io/model_weights.h"
 #include "io/safetensors.h"
+#include "models/gsa_checkpoint.h"
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>
@@ -85,8 +86,8 @@ TEST_F(GsaCheckpointTest, CurrentLayoutRoundTripsExactly) {
     for (bool short_conv : {false, true}) {
       auto model = trained_like(tiny_config(2, short_conv, tied), 7);
       const std::string folder = (dir_ / ("m" + std::to_string(tied) + std::to_string(short_conv))).string();
-      lintime::io::save_gsa_model(*model, folder);
-      auto loaded = lintime::io::load_gsa_model(folder);
+      lintime::io::save_model_folder(model->named_parameters(), model->config().to_json(), folder);
+      auto loaded = lintime::models::load_gsa_model(folder);
       const at::Tensor ids = at::randint(61, {2, 13}, at::kLong);
       EXPECT_TRUE(at::equal(logits_of(*model, ids), logits_of(*loaded, ids))) << "tied " << tied << " conv " << short_conv;
       lintime::io::SafetensorsFile file(folder + "/model.safetensors");
@@ -121,9 +122,9 @@ TEST_F(GsaCheckpointTest, LegacyLayoutLoadsToTheSameModel) {
   }
   auto config_json = model->config().to_json();
   const std::string folder = write_folder("legacy", *model, legacy);
-  EXPECT_EQ(lintime::io::detect_gsa_layout(lintime::io::ModelWeights(folder).names()), lintime::io::GsaLayout::legacy);
+  EXPECT_EQ(lintime::models::detect_gsa_layout(lintime::io::ModelWeights(folder).names()), lintime::models::GsaLayout::legacy);
   EXPECT_EQ(lintime::io::ModelWeights(folder).info("model.layers.0.mlp.gate_proj.weight").shape[0], 2 * intermediate);
-  auto loaded = lintime::io::load_gsa_model(folder);
+  auto loaded = lintime::models::load_gsa_model(folder);
   const at::Tensor ids = at::randint(61, {3, 9}, at::kLong);
   EXPECT_TRUE(at::equal(logits_of(*model, ids), logits_of(*loaded, ids)));
 }
@@ -143,7 +144,7 @@ TEST_F(GsaCheckpointTest, ShardedCheckpointsAndDtypes) {
   lintime::io::save_safetensors((folder / "model-00002-of-00002.safetensors").string(), second);
   std::ofstream(folder / "model.safetensors.index.json") << nlohmann::json{{"metadata", {}}, {"weight_map", weight_map}}.dump();
   model->config().save((folder / "config.json").string());
-  auto loaded = lintime::io::load_gsa_model(folder.string(), at::kFloat);
+  auto loaded = lintime::models::load_gsa_model(folder.string(), at::kFloat);
   // The checkpoint holds bf16: the loaded fp32 model equals the original rounded to bf16.
   std::map<std::string, at::Tensor> expected;
   for (const auto& [name, tensor] : model->named_parameters()) expected[name] = tensor.to(at::kBFloat16).to(at::kFloat);
@@ -151,7 +152,7 @@ TEST_F(GsaCheckpointTest, ShardedCheckpointsAndDtypes) {
     EXPECT_EQ(tensor.scalar_type(), at::kFloat) << name;
     EXPECT_TRUE(at::equal(tensor, expected.at(name))) << name;
   }
-  auto as_bf16 = lintime::io::load_gsa_model(folder.string(), at::kBFloat16);
+  auto as_bf16 = lintime::models::load_gsa_model(folder.string(), at::kBFloat16);
   EXPECT_EQ(as_bf16->named_parameters().front().second.scalar_type(), at::kBFloat16);
 }
 
@@ -165,30 +166,30 @@ TEST_F(GsaCheckpointTest, BadCheckpointsAreRejectedWholeNamingTheTensor) {
     return kept;
   };
   std::string folder = write_folder("missing", *model, without("model.layers.1.attn.f_proj.weight"));
-  EXPECT_NE(error_of([&] { lintime::io::load_gsa_model(folder); })
+  EXPECT_NE(error_of([&] { lintime::models::load_gsa_model(folder); })
                 .find("does not match the model: missing tensors 'model.layers.1.attn.f_proj.weight'"),
             std::string::npos);
   auto extra = parameters;
   extra.emplace_back("model.layers.0.attn.bogus.weight", at::zeros({2}));
   folder = write_folder("unexpected", *model, extra);
-  EXPECT_NE(error_of([&] { lintime::io::load_gsa_model(folder); }).find("unexpected tensors 'model.layers.0.attn.bogus.weight'"),
+  EXPECT_NE(error_of([&] { lintime::models::load_gsa_model(folder); }).find("unexpected tensors 'model.layers.0.attn.bogus.weight'"),
             std::string::npos);
   auto reshaped = parameters;
   for (auto& [name, tensor] : reshaped)
     if (name == "model.norm.weight") tensor = at::ones({33});
   folder = write_folder("shape", *model, reshaped);
-  EXPECT_NE(error_of([&] { lintime::io::load_gsa_model(folder); })
+  EXPECT_NE(error_of([&] { lintime::models::load_gsa_model(folder); })
                 .find("tensor 'model.norm.weight' has shape [33], the model expects [32]"),
             std::string::npos);
   auto integer = parameters;
   for (auto& [name, tensor] : integer)
     if (name == "model.norm.weight") tensor = at::ones({32}, at::kInt);
   folder = write_folder("dtype", *model, integer);
-  EXPECT_NE(error_of([&] { lintime::io::load_gsa_model(folder); }).find("tensor 'model.norm.weight' is I32, expected a floating-point"),
+  EXPECT_NE(error_of([&] { lintime::models::load_gsa_model(folder); }).find("tensor 'model.norm.weight' is I32, expected a floating-point"),
             std::string::npos);
   fs::remove(fs::path(folder) / "config.json");
-  EXPECT_NE(error_of([&] { lintime::io::load_gsa_model(folder); }).find("config.json"), std::string::npos);
-  EXPECT_NE(error_of([&] { lintime::io::load_gsa_model((dir_ / "absent").string()); }).find("does not exist"),
+  EXPECT_NE(error_of([&] { lintime::models::load_gsa_model(folder); }).find("config.json"), std::string::npos);
+  EXPECT_NE(error_of([&] { lintime::models::load_gsa_model((dir_ / "absent").string()); }).find("does not exist"),
             std::string::npos);
 
   // A failed load leaves the model's parameters as they were.

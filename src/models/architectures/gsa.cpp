@@ -1,16 +1,17 @@
-#include "io/gsa_checkpoint.h"
+// The "gsa" architecture: fla's GSAForCausalLM folders, current and legacy layouts.
+#include "models/gsa_checkpoint.h"
 
 #include "core/error.h"
 #include "io/model_weights.h"
-#include "io/safetensors.h"
+#include "models/architecture.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
+#include <cstdio>
 #include <regex>
 #include <sys/stat.h>
 
-namespace lintime::io {
+namespace lintime::models {
 namespace {
 
 // "model.layers.<i>.<rest>" -> (i, rest); false for other names.
@@ -34,7 +35,7 @@ GsaLayout detect_gsa_layout(const std::vector<std::string>& tensor_names) {
   return GsaLayout::current;
 }
 
-WeightSource gsa_weight_source(const std::string& name, GsaLayout layout, int64_t intermediate_size) {
+io::WeightSource gsa_weight_source(const std::string& name, GsaLayout layout, int64_t intermediate_size) {
   std::string layer, rest;
   if (layout == GsaLayout::current || !split_layer_name(name, layer, rest)) return {name};
   const std::string prefix = "model.layers." + layer + ".";
@@ -45,36 +46,46 @@ WeightSource gsa_weight_source(const std::string& name, GsaLayout layout, int64_
   return {name};
 }
 
-std::unique_ptr<models::GsaModel> load_gsa_model(const std::string& model_dir, at::ScalarType dtype, c10::Device device) {
+std::unique_ptr<GsaModel> load_gsa_model(const std::string& model_dir, at::ScalarType dtype, c10::Device device) {
   struct stat dir_stat {};  // POSIX stat: libtorch's std::filesystem copies (see checkpoint.cpp)
   LINTIME_CHECK(::stat(model_dir.c_str(), &dir_stat) == 0 && S_ISDIR(dir_stat.st_mode), "model folder '", model_dir,
                 "' does not exist");
-  const models::GsaConfig config = models::GsaConfig::load(model_dir + "/config.json");
+  const GsaConfig config = GsaConfig::load(model_dir + "/config.json");
   LINTIME_CHECK(!config.has_hybrid_attention(), "'", model_dir,
                 "/config.json' lists hybrid softmax-attention layers (\"attn\"), which lintime's GSA model does not have");
-  const ModelWeights weights(model_dir);
+  const io::ModelWeights weights(model_dir);
   const GsaLayout layout = detect_gsa_layout(weights.names());
   const int64_t intermediate = config.resolved_intermediate_size();
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
-  std::unique_ptr<models::GsaModel> model;
-  {  // allocated in place, not drawn: every parameter is loaded below
-    layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
-    model = std::make_unique<models::GsaModel>(config, generator);
-  }
-  load_module_weights(*model, weights, [&](const std::string& name, const at::Tensor&) {
+  return load_model_weights<GsaModel>(config, weights, dtype, device, [&](const std::string& name, const at::Tensor&) {
     return gsa_weight_source(name, layout, intermediate);
   });
-  model->to(device, dtype);
-  return model;
 }
 
-void save_gsa_model(const models::GsaModel& model, const std::string& model_dir) {
-  struct stat dir_stat {};
-  if (::stat(model_dir.c_str(), &dir_stat) != 0) {
-    LINTIME_CHECK(::mkdir(model_dir.c_str(), 0755) == 0, "cannot create model folder '", model_dir, "'");
-  }
-  save_safetensors(model_dir + "/model.safetensors", model.named_parameters(), {{"format", "pt"}});
-  model.config().save(model_dir + "/config.json");
+namespace {
+
+std::string describe_gsa(const nlohmann::json& json) {
+  const GsaConfig config = GsaConfig::from_json(json);
+  char text[512];
+  std::snprintf(text, sizeof text,
+                "model: GSA causal LM (fla model_type gsa), hidden %lld, %lld layers, %lld heads (%lld kv), %lld slots, "
+                "vocab %lld\nparameters: %lld\nrecurrent state: %lld bytes per sequence\n",
+                static_cast<long long>(config.hidden_size), static_cast<long long>(config.num_hidden_layers),
+                static_cast<long long>(config.num_heads), static_cast<long long>(config.resolved_num_kv_heads()),
+                static_cast<long long>(config.resolved_num_slots()), static_cast<long long>(config.vocab_size),
+                static_cast<long long>(GsaModel::parameter_count_for(config)),
+                static_cast<long long>(GsaModel::state_bytes_per_sequence_for(config)));
+  return text;
 }
 
-}  // namespace lintime::io
+}  // namespace
+
+Architecture gsa_architecture() {
+  return {"gsa", "\"gsa\" (fla's GSAForCausalLM)",
+          [](const nlohmann::json& config) { return config.value("model_type", std::string()) == "gsa"; },
+          describe_gsa,
+          [](const std::string& model_dir, at::ScalarType dtype, const c10::Device& device) {
+            return as_causal_lm(load_gsa_model(model_dir, dtype, device));
+          }};
+}
+
+}  // namespace lintime::models

@@ -10,7 +10,7 @@
 // greedy decoding (prefill, then decode steps from the state or KV cache) gives the same tokens.
 // A folder with a wrong tensor is rejected with a one-line error naming it.
 #include "core/error.h"
-#include "io/model_folder.h"
+#include "models/architecture.h"
 #include "io/safetensors.h"
 #include "support/test_support.h"
 
@@ -51,7 +51,7 @@ TEST_P(ReferenceParity, LogitsAndGreedyContinuationsMatch) {
   at::NoGradGuard no_grad;
   const fs::path folder = fixture_folder(GetParam());
   auto expected = lintime::io::load_safetensors((folder / "expected.safetensors").string());
-  auto model = lintime::io::load_causal_lm(folder.string(), at::kFloat, c10::Device(c10::kCPU));
+  auto model = lintime::models::load_causal_lm(folder.string(), at::kFloat, c10::Device(c10::kCPU));
   const at::Tensor ids = expected.at("input_ids");
   const at::Tensor logits = model->forward(ids);
   ASSERT_EQ(logits.sizes(), expected.at("logits").sizes());
@@ -89,7 +89,7 @@ TEST(ReferenceParityFolder, WrongTensorIsRejectedNamingIt) {
   std::vector<std::pair<std::string, at::Tensor>> list(tensors.begin(), tensors.end());
   lintime::io::save_safetensors(dir.file("model.safetensors"), list);
   const std::string message =
-      error_of([&] { lintime::io::load_causal_lm(dir.path(), at::kFloat, c10::Device(c10::kCPU)); });
+      error_of([&] { lintime::models::load_causal_lm(dir.path(), at::kFloat, c10::Device(c10::kCPU)); });
   EXPECT_NE(message.find("model.layers.1.self_attn.k_proj.weight"), std::string::npos) << message;
   EXPECT_EQ(message.find('\n'), std::string::npos) << message;
 
@@ -97,7 +97,7 @@ TEST(ReferenceParityFolder, WrongTensorIsRejectedNamingIt) {
   list.assign(tensors.begin(), tensors.end());
   lintime::io::save_safetensors(dir.file("model.safetensors"), list);
   const std::string missing =
-      error_of([&] { lintime::io::load_causal_lm(dir.path(), at::kFloat, c10::Device(c10::kCPU)); });
+      error_of([&] { lintime::models::load_causal_lm(dir.path(), at::kFloat, c10::Device(c10::kCPU)); });
   EXPECT_NE(missing.find("lm_head.weight"), std::string::npos) << missing;
 }
 

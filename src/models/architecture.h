@@ -1,0 +1,68 @@
+// The architecture registry (style.md; llama.cpp's habit): one entry per kind of model folder,
+// each in its own file under architectures/. An entry recognises its config.json, describes the
+// model from the config alone (what `lintime info` prints), and loads a folder into a CausalLm.
+// Commands look architectures up here; none names one. Adding an architecture is one file and
+// one line in architecture.cpp.
+#pragma once
+
+#include "io/model_weights.h"
+#include "layers/module.h"
+#include "models/causal_lm.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lintime::models {
+
+struct Architecture {
+  const char* name;  // "gsa", "llama", "based"
+  const char* what;  // how errors and listings name it: "\"gsa\" (fla's GSAForCausalLM)"
+  // True when `config` (a config.json object) is this architecture's.
+  bool (*detects)(const nlohmann::json& config);
+  // The lines `lintime info` prints: the model, its parameter count, its decoding state.
+  std::string (*describe)(const nlohmann::json& config);
+  // Builds the model of the folder with its weights, in `dtype` on `device`. Throws
+  // lintime::Error naming the file or tensor; nothing is half-loaded.
+  std::unique_ptr<CausalLm> (*load)(const std::string& model_dir, at::ScalarType dtype, const c10::Device& device);
+};
+
+// Every registered architecture, in lookup order.
+const std::vector<Architecture>& architectures();
+
+// The architecture of `config`, read from `where` (named in the error when none matches).
+const Architecture& architecture_of(const nlohmann::json& config, const std::string& where);
+
+// The causal LM of a model folder (config.json and its weights), whichever registered
+// architecture it holds, converted to `dtype` on `device`.
+std::unique_ptr<CausalLm> load_causal_lm(const std::string& model_dir, at::ScalarType dtype, const c10::Device& device);
+
+// For the entries: builds Model from `config` with its parameters allocated in `dtype` on
+// `device`, not drawn, and fills every one from `weights` through `table` (by default the
+// checkpoint's names are the parameters' names).
+template <class Model, class Config>
+std::unique_ptr<Model> load_model_weights(const Config& config, const io::ModelWeights& weights, at::ScalarType dtype,
+                                          const c10::Device& device, const io::WeightTable& table = nullptr) {
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
+  std::unique_ptr<Model> model;
+  {
+    layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
+    model = std::make_unique<Model>(config, generator);
+  }
+  io::load_module_weights(*model, weights,
+                          table ? table : [](const std::string& name, const at::Tensor&) { return io::WeightSource{name}; });
+  model->to(device, dtype);
+  return model;
+}
+
+// The entries, one per file in architectures/.
+Architecture gsa_architecture();
+Architecture llama_architecture();
+Architecture based_architecture();
+
+}  // namespace lintime::models
