@@ -5,19 +5,16 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "infer/generate.h"
+#include "infer/text_stream.h"
 #include "models/architecture.h"
-#include "models/sampling.h"
 #include "text/tokenizer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/core/grad_mode.h>
 #include <c10/core/CachingDeviceAllocator.h>
 
-#include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <iostream>
 #include <memory>
 #include <sstream>
 
@@ -29,24 +26,14 @@ struct GenerateArgs {
   int64_t max_new_tokens = 128, batch = 1;
   uint64_t seed = 0;
   bool cuda_graphs = true;
-  models::SamplingOptions sampling;
+  infer::SamplingOptions sampling;
 };
-
-// The length of the longest prefix of `text` that ends on a whole UTF-8 character.
-size_t complete_utf8_prefix(const std::string& text) {
-  size_t end = text.size(), back = 0;
-  while (back < 4 && back < end && (static_cast<unsigned char>(text[end - 1 - back]) & 0xC0) == 0x80) ++back;
-  if (back == end) return end;
-  const auto lead = static_cast<unsigned char>(text[end - 1 - back]);
-  const size_t need = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 1;
-  return back + 1 >= need ? end : end - back - 1;
-}
 
 int run_generate(const GenerateArgs& args) {
   LINTIME_CHECK(args.prompt.empty() != args.prompt_file.empty(), "generate: give exactly one of --prompt and --prompt-file");
   LINTIME_CHECK(args.max_new_tokens >= 1, "--max-new-tokens must be >= 1, got ", args.max_new_tokens);
   LINTIME_CHECK(args.batch >= 1, "--batch must be >= 1, got ", args.batch);
-  models::validate(args.sampling);
+  infer::validate(args.sampling);
   std::string prompt = args.prompt;
   if (!args.prompt_file.empty()) {
     std::ifstream in(args.prompt_file, std::ios::binary);
@@ -67,60 +54,31 @@ int run_generate(const GenerateArgs& args) {
   const int64_t vocab = model->vocab_size();
   for (int64_t id : prompt_ids)
     LINTIME_CHECK(id < vocab, "generate: the tokenizer gives id ", id, " but the model's vocabulary has ", vocab, " entries");
-  const std::optional<int64_t> eos = tokenizer->eos_id();
 
-  at::NoGradGuard no_grad;
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(args.seed);
   if (device.is_cuda()) c10::getDeviceAllocator(c10::kCUDA)->resetPeakStats(device.index());
-  const auto start = std::chrono::steady_clock::now();
   const at::Tensor ids = at::tensor(prompt_ids, at::kLong).unsqueeze(0).expand({args.batch, -1}).contiguous();
-  // A padded vocabulary's extra logits are never chosen: the tokenizer could not decode them.
-  const int64_t choices = std::min(model->logits_width(), tokenizer->vocab_size());
-  const int64_t total_tokens = ids.size(1) + args.max_new_tokens;
-  at::Tensor last = model->prefill(ids.to(device), total_tokens).slice(-1, 0, choices);  // [B, V]
-  std::vector<std::vector<int64_t>> generated(args.batch);
-  std::vector<bool> finished(args.batch, false);
-  size_t printed = 0;
-  double first_token_seconds = 0;
-  int64_t steps = 0;
-  for (; steps < args.max_new_tokens; ++steps) {
-    at::Tensor next = models::choose_next_tokens(last, args.sampling, generator);  // [B] CPU
-    if (steps == 0) first_token_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    bool all_finished = true;
-    for (int64_t b = 0; b < args.batch; ++b) {
-      const int64_t token = next[b].item<int64_t>();
-      if (!finished[b]) {
-        if (eos && token == *eos) {
-          finished[b] = true;
-        } else {
-          generated[b].push_back(token);
-        }
-      }
-      all_finished = all_finished && finished[b];
-    }
-    if (args.batch == 1) {  // stream what has become whole characters
-      const std::string text = tokenizer->decode(generated[0]);
-      const size_t ready = complete_utf8_prefix(text);
-      if (ready > printed) {
-        std::fwrite(text.data() + printed, 1, ready - printed, stdout);
-        std::fflush(stdout);
-        printed = ready;
-      }
-    }
-    if (all_finished || steps + 1 == args.max_new_tokens) {
-      ++steps;
-      break;
-    }
-    last = model->step(next.to(device)).slice(-1, 0, choices);
-  }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  infer::GenerateOptions options;
+  options.max_new_tokens = args.max_new_tokens;
+  options.sampling = args.sampling;
+  options.seed = args.seed;
+  options.eos = tokenizer->eos_id();
+  options.choices = tokenizer->vocab_size();
+  infer::TextStream stream([&](const std::vector<int64_t>& tokens) { return tokenizer->decode(tokens); });
+  const auto print = [](const std::string& text) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  };
+  const infer::GenerateResult result = infer::generate(*model, ids.to(device), options, [&](const infer::GenerateResult& so_far) {
+    if (args.batch == 1) print(stream.push(so_far.tokens[0]));  // stream what has become whole characters
+  });
+  const auto& generated = result.tokens;
   if (args.batch == 1) {
-    const std::string text = tokenizer->decode(generated[0]);
-    if (text.size() > printed) std::fwrite(text.data() + printed, 1, text.size() - printed, stdout);
-    std::printf("\n");
+    print(stream.finish(generated[0]) + "\n");
   } else {
     for (int64_t b = 0; b < args.batch; ++b) std::printf("[%lld] %s\n", static_cast<long long>(b), tokenizer->decode(generated[b]).c_str());
   }
+  const double seconds = result.seconds, first_token_seconds = result.first_token_seconds;
+  const int64_t steps = result.steps;
   int64_t new_tokens = 0;
   for (const auto& sequence : generated) new_tokens += static_cast<int64_t>(sequence.size());
   std::fprintf(stderr,

@@ -1,7 +1,7 @@
 // Next-token choice: greedy is argmax; temperature sampling follows softmax(logits / T); top-k
 // and top-p keep exactly the tokens they should; the same seed repeats the draws.
 #include "core/error.h"
-#include "models/sampling.h"
+#include "infer/sampling.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -11,8 +11,8 @@
 
 namespace {
 
-using lintime::models::choose_next_tokens;
-using lintime::models::SamplingOptions;
+using lintime::infer::choose_next_tokens;
+using lintime::infer::SamplingOptions;
 
 // Token frequencies over `draws` rows of the same logits.
 std::vector<double> frequencies(const std::vector<double>& logits, const SamplingOptions& options, int64_t draws,

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-namespace lintime::models {
+namespace lintime::infer {
 
 struct SamplingOptions {
   bool greedy = false;       // argmax (also when temperature is 0)
@@ -23,4 +23,4 @@ void validate(const SamplingOptions& options);
 // from `generator` (a CPU generator).
 at::Tensor choose_next_tokens(const at::Tensor& logits, const SamplingOptions& options, at::Generator& generator);
 
-}  // namespace lintime::models
+}  // namespace lintime::infer

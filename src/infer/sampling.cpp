@@ -1,4 +1,4 @@
-#include "models/sampling.h"
+#include "infer/sampling.h"
 
 #include "core/error.h"
 
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <limits>
 
-namespace lintime::models {
+namespace lintime::infer {
 
 void validate(const SamplingOptions& options) {
   LINTIME_CHECK(std::isfinite(options.temperature) && options.temperature >= 0, "--temperature must be >= 0, got ",
@@ -40,4 +40,4 @@ at::Tensor choose_next_tokens(const at::Tensor& logits, const SamplingOptions& o
   return at::multinomial(scores.softmax(-1), 1, /*replacement=*/false, generator).squeeze(-1);
 }
 
-}  // namespace lintime::models
+}  // namespace lintime::infer
