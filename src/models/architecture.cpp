@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "io/model_folder.h"
+#include "io/model_weights.h"
 
 namespace lintime::models {
 
@@ -29,7 +30,21 @@ const Architecture& architecture_of(const nlohmann::json& config, const std::str
 
 std::unique_ptr<CausalLm> load_causal_lm(const std::string& model_dir, at::ScalarType dtype, const c10::Device& device) {
   const nlohmann::json config = io::read_model_config(model_dir);
-  return architecture_of(config, model_dir + "/config.json").load(model_dir, dtype, device);
+  const std::string config_path = model_dir + "/config.json";
+  const Architecture& architecture = architecture_of(config, config_path);
+  std::unique_ptr<CausalLm> model;
+  try {
+    model = architecture.create(config, dtype, device);
+  } catch (const Error& error) {
+    fail(config_path, ": ", error.what());
+  }
+  const io::ModelWeights weights(model_dir);
+  const io::WeightTable table =
+      architecture.weight_table ? architecture.weight_table(config, weights)
+                                : [](const std::string& name, const at::Tensor&) { return io::WeightSource{name}; };
+  io::load_module_weights(model->module(), weights, table);
+  model->module().to(device, dtype);  // as after any move: modules re-derive what they keep beside the weights
+  return model;
 }
 
 }  // namespace lintime::models

@@ -27,9 +27,11 @@ struct Architecture {
   bool (*detects)(const nlohmann::json& config);
   // The lines `lintime info` prints: the model, its parameter count, its decoding state.
   std::string (*describe)(const nlohmann::json& config);
-  // Builds the model of the folder with its weights, in `dtype` on `device`. Throws
-  // lintime::Error naming the file or tensor; nothing is half-loaded.
-  std::unique_ptr<CausalLm> (*load)(const std::string& model_dir, at::ScalarType dtype, const c10::Device& device);
+  // The model of `config` with its parameters allocated in `dtype` on `device` and not
+  // initialised: load_causal_lm fills them from a folder, a benchmark at random.
+  std::unique_ptr<CausalLm> (*create)(const nlohmann::json& config, at::ScalarType dtype, const c10::Device& device);
+  // The checkpoint tensor of each parameter for a folder's `weights`; null: the same names.
+  io::WeightTable (*weight_table)(const nlohmann::json& config, const io::ModelWeights& weights);
 };
 
 // Every registered architecture, in lookup order.
@@ -39,25 +41,17 @@ const std::vector<Architecture>& architectures();
 const Architecture& architecture_of(const nlohmann::json& config, const std::string& where);
 
 // The causal LM of a model folder (config.json and its weights), whichever registered
-// architecture it holds, converted to `dtype` on `device`.
+// architecture it holds, in `dtype` on `device`. Throws lintime::Error naming the file or the
+// tensor; every name, shape and dtype is checked before any weight is used.
 std::unique_ptr<CausalLm> load_causal_lm(const std::string& model_dir, at::ScalarType dtype, const c10::Device& device);
 
-// For the entries: builds Model from `config` with its parameters allocated in `dtype` on
-// `device`, not drawn, and fills every one from `weights` through `table` (by default the
-// checkpoint's names are the parameters' names).
+// For the entries' create: Model built from `config` with its parameters allocated in `dtype`
+// on `device`, nothing drawn.
 template <class Model, class Config>
-std::unique_ptr<Model> load_model_weights(const Config& config, const io::ModelWeights& weights, at::ScalarType dtype,
-                                          const c10::Device& device, const io::WeightTable& table = nullptr) {
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
-  std::unique_ptr<Model> model;
-  {
-    layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
-    model = std::make_unique<Model>(config, generator);
-  }
-  io::load_module_weights(*model, weights,
-                          table ? table : [](const std::string& name, const at::Tensor&) { return io::WeightSource{name}; });
-  model->to(device, dtype);
-  return model;
+std::unique_ptr<Model> allocate_model(const Config& config, at::ScalarType dtype, const c10::Device& device) {
+  at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(0);
+  layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
+  return std::make_unique<Model>(config, unused);
 }
 
 // The entries, one per file in architectures/.

@@ -58,6 +58,7 @@ class GsaCausalLm : public CausalLm {
   }
   int64_t state_bytes_in_use() const override { return cache_.bytes(); }
   std::string name() const override { return "GSA (fla)"; }
+  layers::Module& module() override { return *model_; }
 
  private:
   std::unique_ptr<GsaModel> model_;
@@ -82,6 +83,7 @@ class BasedCausalLm : public CausalLm {
   }
   int64_t state_bytes_in_use() const override { return cache_.bytes(); }
   std::string name() const override { return "BASED (HazyResearch)"; }
+  layers::Module& module() override { return *model_; }
 
  private:
   std::unique_ptr<BasedModel> model_;
@@ -114,6 +116,7 @@ class LlamaCausalLm : public CausalLm {
     for (const auto& layer : cache_.layers) total += layer.allocated_bytes();
     return total;
   }
+  layers::Module& module() override { return *model_; }
   std::string name() const override {
     return model_->config().model_type == "mistral" ? "Mistral (Hugging Face)" : "Llama (Hugging Face)";
   }

@@ -38,6 +38,8 @@ class CausalLm {
   // Bytes of the decoding state held now (all sequences; a KV cache counts what it allocated).
   virtual int64_t state_bytes_in_use() const = 0;
   virtual std::string name() const = 0;
+  // The model's parameters (to fill them from a checkpoint, or at random for a benchmark).
+  virtual layers::Module& module() = 0;
 
   // A prompt of B × T tokens is prefilled at most this many tokens (B × positions, positions a
   // multiple of 64) at a time where the model can continue a prefill (GSA, Llama): activation

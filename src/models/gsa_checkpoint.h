@@ -24,6 +24,9 @@ GsaLayout detect_gsa_layout(const std::vector<std::string>& tensor_names);
 // `intermediate_size` locates the up rows in the legacy fused gate_proj.
 io::WeightSource gsa_weight_source(const std::string& parameter_name, GsaLayout layout, int64_t intermediate_size);
 
+// The weight table of a GsaModel of `config` for a folder's `weights`, in the layout they are in.
+io::WeightTable gsa_weight_table(const GsaConfig& config, const io::ModelWeights& weights);
+
 // Reads MODEL_DIR/config.json and the weights (model.safetensors or the sharded index), builds
 // the model in `dtype` on `device`. Throws lintime::Error naming the file and tensor on any
 // mismatch; no partly loaded model is returned.

@@ -10,6 +10,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "layers/module.h"
+#include "models/architecture.h"
 #include "models/causal_lm.h"
 #include "models/gsa_model.h"
 #include "models/llama_model.h"
@@ -61,26 +62,23 @@ models::LlamaConfig llama_preset(const std::string& preset) {
   return config;
 }
 
-// A model of the preset with N(0, 0.02) weights and unit norms, allocated in place on the device.
+// The config.json of the preset's model: "gsa" or "llama" (the Transformer++ beside it).
+nlohmann::json preset_config(const std::string& arch, const std::string& preset) {
+  return arch == "gsa" ? gsa_preset(preset).to_json() : llama_preset(preset).to_json();
+}
+
+// A model of the preset with N(0, 0.02) weights and unit norms, allocated in place on the device
+// by its architecture's entry.
 std::unique_ptr<models::CausalLm> random_model(const std::string& arch, const std::string& preset,
                                                at::ScalarType dtype, const c10::Device& device, uint64_t seed) {
-  at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(seed);  // nothing is drawn in the scope
-  auto randomize = [seed](layers::Module& module) {
-    at::manual_seed(seed);
-    at::NoGradGuard no_grad;
-    module.for_each_parameter([](const std::string& name, at::Tensor& p) {
-      if (name.find("norm") != std::string::npos) p.fill_(1.0); else p.normal_(0.0, 0.02);
-    });
-  };
-  layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
-  if (arch == "gsa") {
-    auto gsa = std::make_unique<models::GsaModel>(gsa_preset(preset), unused);
-    randomize(*gsa);
-    return models::as_causal_lm(std::move(gsa));
-  }
-  auto llama = std::make_unique<models::LlamaModel>(llama_preset(preset), unused);
-  randomize(*llama);
-  return models::as_causal_lm(std::move(llama));
+  const nlohmann::json config = preset_config(arch, preset);
+  auto model = models::architecture_of(config, "bench generate --arch " + arch).create(config, dtype, device);
+  at::manual_seed(seed);
+  at::NoGradGuard no_grad;
+  model->module().for_each_parameter([](const std::string& name, at::Tensor& p) {
+    if (name.find("norm") != std::string::npos) p.fill_(1.0); else p.normal_(0.0, 0.02);
+  });
+  return model;
 }
 
 void synchronize(const c10::Device& device) {

@@ -36,10 +36,10 @@ std::string describe_based(const nlohmann::json& json) {
 
 Architecture based_architecture() {
   return {"based", "HazyResearch's BASED (a GPT-2 config with \"alt_mixer\")", is_based, describe_based,
-          [](const std::string& model_dir, at::ScalarType dtype, const c10::Device& device) {
-            const BasedConfig config = BasedConfig::load(model_dir + "/config.json");
-            return as_causal_lm(load_model_weights<BasedModel>(config, io::ModelWeights(model_dir), dtype, device));
-          }};
+          [](const nlohmann::json& config, at::ScalarType dtype, const c10::Device& device) {
+            return as_causal_lm(allocate_model<BasedModel>(BasedConfig::from_json(config), dtype, device));
+          },
+          nullptr};
 }
 
 }  // namespace lintime::models

@@ -54,11 +54,18 @@ std::unique_ptr<GsaModel> load_gsa_model(const std::string& model_dir, at::Scala
   LINTIME_CHECK(!config.has_hybrid_attention(), "'", model_dir,
                 "/config.json' lists hybrid softmax-attention layers (\"attn\"), which lintime's GSA model does not have");
   const io::ModelWeights weights(model_dir);
+  auto model = allocate_model<GsaModel>(config, dtype, device);
+  io::load_module_weights(*model, weights, gsa_weight_table(config, weights));
+  model->to(device, dtype);
+  return model;
+}
+
+io::WeightTable gsa_weight_table(const GsaConfig& config, const io::ModelWeights& weights) {
   const GsaLayout layout = detect_gsa_layout(weights.names());
   const int64_t intermediate = config.resolved_intermediate_size();
-  return load_model_weights<GsaModel>(config, weights, dtype, device, [&](const std::string& name, const at::Tensor&) {
+  return [layout, intermediate](const std::string& name, const at::Tensor&) {
     return gsa_weight_source(name, layout, intermediate);
-  });
+  };
 }
 
 namespace {
@@ -83,8 +90,11 @@ Architecture gsa_architecture() {
   return {"gsa", "\"gsa\" (fla's GSAForCausalLM)",
           [](const nlohmann::json& config) { return config.value("model_type", std::string()) == "gsa"; },
           describe_gsa,
-          [](const std::string& model_dir, at::ScalarType dtype, const c10::Device& device) {
-            return as_causal_lm(load_gsa_model(model_dir, dtype, device));
+          [](const nlohmann::json& config, at::ScalarType dtype, const c10::Device& device) {
+            return as_causal_lm(allocate_model<GsaModel>(GsaConfig::from_json(config), dtype, device));
+          },
+          [](const nlohmann::json& config, const io::ModelWeights& weights) {
+            return gsa_weight_table(GsaConfig::from_json(config), weights);
           }};
 }
 

@@ -33,19 +33,15 @@ std::string describe_llama(const nlohmann::json& json) {
   return text;
 }
 
-std::unique_ptr<LlamaModel> load_llama_model(const std::string& model_dir, at::ScalarType dtype,
-                                             const c10::Device& device) {
-  const LlamaConfig config = LlamaConfig::load(model_dir + "/config.json");
-  return load_model_weights<LlamaModel>(config, io::ModelWeights(model_dir), dtype, device);
-}
-
 }  // namespace
 
 Architecture llama_architecture() {
   return {"llama", "\"llama\" and \"mistral\" (Hugging Face's LlamaForCausalLM, MistralForCausalLM)", is_llama,
-          describe_llama, [](const std::string& model_dir, at::ScalarType dtype, const c10::Device& device) {
-            return as_causal_lm(load_llama_model(model_dir, dtype, device));
-          }};
+          describe_llama,
+          [](const nlohmann::json& config, at::ScalarType dtype, const c10::Device& device) {
+            return as_causal_lm(allocate_model<LlamaModel>(LlamaConfig::from_json(config), dtype, device));
+          },
+          nullptr};
 }
 
 }  // namespace lintime::models
