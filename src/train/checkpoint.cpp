@@ -142,7 +142,8 @@ TrainerState read_state_files(const std::string& dir, int64_t* optimizer_steps, 
   state.step = field<int64_t>(json, "step", state_path, 0);
   state.epoch = field<int64_t>(json, "epoch", state_path, 0);
   state.data_position = field<int64_t>(json, "data_position", state_path, 0);
-  state.best_accuracy = field<double>(json, "best_accuracy", state_path, 0.0);
+  // "best_accuracy": the name before the trainer served other tasks than MQAR.
+  state.best_score = field<double>(json, json.contains("best_score") ? "best_score" : "best_accuracy", state_path, 0.0);
   if (json.contains("rng")) state.rng = json["rng"];
   if (json.contains("progress")) state.progress = json["progress"];
   if (optimizer_steps) *optimizer_steps = field<int64_t>(json, "optimizer_step_count", state_path, 0);
@@ -175,7 +176,7 @@ void save_checkpoint(const std::string& dir_argument, const layers::Module& mode
         {"step", state.step},
         {"epoch", state.epoch},
         {"data_position", state.data_position},
-        {"best_accuracy", state.best_accuracy},
+        {"best_score", state.best_score},
         {"rng", state.rng},
         {"progress", state.progress},
         {"has_optimizer", optimizer != nullptr},

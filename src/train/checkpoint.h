@@ -1,7 +1,7 @@
 // Training checkpoints: one directory holding
 //   model.safetensors      weights under Module::named_parameters names
 //   optimizer.safetensors  AdamW moments and per-parameter steps (when an optimizer is given)
-//   trainer_state.json     step, epoch, data position, best accuracy, RNG state, step count
+//   trainer_state.json     step, epoch, data position, best score, RNG state, step count
 //   config.json            the run's configuration
 // Saving writes a sibling "<dir>.tmp" and swaps it in with renames ("<dir>" -> "<dir>.old",
 // "<dir>.tmp" -> "<dir>", then "<dir>.old" is deleted), so "<dir>" is always either the old
@@ -23,7 +23,7 @@ struct TrainerState {
   int64_t step = 0;
   int64_t epoch = 0;
   int64_t data_position = 0;  // samples (or batches) consumed in the current epoch
-  double best_accuracy = 0.0;
+  double best_score = 0.0;  // the best evaluation score so far (MQAR: test accuracy)
   nlohmann::json rng = nlohmann::json::object();     // seed / generator state, as the trainer keeps it
   nlohmann::json config = nlohmann::json::object();  // stored as config.json
   // Free-form trainer bookkeeping that must resume with the run (last accuracy, flags, ...).

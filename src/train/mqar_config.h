@@ -5,6 +5,7 @@
 
 #include "data/mqar.h"
 #include "models/mqar_model.h"
+#include "train/trainer.h"
 
 #include <nlohmann/json.hpp>
 
@@ -22,29 +23,6 @@ struct MqarDataSettings {
   std::vector<data::MqarSegmentConfig> test_segments;
 };
 
-struct OptimSettings {
-  int64_t batch_size = 64;
-  int64_t test_batch_size = 256;
-  int64_t epochs = 1;
-  int64_t max_steps = 0;  // 0: epochs decide
-  double lr = 1e-3;
-  std::vector<double> lr_sweep;  // non-empty: `lintime train` runs one training per value
-  double weight_decay = 0.1;  // decoupled; not on norms and biases (1-D) unless decay_all_parameters
-  bool decay_embeddings = true;  // zoology decays the (tied) embedding too
-  // Decay every parameter, norms and biases included: torch's AdamW over model.parameters(),
-  // as zoology's trainer does.
-  bool decay_all_parameters = false;
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  std::string schedule = "epoch_cosine";
-  int64_t warmup_steps = 0;
-  double min_lr_ratio = 0.0;
-  double grad_clip = 1.0;  // <= 0: no clipping
-  int64_t eval_every = 0;  // steps; 0: at the end of every epoch
-  int64_t checkpoint_every = 0;  // steps; 0: at every evaluation
-  int64_t log_every = 10;
-  double target_accuracy = 0.99;  // early stop once test accuracy reaches it; > 1 disables
-  uint64_t seed = 0;              // model initialisation
-};
 
 struct MqarTrainConfig {
   models::MqarModelConfig model;

@@ -1,17 +1,13 @@
-// The MQAR training loop. Determinism: the batch of step s is a pure function of
-// (data seed, s) and the model of (train.seed), so a run resumed from a checkpoint ends with
-// the same weights as an uninterrupted one on the CPU.
+// MQAR training: the MQAR task of the trainer (trainer.h) and its result. Determinism: the batch
+// of step s is a pure function of (data seed, s) and the model of (train.seed), so a run
+// resumed from a checkpoint ends with the same weights as an uninterrupted one on the CPU.
 #include "train/mqar_trainer.h"
 
 #include "core/device.h"
 #include "core/error.h"
-#include "core/progress.h"
 #include "data/mqar_metric.h"
-#include "train/adamw.h"
 #include "train/checkpoint.h"
-#include "train/grad_clip.h"
-#include "train/lr_schedule.h"
-#include "train/metrics_log.h"
+#include "train/trainer.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -75,143 +71,79 @@ nlohmann::json evaluation_json(const MqarEvaluation& evaluation) {
   return {{"accuracy", evaluation.accuracy}, {"examples", evaluation.examples}, {"segments", segments}};
 }
 
-std::unique_ptr<LrSchedule> schedule_for(const MqarTrainConfig& config, int64_t steps_per_epoch,
-                                         int64_t total_steps) {
-  LrScheduleOptions options;
-  options.lr = config.optim.lr;
-  options.warmup_steps = config.optim.warmup_steps;
-  options.total_steps = total_steps;
-  options.min_lr_ratio = config.optim.min_lr_ratio;
-  options.steps_per_epoch = steps_per_epoch;
-  options.epochs = config.optim.epochs;
-  return make_lr_schedule(config.optim.schedule, options);
-}
+// MQAR as a task of the trainer: the batch of step s comes from the training segments by
+// (data seed, s), the loss is cross-entropy at the query positions, the score test accuracy.
+class MqarTask final : public TrainingTask {
+ public:
+  MqarTask(const MqarTrainConfig& config, const c10::Device& device)
+      : config_(config),
+        device_(device),
+        train_data_(make_train_dataset(config)),
+        test_data_(make_test_dataset(config)),
+        model_(config.model, config.optim.seed) {
+    model_.to(device_);
+    model_.set_requires_grad(true);
+  }
+
+  layers::Module& model() override { return model_; }
+  nlohmann::json config_document() const override { return config_.to_document(); }
+  nlohmann::json rng_description() const override {
+    return {{"model_seed", config_.optim.seed}, {"train_data_seed", train_data_.seed()},
+            {"test_data_seed", test_data_.seed()}};
+  }
+  int64_t steps_per_epoch() const override { return train_data_.batches_per_epoch(); }
+  int64_t total_steps() const override { return config_.total_steps(train_data_.batches_per_epoch()); }
+  const char* score_name() const override { return "acc"; }
+
+  at::Tensor training_loss(int64_t step, int64_t* tokens) override {
+    auto batch = train_data_.training_batch_at_step(step);
+    if (!device_.is_cpu()) model_.check_inputs(batch.inputs);  // on the host: no wait for the device
+    auto inputs = batch.inputs.to(device_);
+    auto labels = batch.labels.to(device_);
+    if (config_.model.embed_dropout > 0) seed_dropout_for_step(device_, config_.optim.seed, step);
+    *tokens = inputs.numel();
+    return data::mqar_loss(model_.forward(inputs, /*training=*/true), labels);
+  }
+
+  TaskEvaluation evaluate() override {
+    last_ = evaluate_mqar(model_, test_data_, device_);
+    return {evaluation_json(last_), last_.accuracy, "test accuracy " + std::to_string(last_.accuracy)};
+  }
+
+  const MqarEvaluation& last_evaluation() const { return last_; }
+  const models::MqarModel& mqar_model() const { return model_; }
+
+ private:
+  MqarTrainConfig config_;
+  c10::Device device_;
+  data::MqarDataset train_data_, test_data_;
+  models::MqarModel model_;
+  MqarEvaluation last_;
+};
 
 }  // namespace
 
 MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions& options) {
   const auto wall_start = std::chrono::steady_clock::now();
   const c10::Device device = resolve_device(options.device);
-  const auto train_data = make_train_dataset(config);
-  const auto test_data = make_test_dataset(config);
-  const int64_t steps_per_epoch = train_data.batches_per_epoch();
-  const int64_t total_steps = config.total_steps(steps_per_epoch);
-  const int64_t eval_every = config.optim.eval_every > 0 ? config.optim.eval_every : steps_per_epoch;
-  const int64_t checkpoint_every = config.optim.checkpoint_every > 0 ? config.optim.checkpoint_every : eval_every;
-
-  models::MqarModel model(config.model, config.optim.seed);
-  model.to(device);
-  model.set_requires_grad(true);
-  AdamWOptions adam;
-  adam.lr = config.optim.lr;
-  adam.beta1 = config.optim.beta1;
-  adam.beta2 = config.optim.beta2;
-  adam.eps = config.optim.eps;
-  adam.weight_decay = config.optim.weight_decay;
-  adam.decay_embeddings = config.optim.decay_embeddings;
-  AdamW optimizer(model.named_parameters(), adam,
-                  config.optim.decay_all_parameters ? decay_all_rule() : DecayRule());
-  auto schedule = schedule_for(config, steps_per_epoch, total_steps);
-
-  const fs::path out_dir(options.out_dir);
-  const fs::path checkpoint_dir = out_dir / "checkpoint";
-  TrainerState state;
-  if (options.resume) {
-    LINTIME_CHECK(checkpoint_exists(checkpoint_dir.string()), "--resume: no checkpoint in '",
-                  checkpoint_dir.string(), "' (expected trainer_state.json from an earlier run)");
-    state = load_checkpoint(checkpoint_dir.string(), model, &optimizer);
-    LINTIME_CHECK(state.config == config.to_document(), "--resume: the checkpoint in '",
-                  checkpoint_dir.string(), "' was trained with a different config (compare its config.json)");
-  } else {
-    LINTIME_CHECK(!checkpoint_exists(checkpoint_dir.string()), "'", out_dir.string(),
-                  "' already holds a checkpoint: pass --resume to continue it or choose another --out");
-    fs::create_directories(out_dir);
-    state.config = config.to_document();
-  }
-  MetricsLog metrics((out_dir / "metrics.jsonl").string(), /*append=*/options.resume);
+  MqarTask task(config, device);
+  TrainerOptions trainer_options;
+  trainer_options.out_dir = options.out_dir;
+  trainer_options.resume = options.resume;
+  trainer_options.stop_after_steps = options.stop_after_steps;
+  const TrainerResult trained = train(task, config.optim, trainer_options);
 
   MqarTrainResult result;
-  result.parameters = model.parameter_count();
-  result.state_bytes_per_sequence = model.state_bytes_per_sequence();
-  result.total_steps = total_steps;
+  result.evaluation = task.last_evaluation();
+  result.best_accuracy = trained.best_score;
+  result.steps = trained.steps;
+  result.total_steps = trained.total_steps;
+  result.reached_target = trained.reached_target;
+  result.stopped_early = trained.stopped_early;
+  result.parameters = task.mqar_model().parameter_count();
+  result.state_bytes_per_sequence = task.mqar_model().state_bytes_per_sequence();
   result.lr = config.optim.lr;
   result.device = device.str();
-  // Accuracy bookkeeping that resumes with the run: kept in trainer_state.json's "progress".
-  double last_accuracy = state.progress.value("last_accuracy", NAN);
-  bool reached_target = state.progress.value("reached_target", false);
-  state.rng = {{"model_seed", config.optim.seed}, {"train_data_seed", train_data.seed()},
-               {"test_data_seed", test_data.seed()}};
-
-  auto save = [&] {
-    state.epoch = state.step / steps_per_epoch;
-    state.data_position = state.step % steps_per_epoch;
-    state.progress = {{"last_accuracy", last_accuracy}, {"reached_target", reached_target}};
-    save_checkpoint(checkpoint_dir.string(), model, &optimizer, state);
-  };
-  const int64_t last_step = options.stop_after_steps > 0 ? std::min(total_steps, options.stop_after_steps) : total_steps;
-  ProgressOptions progress_options;
-  progress_options.label = "train";
-  progress_options.total = total_steps;
-  progress_options.log_every_steps = std::max<int64_t>(config.optim.log_every, total_steps / 20);
-  ProgressReporter progress(progress_options);
-  double tokens_since = 0;
-  auto rate_start = std::chrono::steady_clock::now();
-  double loss_value = NAN;
-
-  while (state.step < last_step && !reached_target) {
-    const double lr = schedule->lr_at(state.step);
-    optimizer.set_lr(lr);
-    auto batch = train_data.training_batch_at_step(state.step);
-    if (!device.is_cpu()) model.check_inputs(batch.inputs);  // on the host: no wait for the device
-    auto inputs = batch.inputs.to(device);
-    auto labels = batch.labels.to(device);
-    if (config.model.embed_dropout > 0) seed_dropout_for_step(device, config.optim.seed, state.step);
-    auto logits = model.forward(inputs, /*training=*/true);
-    auto loss = data::mqar_loss(logits, labels);
-    loss.backward();
-    at::Tensor grad_norm;
-    if (config.optim.grad_clip > 0) grad_norm = clip_grad_norm(model.named_parameters(), config.optim.grad_clip);
-    optimizer.step();
-    optimizer.zero_grad();
-    ++state.step;
-    tokens_since += static_cast<double>(inputs.numel());
-
-    if (state.step % config.optim.log_every == 0 || state.step == last_step) {
-      loss_value = loss.item<double>();
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - rate_start).count();
-      const double tokens_per_second = seconds > 0 ? tokens_since / seconds : 0;
-      tokens_since = 0;
-      rate_start = std::chrono::steady_clock::now();
-      nlohmann::json record = {{"step", state.step}, {"epoch", (state.step - 1) / steps_per_epoch},
-                               {"loss", loss_value}, {"lr", lr}, {"tokens_per_s", tokens_per_second}};
-      if (grad_norm.defined()) record["grad_norm"] = grad_norm.item<double>();
-      metrics.write(record);
-      progress.update(state.step, {{"loss", loss_value}, {"acc", last_accuracy}, {"tok/s", tokens_per_second}});
-    }
-    const bool evaluate_now = state.step % eval_every == 0 || state.step == total_steps;
-    if (evaluate_now) {
-      auto evaluation = evaluate_mqar(model, test_data, device);
-      last_accuracy = evaluation.accuracy;
-      state.best_accuracy = std::max(state.best_accuracy, evaluation.accuracy);
-      reached_target = evaluation.accuracy >= config.optim.target_accuracy;
-      auto record = evaluation_json(evaluation);
-      record["step"] = state.step;
-      record["eval"] = true;
-      metrics.write(record);
-      progress.message("step " + std::to_string(state.step) + ": test accuracy " +
-                    std::to_string(evaluation.accuracy));
-    }
-    if (state.step % checkpoint_every == 0 || reached_target) save();
-  }
-  progress.finish();
-  if (state.step < total_steps && !reached_target) result.stopped_early = true;
-  save();
-
-  result.evaluation = evaluate_mqar(model, test_data, device);
-  result.best_accuracy = std::max(state.best_accuracy, result.evaluation.accuracy);
-  result.reached_target = result.evaluation.accuracy >= config.optim.target_accuracy;
-  result.steps = state.step;
   result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
 
   nlohmann::json summary = {{"evaluation", evaluation_json(result.evaluation)},
@@ -221,7 +153,7 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
                             {"parameters", result.parameters},
                             {"state_bytes_per_sequence", result.state_bytes_per_sequence},
                             {"lr", result.lr}, {"device", result.device}};
-  const fs::path result_path = out_dir / "result.json";
+  const fs::path result_path = fs::path(options.out_dir) / "result.json";
   {
     std::ofstream out(result_path.string() + ".tmp");
     out << summary.dump(2) << "\n";

@@ -86,7 +86,7 @@ TrainerState example_state(int64_t step) {
   state.step = step;
   state.epoch = 2;
   state.data_position = 4096;
-  state.best_accuracy = 0.875;
+  state.best_score = 0.875;
   state.rng = {{"seed", 1234}, {"offset", 77}};
   state.config = {{"model", {{"d_model", 4}}}, {"lr", 1e-3}};
   state.progress = {{"last_accuracy", 0.5}, {"reached_target", false}};
@@ -110,7 +110,7 @@ TEST(Checkpoint, RoundTrip) {
   EXPECT_EQ(state.step, 3);
   EXPECT_EQ(state.epoch, 2);
   EXPECT_EQ(state.data_position, 4096);
-  EXPECT_DOUBLE_EQ(state.best_accuracy, 0.875);
+  EXPECT_DOUBLE_EQ(state.best_score, 0.875);
   EXPECT_EQ(state.rng, example_state(3).rng);
   EXPECT_EQ(state.config, example_state(3).config);
   EXPECT_EQ(state.progress, example_state(3).progress);
