@@ -22,6 +22,12 @@ import torch
 SHAPES = [(128, 8192, 16, 16, 64), (16, 32768, 16, 16, 64), (8, 2048, 16, 16, 64)]  # (B, T, H, d', d_v)
 
 
+def unfused(path):
+    """Whether LINTIME_UNFUSED (src/core/fused_paths.h) sends `path` to its ATen form."""
+    names = [name for name in os.environ.get("LINTIME_UNFUSED", "").split(",") if name]
+    return "all" in names or path in names
+
+
 def bench_ms(fn, warmup=5, rep=20):
     import triton.testing
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
@@ -125,7 +131,7 @@ def main():
         torch.cuda.empty_cache()
         if args.backward:
             # Training: forward + backward of o against a fixed gradient; lintime's path is the fused
-            # prefill + fused backward (LINTIME_TAYLOR_CUDA=0: the ATen form under autograd).
+            # prefill + fused backward (LINTIME_UNFUSED=taylor: the ATen form under autograd).
             do = torch.randn(B, T, H, V, device="cuda", generator=gen).to(torch.bfloat16)
             leaves = [x.detach().requires_grad_(True) for x in (q, k, v)]
 
@@ -168,8 +174,8 @@ def main():
             print(f"B={B:<4} T={T:<6} {impl:<32} {ms:>12} ms   floor {floor:.2f} ms"
                   + (f"   rel. RMS vs lintime {err:.1e}" if err is not None else ""))
     # Sliding-window attention (BASED's local mixer): q, k, v [B, T, 16, 64], window w keys. The
-    # path taken is the fused kernel unless LINTIME_WINDOW_CUDA=0 (then the ATen form).
-    path = "ATen form" if os.environ.get("LINTIME_WINDOW_CUDA") == "0" else "fused"
+    # path taken is the fused kernel unless LINTIME_UNFUSED lists window (then the ATen form).
+    path = "ATen form" if unfused("window") else "fused"
     for B, T, w in [tuple(int(x) for x in item.split("x")) for item in args.window_shapes.split(",") if item]:
         gen = torch.Generator(device="cuda").manual_seed(2)
         q, k, v = (torch.randn(B, T, 16, 64, device="cuda", generator=gen).to(torch.bfloat16) for _ in range(3))
@@ -206,9 +212,9 @@ def main():
         del q, k, v
         torch.cuda.empty_cache()
     # Short convolutions (BaseConv's and the projections'): x [B, T, D], weight [D, 1, W], bias,
-    # SiLU; the fused kernels unless LINTIME_CONV_CUDA=0 (the ATen shift-and-add form). Floor: x
+    # SiLU; the fused kernels unless LINTIME_UNFUSED lists conv (the ATen shift-and-add form). Floor: x
     # read and y written (forward); x, dy read and dx written besides (backward).
-    conv_path = "ATen form" if os.environ.get("LINTIME_CONV_CUDA") == "0" else "fused"
+    conv_path = "ATen form" if unfused("conv") else "fused"
     for B, T, D, W in [tuple(int(x) for x in item.split("x")) for item in args.conv_shapes.split(",") if item]:
         gen = torch.Generator(device="cuda").manual_seed(3)
         x = torch.randn(B, T, D, device="cuda", generator=gen).to(torch.bfloat16)

@@ -41,7 +41,7 @@ fi
 if [[ $what == ab ]]; then
   # Two builds or settings in the same call, interleaved (A B A B): run A takes the library
   # AB_LIBRARY (default: the same one; AB_COMMIT labels it) with the environment setting AB_ENV
-  # (e.g. LINTIME_FUSED_EPILOGUES=0), run B the library in BIN as it is. fla left out.
+  # (e.g. LINTIME_UNFUSED=epilogues), run B the library in BIN as it is. fla left out.
   for round in 1 2; do
     for side in A B; do
       library="$bin/liblintime_ops.so"; setting=; label=$commit

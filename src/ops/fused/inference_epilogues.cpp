@@ -1,8 +1,9 @@
 // Fused inference epilogues (see the header): the ATen references, and the dispatch to the CUDA
 // kernels (ops/fused/cuda) for CUDA tensors of bf16 / fp16 / fp32 when no gradient is recorded
-// (LINTIME_FUSED_EPILOGUES=0 in the environment keeps the references, to compare).
+// (LINTIME_UNFUSED=epilogues in the environment keeps the references, to compare).
 #include "ops/fused/inference_epilogues.h"
 
+#include "core/fused_paths.h"
 #include "core/error.h"
 
 #include <ATen/ATen.h>
@@ -84,10 +85,7 @@ void check_launch(cudaError_t status, const char* what) {
 
 bool fused_epilogues_enabled() {
 #ifdef LINTIME_WITH_CUDA
-  static const bool enabled = [] {
-    const char* setting = std::getenv("LINTIME_FUSED_EPILOGUES");
-    return setting == nullptr || std::string_view(setting) != "0";
-  }();
+  static const bool enabled = fused_path_enabled(FusedPath::epilogues);
   return enabled;
 #else
   return false;

@@ -14,8 +14,8 @@
 
 namespace lintime::ops {
 
-// Whether the fused kernels can run at all: a CUDA build, and LINTIME_FUSED_EPILOGUES is not "0"
-// in the environment (0 keeps the unfused paths, to compare).
+// Whether the fused kernels can run at all: a CUDA build, and LINTIME_UNFUSED in the environment
+// does not list "epilogues" (core/fused_paths.h; listing it keeps the unfused paths, to compare).
 bool fused_epilogues_enabled();
 
 // silu(gate) · up in fp32, rounded once to gate's dtype. gate, up [..., I] (column views of one

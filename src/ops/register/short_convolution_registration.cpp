@@ -4,7 +4,8 @@
 // kernels (ops/conv/cuda/short_convolution_cuda.h) take contiguous inputs of one element type
 // (bf16, fp16, fp32), widths up to 8 and no varlen: the forward with its states, training (no
 // initial state, no final state asked for) through an autograd function with the fused backward,
-// and the in-place step. LINTIME_CONV_CUDA=0 in the environment keeps the ATen forms.
+// and the in-place step. LINTIME_UNFUSED=conv in the environment keeps the ATen forms (core/fused_paths.h).
+#include "core/fused_paths.h"
 #include "ops/conv/short_convolution.h"
 
 #ifdef LINTIME_WITH_CUDA
@@ -46,10 +47,7 @@ std::optional<cuda::ConvElement> conv_element_of(at::ScalarType dtype) {
 // state: CUDA, one element type, contiguous, W ≤ 8.
 bool fused_conv_takes(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                       const OptionalTensor& state) {
-  static const bool enabled = [] {
-    const char* setting = std::getenv("LINTIME_CONV_CUDA");
-    return setting == nullptr || std::string_view(setting) != "0";
-  }();
+  static const bool enabled = fused_path_enabled(FusedPath::conv);
   if (!enabled || !x.is_cuda() || !conv_element_of(x.scalar_type())) return false;
   if (weight.dim() != 3 || weight.size(2) < 1 || weight.size(2) > cuda::kShortConvolutionMaxWidth) return false;
   std::vector<const at::Tensor*> tensors = {&x, &weight};

@@ -3,8 +3,9 @@
 // build inference state (CompositeExplicitAutograd). On a GPU, a call that the fused kernels take
 // (ops/based/cuda/sliding_window_cuda.h: bf16/fp16, head dims 64, no varlen) runs the fused
 // forward; when it records a gradient, through an autograd function whose backward is the fused
-// backward (the forward then also keeps each row's log-sum-exp). LINTIME_WINDOW_CUDA=0 in the
+// backward (the forward then also keeps each row's log-sum-exp). LINTIME_UNFUSED=window in the
 // environment keeps the ATen form.
+#include "core/fused_paths.h"
 #include "ops/based/sliding_window_attention.h"
 
 #ifdef LINTIME_WITH_CUDA
@@ -35,10 +36,7 @@ at::Tensor or_undefined(const std::optional<at::Tensor>& tensor) { return tensor
 // Whether the fused kernels take this call (gradient or not).
 bool fused_window_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                         const std::optional<at::Tensor>& cu_seqlens) {
-  static const bool enabled = [] {
-    const char* setting = std::getenv("LINTIME_WINDOW_CUDA");
-    return setting == nullptr || std::string_view(setting) != "0";
-  }();
+  static const bool enabled = fused_path_enabled(FusedPath::window);
   if (!enabled || !q.is_cuda() || cu_seqlens.has_value() || q.dim() != 4 || k.dim() != 4 || v.dim() != 4) return false;
   const auto dtype = q.scalar_type();
   if ((dtype != at::kBFloat16 && dtype != at::kHalf) || k.scalar_type() != dtype || v.scalar_type() != dtype) return false;

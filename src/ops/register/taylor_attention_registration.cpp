@@ -8,7 +8,8 @@
 //   for (training), runs the fused prefill forward and the fused backward kernels through an
 //   autograd function;
 // - the in-place step on CUDA with fp32 states runs the fused step kernel.
-// LINTIME_TAYLOR_CUDA=0 in the environment keeps the ATen forms (to compare).
+// LINTIME_UNFUSED=taylor in the environment keeps the ATen forms (to compare; core/fused_paths.h).
+#include "core/fused_paths.h"
 #include "ops/based/taylor_attention.h"
 
 #ifdef LINTIME_WITH_CUDA
@@ -41,10 +42,7 @@ at::Tensor or_undefined(const OptionalTensor& tensor) { return tensor.has_value(
 
 #ifdef LINTIME_WITH_CUDA
 bool fused_kernels_enabled() {
-  static const bool enabled = [] {
-    const char* setting = std::getenv("LINTIME_TAYLOR_CUDA");
-    return setting == nullptr || std::string_view(setting) != "0";
-  }();
+  static const bool enabled = fused_path_enabled(FusedPath::taylor);
   return enabled;
 }
 
@@ -187,11 +185,7 @@ class TaylorFusedFunction : public torch::autograd::Function<TaylorFusedFunction
 // of one floating dtype other than fp64, fp32 contiguous states.
 bool fused_step_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& state,
                       const at::Tensor& normalizer) {
-  static const bool enabled = [] {
-    const char* setting = std::getenv("LINTIME_TAYLOR_CUDA");
-    return setting == nullptr || std::string_view(setting) != "0";
-  }();
-  if (!enabled || !q.is_cuda() || q.dim() != 3 || k.dim() != 3 || v.dim() != 3 || state.dim() != 4 ||
+  if (!fused_kernels_enabled() || !q.is_cuda() || q.dim() != 3 || k.dim() != 3 || v.dim() != 3 || state.dim() != 4 ||
       normalizer.dim() != 3) {
     return false;
   }
