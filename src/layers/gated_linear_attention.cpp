@@ -33,6 +33,8 @@ GatedLinearAttention::Dims GatedLinearAttention::validated_dims(const GatedLinea
                 options.gate_logit_normalizer);
   LINTIME_CHECK(!options.scale.has_value() || *options.scale > 0.0, who, ": scale must be positive, got ",
                 options.scale.value_or(0.0));
+  LINTIME_CHECK(options.norm_name == "g_norm" || options.norm_name == "g_norm_swish_gate", who,
+                ": norm_name must be \"g_norm\" or \"g_norm_swish_gate\", got \"", options.norm_name, "\"");
   // Python's int(hidden_size * expand) truncation, as fla.
   const auto key_dim = static_cast<int64_t>(static_cast<double>(options.hidden_size) * options.expand_k);
   const auto value_dim = static_cast<int64_t>(static_cast<double>(options.hidden_size) * options.expand_v);
@@ -61,7 +63,7 @@ GatedLinearAttention::GatedLinearAttention(const GatedLinearAttentionOptions& op
     g_proj = std::make_unique<Linear>(options.hidden_size, dims_.value_dim, options.initializer_range, generator);
     register_module("g_proj", *g_proj);
   }
-  register_module("g_norm", g_norm);
+  register_module(options_.norm_name, g_norm);
   register_module("o_proj", o_proj);
 }
 

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 
 namespace lintime::layers {
 
@@ -36,6 +37,9 @@ struct GatedLinearAttentionOptions {
   double norm_eps = 1e-5;
   std::optional<double> scale;  // nullopt = head_k_dim^-0.5
   double initializer_range = 0.02;
+  // The norm's parameter name: fla's layer calls it "g_norm_swish_gate" when it fuses the norm
+  // with the swish output gate (its language models' default), "g_norm" otherwise.
+  std::string norm_name = "g_norm";
 };
 
 class GatedLinearAttention : public Module {

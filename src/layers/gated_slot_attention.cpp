@@ -7,7 +7,7 @@
 #include "ops/fused/inference_epilogues.h"
 #include "core/tensor_checks.h"
 #include "ops/register/ops.h"
-#include "state/inference_cache.h"
+#include "state/gsa_state.h"
 
 #include <ATen/ATen.h>
 

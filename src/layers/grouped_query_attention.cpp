@@ -56,7 +56,7 @@ GroupedQueryAttention::GroupedQueryAttention(const GroupedQueryAttentionOptions&
       v_proj(options.hidden_size, options.num_kv_heads * options.head_dim, options.initializer_range, generator,
              options.bias),
       o_proj(options.num_heads * options.head_dim, options.hidden_size, options.initializer_range, generator,
-             options.bias) {
+             options.output_bias.value_or(options.bias)) {
   LINTIME_CHECK(rotary_ != nullptr && rotary_->inverse_frequency().size(0) * 2 == options.head_dim,
                 "GroupedQueryAttention: the rotary table must cover head_dim = ", options.head_dim);
   register_module("q_proj", q_proj);
@@ -68,7 +68,7 @@ GroupedQueryAttention::GroupedQueryAttention(const GroupedQueryAttentionOptions&
 
 void GroupedQueryAttention::parameters_moved() { place_adjacent({&q_proj, &k_proj, &v_proj}); }
 
-at::Tensor GroupedQueryAttention::forward(const at::Tensor& x, state::KvLayerCache* cache, int64_t reserve) const {
+at::Tensor GroupedQueryAttention::forward(const at::Tensor& x, state::KvLayerCache* cache) const {
   check_shape("GroupedQueryAttention", "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
   const int64_t batch = x.size(0), length = x.size(1), dim = options_.head_dim;
   const int64_t past = cache ? cache->length : 0;
@@ -89,7 +89,7 @@ at::Tensor GroupedQueryAttention::forward(const at::Tensor& x, state::KvLayerCac
   q = q.transpose(1, 2);  // [B, H, T, D]
   k = k.transpose(1, 2);  // [B, H_kv, T, D]
   v = v.transpose(1, 2);
-  if (cache) std::tie(k, v) = cache->append(k, v, reserve);
+  if (cache) std::tie(k, v) = cache->append(k, v);
   const int64_t keys = past + length;
   const auto window = options_.sliding_window;
   std::optional<at::Tensor> mask;

@@ -29,7 +29,8 @@ struct GroupedQueryAttentionOptions {
   int64_t num_heads = 1;
   int64_t num_kv_heads = 1;
   int64_t head_dim = 0;
-  bool bias = false;                      // attention_bias: q, k, v and o projections
+  bool bias = false;                      // attention_bias: q, k and v projections
+  std::optional<bool> output_bias;        // o_proj's bias; nullopt = bias (Llama), false in fla's Attention
   std::optional<int64_t> sliding_window;  // keys seen per query, itself included
   double initializer_range = 0.02;
 };
@@ -42,7 +43,7 @@ class GroupedQueryAttention : public Module {
 
   // x [B, T, hidden_size] -> [B, T, hidden_size] in x's dtype. With a cache, x continues the
   // cached tokens (positions cache->length onward) and its keys and values are appended.
-  at::Tensor forward(const at::Tensor& x, state::KvLayerCache* cache = nullptr, int64_t reserve = 0) const;
+  at::Tensor forward(const at::Tensor& x, state::KvLayerCache* cache = nullptr) const;
 
   const GroupedQueryAttentionOptions& options() const { return options_; }
 

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace lintime::layers {
 
@@ -61,6 +62,24 @@ at::Tensor RotaryTable::apply(const at::Tensor& x, int64_t first_position) const
   const at::Tensor xc = x.to(compute);
   const at::Tensor x1 = xc.narrow(3, 0, half), x2 = xc.narrow(3, half, half);
   return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, 3).to(x.scalar_type());
+}
+
+at::Tensor rotary_inverse_frequencies(const RopeSettings& rope, int64_t head_dim) {
+  LINTIME_CHECK(head_dim > 0 && head_dim % 2 == 0, "rotary_inverse_frequencies: head_dim must be even, got ", head_dim);
+  const auto options = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor inverse = 1.0 / at::pow(rope.rope_theta, at::arange(0, head_dim, 2, options) / static_cast<double>(head_dim));
+  if (rope.rope_type == "linear") return inverse / rope.factor;
+  if (rope.rope_type != "llama3") return inverse;
+  // Llama 3.1: long wavelengths slowed by `factor`, short ones kept, a smooth blend between.
+  const double old_context = static_cast<double>(rope.original_max_position_embeddings);
+  const double low_freq_wavelength = old_context / rope.low_freq_factor;
+  const double high_freq_wavelength = old_context / rope.high_freq_factor;
+  const at::Tensor wavelength = 2.0 * M_PI / inverse;
+  at::Tensor scaled = at::where(wavelength > low_freq_wavelength, inverse / rope.factor, inverse);
+  const at::Tensor smooth = (old_context / wavelength - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
+  const at::Tensor smoothed = (1.0 - smooth) * scaled / rope.factor + smooth * scaled;
+  const at::Tensor medium = (wavelength >= high_freq_wavelength) & (wavelength <= low_freq_wavelength);
+  return at::where(medium, smoothed, scaled);
 }
 
 }  // namespace lintime::layers

@@ -8,8 +8,23 @@
 
 #include <cstdint>
 #include <mutex>
+#include <string>
 
 namespace lintime::layers {
+
+// RoPE frequency settings as Hugging Face's config.json gives them (rope_theta, rope_scaling).
+struct RopeSettings {
+  double rope_theta = 10000.0;
+  std::string rope_type = "default";
+  double factor = 1.0;
+  double low_freq_factor = 1.0;    // llama3
+  double high_freq_factor = 4.0;   // llama3
+  int64_t original_max_position_embeddings = 8192;  // llama3
+};
+
+// RoPE inverse frequencies [head_dim / 2] (fp64, CPU) of the settings, as Hugging Face's
+// rope_type functions compute them ("default", "linear", "llama3").
+at::Tensor rotary_inverse_frequencies(const RopeSettings& rope, int64_t head_dim);
 
 // x [B, T, H, D] (D even) at positions first_position + t -> the rotated x in x's dtype.
 at::Tensor apply_rotary(const at::Tensor& x, double base, int64_t first_position = 0);

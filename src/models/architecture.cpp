@@ -9,6 +9,7 @@ namespace lintime::models {
 const std::vector<Architecture>& architectures() {
   static const std::vector<Architecture> entries = {
       gsa_architecture(),
+      gla_architecture(),
       llama_architecture(),
       based_architecture(),
   };

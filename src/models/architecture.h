@@ -21,7 +21,7 @@
 namespace lintime::models {
 
 struct Architecture {
-  const char* name;  // "gsa", "llama", "based"
+  const char* name;  // "gsa", "gla", "llama", "based"
   const char* what;  // how errors and listings name it: "\"gsa\" (fla's GSAForCausalLM)"
   // True when `config` (a config.json object) is this architecture's.
   bool (*detects)(const nlohmann::json& config);
@@ -56,6 +56,7 @@ std::unique_ptr<Model> allocate_model(const Config& config, at::ScalarType dtype
 
 // The entries, one per file in architectures/.
 Architecture gsa_architecture();
+Architecture gla_architecture();
 Architecture llama_architecture();
 Architecture based_architecture();
 

@@ -25,19 +25,19 @@ at::Tensor prefill_in_chunks(const at::Tensor& input_ids, int64_t tokens_per_chu
   return last;
 }
 
-class GsaCausalLm : public CausalLm {
+class DecoderCausalLm : public CausalLm {
  public:
-  explicit GsaCausalLm(std::unique_ptr<GsaModel> model) : model_(std::move(model)), cache_(model_->make_cache(1)) {}
+  explicit DecoderCausalLm(std::unique_ptr<Decoder> model) : model_(std::move(model)), cache_(model_->make_cache(1)) {}
   at::Tensor forward(const at::Tensor& input_ids) override { return model_->forward(input_ids); }
-  at::Tensor prefill(const at::Tensor& input_ids, int64_t) override {
-    TORCH_CHECK(input_ids.dim() == 2, "prefill: input_ids must be [B, T], got ", input_ids.sizes());
-    cache_ = model_->make_cache(input_ids.size(0));
+  at::Tensor prefill(const at::Tensor& input_ids, int64_t total_tokens) override {
+    LINTIME_CHECK(input_ids.dim() == 2, "prefill: input_ids must be [B, T], got ", input_ids.sizes());
+    cache_ = model_->make_cache(input_ids.size(0), total_tokens);
     decode_graph_.reset();  // the recording points at the old state tensors
     return model_->logits(prefill_in_chunks(input_ids, prefill_tokens_per_chunk(), [this](const at::Tensor& chunk) {
       return model_->hidden_states(chunk, &cache_);
     }));
   }
-  // The step updates every state tensor in place and reads no host-side position: recordable.
+  // A replayable step updates every state tensor in place and reads no host-side position.
   at::Tensor step(const at::Tensor& tokens) override {
     if (!cuda_graphs_) return model_->step(tokens, cache_);
     int step_calls = 0;
@@ -47,22 +47,20 @@ class GsaCausalLm : public CausalLm {
     return logits;
   }
   bool use_cuda_graphs(bool enabled) override {
-    cuda_graphs_ = enabled && decode_graphs_compiled();
+    cuda_graphs_ = enabled && decode_graphs_compiled() && model_->steps_are_replayable();
     decode_graph_.reset();
     return cuda_graphs_;
   }
-  int64_t logits_width() const override { return model_->config().vocab_size; }
-  int64_t vocab_size() const override { return model_->config().vocab_size; }
-  int64_t state_bytes_per_sequence(int64_t) const override {
-    return GsaModel::state_bytes_per_sequence_for(model_->config());
-  }
-  int64_t state_bytes_in_use() const override { return cache_.bytes(); }
-  std::string name() const override { return "GSA (fla)"; }
+  int64_t logits_width() const override { return model_->decoder_config().vocab_size; }
+  int64_t vocab_size() const override { return model_->decoder_config().vocab_size; }
+  int64_t state_bytes_per_sequence(int64_t tokens) const override { return model_->state_bytes_after(tokens); }
+  int64_t state_bytes_in_use() const override { return cache_.allocated_bytes(); }
+  std::string name() const override { return model_->decoder_config().description; }
   layers::Module& module() override { return *model_; }
 
  private:
-  std::unique_ptr<GsaModel> model_;
-  state::InferenceCache cache_;
+  std::unique_ptr<Decoder> model_;
+  state::Cache cache_;
   bool cuda_graphs_ = false;
   DecodeGraph decode_graph_;
 };
@@ -90,42 +88,6 @@ class BasedCausalLm : public CausalLm {
   state::BasedCache cache_;
 };
 
-class LlamaCausalLm : public CausalLm {
- public:
-  explicit LlamaCausalLm(std::unique_ptr<LlamaModel> model) : model_(std::move(model)) {}
-  at::Tensor forward(const at::Tensor& input_ids) override { return model_->forward(input_ids); }
-  at::Tensor prefill(const at::Tensor& input_ids, int64_t total_tokens) override {
-    cache_ = model_->make_cache(total_tokens);
-    bool first = true;
-    return model_->logits(prefill_in_chunks(input_ids, prefill_tokens_per_chunk(), [this, &first](const at::Tensor& chunk) {
-      const bool fresh = std::exchange(first, false);
-      return fresh ? model_->prefill(chunk, cache_) : model_->hidden_states(chunk, &cache_);
-    }));
-  }
-  at::Tensor step(const at::Tensor& tokens) override { return model_->step(tokens, cache_); }
-  int64_t logits_width() const override { return model_->config().vocab_size; }
-  int64_t vocab_size() const override { return model_->config().vocab_size; }
-  int64_t state_bytes_per_sequence(int64_t tokens) const override {
-    const at::ScalarType dtype = model_->model.embed_tokens.weight.scalar_type();
-    const auto& config = model_->config();
-    const int64_t kept = config.sliding_window ? std::min(tokens, *config.sliding_window) : tokens;
-    return kept * LlamaModel::kv_bytes_per_token_for(config, dtype);
-  }
-  int64_t state_bytes_in_use() const override {
-    int64_t total = 0;
-    for (const auto& layer : cache_.layers) total += layer.allocated_bytes();
-    return total;
-  }
-  layers::Module& module() override { return *model_; }
-  std::string name() const override {
-    return model_->config().model_type == "mistral" ? "Mistral (Hugging Face)" : "Llama (Hugging Face)";
-  }
-
- private:
-  std::unique_ptr<LlamaModel> model_;
-  state::KvCache cache_;
-};
-
 }  // namespace
 
 void CausalLm::set_prefill_tokens_per_chunk(int64_t tokens) {
@@ -133,14 +95,9 @@ void CausalLm::set_prefill_tokens_per_chunk(int64_t tokens) {
   prefill_tokens_per_chunk_ = tokens;
 }
 
-std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<LlamaModel> model) {
+std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<Decoder> model) {
   LINTIME_CHECK(model != nullptr, "as_causal_lm: no model");
-  return std::make_unique<LlamaCausalLm>(std::move(model));
-}
-
-std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<GsaModel> model) {
-  LINTIME_CHECK(model != nullptr, "as_causal_lm: no model");
-  return std::make_unique<GsaCausalLm>(std::move(model));
+  return std::make_unique<DecoderCausalLm>(std::move(model));
 }
 
 std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<BasedModel> model) {

@@ -4,8 +4,7 @@
 #pragma once
 
 #include "models/based_model.h"
-#include "models/gsa_model.h"
-#include "models/llama_model.h"
+#include "models/decoder.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -26,7 +25,8 @@ class CausalLm {
   // One token per sequence [B] -> logits [B, V]; advances the state.
   virtual at::Tensor step(const at::Tensor& tokens) = 0;
   // Asks that decode steps on a GPU be replayed as one CUDA graph each (see decode_graph.h);
-  // returns whether this model's steps are (GSA: yes; a KV cache's host-side length: no).
+  // returns whether this model's steps are (recurrent states: yes; a KV cache's host-side
+  // length: no).
   virtual bool use_cuda_graphs(bool enabled) { return false; }
   // Logit columns (a padded vocabulary may exceed the tokenizer's).
   virtual int64_t logits_width() const = 0;
@@ -53,8 +53,8 @@ class CausalLm {
   int64_t prefill_tokens_per_chunk_ = 32768;
 };
 
-std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<GsaModel> model);
+// Every decoder-stack model (GSA, GLA, their hybrids, Llama, Mistral), and BASED.
+std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<Decoder> model);
 std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<BasedModel> model);
-std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<LlamaModel> model);
 
 }  // namespace lintime::models

@@ -45,7 +45,8 @@ struct GsaConfig {
   std::optional<int64_t> pad_token_id;
   std::optional<int64_t> bos_token_id = 1;
   std::optional<int64_t> eos_token_id = 2;
-  // Hybrid softmax-attention layers (fla's "attn"): null, or an object kept as written.
+  // Hybrid softmax-attention layers (fla's "attn", models/hybrid_attention.h): null, one
+  // specification or a list of them, kept as written.
   std::optional<nlohmann::json> attn;
   // fla's kernel-fusion flags (fuse_norm, fuse_swiglu, ...): accepted, kept, no effect on math.
   std::map<std::string, bool> fuse_flags = {{"fuse_cross_entropy", true},

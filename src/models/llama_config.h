@@ -6,6 +6,7 @@
 // hidden_act other than silu, pretraining_tp > 1) are one-line lintime::Errors naming the key.
 #pragma once
 
+#include "layers/rotary.h"
 #include "models/hub_fields.h"
 
 #include <nlohmann/json.hpp>
@@ -17,17 +18,11 @@
 
 namespace lintime::models {
 
+using layers::RopeSettings;
+
 // Rotary frequencies: θ_i = position · inv_freq_i, inv_freq_i = rope_theta^(−2i / head_dim),
 // then rescaled by rope_type ("default": unchanged; "linear": / factor; "llama3": Llama 3.1's
 // wavelength-dependent interpolation between 1 and 1 / factor).
-struct RopeSettings {
-  double rope_theta = 10000.0;
-  std::string rope_type = "default";
-  double factor = 1.0;
-  double low_freq_factor = 1.0;    // llama3
-  double high_freq_factor = 4.0;   // llama3
-  int64_t original_max_position_embeddings = 8192;  // llama3
-};
 
 struct LlamaConfig {
   std::string model_type = "llama";  // "llama" or "mistral"

@@ -3,11 +3,6 @@
 
 #include "core/config_reader.h"
 #include "core/error.h"
-#include "layers/base_conv.h"
-#include "layers/based_linear_attention.h"
-#include "layers/gated_linear_attention.h"
-#include "layers/gated_slot_attention.h"
-#include "layers/softmax_attention.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -19,209 +14,8 @@
 #include <utility>
 
 namespace lintime::models {
-namespace {
 
 using nlohmann::json;
-
-// Adapts a layer with forward(x) and state_bytes_per_sequence() to SequenceMixer.
-template <typename Layer>
-class LayerMixer final : public SequenceMixer {
- public:
-  template <typename... Args>
-  explicit LayerMixer(Args&&... args) : layer_(std::forward<Args>(args)...) {}
-  at::Tensor forward(const at::Tensor& x) override { return layer_.forward(x); }
-  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
-  layers::Module& module() override { return layer_; }
-
- private:
-  Layer layer_;
-};
-
-// "gsa": fla's GatedSlotAttention with the GSA paper's MQAR settings.
-layers::GatedSlotAttentionOptions gsa_options(int64_t d_model, const json& options, double init_std) {
-  config::StrictObject reader(options, "model.gsa",
-                      {"num_heads", "num_kv_heads", "num_slots", "expand_k", "expand_v", "gate_logit_normalizer",
-                       "scale", "feature_map", "use_short_conv", "conv_size", "elementwise_affine", "norm_eps"});
-  layers::GatedSlotAttentionOptions result;
-  result.hidden_size = d_model;
-  result.num_heads = reader.get_as<int64_t>("num_heads", 4);
-  if (reader.has("num_kv_heads")) result.num_kv_heads = reader.get_as<int64_t>("num_kv_heads", 0);
-  result.num_slots = reader.get_as<int64_t>("num_slots", d_model / 4);
-  result.expand_k = reader.get_as<double>("expand_k", 1.0);
-  result.expand_v = reader.get_as<double>("expand_v", 1.0);
-  result.gate_logit_normalizer = reader.get_as<double>("gate_logit_normalizer", 16.0);
-  result.feature_map = reader.get_as<std::string>("feature_map", "swish");
-  result.use_short_conv = reader.get_as<bool>("use_short_conv", false);
-  result.conv_size = reader.get_as<int64_t>("conv_size", 4);
-  result.elementwise_affine = reader.get_as<bool>("elementwise_affine", true);
-  result.norm_eps = reader.get_as<double>("norm_eps", 1e-5);
-  result.initializer_range = init_std;
-  const auto key_dim = static_cast<int64_t>(static_cast<double>(d_model) * result.expand_k);
-  if (reader.has("scale")) {
-    result.scale = reader.get_as<double>("scale", 1.0);
-  } else if (result.num_heads > 0 && key_dim >= result.num_heads) {
-    result.scale = 1.0 / std::sqrt(static_cast<double>(key_dim / result.num_heads));  // head_k_dim^-0.5
-  }
-  return result;
-}
-
-// "gla": GatedLinearAttention, 2 heads by default (the GSA paper's baseline).
-layers::GatedLinearAttentionOptions gla_options(int64_t d_model, const json& options, double init_std) {
-  config::StrictObject reader(options, "model.gla",
-                      {"num_heads", "expand_k", "expand_v", "gate_low_rank_dim", "gate_logit_normalizer",
-                       "use_output_gate", "norm_eps", "scale"});
-  layers::GatedLinearAttentionOptions result;
-  result.hidden_size = d_model;
-  result.num_heads = reader.get_as<int64_t>("num_heads", 2);
-  result.expand_k = reader.get_as<double>("expand_k", 0.5);
-  result.expand_v = reader.get_as<double>("expand_v", 1.0);
-  result.gate_low_rank_dim = reader.get_as<int64_t>("gate_low_rank_dim", 16);
-  result.gate_logit_normalizer = reader.get_as<double>("gate_logit_normalizer", 16.0);
-  result.use_output_gate = reader.get_as<bool>("use_output_gate", true);
-  result.norm_eps = reader.get_as<double>("norm_eps", 1e-5);
-  if (reader.has("scale")) result.scale = reader.get_as<double>("scale", 1.0);
-  result.initializer_range = init_std;
-  return result;
-}
-
-// "base_conv": zoology's BaseConv.
-int64_t base_conv_kernel_size(const json& options) {
-  config::StrictObject reader(options, "model.base_conv", {"kernel_size"});
-  const auto kernel_size = reader.get_as<int64_t>("kernel_size", 3);
-  LINTIME_CHECK(kernel_size >= 1, "config key \"model.base_conv.kernel_size\": must be >= 1, got ", kernel_size);
-  return kernel_size;
-}
-
-// "based" (BASED's Taylor linear attention, zoology's Based mixer) and "linear_attention" (the
-// same layer with a chosen feature map: zoology's baselines).
-layers::BasedLinearAttentionOptions linear_attention_layer_options(const char* mixer, bool feature_map_option,
-                                                                   int64_t d_model, const json& options,
-                                                                   double init_std) {
-  std::vector<std::string> known = {"feature_dim", "num_heads", "normalize", "eps"};
-  if (feature_map_option) known.insert(known.begin(), "feature_map");
-  config::StrictObject reader(options, "model." + std::string(mixer), known);
-  layers::BasedLinearAttentionOptions result;
-  result.hidden_size = d_model;
-  if (feature_map_option) result.feature_map = reader.get_as<std::string>("feature_map", "taylor");
-  result.feature_dim = reader.get_as<int64_t>("feature_dim", 16);
-  result.num_heads = reader.get_as<int64_t>("num_heads", 1);
-  result.normalize = reader.get_as<bool>("normalize", true);
-  result.eps = reader.get_as<double>("eps", 1e-12);
-  result.initializer_range = init_std;
-  return result;
-}
-layers::BasedLinearAttentionOptions based_options(int64_t d_model, const json& options, double init_std) {
-  return linear_attention_layer_options("based", false, d_model, options, init_std);
-}
-layers::BasedLinearAttentionOptions linear_attention_options(int64_t d_model, const json& options, double init_std) {
-  return linear_attention_layer_options("linear_attention", true, d_model, options, init_std);
-}
-
-// "attention" and "sliding_window": causal softmax attention, full or over the last `window` keys.
-layers::SoftmaxAttentionOptions attention_options(const char* mixer, int64_t d_model, const json& options,
-                                                  double init_std) {
-  const bool sliding = std::string(mixer) == "sliding_window";
-  config::StrictObject reader(options, "model." + std::string(mixer),
-                      sliding ? std::vector<std::string>{"window", "num_heads"}
-                              : std::vector<std::string>{"num_heads", "counted_length"});
-  layers::SoftmaxAttentionOptions result;
-  result.hidden_size = d_model;
-  result.num_heads = reader.get_as<int64_t>("num_heads", 1);
-  if (sliding) {
-    result.window = reader.get_as<int64_t>("window", 64);
-    LINTIME_CHECK(result.window >= 1, "config key \"model.sliding_window.window\": must be >= 1 (keys seen per query, itself "
-                  "included), got ", result.window);
-  } else {
-    result.counted_length = reader.get_as<int64_t>("counted_length", 1024);
-  }
-  result.initializer_range = init_std;
-  return result;
-}
-
-struct MixerEntry {
-  const char* name;
-  std::unique_ptr<SequenceMixer> (*make)(int64_t d_model, const json& options, at::Generator& generator,
-                                         double init_std);
-  int64_t (*parameter_count)(int64_t d_model, const json& options);
-  int64_t (*state_bytes)(int64_t d_model, const json& options);
-};
-
-// The entry of a mixer whose layer is built from (options, generator) and counts its parameters
-// and state from the options alone; kOptions(d_model, options, init_std) parses the options.
-template <class Layer, auto kOptions>
-MixerEntry layer_entry(const char* name) {
-  return {name,
-          [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
-            return std::make_unique<LayerMixer<Layer>>(kOptions(d, o, std), g);
-          },
-          [](int64_t d, const json& o) { return Layer::parameter_count_for(kOptions(d, o, 0.02)); },
-          [](int64_t d, const json& o) { return Layer::state_bytes_per_sequence(kOptions(d, o, 0.02)); }};
-}
-
-layers::SoftmaxAttentionOptions sliding_window_options(int64_t d_model, const json& options, double init_std) {
-  return attention_options("sliding_window", d_model, options, init_std);
-}
-layers::SoftmaxAttentionOptions full_attention_options(int64_t d_model, const json& options, double init_std) {
-  return attention_options("attention", d_model, options, init_std);
-}
-
-// The registry: one entry per mixer. A new mixer adds its options parser above and one entry.
-const std::vector<MixerEntry>& registry() {
-  static const std::vector<MixerEntry> entries = {
-      layer_entry<layers::GatedSlotAttention, gsa_options>("gsa"),
-      layer_entry<layers::GatedLinearAttention, gla_options>("gla"),
-      {"base_conv",
-       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<SequenceMixer> {
-         return std::make_unique<LayerMixer<layers::BaseConv>>(d, base_conv_kernel_size(o), std, g);
-       },
-       [](int64_t d, const json& o) { return layers::BaseConv::parameter_count_for(d, base_conv_kernel_size(o)); },
-       [](int64_t d, const json& o) { return layers::BaseConv::state_bytes_per_sequence(d, base_conv_kernel_size(o)); }},
-      layer_entry<layers::BasedLinearAttention, based_options>("based"),
-      layer_entry<layers::BasedLinearAttention, linear_attention_options>("linear_attention"),
-      layer_entry<layers::SoftmaxAttention, sliding_window_options>("sliding_window"),
-      layer_entry<layers::SoftmaxAttention, full_attention_options>("attention"),
-  };
-  return entries;
-}
-
-const MixerEntry& find_mixer(const std::string& name) {
-  for (const MixerEntry& entry : registry()) {
-    if (name == entry.name) return entry;
-  }
-  fail("unknown sequence mixer \"", name, "\"; known mixers: ", config::join(mixer_names()));
-}
-
-void check_d_model(int64_t d_model) {
-  LINTIME_CHECK(d_model >= 1, "d_model must be >= 1, got ", d_model);
-}
-
-}  // namespace
-
-std::vector<std::string> mixer_names() {
-  std::vector<std::string> names;
-  for (const MixerEntry& entry : registry()) names.emplace_back(entry.name);
-  return names;
-}
-
-std::unique_ptr<SequenceMixer> make_mixer(const std::string& name, int64_t d_model, const json& options,
-                                          at::Generator& generator, double init_std) {
-  const MixerEntry& entry = find_mixer(name);
-  check_d_model(d_model);
-  return entry.make(d_model, options, generator, init_std);
-}
-
-int64_t mixer_parameter_count(const std::string& name, int64_t d_model, const json& options) {
-  const MixerEntry& entry = find_mixer(name);
-  check_d_model(d_model);
-  return entry.parameter_count(d_model, options);
-}
-
-int64_t mixer_state_bytes_per_sequence(const std::string& name, int64_t d_model, const json& options) {
-  const MixerEntry& entry = find_mixer(name);
-  check_d_model(d_model);
-  return entry.state_bytes(d_model, options);
-}
-
 
 json MqarModelConfig::options_for(const std::string& mixer) const {
   if (mixer_options.is_object() && mixer_options.contains(mixer)) return mixer_options.at(mixer);
@@ -320,7 +114,7 @@ class MqarModel::Block : public layers::Module {
   }
 
   layers::LayerNorm norm1;
-  std::unique_ptr<SequenceMixer> mixer;
+  std::unique_ptr<Mixer> mixer;
   layers::LayerNorm norm2;
 };
 
@@ -375,7 +169,7 @@ int64_t MqarModel::state_bytes_per_sequence() const {
   return bytes;
 }
 
-SequenceMixer& MqarModel::mixer(int64_t layer) {
+Mixer& MqarModel::mixer(int64_t layer) {
   LINTIME_CHECK(layer >= 0 && layer < num_layers(), "MqarModel: layer must be in [0, ", num_layers(), "), got ", layer);
   return *blocks_[layer]->mixer;
 }

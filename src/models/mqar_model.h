@@ -4,9 +4,9 @@
 //   x ← x + sequence_mixer(norm1(x))
 //   x ← x + norm2(x)                  (the identity "state mixer" still has its pre-norm and
 //                                      residual in zoology, so norm2 stays)
-// Sequence mixers are chosen per layer by name through a registry (make_mixer): "gsa", "gla",
-// "base_conv", "based", "linear_attention", "sliding_window", "attention". Adding one is a
-// one-file change: an entry in the table of mqar_model.cpp.
+// Sequence mixers are chosen per layer by name from the mixer registry that the language models
+// share (models/mixer.h): "gsa", "gla", "base_conv", "based", "linear_attention",
+// "sliding_window", "attention", "gqa".
 // Parameter names follow zoology at the model level ("backbone.embeddings.word_embeddings.weight",
 // "backbone.layers.{i}.norm1.weight", "backbone.layers.{i}.sequence_mixer.…",
 // "backbone.ln_f.weight") and the layers' own (fla) names inside a mixer.
@@ -14,6 +14,7 @@
 
 #include "layers/layer_norm.h"
 #include "layers/module.h"
+#include "models/mixer.h"
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -25,47 +26,6 @@
 #include <vector>
 
 namespace lintime::models {
-
-// A sequence mixer: x [B, T, d] -> [B, T, d] in x's dtype.
-class SequenceMixer {
- public:
-  virtual ~SequenceMixer() = default;
-  virtual at::Tensor forward(const at::Tensor& x) = 0;
-  // Recurrent state bytes per sequence, as zoology / the papers count it (fp32).
-  virtual int64_t state_bytes_per_sequence() const = 0;
-  // The layer that owns the weights.
-  virtual layers::Module& module() = 0;
-};
-
-// Names of the registered mixers, in registry order.
-std::vector<std::string> mixer_names();
-
-// Options are a JSON object (null = all defaults) whose keys depend on the mixer:
-//   "gsa":       num_heads (4), num_kv_heads (num_heads), num_slots (d_model / 4),
-//                expand_k (1), expand_v (1), gate_logit_normalizer (16),
-//                scale (head_k_dim^-0.5), feature_map ("swish" | "relu"),
-//                use_short_conv (false), conv_size (4), elementwise_affine (true),
-//                norm_eps (1e-5)
-//   "gla":       num_heads (2), expand_k (0.5), expand_v (1), gate_low_rank_dim (16),
-//                gate_logit_normalizer (16), use_output_gate (true), norm_eps (1e-5),
-//                scale (head_k_dim^-0.5)
-//   "base_conv": kernel_size (3)
-//   "based":     feature_dim (16), num_heads (1), normalize (true), eps (1e-12): BASED's
-//                Taylor linear attention (layers/based_linear_attention.h)
-//   "linear_attention": feature_map ("taylor" | "relu" | "elu+1" | "identity"; "taylor"),
-//                and the options of "based" (the same layer)
-//   "sliding_window": window (64: keys seen per query, itself included; zoology's
-//                block_size + 1), num_heads (1) (layers/softmax_attention.h)
-//   "attention": num_heads (1), counted_length (1024: the length its KV cache is counted at)
-// An unknown name or option key, or a value of the wrong type, throws lintime::Error naming
-// it and listing the known ones. Weights are drawn from `generator` (linear N(0, init_std)).
-std::unique_ptr<SequenceMixer> make_mixer(const std::string& name, int64_t d_model,
-                                          const nlohmann::json& options, at::Generator& generator,
-                                          double init_std = 0.02);
-// Without building the layer (these validate the options the same way).
-int64_t mixer_parameter_count(const std::string& name, int64_t d_model, const nlohmann::json& options);
-int64_t mixer_state_bytes_per_sequence(const std::string& name, int64_t d_model,
-                                       const nlohmann::json& options);
 
 struct MqarModelConfig {
   int64_t vocab_size = 8192;
@@ -115,7 +75,7 @@ class MqarModel : public layers::Module {
   int64_t state_bytes_per_sequence() const;
   const MqarModelConfig& config() const { return config_; }
   int64_t num_layers() const { return static_cast<int64_t>(blocks_.size()); }
-  SequenceMixer& mixer(int64_t layer);
+  Mixer& mixer(int64_t layer);
 
   at::Tensor embedding;  // [vocab_size, d_model], also the LM head
 

@@ -5,6 +5,8 @@
 // Layers own weights, this cache owns the state (style.md habit 5). Plain data, header-only.
 #pragma once
 
+#include "state/layer_state.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -14,12 +16,22 @@
 
 namespace lintime::state {
 
-struct KvLayerCache {
+struct KvLayerCache : LayerState {
   at::Tensor keys, values;  // [B, H_kv, capacity, D]
   int64_t length = 0;
+  int64_t reserve = 0;  // positions to allocate at the first append (0: grow as needed)
+
+  std::vector<at::Tensor*> tensors() override { return {&keys, &values}; }
+  void expect_tokens(int64_t tokens) override { reserve = tokens; }
+  // Forgets the tokens (the next append starts at position 0, in a new allocation).
+  void reset() override {
+    keys = at::Tensor();
+    values = at::Tensor();
+    length = 0;
+  }
 
   // Appends k, v [B, H_kv, T, D]; returns the filled keys and values [B, H_kv, length, D].
-  std::pair<at::Tensor, at::Tensor> append(const at::Tensor& k, const at::Tensor& v, int64_t reserve = 0) {
+  std::pair<at::Tensor, at::Tensor> append(const at::Tensor& k, const at::Tensor& v) {
     const int64_t needed = length + k.size(2);
     if (!keys.defined() || keys.size(2) < needed) {
       const int64_t old_capacity = keys.defined() ? keys.size(2) : 0;
@@ -42,21 +54,6 @@ struct KvLayerCache {
   int64_t bytes() const {
     if (!keys.defined()) return 0;
     return (keys.numel() * keys.element_size() + values.numel() * values.element_size()) / keys.size(2) * length;
-  }
-  int64_t allocated_bytes() const {
-    return keys.defined() ? keys.numel() * keys.element_size() + values.numel() * values.element_size() : 0;
-  }
-};
-
-struct KvCache {
-  std::vector<KvLayerCache> layers;
-  int64_t seen_tokens = 0;   // tokens consumed by prefill and steps
-  int64_t reserve = 0;       // positions to allocate at the first append (0: grow as needed)
-
-  int64_t bytes() const {
-    int64_t total = 0;
-    for (const auto& layer : layers) total += layer.bytes();
-    return total;
   }
 };
 

@@ -4,6 +4,8 @@
 // text streams only whole UTF-8 characters.
 #include "infer/generate.h"
 #include "infer/text_stream.h"
+#include "models/gsa_model.h"
+#include "models/llama_model.h"
 
 #include "support/test_support.h"
 #include "support/trained_magnitudes.h"

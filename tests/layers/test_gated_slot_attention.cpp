@@ -3,7 +3,7 @@
 // varlen packing equals separate sequences; option validation and state size.
 #include "layers/gated_slot_attention.h"
 #include "core/error.h"
-#include "state/inference_cache.h"
+#include "state/gsa_state.h"
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>

@@ -3,6 +3,8 @@
 // steps after it continue the full forward — GSA (grouped queries, short conv) and Llama /
 // Mistral (a window shorter than a chunk, with and without a reserved KV cache). fp64.
 #include "models/causal_lm.h"
+#include "models/gsa_model.h"
+#include "models/llama_model.h"
 
 #include "support/test_support.h"
 #include "support/trained_magnitudes.h"

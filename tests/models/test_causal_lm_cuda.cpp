@@ -4,6 +4,8 @@
 // steps (torch's flash kernel straight, not SDPA's cuDNN choice) are as close to the float64
 // model as the bf16 full forward is. Label `cuda`: `ctest -L cuda` on a GPU machine.
 #include "models/causal_lm.h"
+#include "models/gsa_model.h"
+#include "models/llama_model.h"
 
 #include "support/test_support.h"
 

@@ -142,7 +142,7 @@ TEST(GsaConfig, RejectsWithOneClearLine) {
   EXPECT_EQ(with("num_kv_heads", 3), "config key \"num_kv_heads\": expected a divisor of num_heads = 4, got 3");
   EXPECT_EQ(with("model_type", "gla"), "config key \"model_type\": expected \"gsa\", got \"gla\"");
   EXPECT_EQ(with("feature_map", "t2r"), "config key \"feature_map\": expected \"swish\" or \"relu\", got \"t2r\"");
-  EXPECT_EQ(with("attn", "none"), "config key \"attn\": expected an object or null, got string \"none\"");
+  EXPECT_EQ(with("attn", "none"), "config key \"attn\": expected an object, a list of objects or null, got string \"none\"");
   EXPECT_EQ(with("fuse_norm", "yes"), "config key \"fuse_norm\": expected a boolean (true or false), got string \"yes\"");
   EXPECT_EQ(with("num_slots", 0), "config key \"num_slots\": expected a positive value, got 0");
   EXPECT_EQ(with("use_output_gate", true), "config key \"use_output_gate\": expected false (GSA has no output gate)");

@@ -3,12 +3,14 @@
 // parameter count and recurrent state size formulas.
 #include "models/gsa_model.h"
 #include "core/error.h"
+#include "layers/grouped_query_attention.h"
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -143,14 +145,70 @@ TEST(GsaModel, StateBytes) {
   auto cache = model.make_cache(5);
   EXPECT_EQ(cache.batch_size(), 5);
   EXPECT_EQ(cache.num_layers(), 2);
-  EXPECT_EQ(cache.bytes(), 5 * GsaModel::state_bytes_per_sequence_for(config));
+  EXPECT_EQ(cache.allocated_bytes(), 5 * GsaModel::state_bytes_per_sequence_for(config));
 }
 
-TEST(GsaModel, RejectsHybridAttention) {
-  auto config = tiny_config();
-  config.attn = nlohmann::json{{"layers", {1}}, {"num_heads", 4}};
-  auto generator = make_generator(27);
-  EXPECT_THROW(GsaModel(config, generator), lintime::Error);
+TEST(GsaModel, HybridAttentionLayersAreSoftmaxAttention) {
+  // fla's "attn" (one specification, or a list): the layers it names are fla's Attention (q/k/v
+  // biases with qkv_bias, none on o_proj, RoPE, an optional window), the others GSA.
+  for (const nlohmann::json& attn :
+       {nlohmann::json{{"layers", {1}}, {"num_heads", 2}, {"num_kv_heads", 1}, {"qkv_bias", true}, {"window_size", 5}},
+        nlohmann::json::array({nlohmann::json{{"layers", {0}}, {"num_heads", 4}},
+                               nlohmann::json{{"layers", {2}}, {"num_heads", 2}, {"window_size", 3}}})}) {
+    auto config = tiny_config(std::nullopt, true);
+    config.num_hidden_layers = 3;
+    config.attn = attn;
+    auto generator = make_generator(27);
+    GsaModel model(config, generator);
+    EXPECT_EQ(model.parameter_count(), GsaModel::parameter_count_for(config));
+    std::vector<std::string> names;
+    for (const auto& [name, tensor] : model.named_parameters()) names.push_back(name);
+    auto has = [&](const std::string& name) { return std::find(names.begin(), names.end(), name) != names.end(); };
+    const int64_t attention_layer = attn.is_object() ? 1 : 2;
+    const std::string prefix = "model.layers." + std::to_string(attention_layer) + ".attn.";
+    EXPECT_TRUE(has(prefix + "q_proj.weight") && has(prefix + "o_proj.weight"));
+    EXPECT_FALSE(has(prefix + "f_proj.weight") || has(prefix + "o_proj.bias"));
+    EXPECT_EQ(has(prefix + "q_proj.bias") && has(prefix + "k_proj.bias") && has(prefix + "v_proj.bias"), attn.is_object());
+    const auto& attention =
+        model.model.layers[attention_layer]->mixer_layer<lintime::layers::GroupedQueryAttention>();
+    EXPECT_EQ(attention.options().head_dim, 16);
+    EXPECT_EQ(attention.options().sliding_window.value_or(0), attn.is_object() ? 5 : 3);
+    EXPECT_EQ(attention.options().num_kv_heads, attn.is_object() ? 1 : 2);
+    EXPECT_NO_THROW(model.model.layers[attention_layer == 1 ? 0 : 1]->mixer_layer<lintime::layers::GatedSlotAttention>());
+
+    // Decoding: prefill, then steps past the window, equals the full forward in fp64.
+    model.to(at::kCPU, at::kDouble);
+    c10::NoGradGuard no_grad;
+    auto ids = random_ids(2, 15, config.vocab_size, 4);
+    auto full = model.forward(ids);
+    auto cache = model.make_cache(2);
+    std::vector<at::Tensor> logits = {model.prefill(ids.narrow(1, 0, 6), cache)};
+    for (int64_t t = 6; t < 15; ++t) logits.push_back(model.step(ids.select(1, t), cache).unsqueeze(1));
+    expect_close("hybrid", "logits", at::cat(logits, 1), full, 1e-12);
+  }
+}
+
+TEST(GsaModel, HybridAttentionErrorsNameTheKey) {
+  auto error_with = [](const nlohmann::json& attn) {
+    auto config = tiny_config();
+    config.attn = attn;
+    try {
+      config.validate();
+    } catch (const lintime::Error& error) {
+      return std::string(error.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error_with({{"layers", {2}}, {"num_heads", 4}}),
+            "config key \"attn.layers\": layer 2 is out of range [0, 2)");
+  EXPECT_EQ(error_with(nlohmann::json::array({nlohmann::json{{"layers", {0}}, {"num_heads", 4}},
+                                              nlohmann::json{{"layers", {0}}, {"num_heads", 2}}})),
+            "config key \"attn[1].layers\": layer 0 is assigned twice");
+  EXPECT_EQ(error_with({{"layers", {0}}, {"num_heads", 3}}),
+            "config key \"attn.num_heads\": expected a positive divisor of hidden_size = 32, got 3");
+  EXPECT_NE(error_with({{"layers", {0}}, {"num_heads", 4}, {"qk_norm", true}}).find("config key \"attn.qk_norm\""),
+            std::string::npos);
+  EXPECT_EQ(error_with({{"layers", {0}}}), "config key \"attn\": \"layers\" and \"num_heads\" are required");
 }
 
 }  // namespace

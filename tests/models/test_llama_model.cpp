@@ -5,6 +5,8 @@
 // both transformers spellings and its one-line errors.
 #include "core/error.h"
 #include "models/llama_model.h"
+#include "layers/grouped_query_attention.h"
+#include "state/kv_cache.h"
 #include "support/test_support.h"
 #include "support/trained_magnitudes.h"
 
@@ -63,7 +65,7 @@ at::Tensor reference_logits(const LlamaModel& model, const at::Tensor& ids) {
     at::Tensor y = at::matmul(x, l.weight.t());
     return l.bias.defined() ? y + l.bias : y;
   };
-  const at::Tensor inverse = lintime::models::rotary_inverse_frequencies(c.rope, D);  // [D/2]
+  const at::Tensor inverse = lintime::layers::rotary_inverse_frequencies(c.rope, D);  // [D/2]
   const at::Tensor angles = at::outer(at::arange(T, at::kDouble), inverse);           // [T, D/2]
   const at::Tensor cos = at::cat({angles.cos(), angles.cos()}, 1), sin = at::cat({angles.sin(), angles.sin()}, 1);
   auto rotate = [&](const at::Tensor& x) {  // [B, h, T, D]
@@ -72,10 +74,10 @@ at::Tensor reference_logits(const LlamaModel& model, const at::Tensor& ids) {
   };
   at::Tensor allowed = at::ones({T, T}, at::kBool).tril();
   if (c.sliding_window) allowed = allowed & at::ones({T, T}, at::kBool).triu(-(*c.sliding_window - 1));
-  at::Tensor x = model.model.embed_tokens.weight.index_select(0, ids.flatten()).view({B, T, -1});
+  at::Tensor x = model.model.embeddings.weight.index_select(0, ids.flatten()).view({B, T, -1});
   for (const auto& block : model.model.layers) {
-    const at::Tensor h = rms(x, block->input_layernorm.weight);
-    const auto& attention = block->self_attn;
+    const at::Tensor h = rms(x, block->mixer_norm.weight);
+    const auto& attention = block->mixer_layer<lintime::layers::GroupedQueryAttention>();
     const at::Tensor q = rotate(linear(h, attention.q_proj).view({B, T, H, D}).transpose(1, 2));
     at::Tensor k = rotate(linear(h, attention.k_proj).view({B, T, Hkv, D}).transpose(1, 2));
     at::Tensor v = linear(h, attention.v_proj).view({B, T, Hkv, D}).transpose(1, 2);
@@ -85,12 +87,12 @@ at::Tensor reference_logits(const LlamaModel& model, const at::Tensor& ids) {
     scores = scores.masked_fill(allowed.logical_not(), -INFINITY);
     const at::Tensor o = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, H * D});
     x = x + linear(o, attention.o_proj);
-    const at::Tensor m = rms(x, block->post_attention_layernorm.weight);
+    const at::Tensor m = rms(x, block->mlp_norm.weight);
     const auto& mlp = block->mlp;
     x = x + linear(at::silu(linear(m, mlp.gate_proj)) * linear(m, mlp.up_proj), mlp.down_proj);
   }
   x = rms(x, model.model.norm.weight);
-  const at::Tensor head = model.lm_head ? model.lm_head->weight : model.model.embed_tokens.weight;
+  const at::Tensor head = model.lm_head ? model.lm_head->weight : model.model.embeddings.weight;
   return at::matmul(x, head.t());
 }
 
@@ -126,12 +128,11 @@ TEST(LlamaModel, PrefillThenStepsEqualsFullForward) {
       at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(5);
       const at::Tensor ids = at::randint(0, 53, {2, 21}, generator, at::kLong);
       const at::Tensor full = model->forward(ids);
-      auto cache = model->make_cache(reserve);
-      const at::Tensor prompt_hidden = model->prefill(ids.narrow(1, 0, 4), cache);
-      std::vector<at::Tensor> pieces = {model->logits(prompt_hidden)};
+      auto cache = model->make_cache(2, reserve);
+      std::vector<at::Tensor> pieces = {model->prefill(ids.narrow(1, 0, 4), cache)};
       for (int64_t t = 4; t < ids.size(1); ++t) pieces.push_back(model->step(ids.select(1, t), cache).unsqueeze(1));
-      EXPECT_EQ(cache.seen_tokens, 21);
-      EXPECT_EQ(cache.layers.front().length, 21);
+      EXPECT_EQ(cache.seen_tokens(), 21);
+      EXPECT_EQ(dynamic_cast<lintime::state::KvLayerCache&>(cache.layer(0)).length, 21);
       EXPECT_LT(relative_max_error(at::cat(pieces, 1), full), 1e-12)
           << c.type << " window " << c.window.value_or(0) << " reserve " << reserve;
     }
@@ -144,7 +145,7 @@ TEST(LlamaModel, ChunkAfterCacheEqualsFullForward) {
   auto model = trained_like(tiny_config("mistral", 2, 4, false), 13);
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(9);
   const at::Tensor ids = at::randint(0, 53, {2, 15}, generator, at::kLong);
-  auto cache = model->make_cache();
+  auto cache = model->make_cache(2);
   model->prefill(ids.narrow(1, 0, 6), cache);
   const at::Tensor rest = model->forward(ids.narrow(1, 6, 9), &cache);
   EXPECT_LT(relative_max_error(rest, model->forward(ids).narrow(1, 6, 9)), 1e-12);
@@ -153,11 +154,11 @@ TEST(LlamaModel, ChunkAfterCacheEqualsFullForward) {
 TEST(LlamaModel, RotaryScalingsFollowHuggingFace) {
   lintime::models::RopeSettings rope;
   rope.rope_theta = 500000.0;
-  const at::Tensor plain = lintime::models::rotary_inverse_frequencies(rope, 128);
+  const at::Tensor plain = lintime::layers::rotary_inverse_frequencies(rope, 128);
   EXPECT_NEAR(plain[1].item<double>(), std::pow(500000.0, -2.0 / 128.0), 1e-18);
   rope.rope_type = "linear";
   rope.factor = 4.0;
-  EXPECT_LT(relative_max_error(lintime::models::rotary_inverse_frequencies(rope, 128), plain / 4.0), 1e-15);
+  EXPECT_LT(relative_max_error(lintime::layers::rotary_inverse_frequencies(rope, 128), plain / 4.0), 1e-15);
   // Llama 3.1 (factor 8, low 1, high 4, original 8192): wavelengths under 2048 kept, over 8192
   // divided by 8, between blended by (8192 / wavelength − 1) / 3.
   rope.rope_type = "llama3";
@@ -165,7 +166,7 @@ TEST(LlamaModel, RotaryScalingsFollowHuggingFace) {
   rope.low_freq_factor = 1.0;
   rope.high_freq_factor = 4.0;
   rope.original_max_position_embeddings = 8192;
-  const at::Tensor scaled = lintime::models::rotary_inverse_frequencies(rope, 128);
+  const at::Tensor scaled = lintime::layers::rotary_inverse_frequencies(rope, 128);
   for (int64_t i = 0; i < 64; ++i) {
     const double f = plain[i].item<double>(), wavelength = 2 * M_PI / f;
     double expected = f;

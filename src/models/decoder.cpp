@@ -1,0 +1,167 @@
+// The decoder stack: block wiring, decoding entry points, sizes.
+#include "models/decoder.h"
+
+#include "core/error.h"
+#include "core/tensor_checks.h"
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace lintime::models {
+namespace {
+
+const DecoderConfig& validated(const DecoderConfig& config) {
+  config.validate();
+  return config;
+}
+
+}  // namespace
+
+void DecoderConfig::validate() const {
+  LINTIME_CHECK(vocab_size > 0, "decoder: vocab_size must be positive, got ", vocab_size);
+  LINTIME_CHECK(hidden_size > 0, "decoder: hidden_size must be positive, got ", hidden_size);
+  LINTIME_CHECK(!layers.empty(), "decoder: at least one layer is needed");
+  LINTIME_CHECK(intermediate_size > 0, "decoder: intermediate_size must be positive, got ", intermediate_size);
+  for (const MixerSpec& spec : layers) mixer_parameter_count(spec.name, hidden_size, spec.options);
+}
+
+DecoderBlock::DecoderBlock(const DecoderConfig& config, const MixerSpec& mixer_spec, at::Generator& generator)
+    : mixer_norm(config.hidden_size, config.norm_eps),
+      mixer(make_mixer(mixer_spec.name, config.hidden_size, mixer_spec.options, generator, config.initializer_range)),
+      mlp_norm(config.hidden_size, config.norm_eps),
+      mlp(config.hidden_size, config.intermediate_size, config.initializer_range, generator, config.mlp_bias),
+      mixer_name_(mixer_spec.name) {
+  register_module(config.names.mixer_norm, mixer_norm);
+  register_module(config.names.mixer, mixer->module());
+  register_module(config.names.mlp_norm, mlp_norm);
+  register_module(config.names.mlp, mlp);
+}
+
+at::Tensor DecoderBlock::forward(const at::Tensor& x, state::LayerState* layer_state,
+                                 const std::optional<at::Tensor>& cu_seqlens) {
+  // h = x + mixer; mlp_norm(h) from the same pass (one kernel in inference on a GPU).
+  auto [h, normed] = mlp_norm.add_forward(x, mixer->forward(mixer_norm.forward(x), layer_state, cu_seqlens));
+  return h + mlp.forward(normed);
+}
+
+void DecoderBlock::throw_wrong_mixer() const {
+  fail("decoder block: its mixer \"", mixer_name_, "\" is not the layer asked for");
+}
+
+DecoderBackbone::DecoderBackbone(const DecoderConfig& config, at::Generator& generator)
+    : embeddings(config.vocab_size, config.hidden_size, config.initializer_range, generator),
+      norm(config.hidden_size, config.norm_eps) {
+  register_module(config.names.embeddings, embeddings);
+  layers.reserve(config.layers.size());
+  for (size_t i = 0; i < config.layers.size(); ++i) {
+    layers.push_back(std::make_unique<DecoderBlock>(config, config.layers[i], generator));
+    register_module("layers." + std::to_string(i), *layers.back());
+  }
+  register_module(config.names.final_norm, norm);
+}
+
+at::Tensor DecoderBackbone::forward(const at::Tensor& input_ids, state::Cache* cache,
+                                    const std::optional<at::Tensor>& cu_seqlens) {
+  LINTIME_CHECK(input_ids.dim() == 2, "decoder: input_ids must have shape [B, T], got ",
+                shape_string(input_ids.sizes()));
+  if (cache != nullptr) {
+    LINTIME_CHECK(cache->num_layers() == static_cast<int64_t>(layers.size()), "decoder: the cache has ",
+                  cache->num_layers(), " layers, the model ", layers.size());
+  }
+  at::Tensor x = embeddings.forward(input_ids);  // [B, T, d]
+  for (size_t i = 0; i < layers.size(); ++i) {
+    x = layers[i]->forward(x, cache ? &cache->layer(static_cast<int64_t>(i)) : nullptr, cu_seqlens);
+  }
+  if (cache != nullptr) cache->advance(input_ids.size(1));
+  return norm.forward(x);
+}
+
+Decoder::Decoder(const DecoderConfig& config, at::Generator& generator)
+    : decoder_config_(validated(config)), model(decoder_config_, generator) {
+  register_module("model", model);
+  if (!decoder_config_.tie_word_embeddings) {
+    lm_head = std::make_unique<layers::Linear>(decoder_config_.hidden_size, decoder_config_.vocab_size,
+                                               decoder_config_.initializer_range, generator);
+    register_module("lm_head", *lm_head);
+  }
+}
+
+at::Tensor Decoder::hidden_states(const at::Tensor& input_ids, state::Cache* cache,
+                                  const std::optional<at::Tensor>& cu_seqlens) {
+  return model.forward(input_ids, cache, cu_seqlens);
+}
+
+at::Tensor Decoder::logits(const at::Tensor& hidden) const {
+  at::Tensor result = lm_head ? lm_head->forward(hidden) : at::linear(hidden, model.embeddings.weight);
+  return result.to(compute_dtype(result.scalar_type()));
+}
+
+at::Tensor Decoder::forward(const at::Tensor& input_ids, state::Cache* cache,
+                            const std::optional<at::Tensor>& cu_seqlens) {
+  return logits(hidden_states(input_ids, cache, cu_seqlens));
+}
+
+state::Cache Decoder::make_cache(int64_t batch, int64_t expected_tokens) const {
+  LINTIME_CHECK(batch > 0, "decoder: a cache needs a positive batch, got ", batch);
+  LINTIME_CHECK(expected_tokens >= 0, "decoder: expected_tokens must be >= 0, got ", expected_tokens);
+  const at::Tensor& reference = model.embeddings.weight;
+  std::vector<std::unique_ptr<state::LayerState>> states;
+  states.reserve(model.layers.size());
+  for (const auto& block : model.layers) {
+    states.push_back(block->mixer->make_state(batch, reference.device(), reference.scalar_type()));
+    states.back()->expect_tokens(expected_tokens);
+  }
+  return state::Cache(std::move(states), batch);
+}
+
+at::Tensor Decoder::prefill(const at::Tensor& input_ids, state::Cache& cache) {
+  LINTIME_CHECK(input_ids.dim() == 2 && input_ids.size(0) == cache.batch_size(),
+                "decoder prefill: input_ids must have shape [B, T] with B = the cache's batch ", cache.batch_size(),
+                ", got ", shape_string(input_ids.sizes()));
+  cache.reset();
+  return forward(input_ids, &cache);
+}
+
+at::Tensor Decoder::step(const at::Tensor& token, state::Cache& cache) {
+  LINTIME_CHECK(token.dim() == 1 && token.size(0) == cache.batch_size(),
+                "decoder step: token must have shape [B] with B = the cache's batch ", cache.batch_size(), ", got ",
+                shape_string(token.sizes()));
+  return forward(token.unsqueeze(1), &cache).squeeze(1);
+}
+
+int64_t Decoder::state_bytes_after(int64_t tokens) const {
+  const at::ScalarType dtype = model.embeddings.weight.scalar_type();
+  int64_t total = 0;
+  for (const auto& block : model.layers) total += block->mixer->state_bytes_after(tokens, dtype);
+  return total;
+}
+
+bool Decoder::steps_are_replayable() const {
+  for (const auto& block : model.layers) {
+    if (!block->mixer->step_is_replayable()) return false;
+  }
+  return true;
+}
+
+int64_t Decoder::parameter_count_for(const DecoderConfig& config) {
+  validated(config);
+  const int64_t d = config.hidden_size, inner = config.intermediate_size;
+  const int64_t mlp = 3 * d * inner + (config.mlp_bias ? 2 * inner + d : 0);
+  int64_t count = config.vocab_size * d * (config.tie_word_embeddings ? 1 : 2) + d;  // embeddings (+ head), norm
+  for (const MixerSpec& spec : config.layers) {
+    count += mixer_parameter_count(spec.name, d, spec.options) + mlp + 2 * d;
+  }
+  return count;
+}
+
+int64_t Decoder::state_bytes_per_sequence_for(const DecoderConfig& config) {
+  validated(config);
+  int64_t total = 0;
+  for (const MixerSpec& spec : config.layers) {
+    total += mixer_state_bytes_per_sequence(spec.name, config.hidden_size, spec.options);
+  }
+  return total;
+}
+
+}  // namespace lintime::models

@@ -1,0 +1,153 @@
+// The one decoder stack of lintime's language models (architecture.md, "Decoder"):
+//   embeddings → N blocks [x += mixer(mixer_norm(x)); x += mlp(mlp_norm(x))] → norm → head
+// with RMSNorm norms, a SwiGLU MLP and an LM head that is its own matrix or the embedding's.
+// Each layer's mixer comes from the mixer registry (models/mixer.h) by name and options, so
+// fla's GSA and GLA, their hybrids with softmax-attention layers, and Hugging Face's Llama and
+// Mistral differ only in their DecoderConfig: the layer specs and the checkpoint names.
+// Decoding keeps one state per layer in a state::Cache: prefill a prompt, then one token per
+// step, equal to the full forward.
+#pragma once
+
+#include "layers/linear.h"
+#include "layers/module.h"
+#include "layers/rms_norm.h"
+#include "layers/swiglu_mlp.h"
+#include "models/mixer.h"
+#include "state/cache.h"
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lintime::models {
+
+// The mixer of one layer: a registry name and its options.
+struct MixerSpec {
+  std::string name;
+  nlohmann::json options = nlohmann::json::object();
+};
+
+// The checkpoint names of the stack's parts ("model.layers.0.attn_norm.weight" with fla's names,
+// "model.layers.0.input_layernorm.weight" with Hugging Face's).
+struct DecoderNames {
+  std::string embeddings = "embeddings";  // Hugging Face: "embed_tokens"
+  std::string mixer_norm = "attn_norm";   // "input_layernorm"
+  std::string mixer = "attn";             // "self_attn"
+  std::string mlp_norm = "mlp_norm";      // "post_attention_layernorm"
+  std::string mlp = "mlp";
+  std::string final_norm = "norm";
+
+  // fla's names (GSA, GLA) and Hugging Face's (Llama, Mistral).
+  static DecoderNames fla() { return {}; }
+  static DecoderNames hugging_face() {
+    return {"embed_tokens", "input_layernorm", "self_attn", "post_attention_layernorm", "mlp", "norm"};
+  }
+};
+
+struct DecoderConfig {
+  std::string description;  // how the commands name the model: "GSA (fla)"
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  std::vector<MixerSpec> layers;  // one per block, first to last
+  int64_t intermediate_size = 0;
+  bool mlp_bias = false;
+  double norm_eps = 1e-6;
+  double initializer_range = 0.02;
+  bool tie_word_embeddings = false;
+  DecoderNames names;
+
+  // Throws lintime::Error naming the first bad field or mixer option.
+  void validate() const;
+};
+
+class DecoderBlock : public layers::Module {
+ public:
+  DecoderBlock(const DecoderConfig& config, const MixerSpec& mixer_spec, at::Generator& generator);
+
+  // x [B, T, d] -> [B, T, d]; with a state, the mixer continues it (see Mixer::forward).
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state = nullptr,
+                     const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+  // The mixer's layer as its own type (lintime::Error when it is another).
+  template <class Layer>
+  Layer& mixer_layer() {
+    auto* layer = dynamic_cast<Layer*>(&mixer->module());
+    if (layer == nullptr) throw_wrong_mixer();
+    return *layer;
+  }
+
+  layers::RMSNorm mixer_norm;
+  std::unique_ptr<Mixer> mixer;
+  layers::RMSNorm mlp_norm;
+  layers::SwiGluMlp mlp;
+
+ private:
+  [[noreturn]] void throw_wrong_mixer() const;
+  std::string mixer_name_;
+};
+
+// "model.*": embeddings, blocks and the final norm.
+class DecoderBackbone : public layers::Module {
+ public:
+  DecoderBackbone(const DecoderConfig& config, at::Generator& generator);
+
+  // input_ids [B, T] -> hidden states after the final norm [B, T, d] in the parameter dtype.
+  at::Tensor forward(const at::Tensor& input_ids, state::Cache* cache = nullptr,
+                     const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+  layers::Embedding embeddings;
+  std::vector<std::unique_ptr<DecoderBlock>> layers;
+  layers::RMSNorm norm;
+};
+
+class Decoder : public layers::Module {
+ public:
+  // Builds the model on the CPU in fp32, weights N(0, initializer_range) drawn from `generator`
+  // in registration order, norms 1. Move it with to(device, dtype).
+  Decoder(const DecoderConfig& config, at::Generator& generator);
+
+  // input_ids [B, T] int64 -> logits [B, T, vocab] in fp32 (fp64 for an fp64 model). With a
+  // cache, continues its sequences and leaves their state after the last token.
+  at::Tensor forward(const at::Tensor& input_ids, state::Cache* cache = nullptr,
+                     const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+  // Hidden states after the final norm, [B, T, d] in the parameter dtype.
+  at::Tensor hidden_states(const at::Tensor& input_ids, state::Cache* cache = nullptr,
+                           const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+  // h [..., d] -> logits [..., vocab] (fp32, fp64 for an fp64 model).
+  at::Tensor logits(const at::Tensor& hidden) const;
+
+  // An empty cache for `batch` sequences on the model's device; `expected_tokens`: the length
+  // they will reach, where known (a KV cache allocates it at once; 0: grow as needed).
+  state::Cache make_cache(int64_t batch, int64_t expected_tokens = 0) const;
+  // Runs the prompt [B, T] into the cache (which it resets first); returns logits [B, T, vocab].
+  at::Tensor prefill(const at::Tensor& input_ids, state::Cache& cache);
+  // One token per sequence, token [B] -> logits [B, vocab]; updates the cache.
+  at::Tensor step(const at::Tensor& token, state::Cache& cache);
+
+  // The decoding state of one sequence after `tokens` tokens, in bytes, in the parameters' dtype.
+  int64_t state_bytes_after(int64_t tokens) const;
+  // Whether every layer's step can be recorded once and replayed (Mixer::step_is_replayable).
+  bool steps_are_replayable() const;
+
+  const DecoderConfig& decoder_config() const { return decoder_config_; }
+
+  // Without building weights.
+  static int64_t parameter_count_for(const DecoderConfig& config);
+  // Sum of the mixers' state bytes per sequence as the registry counts them (fp32).
+  static int64_t state_bytes_per_sequence_for(const DecoderConfig& config);
+
+ private:
+  DecoderConfig decoder_config_;
+
+ public:
+  DecoderBackbone model;
+  std::unique_ptr<layers::Linear> lm_head;  // null when tie_word_embeddings
+};
+
+}  // namespace lintime::models

@@ -1,0 +1,386 @@
+// The mixer registry and the adapters that give each layer the Mixer interface (see mixer.h).
+#include "models/mixer.h"
+
+#include "core/config_reader.h"
+#include "core/error.h"
+#include "layers/base_conv.h"
+#include "layers/based_linear_attention.h"
+#include "layers/gated_linear_attention.h"
+#include "layers/gated_slot_attention.h"
+#include "layers/grouped_query_attention.h"
+#include "layers/rotary.h"
+#include "layers/softmax_attention.h"
+#include "state/gla_state.h"
+#include "state/gsa_state.h"
+#include "state/kv_cache.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+namespace lintime::models {
+namespace {
+
+using nlohmann::json;
+
+// The state a mixer made, as its own type (a state of another mixer is a programming error
+// that would otherwise read the wrong tensors).
+template <class State>
+State& state_as(state::LayerState& layer_state, const char* mixer) {
+  auto* typed = dynamic_cast<State*>(&layer_state);
+  LINTIME_CHECK(typed != nullptr, "mixer \"", mixer, "\": the decoding state given was made by another mixer");
+  return *typed;
+}
+
+// A layer with forward(x) only: the MQAR mixers that no language model decodes with yet.
+template <typename Layer>
+class StatelessMixer final : public Mixer {
+ public:
+  template <typename... Args>
+  explicit StatelessMixer(const char* name, Args&&... args) : name_(name), layer_(std::forward<Args>(args)...) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    LINTIME_CHECK(layer_state == nullptr && !cu_seqlens.has_value(), "mixer \"", name_,
+                  "\" has no decoding state and no packed sequences yet");
+    return layer_.forward(x);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t, const c10::Device&, at::ScalarType) const override {
+    fail("mixer \"", name_, "\" has no decoding state yet");
+  }
+  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
+  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
+  bool step_is_replayable() const override { return false; }
+  layers::Module& module() override { return layer_; }
+
+ private:
+  const char* name_;
+  Layer layer_;
+};
+
+class GsaMixer final : public Mixer {
+ public:
+  GsaMixer(const layers::GatedSlotAttentionOptions& options, at::Generator& generator) : layer_(options, generator) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    return layer_.forward(x, layer_state ? &state_as<state::GsaLayerState>(*layer_state, "gsa") : nullptr, cu_seqlens);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device& device,
+                                                at::ScalarType dtype) const override {
+    return std::make_unique<state::GsaLayerState>(layer_.make_state(batch, device, dtype));
+  }
+  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
+  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
+  bool step_is_replayable() const override { return true; }  // ops::gsa_step_ and copy_ in place
+  layers::Module& module() override { return layer_; }
+
+ private:
+  layers::GatedSlotAttention layer_;
+};
+
+class GlaMixer final : public Mixer {
+ public:
+  GlaMixer(const layers::GatedLinearAttentionOptions& options, at::Generator& generator) : layer_(options, generator) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"gla\": packed sequences (cu_seqlens) are not supported yet");
+    return layer_.forward(x, layer_state ? &state_as<state::GlaLayerState>(*layer_state, "gla").state : nullptr);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device& device,
+                                                at::ScalarType dtype) const override {
+    auto result = std::make_unique<state::GlaLayerState>();
+    result->state = layer_.make_state(batch, device, dtype);
+    return result;
+  }
+  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
+  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
+  // A step updates the state in place; a prefill replaces it, after which graphs are re-recorded.
+  bool step_is_replayable() const override { return true; }
+  layers::Module& module() override { return layer_; }
+
+ private:
+  layers::GatedLinearAttention layer_;
+};
+
+class GqaMixer final : public Mixer {
+ public:
+  GqaMixer(const layers::GroupedQueryAttentionOptions& options, const layers::RopeSettings& rope,
+           at::Generator& generator)
+      : layer_(options,
+               std::make_shared<const layers::RotaryTable>(layers::rotary_inverse_frequencies(rope, options.head_dim)),
+               generator) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"gqa\": packed sequences (cu_seqlens) are not supported yet");
+    return layer_.forward(x, layer_state ? &state_as<state::KvLayerCache>(*layer_state, "gqa") : nullptr);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t, const c10::Device&, at::ScalarType) const override {
+    return std::make_unique<state::KvLayerCache>();  // allocated at the first append
+  }
+  int64_t state_bytes_after(int64_t tokens, at::ScalarType dtype) const override {
+    const auto& options = layer_.options();
+    const int64_t kept = options.sliding_window ? std::min(tokens, *options.sliding_window) : tokens;
+    return kept * 2 * options.num_kv_heads * options.head_dim * static_cast<int64_t>(c10::elementSize(dtype));
+  }
+  int64_t state_bytes_per_sequence() const override { return state_bytes_after(1024, at::kFloat); }
+  bool step_is_replayable() const override { return false; }  // the KV length lives on the host
+  layers::Module& module() override { return layer_; }
+
+ private:
+  layers::GroupedQueryAttention layer_;
+};
+
+// "gsa": fla's GatedSlotAttention with the GSA paper's MQAR settings.
+layers::GatedSlotAttentionOptions gsa_options(int64_t d_model, const json& options, double init_std) {
+  config::StrictObject reader(options, "model.gsa",
+                      {"num_heads", "num_kv_heads", "num_slots", "expand_k", "expand_v", "gate_logit_normalizer",
+                       "scale", "feature_map", "use_short_conv", "conv_size", "elementwise_affine", "norm_eps"});
+  layers::GatedSlotAttentionOptions result;
+  result.hidden_size = d_model;
+  result.num_heads = reader.get_as<int64_t>("num_heads", 4);
+  if (reader.has("num_kv_heads")) result.num_kv_heads = reader.get_as<int64_t>("num_kv_heads", 0);
+  result.num_slots = reader.get_as<int64_t>("num_slots", d_model / 4);
+  result.expand_k = reader.get_as<double>("expand_k", 1.0);
+  result.expand_v = reader.get_as<double>("expand_v", 1.0);
+  result.gate_logit_normalizer = reader.get_as<double>("gate_logit_normalizer", 16.0);
+  result.feature_map = reader.get_as<std::string>("feature_map", "swish");
+  result.use_short_conv = reader.get_as<bool>("use_short_conv", false);
+  result.conv_size = reader.get_as<int64_t>("conv_size", 4);
+  result.elementwise_affine = reader.get_as<bool>("elementwise_affine", true);
+  result.norm_eps = reader.get_as<double>("norm_eps", 1e-5);
+  result.initializer_range = init_std;
+  const auto key_dim = static_cast<int64_t>(static_cast<double>(d_model) * result.expand_k);
+  if (reader.has("scale")) {
+    result.scale = reader.get_as<double>("scale", 1.0);
+  } else if (result.num_heads > 0 && key_dim >= result.num_heads) {
+    result.scale = 1.0 / std::sqrt(static_cast<double>(key_dim / result.num_heads));  // head_k_dim^-0.5
+  }
+  return result;
+}
+
+// "gla": GatedLinearAttention, 2 heads by default (the GSA paper's baseline).
+layers::GatedLinearAttentionOptions gla_options(int64_t d_model, const json& options, double init_std) {
+  config::StrictObject reader(options, "model.gla",
+                      {"num_heads", "expand_k", "expand_v", "gate_low_rank_dim", "gate_logit_normalizer",
+                       "use_output_gate", "norm_eps", "scale", "norm_name"});
+  layers::GatedLinearAttentionOptions result;
+  result.hidden_size = d_model;
+  result.num_heads = reader.get_as<int64_t>("num_heads", 2);
+  result.expand_k = reader.get_as<double>("expand_k", 0.5);
+  result.expand_v = reader.get_as<double>("expand_v", 1.0);
+  result.gate_low_rank_dim = reader.get_as<int64_t>("gate_low_rank_dim", 16);
+  result.gate_logit_normalizer = reader.get_as<double>("gate_logit_normalizer", 16.0);
+  result.use_output_gate = reader.get_as<bool>("use_output_gate", true);
+  result.norm_eps = reader.get_as<double>("norm_eps", 1e-5);
+  if (reader.has("scale")) result.scale = reader.get_as<double>("scale", 1.0);
+  result.norm_name = reader.get_as<std::string>("norm_name", "g_norm");
+  result.initializer_range = init_std;
+  return result;
+}
+
+// "base_conv": zoology's BaseConv.
+int64_t base_conv_kernel_size(const json& options) {
+  config::StrictObject reader(options, "model.base_conv", {"kernel_size"});
+  const auto kernel_size = reader.get_as<int64_t>("kernel_size", 3);
+  LINTIME_CHECK(kernel_size >= 1, "config key \"model.base_conv.kernel_size\": must be >= 1, got ", kernel_size);
+  return kernel_size;
+}
+
+// "based" (BASED's Taylor linear attention, zoology's Based mixer) and "linear_attention" (the
+// same layer with a chosen feature map: zoology's baselines).
+layers::BasedLinearAttentionOptions linear_attention_layer_options(const char* mixer, bool feature_map_option,
+                                                                   int64_t d_model, const json& options,
+                                                                   double init_std) {
+  std::vector<std::string> known = {"feature_dim", "num_heads", "normalize", "eps"};
+  if (feature_map_option) known.insert(known.begin(), "feature_map");
+  config::StrictObject reader(options, "model." + std::string(mixer), known);
+  layers::BasedLinearAttentionOptions result;
+  result.hidden_size = d_model;
+  if (feature_map_option) result.feature_map = reader.get_as<std::string>("feature_map", "taylor");
+  result.feature_dim = reader.get_as<int64_t>("feature_dim", 16);
+  result.num_heads = reader.get_as<int64_t>("num_heads", 1);
+  result.normalize = reader.get_as<bool>("normalize", true);
+  result.eps = reader.get_as<double>("eps", 1e-12);
+  result.initializer_range = init_std;
+  return result;
+}
+layers::BasedLinearAttentionOptions based_options(int64_t d_model, const json& options, double init_std) {
+  return linear_attention_layer_options("based", false, d_model, options, init_std);
+}
+layers::BasedLinearAttentionOptions linear_attention_options(int64_t d_model, const json& options, double init_std) {
+  return linear_attention_layer_options("linear_attention", true, d_model, options, init_std);
+}
+
+// "attention" and "sliding_window": causal softmax attention, full or over the last `window` keys.
+layers::SoftmaxAttentionOptions attention_options(const char* mixer, int64_t d_model, const json& options,
+                                                  double init_std) {
+  const bool sliding = std::string(mixer) == "sliding_window";
+  config::StrictObject reader(options, "model." + std::string(mixer),
+                      sliding ? std::vector<std::string>{"window", "num_heads"}
+                              : std::vector<std::string>{"num_heads", "counted_length"});
+  layers::SoftmaxAttentionOptions result;
+  result.hidden_size = d_model;
+  result.num_heads = reader.get_as<int64_t>("num_heads", 1);
+  if (sliding) {
+    result.window = reader.get_as<int64_t>("window", 64);
+    LINTIME_CHECK(result.window >= 1, "config key \"model.sliding_window.window\": must be >= 1 (keys seen per query, itself "
+                  "included), got ", result.window);
+  } else {
+    result.counted_length = reader.get_as<int64_t>("counted_length", 1024);
+  }
+  result.initializer_range = init_std;
+  return result;
+}
+
+
+// "gqa": grouped-query softmax attention with RoPE (Llama, Mistral, fla's hybrid Attention).
+layers::GroupedQueryAttentionOptions gqa_options(int64_t d_model, const json& options, double init_std) {
+  config::StrictObject reader(options, "model.gqa",
+                              {"num_heads", "num_kv_heads", "head_dim", "bias", "output_bias", "sliding_window",
+                               "rope_theta", "rope_type", "rope_factor", "low_freq_factor", "high_freq_factor",
+                               "original_max_position_embeddings"});
+  layers::GroupedQueryAttentionOptions result;
+  result.hidden_size = d_model;
+  result.num_heads = reader.get_as<int64_t>("num_heads", 1);
+  LINTIME_CHECK(result.num_heads >= 1, "config key \"", reader.key_path("num_heads"), "\": must be >= 1, got ",
+                result.num_heads);
+  result.num_kv_heads = reader.get_as<int64_t>("num_kv_heads", result.num_heads);
+  result.head_dim = reader.get_as<int64_t>("head_dim", d_model / result.num_heads);
+  result.bias = reader.get_as<bool>("bias", false);
+  if (reader.has("output_bias")) result.output_bias = reader.get_as<bool>("output_bias", result.bias);
+  const json window = reader.get_raw("sliding_window");
+  if (!window.is_null()) result.sliding_window = config::read_integer(reader.key_path("sliding_window"), window);
+  result.initializer_range = init_std;
+  return result;
+}
+
+layers::RopeSettings gqa_rope(const json& options) {
+  config::StrictObject reader(options, "model.gqa");
+  layers::RopeSettings rope;
+  rope.rope_theta = reader.get_as<double>("rope_theta", rope.rope_theta);
+  rope.rope_type = reader.get_as<std::string>("rope_type", rope.rope_type);
+  rope.factor = reader.get_as<double>("rope_factor", rope.factor);
+  rope.low_freq_factor = reader.get_as<double>("low_freq_factor", rope.low_freq_factor);
+  rope.high_freq_factor = reader.get_as<double>("high_freq_factor", rope.high_freq_factor);
+  rope.original_max_position_embeddings =
+      reader.get_as<int64_t>("original_max_position_embeddings", rope.original_max_position_embeddings);
+  LINTIME_CHECK(rope.rope_type == "default" || rope.rope_type == "linear" || rope.rope_type == "llama3",
+                "config key \"model.gqa.rope_type\": expected \"default\", \"linear\" or \"llama3\", got \"",
+                rope.rope_type, "\"");
+  return rope;
+}
+
+struct MixerEntry {
+  const char* name;
+  std::unique_ptr<Mixer> (*make)(int64_t d_model, const json& options, at::Generator& generator, double init_std);
+  int64_t (*parameter_count)(int64_t d_model, const json& options);
+  int64_t (*state_bytes)(int64_t d_model, const json& options);
+};
+
+// The entry of a layer built from (options, generator) that counts its parameters and state
+// from the options alone; kOptions(d_model, options, init_std) parses the options.
+template <class Adapter, class Layer, auto kOptions>
+MixerEntry layer_entry(const char* name) {
+  return {name,
+          [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<Mixer> {
+            return std::make_unique<Adapter>(kOptions(d, o, std), g);
+          },
+          [](int64_t d, const json& o) { return Layer::parameter_count_for(kOptions(d, o, 0.02)); },
+          [](int64_t d, const json& o) { return Layer::state_bytes_per_sequence(kOptions(d, o, 0.02)); }};
+}
+layers::SoftmaxAttentionOptions sliding_window_options(int64_t d_model, const json& options, double init_std) {
+  return attention_options("sliding_window", d_model, options, init_std);
+}
+layers::SoftmaxAttentionOptions full_attention_options(int64_t d_model, const json& options, double init_std) {
+  return attention_options("attention", d_model, options, init_std);
+}
+
+int64_t gqa_parameter_count(int64_t d_model, const json& options) {
+  const layers::GroupedQueryAttentionOptions o = gqa_options(d_model, options, 0.02);
+  const int64_t q = o.num_heads * o.head_dim, kv = o.num_kv_heads * o.head_dim;
+  return d_model * (q + 2 * kv) + q * d_model + (o.bias ? q + 2 * kv : 0) + (o.output_bias.value_or(o.bias) ? d_model : 0);
+}
+
+// Zoology's MQAR mixers without a decoding state: adapters that know their registry name.
+template <class Layer, auto kOptions, const char* kName>
+std::unique_ptr<Mixer> make_stateless(int64_t d, const json& o, at::Generator& g, double std) {
+  return std::make_unique<StatelessMixer<Layer>>(kName, kOptions(d, o, std), g);
+}
+constexpr char kBased[] = "based";
+constexpr char kLinearAttention[] = "linear_attention";
+constexpr char kSlidingWindow[] = "sliding_window";
+constexpr char kAttention[] = "attention";
+
+template <class Layer, auto kOptions, const char* kName>
+MixerEntry stateless_entry() {
+  return {kName, make_stateless<Layer, kOptions, kName>,
+          [](int64_t d, const json& o) { return Layer::parameter_count_for(kOptions(d, o, 0.02)); },
+          [](int64_t d, const json& o) { return Layer::state_bytes_per_sequence(kOptions(d, o, 0.02)); }};
+}
+
+// The registry: one entry per mixer. A new mixer adds its options parser above and one entry.
+const std::vector<MixerEntry>& registry() {
+  static const std::vector<MixerEntry> entries = {
+      layer_entry<GsaMixer, layers::GatedSlotAttention, gsa_options>("gsa"),
+      layer_entry<GlaMixer, layers::GatedLinearAttention, gla_options>("gla"),
+      {"base_conv",
+       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<Mixer> {
+         return std::make_unique<StatelessMixer<layers::BaseConv>>("base_conv", d, base_conv_kernel_size(o), std, g);
+       },
+       [](int64_t d, const json& o) { return layers::BaseConv::parameter_count_for(d, base_conv_kernel_size(o)); },
+       [](int64_t d, const json& o) { return layers::BaseConv::state_bytes_per_sequence(d, base_conv_kernel_size(o)); }},
+      stateless_entry<layers::BasedLinearAttention, based_options, kBased>(),
+      stateless_entry<layers::BasedLinearAttention, linear_attention_options, kLinearAttention>(),
+      stateless_entry<layers::SoftmaxAttention, sliding_window_options, kSlidingWindow>(),
+      stateless_entry<layers::SoftmaxAttention, full_attention_options, kAttention>(),
+      {"gqa",
+       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<Mixer> {
+         return std::make_unique<GqaMixer>(gqa_options(d, o, std), gqa_rope(o), g);
+       },
+       gqa_parameter_count,
+       [](int64_t d, const json& o) {
+         const layers::GroupedQueryAttentionOptions options = gqa_options(d, o, 0.02);
+         return 1024 * 2 * options.num_kv_heads * options.head_dim * int64_t{4};  // fp32 keys and values of 1024 tokens
+       }},
+  };
+  return entries;
+}
+
+const MixerEntry& find_mixer(const std::string& name) {
+  for (const MixerEntry& entry : registry()) {
+    if (name == entry.name) return entry;
+  }
+  fail("unknown sequence mixer \"", name, "\"; known mixers: ", config::join(mixer_names()));
+}
+
+void check_d_model(int64_t d_model) { LINTIME_CHECK(d_model >= 1, "d_model must be >= 1, got ", d_model); }
+
+}  // namespace
+
+std::vector<std::string> mixer_names() {
+  std::vector<std::string> names;
+  for (const MixerEntry& entry : registry()) names.emplace_back(entry.name);
+  return names;
+}
+
+std::unique_ptr<Mixer> make_mixer(const std::string& name, int64_t d_model, const json& options,
+                                  at::Generator& generator, double init_std) {
+  const MixerEntry& entry = find_mixer(name);
+  check_d_model(d_model);
+  return entry.make(d_model, options, generator, init_std);
+}
+
+int64_t mixer_parameter_count(const std::string& name, int64_t d_model, const json& options) {
+  const MixerEntry& entry = find_mixer(name);
+  check_d_model(d_model);
+  return entry.parameter_count(d_model, options);
+}
+
+int64_t mixer_state_bytes_per_sequence(const std::string& name, int64_t d_model, const json& options) {
+  const MixerEntry& entry = find_mixer(name);
+  check_d_model(d_model);
+  return entry.state_bytes(d_model, options);
+}
+
+}  // namespace lintime::models

@@ -1,0 +1,26 @@
+// Decoding state of one GSA layer: the two recurrent states of every key/value head and, with
+// short convolutions, the last conv_size − 1 inputs of q, k and v. Plain data, header-only.
+#pragma once
+
+#include "state/layer_state.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace lintime::state {
+
+struct GsaLayerState : LayerState {
+  at::Tensor state_k;  // [B, H, K, M] fp32 (fp64 for fp64 models)
+  at::Tensor state_v;  // [B, H, M, V] fp32 (fp64 for fp64 models)
+  at::Tensor conv_q;   // [B, W-1, HQ*K] input dtype, undefined without short conv
+  at::Tensor conv_k;   // [B, W-1, H*K]
+  at::Tensor conv_v;   // [B, W-1, H*V]
+
+  std::vector<at::Tensor*> tensors() override { return {&state_k, &state_v, &conv_q, &conv_k, &conv_v}; }
+  int64_t batch_size() const { return state_k.defined() ? state_k.size(0) : 0; }
+  int64_t bytes() const { return allocated_bytes(); }
+};
+
+}  // namespace lintime::state
