@@ -6,7 +6,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
 
 namespace lintime::models {
 namespace {
@@ -68,6 +70,12 @@ at::Tensor DecoderBackbone::forward(const at::Tensor& input_ids, state::Cache* c
   if (cache != nullptr) {
     LINTIME_CHECK(cache->num_layers() == static_cast<int64_t>(layers.size()), "decoder: the cache has ",
                   cache->num_layers(), " layers, the model ", layers.size());
+    LINTIME_CHECK(cu_seqlens.has_value() || input_ids.size(0) == cache->batch_size(), "decoder: input_ids has ", input_ids.size(0),
+                  " rows, the cache ", cache->batch_size(), " slots (a running batch uses forward_slots)");
+    bool positions_shared = false;
+    for (int64_t i = 0; i < cache->num_layers(); ++i) positions_shared |= cache->layer(i).rows_share_a_position();
+    LINTIME_CHECK(!positions_shared || cache->slots_aligned(), "decoder: the cache's slots hold sequences of ",
+                  "different lengths, which this model's layers cannot continue together (use forward_slots)");
   }
   at::Tensor x = embeddings.forward(input_ids);  // [B, T, d]
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -128,6 +136,44 @@ at::Tensor Decoder::step(const at::Tensor& token, state::Cache& cache) {
                 "decoder step: token must have shape [B] with B = the cache's batch ", cache.batch_size(), ", got ",
                 shape_string(token.sizes()));
   return forward(token.unsqueeze(1), &cache).squeeze(1);
+}
+
+at::Tensor Decoder::forward_slots(const at::Tensor& input_ids, state::Cache& cache, const std::vector<int64_t>& slots) {
+  LINTIME_CHECK(input_ids.dim() == 2 && input_ids.size(0) == static_cast<int64_t>(slots.size()),
+                "decoder forward_slots: input_ids must be [B, T] with B = the number of slots (", slots.size(),
+                "), got ", shape_string(input_ids.sizes()));
+  LINTIME_CHECK(cache.num_layers() == static_cast<int64_t>(model.layers.size()), "decoder forward_slots: the cache has ",
+                cache.num_layers(), " layers, the model ", model.layers.size());
+  std::vector<bool> seen(static_cast<size_t>(cache.batch_size()), false);
+  bool positions_shared = false;
+  for (int64_t i = 0; i < cache.num_layers(); ++i) positions_shared |= cache.layer(i).rows_share_a_position();
+  // Rows that run together: all of them, or those whose slots hold equally long sequences.
+  std::vector<std::pair<int64_t, std::vector<int64_t>>> groups;  // (tokens, rows of input_ids)
+  for (size_t row = 0; row < slots.size(); ++row) {
+    const int64_t slot = slots[row];
+    LINTIME_CHECK(slot >= 0 && slot < cache.batch_size() && !seen[static_cast<size_t>(slot)],
+                  "decoder forward_slots: slots must be distinct and in [0, ", cache.batch_size(), "), got ", slot);
+    seen[static_cast<size_t>(slot)] = true;
+    const int64_t tokens = positions_shared ? cache.slot_tokens(slot) : 0;
+    auto group = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == tokens; });
+    if (group == groups.end()) group = groups.insert(groups.end(), {tokens, {}});
+    group->second.push_back(static_cast<int64_t>(row));
+  }
+  std::vector<at::Tensor> outputs(slots.size());
+  for (const auto& [tokens, rows] : groups) {
+    std::vector<int64_t> group_slots;
+    for (int64_t row : rows) group_slots.push_back(slots[static_cast<size_t>(row)]);
+    const at::Tensor slot_index = at::tensor(group_slots, at::kLong);
+    std::vector<std::unique_ptr<state::LayerState>> parts;
+    for (int64_t i = 0; i < cache.num_layers(); ++i) parts.push_back(cache.layer(i).gather(slot_index, tokens));
+    state::Cache part(std::move(parts), static_cast<int64_t>(rows.size()));
+    const at::Tensor row_index = at::tensor(rows, at::kLong).to(input_ids.device());
+    const at::Tensor logits = forward(input_ids.index_select(0, row_index), &part);
+    for (int64_t i = 0; i < cache.num_layers(); ++i) cache.layer(i).scatter(part.layer(i), slot_index);
+    for (size_t j = 0; j < rows.size(); ++j) outputs[static_cast<size_t>(rows[j])] = logits.select(0, static_cast<int64_t>(j));
+  }
+  for (int64_t slot : slots) cache.advance_slot(slot, input_ids.size(1));
+  return at::stack(outputs, 0);
 }
 
 int64_t Decoder::state_bytes_after(int64_t tokens) const {

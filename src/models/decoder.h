@@ -130,6 +130,13 @@ class Decoder : public layers::Module {
   // One token per sequence, token [B] -> logits [B, vocab]; updates the cache.
   at::Tensor step(const at::Tensor& token, state::Cache& cache);
 
+  // A running batch: row b of input_ids [B, T] continues the sequence in cache slot slots[b]
+  // (distinct slots, admitted with cache.admit()); a prompt is T tokens of one slot, a decode
+  // step one token of each slot that has work. Returns logits [B, T, vocab]. The slots' rows
+  // are gathered, continued and written back, so every other slot keeps its state; layers whose
+  // rows share one position (a KV cache) run the slots in groups of equal length.
+  at::Tensor forward_slots(const at::Tensor& input_ids, state::Cache& cache, const std::vector<int64_t>& slots);
+
   // The decoding state of one sequence after `tokens` tokens, in bytes, in the parameters' dtype.
   int64_t state_bytes_after(int64_t tokens) const;
   // Whether every layer's step can be recorded once and replayed (Mixer::step_is_replayable).

@@ -115,8 +115,10 @@ class GqaMixer final : public Mixer {
     LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"gqa\": packed sequences (cu_seqlens) are not supported yet");
     return layer_.forward(x, layer_state ? &state_as<state::KvLayerCache>(*layer_state, "gqa") : nullptr);
   }
-  std::unique_ptr<state::LayerState> make_state(int64_t, const c10::Device&, at::ScalarType) const override {
-    return std::make_unique<state::KvLayerCache>();  // allocated at the first append
+  std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device&, at::ScalarType) const override {
+    auto result = std::make_unique<state::KvLayerCache>();  // allocated at the first append
+    result->slot_count = batch;
+    return result;
   }
   int64_t state_bytes_after(int64_t tokens, at::ScalarType dtype) const override {
     const auto& options = layer_.options();

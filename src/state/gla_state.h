@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <vector>
 
 namespace lintime::state {
@@ -13,6 +14,7 @@ namespace lintime::state {
 struct GlaLayerState : LayerState {
   at::Tensor state;
 
+  std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<GlaLayerState>(); }
   std::vector<at::Tensor*> tensors() override { return {&state}; }
 };
 

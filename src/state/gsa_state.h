@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace lintime::state {
@@ -18,6 +19,7 @@ struct GsaLayerState : LayerState {
   at::Tensor conv_k;   // [B, W-1, H*K]
   at::Tensor conv_v;   // [B, W-1, H*V]
 
+  std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<GsaLayerState>(); }
   std::vector<at::Tensor*> tensors() override { return {&state_k, &state_v, &conv_q, &conv_k, &conv_v}; }
   int64_t batch_size() const { return state_k.defined() ? state_k.size(0) : 0; }
   int64_t bytes() const { return allocated_bytes(); }

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -20,8 +21,46 @@ struct KvLayerCache : LayerState {
   at::Tensor keys, values;  // [B, H_kv, capacity, D]
   int64_t length = 0;
   int64_t reserve = 0;  // positions to allocate at the first append (0: grow as needed)
+  int64_t slot_count = 0;  // the rows a slot-addressed cache allocates at its first scatter
 
   std::vector<at::Tensor*> tensors() override { return {&keys, &values}; }
+  std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<KvLayerCache>(); }
+  // The rows' first `tokens` keys and values (nothing when tokens is 0).
+  std::unique_ptr<LayerState> gather(const at::Tensor& rows, int64_t tokens) const override {
+    auto part = std::make_unique<KvLayerCache>();
+    part->reserve = reserve;
+    if (tokens > 0) {
+      const at::Tensor on_device = rows.to(keys.device());
+      part->keys = keys.narrow(2, 0, tokens).index_select(0, on_device);
+      part->values = values.narrow(2, 0, tokens).index_select(0, on_device);
+      part->length = tokens;
+    }
+    return part;
+  }
+  // Copies the part's filled positions into its rows, growing the capacity to the part's.
+  void scatter(LayerState& state, const at::Tensor& rows) override {
+    const auto& part = static_cast<const KvLayerCache&>(state);
+    if (part.length == 0) return;
+    const int64_t capacity = std::max<int64_t>(part.keys.size(2), keys.defined() ? keys.size(2) : 0);
+    if (!keys.defined() || keys.size(2) < capacity) {
+      const int64_t slots = keys.defined() ? keys.size(0) : slot_count;
+      at::Tensor new_keys = at::zeros({slots, part.keys.size(1), capacity, part.keys.size(3)}, part.keys.options());
+      at::Tensor new_values = at::zeros({slots, part.values.size(1), capacity, part.values.size(3)}, part.values.options());
+      if (keys.defined()) {
+        new_keys.narrow(2, 0, keys.size(2)).copy_(keys);
+        new_values.narrow(2, 0, values.size(2)).copy_(values);
+      }
+      keys = new_keys;
+      values = new_values;
+    }
+    const at::Tensor on_device = rows.to(keys.device());
+    keys.narrow(2, 0, part.length).index_copy_(0, on_device, part.keys.narrow(2, 0, part.length));
+    values.narrow(2, 0, part.length).index_copy_(0, on_device, part.values.narrow(2, 0, part.length));
+    length = std::max(length, part.length);
+  }
+  // A row's positions past its sequence's length are never read: nothing to clear.
+  void reset_rows(const at::Tensor&) override {}
+  bool rows_share_a_position() const override { return true; }
   void expect_tokens(int64_t tokens) override { reserve = tokens; }
   // Forgets the tokens (the next append starts at position 0, in a new allocation).
   void reset() override {

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace lintime::state {
@@ -28,6 +29,38 @@ class LayerState {
   // A hint that the sequences will reach `tokens` tokens (0: unknown): a state that grows with
   // the sequence (the KV cache) allocates that much at once. Constant-size states ignore it.
   virtual void expect_tokens(int64_t tokens) {}
+  // A state of the same kind that holds nothing yet (gather fills it).
+  virtual std::unique_ptr<LayerState> empty_like() const = 0;
+
+  // The sequences of `rows` [R] (int64) as a state of their own (copies), each having consumed
+  // `tokens` tokens (a state that keeps one position for all its rows needs it).
+  virtual std::unique_ptr<LayerState> gather(const at::Tensor& rows, int64_t tokens) const {
+    std::unique_ptr<LayerState> part = empty_like();
+    auto sources = const_cast<LayerState*>(this)->tensors();
+    auto targets = part->tensors();
+    for (size_t i = 0; i < sources.size(); ++i) {
+      if (sources[i]->defined()) *targets[i] = sources[i]->index_select(0, rows.to(sources[i]->device()));
+    }
+    return part;
+  }
+  // Writes `part` (gathered from the same rows, then continued) back into `rows`.
+  virtual void scatter(LayerState& part, const at::Tensor& rows) {
+    auto targets = tensors();
+    auto sources = part.tensors();
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (targets[i]->defined()) targets[i]->index_copy_(0, rows.to(targets[i]->device()), *sources[i]);
+    }
+  }
+  // Forgets the sequences of `rows` (a new sequence starts there).
+  virtual void reset_rows(const at::Tensor& rows) {
+    for (at::Tensor* tensor : tensors()) {
+      if (tensor->defined()) tensor->index_fill_(0, rows.to(tensor->device()), 0);
+    }
+  }
+  // True when all rows of one forward must be at the same position (a KV cache appends at one
+  // length); false when rows are independent whatever their positions (recurrent states).
+  virtual bool rows_share_a_position() const { return false; }
+
   // Bytes allocated by the state's tensors (all sequences).
   int64_t allocated_bytes() const {
     int64_t total = 0;

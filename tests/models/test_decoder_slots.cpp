@@ -1,0 +1,186 @@
+// The slot-addressed cache of the decoder stack (state/cache.h, Decoder::forward_slots): four
+// sequences that start at different steps share a cache of three slots — joining a running
+// batch, decoding together, leaving it, and a fourth taking a freed slot — and each gets the
+// same greedy tokens and logits as when it is decoded alone. For every decoder architecture:
+// GSA (short convolutions), its hybrid with a windowed softmax-attention layer, GLA, Llama and
+// Mistral (KV caches, whose rows run in groups of equal length).
+#include "core/error.h"
+#include "models/gla_model.h"
+#include "models/gsa_model.h"
+#include "models/llama_model.h"
+#include "support/test_support.h"
+#include "support/trained_magnitudes.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using lintime::models::Decoder;
+using lintime::testing::make_generator;
+using lintime::testing::relative_max_error;
+
+constexpr int64_t kVocab = 47;
+constexpr int64_t kNewTokens = 6;
+
+template <class Model, class Config>
+std::unique_ptr<Decoder> trained_like(const Config& config, uint64_t seed) {
+  auto generator = make_generator(seed);
+  auto model = std::make_unique<Model>(config, generator);
+  lintime::testing::set_trained_magnitudes(*model, generator);
+  model->to(at::kCPU, at::kDouble);
+  return model;
+}
+
+std::vector<std::pair<std::string, std::function<std::unique_ptr<Decoder>()>>> models() {
+  auto gsa = [](bool hybrid) {
+    lintime::models::GsaConfig config;
+    config.vocab_size = kVocab;
+    config.hidden_size = 32;
+    config.num_hidden_layers = 2;
+    config.num_heads = 2;
+    config.num_slots = 8;
+    config.use_short_conv = true;
+    if (hybrid) config.attn = nlohmann::json{{"layers", {1}}, {"num_heads", 4}, {"window_size", 4}};
+    return trained_like<lintime::models::GsaModel>(config, 11);
+  };
+  auto llama = [](std::optional<int64_t> window) {
+    lintime::models::LlamaConfig config;
+    config.model_type = window ? "mistral" : "llama";
+    config.vocab_size = kVocab;
+    config.hidden_size = 32;
+    config.intermediate_size = 48;
+    config.num_hidden_layers = 2;
+    config.num_attention_heads = 4;
+    config.num_key_value_heads = 2;
+    config.sliding_window = window;
+    return trained_like<lintime::models::LlamaModel>(config, 12);
+  };
+  return {{"gsa", [=] { return gsa(false); }},
+          {"gsa hybrid", [=] { return gsa(true); }},
+          {"gla",
+           [] {
+             lintime::models::GlaConfig config;
+             config.vocab_size = kVocab;
+             config.hidden_size = 32;
+             config.num_hidden_layers = 2;
+             config.num_heads = 2;
+             return trained_like<lintime::models::GlaModel>(config, 13);
+           }},
+          {"llama", [=] { return llama(std::nullopt); }},
+          {"mistral", [=] { return llama(5); }}};
+}
+
+struct Sequence {
+  at::Tensor prompt;  // [T]
+  int64_t start;      // the iteration it joins
+  int64_t slot = -1;
+  int64_t last_slot = -1;  // the slot it held, once it left
+  std::vector<int64_t> tokens;
+  std::vector<at::Tensor> logits;  // of each generated token [V]
+
+  void retire() { last_slot = std::exchange(slot, -1); }
+};
+
+int64_t greedy(const at::Tensor& logits) { return logits.argmax().item<int64_t>(); }
+
+// Decoded alone: prefill, then one step per token.
+Sequence alone(Decoder& model, const Sequence& sequence) {
+  Sequence result{sequence.prompt, sequence.start};
+  auto cache = model.make_cache(1);
+  at::Tensor logits = model.prefill(sequence.prompt.unsqueeze(0), cache).select(0, 0).select(0, -1);
+  while (true) {
+    result.logits.push_back(logits);
+    result.tokens.push_back(greedy(logits));
+    if (static_cast<int64_t>(result.tokens.size()) >= kNewTokens) return result;
+    logits = model.step(at::tensor({result.tokens.back()}, at::kLong), cache).select(0, 0);
+  }
+}
+
+TEST(DecoderSlots, SequencesJoiningAndLeavingARunningBatchDecodeAsAlone) {
+  at::NoGradGuard no_grad;
+  for (const auto& [name, make] : models()) {
+    auto model = make();
+    at::Generator generator = make_generator(5);
+    std::vector<Sequence> sequences;
+    for (auto [length, start] : {std::pair{5, 0}, {3, 2}, {7, 3}, {4, 6}}) {
+      sequences.push_back({at::randint(kVocab, {length}, generator, at::kLong), start});
+    }
+    auto cache = model->make_cache(3);
+    bool fourth_reused_a_slot = false;
+    for (int64_t iteration = 0; iteration < 20; ++iteration) {
+      std::vector<Sequence*> stepping;
+      for (Sequence& s : sequences) {
+        if (s.slot >= 0) stepping.push_back(&s);
+      }
+      for (Sequence& s : sequences) {  // joins: the prompt's prefill gives its first token
+        if (s.start != iteration) continue;
+        s.slot = cache.admit();
+        ASSERT_GE(s.slot, 0) << name << ": no free slot at iteration " << iteration;
+        fourth_reused_a_slot |= &s == &sequences[3] && s.slot == sequences[0].last_slot;
+        const at::Tensor logits = model->forward_slots(s.prompt.unsqueeze(0), cache, {s.slot}).select(0, 0).select(0, -1);
+        s.logits.push_back(logits);
+        s.tokens.push_back(greedy(logits));
+      }
+      if (!stepping.empty()) {  // one step for the sequences already running
+        std::vector<int64_t> slots, last;
+        for (Sequence* s : stepping) {
+          slots.push_back(s->slot);
+          last.push_back(s->tokens.back());
+        }
+        const at::Tensor logits = model->forward_slots(at::tensor(last, at::kLong).unsqueeze(1), cache, slots);
+        for (size_t i = 0; i < stepping.size(); ++i) {
+          stepping[i]->logits.push_back(logits.select(0, static_cast<int64_t>(i)).select(0, 0));
+          stepping[i]->tokens.push_back(greedy(stepping[i]->logits.back()));
+        }
+      }
+      for (Sequence& s : sequences) {  // leaves after its last token
+        if (s.slot >= 0 && static_cast<int64_t>(s.tokens.size()) == kNewTokens) {
+          cache.retire(s.slot);
+          s.retire();
+        }
+      }
+    }
+    EXPECT_TRUE(fourth_reused_a_slot) << name;
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      const Sequence reference = alone(*model, sequences[i]);
+      EXPECT_EQ(sequences[i].tokens, reference.tokens) << name << " sequence " << i;
+      ASSERT_EQ(sequences[i].logits.size(), reference.logits.size()) << name;
+      EXPECT_LT(relative_max_error(at::stack(sequences[i].logits), at::stack(reference.logits)), 1e-12)
+          << name << " sequence " << i;
+    }
+  }
+}
+
+TEST(DecoderSlots, AdmitRetireAndBadSlots) {
+  at::NoGradGuard no_grad;
+  auto model = models().front().second();
+  auto cache = model->make_cache(2);
+  EXPECT_EQ(cache.admit(), 0);
+  EXPECT_EQ(cache.admit(), 1);
+  EXPECT_EQ(cache.admit(), -1);  // full
+  cache.retire(0);
+  EXPECT_EQ(cache.admit(), 0);
+  const at::Tensor two = at::zeros({2, 1}, at::kLong);
+  EXPECT_EQ(lintime::testing::error_of([&] { model->forward_slots(two, cache, {1, 1}); }),
+            "decoder forward_slots: slots must be distinct and in [0, 2), got 1");
+  EXPECT_EQ(lintime::testing::error_of([&] { model->forward_slots(two, cache, {0, 2}); }),
+            "decoder forward_slots: slots must be distinct and in [0, 2), got 2");
+  // A KV model's slots at different lengths cannot run as one plain batch.
+  auto llama = models().back().second();
+  auto kv = llama->make_cache(2);
+  llama->forward_slots(at::zeros({1, 3}, at::kLong), kv, {0});
+  EXPECT_EQ(lintime::testing::error_of([&] { llama->forward(at::zeros({2, 1}, at::kLong), &kv); }),
+            "decoder: the cache's slots hold sequences of different lengths, which this model's layers cannot "
+            "continue together (use forward_slots)");
+}
+
+}  // namespace
