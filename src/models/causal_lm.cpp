@@ -33,7 +33,10 @@ class DecoderCausalLm : public CausalLm {
     LINTIME_CHECK(input_ids.dim() == 2, "prefill: input_ids must be [B, T], got ", input_ids.sizes());
     cache_ = model_->make_cache(input_ids.size(0), total_tokens);
     decode_graph_.reset();  // the recording points at the old state tensors
-    return model_->logits(prefill_in_chunks(input_ids, prefill_tokens_per_chunk(), [this](const at::Tensor& chunk) {
+    // A model whose prefill cannot be continued (BASED's sliding window) takes the prompt whole.
+    const int64_t tokens_per_chunk =
+        model_->prefills_continue() ? prefill_tokens_per_chunk() : input_ids.size(0) * (input_ids.size(1) + 64);
+    return model_->logits(prefill_in_chunks(input_ids, tokens_per_chunk, [this](const at::Tensor& chunk) {
       return model_->hidden_states(chunk, &cache_);
     }));
   }
@@ -65,29 +68,6 @@ class DecoderCausalLm : public CausalLm {
   DecodeGraph decode_graph_;
 };
 
-class BasedCausalLm : public CausalLm {
- public:
-  explicit BasedCausalLm(std::unique_ptr<BasedModel> model) : model_(std::move(model)) {}
-  at::Tensor forward(const at::Tensor& input_ids) override { return model_->forward(input_ids); }
-  at::Tensor prefill(const at::Tensor& input_ids, int64_t) override {
-    cache_ = state::BasedCache();
-    return model_->prefill(input_ids, cache_).select(1, -1);
-  }
-  at::Tensor step(const at::Tensor& tokens) override { return model_->step(tokens, cache_); }
-  int64_t logits_width() const override { return model_->config().padded_vocab_size(); }
-  int64_t vocab_size() const override { return model_->config().padded_vocab_size(); }
-  int64_t state_bytes_per_sequence(int64_t) const override {
-    return BasedModel::state_bytes_per_sequence_for(model_->config());
-  }
-  int64_t state_bytes_in_use() const override { return cache_.bytes(); }
-  std::string name() const override { return "BASED (HazyResearch)"; }
-  layers::Module& module() override { return *model_; }
-
- private:
-  std::unique_ptr<BasedModel> model_;
-  state::BasedCache cache_;
-};
-
 }  // namespace
 
 void CausalLm::set_prefill_tokens_per_chunk(int64_t tokens) {
@@ -100,9 +80,5 @@ std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<Decoder> model) {
   return std::make_unique<DecoderCausalLm>(std::move(model));
 }
 
-std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<BasedModel> model) {
-  LINTIME_CHECK(model != nullptr, "as_causal_lm: no model");
-  return std::make_unique<BasedCausalLm>(std::move(model));
-}
 
 }  // namespace lintime::models

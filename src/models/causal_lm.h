@@ -3,7 +3,6 @@
 // the wrapper keeps (prefill, then one token per step).
 #pragma once
 
-#include "models/based_model.h"
 #include "models/decoder.h"
 
 #include <ATen/core/Tensor.h>
@@ -53,8 +52,7 @@ class CausalLm {
   int64_t prefill_tokens_per_chunk_ = 32768;
 };
 
-// Every decoder-stack model (GSA, GLA, their hybrids, Llama, Mistral), and BASED.
+// Every decoder-stack model (GSA, GLA, their hybrids, Llama, Mistral, BASED).
 std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<Decoder> model);
-std::unique_ptr<CausalLm> as_causal_lm(std::unique_ptr<BasedModel> model);
 
 }  // namespace lintime::models

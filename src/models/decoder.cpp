@@ -3,6 +3,8 @@
 
 #include "core/error.h"
 #include "core/tensor_checks.h"
+#include "layers/gated_mlp.h"
+#include "layers/swiglu_mlp.h"
 
 #include <ATen/ATen.h>
 
@@ -18,6 +20,37 @@ const DecoderConfig& validated(const DecoderConfig& config) {
   return config;
 }
 
+template <class Layer>
+class FeedForwardOf final : public FeedForward {
+ public:
+  template <class... Args>
+  explicit FeedForwardOf(Args&&... args) : layer_(std::forward<Args>(args)...) {}
+  at::Tensor forward(const at::Tensor& x) const override { return layer_.forward(x); }
+  layers::Module& module() override { return layer_; }
+
+ private:
+  Layer layer_;
+};
+
+std::unique_ptr<FeedForward> make_feed_forward(const DecoderConfig& c, at::Generator& generator) {
+  if (c.mlp == "gated") {
+    return std::make_unique<FeedForwardOf<layers::GatedMlp>>(
+        c.hidden_size, c.intermediate_size, c.initializer_range, c.mlp_out_std < 0 ? c.initializer_range : c.mlp_out_std,
+        generator, c.mlp_fc1_bias, c.mlp_fc2_bias);
+  }
+  return std::make_unique<FeedForwardOf<layers::SwiGluMlp>>(c.hidden_size, c.intermediate_size, c.initializer_range,
+                                                            generator, c.mlp_bias);
+}
+
+int64_t feed_forward_parameters(const DecoderConfig& c) {
+  const int64_t d = c.hidden_size, inner = c.intermediate_size;
+  if (c.mlp == "gated") return 3 * d * inner + (c.mlp_fc1_bias ? 2 * inner : 0) + (c.mlp_fc2_bias ? d : 0);
+  return 3 * d * inner + (c.mlp_bias ? 2 * inner + d : 0);
+}
+
+// The residual stream's dtype with residual_in_fp32 (fp64 models keep fp64).
+at::Tensor as_residual(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? x : x.to(at::kFloat); }
+
 }  // namespace
 
 void DecoderConfig::validate() const {
@@ -25,6 +58,7 @@ void DecoderConfig::validate() const {
   LINTIME_CHECK(hidden_size > 0, "decoder: hidden_size must be positive, got ", hidden_size);
   LINTIME_CHECK(!layers.empty(), "decoder: at least one layer is needed");
   LINTIME_CHECK(intermediate_size > 0, "decoder: intermediate_size must be positive, got ", intermediate_size);
+  LINTIME_CHECK(mlp == "swiglu" || mlp == "gated", "decoder: mlp must be \"swiglu\" or \"gated\", got \"", mlp, "\"");
   for (const MixerSpec& spec : layers) mixer_parameter_count(spec.name, hidden_size, spec.options);
 }
 
@@ -32,19 +66,25 @@ DecoderBlock::DecoderBlock(const DecoderConfig& config, const MixerSpec& mixer_s
     : mixer_norm(config.hidden_size, config.norm_eps),
       mixer(make_mixer(mixer_spec.name, config.hidden_size, mixer_spec.options, generator, config.initializer_range)),
       mlp_norm(config.hidden_size, config.norm_eps),
-      mlp(config.hidden_size, config.intermediate_size, config.initializer_range, generator, config.mlp_bias),
-      mixer_name_(mixer_spec.name) {
+      mlp(make_feed_forward(config, generator)),
+      mixer_name_(mixer_spec.name),
+      residual_in_fp32_(config.residual_in_fp32) {
   register_module(config.names.mixer_norm, mixer_norm);
   register_module(config.names.mixer, mixer->module());
   register_module(config.names.mlp_norm, mlp_norm);
-  register_module(config.names.mlp, mlp);
+  register_module(config.names.mlp, mlp->module());
 }
 
 at::Tensor DecoderBlock::forward(const at::Tensor& x, state::LayerState* layer_state,
                                  const std::optional<at::Tensor>& cu_seqlens) {
+  if (residual_in_fp32_) {  // x is the fp32 residual stream; the norms read it in the weights' dtype
+    const at::ScalarType dtype = mixer_norm.weight.scalar_type();
+    const at::Tensor h = as_residual(x + mixer->forward(mixer_norm.forward(x.to(dtype)), layer_state, cu_seqlens));
+    return as_residual(h + mlp->forward(mlp_norm.forward(h.to(dtype))));
+  }
   // h = x + mixer; mlp_norm(h) from the same pass (one kernel in inference on a GPU).
   auto [h, normed] = mlp_norm.add_forward(x, mixer->forward(mixer_norm.forward(x), layer_state, cu_seqlens));
-  return h + mlp.forward(normed);
+  return h + mlp->forward(normed);
 }
 
 void DecoderBlock::throw_wrong_mixer() const {
@@ -53,7 +93,8 @@ void DecoderBlock::throw_wrong_mixer() const {
 
 DecoderBackbone::DecoderBackbone(const DecoderConfig& config, at::Generator& generator)
     : embeddings(config.vocab_size, config.hidden_size, config.initializer_range, generator),
-      norm(config.hidden_size, config.norm_eps) {
+      norm(config.hidden_size, config.norm_eps),
+      residual_in_fp32_(config.residual_in_fp32) {
   register_module(config.names.embeddings, embeddings);
   layers.reserve(config.layers.size());
   for (size_t i = 0; i < config.layers.size(); ++i) {
@@ -77,17 +118,23 @@ at::Tensor DecoderBackbone::forward(const at::Tensor& input_ids, state::Cache* c
     LINTIME_CHECK(!positions_shared || cache->slots_aligned(), "decoder: the cache's slots hold sequences of ",
                   "different lengths, which this model's layers cannot continue together (use forward_slots)");
   }
+  if (input_ids.device().is_cpu() && input_ids.numel() > 0) {  // on a GPU this would wait for the device
+    const int64_t low = input_ids.min().item<int64_t>(), high = input_ids.max().item<int64_t>();
+    LINTIME_CHECK(low >= 0 && high < embeddings.weight.size(0), "decoder: input_ids must be token ids in [0, ",
+                  embeddings.weight.size(0), "), got values in [", low, ", ", high, "]");
+  }
   at::Tensor x = embeddings.forward(input_ids);  // [B, T, d]
+  if (residual_in_fp32_) x = as_residual(x);
   for (size_t i = 0; i < layers.size(); ++i) {
     x = layers[i]->forward(x, cache ? &cache->layer(static_cast<int64_t>(i)) : nullptr, cu_seqlens);
   }
   if (cache != nullptr) cache->advance(input_ids.size(1));
-  return norm.forward(x);
+  return norm.forward(x.to(norm.weight.scalar_type()));
 }
 
 Decoder::Decoder(const DecoderConfig& config, at::Generator& generator)
     : decoder_config_(validated(config)), model(decoder_config_, generator) {
-  register_module("model", model);
+  register_module(decoder_config_.names.backbone, model);
   if (!decoder_config_.tie_word_embeddings) {
     lm_head = std::make_unique<layers::Linear>(decoder_config_.hidden_size, decoder_config_.vocab_size,
                                                decoder_config_.initializer_range, generator);
@@ -101,6 +148,11 @@ at::Tensor Decoder::hidden_states(const at::Tensor& input_ids, state::Cache* cac
 }
 
 at::Tensor Decoder::logits(const at::Tensor& hidden) const {
+  if (decoder_config_.logits_in_fp32) {
+    const auto dtype = compute_dtype(hidden.scalar_type());
+    const at::Tensor& head = lm_head ? lm_head->weight : model.embeddings.weight;
+    return at::matmul(hidden.to(dtype), head.to(dtype).t());
+  }
   at::Tensor result = lm_head ? lm_head->forward(hidden) : at::linear(hidden, model.embeddings.weight);
   return result.to(compute_dtype(result.scalar_type()));
 }
@@ -190,10 +242,17 @@ bool Decoder::steps_are_replayable() const {
   return true;
 }
 
+bool Decoder::prefills_continue() const {
+  for (const auto& block : model.layers) {
+    if (!block->mixer->continues_prefill()) return false;
+  }
+  return true;
+}
+
 int64_t Decoder::parameter_count_for(const DecoderConfig& config) {
   validated(config);
-  const int64_t d = config.hidden_size, inner = config.intermediate_size;
-  const int64_t mlp = 3 * d * inner + (config.mlp_bias ? 2 * inner + d : 0);
+  const int64_t d = config.hidden_size;
+  const int64_t mlp = feed_forward_parameters(config);
   int64_t count = config.vocab_size * d * (config.tie_word_embeddings ? 1 : 2) + d;  // embeddings (+ head), norm
   for (const MixerSpec& spec : config.layers) {
     count += mixer_parameter_count(spec.name, d, spec.options) + mlp + 2 * d;

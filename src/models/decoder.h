@@ -11,7 +11,6 @@
 #include "layers/linear.h"
 #include "layers/module.h"
 #include "layers/rms_norm.h"
-#include "layers/swiglu_mlp.h"
 #include "models/mixer.h"
 #include "state/cache.h"
 
@@ -36,6 +35,7 @@ struct MixerSpec {
 // The checkpoint names of the stack's parts ("model.layers.0.attn_norm.weight" with fla's names,
 // "model.layers.0.input_layernorm.weight" with Hugging Face's).
 struct DecoderNames {
+  std::string backbone = "model";         // HazyResearch's BASED: "transformer"
   std::string embeddings = "embeddings";  // Hugging Face: "embed_tokens"
   std::string mixer_norm = "attn_norm";   // "input_layernorm"
   std::string mixer = "attn";             // "self_attn"
@@ -43,10 +43,13 @@ struct DecoderNames {
   std::string mlp = "mlp";
   std::string final_norm = "norm";
 
-  // fla's names (GSA, GLA) and Hugging Face's (Llama, Mistral).
+  // fla's names (GSA, GLA), Hugging Face's (Llama, Mistral) and HazyResearch's (BASED).
   static DecoderNames fla() { return {}; }
   static DecoderNames hugging_face() {
-    return {"embed_tokens", "input_layernorm", "self_attn", "post_attention_layernorm", "mlp", "norm"};
+    return {"model", "embed_tokens", "input_layernorm", "self_attn", "post_attention_layernorm", "mlp", "norm"};
+  }
+  static DecoderNames hazy_research() {
+    return {"transformer", "embeddings.word_embeddings", "norm1", "mixer", "norm2", "mlp", "ln_f"};
   }
 };
 
@@ -56,14 +59,32 @@ struct DecoderConfig {
   int64_t hidden_size = 0;
   std::vector<MixerSpec> layers;  // one per block, first to last
   int64_t intermediate_size = 0;
-  bool mlp_bias = false;
+  // The MLP: "swiglu" (gate_proj, up_proj, down_proj; fla's and Hugging Face's) or "gated"
+  // (BASED's GatedMlp: fc1 d → 2 · intermediate, fc2).
+  std::string mlp = "swiglu";
+  bool mlp_bias = false;          // "swiglu": Llama's mlp_bias
+  bool mlp_fc1_bias = false;      // "gated"
+  bool mlp_fc2_bias = false;      // "gated"
+  double mlp_out_std = -1.0;      // "gated": fc2's init std (< 0: initializer_range)
   double norm_eps = 1e-6;
   double initializer_range = 0.02;
   bool tie_word_embeddings = false;
+  // BASED's: the residual stream in fp32 whatever the weights' dtype, and logits computed in
+  // fp32 from the hidden states and the head cast to fp32.
+  bool residual_in_fp32 = false;
+  bool logits_in_fp32 = false;
   DecoderNames names;
 
   // Throws lintime::Error naming the first bad field or mixer option.
   void validate() const;
+};
+
+// A block's feed-forward layer, whichever kind (DecoderConfig::mlp).
+class FeedForward {
+ public:
+  virtual ~FeedForward() = default;
+  virtual at::Tensor forward(const at::Tensor& x) const = 0;
+  virtual layers::Module& module() = 0;
 };
 
 class DecoderBlock : public layers::Module {
@@ -82,14 +103,23 @@ class DecoderBlock : public layers::Module {
     return *layer;
   }
 
+  // The MLP's layer as its own type (lintime::Error when it is another).
+  template <class Layer>
+  Layer& mlp_layer() {
+    auto* layer = dynamic_cast<Layer*>(&mlp->module());
+    if (layer == nullptr) throw_wrong_mixer();
+    return *layer;
+  }
+
   layers::RMSNorm mixer_norm;
   std::unique_ptr<Mixer> mixer;
   layers::RMSNorm mlp_norm;
-  layers::SwiGluMlp mlp;
+  std::unique_ptr<FeedForward> mlp;
 
  private:
   [[noreturn]] void throw_wrong_mixer() const;
   std::string mixer_name_;
+  bool residual_in_fp32_;
 };
 
 // "model.*": embeddings, blocks and the final norm.
@@ -104,6 +134,9 @@ class DecoderBackbone : public layers::Module {
   layers::Embedding embeddings;
   std::vector<std::unique_ptr<DecoderBlock>> layers;
   layers::RMSNorm norm;
+
+ private:
+  bool residual_in_fp32_;
 };
 
 class Decoder : public layers::Module {
@@ -141,6 +174,8 @@ class Decoder : public layers::Module {
   int64_t state_bytes_after(int64_t tokens) const;
   // Whether every layer's step can be recorded once and replayed (Mixer::step_is_replayable).
   bool steps_are_replayable() const;
+  // Whether every layer's state can continue a prefill with another chunk (Mixer::continues_prefill).
+  bool prefills_continue() const;
 
   const DecoderConfig& decoder_config() const { return decoder_config_; }
 

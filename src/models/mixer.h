@@ -23,12 +23,17 @@
 //                (8192). Decodes from a KV cache that grows with the sequence; its state is counted
 //                at 1024 tokens, as "attention"'s.
 //   "base_conv": zoology's BaseConv. kernel_size (3)
-//   "based":     feature_dim (16), num_heads (1), normalize (true), eps (1e-12): BASED's
-//                Taylor linear attention (layers/based_linear_attention.h)
+//   "based_conv": the BASED language model's gated short convolution (layers/gated_conv.h).
+//                kernel_size (3), bias (true), out_init_std (the init std: out_proj's).
+//                Decodes from the conv's last k − 1 inputs.
+//   "based":     feature_dim (16), num_heads (1), normalize (true), eps (1e-12), out_init_std:
+//                BASED's Taylor linear attention (layers/based_linear_attention.h). Decodes
+//                from a constant-size state.
 //   "linear_attention": feature_map ("taylor" | "relu" | "elu+1" | "identity"; "taylor"),
-//                and the options of "based" (the same layer)
+//                and the options of "based" (the same layer; decodes with the Taylor map)
 //   "sliding_window": window (64: keys seen per query, itself included; zoology's
-//                block_size + 1), num_heads (1) (layers/softmax_attention.h)
+//                block_size + 1), num_heads (1), bias (true), rotary_base (0: none),
+//                out_init_std (layers/softmax_attention.h). Decodes from ring buffers.
 //   "attention": num_heads (1), counted_length (1024: the length its KV cache is counted at)
 // An unknown name or option key, or a value of the wrong type, throws lintime::Error naming
 // it ("config key \"model.gsa.num_slots\": ...") and listing the known ones.
@@ -69,6 +74,9 @@ class Mixer {
   virtual int64_t state_bytes_after(int64_t tokens, at::ScalarType dtype) const = 0;
   // Recurrent state bytes per sequence, as zoology and the papers count it (fp32).
   virtual int64_t state_bytes_per_sequence() const = 0;
+  // Whether a state left by a prefill can take another multi-token chunk (a long prompt in
+  // pieces); false for mixers that take one token at a time after their prefill.
+  virtual bool continues_prefill() const { return true; }
   // Whether a decode step reads nothing from the host (no position kept there), so that it can
   // be recorded once and replayed as a CUDA graph.
   virtual bool step_is_replayable() const = 0;

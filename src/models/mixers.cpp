@@ -5,11 +5,13 @@
 #include "core/error.h"
 #include "layers/base_conv.h"
 #include "layers/based_linear_attention.h"
+#include "layers/gated_conv.h"
 #include "layers/gated_linear_attention.h"
 #include "layers/gated_slot_attention.h"
 #include "layers/grouped_query_attention.h"
 #include "layers/rotary.h"
 #include "layers/softmax_attention.h"
+#include "state/based_cache.h"
 #include "state/gla_state.h"
 #include "state/gsa_state.h"
 #include "state/kv_cache.h"
@@ -32,6 +34,22 @@ State& state_as(state::LayerState& layer_state, const char* mixer) {
   auto* typed = dynamic_cast<State*>(&layer_state);
   LINTIME_CHECK(typed != nullptr, "mixer \"", mixer, "\": the decoding state given was made by another mixer");
   return *typed;
+}
+
+// "based_conv": the BASED language model's gated short convolution (layers/gated_conv.h).
+struct BasedConvOptions {
+  int64_t kernel_size;
+  bool bias;
+  double out_std;
+};
+BasedConvOptions based_conv_options(const json& options, double init_std) {
+  config::StrictObject reader(options, "model.based_conv", {"kernel_size", "bias", "out_init_std"});
+  BasedConvOptions result{reader.get_as<int64_t>("kernel_size", 3), reader.get_as<bool>("bias", true),
+                          reader.get_as<double>("out_init_std", -1.0)};
+  LINTIME_CHECK(result.kernel_size >= 1, "config key \"model.based_conv.kernel_size\": must be >= 1, got ",
+                result.kernel_size);
+  if (result.out_std < 0) result.out_std = init_std;
+  return result;
 }
 
 // A layer with forward(x) only: the MQAR mixers that no language model decodes with yet.
@@ -103,6 +121,80 @@ class GlaMixer final : public Mixer {
   layers::GatedLinearAttention layer_;
 };
 
+class BasedConvMixer final : public Mixer {
+ public:
+  BasedConvMixer(int64_t d_model, const BasedConvOptions& o, double init_std, at::Generator& generator)
+      : d_model_(d_model), layer_(d_model, o.kernel_size, init_std, o.out_std, generator, o.bias) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"based_conv\": packed sequences (cu_seqlens) are not supported yet");
+    return layer_.forward(x, layer_state ? &state_as<state::ConvLayerState>(*layer_state, "based_conv").conv : nullptr);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device& device,
+                                                at::ScalarType dtype) const override {
+    auto result = std::make_unique<state::ConvLayerState>();
+    result->conv = at::zeros({batch, layer_.kernel_size() - 1, 2 * d_model_}, at::TensorOptions().device(device).dtype(dtype));
+    return result;
+  }
+  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
+  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
+  bool step_is_replayable() const override { return false; }
+  layers::Module& module() override { return layer_; }
+
+ private:
+  int64_t d_model_;
+  layers::GatedConv layer_;
+};
+
+// BASED's Taylor linear attention ("based"; "linear_attention" with the Taylor map decodes too).
+class TaylorMixer final : public Mixer {
+ public:
+  TaylorMixer(const layers::BasedLinearAttentionOptions& options, at::Generator& generator)
+      : layer_(options, generator) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"based\": packed sequences (cu_seqlens) are not supported yet");
+    if (layer_state == nullptr) return layer_.forward(x);
+    auto& s = state_as<state::TaylorLayerState>(*layer_state, "based");
+    return layer_.forward_cached(x, s.state, s.normalizer);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t, const c10::Device&, at::ScalarType) const override {
+    return std::make_unique<state::TaylorLayerState>();  // the prefill allocates it
+  }
+  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
+  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
+  bool step_is_replayable() const override { return false; }
+  layers::Module& module() override { return layer_; }
+
+ private:
+  layers::BasedLinearAttention layer_;
+};
+
+// Sliding-window softmax attention with ring buffers ("sliding_window"); full attention
+// ("attention") has no decoding state.
+class WindowMixer final : public Mixer {
+ public:
+  WindowMixer(const layers::SoftmaxAttentionOptions& options, at::Generator& generator) : layer_(options, generator) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"sliding_window\": packed sequences (cu_seqlens) are not supported yet");
+    if (layer_state == nullptr) return layer_.forward(x);
+    auto& s = state_as<state::WindowLayerState>(*layer_state, "sliding_window");
+    return layer_.forward_cached(x, s.key_cache, s.value_cache, s.positions);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t, const c10::Device&, at::ScalarType) const override {
+    return std::make_unique<state::WindowLayerState>();  // the prefill allocates it
+  }
+  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
+  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
+  bool step_is_replayable() const override { return false; }  // the position is read on the host
+  bool continues_prefill() const override { return false; }
+  layers::Module& module() override { return layer_; }
+
+ private:
+  layers::SoftmaxAttention layer_;
+};
+
 class GqaMixer final : public Mixer {
  public:
   GqaMixer(const layers::GroupedQueryAttentionOptions& options, const layers::RopeSettings& rope,
@@ -115,10 +207,8 @@ class GqaMixer final : public Mixer {
     LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"gqa\": packed sequences (cu_seqlens) are not supported yet");
     return layer_.forward(x, layer_state ? &state_as<state::KvLayerCache>(*layer_state, "gqa") : nullptr);
   }
-  std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device&, at::ScalarType) const override {
-    auto result = std::make_unique<state::KvLayerCache>();  // allocated at the first append
-    result->slot_count = batch;
-    return result;
+  std::unique_ptr<state::LayerState> make_state(int64_t, const c10::Device&, at::ScalarType) const override {
+    return std::make_unique<state::KvLayerCache>();  // allocated at the first append
   }
   int64_t state_bytes_after(int64_t tokens, at::ScalarType dtype) const override {
     const auto& options = layer_.options();
@@ -194,7 +284,7 @@ int64_t base_conv_kernel_size(const json& options) {
 layers::BasedLinearAttentionOptions linear_attention_layer_options(const char* mixer, bool feature_map_option,
                                                                    int64_t d_model, const json& options,
                                                                    double init_std) {
-  std::vector<std::string> known = {"feature_dim", "num_heads", "normalize", "eps"};
+  std::vector<std::string> known = {"feature_dim", "num_heads", "normalize", "eps", "out_init_std"};
   if (feature_map_option) known.insert(known.begin(), "feature_map");
   config::StrictObject reader(options, "model." + std::string(mixer), known);
   layers::BasedLinearAttentionOptions result;
@@ -205,6 +295,7 @@ layers::BasedLinearAttentionOptions linear_attention_layer_options(const char* m
   result.normalize = reader.get_as<bool>("normalize", true);
   result.eps = reader.get_as<double>("eps", 1e-12);
   result.initializer_range = init_std;
+  result.out_initializer_range = reader.get_as<double>("out_init_std", -1.0);
   return result;
 }
 layers::BasedLinearAttentionOptions based_options(int64_t d_model, const json& options, double init_std) {
@@ -219,7 +310,7 @@ layers::SoftmaxAttentionOptions attention_options(const char* mixer, int64_t d_m
                                                   double init_std) {
   const bool sliding = std::string(mixer) == "sliding_window";
   config::StrictObject reader(options, "model." + std::string(mixer),
-                      sliding ? std::vector<std::string>{"window", "num_heads"}
+                      sliding ? std::vector<std::string>{"window", "num_heads", "bias", "rotary_base", "out_init_std"}
                               : std::vector<std::string>{"num_heads", "counted_length"});
   layers::SoftmaxAttentionOptions result;
   result.hidden_size = d_model;
@@ -228,6 +319,9 @@ layers::SoftmaxAttentionOptions attention_options(const char* mixer, int64_t d_m
     result.window = reader.get_as<int64_t>("window", 64);
     LINTIME_CHECK(result.window >= 1, "config key \"model.sliding_window.window\": must be >= 1 (keys seen per query, itself "
                   "included), got ", result.window);
+    result.bias = reader.get_as<bool>("bias", true);
+    result.rotary_base = reader.get_as<double>("rotary_base", 0.0);
+    result.out_initializer_range = reader.get_as<double>("out_init_std", -1.0);
   } else {
     result.counted_length = reader.get_as<int64_t>("counted_length", 1024);
   }
@@ -309,9 +403,6 @@ template <class Layer, auto kOptions, const char* kName>
 std::unique_ptr<Mixer> make_stateless(int64_t d, const json& o, at::Generator& g, double std) {
   return std::make_unique<StatelessMixer<Layer>>(kName, kOptions(d, o, std), g);
 }
-constexpr char kBased[] = "based";
-constexpr char kLinearAttention[] = "linear_attention";
-constexpr char kSlidingWindow[] = "sliding_window";
 constexpr char kAttention[] = "attention";
 
 template <class Layer, auto kOptions, const char* kName>
@@ -332,9 +423,9 @@ const std::vector<MixerEntry>& registry() {
        },
        [](int64_t d, const json& o) { return layers::BaseConv::parameter_count_for(d, base_conv_kernel_size(o)); },
        [](int64_t d, const json& o) { return layers::BaseConv::state_bytes_per_sequence(d, base_conv_kernel_size(o)); }},
-      stateless_entry<layers::BasedLinearAttention, based_options, kBased>(),
-      stateless_entry<layers::BasedLinearAttention, linear_attention_options, kLinearAttention>(),
-      stateless_entry<layers::SoftmaxAttention, sliding_window_options, kSlidingWindow>(),
+      layer_entry<TaylorMixer, layers::BasedLinearAttention, based_options>("based"),
+      layer_entry<TaylorMixer, layers::BasedLinearAttention, linear_attention_options>("linear_attention"),
+      layer_entry<WindowMixer, layers::SoftmaxAttention, sliding_window_options>("sliding_window"),
       stateless_entry<layers::SoftmaxAttention, full_attention_options, kAttention>(),
       {"gqa",
        [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<Mixer> {
@@ -345,6 +436,15 @@ const std::vector<MixerEntry>& registry() {
          const layers::GroupedQueryAttentionOptions options = gqa_options(d, o, 0.02);
          return 1024 * 2 * options.num_kv_heads * options.head_dim * int64_t{4};  // fp32 keys and values of 1024 tokens
        }},
+      {"based_conv",
+       [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<Mixer> {
+         return std::make_unique<BasedConvMixer>(d, based_conv_options(o, std), std, g);
+       },
+       [](int64_t d, const json& o) {  // in_proj d → 4d, the depthwise conv over 2d, out_proj 2d → d
+         const BasedConvOptions c = based_conv_options(o, 0.02);
+         return 4 * d * d + 2 * d * c.kernel_size + 2 * d * d + (c.bias ? 4 * d + d : 0);
+       },
+       [](int64_t d, const json& o) { return (based_conv_options(o, 0.02).kernel_size - 1) * 2 * d * int64_t{4}; }},
   };
   return entries;
 }

@@ -1,42 +1,49 @@
-// Per-layer decoding state of a BASED language model: each layer holds the state of its kind of
-// mixer, all of fixed size whatever the number of tokens seen (based.md §1–3):
-//   short convolution: its last k − 1 inputs [B, k − 1, 2 d];
-//   Taylor linear attention: S [B, H, E, d_v] and z [B, H, E] (fp32; E = 1 + d' + d'²);
+// Decoding states of the BASED language model's mixers, each of fixed size whatever the number
+// of tokens seen (based.md §1–3):
+//   gated short convolution: its last k − 1 inputs [B, k − 1, 2 d];
+//   Taylor linear attention: S [B, H, E, d_v] and z [B, H, E] (fp32; E = 1 + d' + d'²),
+//     allocated by the prefill;
 //   sliding window: ring buffers of the last w keys (after rotary) and values [B, w, H, D] and
-//   the number of tokens written [B].
-// Layers own weights, this cache owns the state (style.md habit 5). Plain data, header-only.
+//     the number of tokens written [B], allocated by the prefill; the rows of one forward
+//     share a position (the rotary angle is read once).
+// Plain data, header-only.
 #pragma once
+
+#include "state/layer_state.h"
 
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace lintime::state {
 
-struct BasedLayerState {
+struct ConvLayerState : LayerState {
   at::Tensor conv;
-  at::Tensor state, normalizer;
-  at::Tensor key_cache, value_cache, positions;
 
-  int64_t bytes() const {
-    int64_t total = 0;
-    for (const at::Tensor* tensor : {&conv, &state, &normalizer, &key_cache, &value_cache, &positions}) {
-      if (tensor->defined()) total += tensor->numel() * static_cast<int64_t>(tensor->element_size());
-    }
-    return total;
-  }
+  std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<ConvLayerState>(); }
+  std::vector<at::Tensor*> tensors() override { return {&conv}; }
 };
 
-struct BasedCache {
-  std::vector<BasedLayerState> layers;
-  int64_t seen_tokens = 0;  // tokens consumed by prefill and steps
+struct TaylorLayerState : LayerState {
+  at::Tensor state, normalizer;
 
-  int64_t bytes() const {
-    int64_t total = 0;
-    for (const auto& layer : layers) total += layer.bytes();
-    return total;
+  std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<TaylorLayerState>(); }
+  std::vector<at::Tensor*> tensors() override { return {&state, &normalizer}; }
+};
+
+struct WindowLayerState : LayerState {
+  at::Tensor key_cache, value_cache, positions;
+
+  std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<WindowLayerState>(); }
+  std::vector<at::Tensor*> tensors() override { return {&key_cache, &value_cache, &positions}; }
+  // Rows with no token yet get no buffers: their first forward is a prefill from position 0.
+  std::unique_ptr<LayerState> gather(const at::Tensor& rows, int64_t tokens) const override {
+    if (tokens == 0 || !key_cache.defined()) return empty_like();
+    return LayerState::gather(rows, tokens);
   }
+  bool rows_share_a_position() const override { return true; }
 };
 
 }  // namespace lintime::state

@@ -25,7 +25,9 @@ class Cache {
   Cache() = default;
   Cache(std::vector<std::unique_ptr<LayerState>> layers, int64_t batch)
       : layers_(std::move(layers)), batch_(batch), slot_tokens_(static_cast<size_t>(batch), 0),
-        in_use_(static_cast<size_t>(batch), false) {}
+        in_use_(static_cast<size_t>(batch), false) {
+    for (auto& layer_state : layers_) layer_state->slot_count = batch;
+  }
 
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
   // Sequences (slots) the states hold rows for.

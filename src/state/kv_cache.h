@@ -21,7 +21,6 @@ struct KvLayerCache : LayerState {
   at::Tensor keys, values;  // [B, H_kv, capacity, D]
   int64_t length = 0;
   int64_t reserve = 0;  // positions to allocate at the first append (0: grow as needed)
-  int64_t slot_count = 0;  // the rows a slot-addressed cache allocates at its first scatter
 
   std::vector<at::Tensor*> tensors() override { return {&keys, &values}; }
   std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<KvLayerCache>(); }

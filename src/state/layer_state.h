@@ -16,6 +16,9 @@ namespace lintime::state {
 class LayerState {
  public:
   virtual ~LayerState() = default;
+  // The slots (rows) a state allocated lazily gets when a part is first written back (set by
+  // the cache that holds it).
+  int64_t slot_count = 0;
   // The state's tensors (undefined ones included), each [sequences, ...]. Pointers to members:
   // replacing a tensor through them replaces the state's own.
   virtual std::vector<at::Tensor*> tensors() = 0;
@@ -43,12 +46,19 @@ class LayerState {
     }
     return part;
   }
-  // Writes `part` (gathered from the same rows, then continued) back into `rows`.
+  // Writes `part` (gathered from the same rows, then continued) back into `rows`. A tensor the
+  // state allocates at its first use (a prefill's) is allocated here for all slot_count rows.
   virtual void scatter(LayerState& part, const at::Tensor& rows) {
     auto targets = tensors();
     auto sources = part.tensors();
     for (size_t i = 0; i < targets.size(); ++i) {
-      if (targets[i]->defined()) targets[i]->index_copy_(0, rows.to(targets[i]->device()), *sources[i]);
+      if (!sources[i]->defined()) continue;
+      if (!targets[i]->defined()) {
+        std::vector<int64_t> sizes = sources[i]->sizes().vec();
+        sizes[0] = slot_count;
+        *targets[i] = at::zeros(sizes, sources[i]->options());
+      }
+      targets[i]->index_copy_(0, rows.to(targets[i]->device()), *sources[i]);
     }
   }
   // Forgets the sequences of `rows` (a new sequence starts there).

@@ -130,7 +130,7 @@ TEST(BasedModel, ParameterNamesAndShapes) {
   // (1 + 4 + 10); the window 2 · d · 5 keys and values (window_size 8 → 5 keys).
   EXPECT_EQ(BasedModel::state_bytes_per_sequence_for(config), (2 * 2 * 2 * d + 2 * 9 * 15 + 2 * d * 5) * 4);
   // out_proj and fc2 are drawn with std 0.02 / √(2 n_layer).
-  const double fc2_std = model.transformer.layers[0]->mlp.fc2.weight.std().item<double>();
+  const double fc2_std = model.model.layers[0]->mlp_layer<lintime::layers::GatedMlp>().fc2.weight.std().item<double>();
   EXPECT_NEAR(fc2_std, 0.02 / std::sqrt(8.0), 0.02 / std::sqrt(8.0) * 0.1);
 }
 
@@ -204,12 +204,12 @@ TEST(BasedModel, ForwardIsTheBlocksOnTheResidualStream) {
   });
   auto ids = at::randint(0, 40, {2, 13}, at::kLong);
   // x_0 = E[ids]; x_{i+1} = x_i + mix(norm1(x_i)) + mlp(norm2(x_i + mix(norm1(x_i)))); logits = ln_f(x_L) Eᵀ.
-  at::Tensor x = at::embedding(model.transformer.embeddings.word_embeddings.weight, ids);
-  for (const auto& block : model.transformer.layers) {
-    x = x + block->mix(block->norm1.forward(x));
-    x = x + block->mlp.forward(block->norm2.forward(x));
+  at::Tensor x = at::embedding(model.model.embeddings.weight, ids);
+  for (const auto& block : model.model.layers) {
+    x = x + block->mixer->forward(block->mixer_norm.forward(x));
+    x = x + block->mlp->forward(block->mlp_norm.forward(x));
   }
-  auto expected = at::matmul(model.transformer.ln_f.forward(x), model.transformer.embeddings.word_embeddings.weight.t());
+  auto expected = at::matmul(model.model.norm.forward(x), model.model.embeddings.weight.t());
   auto logits = model.forward(ids);
   EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 13, 40}));
   lintime::testing::expect_close("based model", "logits", logits, expected, 1e-12);
@@ -227,15 +227,17 @@ TEST(BasedModel, PrefillAndStepsEqualTheFullForward) {
   });
   auto ids = at::randint(0, 40, {3, 70}, at::kLong);  // past a 64-token chunk and many windows
   const auto full = model.forward(ids);
-  lintime::state::BasedCache cache;
+  auto cache = model.make_cache(3);
   std::vector<at::Tensor> pieces = {model.prefill(ids.narrow(1, 0, 6), cache)};
-  const int64_t bytes_after_prefill = cache.bytes();
+  const int64_t bytes_after_prefill = cache.allocated_bytes();
   for (int64_t t = 6; t < 70; ++t) pieces.push_back(model.step(ids.select(1, t), cache).unsqueeze(1));
   lintime::testing::expect_close("based prefill + steps", "logits", at::cat(pieces, 1), full, 1e-10);
-  EXPECT_EQ(cache.seen_tokens, 70);
-  EXPECT_EQ(cache.bytes(), bytes_after_prefill) << "the decoding state must not grow with the tokens seen";
-  lintime::state::BasedCache empty;
-  EXPECT_NE(error_of([&] { model.step(ids.select(1, 0), empty); }).find("run prefill first"), std::string::npos);
+  EXPECT_EQ(cache.seen_tokens(), 70);
+  EXPECT_EQ(cache.allocated_bytes(), bytes_after_prefill) << "the decoding state must not grow with the tokens seen";
+  // A sequence may start from a fresh cache with a step: its first token's logits.
+  auto fresh = model.make_cache(3);
+  lintime::testing::expect_close("based first step", "logits", model.step(ids.select(1, 0), fresh),
+                                 full.select(1, 0), 1e-10);
 }
 
 // In-context copying, what BASED's mixers are for: each row is P random tokens repeated, so

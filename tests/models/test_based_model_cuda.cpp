@@ -54,7 +54,7 @@ TEST(BasedModelCuda, Bf16PrefillAndDecodingFollowTheFloat64Model) {
   // bf16 weights and activations through four layers: a few bf16 roundings (2^-9 each) of every
   // logit; measured 2.8e-3 on an H100.
   EXPECT_LE(relative_rms_error(full.cpu().to(at::kDouble), expected), 1e-2);
-  lintime::state::BasedCache cache;
+  auto cache = model.make_cache(2);
   std::vector<at::Tensor> pieces = {model.prefill(ids.narrow(1, 0, 100).cuda(), cache)};
   for (int64_t t = 100; t < 150; ++t) pieces.push_back(model.step(ids.select(1, t).cuda(), cache).unsqueeze(1));
   const auto decoded = at::cat(pieces, 1);

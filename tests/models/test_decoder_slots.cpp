@@ -2,12 +2,15 @@
 // sequences that start at different steps share a cache of three slots — joining a running
 // batch, decoding together, leaving it, and a fourth taking a freed slot — and each gets the
 // same greedy tokens and logits as when it is decoded alone. For every decoder architecture:
-// GSA (short convolutions), its hybrid with a windowed softmax-attention layer, GLA, Llama and
-// Mistral (KV caches, whose rows run in groups of equal length).
+// GSA (short convolutions), its hybrid with a windowed softmax-attention layer, GLA, BASED
+// (convolution, Taylor linear attention, sliding window), Llama and Mistral (KV caches and ring
+// buffers, whose rows run in groups of equal length).
 #include "core/error.h"
+#include "models/based_model.h"
 #include "models/gla_model.h"
 #include "models/gsa_model.h"
 #include "models/llama_model.h"
+#include "support/based_configs.h"
 #include "support/test_support.h"
 #include "support/trained_magnitudes.h"
 
@@ -28,7 +31,7 @@ using lintime::models::Decoder;
 using lintime::testing::make_generator;
 using lintime::testing::relative_max_error;
 
-constexpr int64_t kVocab = 47;
+constexpr int64_t kVocab = 40;  // the tiny BASED model's
 constexpr int64_t kNewTokens = 6;
 
 template <class Model, class Config>
@@ -74,6 +77,11 @@ std::vector<std::pair<std::string, std::function<std::unique_ptr<Decoder>()>>> m
              config.num_hidden_layers = 2;
              config.num_heads = 2;
              return trained_like<lintime::models::GlaModel>(config, 13);
+           }},
+          {"based",  // conv, Taylor linear attention and a 5-key sliding window (vocab 40)
+           [] {
+             return trained_like<lintime::models::BasedModel>(
+                 lintime::models::BasedConfig::from_json(lintime::testing::tiny_based_config()), 14);
            }},
           {"llama", [=] { return llama(std::nullopt); }},
           {"mistral", [=] { return llama(5); }}};

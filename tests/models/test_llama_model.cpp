@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "models/llama_model.h"
 #include "layers/grouped_query_attention.h"
+#include "layers/swiglu_mlp.h"
 #include "state/kv_cache.h"
 #include "support/test_support.h"
 #include "support/trained_magnitudes.h"
@@ -88,7 +89,7 @@ at::Tensor reference_logits(const LlamaModel& model, const at::Tensor& ids) {
     const at::Tensor o = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, H * D});
     x = x + linear(o, attention.o_proj);
     const at::Tensor m = rms(x, block->mlp_norm.weight);
-    const auto& mlp = block->mlp;
+    const auto& mlp = block->mlp_layer<lintime::layers::SwiGluMlp>();
     x = x + linear(at::silu(linear(m, mlp.gate_proj)) * linear(m, mlp.up_proj), mlp.down_proj);
   }
   x = rms(x, model.model.norm.weight);

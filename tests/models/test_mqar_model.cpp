@@ -171,9 +171,9 @@ TEST(MqarModel, ParameterCountAndStateBytesFormulas) {
 TEST(MqarModel, RegistryAndConfigErrors) {
   EXPECT_EQ(lintime::models::mixer_names(),
             (std::vector<std::string>{"gsa", "gla", "base_conv", "based", "linear_attention", "sliding_window",
-                                      "attention", "gqa"}));
+                                      "attention", "gqa", "based_conv"}));
   at::Generator generator = at::detail::createCPUGenerator(0);
-  const std::string known = "gsa, gla, base_conv, based, linear_attention, sliding_window, attention, gqa";
+  const std::string known = "gsa, gla, base_conv, based, linear_attention, sliding_window, attention, gqa, based_conv";
   EXPECT_EQ(error_of([&] { lintime::models::make_mixer("mamba", 16, json::object(), generator); }),
             "unknown sequence mixer \"mamba\"; known mixers: " + known);
   EXPECT_EQ(error_of([] { MqarModel(small_config({"gsa", "hyena"}), 0); }),
