@@ -1,6 +1,7 @@
 #include "infer/generate.h"
 
 #include "core/error.h"
+#include "infer/decode_steps.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -29,7 +30,8 @@ GenerateResult generate(models::CausalLm& model, const at::Tensor& prompt, const
   result.finished.assign(batch, false);
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-  at::Tensor logits = allowed(model.prefill(prompt, prompt.size(1) + options.max_new_tokens));  // [B, V]
+  DecodeSteps steps(model, options.cuda_graphs);
+  at::Tensor logits = allowed(steps.prefill(prompt, prompt.size(1) + options.max_new_tokens));  // [B, V]
   while (true) {
     const at::Tensor next = choose_next_tokens(logits, options.sampling, generator);  // [B] on the CPU
     if (result.steps == 0) result.first_token_seconds = elapsed();
@@ -49,7 +51,7 @@ GenerateResult generate(models::CausalLm& model, const at::Tensor& prompt, const
     result.seconds = elapsed();
     if (on_token) on_token(result);
     if (all_finished || result.steps == options.max_new_tokens) break;
-    logits = allowed(model.step(next.to(prompt.device())));
+    logits = allowed(steps.step(next.to(prompt.device())));
   }
   return result;
 }

@@ -22,6 +22,7 @@ struct GenerateOptions {
   std::optional<int64_t> eos;    // a sequence stops at this token (not kept)
   int64_t choices = 0;           // logit columns a token may come from (0: all; a padded vocabulary's extra
                                  // columns, which no tokenizer can decode, are left out this way)
+  bool cuda_graphs = false;      // replay decode steps on a GPU as CUDA graphs where the model allows (decode_steps.h)
 };
 
 struct GenerateResult {

@@ -1,7 +1,6 @@
 #include "models/causal_lm.h"
 
 #include "core/error.h"
-#include "models/decode_graph.h"
 
 #include <algorithm>
 #include <utility>
@@ -32,7 +31,6 @@ class DecoderCausalLm : public CausalLm {
   at::Tensor prefill(const at::Tensor& input_ids, int64_t total_tokens) override {
     LINTIME_CHECK(input_ids.dim() == 2, "prefill: input_ids must be [B, T], got ", input_ids.sizes());
     cache_ = model_->make_cache(input_ids.size(0), total_tokens);
-    decode_graph_.reset();  // the recording points at the old state tensors
     // A model whose prefill cannot be continued (BASED's sliding window) takes the prompt whole.
     const int64_t tokens_per_chunk =
         model_->prefills_continue() ? prefill_tokens_per_chunk() : input_ids.size(0) * (input_ids.size(1) + 64);
@@ -40,20 +38,9 @@ class DecoderCausalLm : public CausalLm {
       return model_->hidden_states(chunk, &cache_);
     }));
   }
-  // A replayable step updates every state tensor in place and reads no host-side position.
-  at::Tensor step(const at::Tensor& tokens) override {
-    if (!cuda_graphs_) return model_->step(tokens, cache_);
-    int step_calls = 0;
-    at::Tensor logits =
-        decode_graph_.run(tokens, [this](const at::Tensor& t) { return model_->step(t, cache_); }, &step_calls);
-    cache_.advance(1 - step_calls);  // the token counter as if the step ran once
-    return logits;
-  }
-  bool use_cuda_graphs(bool enabled) override {
-    cuda_graphs_ = enabled && decode_graphs_compiled() && model_->steps_are_replayable();
-    decode_graph_.reset();
-    return cuda_graphs_;
-  }
+  at::Tensor step(const at::Tensor& tokens) override { return model_->step(tokens, cache_); }
+  bool steps_are_replayable() const override { return model_->steps_are_replayable(); }
+  void recount_tokens(int64_t tokens) override { cache_.advance(tokens); }
   int64_t logits_width() const override { return model_->decoder_config().vocab_size; }
   int64_t vocab_size() const override { return model_->decoder_config().vocab_size; }
   int64_t state_bytes_per_sequence(int64_t tokens) const override { return model_->state_bytes_after(tokens); }
@@ -64,8 +51,6 @@ class DecoderCausalLm : public CausalLm {
  private:
   std::unique_ptr<Decoder> model_;
   state::Cache cache_;
-  bool cuda_graphs_ = false;
-  DecodeGraph decode_graph_;
 };
 
 }  // namespace

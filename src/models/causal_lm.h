@@ -23,10 +23,13 @@ class CausalLm {
   virtual at::Tensor prefill(const at::Tensor& input_ids, int64_t total_tokens = 0) = 0;
   // One token per sequence [B] -> logits [B, V]; advances the state.
   virtual at::Tensor step(const at::Tensor& tokens) = 0;
-  // Asks that decode steps on a GPU be replayed as one CUDA graph each (see decode_graph.h);
-  // returns whether this model's steps are (recurrent states: yes; a KV cache's host-side
-  // length: no).
-  virtual bool use_cuda_graphs(bool enabled) { return false; }
+  // Whether a step's device work depends on nothing but its token tensor and state tensors
+  // updated in place, so that it can be recorded once and replayed (infer/decode_graph.h):
+  // recurrent states yes, a KV cache's host-side length no.
+  virtual bool steps_are_replayable() const { return false; }
+  // After steps replayed from a recording, which run no host code, or recorded, which run it
+  // twice: corrects the host-side token count by `tokens`.
+  virtual void recount_tokens(int64_t tokens) {}
   // Logit columns (a padded vocabulary may exceed the tokenizer's).
   virtual int64_t logits_width() const = 0;
   // Token ids the embedding accepts.

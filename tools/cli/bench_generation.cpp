@@ -9,6 +9,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "infer/decode_steps.h"
 #include "layers/module.h"
 #include "models/architecture.h"
 #include "models/causal_lm.h"
@@ -150,7 +151,8 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
               "decode tok/s", "overall tok/s", "peak GiB", "state KiB");
   for (const std::string& arch : options.archs) {
     auto model = random_model(arch, options.preset, dtype, device, options.seed);
-    const bool cuda_graphs = device.is_cuda() && model->use_cuda_graphs(options.cuda_graphs);
+    infer::DecodeSteps steps(*model, device.is_cuda() && options.cuda_graphs);
+    const bool cuda_graphs = steps.graphed();
     for (int64_t batch : options.batches) {
       for (int64_t new_tokens : options.new_tokens) {
         std::fprintf(stderr, "bench generate: %s batch %lld, prompt %lld, %lld new tokens ...\n", arch.c_str(),
@@ -166,8 +168,8 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
           const at::Tensor prompt =
               at::randint(0, model->vocab_size(), {batch, options.prompt_length}, generator, at::kLong).to(device);
           if (options.warmup) {  // the same kernels and shapes as the timed prefill, a state for one more token
-            model->step(model->prefill(prompt, options.prompt_length + 1).argmax(-1));
-            model->prefill(prompt.narrow(1, 0, 1), 1);  // release its state
+            steps.step(steps.prefill(prompt, options.prompt_length + 1).argmax(-1));
+            steps.prefill(prompt.narrow(1, 0, 1), 1);  // release its state
           }
           synchronize(device);
           if (allocator) {
@@ -176,7 +178,7 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
           }
           const int64_t resident_before = resident_bytes();
           const auto start = std::chrono::steady_clock::now();
-          at::Tensor next = model->prefill(prompt, options.prompt_length + new_tokens).argmax(-1);
+          at::Tensor next = steps.prefill(prompt, options.prompt_length + new_tokens).argmax(-1);
           synchronize(device);
           const auto first = std::chrono::steady_clock::now();
           const int64_t first_profiled = device.is_cuda() && options.profile_steps > 0
@@ -184,7 +186,7 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
                                              : new_tokens;
           for (int64_t step = 1; step < new_tokens; ++step) {
             if (step == first_profiled) profiler_range(true);
-            next = model->step(next).argmax(-1);
+            next = steps.step(next).argmax(-1);
           }
           if (first_profiled < new_tokens) profiler_range(false);
           const auto enqueued = std::chrono::steady_clock::now();  // the host is done; the GPU may not be
@@ -206,12 +208,12 @@ int run_generation_bench(const GenerationBenchOptions& options, const std::strin
             line["peak_allocated_bytes"] =
                 allocator->getDeviceStats(device.index()).allocated_bytes[0].peak;  // aggregate pool
           }
-          model->prefill(prompt.narrow(1, 0, 1), 1);  // release the large state before the next run
+          steps.prefill(prompt.narrow(1, 0, 1), 1);  // release the large state before the next run
         } catch (const c10::OutOfMemoryError& error) {
           line["error"] = "out of memory";
           std::fprintf(stderr, "bench generate: %s batch %lld: out of memory\n", arch.c_str(),
                        static_cast<long long>(batch));
-          model->prefill(at::zeros({1, 1}, at::TensorOptions().dtype(at::kLong).device(device)), 1);
+          steps.prefill(at::zeros({1, 1}, at::TensorOptions().dtype(at::kLong).device(device)), 1);
         }
         std::cout << line.dump() << "\n";
         if (jsonl_file.is_open()) jsonl_file << line.dump() << std::endl;

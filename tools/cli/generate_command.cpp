@@ -46,7 +46,6 @@ int run_generate(const GenerateArgs& args) {
   const c10::Device device = resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = models::load_causal_lm(args.model_dir, dtype, device);
-  if (device.is_cuda()) model->use_cuda_graphs(args.cuda_graphs);
   std::vector<int64_t> prompt_ids = tokenizer->encode(prompt);
   // SentencePiece models (Llama, Mistral) are fed a BOS first, as their Hugging Face tokenizers do.
   if (tokenizer->kind() == "sentencepiece" && tokenizer->bos_id()) prompt_ids.insert(prompt_ids.begin(), *tokenizer->bos_id());
@@ -58,6 +57,7 @@ int run_generate(const GenerateArgs& args) {
   if (device.is_cuda()) c10::getDeviceAllocator(c10::kCUDA)->resetPeakStats(device.index());
   const at::Tensor ids = at::tensor(prompt_ids, at::kLong).unsqueeze(0).expand({args.batch, -1}).contiguous();
   infer::GenerateOptions options;
+  options.cuda_graphs = args.cuda_graphs;
   options.max_new_tokens = args.max_new_tokens;
   options.sampling = args.sampling;
   options.seed = args.seed;

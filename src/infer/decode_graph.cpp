@@ -2,7 +2,7 @@
 // on a side stream after a device synchronisation (the caching allocator and cuBLAS set up
 // their per-stream workspaces in the eager step on that same stream, outside the recording);
 // replays go to the current stream like any other kernel.
-#include "models/decode_graph.h"
+#include "infer/decode_graph.h"
 
 #include "core/error.h"
 
@@ -17,7 +17,7 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
-namespace lintime::models {
+namespace lintime::infer {
 
 #if LINTIME_WITH_CUDA
 struct DecodeGraph::Recording {
@@ -84,4 +84,4 @@ at::Tensor DecodeGraph::run(const at::Tensor& tokens, const Step& step, int* ste
   return step(tokens);
 }
 
-}  // namespace lintime::models
+}  // namespace lintime::infer

@@ -17,7 +17,7 @@
 #include <functional>
 #include <memory>
 
-namespace lintime::models {
+namespace lintime::infer {
 
 class DecodeGraph {
  public:
@@ -45,4 +45,4 @@ class DecodeGraph {
 // Whether this build can record CUDA graphs (compiled with CUDA).
 bool decode_graphs_compiled();
 
-}  // namespace lintime::models
+}  // namespace lintime::infer

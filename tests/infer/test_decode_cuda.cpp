@@ -1,8 +1,9 @@
-// Decoding on a GPU. GSA with CUDA graphs (models/decode_graph.h): steps recorded once and
+// Decoding on a GPU. GSA with CUDA graphs (infer/decode_steps.h): steps recorded once and
 // replayed give the eager steps' logits, follow the float64 model, and a new prefill (new state
 // tensors, another batch) records anew. Llama with grouped-query heads in bf16: the decode
 // steps (torch's flash kernel straight, not SDPA's cuDNN choice) are as close to the float64
 // model as the bf16 full forward is. Label `cuda`: `ctest -L cuda` on a GPU machine.
+#include "infer/decode_steps.h"
 #include "models/causal_lm.h"
 #include "models/gsa_model.h"
 #include "models/llama_model.h"
@@ -50,7 +51,8 @@ std::unique_ptr<lintime::models::GsaModel> tiny_gsa(at::ScalarType dtype, const 
 }
 
 // Greedy-free decoding: the given ids are fed one by one after a prefill of `prompt` tokens.
-std::vector<at::Tensor> decode(CausalLm& model, const at::Tensor& ids, int64_t prompt) {
+template <class Steps>
+std::vector<at::Tensor> decode(Steps& model, const at::Tensor& ids, int64_t prompt) {
   std::vector<at::Tensor> logits = {model.prefill(ids.narrow(1, 0, prompt), ids.size(1)).cpu()};
   for (int64_t t = prompt; t < ids.size(1) - 1; ++t) logits.push_back(model.step(ids.select(1, t)).cpu());
   return logits;
@@ -61,14 +63,15 @@ TEST(DecodeGraphCuda, ReplayedStepsEqualEagerStepsAndFollowTheFloat64Model) {
   at::NoGradGuard no_grad;
   const c10::Device cuda(c10::kCUDA, 0);
   auto eager = lintime::models::as_causal_lm(tiny_gsa(at::kFloat, cuda));
-  auto graphed = lintime::models::as_causal_lm(tiny_gsa(at::kFloat, cuda));
+  auto graphed_model = lintime::models::as_causal_lm(tiny_gsa(at::kFloat, cuda));
+  lintime::infer::DecodeSteps graphed(*graphed_model, true);
   auto reference = tiny_gsa(at::kDouble, c10::Device(c10::kCPU));
-  ASSERT_TRUE(graphed->use_cuda_graphs(true));
+  ASSERT_TRUE(graphed.graphed());
   for (int64_t batch : {3, 5}) {  // the second prefill changes the state tensors and the batch
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(batch);
     const at::Tensor ids = at::randint(0, 61, {batch, 40}, generator, at::kLong);
     const auto eager_logits = decode(*eager, ids.to(cuda), 20);
-    const auto graphed_logits = decode(*graphed, ids.to(cuda), 20);
+    const auto graphed_logits = decode(graphed, ids.to(cuda), 20);
     const at::Tensor expected = reference->forward(ids).narrow(1, 19, 20);  // [B, 20, V] fp64
     const at::Tensor graphed_all = at::stack(graphed_logits, 1);
     // The replay launches the eager step's kernels on the same inputs: equal to rounding.
