@@ -4,7 +4,7 @@
 // each block and the final norm.
 #pragma once
 
-#include "layers/module.h"
+#include "layers/norm.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -12,18 +12,18 @@
 
 namespace lintime::layers {
 
-class LayerNorm : public Module {
+class LayerNorm : public Norm {
  public:
   explicit LayerNorm(int64_t hidden_size, double eps = 1e-5);
 
   // x [..., hidden_size] -> same shape and dtype.
-  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor forward(const at::Tensor& x) const override;
 
   int64_t hidden_size() const { return hidden_size_; }
   double eps() const { return eps_; }
 
-  at::Tensor weight;  // [hidden_size], ones
-  at::Tensor bias;    // [hidden_size], zeros
+  // weight (Norm's): [hidden_size], ones
+  at::Tensor bias;  // [hidden_size], zeros
 
  private:
   int64_t hidden_size_;

@@ -3,7 +3,7 @@
 // (elementwise_affine = false gives a plain normalisation, as GSA-2.7B's g_norm).
 #pragma once
 
-#include "layers/module.h"
+#include "layers/norm.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -12,22 +12,22 @@
 
 namespace lintime::layers {
 
-class RMSNorm : public Module {
+class RMSNorm : public Norm {
  public:
   explicit RMSNorm(int64_t hidden_size, double eps = 1e-6, bool elementwise_affine = true);
 
   // x [..., hidden_size] -> same shape and dtype.
-  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor forward(const at::Tensor& x) const override;
   // (x + residual, forward(x + residual)); in inference on a GPU one fused kernel
   // (ops::add_rms_norm) instead of an add and a norm.
-  std::pair<at::Tensor, at::Tensor> add_forward(const at::Tensor& x, const at::Tensor& residual) const;
+  std::pair<at::Tensor, at::Tensor> add_forward(const at::Tensor& x, const at::Tensor& residual) const override;
   // forward(silu(x)); in inference on a GPU one fused kernel (ops::silu_rms_norm).
   at::Tensor silu_forward(const at::Tensor& x) const;
 
   int64_t hidden_size() const { return hidden_size_; }
   double eps() const { return eps_; }
 
-  at::Tensor weight;  // [hidden_size] (ones), undefined without elementwise_affine
+  // weight (Norm's): [hidden_size] (ones), undefined without elementwise_affine
 
  private:
   int64_t hidden_size_;

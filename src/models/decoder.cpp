@@ -4,6 +4,8 @@
 #include "core/error.h"
 #include "core/tensor_checks.h"
 #include "layers/gated_mlp.h"
+#include "layers/layer_norm.h"
+#include "layers/rms_norm.h"
 #include "layers/swiglu_mlp.h"
 
 #include <ATen/ATen.h>
@@ -32,7 +34,14 @@ class FeedForwardOf final : public FeedForward {
   Layer layer_;
 };
 
+// zoology's identity "state mixer": its input (the block's second norm) is what it adds.
+class IdentityMlp : public layers::Module {
+ public:
+  at::Tensor forward(const at::Tensor& x) const { return x; }
+};
+
 std::unique_ptr<FeedForward> make_feed_forward(const DecoderConfig& c, at::Generator& generator) {
+  if (c.mlp == "identity") return std::make_unique<FeedForwardOf<IdentityMlp>>();
   if (c.mlp == "gated") {
     return std::make_unique<FeedForwardOf<layers::GatedMlp>>(
         c.hidden_size, c.intermediate_size, c.initializer_range, c.mlp_out_std < 0 ? c.initializer_range : c.mlp_out_std,
@@ -42,7 +51,15 @@ std::unique_ptr<FeedForward> make_feed_forward(const DecoderConfig& c, at::Gener
                                                             generator, c.mlp_bias);
 }
 
+std::unique_ptr<layers::Norm> make_norm(const DecoderConfig& c) {
+  if (c.norm == "layer") return std::make_unique<layers::LayerNorm>(c.hidden_size, c.norm_eps);
+  return std::make_unique<layers::RMSNorm>(c.hidden_size, c.norm_eps);
+}
+
+int64_t norm_parameters(const DecoderConfig& c) { return c.norm == "layer" ? 2 * c.hidden_size : c.hidden_size; }
+
 int64_t feed_forward_parameters(const DecoderConfig& c) {
+  if (c.mlp == "identity") return 0;
   const int64_t d = c.hidden_size, inner = c.intermediate_size;
   if (c.mlp == "gated") return 3 * d * inner + (c.mlp_fc1_bias ? 2 * inner : 0) + (c.mlp_fc2_bias ? d : 0);
   return 3 * d * inner + (c.mlp_bias ? 2 * inner + d : 0);
@@ -57,33 +74,38 @@ void DecoderConfig::validate() const {
   LINTIME_CHECK(vocab_size > 0, "decoder: vocab_size must be positive, got ", vocab_size);
   LINTIME_CHECK(hidden_size > 0, "decoder: hidden_size must be positive, got ", hidden_size);
   LINTIME_CHECK(!layers.empty(), "decoder: at least one layer is needed");
-  LINTIME_CHECK(intermediate_size > 0, "decoder: intermediate_size must be positive, got ", intermediate_size);
-  LINTIME_CHECK(mlp == "swiglu" || mlp == "gated", "decoder: mlp must be \"swiglu\" or \"gated\", got \"", mlp, "\"");
+  LINTIME_CHECK(mlp == "identity" || intermediate_size > 0, "decoder: intermediate_size must be positive, got ",
+                intermediate_size);
+  LINTIME_CHECK(mlp == "swiglu" || mlp == "gated" || mlp == "identity",
+                "decoder: mlp must be \"swiglu\", \"gated\" or \"identity\", got \"", mlp, "\"");
+  LINTIME_CHECK(norm == "rms" || norm == "layer", "decoder: norm must be \"rms\" or \"layer\", got \"", norm, "\"");
+  LINTIME_CHECK(embed_dropout >= 0.0 && embed_dropout < 1.0, "decoder: embed_dropout must lie in [0, 1), got ",
+                embed_dropout);
   for (const MixerSpec& spec : layers) mixer_parameter_count(spec.name, hidden_size, spec.options);
 }
 
 DecoderBlock::DecoderBlock(const DecoderConfig& config, const MixerSpec& mixer_spec, at::Generator& generator)
-    : mixer_norm(config.hidden_size, config.norm_eps),
+    : mixer_norm(make_norm(config)),
       mixer(make_mixer(mixer_spec.name, config.hidden_size, mixer_spec.options, generator, config.initializer_range)),
-      mlp_norm(config.hidden_size, config.norm_eps),
+      mlp_norm(make_norm(config)),
       mlp(make_feed_forward(config, generator)),
       mixer_name_(mixer_spec.name),
       residual_in_fp32_(config.residual_in_fp32) {
-  register_module(config.names.mixer_norm, mixer_norm);
+  register_module(config.names.mixer_norm, *mixer_norm);
   register_module(config.names.mixer, mixer->module());
-  register_module(config.names.mlp_norm, mlp_norm);
+  register_module(config.names.mlp_norm, *mlp_norm);
   register_module(config.names.mlp, mlp->module());
 }
 
 at::Tensor DecoderBlock::forward(const at::Tensor& x, state::LayerState* layer_state,
                                  const std::optional<at::Tensor>& cu_seqlens) {
   if (residual_in_fp32_) {  // x is the fp32 residual stream; the norms read it in the weights' dtype
-    const at::ScalarType dtype = mixer_norm.weight.scalar_type();
-    const at::Tensor h = as_residual(x + mixer->forward(mixer_norm.forward(x.to(dtype)), layer_state, cu_seqlens));
-    return as_residual(h + mlp->forward(mlp_norm.forward(h.to(dtype))));
+    const at::ScalarType dtype = mixer_norm->weight.scalar_type();
+    const at::Tensor h = as_residual(x + mixer->forward(mixer_norm->forward(x.to(dtype)), layer_state, cu_seqlens));
+    return as_residual(h + mlp->forward(mlp_norm->forward(h.to(dtype))));
   }
   // h = x + mixer; mlp_norm(h) from the same pass (one kernel in inference on a GPU).
-  auto [h, normed] = mlp_norm.add_forward(x, mixer->forward(mixer_norm.forward(x), layer_state, cu_seqlens));
+  auto [h, normed] = mlp_norm->add_forward(x, mixer->forward(mixer_norm->forward(x), layer_state, cu_seqlens));
   return h + mlp->forward(normed);
 }
 
@@ -93,15 +115,16 @@ void DecoderBlock::throw_wrong_mixer() const {
 
 DecoderBackbone::DecoderBackbone(const DecoderConfig& config, at::Generator& generator)
     : embeddings(config.vocab_size, config.hidden_size, config.initializer_range, generator),
-      norm(config.hidden_size, config.norm_eps),
-      residual_in_fp32_(config.residual_in_fp32) {
+      norm(make_norm(config)),
+      residual_in_fp32_(config.residual_in_fp32),
+      embed_dropout_(config.embed_dropout) {
   register_module(config.names.embeddings, embeddings);
   layers.reserve(config.layers.size());
   for (size_t i = 0; i < config.layers.size(); ++i) {
     layers.push_back(std::make_unique<DecoderBlock>(config, config.layers[i], generator));
     register_module("layers." + std::to_string(i), *layers.back());
   }
-  register_module(config.names.final_norm, norm);
+  register_module(config.names.final_norm, *norm);
 }
 
 at::Tensor DecoderBackbone::forward(const at::Tensor& input_ids, state::Cache* cache,
@@ -124,12 +147,13 @@ at::Tensor DecoderBackbone::forward(const at::Tensor& input_ids, state::Cache* c
                   embeddings.weight.size(0), "), got values in [", low, ", ", high, "]");
   }
   at::Tensor x = embeddings.forward(input_ids);  // [B, T, d]
+  if (training_ && embed_dropout_ > 0) x = at::dropout(x, embed_dropout_, /*train=*/true);
   if (residual_in_fp32_) x = as_residual(x);
   for (size_t i = 0; i < layers.size(); ++i) {
     x = layers[i]->forward(x, cache ? &cache->layer(static_cast<int64_t>(i)) : nullptr, cu_seqlens);
   }
   if (cache != nullptr) cache->advance(input_ids.size(1));
-  return norm.forward(x.to(norm.weight.scalar_type()));
+  return norm->forward(x.to(norm->weight.scalar_type()));
 }
 
 Decoder::Decoder(const DecoderConfig& config, at::Generator& generator)
@@ -253,9 +277,10 @@ int64_t Decoder::parameter_count_for(const DecoderConfig& config) {
   validated(config);
   const int64_t d = config.hidden_size;
   const int64_t mlp = feed_forward_parameters(config);
-  int64_t count = config.vocab_size * d * (config.tie_word_embeddings ? 1 : 2) + d;  // embeddings (+ head), norm
+  const int64_t norm = norm_parameters(config);
+  int64_t count = config.vocab_size * d * (config.tie_word_embeddings ? 1 : 2) + norm;  // embeddings (+ head), norm
   for (const MixerSpec& spec : config.layers) {
-    count += mixer_parameter_count(spec.name, d, spec.options) + mlp + 2 * d;
+    count += mixer_parameter_count(spec.name, d, spec.options) + mlp + 2 * norm;
   }
   return count;
 }

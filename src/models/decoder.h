@@ -10,7 +10,7 @@
 
 #include "layers/linear.h"
 #include "layers/module.h"
-#include "layers/rms_norm.h"
+#include "layers/norm.h"
 #include "models/mixer.h"
 #include "state/cache.h"
 
@@ -59,8 +59,11 @@ struct DecoderConfig {
   int64_t hidden_size = 0;
   std::vector<MixerSpec> layers;  // one per block, first to last
   int64_t intermediate_size = 0;
-  // The MLP: "swiglu" (gate_proj, up_proj, down_proj; fla's and Hugging Face's) or "gated"
-  // (BASED's GatedMlp: fc1 d → 2 · intermediate, fc2).
+  // The norms: "rms" (RMSNorm) or "layer" (LayerNorm with a bias; zoology's MQAR model).
+  std::string norm = "rms";
+  // The MLP: "swiglu" (gate_proj, up_proj, down_proj; fla's and Hugging Face's), "gated"
+  // (BASED's GatedMlp: fc1 d → 2 · intermediate, fc2) or "identity" (zoology's MQAR blocks:
+  // x += norm2(x), an identity "state mixer" after its pre-norm).
   std::string mlp = "swiglu";
   bool mlp_bias = false;          // "swiglu": Llama's mlp_bias
   bool mlp_fc1_bias = false;      // "gated"
@@ -73,6 +76,8 @@ struct DecoderConfig {
   // fp32 from the hidden states and the head cast to fp32.
   bool residual_in_fp32 = false;
   bool logits_in_fp32 = false;
+  // Dropout on the token embeddings while training (Decoder::set_training; zoology's).
+  double embed_dropout = 0.0;
   DecoderNames names;
 
   // Throws lintime::Error naming the first bad field or mixer option.
@@ -111,9 +116,9 @@ class DecoderBlock : public layers::Module {
     return *layer;
   }
 
-  layers::RMSNorm mixer_norm;
+  std::unique_ptr<layers::Norm> mixer_norm;
   std::unique_ptr<Mixer> mixer;
-  layers::RMSNorm mlp_norm;
+  std::unique_ptr<layers::Norm> mlp_norm;
   std::unique_ptr<FeedForward> mlp;
 
  private:
@@ -131,12 +136,17 @@ class DecoderBackbone : public layers::Module {
   at::Tensor forward(const at::Tensor& input_ids, state::Cache* cache = nullptr,
                      const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
 
+  // Applies the embedding dropout (training only).
+  void set_training(bool training) { training_ = training; }
+
   layers::Embedding embeddings;
   std::vector<std::unique_ptr<DecoderBlock>> layers;
-  layers::RMSNorm norm;
+  std::unique_ptr<layers::Norm> norm;
 
  private:
   bool residual_in_fp32_;
+  double embed_dropout_;
+  bool training_ = false;
 };
 
 class Decoder : public layers::Module {

@@ -96,49 +96,28 @@ void from_json(const json& in, MqarModelConfig& config) {
 }
 
 
-class MqarModel::Block : public layers::Module {
- public:
-  Block(const std::string& mixer_name, const MqarModelConfig& config, at::Generator& generator)
-      : norm1(config.d_model, config.norm_eps),
-        mixer(make_mixer(mixer_name, config.d_model, config.options_for(mixer_name), generator,
-                         config.initializer_range)),
-        norm2(config.d_model, config.norm_eps) {
-    register_module("norm1", norm1);
-    register_module("sequence_mixer", mixer->module());
-    register_module("norm2", norm2);
-  }
-
-  at::Tensor forward(const at::Tensor& x) {
-    const at::Tensor mixed = x + mixer->forward(norm1.forward(x));
-    return mixed + norm2.forward(mixed);  // identity state mixer
-  }
-
-  layers::LayerNorm norm1;
-  std::unique_ptr<Mixer> mixer;
-  layers::LayerNorm norm2;
-};
-
-namespace {
-const MqarModelConfig& validated(const MqarModelConfig& config) {
+DecoderConfig mqar_decoder_config(const MqarModelConfig& config) {
   config.validate();
-  return config;
+  DecoderConfig result;
+  result.description = "MQAR model (zoology)";
+  result.vocab_size = config.vocab_size;
+  result.hidden_size = config.d_model;
+  for (const std::string& name : config.layers) result.layers.push_back({name, config.options_for(name)});
+  result.norm = "layer";
+  result.mlp = "identity";
+  result.norm_eps = config.norm_eps;
+  result.initializer_range = config.initializer_range;
+  result.tie_word_embeddings = true;
+  result.embed_dropout = config.embed_dropout;
+  result.names = {"backbone", "embeddings.word_embeddings", "norm1", "sequence_mixer", "norm2", "state_mixer", "ln_f"};
+  return result;
 }
-}  // namespace
 
 MqarModel::MqarModel(const MqarModelConfig& config, uint64_t seed)
-    : config_(validated(config)), ln_f_(config.d_model, config.norm_eps) {
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
-  embedding = at::empty({config_.vocab_size, config_.d_model}, at::kFloat);
-  embedding.normal_(0.0, config_.initializer_range, generator);
-  register_parameter("backbone.embeddings.word_embeddings.weight", embedding);
-  for (size_t i = 0; i < config_.layers.size(); ++i) {
-    blocks_.push_back(std::make_unique<Block>(config_.layers[i], config_, generator));
-    register_module("backbone.layers." + std::to_string(i), *blocks_.back());
-  }
-  register_module("backbone.ln_f", ln_f_);
-}
+    : MqarModel(config, at::make_generator<at::CPUGeneratorImpl>(seed)) {}
 
-MqarModel::~MqarModel() = default;
+MqarModel::MqarModel(const MqarModelConfig& config, at::Generator generator)
+    : Decoder(mqar_decoder_config(config), generator), config_(config) {}
 
 void MqarModel::check_inputs(const at::Tensor& inputs) const {
   LINTIME_CHECK(inputs.defined() && inputs.dim() == 2 && inputs.scalar_type() == at::kLong,
@@ -157,21 +136,19 @@ at::Tensor MqarModel::forward(const at::Tensor& inputs, bool training) {
     LINTIME_CHECK(inputs.defined() && inputs.dim() == 2 && inputs.scalar_type() == at::kLong,
                   "MqarModel: inputs must be an int64 tensor of shape [B, L]");
   }
-  at::Tensor x = at::embedding(embedding, inputs);  // [B, L, d]
-  if (training && config_.embed_dropout > 0) x = at::dropout(x, config_.embed_dropout, /*train=*/true);
-  for (auto& block : blocks_) x = block->forward(x);
-  return at::linear(ln_f_.forward(x), embedding);  // [B, L, V], tied head
+  model.set_training(training);
+  return at::linear(hidden_states(inputs), model.embeddings.weight);  // [B, L, V] in the parameters' dtype
 }
 
 int64_t MqarModel::state_bytes_per_sequence() const {
   int64_t bytes = 0;
-  for (const auto& block : blocks_) bytes += block->mixer->state_bytes_per_sequence();
+  for (const auto& block : model.layers) bytes += block->mixer->state_bytes_per_sequence();
   return bytes;
 }
 
 Mixer& MqarModel::mixer(int64_t layer) {
   LINTIME_CHECK(layer >= 0 && layer < num_layers(), "MqarModel: layer must be in [0, ", num_layers(), "), got ", layer);
-  return *blocks_[layer]->mixer;
+  return *model.layers[static_cast<size_t>(layer)]->mixer;
 }
 
 }  // namespace lintime::models

@@ -1,6 +1,6 @@
-// The MQAR model of zoology (docs/mqar.md §2): token embedding N(0, initializer_range), a list
-// of pre-norm blocks, a final LayerNorm and an LM head tied to the embedding; no positional
-// embedding. Each block is zoology's TransformerBlock with an identity state mixer:
+// The MQAR model of zoology (docs/mqar.md §2), a configuration of the decoder stack
+// (models/decoder.h): token embedding N(0, initializer_range), a list of pre-norm blocks, a
+// final LayerNorm and an LM head tied to the embedding; no positional embedding. Each block is zoology's TransformerBlock with an identity state mixer:
 //   x ← x + sequence_mixer(norm1(x))
 //   x ← x + norm2(x)                  (the identity "state mixer" still has its pre-norm and
 //                                      residual in zoology, so norm2 stays)
@@ -12,8 +12,7 @@
 // "backbone.ln_f.weight") and the layers' own (fla) names inside a mixer.
 #pragma once
 
-#include "layers/layer_norm.h"
-#include "layers/module.h"
+#include "models/decoder.h"
 #include "models/mixer.h"
 
 #include <ATen/core/Generator.h>
@@ -56,11 +55,13 @@ struct MqarModelConfig {
 void to_json(nlohmann::json& json, const MqarModelConfig& config);
 void from_json(const nlohmann::json& json, MqarModelConfig& config);
 
-class MqarModel : public layers::Module {
+// The decoder of this config (validated): zoology's names, LayerNorms, identity MLPs, tied head.
+DecoderConfig mqar_decoder_config(const MqarModelConfig& config);
+
+class MqarModel : public Decoder {
  public:
   // Validates the config; initialises every weight deterministically from `seed` (CPU, fp32).
   MqarModel(const MqarModelConfig& config, uint64_t seed);
-  ~MqarModel() override;
 
   // inputs [B, L] int64 token ids in [0, vocab_size) -> logits [B, L, vocab_size] in the
   // parameters' dtype. `training` applies the embedding dropout (config.embed_dropout), drawn
@@ -74,16 +75,12 @@ class MqarModel : public layers::Module {
   // Sum over layers of each mixer's recurrent state, bytes per sequence.
   int64_t state_bytes_per_sequence() const;
   const MqarModelConfig& config() const { return config_; }
-  int64_t num_layers() const { return static_cast<int64_t>(blocks_.size()); }
+  int64_t num_layers() const { return static_cast<int64_t>(model.layers.size()); }
   Mixer& mixer(int64_t layer);
 
-  at::Tensor embedding;  // [vocab_size, d_model], also the LM head
-
  private:
-  class Block;
+  MqarModel(const MqarModelConfig& config, at::Generator generator);
   MqarModelConfig config_;
-  std::vector<std::unique_ptr<Block>> blocks_;
-  layers::LayerNorm ln_f_;
 };
 
 }  // namespace lintime::models

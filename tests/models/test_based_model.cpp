@@ -206,10 +206,10 @@ TEST(BasedModel, ForwardIsTheBlocksOnTheResidualStream) {
   // x_0 = E[ids]; x_{i+1} = x_i + mix(norm1(x_i)) + mlp(norm2(x_i + mix(norm1(x_i)))); logits = ln_f(x_L) Eᵀ.
   at::Tensor x = at::embedding(model.model.embeddings.weight, ids);
   for (const auto& block : model.model.layers) {
-    x = x + block->mixer->forward(block->mixer_norm.forward(x));
-    x = x + block->mlp->forward(block->mlp_norm.forward(x));
+    x = x + block->mixer->forward(block->mixer_norm->forward(x));
+    x = x + block->mlp->forward(block->mlp_norm->forward(x));
   }
-  auto expected = at::matmul(model.model.norm.forward(x), model.model.embeddings.weight.t());
+  auto expected = at::matmul(model.model.norm->forward(x), model.model.embeddings.weight.t());
   auto logits = model.forward(ids);
   EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 13, 40}));
   lintime::testing::expect_close("based model", "logits", logits, expected, 1e-12);

@@ -59,7 +59,7 @@ TEST(GsaModel, ParameterNamesAreFlas) {
   config.tie_word_embeddings = true;
   GsaModel tied(config, tied_generator);
   EXPECT_EQ(tied.named_parameters().back().first, "model.norm.weight");
-  EXPECT_TRUE(at::all(model.model.norm.weight == 1).item<bool>());
+  EXPECT_TRUE(at::all(model.model.norm->weight == 1).item<bool>());
 }
 
 TEST(GsaModel, ForwardShapeAndDeterminism) {

@@ -77,7 +77,7 @@ at::Tensor reference_logits(const LlamaModel& model, const at::Tensor& ids) {
   if (c.sliding_window) allowed = allowed & at::ones({T, T}, at::kBool).triu(-(*c.sliding_window - 1));
   at::Tensor x = model.model.embeddings.weight.index_select(0, ids.flatten()).view({B, T, -1});
   for (const auto& block : model.model.layers) {
-    const at::Tensor h = rms(x, block->mixer_norm.weight);
+    const at::Tensor h = rms(x, block->mixer_norm->weight);
     const auto& attention = block->mixer_layer<lintime::layers::GroupedQueryAttention>();
     const at::Tensor q = rotate(linear(h, attention.q_proj).view({B, T, H, D}).transpose(1, 2));
     at::Tensor k = rotate(linear(h, attention.k_proj).view({B, T, Hkv, D}).transpose(1, 2));
@@ -88,11 +88,11 @@ at::Tensor reference_logits(const LlamaModel& model, const at::Tensor& ids) {
     scores = scores.masked_fill(allowed.logical_not(), -INFINITY);
     const at::Tensor o = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, H * D});
     x = x + linear(o, attention.o_proj);
-    const at::Tensor m = rms(x, block->mlp_norm.weight);
+    const at::Tensor m = rms(x, block->mlp_norm->weight);
     const auto& mlp = block->mlp_layer<lintime::layers::SwiGluMlp>();
     x = x + linear(at::silu(linear(m, mlp.gate_proj)) * linear(m, mlp.up_proj), mlp.down_proj);
   }
-  x = rms(x, model.model.norm.weight);
+  x = rms(x, model.model.norm->weight);
   const at::Tensor head = model.lm_head ? model.lm_head->weight : model.model.embeddings.weight;
   return at::matmul(x, head.t());
 }

@@ -117,7 +117,7 @@ TEST(MqarModel, ParameterNamesAndTiedHead) {
   }
   EXPECT_EQ(names.count("lm_head.weight"), 0u);
   // Embedding init N(0, 0.02).
-  EXPECT_NEAR(model.embedding.std().item<double>(), 0.02, 0.002);
+  EXPECT_NEAR(model.model.embeddings.weight.std().item<double>(), 0.02, 0.002);
 }
 
 TEST(MqarModel, ParameterCountAndStateBytesFormulas) {
