@@ -495,8 +495,8 @@ TEST_F(CliTest, ForwardAndGenerateRunABasedModelFolder) {
 TEST_F(CliTest, BenchGenerateKeepsGsaStateFlatWhileTheKvCacheGrows) {
   // Throughput numbers are not checked (a benchmark); the state each run reports is: GSA's is
   // the same after 4 and 40 new tokens, the Transformer's KV cache holds prompt + new tokens.
-  const auto result = run_stdout("bench generate --preset tiny --batches 2 --prompt-length 16 --new-tokens 4,40 "
-                                 "--dtype float32 --device cpu");
+  const auto result = run_stdout("bench generate --arch gsa,gla,llama --preset tiny --batches 2 --prompt-length 16 "
+                                 "--new-tokens 4,40 --dtype float32 --device cpu");
   ASSERT_EQ(result.exit_code, 0) << result.out;
   std::map<std::pair<std::string, int64_t>, nlohmann::json> runs;
   std::istringstream lines(result.out);
@@ -505,7 +505,7 @@ TEST_F(CliTest, BenchGenerateKeepsGsaStateFlatWhileTheKvCacheGrows) {
     const auto json = nlohmann::json::parse(line);
     runs[{json.at("arch").get<std::string>(), json.at("new_tokens").get<int64_t>()}] = json;
   }
-  ASSERT_EQ(runs.size(), 4u) << result.out;
+  ASSERT_EQ(runs.size(), 6u) << result.out;
   // tiny GSA: 2 layers, 4 heads of 32 dims, 16 slots, fp32: K×M + M×V numbers per head.
   const int64_t gsa_bytes = 2 * 2 * 4 * (32 * 16 + 16 * 32) * 4;
   // tiny Transformer++: 2 layers, keys and values of width 128, fp32, per token.
@@ -515,6 +515,10 @@ TEST_F(CliTest, BenchGenerateKeepsGsaStateFlatWhileTheKvCacheGrows) {
   };
   EXPECT_EQ(state_bytes("gsa", 4), gsa_bytes);
   EXPECT_EQ(state_bytes("gsa", 40), gsa_bytes);
+  // tiny GLA: 2 layers, 4 heads of 16 keys and 32 values, fp32.
+  const int64_t gla_bytes = 2 * 2 * 4 * 16 * 32 * 4;
+  EXPECT_EQ(state_bytes("gla", 4), gla_bytes);
+  EXPECT_EQ(state_bytes("gla", 40), gla_bytes);
   EXPECT_EQ(state_bytes("llama", 4), kv_bytes_per_token * (16 + 4));
   EXPECT_EQ(state_bytes("llama", 40), kv_bytes_per_token * (16 + 40));
   for (const auto& [key, json] : runs) {

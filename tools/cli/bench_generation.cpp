@@ -13,6 +13,7 @@
 #include "layers/module.h"
 #include "models/architecture.h"
 #include "models/causal_lm.h"
+#include "models/gla_model.h"
 #include "models/gsa_model.h"
 #include "models/llama_model.h"
 
@@ -31,6 +32,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <unistd.h>
 
 namespace lintime::cli {
@@ -63,10 +65,28 @@ models::LlamaConfig llama_preset(const std::string& preset) {
   return config;
 }
 
-// The config.json of the preset's model: "gsa" or "llama" (the Transformer++ beside it).
-nlohmann::json preset_config(const std::string& arch, const std::string& preset) {
-  return arch == "gsa" ? gsa_preset(preset).to_json() : llama_preset(preset).to_json();
+// fla's GLA at the same width (fla's GLAConfig defaults: d 2048, 24 layers, 4 heads, key dim d / 2).
+models::GlaConfig gla_preset(const std::string& preset) {
+  const models::GsaConfig gsa = gsa_preset(preset);
+  models::GlaConfig config;
+  config.vocab_size = gsa.vocab_size;
+  config.hidden_size = gsa.hidden_size;
+  config.num_hidden_layers = gsa.num_hidden_layers;
+  config.validate();
+  return config;
 }
+
+// The config.json of each arch's preset model, by --arch name.
+const std::map<std::string, nlohmann::json (*)(const std::string&)>& presets() {
+  static const std::map<std::string, nlohmann::json (*)(const std::string&)> table = {
+      {"gsa", [](const std::string& preset) { return gsa_preset(preset).to_json(); }},
+      {"gla", [](const std::string& preset) { return gla_preset(preset).to_json(); }},
+      {"llama", [](const std::string& preset) { return llama_preset(preset).to_json(); }},
+  };
+  return table;
+}
+
+nlohmann::json preset_config(const std::string& arch, const std::string& preset) { return presets().at(arch)(preset); }
 
 // A model of the preset with N(0, 0.02) weights and unit norms, allocated in place on the device
 // by its architecture's entry.
@@ -111,9 +131,13 @@ c10::DeviceAllocator* device_allocator(const c10::Device& device) {
 }  // namespace
 
 void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& options) {
-  command.add_option("--arch", options.archs, "generate: gsa and/or llama (the Transformer++ baseline)")
+  command.add_option("--arch", options.archs, "generate: gsa, gla and/or llama (the Transformer++ baseline)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"gsa", "llama"}));
+      ->check(CLI::IsMember([] {
+        std::vector<std::string> names;
+        for (const auto& [name, preset] : presets()) names.push_back(name);
+        return names;
+      }()));
   command.add_option("--preset", options.preset, "generate: 1.3b (fla's GSA 1.3B shape) or tiny")
       ->check(CLI::IsMember({"1.3b", "tiny"}));
   command.add_option("--batches", options.batches, "generate: batch sizes (comma-separated)")

@@ -13,7 +13,7 @@
 namespace lintime::cli {
 
 struct GenerationBenchOptions {
-  std::vector<std::string> archs = {"gsa", "llama"};  // gsa, llama (Transformer++)
+  std::vector<std::string> archs = {"gsa", "llama"};  // gsa, gla, llama (Transformer++)
   std::string preset = "1.3b";                        // 1.3b: fla's GSA 1.3B shape; tiny: for CPU checks
   std::vector<int64_t> batches = {1, 64, 128};
   int64_t prompt_length = 2048;
