@@ -45,7 +45,26 @@ std::unique_ptr<CausalLm> load_causal_lm(const std::string& model_dir, at::Scala
                                 : [](const std::string& name, const at::Tensor&) { return io::WeightSource{name}; };
   io::load_module_weights(model->module(), weights, table);
   model->module().to(device, dtype);  // as after any move: modules re-derive what they keep beside the weights
+  model->set_config_json(config);
   return model;
+}
+
+std::unique_ptr<CausalLm> build_causal_lm(const nlohmann::json& config, uint64_t seed, const std::string& where) {
+  const Architecture& architecture = architecture_of(config, where);
+  std::unique_ptr<CausalLm> model;
+  try {
+    model = architecture.build(config, seed);
+  } catch (const Error& error) {
+    fail(where, ": ", error.what());
+  }
+  model->set_config_json(config);
+  return model;
+}
+
+void save_causal_lm(CausalLm& model, const std::string& model_dir) {
+  LINTIME_CHECK(model.config_json().is_object(), "save: the model ", model.name(),
+                " was built without a config.json, expected one (load or build it from a config)");
+  io::save_model_folder(model.module().named_parameters(), model.config_json(), model_dir);
 }
 
 }  // namespace lintime::models

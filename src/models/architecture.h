@@ -14,6 +14,7 @@
 #include <c10/core/ScalarType.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@ struct Architecture {
   std::unique_ptr<CausalLm> (*create)(const nlohmann::json& config, at::ScalarType dtype, const c10::Device& device);
   // The checkpoint tensor of each parameter for a folder's `weights`; null: the same names.
   io::WeightTable (*weight_table)(const nlohmann::json& config, const io::ModelWeights& weights);
+  // The model of `config` on the CPU in fp32 with the architecture's own initialisation, drawn
+  // from a generator seeded with `seed` (a model to train from scratch).
+  std::unique_ptr<CausalLm> (*build)(const nlohmann::json& config, uint64_t seed);
 };
 
 // Every registered architecture, in lookup order.
@@ -44,6 +48,22 @@ const Architecture& architecture_of(const nlohmann::json& config, const std::str
 // architecture it holds, in `dtype` on `device`. Throws lintime::Error naming the file or the
 // tensor; every name, shape and dtype is checked before any weight is used.
 std::unique_ptr<CausalLm> load_causal_lm(const std::string& model_dir, at::ScalarType dtype, const c10::Device& device);
+
+// The model of a config.json object, whichever registered architecture it is, with random
+// weights from `seed` (Architecture::build); `where` names the config in errors.
+std::unique_ptr<CausalLm> build_causal_lm(const nlohmann::json& config, uint64_t seed, const std::string& where);
+
+// Writes the model as a folder load_causal_lm reads back: its config.json and model.safetensors
+// (the parameters in their dtype, under the checkpoint names), each file atomically. Throws
+// lintime::Error for a model that knows no config.json.
+void save_causal_lm(CausalLm& model, const std::string& model_dir);
+
+// For the entries' build: Model built from `config` on the CPU in fp32, drawn from `seed`.
+template <class Model, class Config>
+std::unique_ptr<Model> random_model(const Config& config, uint64_t seed) {
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return std::make_unique<Model>(config, generator);
+}
 
 // For the entries' create: Model built from `config` with its parameters allocated in `dtype`
 // on `device`, nothing drawn.

@@ -6,9 +6,11 @@
 #include "models/decoder.h"
 
 #include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
 
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace lintime::models {
 
@@ -43,6 +45,11 @@ class CausalLm {
   // The model's parameters (to fill them from a checkpoint, or at random for a benchmark).
   virtual layers::Module& module() = 0;
 
+  // The config.json the model was made from (null when it was built without one); what
+  // save_causal_lm writes beside the weights.
+  const nlohmann::json& config_json() const { return config_json_; }
+  void set_config_json(nlohmann::json config) { config_json_ = std::move(config); }
+
   // A prompt of B × T tokens is prefilled at most this many tokens (B × positions, positions a
   // multiple of 64) at a time where the model can continue a prefill (GSA, Llama): activation
   // memory then stays bounded for a large batch. 32K tokens: at batch 128 and d 2048, the MLP's
@@ -53,6 +60,7 @@ class CausalLm {
 
  private:
   int64_t prefill_tokens_per_chunk_ = 32768;
+  nlohmann::json config_json_;
 };
 
 // Every decoder-stack model (GSA, GLA, their hybrids, Llama, Mistral, BASED).

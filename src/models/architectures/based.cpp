@@ -39,7 +39,10 @@ Architecture based_architecture() {
           [](const nlohmann::json& config, at::ScalarType dtype, const c10::Device& device) {
             return as_causal_lm(allocate_model<BasedModel>(BasedConfig::from_json(config), dtype, device));
           },
-          nullptr};
+          nullptr,
+          [](const nlohmann::json& config, uint64_t seed) {
+            return as_causal_lm(random_model<BasedModel>(BasedConfig::from_json(config), seed));
+          }};
 }
 
 }  // namespace lintime::models

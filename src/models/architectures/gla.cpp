@@ -34,7 +34,10 @@ Architecture gla_architecture() {
           [](const nlohmann::json& config, at::ScalarType dtype, const c10::Device& device) {
             return as_causal_lm(allocate_model<GlaModel>(GlaConfig::from_json(config), dtype, device));
           },
-          nullptr};
+          nullptr,
+          [](const nlohmann::json& config, uint64_t seed) {
+            return as_causal_lm(random_model<GlaModel>(GlaConfig::from_json(config), seed));
+          }};
 }
 
 }  // namespace lintime::models

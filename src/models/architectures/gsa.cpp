@@ -96,6 +96,9 @@ Architecture gsa_architecture() {
           },
           [](const nlohmann::json& config, const io::ModelWeights& weights) {
             return gsa_weight_table(GsaConfig::from_json(config), weights);
+          },
+          [](const nlohmann::json& config, uint64_t seed) {
+            return as_causal_lm(random_model<GsaModel>(GsaConfig::from_json(config), seed));
           }};
 }
 
