@@ -39,7 +39,6 @@ int64_t GsaConfig::resolved_intermediate_size() const {
   return layers::SwiGluMlp::intermediate_size_for(hidden_size, hidden_ratio, intermediate_size);
 }
 
-bool GsaConfig::has_hybrid_attention() const { return has_hybrid_layers(attn); }
 
 void GsaConfig::validate() const {
   validate_fla_keys(*this);

@@ -71,8 +71,6 @@ struct GsaConfig {
   int64_t head_v_dim() const { return value_dim() / num_heads; }
   int64_t resolved_num_slots() const { return num_slots.value_or(head_k_dim()); }
   int64_t resolved_intermediate_size() const;
-  // True when "attn" lists hybrid softmax-attention layers.
-  bool has_hybrid_attention() const;
 
   // Throws lintime::Error naming the first invalid field.
   void validate() const;

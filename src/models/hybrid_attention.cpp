@@ -72,13 +72,4 @@ std::string hybrid_attention_summary(const std::optional<json>& attn, int64_t nu
   return count > 0 ? ", " + std::to_string(count) + " softmax-attention layers" : "";
 }
 
-bool has_hybrid_layers(const std::optional<json>& attn) {
-  if (!attn.has_value() || attn->is_null()) return false;
-  const json specs = attn->is_object() ? json::array({*attn}) : *attn;
-  for (const json& spec : specs) {
-    if (spec.is_object() && spec.contains("layers") && spec["layers"].is_array() && !spec["layers"].empty()) return true;
-  }
-  return false;
-}
-
 }  // namespace lintime::models

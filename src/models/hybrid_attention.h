@@ -26,7 +26,4 @@ std::vector<std::optional<MixerSpec>> hybrid_attention_layers(const std::optiona
 std::string hybrid_attention_summary(const std::optional<nlohmann::json>& attn, int64_t num_hidden_layers,
                                      int64_t hidden_size);
 
-// True when "attn" assigns at least one layer.
-bool has_hybrid_layers(const std::optional<nlohmann::json>& attn);
-
 }  // namespace lintime::models

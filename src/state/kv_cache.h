@@ -88,11 +88,6 @@ struct KvLayerCache : LayerState {
     length = needed;
     return {keys.narrow(2, 0, length), values.narrow(2, 0, length)};
   }
-
-  int64_t bytes() const {
-    if (!keys.defined()) return 0;
-    return (keys.numel() * keys.element_size() + values.numel() * values.element_size()) / keys.size(2) * length;
-  }
 };
 
 }  // namespace lintime::state
