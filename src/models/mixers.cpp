@@ -20,6 +20,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <sstream>
 #include <utility>
 
 namespace lintime::models {
@@ -195,13 +198,29 @@ class WindowMixer final : public Mixer {
   layers::SoftmaxAttention layer_;
 };
 
+// The cos/sin table of these RoPE settings and head dim, one for all the layers (and models)
+// that use them: a long context's table then exists once, not once per layer.
+std::shared_ptr<const layers::RotaryTable> shared_rotary_table(const layers::RopeSettings& rope, int64_t head_dim) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<const layers::RotaryTable>> tables;
+  std::ostringstream key;
+  key.precision(17);
+  key << head_dim << ' ' << rope.rope_theta << ' ' << rope.rope_type << ' ' << rope.factor << ' '
+      << rope.low_freq_factor << ' ' << rope.high_freq_factor << ' ' << rope.original_max_position_embeddings;
+  const std::lock_guard<std::mutex> lock(mutex);
+  std::shared_ptr<const layers::RotaryTable> table = tables[key.str()].lock();
+  if (!table) {
+    table = std::make_shared<const layers::RotaryTable>(layers::rotary_inverse_frequencies(rope, head_dim));
+    tables[key.str()] = table;
+  }
+  return table;
+}
+
 class GqaMixer final : public Mixer {
  public:
   GqaMixer(const layers::GroupedQueryAttentionOptions& options, const layers::RopeSettings& rope,
            at::Generator& generator)
-      : layer_(options,
-               std::make_shared<const layers::RotaryTable>(layers::rotary_inverse_frequencies(rope, options.head_dim)),
-               generator) {}
+      : layer_(options, shared_rotary_table(rope, options.head_dim), generator) {}
   at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
                      const std::optional<at::Tensor>& cu_seqlens) override {
     LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"gqa\": packed sequences (cu_seqlens) are not supported yet");
