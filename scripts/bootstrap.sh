@@ -14,6 +14,7 @@ apt_packages=(
   libgtest-dev libgmock-dev  # tests
   libbenchmark-dev      # micro-benchmarks in bench/
   libsentencepiece-dev  # tokenizers (later issues)
+  zlib1g-dev            # token shard CRC32, gzip-compressed text inputs
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -51,4 +52,9 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.sta
   .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q --upgrade pip
   .venv/bin/python -m pip install --no-cache-dir --progress-bar off "torch==$torch_version" numpy
 fi
-echo "bootstrap: ok ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+# matplotlib draws `lintime plot`'s PNGs (scripts/plot_runs.py); 3.11.2 has wheels for the Python 3.11 of .venv.
+if ! .venv/bin/python -c "import matplotlib" 2>/dev/null; then
+  echo "bootstrap: installing matplotlib==3.11.2 into .venv"
+  .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q "matplotlib==3.11.2"
+fi
+echo "bootstrap: ok ($(.venv/bin/python -c 'import torch, matplotlib; print("torch", torch.__version__, "matplotlib", matplotlib.__version__)'))"

@@ -47,6 +47,7 @@ class DecoderCausalLm : public CausalLm {
   int64_t state_bytes_in_use() const override { return cache_.allocated_bytes(); }
   std::string name() const override { return model_->decoder_config().description; }
   layers::Module& module() override { return *model_; }
+  Decoder& decoder() override { return *model_; }
 
  private:
   std::unique_ptr<Decoder> model_;

@@ -44,6 +44,8 @@ class CausalLm {
   virtual std::string name() const = 0;
   // The model's parameters (to fill them from a checkpoint, or at random for a benchmark).
   virtual layers::Module& module() = 0;
+  // The decoder stack itself (training reads its hidden states and head).
+  virtual Decoder& decoder() = 0;
 
   // The config.json the model was made from (null when it was built without one); what
   // save_causal_lm writes beside the weights.

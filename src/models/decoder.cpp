@@ -9,6 +9,8 @@
 #include "layers/swiglu_mlp.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <string>
@@ -68,7 +70,62 @@ int64_t feed_forward_parameters(const DecoderConfig& c) {
 // The residual stream's dtype with residual_in_fp32 (fp64 models keep fp64).
 at::Tensor as_residual(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? x : x.to(at::kFloat); }
 
+// A block whose activations are not kept: its forward runs without recording, its backward runs
+// it again from the saved input with recording on and back-propagates through that (the
+// reentrant form of torch.utils.checkpoint; the block holds no randomness to replay). The
+// block's parameter gradients accumulate inside that nested backward.
+struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
+  static at::Tensor forward(torch::autograd::AutogradContext* context, const at::Tensor& x, DecoderBlock* block,
+                            const PackedSequences* packed) {
+    context->saved_data["block"] = reinterpret_cast<int64_t>(block);
+    if (packed != nullptr) {  // kept by value: the caller's boundaries are gone by the backward
+      context->saved_data["cu_seqlens"] = packed->cu_seqlens;
+      context->saved_data["offsets"] = packed->offsets;
+    }
+    context->save_for_backward({x});
+    return block->forward(x, nullptr, packed);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto* block = reinterpret_cast<DecoderBlock*>(context->saved_data["block"].toInt());
+    std::optional<PackedSequences> packed;
+    if (context->saved_data.count("cu_seqlens")) {
+      packed = PackedSequences{context->saved_data["cu_seqlens"].toTensor(),
+                               context->saved_data["offsets"].toIntVector()};
+    }
+    const at::Tensor x = context->get_saved_variables()[0].detach().requires_grad_(true);
+    at::Tensor y;
+    {
+      at::AutoGradMode recording(true);
+      y = block->forward(x, nullptr, packed ? &*packed : nullptr);
+    }
+    // Accumulates into the block's parameters and into x, a leaf of this nested graph.
+    torch::autograd::backward({y}, {grad_outputs[0]});
+    return {x.grad(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
+
+PackedSequences PackedSequences::from(const at::Tensor& cu_seqlens, int64_t tokens, const c10::Device& device) {
+  LINTIME_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.size(0) >= 2, "decoder: cu_seqlens must have shape [N + 1] ",
+                "with N >= 1, got ", shape_string(cu_seqlens.sizes()));
+  LINTIME_CHECK(cu_seqlens.scalar_type() == at::kInt || cu_seqlens.scalar_type() == at::kLong,
+                "decoder: cu_seqlens must hold int32 or int64 offsets, got ", cu_seqlens.scalar_type());
+  PackedSequences packed;
+  const at::Tensor host = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
+  const int64_t* values = host.data_ptr<int64_t>();
+  packed.offsets.assign(values, values + host.numel());
+  LINTIME_CHECK(packed.offsets.front() == 0 && packed.offsets.back() == tokens, "decoder: cu_seqlens must run from 0 ",
+                "to the packed row's ", tokens, " tokens, got ", packed.offsets.front(), " to ", packed.offsets.back());
+  for (size_t i = 1; i < packed.offsets.size(); ++i) {
+    LINTIME_CHECK(packed.offsets[i] > packed.offsets[i - 1], "decoder: cu_seqlens must rise strictly (no empty ",
+                  "sequence), got ", packed.offsets[i - 1], " then ", packed.offsets[i], " at index ", i);
+  }
+  packed.cu_seqlens = cu_seqlens.to(device, at::kInt);
+  return packed;
+}
 
 void DecoderConfig::validate() const {
   LINTIME_CHECK(vocab_size > 0, "decoder: vocab_size must be positive, got ", vocab_size);
@@ -97,16 +154,36 @@ DecoderBlock::DecoderBlock(const DecoderConfig& config, const MixerSpec& mixer_s
   register_module(config.names.mlp, mlp->module());
 }
 
-at::Tensor DecoderBlock::forward(const at::Tensor& x, state::LayerState* layer_state,
-                                 const std::optional<at::Tensor>& cu_seqlens) {
+at::Tensor DecoderBlock::forward(const at::Tensor& x, state::LayerState* layer_state, const PackedSequences* packed) {
   if (residual_in_fp32_) {  // x is the fp32 residual stream; the norms read it in the weights' dtype
     const at::ScalarType dtype = mixer_norm->weight.scalar_type();
-    const at::Tensor h = as_residual(x + mixer->forward(mixer_norm->forward(x.to(dtype)), layer_state, cu_seqlens));
+    const at::Tensor h = as_residual(x + mix(mixer_norm->forward(x.to(dtype)), layer_state, packed));
     return as_residual(h + mlp->forward(mlp_norm->forward(h.to(dtype))));
   }
   // h = x + mixer; mlp_norm(h) from the same pass (one kernel in inference on a GPU).
-  auto [h, normed] = mlp_norm->add_forward(x, mixer->forward(mixer_norm->forward(x), layer_state, cu_seqlens));
+  auto [h, normed] = mlp_norm->add_forward(x, mix(mixer_norm->forward(x), layer_state, packed));
   return h + mlp->forward(normed);
+}
+
+at::Tensor DecoderBlock::mix(const at::Tensor& x, state::LayerState* layer_state, const PackedSequences* packed) {
+  if (packed == nullptr) return mixer->forward(x, layer_state);
+  LINTIME_CHECK(x.size(0) == 1, "decoder: packed sequences come as one row [1, T], got ", x.size(0), " rows");
+  if (mixer->packs_sequences()) return mixer->forward(x, layer_state, packed->cu_seqlens);
+  LINTIME_CHECK(layer_state == nullptr, "mixer \"", mixer_name_, "\": packed sequences with a decoding state are ",
+                "not supported (decode them as separate rows)");
+  // One sequence at a time: the same result as the mixer's own varlen form, one launch each.
+  std::vector<at::Tensor> pieces;
+  pieces.reserve(packed->offsets.size() - 1);
+  for (size_t i = 0; i + 1 < packed->offsets.size(); ++i) {
+    const int64_t start = packed->offsets[i], length = packed->offsets[i + 1] - start;
+    pieces.push_back(mixer->forward(x.narrow(1, start, length)));
+  }
+  return at::cat(pieces, 1);
+}
+
+void DecoderBackbone::set_activation_checkpointing(int64_t every) {
+  LINTIME_CHECK(every >= 0, "decoder: activation checkpointing takes every k-th block with k >= 0 (0: none), got ", every);
+  checkpoint_every_ = every;
 }
 
 void DecoderBlock::throw_wrong_mixer() const {
@@ -146,11 +223,23 @@ at::Tensor DecoderBackbone::forward(const at::Tensor& input_ids, state::Cache* c
     LINTIME_CHECK(low >= 0 && high < embeddings.weight.size(0), "decoder: input_ids must be token ids in [0, ",
                   embeddings.weight.size(0), "), got values in [", low, ", ", high, "]");
   }
+  std::optional<PackedSequences> packed;
+  if (cu_seqlens.has_value()) {
+    LINTIME_CHECK(input_ids.size(0) == 1, "decoder: packed sequences (cu_seqlens) come as one row [1, T], got ",
+                  "input_ids of shape ", shape_string(input_ids.sizes()));
+    packed = PackedSequences::from(*cu_seqlens, input_ids.size(1), input_ids.device());
+  }
+  const PackedSequences* packed_or_null = packed ? &*packed : nullptr;
   at::Tensor x = embeddings.forward(input_ids);  // [B, T, d]
   if (training_ && embed_dropout_ > 0) x = at::dropout(x, embed_dropout_, /*train=*/true);
   if (residual_in_fp32_) x = as_residual(x);
+  const bool checkpointing = checkpoint_every_ > 0 && cache == nullptr && at::GradMode::is_enabled();
   for (size_t i = 0; i < layers.size(); ++i) {
-    x = layers[i]->forward(x, cache ? &cache->layer(static_cast<int64_t>(i)) : nullptr, cu_seqlens);
+    if (checkpointing && i % static_cast<size_t>(checkpoint_every_) == 0 && x.requires_grad()) {
+      x = CheckpointedBlock::apply(x, layers[i].get(), packed_or_null);
+    } else {
+      x = layers[i]->forward(x, cache ? &cache->layer(static_cast<int64_t>(i)) : nullptr, packed_or_null);
+    }
   }
   if (cache != nullptr) cache->advance(input_ids.size(1));
   return norm->forward(x.to(norm->weight.scalar_type()));

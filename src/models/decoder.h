@@ -84,6 +84,16 @@ struct DecoderConfig {
   void validate() const;
 };
 
+// N sequences packed into one row (input_ids [1, T]; fla's varlen training): their boundaries on
+// the device for the mixers that take cu_seqlens, and on the host for the decoder, which runs
+// every other mixer one sequence at a time.
+struct PackedSequences {
+  at::Tensor cu_seqlens;         // int32 [N + 1] on the model's device: 0, ends of the sequences
+  std::vector<int64_t> offsets;  // the same boundaries on the host
+  // From cu_seqlens on any device (one copy to the host); checks they rise from 0 to `tokens`.
+  static PackedSequences from(const at::Tensor& cu_seqlens, int64_t tokens, const c10::Device& device);
+};
+
 // A block's feed-forward layer, whichever kind (DecoderConfig::mlp).
 class FeedForward {
  public:
@@ -97,8 +107,9 @@ class DecoderBlock : public layers::Module {
   DecoderBlock(const DecoderConfig& config, const MixerSpec& mixer_spec, at::Generator& generator);
 
   // x [B, T, d] -> [B, T, d]; with a state, the mixer continues it (see Mixer::forward).
+  // `packed`: x [1, T, d] holds the packed sequences.
   at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state = nullptr,
-                     const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+                     const PackedSequences* packed = nullptr);
 
   // The mixer's layer as its own type (lintime::Error when it is another).
   template <class Layer>
@@ -123,6 +134,8 @@ class DecoderBlock : public layers::Module {
 
  private:
   [[noreturn]] void throw_wrong_mixer() const;
+  // The mixer on x, packed sequences one at a time where the mixer does not take cu_seqlens.
+  at::Tensor mix(const at::Tensor& x, state::LayerState* layer_state, const PackedSequences* packed);
   std::string mixer_name_;
   bool residual_in_fp32_;
 };
@@ -138,6 +151,11 @@ class DecoderBackbone : public layers::Module {
 
   // Applies the embedding dropout (training only).
   void set_training(bool training) { training_ = training; }
+  // Activation checkpointing while gradients are recorded: every `every`-th block (0: none, 1:
+  // all) keeps only its input and runs again in the backward pass (torch.utils.checkpoint's
+  // reentrant form). Gradients are unchanged; the blocks' activations are not kept.
+  void set_activation_checkpointing(int64_t every);
+  int64_t activation_checkpointing() const { return checkpoint_every_; }
 
   layers::Embedding embeddings;
   std::vector<std::unique_ptr<DecoderBlock>> layers;
@@ -147,6 +165,7 @@ class DecoderBackbone : public layers::Module {
   bool residual_in_fp32_;
   double embed_dropout_;
   bool training_ = false;
+  int64_t checkpoint_every_ = 0;
 };
 
 class Decoder : public layers::Module {
@@ -164,6 +183,8 @@ class Decoder : public layers::Module {
                            const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
   // h [..., d] -> logits [..., vocab] (fp32, fp64 for an fp64 model).
   at::Tensor logits(const at::Tensor& hidden) const;
+  // The LM head's matrix [vocab, d]: its own or the tied embedding's.
+  const at::Tensor& head_weight() const { return lm_head ? lm_head->weight : model.embeddings.weight; }
 
   // An empty cache for `batch` sequences on the model's device; `expected_tokens`: the length
   // they will reach, where known (a KV cache allocates it at once; 0: grow as needed).

@@ -74,6 +74,9 @@ class Mixer {
   virtual int64_t state_bytes_after(int64_t tokens, at::ScalarType dtype) const = 0;
   // Recurrent state bytes per sequence, as zoology and the papers count it (fp32).
   virtual int64_t state_bytes_per_sequence() const = 0;
+  // Whether forward takes cu_seqlens itself; the decoder runs the others one packed sequence
+  // at a time.
+  virtual bool packs_sequences() const { return false; }
   // Whether a state left by a prefill can take another multi-token chunk (a long prompt in
   // pieces); false for mixers that take one token at a time after their prefill.
   virtual bool continues_prefill() const { return true; }

@@ -65,6 +65,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_parameters, A
 void AdamW::step() {
   at::NoGradGuard no_grad;
   ++step_count_;
+  if (options_.fused) return fused_step();
   for (Slot& slot : slots_) {
     const at::Tensor& gradient = slot.parameter.grad();
     if (!gradient.defined()) continue;
@@ -83,6 +84,32 @@ void AdamW::step() {
     const double bias_correction2_sqrt = std::sqrt(bias_correction2);
     at::Tensor denominator = (slot.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options_.eps);
     parameter.addcdiv_(slot.exp_avg, denominator, -step_size);
+  }
+}
+
+void AdamW::fused_step() {
+  for (bool decaying : {true, false}) {
+    std::vector<at::Tensor> parameters, gradients, exp_avgs, exp_avg_sqs, steps;
+    for (Slot& slot : slots_) {
+      if (slot.decays != decaying || !slot.parameter.grad().defined()) continue;
+      if (!slot.exp_avg.defined()) {
+        slot.exp_avg = at::zeros_like(slot.parameter.detach(), at::MemoryFormat::Preserve);
+        slot.exp_avg_sq = at::zeros_like(slot.parameter.detach(), at::MemoryFormat::Preserve);
+      }
+      if (!slot.fused_steps.defined())
+        slot.fused_steps = at::full({}, static_cast<double>(slot.steps), slot.parameter.options().dtype(at::kFloat));
+      ++slot.steps;
+      parameters.push_back(slot.parameter.detach());
+      gradients.push_back(slot.parameter.grad());
+      exp_avgs.push_back(slot.exp_avg);
+      exp_avg_sqs.push_back(slot.exp_avg_sq);
+      steps.push_back(slot.fused_steps);
+    }
+    if (parameters.empty()) continue;
+    at::_foreach_add_(steps, 1);  // the kernel reads the step it is taking, as torch.optim does
+    at::_fused_adamw_(parameters, gradients, exp_avgs, exp_avg_sqs, {}, steps, options_.lr, options_.beta1,
+                      options_.beta2, decaying ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false,
+                      /*maximize=*/false);
   }
 }
 
@@ -178,6 +205,7 @@ void AdamW::load_state(const std::map<std::string, at::Tensor>& state, int64_t s
     slots_[i].exp_avg = loaded[i].exp_avg;
     slots_[i].exp_avg_sq = loaded[i].exp_avg_sq;
     slots_[i].steps = loaded[i].steps;
+    slots_[i].fused_steps = at::Tensor();  // made again from steps
   }
   step_count_ = step_count;
 }

@@ -30,6 +30,9 @@ struct AdamWOptions {
   // With the default decay rule: whether embedding matrices (names containing "embed" or
   // "wte"/"wpe") decay. Norm weights and biases (1-D parameters) never do.
   bool decay_embeddings = false;
+  // One multi-tensor update per group (ATen's _fused_adamw_, torch.optim.AdamW(fused=True))
+  // instead of six ops per parameter: the same update, with the steps counted on the device.
+  bool fused = false;
 };
 
 // true: the parameter gets weight decay.
@@ -78,7 +81,9 @@ class AdamW {
     at::Tensor exp_avg;     // undefined until the first step
     at::Tensor exp_avg_sq;
     int64_t steps = 0;
+    at::Tensor fused_steps;  // fused: the same count, a float on the parameter's device
   };
+  void fused_step();
   AdamWOptions options_;
   std::vector<Slot> slots_;
   int64_t step_count_ = 0;

@@ -29,6 +29,7 @@ constexpr const char* kModelFile = "model.safetensors";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kConfigFile = "config.json";
+constexpr const char* kTrainConfigFile = "train_config.json";
 
 bool path_exists(const std::string& path) {
   struct stat file_stat {};
@@ -148,15 +149,44 @@ TrainerState read_state_files(const std::string& dir, int64_t* optimizer_steps, 
   if (json.contains("progress")) state.progress = json["progress"];
   if (optimizer_steps) *optimizer_steps = field<int64_t>(json, "optimizer_step_count", state_path, 0);
   if (has_optimizer) *has_optimizer = field<bool>(json, "has_optimizer", state_path, false);
-  const std::string config_path = dir + "/" + kConfigFile;
+  const std::string train_config_path = dir + "/" + kTrainConfigFile;
+  const std::string config_path = path_exists(train_config_path) ? train_config_path : dir + "/" + kConfigFile;
   if (path_exists(config_path)) state.config = read_json_file(config_path);
   return state;
 }
 
+std::string read_binary_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  LINTIME_CHECK(fd >= 0, "checkpoint: cannot open '", path, "' to copy it in: ", std::strerror(errno));
+  std::string bytes;
+  char buffer[1 << 16];
+  for (;;) {
+    ssize_t count = ::read(fd, buffer, sizeof(buffer));
+    if (count < 0 && errno == EINTR) continue;
+    if (count < 0) {
+      const int saved = errno;
+      ::close(fd);
+      fail("checkpoint: cannot read '", path, "': ", std::strerror(saved));
+    }
+    if (count == 0) break;
+    bytes.append(buffer, static_cast<size_t>(count));
+  }
+  ::close(fd);
+  return bytes;
+}
+
 }  // namespace
 
-void save_checkpoint(const std::string& dir_argument, const layers::Module& model, const AdamW* optimizer,
+void save_checkpoint(const std::string& dir, const layers::Module& model, const AdamW* optimizer,
                      const TrainerState& state) {
+  CheckpointContents contents;
+  contents.weights = model.named_parameters();
+  contents.optimizer = optimizer;
+  save_checkpoint(dir, contents, state);
+}
+
+void save_checkpoint(const std::string& dir_argument, const CheckpointContents& contents, const TrainerState& state) {
+  const AdamW* optimizer = contents.optimizer;
   const std::string dir = without_trailing_slash(dir_argument);
   const std::string temporary = dir + ".tmp";
   const std::string old = dir + ".old";
@@ -182,12 +212,23 @@ void save_checkpoint(const std::string& dir_argument, const layers::Module& mode
         {"has_optimizer", optimizer != nullptr},
         {"optimizer_step_count", optimizer ? optimizer->step_count() : 0},
     };
-    io::save_safetensors(temporary + "/" + kModelFile, model.named_parameters(), {{"format", "pt"}});
+    io::save_safetensors(temporary + "/" + kModelFile, contents.weights, {{"format", "pt"}});
     if (optimizer) {
       io::save_safetensors(temporary + "/" + kOptimizerFile, optimizer->state_tensors(),
                            {{"step_count", std::to_string(optimizer->step_count())}});
     }
-    write_text_file(temporary + "/" + kConfigFile, state.config.dump(2) + "\n");
+    if (contents.model_config.is_null()) {
+      write_text_file(temporary + "/" + kConfigFile, state.config.dump(2) + "\n");
+    } else {
+      write_text_file(temporary + "/" + kConfigFile, contents.model_config.dump(2) + "\n");
+      write_text_file(temporary + "/" + kTrainConfigFile, state.config.dump(2) + "\n");
+    }
+    for (const auto& [source, name] : contents.files) {
+      LINTIME_CHECK(name.find('/') == std::string::npos && name != kModelFile && name != kStateFile &&
+                        name != kConfigFile && name != kTrainConfigFile && name != kOptimizerFile,
+                    "checkpoint: cannot copy '", source, "' in as '", name, "' (a plain name of no checkpoint file expected)");
+      write_text_file(temporary + "/" + name, read_binary_file(source));
+    }
     write_text_file(temporary + "/" + kStateFile, json.dump(2) + "\n");
     sync_path(temporary);
   } catch (...) {
@@ -209,6 +250,20 @@ void save_checkpoint(const std::string& dir_argument, const layers::Module& mode
   }
   sync_path(parent_of(dir));
   remove_tree(old);
+}
+
+void load_optimizer_state(const std::string& dir_argument, AdamW& optimizer) {
+  const std::string dir = readable_checkpoint(without_trailing_slash(dir_argument));
+  int64_t optimizer_steps = 0;
+  bool has_optimizer = false;
+  read_state_files(dir, &optimizer_steps, &has_optimizer);
+  LINTIME_CHECK(has_optimizer, "checkpoint '", dir, "' holds no optimizer state (saved without one)");
+  const auto state = io::load_safetensors(dir + "/" + kOptimizerFile);
+  try {
+    optimizer.load_state(state, optimizer_steps);
+  } catch (const Error& error) {
+    fail("checkpoint '", dir, "/", kOptimizerFile, "': ", error.what());
+  }
 }
 
 TrainerState read_trainer_state(const std::string& dir_argument) {

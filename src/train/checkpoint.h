@@ -2,7 +2,9 @@
 //   model.safetensors      weights under Module::named_parameters names
 //   optimizer.safetensors  AdamW moments and per-parameter steps (when an optimizer is given)
 //   trainer_state.json     step, epoch, data position, best score, RNG state, step count
-//   config.json            the run's configuration
+//   config.json            the run's configuration, or the model's config.json when the
+//                          checkpoint is a model folder (the run's is then train_config.json)
+//   other files            copied in (a language model's tokenizer)
 // Saving writes a sibling "<dir>.tmp" and swaps it in with renames ("<dir>" -> "<dir>.old",
 // "<dir>.tmp" -> "<dir>", then "<dir>.old" is deleted), so "<dir>" is always either the old
 // or the new complete checkpoint; after a crash between the two renames, loading falls back
@@ -16,6 +18,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace lintime::train {
 
@@ -30,8 +34,21 @@ struct TrainerState {
   nlohmann::json progress = nlohmann::json::object();
 };
 
-// Writes the checkpoint atomically (see above). `optimizer` may be null. Throws lintime::Error;
-// on failure an existing checkpoint at `dir` is left as it was.
+// What a checkpoint holds beside trainer_state.json.
+struct CheckpointContents {
+  std::vector<std::pair<std::string, at::Tensor>> weights;  // model.safetensors, under these names
+  const AdamW* optimizer = nullptr;                          // optimizer.safetensors when given
+  // Set: the model's config.json, so that the checkpoint is also a model folder (lintime's
+  // commands, fla and Hugging Face load it); the run's config then goes to train_config.json.
+  nlohmann::json model_config;
+  // Files copied in beside them: (source path, name in the checkpoint), e.g. the tokenizer's.
+  std::vector<std::pair<std::string, std::string>> files;
+};
+
+// Writes the checkpoint atomically (see above). Throws lintime::Error; on failure an existing
+// checkpoint at `dir` is left as it was.
+void save_checkpoint(const std::string& dir, const CheckpointContents& contents, const TrainerState& state);
+// The model's parameters under their names; `optimizer` may be null.
 void save_checkpoint(const std::string& dir, const layers::Module& model, const AdamW* optimizer,
                      const TrainerState& state);
 
@@ -40,7 +57,10 @@ void save_checkpoint(const std::string& dir, const layers::Module& model, const 
 // wrong-shape tensors; nothing is modified unless everything validates.
 TrainerState load_checkpoint(const std::string& dir, layers::Module& model, AdamW* optimizer = nullptr);
 
-// Reads trainer_state.json and config.json only.
+// Loads the optimizer state alone (validated before anything changes).
+void load_optimizer_state(const std::string& dir, AdamW& optimizer);
+
+// Reads trainer_state.json and the run's config (train_config.json, else config.json) only.
 TrainerState read_trainer_state(const std::string& dir);
 
 // True when `dir` (or its "<dir>.old" fallback) holds a complete checkpoint.

@@ -4,6 +4,8 @@
 #include "core/error.h"
 #include "core/config_reader.h"
 #include "train/config_document.h"
+#include "train/lm_config.h"
+#include "train/optim_fields.h"
 
 #include <algorithm>
 #include <cmath>
@@ -90,45 +92,17 @@ MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
   o.batch_size = train.get("batch_size", o.batch_size);
   o.test_batch_size = train.get("test_batch_size", o.test_batch_size);
   o.epochs = train.get("epochs", o.epochs);
-  o.max_steps = train.get("max_steps", o.max_steps);
-  o.lr = train.get("lr", o.lr);
   o.lr_sweep = train.get_number_list("lr_sweep", o.lr_sweep);
-  o.weight_decay = train.get("weight_decay", o.weight_decay);
-  o.decay_embeddings = train.get("decay_embeddings", o.decay_embeddings);
-  o.decay_all_parameters = train.get("decay_all_parameters", o.decay_all_parameters);
-  o.beta1 = train.get("beta1", o.beta1);
-  o.beta2 = train.get("beta2", o.beta2);
-  o.eps = train.get("eps", o.eps);
-  o.schedule = train.get("schedule", o.schedule);
-  o.warmup_steps = train.get("warmup_steps", o.warmup_steps);
-  o.min_lr_ratio = train.get("min_lr_ratio", o.min_lr_ratio);
-  o.grad_clip = train.get("grad_clip", o.grad_clip);
-  o.eval_every = train.get("eval_every", o.eval_every);
-  o.checkpoint_every = train.get("checkpoint_every", o.checkpoint_every);
-  o.log_every = train.get("log_every", o.log_every);
   o.target_accuracy = train.get("target_accuracy", o.target_accuracy);
-  const int64_t seed = train.get("seed", int64_t{0});
-  train.finish({"batch_size", "test_batch_size", "epochs", "max_steps", "lr", "lr_sweep", "weight_decay",
-                "decay_embeddings", "decay_all_parameters", "beta1", "beta2", "eps", "schedule", "warmup_steps", "min_lr_ratio", "grad_clip",
-                "eval_every", "checkpoint_every", "log_every", "target_accuracy", "seed"});
-  LINTIME_CHECK(seed >= 0, "config key \"train.seed\": must be >= 0, got ", seed);
-  o.seed = static_cast<uint64_t>(seed);
+  std::vector<std::string> known = {"batch_size", "test_batch_size", "epochs", "lr_sweep", "target_accuracy"};
+  const auto shared = read_optimizer_fields(train, o);
+  known.insert(known.end(), shared.begin(), shared.end());
+  train.finish(known);
   LINTIME_CHECK(o.batch_size >= 1, "config key \"train.batch_size\": must be >= 1, got ", o.batch_size);
   LINTIME_CHECK(o.test_batch_size >= 1, "config key \"train.test_batch_size\": must be >= 1, got ", o.test_batch_size);
   LINTIME_CHECK(o.epochs >= 1, "config key \"train.epochs\": must be >= 1, got ", o.epochs);
-  LINTIME_CHECK(o.max_steps >= 0, "config key \"train.max_steps\": must be >= 0, got ", o.max_steps);
-  LINTIME_CHECK(o.lr > 0 && std::isfinite(o.lr), "config key \"train.lr\": must be a positive number, got ", o.lr);
   for (double lr : o.lr_sweep)
     LINTIME_CHECK(lr > 0 && std::isfinite(lr), "config key \"train.lr_sweep\": values must be positive, got ", lr);
-  LINTIME_CHECK(o.weight_decay >= 0, "config key \"train.weight_decay\": must be >= 0, got ", o.weight_decay);
-  LINTIME_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
-                "config keys \"train.beta1\" and \"train.beta2\": must lie in [0, 1)");
-  LINTIME_CHECK(o.warmup_steps >= 0, "config key \"train.warmup_steps\": must be >= 0, got ", o.warmup_steps);
-  LINTIME_CHECK(o.eval_every >= 0 && o.checkpoint_every >= 0 && o.log_every >= 1,
-                "config keys \"train.eval_every\" and \"train.checkpoint_every\": must be >= 0, and \"train.log_every\" >= 1");
-  LINTIME_CHECK(o.schedule == "constant" || o.schedule == "warmup_cosine" || o.schedule == "epoch_cosine",
-                "config key \"train.schedule\": must be one of constant, warmup_cosine, epoch_cosine, got '",
-                o.schedule, "'");
   return config;
 }
 
@@ -145,15 +119,9 @@ nlohmann::json MqarTrainConfig::to_document() const {
     model_table[key] = value;
   }
   const auto& o = optim;
-  nlohmann::json train = {
-      {"batch_size", o.batch_size}, {"test_batch_size", o.test_batch_size}, {"epochs", o.epochs},
-      {"max_steps", o.max_steps}, {"lr", o.lr}, {"weight_decay", o.weight_decay},
-      {"decay_embeddings", o.decay_embeddings}, {"decay_all_parameters", o.decay_all_parameters},
-      {"beta1", o.beta1},
-      {"beta2", o.beta2}, {"eps", o.eps}, {"schedule", o.schedule}, {"warmup_steps", o.warmup_steps},
-      {"min_lr_ratio", o.min_lr_ratio}, {"grad_clip", o.grad_clip}, {"eval_every", o.eval_every},
-      {"checkpoint_every", o.checkpoint_every}, {"log_every", o.log_every},
-      {"target_accuracy", o.target_accuracy}, {"seed", o.seed}};
+  nlohmann::json train = optimizer_fields_json(o);
+  train.update({{"batch_size", o.batch_size}, {"test_batch_size", o.test_batch_size}, {"epochs", o.epochs},
+                {"target_accuracy", o.target_accuracy}});
   if (!o.lr_sweep.empty()) train["lr_sweep"] = o.lr_sweep;
   nlohmann::json data_table = {{"vocab_size", data.vocab_size}, {"power_a", data.power_a},
                                {"random_non_queries", data.random_non_queries}, {"seed", data.seed},
@@ -170,6 +138,8 @@ int64_t MqarTrainConfig::total_steps(int64_t batches_per_epoch) const {
 MqarTrainConfig load_mqar_train_config(const std::string& path, const std::vector<std::string>& overrides) {
   auto document = read_toml_file(path);
   apply_overrides(document, overrides);
+  LINTIME_CHECK(training_task_of(document, path) == "mqar", path, ": task must be \"mqar\" for an MQAR config");
+  document.erase("task");
   return MqarTrainConfig::from_document(document);
 }
 

@@ -95,7 +95,7 @@ class MqarTask final : public TrainingTask {
   int64_t total_steps() const override { return config_.total_steps(train_data_.batches_per_epoch()); }
   const char* score_name() const override { return "acc"; }
 
-  at::Tensor training_loss(int64_t step, int64_t* tokens) override {
+  at::Tensor training_loss(int64_t step, int64_t /*micro*/, int64_t* tokens) override {
     auto batch = train_data_.training_batch_at_step(step);
     if (!device_.is_cpu()) model_.check_inputs(batch.inputs);  // on the host: no wait for the device
     auto inputs = batch.inputs.to(device_);

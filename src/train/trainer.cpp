@@ -9,10 +9,15 @@
 #include "train/metrics_log.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/CachingDeviceAllocator.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
+#include <sys/resource.h>
 
 namespace lintime::train {
 namespace fs = std::filesystem;
@@ -30,24 +35,150 @@ std::unique_ptr<LrSchedule> schedule_for(const OptimSettings& settings, int64_t 
   return make_lr_schedule(settings.schedule, options);
 }
 
+std::atomic<int> stop_signal{0};
+
+extern "C" void record_stop_signal(int signal) { stop_signal.store(signal); }
+
+// SIGINT and SIGTERM set a flag while training runs (the loop checks it between steps); the
+// previous handlers come back afterwards.
+class StopSignals {
+ public:
+  StopSignals() {
+    stop_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = record_stop_signal;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGINT, &action, &previous_interrupt_);
+    ::sigaction(SIGTERM, &action, &previous_terminate_);
+  }
+  ~StopSignals() {
+    ::sigaction(SIGINT, &previous_interrupt_, nullptr);
+    ::sigaction(SIGTERM, &previous_terminate_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  int received() const { return stop_signal.load(); }
+
+ private:
+  struct sigaction previous_interrupt_ {}, previous_terminate_ {};
+};
+
+at::ScalarType compute_dtype_of(const std::string& precision) {
+  if (precision == "fp32") return at::kFloat;
+  if (precision == "fp64") return at::kDouble;
+  if (precision == "bf16") return at::kBFloat16;
+  if (precision == "fp16") return at::kHalf;
+  fail("train: precision must be one of fp32, fp64, bf16, fp16, got '", precision, "'");
+}
+
+// The weights AdamW updates. fp32/fp64: the parameters themselves. bf16/fp16: fp32 master
+// copies; the parameters (in the compute dtype) hand their gradients to the masters after each
+// micro-batch (summed in fp32) and take the masters' values after each update.
+class MasterWeights {
+ public:
+  MasterWeights(layers::Module& model, at::ScalarType compute_dtype) : model_(model) {
+    for (auto& [name, parameter] : model.named_parameters()) {
+      LINTIME_CHECK(parameter.scalar_type() == at::kFloat || parameter.scalar_type() == at::kDouble,
+                    "train: the task's model must start in fp32 or fp64, got ", parameter.scalar_type(), " for '", name, "'");
+    }
+    separate_ = compute_dtype == at::kBFloat16 || compute_dtype == at::kHalf;
+    at::NoGradGuard no_grad;
+    if (separate_) {
+      for (auto& [name, parameter] : model.named_parameters()) masters_.emplace_back(name, parameter.detach().to(at::kFloat).clone());
+      const auto device = masters_.front().second.device();
+      model.to(device, compute_dtype);
+    } else if (model.named_parameters().front().second.scalar_type() != compute_dtype) {
+      model.to(model.named_parameters().front().second.device(), compute_dtype);
+    }
+    parameters_ = model.named_parameters();
+    for (auto& [name, parameter] : parameters_) parameter.requires_grad_(true);
+    if (!separate_) masters_ = parameters_;
+  }
+
+  const std::vector<std::pair<std::string, at::Tensor>>& named() const { return masters_; }
+
+  void collect_gradients() {
+    if (!separate_) return;
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < parameters_.size(); ++i) {
+      at::Tensor& gradient = parameters_[i].second.mutable_grad();
+      if (!gradient.defined()) continue;
+      at::Tensor& master_gradient = masters_[i].second.mutable_grad();
+      if (master_gradient.defined()) {
+        master_gradient.add_(gradient);
+      } else {
+        master_gradient = gradient.to(at::kFloat);
+      }
+      gradient = at::Tensor();
+    }
+  }
+
+  void scale_gradients(double factor) {
+    at::NoGradGuard no_grad;
+    for (auto& [name, master] : masters_)
+      if (master.grad().defined()) master.mutable_grad().mul_(factor);
+  }
+
+  void zero_gradients() {
+    for (auto& [name, master] : masters_) master.mutable_grad() = at::Tensor();
+    for (auto& [name, parameter] : parameters_) parameter.mutable_grad() = at::Tensor();
+  }
+
+  void publish() {
+    if (!separate_) return;
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < parameters_.size(); ++i) parameters_[i].second.copy_(masters_[i].second);
+  }
+
+ private:
+  layers::Module& model_;
+  bool separate_ = false;
+  std::vector<std::pair<std::string, at::Tensor>> parameters_, masters_;
+};
+
+// fp16's dynamic loss scale (torch.amp.GradScaler's defaults): the loss is multiplied by the
+// scale before the backward pass; a step whose gradients overflow is skipped and halves the
+// scale; 2000 steps without overflow double it.
+struct LossScale {
+  double scale = 65536.0;
+  int64_t good_steps = 0;
+  static constexpr int64_t kGrowthInterval = 2000;
+};
+
+// A number kept in trainer_state.json's "progress" (NaN and absent read as `fallback`: JSON
+// writes NaN as null).
+double progress_number(const nlohmann::json& progress, const char* key, double fallback) {
+  const auto found = progress.find(key);
+  return found != progress.end() && found->is_number() ? found->get<double>() : fallback;
+}
+
+std::vector<at::Tensor> tensors_of(const std::vector<std::pair<std::string, at::Tensor>>& named) {
+  std::vector<at::Tensor> tensors;
+  for (const auto& [name, tensor] : named) tensors.push_back(tensor);
+  return tensors;
+}
+
+double peak_memory_bytes(const c10::Device& device) {
+  if (device.is_cuda()) {
+    auto* allocator = c10::getDeviceAllocator(c10::kCUDA);
+    return static_cast<double>(allocator->getDeviceStats(device.index()).allocated_bytes[0].peak);
+  }
+  struct rusage usage {};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) * 1024.0;  // the process's resident peak
+}
+
 }  // namespace
 
 TrainerResult train(TrainingTask& task, const OptimSettings& settings, const TrainerOptions& options) {
   layers::Module& model = task.model();
   const int64_t steps_per_epoch = task.steps_per_epoch();
   const int64_t total_steps = task.total_steps();
+  const int64_t micro_batches = task.micro_batches();
+  LINTIME_CHECK(micro_batches >= 1, "train: a step needs at least one micro-batch, got ", micro_batches);
   const int64_t eval_every = settings.eval_every > 0 ? settings.eval_every : steps_per_epoch;
   const int64_t checkpoint_every = settings.checkpoint_every > 0 ? settings.checkpoint_every : eval_every;
-
-  AdamWOptions adam;
-  adam.lr = settings.lr;
-  adam.beta1 = settings.beta1;
-  adam.beta2 = settings.beta2;
-  adam.eps = settings.eps;
-  adam.weight_decay = settings.weight_decay;
-  adam.decay_embeddings = settings.decay_embeddings;
-  AdamW optimizer(model.named_parameters(), adam, settings.decay_all_parameters ? decay_all_rule() : DecayRule());
-  auto schedule = schedule_for(settings, steps_per_epoch, total_steps);
+  const at::ScalarType compute_dtype = compute_dtype_of(settings.precision);
 
   const fs::path out_dir(options.out_dir);
   const fs::path checkpoint_dir = out_dir / "checkpoint";
@@ -55,26 +186,57 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   if (options.resume) {
     LINTIME_CHECK(checkpoint_exists(checkpoint_dir.string()), "--resume: no checkpoint in '",
                   checkpoint_dir.string(), "' (expected trainer_state.json from an earlier run)");
-    state = load_checkpoint(checkpoint_dir.string(), model, &optimizer);
+    state = read_trainer_state(checkpoint_dir.string());
     LINTIME_CHECK(state.config == task.config_document(), "--resume: the checkpoint in '", checkpoint_dir.string(),
                   "' was trained with a different config (compare its config.json)");
+    state = load_checkpoint(checkpoint_dir.string(), model, nullptr);  // weights, in the model's fp32
   } else {
     LINTIME_CHECK(!checkpoint_exists(checkpoint_dir.string()), "'", out_dir.string(),
                   "' already holds a checkpoint: pass --resume to continue it or choose another --out");
     fs::create_directories(out_dir);
     state.config = task.config_document();
   }
+
+  MasterWeights weights(model, compute_dtype);
+  const c10::Device device = weights.named().front().second.device();
+  AdamWOptions adam;
+  adam.lr = settings.lr;
+  adam.beta1 = settings.beta1;
+  adam.beta2 = settings.beta2;
+  adam.eps = settings.eps;
+  adam.weight_decay = settings.weight_decay;
+  adam.decay_embeddings = settings.decay_embeddings;
+  adam.fused = settings.fused_adamw && device.is_cuda();
+  AdamW optimizer(weights.named(), adam, settings.decay_all_parameters ? decay_all_rule() : DecayRule());
+  if (options.resume) load_optimizer_state(checkpoint_dir.string(), optimizer);
+  auto schedule = schedule_for(settings, steps_per_epoch, total_steps);
   MetricsLog metrics((out_dir / "metrics.jsonl").string(), /*append=*/options.resume);
 
-  // Score bookkeeping that resumes with the run: kept in trainer_state.json's "progress".
-  double last_score = state.progress.value("last_accuracy", NAN);
+  // Bookkeeping that resumes with the run: kept in trainer_state.json's "progress".
+  double last_score = progress_number(state.progress, "last_accuracy", NAN);
   bool reached_target = state.progress.value("reached_target", false);
+  bool evaluated = state.progress.value("evaluated", state.best_score != 0.0);
+  LossScale loss_scale;
+  loss_scale.scale = progress_number(state.progress, "loss_scale", loss_scale.scale);
+  loss_scale.good_steps = static_cast<int64_t>(progress_number(state.progress, "loss_scale_good_steps", 0));
+  int64_t skipped_steps = static_cast<int64_t>(progress_number(state.progress, "skipped_steps", 0));
+  const bool scales_loss = compute_dtype == at::kHalf;
   state.rng = task.rng_description();
   auto save = [&] {
     state.epoch = state.step / steps_per_epoch;
     state.data_position = state.step % steps_per_epoch;
-    state.progress = {{"last_accuracy", last_score}, {"reached_target", reached_target}};
-    save_checkpoint(checkpoint_dir.string(), model, &optimizer, state);
+    state.progress = {{"last_accuracy", last_score}, {"reached_target", reached_target}, {"evaluated", evaluated}};
+    if (scales_loss) {
+      state.progress["loss_scale"] = loss_scale.scale;
+      state.progress["loss_scale_good_steps"] = loss_scale.good_steps;
+      state.progress["skipped_steps"] = skipped_steps;
+    }
+    CheckpointContents contents;
+    contents.weights = weights.named();
+    contents.optimizer = &optimizer;
+    contents.model_config = task.model_config();
+    contents.files = task.checkpoint_files();
+    save_checkpoint(checkpoint_dir.string(), contents, state);
   };
 
   const int64_t last_step = options.stop_after_steps > 0 ? std::min(total_steps, options.stop_after_steps) : total_steps;
@@ -84,55 +246,97 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   progress_options.log_every_steps = std::max<int64_t>(settings.log_every, total_steps / 20);
   ProgressReporter progress(progress_options);
   double tokens_since = 0;
+  int64_t steps_since = 0;
   auto rate_start = std::chrono::steady_clock::now();
+  const StopSignals signals;
+  TrainerResult result;
+  if (device.is_cuda()) c10::getDeviceAllocator(c10::kCUDA)->resetPeakStats(device.index());
 
-  while (state.step < last_step && !reached_target) {
+  while (state.step < last_step && !(reached_target && task.stops_at_target())) {
     const double lr = schedule->lr_at(state.step);
     optimizer.set_lr(lr);
     int64_t tokens = 0;
-    at::Tensor loss = task.training_loss(state.step, &tokens);
-    loss.backward();
-    at::Tensor grad_norm;
-    if (settings.grad_clip > 0) grad_norm = clip_grad_norm(model.named_parameters(), settings.grad_clip);
-    optimizer.step();
-    optimizer.zero_grad();
+    at::Tensor loss_sum;
+    for (int64_t micro = 0; micro < micro_batches; ++micro) {
+      int64_t micro_tokens = 0;
+      at::Tensor loss = task.training_loss(state.step, micro, &micro_tokens);
+      (scales_loss ? loss * loss_scale.scale : loss).backward();
+      weights.collect_gradients();
+      tokens += micro_tokens;
+      loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
+    }
+    bool step_taken = true;
+    at::Tensor grad_norm_before_clip;
+    if (scales_loss) {
+      weights.scale_gradients(1.0 / loss_scale.scale);
+      grad_norm_before_clip = grad_norm(tensors_of(weights.named()));
+      step_taken = std::isfinite(grad_norm_before_clip.item<double>());
+      if (!step_taken) {
+        loss_scale.scale /= 2;
+        loss_scale.good_steps = 0;
+        ++skipped_steps;
+      } else if (++loss_scale.good_steps % LossScale::kGrowthInterval == 0) {
+        loss_scale.scale *= 2;
+      }
+    }
+    if (step_taken) {
+      if (settings.grad_clip > 0) grad_norm_before_clip = clip_grad_norm(weights.named(), settings.grad_clip);
+      optimizer.step();
+      weights.publish();
+    }
+    weights.zero_gradients();
     ++state.step;
+    ++steps_since;
     tokens_since += static_cast<double>(tokens);
 
     if (state.step % settings.log_every == 0 || state.step == last_step) {
-      const double loss_value = loss.item<double>();
+      const double loss_value = loss_sum.item<double>();
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - rate_start).count();
       const double tokens_per_second = seconds > 0 ? tokens_since / seconds : 0;
-      tokens_since = 0;
-      rate_start = std::chrono::steady_clock::now();
       nlohmann::json record = {{"step", state.step}, {"epoch", (state.step - 1) / steps_per_epoch},
-                               {"loss", loss_value}, {"lr", lr}, {"tokens_per_s", tokens_per_second}};
-      if (grad_norm.defined()) record["grad_norm"] = grad_norm.item<double>();
+                               {"loss", loss_value}, {"lr", lr}, {"tokens_per_s", tokens_per_second},
+                               {"step_time_s", steps_since > 0 ? seconds / static_cast<double>(steps_since) : 0.0},
+                               {"peak_memory_bytes", peak_memory_bytes(device)}};
+      if (task.flops_per_token() > 0) record["model_flops_per_s"] = task.flops_per_token() * tokens_per_second;
+      if (grad_norm_before_clip.defined()) record["grad_norm"] = grad_norm_before_clip.item<double>();
+      if (scales_loss) record["loss_scale"] = loss_scale.scale, record["skipped_steps"] = skipped_steps;
+      if (!step_taken) record["skipped"] = true;
       metrics.write(record);
       progress.update(state.step, {{"loss", loss_value}, {task.score_name(), last_score}, {"tok/s", tokens_per_second}});
+      tokens_since = 0;
+      steps_since = 0;
+      rate_start = std::chrono::steady_clock::now();
     }
     if (state.step % eval_every == 0 || state.step == total_steps) {
       TaskEvaluation evaluation = task.evaluate();
-      last_score = evaluation.score;
-      state.best_score = std::max(state.best_score, evaluation.score);
-      reached_target = evaluation.score >= settings.target_accuracy;
+      last_score = std::isnan(evaluation.shown) ? evaluation.score : evaluation.shown;
+      state.best_score = evaluated ? std::max(state.best_score, evaluation.score) : evaluation.score;
+      evaluated = true;
+      reached_target = task.stops_at_target() && evaluation.score >= settings.target_accuracy;
       evaluation.record["step"] = state.step;
       evaluation.record["eval"] = true;
       metrics.write(evaluation.record);
       progress.message("step " + std::to_string(state.step) + ": " + evaluation.summary);
     }
+    if (signals.received() != 0) {
+      save();
+      progress.finish();
+      result.interrupted = true;
+      break;
+    }
     if (state.step % checkpoint_every == 0 || reached_target) save();
   }
+  result.checkpoint_dir = checkpoint_dir.string();
+  result.steps = state.step;
+  result.total_steps = total_steps;
+  if (result.interrupted) return result;
   progress.finish();
-  TrainerResult result;
   result.stopped_early = state.step < total_steps && !reached_target;
   save();
 
   result.final_evaluation = task.evaluate();
-  result.best_score = std::max(state.best_score, result.final_evaluation.score);
-  result.reached_target = result.final_evaluation.score >= settings.target_accuracy;
-  result.steps = state.step;
-  result.total_steps = total_steps;
+  result.best_score = evaluated ? std::max(state.best_score, result.final_evaluation.score) : result.final_evaluation.score;
+  result.reached_target = task.stops_at_target() && result.final_evaluation.score >= settings.target_accuracy;
   return result;
 }
 

@@ -1,9 +1,12 @@
-// The training loop, independent of the task (issue 18's "one trainer with tasks"): the
-// schedule's learning rate, AdamW, gradient clipping, JSON-lines metrics and a progress bar,
-// evaluation every N steps with early stop at a target score, atomic checkpoints and exact
-// resume. A task supplies the model, the loss of step s's batch (a pure function of s, so a
-// resumed run repeats the uninterrupted one) and the evaluation; MQAR is the first task
-// (mqar_trainer.h).
+// The training loop, independent of the task (architecture.md, "Trainer and tasks"; llm.c's
+// loop): per step, the micro-batches' forward and backward (gradient accumulation), gradient
+// clipping, AdamW (fused on a GPU) at the schedule's learning rate; mixed precision (bf16 or
+// fp16 compute with fp32 master weights and moments, fp16 with dynamic loss scaling);
+// JSON-lines metrics and a progress bar; evaluation every N steps with early stop at a target
+// score; atomic checkpoints, exact resume, and a checkpoint on SIGINT/SIGTERM. A task supplies
+// the model, the loss of step s's micro-batch m (a pure function of (s, m), so a resumed run
+// repeats the uninterrupted one) and the evaluation: MQAR (mqar_trainer.h), language modelling
+// (lm_trainer.h).
 #pragma once
 
 #include "layers/module.h"
@@ -12,8 +15,10 @@
 #include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace lintime::train {
@@ -37,6 +42,10 @@ struct OptimSettings {
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;
   double grad_clip = 1.0;  // <= 0: no clipping
+  // The parameters' dtype in the forward and backward: "fp32", "fp64", or "bf16" / "fp16"
+  // with fp32 master weights and AdamW moments (fp16 with dynamic loss scaling).
+  std::string precision = "fp32";
+  bool fused_adamw = true;  // on a GPU (AdamWOptions::fused)
   int64_t eval_every = 0;  // steps; 0: at the end of every epoch
   int64_t checkpoint_every = 0;  // steps; 0: at every evaluation
   int64_t log_every = 10;
@@ -49,6 +58,7 @@ struct TaskEvaluation {
   nlohmann::json record;  // one metrics.jsonl line (the trainer adds "step" and "eval": true)
   double score = 0;       // higher is better; early stop at OptimSettings::target_accuracy
   std::string summary;    // for the progress output: "test accuracy 0.953"
+  double shown = NAN;     // the progress bar's value under score_name() (NaN: the score)
 };
 
 class TrainingTask {
@@ -62,11 +72,23 @@ class TrainingTask {
   virtual nlohmann::json rng_description() const = 0;
   virtual int64_t steps_per_epoch() const = 0;
   virtual int64_t total_steps() const = 0;
-  // The loss of step `step`'s batch in training mode; `tokens` receives the batch's token count.
-  virtual at::Tensor training_loss(int64_t step, int64_t* tokens) = 0;
+  // Forward and backward passes per optimizer step (gradient accumulation).
+  virtual int64_t micro_batches() const { return 1; }
+  // The loss of micro-batch `micro` of step `step` in training mode, scaled so that the
+  // micro-batches' losses add up to the step's loss (their gradients are summed); `tokens`
+  // receives its token count.
+  virtual at::Tensor training_loss(int64_t step, int64_t micro, int64_t* tokens) = 0;
   virtual TaskEvaluation evaluate() = 0;
   // The score's name on the progress bar ("acc").
   virtual const char* score_name() const { return "score"; }
+  // Whether training stops once the score reaches OptimSettings::target_accuracy.
+  virtual bool stops_at_target() const { return true; }
+  // Model FLOPs per trained token (forward and backward) for the metrics' FLOP/s; 0: unknown.
+  virtual double flops_per_token() const { return 0; }
+  // Set: the checkpoint is also a model folder with this config.json and these files beside
+  // the weights (CheckpointContents).
+  virtual nlohmann::json model_config() const { return nullptr; }
+  virtual std::vector<std::pair<std::string, std::string>> checkpoint_files() const { return {}; }
 };
 
 struct TrainerOptions {
@@ -81,13 +103,16 @@ struct TrainerResult {
   double best_score = 0;
   bool reached_target = false;
   bool stopped_early = false;  // by stop_after_steps
-  TaskEvaluation final_evaluation;
+  bool interrupted = false;    // by SIGINT or SIGTERM, after writing the checkpoint
+  std::string checkpoint_dir;
+  TaskEvaluation final_evaluation;  // not run when interrupted
 };
 
 // Trains into options.out_dir: metrics.jsonl (appended to on resume) and checkpoint/
 // (model.safetensors, optimizer.safetensors, trainer_state.json, config.json). Throws
 // lintime::Error for a resume without a checkpoint or with another config, and for an output
-// directory that holds a checkpoint without --resume.
+// directory that holds a checkpoint without --resume. SIGINT and SIGTERM (while it runs) end
+// the step in progress, write the checkpoint and return with `interrupted` set.
 TrainerResult train(TrainingTask& task, const OptimSettings& settings, const TrainerOptions& options);
 
 }  // namespace lintime::train

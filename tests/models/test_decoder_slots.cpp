@@ -6,13 +6,8 @@
 // (convolution, Taylor linear attention, sliding window), Llama and Mistral (KV caches and ring
 // buffers, whose rows run in groups of equal length).
 #include "core/error.h"
-#include "models/based_model.h"
-#include "models/gla_model.h"
-#include "models/gsa_model.h"
-#include "models/llama_model.h"
-#include "support/based_configs.h"
+#include "support/decoder_models.h"
 #include "support/test_support.h"
-#include "support/trained_magnitudes.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -31,60 +26,11 @@ using lintime::models::Decoder;
 using lintime::testing::make_generator;
 using lintime::testing::relative_max_error;
 
-constexpr int64_t kVocab = 40;  // the tiny BASED model's
+constexpr int64_t kVocab = lintime::testing::kDecoderTestVocab;
 constexpr int64_t kNewTokens = 6;
 
-template <class Model, class Config>
-std::unique_ptr<Decoder> trained_like(const Config& config, uint64_t seed) {
-  auto generator = make_generator(seed);
-  auto model = std::make_unique<Model>(config, generator);
-  lintime::testing::set_trained_magnitudes(*model, generator);
-  model->to(at::kCPU, at::kDouble);
-  return model;
-}
-
-std::vector<std::pair<std::string, std::function<std::unique_ptr<Decoder>()>>> models() {
-  auto gsa = [](bool hybrid) {
-    lintime::models::GsaConfig config;
-    config.vocab_size = kVocab;
-    config.hidden_size = 32;
-    config.num_hidden_layers = 2;
-    config.num_heads = 2;
-    config.num_slots = 8;
-    config.use_short_conv = true;
-    if (hybrid) config.attn = nlohmann::json{{"layers", {1}}, {"num_heads", 4}, {"window_size", 4}};
-    return trained_like<lintime::models::GsaModel>(config, 11);
-  };
-  auto llama = [](std::optional<int64_t> window) {
-    lintime::models::LlamaConfig config;
-    config.model_type = window ? "mistral" : "llama";
-    config.vocab_size = kVocab;
-    config.hidden_size = 32;
-    config.intermediate_size = 48;
-    config.num_hidden_layers = 2;
-    config.num_attention_heads = 4;
-    config.num_key_value_heads = 2;
-    config.sliding_window = window;
-    return trained_like<lintime::models::LlamaModel>(config, 12);
-  };
-  return {{"gsa", [=] { return gsa(false); }},
-          {"gsa hybrid", [=] { return gsa(true); }},
-          {"gla",
-           [] {
-             lintime::models::GlaConfig config;
-             config.vocab_size = kVocab;
-             config.hidden_size = 32;
-             config.num_hidden_layers = 2;
-             config.num_heads = 2;
-             return trained_like<lintime::models::GlaModel>(config, 13);
-           }},
-          {"based",  // conv, Taylor linear attention and a 5-key sliding window (vocab 40)
-           [] {
-             return trained_like<lintime::models::BasedModel>(
-                 lintime::models::BasedConfig::from_json(lintime::testing::tiny_based_config()), 14);
-           }},
-          {"llama", [=] { return llama(std::nullopt); }},
-          {"mistral", [=] { return llama(5); }}};
+std::vector<std::pair<std::string, lintime::testing::DecoderFactory>> models() {
+  return lintime::testing::decoder_test_models();
 }
 
 struct Sequence {

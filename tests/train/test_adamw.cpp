@@ -59,9 +59,9 @@ at::Tensor make_parameter(at::IntArrayRef shape, at::ScalarType dtype, at::Gener
   return at::randn(shape, generator, at::kDouble).to(dtype).set_requires_grad(true);
 }
 
-void run_against_reference(at::ScalarType dtype, double tolerance) {
+void run_against_reference(at::ScalarType dtype, double tolerance, bool fused = false) {
   auto generator = lintime::testing::make_generator(3);
-  AdamWOptions options{.lr = 0.05, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.1};
+  AdamWOptions options{.lr = 0.05, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.1, .fused = fused};
   std::vector<std::pair<std::string, at::Tensor>> parameters = {
       {"layers.0.proj.weight", make_parameter({4, 3}, dtype, generator)},
       {"layers.0.proj.bias", make_parameter({4}, dtype, generator)},
@@ -90,6 +90,12 @@ TEST(AdamW, MatchesClosedFormFloat64) { run_against_reference(at::kDouble, 1e-13
 
 // fp32 state: the error of fp32 arithmetic on O(1) values over a few steps.
 TEST(AdamW, MatchesClosedFormFloat32) { run_against_reference(at::kFloat, 2e-6); }
+
+// ATen's fused multi-tensor AdamW (what the trainer uses on a GPU), here on the CPU: the same
+// update with the same tolerances (its step counts are floats on the device, its bias
+// corrections formed in the parameters' dtype).
+TEST(AdamW, FusedMatchesClosedFormFloat64) { run_against_reference(at::kDouble, 1e-13, /*fused=*/true); }
+TEST(AdamW, FusedMatchesClosedFormFloat32) { run_against_reference(at::kFloat, 2e-6, /*fused=*/true); }
 
 TEST(AdamW, DecayRules) {
   auto make = [] { return at::ones({2, 2}, at::kDouble).set_requires_grad(true); };

@@ -15,5 +15,7 @@ std::function<int()> add_bench_command(CLI::App& app);
 std::function<int()> add_forward_command(CLI::App& app);
 std::function<int()> add_generate_command(CLI::App& app);
 std::function<int()> add_perplexity_command(CLI::App& app);
+std::function<int()> add_plot_command(CLI::App& app);
+std::function<int()> add_tokenize_command(CLI::App& app);
 
 }  // namespace lintime::cli

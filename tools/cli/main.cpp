@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   add(lintime::cli::add_forward_command);
   add(lintime::cli::add_generate_command);
   add(lintime::cli::add_perplexity_command);
+  add(lintime::cli::add_plot_command);
+  add(lintime::cli::add_tokenize_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -1,9 +1,12 @@
-// `lintime train CONFIG.toml`: trains an MQAR model and prints test accuracy per segment, the
-// recurrent state size and wall time. With train.lr_sweep, one run per learning rate into
-// OUT/lr-<value>/ and a summary with the best.
+// `lintime train CONFIG.toml`: the config's task trains. "mqar" (the default): an MQAR model,
+// then test accuracy per segment, the recurrent state size and wall time; with train.lr_sweep,
+// one run per learning rate into OUT/lr-<value>/ and a summary with the best. "lm": a language
+// model on token shards, then its validation loss and perplexity and where the checkpoint is.
 #include "tools/cli/commands.h"
 
 #include "core/error.h"
+#include "train/config_document.h"
+#include "train/lm_trainer.h"
 #include "train/mqar_trainer.h"
 
 #include <ATen/Parallel.h>
@@ -36,10 +39,42 @@ std::string lr_name(double lr) {
   return out.str();
 }
 
+// Exit status of a run stopped by SIGINT or SIGTERM after writing its checkpoint.
+constexpr int kInterruptedExit = 130;
+
+int train_language_model(const std::string& config_path, const std::vector<std::string>& overrides,
+                         const std::string& out, const train::LmTrainOptions& base) {
+  const auto config = train::load_lm_train_config(config_path, overrides);
+  train::LmTrainOptions run = base;
+  run.out_dir = out;
+  std::printf("lintime train (language model): %s -> %s; %s from %s; %lld tokens per step in %lld micro-batches of %lld x %lld\n",
+              config_path.c_str(), out.c_str(), config.model.from.empty() ? "fresh weights" : "weights",
+              config.model.from.empty() ? (config.model.config_path.empty() ? "an inline config" : config.model.config_path.c_str())
+                                        : config.model.from.c_str(),
+              static_cast<long long>(config.batch_tokens), static_cast<long long>(config.micro_batches()),
+              static_cast<long long>(config.micro_batch_rows), static_cast<long long>(config.data.seq_len));
+  std::fflush(stdout);
+  const auto result = train::train_lm(config, run);
+  if (result.interrupted) {
+    std::fprintf(stderr, "lintime train: interrupted after step %lld; checkpoint in %s (continue with --resume)\n",
+                 static_cast<long long>(result.steps), result.checkpoint_dir.c_str());
+    return kInterruptedExit;
+  }
+  std::printf("\nvalidation loss %.4f, perplexity %.2f (best loss %.4f)\n", result.val_loss, result.val_perplexity,
+              result.best_val_loss);
+  std::printf("parameters: %lld; steps: %lld of %lld on %s in %s; wall time %.1f s\n",
+              static_cast<long long>(result.parameters), static_cast<long long>(result.steps),
+              static_cast<long long>(result.total_steps), result.device.c_str(), result.precision.c_str(),
+              result.wall_seconds);
+  std::printf("model folder: %s\n", result.checkpoint_dir.c_str());
+  std::fflush(stdout);
+  return 0;
+}
+
 }  // namespace
 
 std::function<int()> add_train_command(CLI::App& app) {
-  auto* command = app.add_subcommand("train", "Train a model on MQAR from a TOML config");
+  auto* command = app.add_subcommand("train", "Train a model from a TOML config: MQAR, or a language model (task = \"lm\")");
   struct Options {
     std::string config;
     std::vector<std::string> overrides;
@@ -51,7 +86,7 @@ std::function<int()> add_train_command(CLI::App& app) {
     int threads = 1;
   };
   auto options = std::make_shared<Options>();
-  command->add_option("CONFIG", options->config, "Training config (configs/mqar/*.toml)")->required();
+  command->add_option("CONFIG", options->config, "Training config (configs/mqar/*.toml, configs/lm/*.toml)")->required();
   command->add_option("--set", options->overrides, "Override a config value: key=value (e.g. train.lr=1e-3)");
   command->add_option("--device", options->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   command->add_option("--seed", options->seed, "Model initialisation seed (overrides train.seed)")->check(CLI::NonNegativeNumber);
@@ -70,10 +105,19 @@ std::function<int()> add_train_command(CLI::App& app) {
                   "' does not exist (expected a TOML file such as configs/mqar/gsa-small.toml)");
     auto overrides = options->overrides;
     if (options->seed >= 0) overrides.push_back("train.seed=" + std::to_string(options->seed));
-    auto config = train::load_mqar_train_config(options->config, overrides);
     const std::string out = options->out.empty()
                                 ? "runs/" + std::filesystem::path(options->config).stem().string()
                                 : options->out;
+    auto document = train::read_toml_file(options->config);
+    train::apply_overrides(document, overrides);
+    if (train::training_task_of(document, options->config) == "lm") {
+      train::LmTrainOptions run;
+      run.device = options->device;
+      run.resume = options->resume;
+      run.stop_after_steps = options->stop_after_steps;
+      return train_language_model(options->config, overrides, out, run);
+    }
+    auto config = train::load_mqar_train_config(options->config, overrides);
     train::MqarTrainOptions run;
     run.device = options->device;
     run.resume = options->resume;
