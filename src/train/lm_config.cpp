@@ -7,6 +7,7 @@
 #include "train/config_document.h"
 #include "train/optim_fields.h"
 
+#include <cmath>
 #include <sys/stat.h>
 
 namespace lintime::train {
@@ -91,10 +92,13 @@ LmTrainConfig LmTrainConfig::from_document(const nlohmann::json& document) {
   config.loss_chunk_tokens = train.get("loss_chunk_tokens", config.loss_chunk_tokens);
   config.eval_tokens = train.get("eval_tokens", config.eval_tokens);
   o.fused_adamw = train.get("fused_adamw", o.fused_adamw);
+  o.initial_loss_scale = train.get("loss_scale", o.initial_loss_scale);
   known.insert(known.end(), {"batch_tokens", "micro_batch_rows", "precision", "activation_checkpointing",
-                             "loss_chunk_tokens", "eval_tokens", "fused_adamw"});
+                             "loss_chunk_tokens", "eval_tokens", "fused_adamw", "loss_scale"});
   train.finish(known);
   LINTIME_CHECK(o.max_steps >= 1, "config key \"train.max_steps\": must be >= 1 for a language model, got ", o.max_steps);
+  LINTIME_CHECK(o.warmup_steps <= o.max_steps, "config key \"train.warmup_steps\": must not exceed train.max_steps (",
+                o.max_steps, "), got ", o.warmup_steps);
   const int64_t seq_len = config.data.seq_len;
   LINTIME_CHECK(config.batch_tokens >= seq_len && config.batch_tokens % seq_len == 0, "config key \"train.batch_tokens\": ",
                 "must be a multiple of data.seq_len (", seq_len, "), got ", config.batch_tokens);
@@ -106,6 +110,8 @@ LmTrainConfig LmTrainConfig::from_document(const nlohmann::json& document) {
                 "config key \"train.precision\": must be one of auto, fp32, fp64, bf16, fp16, got '", config.precision, "'");
   LINTIME_CHECK(config.activation_checkpointing >= 0, "config key \"train.activation_checkpointing\": must be >= 0 ",
                 "(0: none, k: every k-th block), got ", config.activation_checkpointing);
+  LINTIME_CHECK(o.initial_loss_scale >= 1 && std::isfinite(o.initial_loss_scale), "config key \"train.loss_scale\": ",
+                "must be a finite number >= 1 (fp16's initial loss scale), got ", o.initial_loss_scale);
   LINTIME_CHECK(config.loss_chunk_tokens >= 1, "config key \"train.loss_chunk_tokens\": must be >= 1, got ",
                 config.loss_chunk_tokens);
   LINTIME_CHECK(config.eval_tokens >= seq_len, "config key \"train.eval_tokens\": must be at least one row (",
@@ -119,7 +125,8 @@ nlohmann::json LmTrainConfig::to_document() const {
   nlohmann::json train = optimizer_fields_json(optim);
   train.update({{"batch_tokens", batch_tokens}, {"micro_batch_rows", micro_batch_rows}, {"precision", precision},
                 {"activation_checkpointing", activation_checkpointing}, {"loss_chunk_tokens", loss_chunk_tokens},
-                {"eval_tokens", eval_tokens}, {"fused_adamw", optim.fused_adamw}});
+                {"eval_tokens", eval_tokens}, {"fused_adamw", optim.fused_adamw},
+                {"loss_scale", optim.initial_loss_scale}});
   return {{"task", "lm"},
           {"model", model_table},
           {"data", {{"shards", data.shards}, {"seq_len", data.seq_len},

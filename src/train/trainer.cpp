@@ -136,11 +136,11 @@ class MasterWeights {
   std::vector<std::pair<std::string, at::Tensor>> parameters_, masters_;
 };
 
-// fp16's dynamic loss scale (torch.amp.GradScaler's defaults): the loss is multiplied by the
+// fp16's dynamic loss scale (torch.amp.GradScaler's rules): the loss is multiplied by the
 // scale before the backward pass; a step whose gradients overflow is skipped and halves the
 // scale; 2000 steps without overflow double it.
 struct LossScale {
-  double scale = 65536.0;
+  double scale = 0;
   int64_t good_steps = 0;
   static constexpr int64_t kGrowthInterval = 2000;
 };
@@ -217,7 +217,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   bool reached_target = state.progress.value("reached_target", false);
   bool evaluated = state.progress.value("evaluated", state.best_score != 0.0);
   LossScale loss_scale;
-  loss_scale.scale = progress_number(state.progress, "loss_scale", loss_scale.scale);
+  loss_scale.scale = progress_number(state.progress, "loss_scale", settings.initial_loss_scale);
   loss_scale.good_steps = static_cast<int64_t>(progress_number(state.progress, "loss_scale_good_steps", 0));
   int64_t skipped_steps = static_cast<int64_t>(progress_number(state.progress, "skipped_steps", 0));
   const bool scales_loss = compute_dtype == at::kHalf;

@@ -46,6 +46,7 @@ struct OptimSettings {
   // with fp32 master weights and AdamW moments (fp16 with dynamic loss scaling).
   std::string precision = "fp32";
   bool fused_adamw = true;  // on a GPU (AdamWOptions::fused)
+  double initial_loss_scale = 65536.0;  // fp16: the dynamic loss scale's start (torch's GradScaler's)
   int64_t eval_every = 0;  // steps; 0: at the end of every epoch
   int64_t checkpoint_every = 0;  // steps; 0: at every evaluation
   int64_t log_every = 10;

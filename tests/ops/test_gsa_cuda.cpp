@@ -7,11 +7,11 @@
 // float64 reference, computed on the same dtype-rounded inputs, is at most twice the error of
 // lintime's references evaluated in the input dtype: the larger of the token-by-token recurrence
 // with the dtype's roundings (run_recurrence_in_dtype) and the CPU chunked op (the general path,
-// the same chunked algorithm). The CPU op now forms its cumulative log-gates in float64, which
-// took its fp32 error under strong gates from up to 4.4e-5 to 5.9e-6 (relative max), so the fp32
-// bound here is tighter than when the kernels last ran (H100, 8600917): they still form those
-// differences in fp32, and a GPU run has to show whether they meet it or need the same change.
-// For bf16 the relative RMS error is also at most 5e-3. Errors are relative RMS over each tensor.
+// the same chunked algorithm). The CPU op forms its cumulative log-gates in float64, the kernels
+// in fp32: for fp32 inputs the bound adds that rounding's effect, 2 · 2^-24 · max |b| (see
+// expect_within_precision; without it 4 of 9 tests failed on the H200 at 456eae1, errors up to
+// 46x the references' in the final states). For bf16 the relative RMS error is also at most 5e-3.
+// Errors are relative RMS over each tensor.
 #include "ops/gsa_test_cases.h"
 #include "ops/register/ops.h"
 #include "support/test_support.h"
@@ -158,15 +158,25 @@ std::vector<TensorPair> tensors_of(const GsaRun& actual, const GsaRun& recurrenc
   return pairs;
 }
 
-// lintime's two references evaluated in the input dtype (see the file header).
+// lintime's two references evaluated in the input dtype (see the file header), and the bound on
+// |b|, the cumulative log-gates the kernels hold within a chunk.
 struct LowPrecisionReferences {
   GsaRun recurrence, chunk;
+  double log_gate_bound = 0;
 };
+
+// The largest sum of |g| over 64 consecutive tokens (the kernels' chunk): no cumulative
+// log-gate within a chunk, wherever the chunks start, exceeds it.
+double chunk_log_gate_bound(const at::Tensor& g) {
+  const int64_t time = g.size(1), window = std::min<int64_t>(64, time);
+  const at::Tensor sums = at::cat({at::zeros_like(g.narrow(1, 0, 1)), g.abs().to(at::kDouble).cumsum(1)}, 1);
+  return (sums.narrow(1, window, time + 1 - window) - sums.narrow(1, 0, time + 1 - window)).max().item<double>();
+}
 
 LowPrecisionReferences low_precision_references(const GsaInputs& inputs, at::ScalarType dtype,
                                                 bool final_state) {
   return {run_recurrence_in_dtype(inputs, dtype, final_state),
-          run_gsa(Implementation::chunk, inputs, dtype, final_state, at::kCPU)};
+          run_gsa(Implementation::chunk, inputs, dtype, final_state, at::kCPU), chunk_log_gate_bound(inputs.g)};
 }
 
 // Checks one run against the rule in the file header; prints one line per tensor.
@@ -187,14 +197,21 @@ void expect_within_precision(const std::string& case_name, at::ScalarType dtype,
     const double chunk_error = relative_rms_error(pair.chunk_in_dtype.to(at::kDouble), pair.reference);
     const double low_error = std::max(recurrence_error, chunk_error);
     const double max_error = relative_max_error(actual64, pair.reference);
-    std::printf("%-58s %-5s %-20s rms %.3e (in %s: recurrence %.3e, chunk %.3e; ratio %.2f)  max %.3e\n",
+    std::printf("%-58s %-5s %-20s rms %.3e (in %s: recurrence %.3e, chunk %.3e; ratio %.2f)  max %.3e  max|b| %.1f\n",
                 case_name.c_str(), dtype_name(dtype), pair.name.c_str(), error, dtype_name(dtype),
-                recurrence_error, chunk_error, error / std::max(low_error, 1e-300), max_error);
+                recurrence_error, chunk_error, error / std::max(low_error, 1e-300), max_error, low.log_gate_bound);
     // fp32-valued outputs (states, their gradients) of fp16 inputs: the kernels hold fp32 operands
     // as three fp16 parts, whose last part loses digits below fp16's smallest subnormal (2^-24),
     // so they reach about 1e-7 relative where the references reach 4e-8: allowed 1e-6.
     const bool fp32_output = pair.actual.scalar_type() == at::kFloat;
-    const double allowance = dtype == at::kHalf && fp32_output ? 1e-6 : 0.0;
+    double allowance = dtype == at::kHalf && fp32_output ? 1e-6 : 0.0;
+    // fp32 inputs: the kernels hold the cumulative log-gates b in fp32 (the CPU chunked op in
+    // float64), and an exponent b_t - b_s formed from two fp32 values is off by up to
+    // 2^-24 (|b_t| + |b_s|), which exp carries into each decay as a relative error of that size
+    // (exp(x + e) = exp(x)(1 + e)); so the outputs may differ by 2 · 2^-24 · max |b| beyond the
+    // references (without this term, on the H200 at 456eae1: up to 46x the references' error in
+    // the final states under gates near -1/0.1 per step, 19x at -0.8, up to 15x elsewhere).
+    if (dtype == at::kFloat) allowance += 2 * std::ldexp(1.0, -24) * low.log_gate_bound;
     // Known gap, fp32 inputs only: dg is a reverse sum over the whole sequence of per-token terms
     // that cancel in large part (no per-chunk states are kept); the kernels form that sum in fp64,
     // but its terms are fp32, so the error grows with |b| under strong gates: measured up to 4.7x

@@ -11,6 +11,7 @@
 #include "io/token_shards.h"
 #include "models/architecture.h"
 #include "models/causal_lm.h"
+#include "support/lm_shards.h"
 #include "support/test_support.h"
 #include "train/lm_trainer.h"
 
@@ -39,48 +40,14 @@ namespace fs = std::filesystem;
 using lintime::train::LmTrainConfig;
 using lintime::train::LmTrainOptions;
 
-constexpr int64_t kVocab = 64;
-constexpr int64_t kEos = 63;
-
-fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("lintime-lm-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  return dir;
-}
-
-// A shard directory of `documents` (each ends with its EOS) split into train and val.
-void write_shards(const fs::path& dir, const std::vector<std::vector<int64_t>>& train,
-                  const std::vector<std::vector<int64_t>>& val, int64_t eos, int64_t vocab) {
-  fs::create_directories(dir);
-  lintime::io::TokenManifest manifest;
-  manifest.tokenizer = {"test ids", vocab, "0", ""};
-  manifest.eos_id = eos;
-  manifest.dtype = lintime::io::token_dtype_for_vocab(vocab);
-  for (const auto& [split, documents] : {std::pair{"train", &train}, std::pair{"val", &val}}) {
-    lintime::io::TokenShardWriter writer(dir.string(), split, manifest.dtype, 1000);
-    for (const auto& document : *documents) writer.add_document(document);
-    manifest.splits[split] = writer.finish();
-  }
-  lintime::io::write_token_manifest(dir.string(), manifest);
-}
-
-std::vector<std::vector<int64_t>> random_documents(int count, uint64_t seed) {
-  std::mt19937_64 random(seed);
-  std::vector<std::vector<int64_t>> documents;
-  for (int i = 0; i < count; ++i) {
-    std::vector<int64_t> document(3 + random() % 38);
-    for (auto& token : document) token = static_cast<int64_t>(random() % kEos);
-    document.push_back(kEos);
-    documents.push_back(document);
-  }
-  return documents;
-}
-
-nlohmann::json tiny_gsa_config(int64_t vocab) {
-  return {{"model_type", "gsa"},  {"vocab_size", vocab},     {"hidden_size", 32},          {"num_hidden_layers", 2},
-          {"num_heads", 2},       {"num_slots", 8},          {"intermediate_size", 64},    {"use_short_conv", true},
-          {"norm_eps", 1e-6},     {"tie_word_embeddings", true}, {"gate_logit_normalizer", 8}};
-}
+using lintime::testing::fresh_dir;
+using lintime::testing::kLmTestEos;
+using lintime::testing::kLmTestVocab;
+using lintime::testing::random_documents;
+using lintime::testing::tiny_gsa_config;
+using lintime::testing::write_shards;
+constexpr int64_t kVocab = kLmTestVocab;
+constexpr int64_t kEos = kLmTestEos;
 
 // 4 rows of 16 tokens per step, float64, a constant learning rate, no clipping; eps = 1e-3 so
 // that the first AdamW update depends on each gradient's size, not only on its sign.
@@ -275,6 +242,35 @@ TEST_F(LmTraining, ShardsWithIdsOutsideTheModelsVocabularyAreRefused) {
     EXPECT_NE(message.find("100"), std::string::npos) << message;
     EXPECT_NE(message.find("64"), std::string::npos) << message;
   }
+}
+
+// fp16's dynamic loss scale: from a scale at which the gradients overflow, steps are skipped
+// and each skip halves the scale, until the gradients fit and steps are taken.
+TEST_F(LmTraining, Fp16OverflowSkipsTheStepAndHalvesTheLossScale) {
+  auto config = small_config(shards_);
+  config.precision = "fp16";
+  config.optim.max_steps = 24;
+  config.optim.eval_every = 24;
+  config.optim.initial_loss_scale = 1e8;
+  const fs::path run = run_dir("fp16");
+  lintime::train::train_lm(config, cpu_run(run));
+  int64_t skipped = 0;
+  double scale = 1e8;
+  bool took_a_step = false;
+  for (const auto& line : metrics_lines(run)) {
+    if (line.contains("eval")) continue;
+    const bool skipped_now = line.value("skipped", false);
+    if (line.at("step") == 1) EXPECT_TRUE(skipped_now) << "a loss scale of 1e8 overflows fp16 gradients";
+    if (skipped_now) {
+      ++skipped, scale /= 2;  // (a later step may overflow again near the fitting scale, and halve it once more)
+    } else {
+      took_a_step = true;
+    }
+    EXPECT_EQ(line.at("loss_scale").get<double>(), scale) << "step " << line.at("step");
+    EXPECT_EQ(line.at("skipped_steps").get<int64_t>(), skipped);
+  }
+  EXPECT_GE(skipped, 1);
+  EXPECT_TRUE(took_a_step) << "no step fitted in fp16 within 24 halvings";
 }
 
 // The bytes of tinyshakespeare, paragraphs as documents (EOS 0, a byte the text never holds),
