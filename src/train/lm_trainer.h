@@ -19,6 +19,7 @@ struct LmTrainOptions {
   std::string device = "auto";
   bool resume = false;
   int64_t stop_after_steps = 0;  // stop (with a checkpoint) after this many steps in total
+  bool save_checkpoints = true;  // false: none written (benchmarks)
 };
 
 struct LmTrainResult {

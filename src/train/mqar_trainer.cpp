@@ -3,6 +3,7 @@
 // resumed from a checkpoint ends with the same weights as an uninterrupted one on the CPU.
 #include "train/mqar_trainer.h"
 
+#include "core/config_reader.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "data/mqar_metric.h"
@@ -153,13 +154,7 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
                             {"parameters", result.parameters},
                             {"state_bytes_per_sequence", result.state_bytes_per_sequence},
                             {"lr", result.lr}, {"device", result.device}};
-  const fs::path result_path = fs::path(options.out_dir) / "result.json";
-  {
-    std::ofstream out(result_path.string() + ".tmp");
-    out << summary.dump(2) << "\n";
-    LINTIME_CHECK(out.good(), "cannot write '", result_path.string(), "'");
-  }
-  fs::rename(result_path.string() + ".tmp", result_path);
+  config::write_json_file_atomically((fs::path(options.out_dir) / "result.json").string(), summary);
   return result;
 }
 

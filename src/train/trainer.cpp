@@ -223,6 +223,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   const bool scales_loss = compute_dtype == at::kHalf;
   state.rng = task.rng_description();
   auto save = [&] {
+    if (!options.save_checkpoints) return;
     state.epoch = state.step / steps_per_epoch;
     state.data_position = state.step % steps_per_epoch;
     state.progress = {{"last_accuracy", last_score}, {"reached_target", reached_target}, {"evaluated", evaluated}};

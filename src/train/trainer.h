@@ -97,6 +97,8 @@ struct TrainerOptions {
   bool resume = false;
   // Stop (with a checkpoint) once this many steps are done in total; 0: run to the end.
   int64_t stop_after_steps = 0;
+  // false: no checkpoint is written (benchmarks).
+  bool save_checkpoints = true;
 };
 
 struct TrainerResult {

@@ -8,6 +8,7 @@
 #include "models/gsa_model.h"
 #include "models/llama_model.h"
 #include "support/based_configs.h"
+#include "support/run_lintime.h"
 #include "support/test_support.h"
 #include "text/tokenizer.h"
 
@@ -32,26 +33,9 @@
 namespace {
 namespace fs = std::filesystem;
 
-struct CommandResult {
-  int exit_code;
-  std::string out;  // stdout and stderr together
-};
-
-enum class Capture { both, stderr_only, stdout_only };
-
-// Runs the binary and captures stdout and stderr together, or one of them (the other discarded).
-CommandResult run_lintime(const std::string& arguments, Capture capture = Capture::both) {
-  const char* redirect = capture == Capture::both ? " 2>&1" : capture == Capture::stderr_only ? " 2>&1 >/dev/null" : " 2>/dev/null";
-  const std::string command = std::string(LINTIME_BINARY) + " " + arguments + redirect;
-  CommandResult result{-1, ""};
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) return result;
-  std::array<char, 4096> buffer{};
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) result.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+using lintime::testing::Capture;
+using lintime::testing::CommandResult;
+using lintime::testing::run_lintime;
 
 CommandResult run_errors(const std::string& arguments) { return run_lintime(arguments, Capture::stderr_only); }
 CommandResult run_stdout(const std::string& arguments) { return run_lintime(arguments, Capture::stdout_only); }

@@ -5,6 +5,7 @@
 // ../shared/data (skipped without it, failing under CI).
 #include "data/tokenize_corpus.h"
 #include "io/token_shards.h"
+#include "support/run_lintime.h"
 #include "support/test_support.h"
 
 #include <gtest/gtest.h>
@@ -25,23 +26,12 @@ namespace {
 namespace fs = std::filesystem;
 using lintime::testing::TempDir;
 
-struct CommandResult {
-  int exit_code;
-  std::string out;
-};
+using lintime::testing::CommandResult;
 
 // Runs the binary; stdout and stderr together, or stderr alone.
 CommandResult run_lintime(const std::string& arguments, bool stderr_only = false) {
-  const std::string command =
-      std::string(LINTIME_BINARY) + " " + arguments + (stderr_only ? " 2>&1 >/dev/null" : " 2>&1");
-  CommandResult result{-1, ""};
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) return result;
-  std::array<char, 4096> buffer{};
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) result.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return lintime::testing::run_lintime(arguments, stderr_only ? lintime::testing::Capture::stderr_only
+                                                              : lintime::testing::Capture::both);
 }
 
 std::string read_bytes(const fs::path& path) {

@@ -214,9 +214,10 @@ void expect_within_precision(const std::string& case_name, at::ScalarType dtype,
     if (dtype == at::kFloat) allowance += 2 * std::ldexp(1.0, -24) * low.log_gate_bound;
     // Known gap, fp32 inputs only: dg is a reverse sum over the whole sequence of per-token terms
     // that cancel in large part (no per-chunk states are kept); the kernels form that sum in fp64,
-    // but its terms are fp32, so the error grows with |b| under strong gates: measured up to 4.7x
-    // the best fp32 reference (gates near -10 per step; 2.8x at T = 1025, 5.4x before the fp64
-    // sums). The rule above holds for every other output and for 16-bit dg.
+    // but its terms are fp32, so the error grows with |b| under strong gates. On the H200 at
+    // 4487857: up to 4.1x the best fp32 reference beyond the log-gate allowance (4.7x without it;
+    // gates near -10 per step, T = 200), where every other fp32 output needs at most 0.8x. The
+    // rule above holds for every other output and for 16-bit dg.
     const double factor = dtype == at::kFloat && pair.name == "grad_g" ? 6.0 : 2.0;
     EXPECT_LE(error, factor * low_error + allowance)
         << case_name << " " << dtype_name(dtype) << ": " << pair.name << " relative RMS " << error

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "ops/register/ops.h"
 #include "tools/cli/bench_generation.h"
+#include "tools/cli/bench_training.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -72,7 +73,8 @@ std::string machine_name() {
 
 std::function<int()> add_bench_command(CLI::App& app) {
   auto* command = app.add_subcommand("bench", "Benchmark lintime (JSON lines + table): gsa, the chunked GSA op; "
-                                              "generate, text generation of GSA against a Transformer++");
+                                              "generate, text generation of GSA against a Transformer++; train, "
+                                              "language-model training of the same models");
   struct Options {
     std::string what = "gsa";
     std::string device = "cpu";
@@ -83,9 +85,11 @@ std::function<int()> add_bench_command(CLI::App& app) {
   };
   auto options = std::make_shared<Options>();
   auto generation = std::make_shared<GenerationBenchOptions>();
-  command->add_option("what", options->what, "What to benchmark: gsa or generate")
-      ->check(CLI::IsMember({"gsa", "generate"}));
+  auto training = std::make_shared<TrainingBenchOptions>();
+  command->add_option("what", options->what, "What to benchmark: gsa, generate or train")
+      ->check(CLI::IsMember({"gsa", "generate", "train"}));
   add_generation_bench_options(*command, *generation);
+  add_training_bench_options(*command, *training);
   command->add_option("--device", options->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   command->add_option("--jsonl", options->jsonl, "Append JSON lines to this file");
   command->add_option("--batch", options->batch, "B")->check(CLI::PositiveNumber);
@@ -96,8 +100,10 @@ std::function<int()> add_bench_command(CLI::App& app) {
   command->add_option("--slots", options->slots, "M")->check(CLI::PositiveNumber);
   command->add_option("--repeats", options->repeats, "Timed repetitions (median reported)")->check(CLI::PositiveNumber);
   command->add_flag("--skip-reference", options->skip_reference, "Time only the chunked op");
-  return [options, generation]() {
+  return [options, generation, training]() {
     if (options->what == "generate") return run_generation_bench(*generation, options->device, options->jsonl);
+    if (options->what == "train")
+      return run_training_bench(*training, generation->archs, generation->preset, options->device, options->jsonl);
     const at::Device device(options->device == "cuda" ? at::kCUDA : at::kCPU);
     LINTIME_CHECK(device.is_cpu() || at::hasCUDA(), "bench: --device cuda but no CUDA device is available");
     const BenchShape shape{options->batch, options->seq_len, options->heads, options->key_dim,

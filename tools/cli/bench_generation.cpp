@@ -86,7 +86,6 @@ const std::map<std::string, nlohmann::json (*)(const std::string&)>& presets() {
   return table;
 }
 
-nlohmann::json preset_config(const std::string& arch, const std::string& preset) { return presets().at(arch)(preset); }
 
 // A model of the preset with N(0, 0.02) weights and unit norms, allocated in place on the device
 // by its architecture's entry.
@@ -129,6 +128,8 @@ c10::DeviceAllocator* device_allocator(const c10::Device& device) {
 }
 
 }  // namespace
+
+nlohmann::json preset_config(const std::string& arch, const std::string& preset) { return presets().at(arch)(preset); }
 
 void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& options) {
   command.add_option("--arch", options.archs, "generate: gsa, gla and/or llama (the Transformer++ baseline)")

@@ -3,6 +3,8 @@
 // memory and the decoding state's bytes, per batch size and generated length. Random weights.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -26,6 +28,9 @@ struct GenerationBenchOptions {
 };
 
 void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& options);
+// The config.json of `arch`'s model in `preset` (1.3b: fla's GSA 1.3B shape and the same-width
+// GLA and Transformer++; tiny).
+nlohmann::json preset_config(const std::string& arch, const std::string& preset);
 // Prints a table, writes one JSON line per run to stdout and `jsonl` (when not empty).
 int run_generation_bench(const GenerationBenchOptions& options, const std::string& device_name,
                          const std::string& jsonl);

@@ -1,0 +1,35 @@
+// Runs the lintime binary of the build (LINTIME_BINARY, defined for the CLI tests) through the
+// shell and captures its output, for tests of the command line. Header-only.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+
+namespace lintime::testing {
+
+struct CommandResult {
+  int exit_code;
+  std::string out;  // what was captured
+};
+
+enum class Capture { both, stderr_only, stdout_only };
+
+// `arguments` follow the binary's path on a shell command line; stdout and stderr are captured
+// together, or one of them (the other discarded).
+inline CommandResult run_lintime(const std::string& arguments, Capture capture = Capture::both) {
+  const char* redirect = capture == Capture::both ? " 2>&1" : capture == Capture::stderr_only ? " 2>&1 >/dev/null" : " 2>/dev/null";
+  const std::string command = std::string(LINTIME_BINARY) + " " + arguments + redirect;
+  CommandResult result{-1, ""};
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return result;
+  std::array<char, 4096> buffer{};
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) result.out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+}  // namespace lintime::testing

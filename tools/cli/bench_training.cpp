@@ -1,0 +1,127 @@
+// `lintime bench train`: language-model training throughput and peak memory of the preset
+// models (fla's GSA 1.3B shape and the same-width Transformer++ or GLA, or tiny ones), through
+// the trainer exactly as `lintime train` runs it (bf16 with fp32 master weights, fused AdamW,
+// the chunked cross-entropy) on random tokens: --steps untimed steps, then --steps timed ones,
+// for each rows × tokens shape. No checkpoint is written. bench/train_hf.py measures Hugging
+// Face's Llama (and fla's GSA) at the same shapes as the anchor.
+#include "tools/cli/bench_training.h"
+
+#include "core/error.h"
+#include "io/token_shards.h"
+#include "tools/cli/bench_generation.h"
+#include "train/lm_trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <unistd.h>
+
+namespace lintime::cli {
+namespace fs = std::filesystem;
+namespace {
+
+// A train and a val split of uniformly random ids in [0, vocab): one document per split.
+void write_random_shards(const fs::path& dir, int64_t vocab, int64_t tokens) {
+  io::TokenManifest manifest;
+  manifest.tokenizer = {"random ids", vocab, "0", ""};
+  manifest.eos_id = vocab - 1;
+  manifest.dtype = io::token_dtype_for_vocab(vocab);
+  std::mt19937_64 random(0);
+  for (const auto& [split, count] : {std::pair<const char*, int64_t>{"train", tokens}, {"val", tokens / 8 + 2}}) {
+    std::vector<int64_t> document(static_cast<size_t>(count));
+    for (auto& token : document) token = static_cast<int64_t>(random() % static_cast<uint64_t>(vocab));
+    io::TokenShardWriter writer(dir.string(), split, manifest.dtype, int64_t{1} << 27);
+    writer.add_document(document);
+    manifest.splits[split] = writer.finish();
+  }
+  io::write_token_manifest(dir.string(), manifest);
+}
+
+std::pair<int64_t, int64_t> parse_shape(const std::string& text) {
+  const size_t x = text.find('x');
+  LINTIME_CHECK(x != std::string::npos, "bench train: --shapes takes ROWSxTOKENS (e.g. 8x2048), got '", text, "'");
+  try {
+    const int64_t rows = std::stoll(text.substr(0, x)), tokens = std::stoll(text.substr(x + 1));
+    LINTIME_CHECK(rows >= 1 && tokens >= 1, "bench train: --shapes entries must be positive, got '", text, "'");
+    return {rows, tokens};
+  } catch (const std::logic_error&) {
+    fail("bench train: --shapes takes ROWSxTOKENS (e.g. 8x2048), got '", text, "'");
+  }
+}
+
+}  // namespace
+
+void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options) {
+  command.add_option("--shapes", options.shapes, "train: rows x tokens per step, e.g. 8x2048,2x8192")->delimiter(',');
+  command.add_option("--steps", options.steps, "train: untimed steps, then as many timed ones")->check(CLI::PositiveNumber);
+  command.add_option("--precision", options.precision, "train: bf16, fp16, fp32 (auto: bf16 on a GPU)")
+      ->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
+  command.add_option("--activation-checkpointing", options.activation_checkpointing,
+                     "train: checkpoint every k-th block (0: none)")
+      ->check(CLI::NonNegativeNumber);
+}
+
+int run_training_bench(const TrainingBenchOptions& options, const std::vector<std::string>& archs,
+                       const std::string& preset, const std::string& device, const std::string& jsonl) {
+  std::ofstream jsonl_file;
+  if (!jsonl.empty()) {
+    jsonl_file.open(jsonl, std::ios::app);
+    LINTIME_CHECK(jsonl_file.good(), "bench train: cannot open '", jsonl, "' for appending");
+  }
+  const fs::path scratch = fs::temp_directory_path() / ("lintime-bench-train-" + std::to_string(::getpid()));
+  fs::remove_all(scratch);
+  std::printf("%-7s %6s %7s %12s %10s %10s %14s\n", "arch", "rows", "tokens", "tokens/s", "step ms", "peak GiB",
+              "model TFLOP/s");
+  for (const std::string& arch : archs) {
+    const nlohmann::json model = preset_config(arch, preset);
+    const int64_t vocab = model.at("vocab_size").get<int64_t>();
+    for (const std::string& shape_text : options.shapes) {
+      const auto [rows, tokens] = parse_shape(shape_text);
+      const fs::path shards = scratch / "shards", run = scratch / "run";
+      fs::remove_all(scratch);
+      write_random_shards(shards, vocab, rows * (tokens + 1) * 4);
+      const nlohmann::json document = {
+          {"task", "lm"},
+          {"model", {{"config", model}}},
+          {"data", {{"shards", shards.string()}, {"seq_len", tokens}, {"document_boundaries", false}}},
+          {"train",
+           {{"batch_tokens", rows * tokens}, {"micro_batch_rows", rows}, {"max_steps", 2 * options.steps},
+            {"log_every", options.steps}, {"eval_every", 2 * options.steps}, {"eval_tokens", tokens},
+            {"precision", options.precision}, {"activation_checkpointing", options.activation_checkpointing},
+            {"warmup_steps", 0}, {"lr", 1e-4}}}};
+      train::LmTrainOptions run_options;
+      run_options.out_dir = run.string();
+      run_options.device = device;
+      run_options.save_checkpoints = false;
+      const auto result = train::train_lm(train::LmTrainConfig::from_document(document), run_options);
+      nlohmann::json timed;
+      std::ifstream metrics(run / "metrics.jsonl");
+      for (std::string line; std::getline(metrics, line);) {
+        const auto record = nlohmann::json::parse(line);
+        if (!record.contains("eval")) timed = record;  // the last: the timed steps
+      }
+      nlohmann::json line = {{"bench", "train"}, {"arch", arch}, {"preset", preset}, {"rows", rows},
+                             {"seq_len", tokens}, {"precision", result.precision},
+                             {"activation_checkpointing", options.activation_checkpointing},
+                             {"timed_steps", options.steps}, {"parameters", result.parameters},
+                             {"device", result.device}, {"tokens_per_s", timed.at("tokens_per_s")},
+                             {"step_time_s", timed.at("step_time_s")},
+                             {"peak_memory_bytes", timed.at("peak_memory_bytes")},
+                             {"model_flops_per_s", timed.value("model_flops_per_s", 0.0)}, {"loss", timed.at("loss")}};
+      std::printf("%-7s %6lld %7lld %12.0f %10.2f %10.2f %14.1f\n", arch.c_str(), static_cast<long long>(rows),
+                  static_cast<long long>(tokens), line["tokens_per_s"].get<double>(),
+                  1e3 * line["step_time_s"].get<double>(), line["peak_memory_bytes"].get<double>() / (1 << 30),
+                  line["model_flops_per_s"].get<double>() / 1e12);
+      std::printf("%s\n", line.dump().c_str());
+      std::fflush(stdout);
+      if (jsonl_file.is_open()) jsonl_file << line.dump() << "\n" << std::flush;
+    }
+  }
+  fs::remove_all(scratch);
+  return 0;
+}
+
+}  // namespace lintime::cli

@@ -1,0 +1,25 @@
+// `lintime bench train`: training throughput and peak memory of the preset language models on
+// random tokens, through the trainer as `lintime train` runs it (see bench_training.cpp).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lintime::cli {
+
+struct TrainingBenchOptions {
+  std::vector<std::string> shapes = {"8x2048", "2x8192"};  // rows x tokens per step (16K tokens each)
+  int64_t steps = 8;                                        // untimed, then as many timed
+  std::string precision = "auto";
+  int64_t activation_checkpointing = 0;
+};
+
+void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options);
+// One JSON line per (arch, shape) to stdout and to `jsonl` (when not empty), and a table.
+int run_training_bench(const TrainingBenchOptions& options, const std::vector<std::string>& archs,
+                       const std::string& preset, const std::string& device, const std::string& jsonl);
+
+}  // namespace lintime::cli
