@@ -1,11 +1,14 @@
 // `lintime info CONFIG|CHECKPOINT_DIR`: parameter count and recurrent state bytes per
-// sequence of an MQAR training config (.toml), a lintime checkpoint, or the config.json of any
-// registered architecture (a file or a model folder holding one; models/architecture.h).
+// sequence of a training config (.toml: MQAR, or a language model's), a lintime checkpoint, or
+// the config.json of any registered architecture (a file or a model folder holding one;
+// models/architecture.h).
 #include "tools/cli/commands.h"
 
 #include "core/error.h"
 #include "models/architecture.h"
 #include "train/checkpoint.h"
+#include "train/config_document.h"
+#include "train/lm_config.h"
 #include "train/mqar_config.h"
 
 #include <nlohmann/json.hpp>
@@ -43,21 +46,29 @@ std::function<int()> add_info_command(CLI::App& app) {
   auto* command = app.add_subcommand("info", "Parameter count and state bytes of a config or checkpoint");
   auto target = std::make_shared<std::string>();
   command->add_option("CONFIG_OR_DIR", *target,
-                      "An MQAR config (.toml), a lintime checkpoint directory, or a GSA (fla), Llama / Mistral "
+                      "A training config (.toml), a lintime checkpoint directory, or a GSA / GLA (fla), Llama / Mistral "
                       "(Hugging Face) or BASED (HazyResearch) config.json / model folder")
       ->required();
   return [target]() {
     fs::path path(*target);
     LINTIME_CHECK(fs::exists(path), "info: '", *target, "' does not exist (expected a .toml config, a config.json or a directory)");
     if (path.extension() == ".toml") {
-      print_mqar(train::load_mqar_train_config(path.string(), {}));
+      if (train::training_task_of(train::read_toml_file(path.string()), path.string()) == "lm") {
+        const auto config = train::load_lm_train_config(path.string(), {});
+        std::fputs(models::architecture_of(config.model.config, path.string()).describe(config.model.config).c_str(), stdout);
+      } else {
+        print_mqar(train::load_mqar_train_config(path.string(), {}));
+      }
       return 0;
     }
     if (fs::is_directory(path)) {
       if (train::checkpoint_exists((path / "checkpoint").string())) path /= "checkpoint";
       if (train::checkpoint_exists(path.string())) {
-        print_mqar(train::MqarTrainConfig::from_document(train::read_trainer_state(path.string()).config));
-        return 0;
+        const auto run_config = train::read_trainer_state(path.string()).config;
+        if (train::training_task_of(run_config, path.string()) != "lm") {  // a language model's is a model folder
+          print_mqar(train::MqarTrainConfig::from_document(run_config));
+          return 0;
+        }
       }
       LINTIME_CHECK(fs::exists(path / "config.json"), "info: '", *target,
                     "' holds neither config.json nor a lintime checkpoint");
