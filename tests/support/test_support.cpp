@@ -50,6 +50,15 @@ double relative_rms_error(const at::Tensor& actual, const at::Tensor& expected) 
   return (a - b).norm().item<double>() / denominator;
 }
 
+double unit_roundoff(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBFloat16: return std::ldexp(1.0, -8);
+    case at::kHalf: return std::ldexp(1.0, -11);
+    case at::kFloat: return std::ldexp(1.0, -24);
+    default: return std::ldexp(1.0, -53);
+  }
+}
+
 void expect_gradients_match(const std::string& case_name, const std::vector<std::string>& names,
                             const std::vector<at::Tensor>& actual, const std::vector<at::Tensor>& reference,
                             const std::vector<at::Tensor>& in_dtype, const at::Tensor& grad_output, double floor) {

@@ -46,9 +46,13 @@ double relative_rms_error(const at::Tensor& actual, const at::Tensor& expected);
 void expect_close(const std::string& case_name, const std::string& tensor_name,
                   const at::Tensor& actual, const at::Tensor& expected, double tolerance);
 
+// The unit roundoff of `dtype`: half the gap between 1 and the next number (2^-8 for bf16,
+// 2^-11 for fp16, 2^-24 for fp32, 2^-53 for fp64): the relative error of one rounding.
+double unit_roundoff(at::ScalarType dtype);
+
 // Gradients of a fast low-precision path against float64 ones, each held to twice the error of
-// the reference evaluated in the dtype (`in_dtype`) or to `floor` (the dtype's rounding), the
-// larger. A gradient below 1e-4 |grad_output| in float64 is zero to the dtype's resolution
+// the reference evaluated in the dtype (`in_dtype`) or to `floor` (the dtype's rounding, where
+// the reference keeps intermediates the fast path rounds: unit_roundoff), the larger. A gradient below 1e-4 |grad_output| in float64 is zero to the dtype's resolution
 // (relative errors would be noise over noise): its absolute error must be within
 // floor · |grad_output|. Prints one line for the case.
 void expect_gradients_match(const std::string& case_name, const std::vector<std::string>& names,
