@@ -229,6 +229,12 @@ void save_checkpoint(const std::string& dir_argument, const CheckpointContents& 
                     "checkpoint: cannot copy '", source, "' in as '", name, "' (a plain name of no checkpoint file expected)");
       write_text_file(temporary + "/" + name, read_binary_file(source));
     }
+    for (const auto& [name, text] : contents.texts) {
+      LINTIME_CHECK(name.find('/') == std::string::npos && name != kModelFile && name != kStateFile &&
+                        name != kConfigFile && name != kTrainConfigFile && name != kOptimizerFile,
+                    "checkpoint: cannot write '", name, "' (a plain name of no checkpoint file expected)");
+      write_text_file(temporary + "/" + name, text);
+    }
     write_text_file(temporary + "/" + kStateFile, json.dump(2) + "\n");
     sync_path(temporary);
   } catch (...) {

@@ -43,6 +43,8 @@ struct CheckpointContents {
   nlohmann::json model_config;
   // Files copied in beside them: (source path, name in the checkpoint), e.g. the tokenizer's.
   std::vector<std::pair<std::string, std::string>> files;
+  // Files written beside them: (name in the checkpoint, contents), e.g. tokenizer_config.json.
+  std::vector<std::pair<std::string, std::string>> texts;
 };
 
 // Writes the checkpoint atomically (see above). Throws lintime::Error; on failure an existing

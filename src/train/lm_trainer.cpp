@@ -53,6 +53,19 @@ std::optional<data::TokenizerSource> folder_tokenizer(const std::string& folder)
   return std::nullopt;
 }
 
+// Hugging Face's tokenizer_config.json for the tokenizer's files: GPT-2's BPE (vocab.json +
+// merges.txt), a tokenizer.json, or Llama's SentencePiece model, with its special tokens.
+nlohmann::json hugging_face_tokenizer_config(const data::TokenizerSource& tokenizer, int64_t eos_id) {
+  if (tokenizer.identity.kind == "sentencepiece") {
+    return {{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"},
+            {"add_bos_token", true}, {"add_eos_token", false}};
+  }
+  const std::string eos = tokenizer.tokenizer->decode({eos_id});
+  const bool gpt2_files = ends_with(tokenizer.files.front(), "vocab.json");
+  return {{"tokenizer_class", gpt2_files ? "GPT2Tokenizer" : "PreTrainedTokenizerFast"},
+          {"bos_token", eos}, {"eos_token", eos}, {"unk_token", eos}};
+}
+
 class LmTask final : public TrainingTask {
  public:
   LmTask(const LmTrainConfig& config, const c10::Device& device)
@@ -84,7 +97,7 @@ class LmTask final : public TrainingTask {
                   config.rows_per_step(), " (lower train.batch_tokens or data.seq_len)");
     eval_rows_ = std::min(val_rows_->windows(), config.eval_tokens / config.data.seq_len);
     model_->decoder().model.set_activation_checkpointing(config.activation_checkpointing);
-    tokenizer_files_ = checkpoint_tokenizer_files(manifest);
+    tokenizer_files_ = checkpoint_tokenizer_files(manifest, &tokenizer_texts_);
 
     // 6 FLOPs per parameter and token (forward 2, backward 4) for the matrix products: every
     // parameter but an untied embedding's lookup table (attention's own products not counted).
@@ -109,6 +122,7 @@ class LmTask final : public TrainingTask {
   double flops_per_token() const override { return flops_per_token_; }
   nlohmann::json model_config() const override { return config_.model.config; }
   std::vector<std::pair<std::string, std::string>> checkpoint_files() const override { return tokenizer_files_; }
+  std::vector<std::pair<std::string, std::string>> checkpoint_texts() const override { return tokenizer_texts_; }
 
   at::Tensor training_loss(int64_t step, int64_t micro, int64_t* tokens) override {
     if (micro == 0 || step != batches_step_) load_step(step);
@@ -168,8 +182,10 @@ class LmTask final : public TrainingTask {
   }
 
   // The tokenizer the shards were made with, copied into every checkpoint under the names a
-  // model folder uses; checked against the manifest's hash so that a changed file is not copied.
-  static std::vector<std::pair<std::string, std::string>> checkpoint_tokenizer_files(const io::TokenManifest& manifest) {
+  // model folder uses, with the tokenizer_config.json Hugging Face's AutoTokenizer reads to pick
+  // its class (`texts`); checked against the manifest's hash so that a changed file is not copied.
+  static std::vector<std::pair<std::string, std::string>> checkpoint_tokenizer_files(
+      const io::TokenManifest& manifest, std::vector<std::pair<std::string, std::string>>* texts) {
     const std::string& source = manifest.tokenizer.source;
     if (source.empty()) return {};  // shards written without a tokenizer (tests, benchmarks)
     struct stat info {};
@@ -183,6 +199,7 @@ class LmTask final : public TrainingTask {
                   "' changed since the shards were written (its files hash differently); tokenize again");
     std::vector<std::pair<std::string, std::string>> files;
     for (const std::string& file : tokenizer.files) files.emplace_back(file, tokenizer_file_name(file));
+    texts->emplace_back("tokenizer_config.json", hugging_face_tokenizer_config(tokenizer, manifest.eos_id).dump(2) + "\n");
     return files;
   }
 
@@ -193,7 +210,7 @@ class LmTask final : public TrainingTask {
   int64_t eval_rows_ = 0;
   std::vector<data::LmBatch> step_batches_;
   int64_t batches_step_ = -1, step_targets_ = 0;
-  std::vector<std::pair<std::string, std::string>> tokenizer_files_;
+  std::vector<std::pair<std::string, std::string>> tokenizer_files_, tokenizer_texts_;
   double flops_per_token_ = 0, last_val_loss_ = NAN;
   int64_t parameters_ = 0;
 };

@@ -76,7 +76,7 @@ at::ScalarType compute_dtype_of(const std::string& precision) {
 // micro-batch (summed in fp32) and take the masters' values after each update.
 class MasterWeights {
  public:
-  MasterWeights(layers::Module& model, at::ScalarType compute_dtype) : model_(model) {
+  MasterWeights(layers::Module& model, at::ScalarType compute_dtype) {
     for (auto& [name, parameter] : model.named_parameters()) {
       LINTIME_CHECK(parameter.scalar_type() == at::kFloat || parameter.scalar_type() == at::kDouble,
                     "train: the task's model must start in fp32 or fp64, got ", parameter.scalar_type(), " for '", name, "'");
@@ -131,7 +131,6 @@ class MasterWeights {
   }
 
  private:
-  layers::Module& model_;
   bool separate_ = false;
   std::vector<std::pair<std::string, at::Tensor>> parameters_, masters_;
 };
@@ -237,6 +236,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     contents.optimizer = &optimizer;
     contents.model_config = task.model_config();
     contents.files = task.checkpoint_files();
+    contents.texts = task.checkpoint_texts();
     save_checkpoint(checkpoint_dir.string(), contents, state);
   };
 

@@ -90,6 +90,8 @@ class TrainingTask {
   // the weights (CheckpointContents).
   virtual nlohmann::json model_config() const { return nullptr; }
   virtual std::vector<std::pair<std::string, std::string>> checkpoint_files() const { return {}; }
+  // (name, contents) of files written into every checkpoint.
+  virtual std::vector<std::pair<std::string, std::string>> checkpoint_texts() const { return {}; }
 };
 
 struct TrainerOptions {
