@@ -3,6 +3,7 @@
 #include "data/text_documents.h"
 
 #include "core/error.h"
+#include "core/paths.h"
 
 #include <nlohmann/json.hpp>
 #include <zlib.h>
@@ -16,10 +17,6 @@ namespace lintime::data {
 namespace {
 
 constexpr size_t kReadChunk = size_t{1} << 20;
-
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 bool is_blank(const std::string& line) {
   for (char c : line)

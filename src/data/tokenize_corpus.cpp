@@ -4,6 +4,7 @@
 #include "data/tokenize_corpus.h"
 
 #include "core/error.h"
+#include "core/paths.h"
 #include "core/progress.h"
 #include "text/byte_level_bpe.h"
 #include "text/sentencepiece_tokenizer.h"
@@ -24,20 +25,6 @@ namespace {
 constexpr size_t kBatchBytesPerThread = size_t{1} << 20;
 constexpr size_t kMaxBatchDocuments = 65536;
 constexpr uint64_t kValidationSeed = 0x6c696e74696d6521ull;  // "lintime!"
-
-bool is_file(const std::string& path) {
-  struct stat info {};
-  return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
-}
-
-bool is_directory(const std::string& path) {
-  struct stat info {};
-  return ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
-}
-
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;

@@ -1,6 +1,7 @@
 // safetensors reader (mmap + validation) and atomic writer. See safetensors.h for the format.
 #include "io/safetensors.h"
 
+#include "core/paths.h"
 #include "core/tensor_checks.h"
 #include "core/error.h"
 #include "io/torch_checkpoint.h"
@@ -452,15 +453,6 @@ bool file_exists(const std::string& file) {
   return ::stat(file.c_str(), &file_stat) == 0;
 }
 
-bool is_directory(const std::string& path) {
-  struct stat path_stat {};
-  return ::stat(path.c_str(), &path_stat) == 0 && S_ISDIR(path_stat.st_mode);
-}
-
-bool ends_with_json(const std::string& path) {
-  return path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
-}
-
 // The file to open for `path`: itself, or the weights file a model folder holds.
 std::string resolve_weights_path(const std::string& path) {
   if (!is_directory(path)) return path;
@@ -483,7 +475,7 @@ bool is_torch_checkpoint(const std::string& path) {
 ModelWeights::ModelWeights(const std::string& path) : source_(resolve_weights_path(path)) {
   if (is_torch_checkpoint(source_)) {
     pickled_ = std::make_unique<TorchCheckpoint>(source_);
-  } else if (ends_with_json(source_)) {
+  } else if (ends_with(source_, ".json")) {
     sharded_.emplace(source_);
   } else {
     single_.emplace(source_);
@@ -519,7 +511,7 @@ at::Tensor ModelWeights::get(const std::string& name, const TensorLoadOptions& o
 std::map<std::string, at::Tensor> load_safetensors_weights(const std::string& path,
                                                            const TensorLoadOptions& options) {
   const std::string file = resolve_weights_path(path);
-  if (ends_with_json(file)) return ShardedSafetensors(file).get_all(options);
+  if (ends_with(file, ".json")) return ShardedSafetensors(file).get_all(options);
   return load_safetensors(file, options);
 }
 

@@ -2,6 +2,7 @@
 #include "io/torch_checkpoint.h"
 
 #include "core/error.h"
+#include "core/paths.h"
 
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
@@ -14,10 +15,6 @@
 
 namespace lintime::io {
 namespace {
-
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // The values a torch.save state dict pickle holds. Containers are shared, as pickle's memo is.
 struct PickleValue;

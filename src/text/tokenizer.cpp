@@ -1,21 +1,13 @@
 #include "text/tokenizer.h"
 
 #include "core/error.h"
+#include "core/paths.h"
 #include "text/byte_level_bpe.h"
 #include "text/sentencepiece_tokenizer.h"
 
 #include <sys/stat.h>
 
 namespace lintime::text {
-
-namespace {
-// POSIX stat, not std::filesystem: libtorch.so exports its own copies of the std::filesystem
-// free functions, which the dynamic linker may bind in place of libstdc++'s.
-bool is_file(const std::string& path) {
-  struct stat file_stat {};
-  return ::stat(path.c_str(), &file_stat) == 0 && S_ISREG(file_stat.st_mode);
-}
-}  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   struct stat dir_stat {};

@@ -3,6 +3,7 @@
 
 #include "core/config_reader.h"
 #include "core/error.h"
+#include "core/paths.h"
 #include "models/architecture.h"
 #include "train/config_document.h"
 #include "train/optim_fields.h"
@@ -12,11 +13,6 @@
 
 namespace lintime::train {
 namespace {
-
-bool is_directory(const std::string& path) {
-  struct stat info {};
-  return ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
-}
 
 // [model]: `config` (a config.json path or an inline table) or `from` (a model folder).
 LmModelSettings read_model(const nlohmann::json& table) {

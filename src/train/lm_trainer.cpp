@@ -3,6 +3,7 @@
 #include "core/config_reader.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/paths.h"
 #include "data/lm_batches.h"
 #include "data/tokenize_corpus.h"
 #include "io/token_shards.h"
@@ -29,10 +30,6 @@ namespace {
 std::string file_name_of(const std::string& path) {
   const size_t slash = path.find_last_of('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // The name a model folder gives a tokenizer file (text::load_tokenizer reads these).
