@@ -90,7 +90,8 @@ struct DecoderConfig {
 struct PackedSequences {
   at::Tensor cu_seqlens;         // int32 [N + 1] on the model's device: 0, ends of the sequences
   std::vector<int64_t> offsets;  // the same boundaries on the host
-  // From cu_seqlens on any device (one copy to the host); checks they rise from 0 to `tokens`.
+  // From cu_seqlens on the host (best: on a GPU, reading it from the device waits for the
+  // device); checks they rise from 0 to `tokens`.
   static PackedSequences from(const at::Tensor& cu_seqlens, int64_t tokens, const c10::Device& device);
 };
 

@@ -167,7 +167,9 @@ class LmTask final : public TrainingTask {
     models::Decoder& decoder = model_->decoder();
     at::Tensor hidden;
     if (batch.cu_seqlens.defined()) {
-      hidden = decoder.hidden_states(batch.input_ids.reshape({1, -1}).to(device_), nullptr, batch.cu_seqlens.to(device_));
+      // cu_seqlens stays on the host: the decoder reads it there and copies it to the device once
+      // (from the device it would have to wait for the GPU).
+      hidden = decoder.hidden_states(batch.input_ids.reshape({1, -1}).to(device_), nullptr, batch.cu_seqlens);
     } else {
       hidden = decoder.hidden_states(batch.input_ids.to(device_));
     }
