@@ -4,8 +4,11 @@
 //     Llama (grouped-query heads, llama3 rope scaling, untied head), Mistral (sliding window
 //     shorter than the sequence, tied head, head_dim ≠ d / heads);
 //   fla (tests/fixtures/fla_parity, scripts/make_fla_parity_fixtures.py): GSA in the current
-//     layout (grouped-query heads, untied), the same weights in the legacy layout, and a tied
-//     head with short convolutions, the relu feature map and a weightless g_norm.
+//     layout (grouped-query heads, untied), the same weights in the legacy layout, a tied head
+//     with short convolutions, the relu feature map and a weightless g_norm, and a hybrid GSA
+//     whose first layer is softmax attention with a sliding window of 8; GLA with an untied head
+//     and the output gate, and a hybrid GLA (tied, no output gate, second layer grouped-query
+//     softmax attention).
 // lintime loads the folders as they are; its logits match with relative RMS ≤ 1e-6 and its
 // greedy decoding (prefill, then decode steps from the state or KV cache) gives the same tokens.
 // A folder with a wrong tensor is rejected with a one-line error naming it.
@@ -40,9 +43,10 @@ fs::path fixture_folder(const std::string& name) {
 }
 
 // float32 logits after a few layers: the references (fla's Triton kernels in float32 on an
-// H100, transformers on a CPU) and lintime sum in different orders, each rounding at 2^-24 per
-// operation. Measured: 4.1e-7 (Llama, Mistral) to 5.3e-7 (GSA); the bound is about twice the
-// largest, so a change that moves the logits by a part in a million fails.
+// H100 for GSA, fla's torch equivalents on a CPU for hybrid GSA and GLA, transformers on a CPU)
+// and lintime sum in different orders, each rounding at 2^-24 per operation. Measured: 3.7e-7
+// (hybrid GSA) to 5.6e-7 (GLA); the bound is about twice the largest, so a change that moves
+// the logits by a part in a million fails.
 constexpr double kLogitsBound = 1e-6;
 
 class ReferenceParity : public ::testing::TestWithParam<std::string> {};
@@ -73,7 +77,8 @@ TEST_P(ReferenceParity, LogitsAndGreedyContinuationsMatch) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceParity,
                          ::testing::Values("hf_parity/llama", "hf_parity/mistral", "fla_parity/gsa",
-                                           "fla_parity/gsa_legacy", "fla_parity/gsa_tied_conv"),
+                                           "fla_parity/gsa_legacy", "fla_parity/gsa_tied_conv",
+                                           "fla_parity/gsa_hybrid", "fla_parity/gla", "fla_parity/gla_hybrid"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
