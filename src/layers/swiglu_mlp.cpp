@@ -24,7 +24,8 @@ void SwiGluMlp::parameters_moved() { place_adjacent({&gate_proj, &up_proj}); }
 
 at::Tensor SwiGluMlp::forward(const at::Tensor& x) const {
   const auto gate_up = linear_maps(x, {&gate_proj, &up_proj});  // one product when inferring
-  // silu(gate) · up in fp32, rounded once (one kernel in inference on a GPU).
+  // silu(gate) · up in fp32, rounded once (one kernel forward on a GPU); in training the graph
+  // keeps gate and up in their dtype, not fp32 copies (ops::swiglu_product's own backward).
   return down_proj.forward(ops::swiglu_product(gate_up[0], gate_up[1]));
 }
 

@@ -1,10 +1,13 @@
 // Linear, Embedding, RMSNorm, SwiGLU MLP and ShortConvolution against hand-written float64
-// loops; short convolution decode history and varlen against the full / separate forward.
+// loops; short convolution decode history and varlen against the full / separate forward; what
+// the SwiGLU MLP's training graph keeps (counted by a wrapper of ATen's CPU allocator).
 #include "layers/linear.h"
 #include "layers/rms_norm.h"
 #include "layers/short_convolution.h"
 #include "layers/swiglu_mlp.h"
 #include "core/error.h"
+#include "ops/fused/inference_epilogues.h"
+#include "support/cpu_allocation_counter.h"
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>
@@ -12,6 +15,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <map>
+#include <string>
 #include <vector>
 
 namespace {
@@ -180,6 +186,62 @@ TEST(SwiGluMlp, MatchesFloat64FormulaAndSizeRule) {
   expect_close("SwiGLU fp32", "y", mlp.forward(x.to(at::kFloat)), expected, kFloat32Tolerance);
   mlp.to(at::kCPU, at::kDouble);
   expect_close("SwiGLU fp64", "y", mlp.forward(x), expected, 1e-12);
+}
+
+// The MLP with the product through ops::swiglu_product_reference's ATen graph (how training
+// ran before the product had its own backward), for comparison.
+at::Tensor swiglu_mlp_through_reference(const lintime::layers::SwiGluMlp& mlp, const at::Tensor& x) {
+  return mlp.down_proj.forward(
+      lintime::ops::swiglu_product_reference(mlp.gate_proj.forward(x), mlp.up_proj.forward(x)));
+}
+
+// In training the graph keeps gate, up and their product (down_proj's input) in the layer's
+// dtype, bf16: 3 × 2 bytes per [rows, I] entry where the reference's graph kept silu's input and
+// output and up in fp32 beside the product (3 × 4 + 2). Outputs are the same bits, gradients the
+// same to bf16's rounding (and to 1e-12 in fp64).
+TEST(SwiGluMlp, TrainingGraphKeepsGateUpAndProductInTheLayerDtype) {
+  using lintime::testing::CpuAllocationCounter;
+  using lintime::testing::leaf_gradients;
+  auto generator = make_generator(6);
+  const int64_t d = 32, hidden = 96, rows = 50;
+  lintime::layers::SwiGluMlp mlp(d, hidden, 0.2, generator);
+  mlp.set_requires_grad(true);
+  for (const auto dtype : {at::kDouble, at::kBFloat16}) {
+    const std::string name = c10::toString(dtype);
+    mlp.to(at::kCPU, dtype);
+    const auto x = at::empty({rows, d}, at::kDouble).normal_(0.0, 1.0, generator).to(dtype).requires_grad_(true);
+    const auto dout = at::empty({rows, d}, at::kDouble).normal_(0.0, 1.0, generator).to(dtype);
+    std::map<std::string, at::Tensor> leaves = {{"x", x}};
+    for (const auto& [parameter, tensor] : mlp.named_parameters()) leaves[parameter] = tensor;
+
+    at::Tensor out_reference;
+    int64_t reference_held = 0;
+    {
+      CpuAllocationCounter counter;
+      out_reference = swiglu_mlp_through_reference(mlp, x);
+      reference_held = counter.live_bytes() - static_cast<int64_t>(out_reference.nbytes());
+    }
+    const auto grads_reference = leaf_gradients(leaves, {out_reference}, {dout});
+    at::Tensor out;
+    int64_t held = 0;
+    {
+      CpuAllocationCounter counter;
+      out = mlp.forward(x);
+      held = counter.live_bytes() - static_cast<int64_t>(out.nbytes());
+    }
+    std::printf("SwiGluMlp %-8s rows %ld, I %ld: the graph holds %ld bytes (through the reference: %ld)\n",
+                name.c_str(), static_cast<long>(rows), static_cast<long>(hidden), static_cast<long>(held),
+                static_cast<long>(reference_held));
+    const int64_t entries = rows * hidden, element = static_cast<int64_t>(c10::elementSize(dtype));
+    EXPECT_EQ(held, 3 * entries * element) << name;
+    if (dtype == at::kBFloat16) EXPECT_EQ(reference_held, 3 * entries * 4 + entries * 2) << name;
+    EXPECT_TRUE(at::equal(out, out_reference)) << name;
+    const auto grads = leaf_gradients(leaves, {out}, {dout});
+    for (const auto& [leaf, grad] : grads) {
+      expect_close("SwiGluMlp " + name, "d " + leaf, grad, grads_reference.at(leaf),
+                   dtype == at::kDouble ? 1e-12 : 2 * std::ldexp(1.0, -8));
+    }
+  }
 }
 
 // y[b, t, c] = silu(Σ_j w[c, j] x[b, t - (W-1) + j, c]) with zeros before the start.

@@ -3,17 +3,23 @@
 // reference evaluated in the dtype by ATen's own CUDA kernels (the unfused path the kernels
 // replace). Held to twice that error (plus the dtype's last-bit flips: an output the two paths
 // round differently is one unit apart). Inputs are row-strided views, as a joined projection's
-// outputs are. Label `cuda`; without a GPU they skip.
+// outputs are. The SwiGLU product's autograd function: the fused forward under autograd, both
+// gradients against their float64 formulas, and the device bytes its graph and backward take.
+// Label `cuda`; without a GPU they skip.
 #include "ops/fused/inference_epilogues.h"
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/DeviceAccelerator.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace lintime::ops {
 namespace {
@@ -89,21 +95,92 @@ TEST(InferenceEpiloguesCuda, MatchFloat64References) {
   }
 }
 
-// With a gradient recorded the references run (the fused kernels have no backward): the
-// product and both gradients equal their float64 formulas to float32's rounding (elementwise,
-// a few units of 2^-24; bound 1e-5 relative to the largest value, as the CPU test's float32 case).
-TEST(InferenceEpiloguesCuda, GradientsTakeTheReferences) {
+// Bytes the device's caching allocator hands out now, and their peak since the last reset (as
+// requested, not rounded to its blocks). Through at::accelerator: the file links no CUDA library.
+int64_t device_requested_bytes(c10::DeviceIndex device) {
+  return at::accelerator::getDeviceStats(device)
+      .requested_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+      .current;
+}
+int64_t device_requested_peak_bytes(c10::DeviceIndex device) {
+  return at::accelerator::getDeviceStats(device)
+      .requested_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+      .peak;
+}
+
+// With a gradient recorded the product runs through its autograd function: the fused kernel's
+// forward below autograd (the same bits as without a gradient), a backward of fp32 ATen
+// formulas over slices of rows (2^24 entries each on a GPU: the largest case takes two). The
+// product and both gradients of row-strided views against their float64 formulas, to the CPU
+// test's bounds: fp32 within 16 units of its roundoff, bf16 / fp16 one rounding more.
+TEST(InferenceEpiloguesCuda, SwigluProductAutogradFunction) {
   LINTIME_SKIP_WITHOUT_CUDA();
-  auto gate = at::randn({2, 3, 64}, at::kCUDA).requires_grad_(true);
-  auto up = at::randn({2, 3, 64}, at::kCUDA).requires_grad_(true);
+  using lintime::testing::unit_roundoff;
+  at::manual_seed(1);
+  for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    std::vector<std::pair<int64_t, int64_t>> shapes = {{3, 64}, {37, 200}, {1024, 1408}};
+    if (dtype == at::kBFloat16) shapes.emplace_back(4100, 4096);  // 1.7e7 entries: two backward slices
+    for (const auto& [rows, width] : shapes) {
+      const std::string name = std::string("swiglu autograd ") + c10::toString(dtype) + " " + std::to_string(rows) +
+                               "x" + std::to_string(width);
+      const auto joined = (at::randn({rows, 2 * width + 8}, at::kDouble) * 3).to(dtype).cuda().requires_grad_(true);
+      const auto gate = joined.narrow(-1, 0, width), up = joined.narrow(-1, width + 8, width);
+      const auto dout = at::randn({rows, width}, at::kDouble).to(dtype).cuda();
+      const auto out = swiglu_product(gate, up);
+      ASSERT_TRUE(out.requires_grad()) << name;
+      {
+        at::NoGradGuard no_grad;
+        EXPECT_TRUE(at::equal(out, swiglu_product(gate, up))) << name << ": not the fused kernel's bits";
+      }
+      const auto grads = torch::autograd::grad({out}, {gate, up}, {dout});
+      const auto g64 = gate.detach().cpu().to(at::kDouble), u64 = up.detach().cpu().to(at::kDouble);
+      const auto d64 = dout.cpu().to(at::kDouble);
+      const auto s = at::sigmoid(g64);
+      const double tolerance = dtype == at::kFloat ? 16 * unit_roundoff(at::kFloat)
+                                                   : unit_roundoff(dtype) + 16 * unit_roundoff(at::kFloat);
+      lintime::testing::expect_close(name, "out", out, g64 * s * u64, tolerance);
+      lintime::testing::expect_close(name, "d gate", grads[0], d64 * u64 * s * (1 + g64 * (1 - s)), tolerance);
+      lintime::testing::expect_close(name, "d up", grads[1], d64 * g64 * s, tolerance);
+    }
+  }
+}
+
+// At GSA-1.3B's MLP shape (16K tokens, I = 5632) the graph keeps gate and up alone (the device's
+// live bytes grow by the output, where autograd through the reference keeps three fp32
+// [rows, I] tensors besides, 1.1 GB); after backward only the gradients remain, and while it ran
+// its temporaries (about four fp32 slices of 2^24 entries) stayed below one fp32 [rows, I].
+TEST(InferenceEpiloguesCuda, SwigluProductGraphKeepsGateAndUp) {
+  LINTIME_SKIP_WITHOUT_CUDA();
+  const int64_t rows = 16384, width = 5632;  // 9.2e7 entries: six backward slices
+  const auto options = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  const auto gate = at::randn({rows, width}, options).requires_grad_(true);
+  const auto up = at::randn({rows, width}, options).requires_grad_(true);
+  const auto dout = at::randn({rows, width}, options);
+  const int64_t fp32_bytes = rows * width * 4;
+  const c10::DeviceIndex device = gate.device().index();
+  int64_t reference_held = 0;
+  {
+    const int64_t before = device_requested_bytes(device);
+    const auto out = swiglu_product_reference(gate, up);
+    reference_held = device_requested_bytes(device) - before - static_cast<int64_t>(out.nbytes());
+  }
+  const int64_t before = device_requested_bytes(device);
   const auto out = swiglu_product(gate, up);
-  ASSERT_TRUE(out.requires_grad());
-  const auto g64 = gate.detach().cpu().to(at::kDouble), u64 = up.detach().cpu().to(at::kDouble);
-  const auto s = at::sigmoid(g64);
-  lintime::testing::expect_close("swiglu with grad", "out", out, g64 * s * u64, 1e-5);
-  out.sum().backward();
-  lintime::testing::expect_close("swiglu", "d gate", gate.grad(), u64 * s * (1 + g64 * (1 - s)), 1e-5);
-  lintime::testing::expect_close("swiglu", "d up", up.grad(), g64 * s, 1e-5);
+  const int64_t held = device_requested_bytes(device) - before - static_cast<int64_t>(out.nbytes());
+  std::printf("swiglu graph: %ld bytes beyond the output (through the reference %ld)\n", static_cast<long>(held),
+              static_cast<long>(reference_held));
+  EXPECT_EQ(held, 0);
+  EXPECT_EQ(reference_held, 3 * fp32_bytes);
+  at::accelerator::synchronizeDevice(device);
+  at::accelerator::resetPeakStats(device);
+  const int64_t start = device_requested_bytes(device);
+  const auto grads = torch::autograd::grad({out}, {gate, up}, {dout});
+  const auto gradient_bytes = static_cast<int64_t>(grads[0].nbytes() + grads[1].nbytes());
+  const int64_t peak = device_requested_peak_bytes(device) - start;
+  std::printf("swiglu backward: peak %ld bytes over its start, %.2f fp32 [rows, I] besides the gradients\n",
+              static_cast<long>(peak), static_cast<double>(peak - gradient_bytes) / static_cast<double>(fp32_bytes));
+  EXPECT_EQ(device_requested_bytes(device) - start, gradient_bytes);
+  EXPECT_LE(peak - gradient_bytes, fp32_bytes);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Fused inference epilogues (see the header): the ATen references, and the dispatch to the CUDA
 // kernels (ops/fused/cuda) for CUDA tensors of bf16 / fp16 / fp32 when no gradient is recorded
-// (LINTIME_UNFUSED=epilogues in the environment keeps the references, to compare).
+// (LINTIME_UNFUSED=epilogues in the environment keeps the references, to compare). The SwiGLU
+// product also has an autograd function of its own, for training: its forward is the same
+// dispatch below autograd, it saves gate and up alone, and its backward is swiglu_product_bwd.
 #include "ops/fused/inference_epilogues.h"
 
 #include "core/fused_paths.h"
@@ -8,6 +10,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #ifdef LINTIME_WITH_CUDA
 #include "ops/fused/cuda/epilogues_cuda.h"
@@ -16,6 +19,7 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
 #include <initializer_list>
 #include <string_view>
@@ -25,13 +29,6 @@ namespace {
 
 at::ScalarType compute_type(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
 
-// Rows of a [..., C] tensor: the product of its leading sizes.
-int64_t leading_rows(const at::Tensor& t) {
-  int64_t rows = 1;
-  for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
-  return rows;
-}
-
 at::Tensor rms_norm_of(const at::Tensor& y, const std::optional<at::Tensor>& weight, double eps) {
   const at::Tensor y32 = y.to(compute_type(y.scalar_type()));
   at::Tensor out = y32 * at::rsqrt(y32.square().mean(-1, /*keepdim=*/true) + eps);
@@ -40,6 +37,13 @@ at::Tensor rms_norm_of(const at::Tensor& y, const std::optional<at::Tensor>& wei
 }
 
 #ifdef LINTIME_WITH_CUDA
+// Rows of a [..., C] tensor: the product of its leading sizes.
+int64_t leading_rows(const at::Tensor& t) {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
+  return rows;
+}
+
 // The stride between consecutive rows (all dims but the last collapsed), if one stride serves
 // them all and the last dim is contiguous.
 std::optional<int64_t> row_stride(const at::Tensor& t) {
@@ -97,9 +101,22 @@ at::Tensor swiglu_product_reference(const at::Tensor& gate, const at::Tensor& up
   return (at::silu(gate.to(compute)) * up.to(compute)).to(gate.scalar_type());
 }
 
-at::Tensor swiglu_product(const at::Tensor& gate, const at::Tensor& up) {
-  LINTIME_CHECK(gate.sizes() == up.sizes(), "swiglu_product: gate and up must have one shape, got ", gate.sizes(),
-                " and ", up.sizes());
+namespace {
+
+// Elements per slice of swiglu_product_bwd, whose compute-dtype temporaries (four or five at a
+// time) are this size whatever the call's. CPU: 2^18 (1 MiB of fp32): of 2^16 to 2^20 and no
+// slicing, about the fastest on bf16 [4096, 1408] (2 busy cores: 5.2-6.3 ms, unsliced 8.6-9.6 ms,
+// autograd through the reference 5.0-11.9 ms), its peak 4 MB above the two gradients (unsliced
+// 92 MB). CUDA: 2^24
+// (64 MiB of fp32), not measured on a GPU: each ATen kernel then streams ~128 MB (tens of µs on
+// an H100, well above its launch), and at GSA-1.3B's [16384, 5632] (6 slices) each temporary
+// is 64 MiB rather than 369 MiB.
+int64_t backward_slice_elements(const at::Device& device) {
+  return device.is_cpu() ? int64_t{1} << 18 : int64_t{1} << 24;
+}
+
+// silu(gate) · up without autograd: the fused kernel where it takes the tensors, else the reference.
+at::Tensor swiglu_product_fwd(const at::Tensor& gate, const at::Tensor& up) {
 #ifdef LINTIME_WITH_CUDA
   if (fused_takes({&gate, &up})) {
     const c10::cuda::CUDAGuard guard(gate.device());
@@ -118,6 +135,63 @@ at::Tensor swiglu_product(const at::Tensor& gate, const at::Tensor& up) {
   }
 #endif
   return swiglu_product_reference(gate, up);
+}
+
+// Training: autograd through the reference would keep three fp32 [..., I] tensors per call
+// (silu's input and output, up in fp32: 6× the bytes of bf16 gate and up); this function keeps
+// gate and up as they are, and its backward recomputes silu from them.
+class SwigluProductFunction : public torch::autograd::Function<SwigluProductFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
+    ctx->save_for_backward({gate, up});
+    return swiglu_product_fwd(gate, up);  // grad mode is off here: the fused kernel takes CUDA tensors
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    auto [grad_gate, grad_up] = swiglu_product_bwd(saved[0], saved[1], grad_outputs[0]);
+    return {grad_gate, grad_up};
+  }
+};
+
+}  // namespace
+
+at::Tensor swiglu_product(const at::Tensor& gate, const at::Tensor& up) {
+  LINTIME_CHECK(gate.sizes() == up.sizes(), "swiglu_product: gate and up must have one shape, got ", gate.sizes(),
+                " and ", up.sizes());
+  if (at::GradMode::is_enabled() && (gate.requires_grad() || up.requires_grad())) {
+    return SwigluProductFunction::apply(gate, up);
+  }
+  return swiglu_product_fwd(gate, up);
+}
+
+std::pair<at::Tensor, at::Tensor> swiglu_product_bwd(const at::Tensor& gate, const at::Tensor& up,
+                                                     const at::Tensor& grad_out) {
+  LINTIME_CHECK(gate.sizes() == up.sizes() && grad_out.sizes() == gate.sizes(),
+                "swiglu_product_bwd: gate, up and grad_out must have one shape, got ", gate.sizes(), ", ", up.sizes(),
+                " and ", grad_out.sizes());
+  const bool fp64 = gate.scalar_type() == at::kDouble || up.scalar_type() == at::kDouble;
+  const at::ScalarType compute = fp64 ? at::kDouble : at::kFloat;
+  at::Tensor grad_gate = at::empty(gate.sizes(), gate.options());
+  at::Tensor grad_up = at::empty(up.sizes(), up.options());
+  if (gate.numel() == 0) return {grad_gate, grad_up};
+  const int64_t width = gate.dim() == 0 ? 1 : gate.size(-1);
+  const at::Tensor gate_rows = gate.reshape({-1, width}), up_rows = up.reshape({-1, width});  // [R, I]
+  const at::Tensor grad_out_rows = grad_out.reshape({-1, width});
+  const at::Tensor grad_gate_rows = grad_gate.view({-1, width}), grad_up_rows = grad_up.view({-1, width});
+  const int64_t rows = gate_rows.size(0);
+  const int64_t slice = std::max<int64_t>(1, backward_slice_elements(gate.device()) / width);
+  for (int64_t start = 0; start < rows; start += slice) {
+    const int64_t count = std::min(slice, rows - start);
+    // g and d alias gate and grad_out when those are in the compute dtype already: never written.
+    const at::Tensor g = gate_rows.narrow(0, start, count).to(compute);
+    const at::Tensor d = grad_out_rows.narrow(0, start, count).to(compute);
+    grad_up_rows.narrow(0, start, count).copy_(at::silu(g).mul_(d));
+    // silu_backward(dy, x) = dy · σ(x) · (1 + x · (1 − σ(x))), in the compute dtype
+    grad_gate_rows.narrow(0, start, count).copy_(at::silu_backward(at::mul(d, up_rows.narrow(0, start, count)), g));
+  }
+  return {grad_gate, grad_up};
 }
 
 std::pair<at::Tensor, at::Tensor> add_rms_norm_reference(const at::Tensor& x, const at::Tensor& residual,

@@ -4,7 +4,9 @@
 // dev/generation/README.md). Each function computes exactly its reference's formula, rounding
 // each output as the unfused ATen ops round theirs; the references are the ATen compositions
 // below, which also serve CPU tensors, fp64, and calls that record a gradient (the fused
-// kernels have no backward).
+// kernels have no backward). The SwiGLU product, which training runs in every MLP, has an
+// autograd function of its own instead: the forward above (fused on a GPU), a backward from
+// the saved gate and up.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -18,10 +20,20 @@ namespace lintime::ops {
 // does not list "epilogues" (core/fused_paths.h; listing it keeps the unfused paths, to compare).
 bool fused_epilogues_enabled();
 
-// silu(gate) · up in fp32, rounded once to gate's dtype. gate, up [..., I] (column views of one
-// product are fine: the last dim must be contiguous).
+// silu(gate) · up in fp32 (fp64 for fp64), rounded once to gate's dtype. gate, up [..., I]
+// (column views of one product are fine: the last dim must be contiguous). When a gradient is
+// recorded, the graph keeps gate and up alone, in their own dtype (autograd through the
+// reference keeps three fp32 copies), and the backward is swiglu_product_bwd. The reference
+// is the ATen composition; autograd through it is the backward's reference.
 at::Tensor swiglu_product(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor swiglu_product_reference(const at::Tensor& gate, const at::Tensor& up);
+
+// (d gate, d up) = (dout · up · silu'(gate), dout · silu(gate)), silu'(x) = σ(x)(1 + x(1 − σ(x))),
+// in fp32 (fp64 for fp64), each rounded once to its input's dtype. Computed in slices of rows,
+// so that its fp32 temporaries are a slice's size, not the call's; none outlives the call.
+// gate, up, grad_out [..., I].
+std::pair<at::Tensor, at::Tensor> swiglu_product_bwd(const at::Tensor& gate, const at::Tensor& up,
+                                                     const at::Tensor& grad_out);
 
 // (y, RMSNorm(y)) for y = x + residual: y rounded to the dtype as at::add does, the norm
 // y · rsqrt(mean(y²) + eps) · weight in fp32 over the last dim, rounded once.
