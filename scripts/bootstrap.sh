@@ -15,6 +15,8 @@ apt_packages=(
   libbenchmark-dev      # micro-benchmarks in bench/
   libsentencepiece-dev  # tokenizers (later issues)
   zlib1g-dev            # token shard CRC32, gzip-compressed text inputs
+  libgloo-dev           # headers only: c10d's ProcessGroupGloo.hpp includes them (the torch wheel
+                        # ships Gloo built in but not its headers); lintime links torch's copy
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -12,7 +12,17 @@ c10::Device resolve_device(const std::string& name) {
     LINTIME_CHECK(at::hasCUDA(), "--device cuda: no CUDA device is available (use cpu or auto)");
     return c10::Device(c10::kCUDA, 0);
   }
-  LINTIME_CHECK(name == "auto", "--device must be cpu, cuda or auto, got '", name, "'");
+  if (name.rfind("cuda:", 0) == 0) {  // one GPU of several (a distributed run's LOCAL_RANK)
+    const std::string index = name.substr(5);
+    LINTIME_CHECK(!index.empty() && index.size() <= 3 && index.find_first_not_of("0123456789") == std::string::npos,
+                  "--device cuda:N: N must be a GPU index, got '", name, "'");
+    LINTIME_CHECK(at::hasCUDA(), "--device ", name, ": no CUDA device is available (use cpu or auto)");
+    const int device = std::stoi(index);
+    LINTIME_CHECK(device < static_cast<int>(at::getNumGPUs()), "--device ", name, ": this machine has ", at::getNumGPUs(),
+                  " GPUs");
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device));
+  }
+  LINTIME_CHECK(name == "auto", "--device must be cpu, cuda, cuda:N or auto, got '", name, "'");
   return at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
 }
 

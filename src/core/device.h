@@ -9,7 +9,7 @@
 
 namespace lintime {
 
-// "cpu", "cuda" (device 0; an error when none is present) or "auto" (cuda when present).
+// "cpu", "cuda" (device 0; an error when none is present), "cuda:N" or "auto" (cuda when present).
 // Throws lintime::Error naming the value for anything else.
 c10::Device resolve_device(const std::string& name);
 

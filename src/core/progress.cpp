@@ -106,6 +106,7 @@ std::string ProgressReporter::status_line(int64_t step, const ProgressValues& va
 }
 
 void ProgressReporter::draw(const std::string& line, bool in_place) {
+  if (options_.quiet) return;
   if (in_place) {
     std::string shown = line;
     winsize size{};

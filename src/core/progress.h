@@ -24,6 +24,7 @@ struct ProgressOptions {
   std::optional<bool> terminal;     // default: isatty(fileno(stream))
   std::FILE* stream = stderr;
   int bar_width = 24;
+  bool quiet = false;  // prints nothing (the ranks other than 0 of a distributed run)
 };
 
 using ProgressValues = std::vector<std::pair<std::string, double>>;

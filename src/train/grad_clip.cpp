@@ -12,11 +12,15 @@ at::Tensor grad_norm(const std::vector<at::Tensor>& parameters) {
   std::vector<at::Tensor> norms;
   for (const auto& parameter : parameters) {
     const at::Tensor& gradient = parameter.grad();
-    if (gradient.defined()) norms.push_back(at::linalg_vector_norm(gradient.detach(), 2, std::nullopt, false, at::kFloat));
+    if (!gradient.defined()) continue;
+    // fp32 at least (bf16/fp16 gradients), fp64 for fp64 ones (fp32 would be a narrowing).
+    const auto dtype = gradient.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    norms.push_back(at::linalg_vector_norm(gradient.detach(), 2, std::nullopt, false, dtype));
   }
   if (norms.empty()) return at::zeros({}, at::kFloat);
   const at::Device device = norms.front().device();
-  for (auto& norm : norms) norm = norm.to(device);
+  const auto dtype = norms.front().scalar_type();
+  for (auto& norm : norms) norm = norm.to(device, dtype);
   return at::linalg_vector_norm(at::stack(norms), 2);
 }
 

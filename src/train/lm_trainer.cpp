@@ -9,6 +9,7 @@
 #include "io/token_shards.h"
 #include "models/architecture.h"
 #include "models/causal_lm.h"
+#include "train/distributed.h"
 #include "train/linear_cross_entropy.h"
 #include "train/trainer.h"
 
@@ -65,8 +66,18 @@ nlohmann::json hugging_face_tokenizer_config(const data::TokenizerSource& tokeni
 
 class LmTask final : public TrainingTask {
  public:
-  LmTask(const LmTrainConfig& config, const c10::Device& device)
-      : config_(config), device_(device) {
+  LmTask(const LmTrainConfig& config, const c10::Device& device, Communicator* communicator)
+      : config_(config),
+        device_(device),
+        communicator_(communicator),
+        rank_(communicator ? communicator->rank() : 0),
+        world_size_(communicator ? communicator->world_size() : 1) {
+    // The step's rows are split evenly over the ranks, each rank's share into micro-batches.
+    LINTIME_CHECK(config.rows_per_step() % (world_size_ * config.micro_batch_rows) == 0, "train.batch_tokens: the ",
+                  config.rows_per_step(), " rows of a step (batch_tokens / seq_len) do not split into ", world_size_,
+                  " ranks x micro-batches of train.micro_batch_rows = ", config.micro_batch_rows,
+                  " rows (make batch_tokens / seq_len a multiple of WORLD_SIZE x micro_batch_rows)");
+    rank_rows_ = config.rows_per_step() / world_size_;
     const io::TokenManifest manifest = io::read_token_manifest(config.data.shards);
     if (config.model.from.empty()) {
       model_ = models::build_causal_lm(config.model.config, config.optim.seed, config.model.config_path);
@@ -113,7 +124,7 @@ class LmTask final : public TrainingTask {
   }
   int64_t steps_per_epoch() const override { return std::max<int64_t>(1, train_rows_->windows() / config_.rows_per_step()); }
   int64_t total_steps() const override { return config_.optim.max_steps; }
-  int64_t micro_batches() const override { return config_.micro_batches(); }
+  int64_t micro_batches() const override { return rank_rows_ / config_.micro_batch_rows; }
   const char* score_name() const override { return "val_loss"; }
   bool stops_at_target() const override { return false; }
   double flops_per_token() const override { return flops_per_token_; }
@@ -131,14 +142,21 @@ class LmTask final : public TrainingTask {
   TaskEvaluation evaluate() override {
     at::NoGradGuard no_grad;
     double loss_sum = 0;
-    int64_t targets = 0;
-    for (int64_t first = 0; first < eval_rows_; first += config_.micro_batch_rows) {
+    double targets = 0;
+    int64_t index = 0;
+    for (int64_t first = 0; first < eval_rows_; first += config_.micro_batch_rows, ++index) {
+      if (index % world_size_ != rank_) continue;  // the ranks share the validation batches
       const data::LmBatch batch = val_rows_->rows(first, std::min(config_.micro_batch_rows, eval_rows_ - first));
       if (batch.target_tokens == 0) continue;
       loss_sum += loss_of(batch, 1.0).item<double>();
-      targets += batch.target_tokens;
+      targets += static_cast<double>(batch.target_tokens);
     }
-    last_val_loss_ = targets > 0 ? loss_sum / static_cast<double>(targets) : NAN;
+    if (communicator_ != nullptr) {
+      const auto sums = communicator_->sum({loss_sum, targets}, "summing the validation loss over the ranks");
+      loss_sum = sums[0];
+      targets = sums[1];
+    }
+    last_val_loss_ = targets > 0 ? loss_sum / targets : NAN;
     const double perplexity = std::exp(last_val_loss_);
     char summary[128];
     std::snprintf(summary, sizeof(summary), "val loss %.4f, perplexity %.2f", last_val_loss_, perplexity);
@@ -150,15 +168,22 @@ class LmTask final : public TrainingTask {
   int64_t parameters() const { return parameters_; }
 
  private:
-  // The micro-batches of `step` and their target count (the step's loss is their mean).
+  // This rank's micro-batches of `step` and the step's target count over every rank (the
+  // step's loss is the mean over all of them). Row indices are global: rank r of W takes rows
+  // [s·R + r·R/W, s·R + (r+1)·R/W) of step s's R, so a run on any world size sees the same rows.
   void load_step(int64_t step) {
     step_batches_.clear();
-    step_targets_ = 0;
+    int64_t targets = 0;
     const int64_t rows = config_.micro_batch_rows;
-    for (int64_t micro = 0; micro < config_.micro_batches(); ++micro) {
-      step_batches_.push_back(train_rows_->rows((step * config_.micro_batches() + micro) * rows, rows));
-      step_targets_ += step_batches_.back().target_tokens;
+    const int64_t first = step * config_.rows_per_step() + rank_ * rank_rows_;
+    for (int64_t micro = 0; micro < micro_batches(); ++micro) {
+      step_batches_.push_back(train_rows_->rows(first + micro * rows, rows));
+      targets += step_batches_.back().target_tokens;
     }
+    step_targets_ = communicator_ == nullptr
+                        ? targets
+                        : static_cast<int64_t>(communicator_->sum({static_cast<double>(targets)},
+                                                                  "summing the step's target tokens over the ranks")[0]);
     batches_step_ = step;
   }
 
@@ -204,6 +229,8 @@ class LmTask final : public TrainingTask {
 
   LmTrainConfig config_;
   c10::Device device_;
+  Communicator* communicator_ = nullptr;
+  int64_t rank_ = 0, world_size_ = 1, rank_rows_ = 0;
   std::unique_ptr<models::CausalLm> model_;
   std::unique_ptr<data::LmRows> train_rows_, val_rows_;
   int64_t eval_rows_ = 0;
@@ -225,7 +252,7 @@ LmTrainResult train_lm(const LmTrainConfig& config, const LmTrainOptions& option
   const auto wall_start = std::chrono::steady_clock::now();
   const c10::Device device = resolve_device(options.device);
   const std::string precision = resolved_precision(config.precision, device.is_cuda() ? "cuda" : "cpu");
-  LmTask task(config, device);
+  LmTask task(config, device, options.communicator);
   OptimSettings settings = config.optim;
   settings.precision = precision;
   TrainerOptions trainer_options;
@@ -233,6 +260,8 @@ LmTrainResult train_lm(const LmTrainConfig& config, const LmTrainOptions& option
   trainer_options.resume = options.resume;
   trainer_options.stop_after_steps = options.stop_after_steps;
   trainer_options.save_checkpoints = options.save_checkpoints;
+  trainer_options.communicator = options.communicator;
+  trainer_options.bucket_bytes = options.bucket_bytes;
   const TrainerResult trained = train(task, settings, trainer_options);
 
   LmTrainResult result;
@@ -254,7 +283,9 @@ LmTrainResult train_lm(const LmTrainConfig& config, const LmTrainOptions& option
                                   {"best_val_loss", result.best_val_loss}, {"parameters", result.parameters},
                                   {"device", result.device}, {"precision", result.precision},
                                   {"wall_seconds", result.wall_seconds}, {"stopped_early", trained.stopped_early}};
-  config::write_json_file_atomically((fs::path(options.out_dir) / "result.json").string(), summary);
+  if (options.communicator == nullptr || options.communicator->is_root()) {
+    config::write_json_file_atomically((fs::path(options.out_dir) / "result.json").string(), summary);
+  }
   return result;
 }
 

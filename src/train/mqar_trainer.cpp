@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "data/mqar_metric.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 #include <ATen/ATen.h>
@@ -76,9 +77,11 @@ nlohmann::json evaluation_json(const MqarEvaluation& evaluation) {
 // (data seed, s), the loss is cross-entropy at the query positions, the score test accuracy.
 class MqarTask final : public TrainingTask {
  public:
-  MqarTask(const MqarTrainConfig& config, const c10::Device& device)
+  MqarTask(const MqarTrainConfig& config, const c10::Device& device, Communicator* communicator)
       : config_(config),
         device_(device),
+        rank_(communicator ? communicator->rank() : 0),
+        world_size_(communicator ? communicator->world_size() : 1),
         train_data_(make_train_dataset(config)),
         test_data_(make_test_dataset(config)),
         model_(config.model, config.optim.seed) {
@@ -99,11 +102,28 @@ class MqarTask final : public TrainingTask {
   at::Tensor training_loss(int64_t step, int64_t /*micro*/, int64_t* tokens) override {
     auto batch = train_data_.training_batch_at_step(step);
     if (!device_.is_cpu()) model_.check_inputs(batch.inputs);  // on the host: no wait for the device
-    auto inputs = batch.inputs.to(device_);
-    auto labels = batch.labels.to(device_);
-    if (config_.model.embed_dropout > 0) seed_dropout_for_step(device_, config_.optim.seed, step);
+    at::Tensor host_inputs = batch.inputs, host_labels = batch.labels;
+    double share = 1.0;  // this rank's scored positions over the whole batch's
+    if (world_size_ > 1) {
+      // Rank r of W takes rows [r·B/W, (r+1)·B/W) of the step's B; its mean loss is weighted
+      // by its share of the scored positions, so that the ranks' losses add up to the batch's.
+      const int64_t rows = host_inputs.size(0);
+      const int64_t begin = rows * rank_ / world_size_, end = rows * (rank_ + 1) / world_size_;
+      const double scored = host_labels.ne(data::kMqarIgnoreIndex).sum().item<double>();
+      host_inputs = host_inputs.slice(0, begin, end);
+      host_labels = host_labels.slice(0, begin, end);
+      const double mine = host_labels.ne(data::kMqarIgnoreIndex).sum().item<double>();
+      *tokens = host_inputs.numel();
+      if (mine == 0) return at::zeros({}, at::kDouble);  // no rows here: nothing to backpropagate
+      share = mine / scored;
+    }
+    auto inputs = host_inputs.to(device_);
+    auto labels = host_labels.to(device_);
+    // Dropout masks differ per rank (the rank is part of the step's seed).
+    if (config_.model.embed_dropout > 0) seed_dropout_for_step(device_, config_.optim.seed, step * world_size_ + rank_);
     *tokens = inputs.numel();
-    return data::mqar_loss(model_.forward(inputs, /*training=*/true), labels);
+    at::Tensor loss = data::mqar_loss(model_.forward(inputs, /*training=*/true), labels);
+    return world_size_ > 1 ? loss * share : loss;
   }
 
   TaskEvaluation evaluate() override {
@@ -117,6 +137,7 @@ class MqarTask final : public TrainingTask {
  private:
   MqarTrainConfig config_;
   c10::Device device_;
+  int64_t rank_ = 0, world_size_ = 1;
   data::MqarDataset train_data_, test_data_;
   models::MqarModel model_;
   MqarEvaluation last_;
@@ -127,11 +148,13 @@ class MqarTask final : public TrainingTask {
 MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions& options) {
   const auto wall_start = std::chrono::steady_clock::now();
   const c10::Device device = resolve_device(options.device);
-  MqarTask task(config, device);
+  MqarTask task(config, device, options.communicator);
   TrainerOptions trainer_options;
   trainer_options.out_dir = options.out_dir;
   trainer_options.resume = options.resume;
   trainer_options.stop_after_steps = options.stop_after_steps;
+  trainer_options.communicator = options.communicator;
+  trainer_options.bucket_bytes = options.bucket_bytes;
   const TrainerResult trained = train(task, config.optim, trainer_options);
 
   MqarTrainResult result;
@@ -154,7 +177,9 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
                             {"parameters", result.parameters},
                             {"state_bytes_per_sequence", result.state_bytes_per_sequence},
                             {"lr", result.lr}, {"device", result.device}};
-  config::write_json_file_atomically((fs::path(options.out_dir) / "result.json").string(), summary);
+  if (options.communicator == nullptr || options.communicator->is_root()) {
+    config::write_json_file_atomically((fs::path(options.out_dir) / "result.json").string(), summary);
+  }
   return result;
 }
 

@@ -14,6 +14,8 @@
 
 namespace lintime::train {
 
+class Communicator;
+
 struct MqarTrainOptions {
   std::string out_dir = "runs/mqar";
   std::string device = "auto";
@@ -21,6 +23,10 @@ struct MqarTrainOptions {
   // Stop (with a checkpoint) once this many steps are done in total; 0: run to the end.
   // For time-boxed runs and for testing resume.
   int64_t stop_after_steps = 0;
+  // Data-parallel training (TrainerOptions::communicator): each rank takes its share of every
+  // step's batch rows.
+  Communicator* communicator = nullptr;
+  int64_t bucket_bytes = 25 << 20;
 };
 
 struct MqarEvaluation {

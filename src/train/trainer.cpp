@@ -4,6 +4,8 @@
 #include "core/progress.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
+#include "train/gradient_reducer.h"
 #include "train/grad_clip.h"
 #include "train/lr_schedule.h"
 #include "train/metrics_log.h"
@@ -71,6 +73,12 @@ at::ScalarType compute_dtype_of(const std::string& precision) {
   fail("train: precision must be one of fp32, fp64, bf16, fp16, got '", precision, "'");
 }
 
+std::vector<at::Tensor> tensors_of(const std::vector<std::pair<std::string, at::Tensor>>& named) {
+  std::vector<at::Tensor> tensors;
+  for (const auto& [name, tensor] : named) tensors.push_back(tensor);
+  return tensors;
+}
+
 // The weights AdamW updates. fp32/fp64: the parameters themselves. bf16/fp16: fp32 master
 // copies; the parameters (in the compute dtype) hand their gradients to the masters after each
 // micro-batch (summed in fp32) and take the masters' values after each update.
@@ -96,6 +104,9 @@ class MasterWeights {
   }
 
   const std::vector<std::pair<std::string, at::Tensor>>& named() const { return masters_; }
+  // The tensors the forward and backward use (the masters themselves in fp32/fp64).
+  std::vector<at::Tensor> compute_tensors() const { return tensors_of(parameters_); }
+  std::vector<at::Tensor> master_tensors() const { return tensors_of(masters_); }
 
   void collect_gradients() {
     if (!separate_) return;
@@ -151,12 +162,6 @@ double progress_number(const nlohmann::json& progress, const char* key, double f
   return found != progress.end() && found->is_number() ? found->get<double>() : fallback;
 }
 
-std::vector<at::Tensor> tensors_of(const std::vector<std::pair<std::string, at::Tensor>>& named) {
-  std::vector<at::Tensor> tensors;
-  for (const auto& [name, tensor] : named) tensors.push_back(tensor);
-  return tensors;
-}
-
 double peak_memory_bytes(const c10::Device& device) {
   if (device.is_cuda()) {
     auto* allocator = c10::getDeviceAllocator(c10::kCUDA);
@@ -165,6 +170,30 @@ double peak_memory_bytes(const c10::Device& device) {
   struct rusage usage {};
   ::getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) * 1024.0;  // the process's resident peak
+}
+
+// Every rank starts from rank 0's weights: the ranks' parameter shapes are compared first (a
+// broadcast between different models would scramble them), and a checksum of the weights after.
+void start_from_root_weights(Communicator& communicator, const std::vector<at::Tensor>& masters) {
+  double elements = 0;
+  for (const at::Tensor& master : masters) elements += static_cast<double>(master.numel());
+  const auto counts = communicator.gather(elements, "comparing the ranks' parameter counts");
+  for (size_t r = 0; r < counts.size(); ++r) {
+    LINTIME_CHECK(counts[r] == counts[0], "distributed: rank ", r, " builds a model of ", counts[r],
+                  " parameters, rank 0 one of ", counts[0], " (every rank must run the same config)");
+  }
+  std::vector<at::Tensor> tensors = masters;
+  {
+    at::NoGradGuard no_grad;
+    communicator.broadcast(tensors, "broadcasting rank 0's weights");
+  }
+  double checksum = 0;
+  for (const at::Tensor& master : masters) checksum += master.detach().to(at::kDouble).abs().sum().item<double>();
+  const auto checksums = communicator.gather(checksum, "comparing the ranks' weights");
+  for (size_t r = 0; r < checksums.size(); ++r) {
+    LINTIME_CHECK(checksums[r] == checksums[0], "distributed: rank ", r, "'s weights differ from rank 0's after the ",
+                  "broadcast (sum of magnitudes ", checksums[r], " vs ", checksums[0], ")");
+  }
 }
 
 }  // namespace
@@ -178,6 +207,8 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   const int64_t eval_every = settings.eval_every > 0 ? settings.eval_every : steps_per_epoch;
   const int64_t checkpoint_every = settings.checkpoint_every > 0 ? settings.checkpoint_every : eval_every;
   const at::ScalarType compute_dtype = compute_dtype_of(settings.precision);
+  Communicator* const communicator = options.communicator;
+  const bool writes = communicator == nullptr || communicator->is_root();  // metrics, checkpoints
 
   const fs::path out_dir(options.out_dir);
   const fs::path checkpoint_dir = out_dir / "checkpoint";
@@ -188,16 +219,26 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     state = read_trainer_state(checkpoint_dir.string());
     LINTIME_CHECK(state.config == task.config_document(), "--resume: the checkpoint in '", checkpoint_dir.string(),
                   "' was trained with a different config (compare its config.json)");
-    state = load_checkpoint(checkpoint_dir.string(), model, nullptr);  // weights, in the model's fp32
+    // The weights in the dtype they were trained in (fp64 runs keep fp64 checkpoints: read into
+    // fp32 they would resume rounded).
+    if (compute_dtype == at::kDouble) model.to(model.named_parameters().front().second.device(), at::kDouble);
+    state = load_checkpoint(checkpoint_dir.string(), model, nullptr);
   } else {
     LINTIME_CHECK(!checkpoint_exists(checkpoint_dir.string()), "'", out_dir.string(),
                   "' already holds a checkpoint: pass --resume to continue it or choose another --out");
-    fs::create_directories(out_dir);
+    if (writes) fs::create_directories(out_dir);
     state.config = task.config_document();
   }
 
   MasterWeights weights(model, compute_dtype);
   const c10::Device device = weights.named().front().second.device();
+  std::unique_ptr<GradientReducer> reducer;
+  if (communicator != nullptr) {
+    start_from_root_weights(*communicator, weights.master_tensors());
+    weights.publish();
+    reducer = std::make_unique<GradientReducer>(weights.compute_tensors(), weights.master_tensors(), *communicator,
+                                                options.bucket_bytes);
+  }
   AdamWOptions adam;
   adam.lr = settings.lr;
   adam.beta1 = settings.beta1;
@@ -209,7 +250,8 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   AdamW optimizer(weights.named(), adam, settings.decay_all_parameters ? decay_all_rule() : DecayRule());
   if (options.resume) load_optimizer_state(checkpoint_dir.string(), optimizer);
   auto schedule = schedule_for(settings, steps_per_epoch, total_steps);
-  MetricsLog metrics((out_dir / "metrics.jsonl").string(), /*append=*/options.resume);
+  std::unique_ptr<MetricsLog> metrics;
+  if (writes) metrics = std::make_unique<MetricsLog>((out_dir / "metrics.jsonl").string(), /*append=*/options.resume);
 
   // Bookkeeping that resumes with the run: kept in trainer_state.json's "progress".
   double last_score = progress_number(state.progress, "last_accuracy", NAN);
@@ -223,6 +265,10 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   state.rng = task.rng_description();
   auto save = [&] {
     if (!options.save_checkpoints) return;
+    if (!writes) {
+      communicator->barrier("the barrier after rank 0 writes the checkpoint of step " + std::to_string(state.step));
+      return;
+    }
     state.epoch = state.step / steps_per_epoch;
     state.data_position = state.step % steps_per_epoch;
     state.progress = {{"last_accuracy", last_score}, {"reached_target", reached_target}, {"evaluated", evaluated}};
@@ -238,6 +284,9 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     contents.files = task.checkpoint_files();
     contents.texts = task.checkpoint_texts();
     save_checkpoint(checkpoint_dir.string(), contents, state);
+    if (communicator != nullptr) {
+      communicator->barrier("the barrier after rank 0 writes the checkpoint of step " + std::to_string(state.step));
+    }
   };
 
   const int64_t last_step = options.stop_after_steps > 0 ? std::min(total_steps, options.stop_after_steps) : total_steps;
@@ -245,6 +294,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   progress_options.label = "train";
   progress_options.total = total_steps;
   progress_options.log_every_steps = std::max<int64_t>(settings.log_every, total_steps / 20);
+  progress_options.quiet = !writes;
   ProgressReporter progress(progress_options);
   double tokens_since = 0;
   int64_t steps_since = 0;
@@ -258,10 +308,13 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     optimizer.set_lr(lr);
     int64_t tokens = 0;
     at::Tensor loss_sum;
+    if (communicator != nullptr) communicator->heartbeat(state.step);
     for (int64_t micro = 0; micro < micro_batches; ++micro) {
       int64_t micro_tokens = 0;
+      if (reducer) reducer->set_sync(micro == micro_batches - 1);
       at::Tensor loss = task.training_loss(state.step, micro, &micro_tokens);
-      (scales_loss ? loss * loss_scale.scale : loss).backward();
+      if (loss.requires_grad()) (scales_loss ? loss * loss_scale.scale : loss).backward();
+      if (reducer && micro == micro_batches - 1) reducer->finish();  // the summed gradients, into the masters
       weights.collect_gradients();
       tokens += micro_tokens;
       loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
@@ -287,13 +340,24 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     }
     weights.zero_gradients();
     ++state.step;
+    // A signal reaches the ranks at different steps: they stop together after the step any of
+    // them saw it in.
+    const int received_signal = communicator != nullptr
+                                    ? static_cast<int>(communicator->max(signals.received(), "agreeing whether to stop"))
+                                    : signals.received();
     ++steps_since;
     tokens_since += static_cast<double>(tokens);
 
     if (state.step % settings.log_every == 0 || state.step == last_step) {
-      const double loss_value = loss_sum.item<double>();
+      double loss_value = loss_sum.item<double>();
+      double step_tokens = tokens_since;
+      if (communicator != nullptr) {  // the step's loss and tokens over every rank
+        const auto sums = communicator->sum({loss_value, tokens_since}, "summing the step's loss over the ranks");
+        loss_value = sums[0];
+        step_tokens = sums[1];
+      }
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - rate_start).count();
-      const double tokens_per_second = seconds > 0 ? tokens_since / seconds : 0;
+      const double tokens_per_second = seconds > 0 ? step_tokens / seconds : 0;
       nlohmann::json record = {{"step", state.step}, {"epoch", (state.step - 1) / steps_per_epoch},
                                {"loss", loss_value}, {"lr", lr}, {"tokens_per_s", tokens_per_second},
                                {"step_time_s", steps_since > 0 ? seconds / static_cast<double>(steps_since) : 0.0},
@@ -302,7 +366,8 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
       if (grad_norm_before_clip.defined()) record["grad_norm"] = grad_norm_before_clip.item<double>();
       if (scales_loss) record["loss_scale"] = loss_scale.scale, record["skipped_steps"] = skipped_steps;
       if (!step_taken) record["skipped"] = true;
-      metrics.write(record);
+      if (communicator != nullptr) record["world_size"] = communicator->world_size();
+      if (metrics) metrics->write(record);
       progress.update(state.step, {{"loss", loss_value}, {task.score_name(), last_score}, {"tok/s", tokens_per_second}});
       tokens_since = 0;
       steps_since = 0;
@@ -310,16 +375,17 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     }
     if (state.step % eval_every == 0 || state.step == total_steps) {
       TaskEvaluation evaluation = task.evaluate();
+      if (communicator != nullptr) evaluation.score = communicator->from_root({evaluation.score}, "sharing rank 0's evaluation")[0];
       last_score = std::isnan(evaluation.shown) ? evaluation.score : evaluation.shown;
       state.best_score = evaluated ? std::max(state.best_score, evaluation.score) : evaluation.score;
       evaluated = true;
       reached_target = task.stops_at_target() && evaluation.score >= settings.target_accuracy;
       evaluation.record["step"] = state.step;
       evaluation.record["eval"] = true;
-      metrics.write(evaluation.record);
+      if (metrics) metrics->write(evaluation.record);
       progress.message("step " + std::to_string(state.step) + ": " + evaluation.summary);
     }
-    if (signals.received() != 0) {
+    if (received_signal != 0) {
       save();
       progress.finish();
       result.interrupted = true;
@@ -336,6 +402,10 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   save();
 
   result.final_evaluation = task.evaluate();
+  if (communicator != nullptr) {
+    result.final_evaluation.score =
+        communicator->from_root({result.final_evaluation.score}, "sharing rank 0's final evaluation")[0];
+  }
   result.best_score = evaluated ? std::max(state.best_score, result.final_evaluation.score) : result.final_evaluation.score;
   result.reached_target = task.stops_at_target() && result.final_evaluation.score >= settings.target_accuracy;
   return result;

@@ -23,6 +23,8 @@
 
 namespace lintime::train {
 
+class Communicator;
+
 // The [train] settings of a config: optimiser, schedule, steps, evaluation and checkpoint cadence
 // (batch sizes and seed are read by the task).
 struct OptimSettings {
@@ -76,9 +78,11 @@ class TrainingTask {
   // Forward and backward passes per optimizer step (gradient accumulation).
   virtual int64_t micro_batches() const { return 1; }
   // The loss of micro-batch `micro` of step `step` in training mode, scaled so that the
-  // micro-batches' losses add up to the step's loss (their gradients are summed); `tokens`
-  // receives its token count.
+  // micro-batches' losses (of every rank, when distributed) add up to the step's loss (their
+  // gradients are summed); `tokens` receives its token count. A loss that needs no gradient
+  // (a rank with no rows in this batch) is not backpropagated.
   virtual at::Tensor training_loss(int64_t step, int64_t micro, int64_t* tokens) = 0;
+  // Every rank calls it; the trainer keeps rank 0's score, so that all ranks decide alike.
   virtual TaskEvaluation evaluate() = 0;
   // The score's name on the progress bar ("acc").
   virtual const char* score_name() const { return "score"; }
@@ -101,6 +105,12 @@ struct TrainerOptions {
   int64_t stop_after_steps = 0;
   // false: no checkpoint is written (benchmarks).
   bool save_checkpoints = true;
+  // Data-parallel training (distributed.h): set, the ranks start from rank 0's weights, sum
+  // their gradients in buckets of `bucket_bytes` during the last micro-batch's backward, and
+  // only rank 0 writes metrics and checkpoints. The task splits the data by rank and scales its
+  // losses so that they add up over ranks to the step's loss.
+  Communicator* communicator = nullptr;
+  int64_t bucket_bytes = 25 << 20;
 };
 
 struct TrainerResult {

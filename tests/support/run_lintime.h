@@ -19,9 +19,11 @@ enum class Capture { both, stderr_only, stdout_only };
 
 // `arguments` follow the binary's path on a shell command line; stdout and stderr are captured
 // together, or one of them (the other discarded).
-inline CommandResult run_lintime(const std::string& arguments, Capture capture = Capture::both) {
+inline CommandResult run_lintime(const std::string& arguments, Capture capture = Capture::both,
+                                 const std::string& environment = "") {
   const char* redirect = capture == Capture::both ? " 2>&1" : capture == Capture::stderr_only ? " 2>&1 >/dev/null" : " 2>/dev/null";
-  const std::string command = std::string(LINTIME_BINARY) + " " + arguments + redirect;
+  const std::string command =
+      (environment.empty() ? "" : "env " + environment + " ") + std::string(LINTIME_BINARY) + " " + arguments + redirect;
   CommandResult result{-1, ""};
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -30,6 +32,11 @@ inline CommandResult run_lintime(const std::string& arguments, Capture capture =
   const int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+// The same with environment variables set for the command ("NAME=value NAME2=value").
+inline CommandResult run_lintime_with_env(const std::string& environment, const std::string& arguments) {
+  return run_lintime(arguments, Capture::both, environment);
 }
 
 }  // namespace lintime::testing

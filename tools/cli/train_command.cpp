@@ -4,8 +4,10 @@
 // model on token shards, then its validation loss and perplexity and where the checkpoint is.
 #include "tools/cli/commands.h"
 
+#include "core/device.h"
 #include "core/error.h"
 #include "train/config_document.h"
+#include "train/distributed.h"
 #include "train/lm_trainer.h"
 #include "train/mqar_trainer.h"
 
@@ -47,11 +49,12 @@ int train_language_model(const std::string& config_path, const std::vector<std::
   const auto config = train::load_lm_train_config(config_path, overrides);
   train::LmTrainOptions run = base;
   run.out_dir = out;
-  std::printf("lintime train (language model): %s -> %s; %s from %s; %lld tokens per step in %lld micro-batches of %lld x %lld\n",
+  std::printf("lintime train (language model): %s -> %s; %s from %s; %lld tokens per step in %lld micro-batches of %lld x %lld per rank\n",
               config_path.c_str(), out.c_str(), config.model.from.empty() ? "fresh weights" : "weights",
               config.model.from.empty() ? (config.model.config_path.empty() ? "an inline config" : config.model.config_path.c_str())
                                         : config.model.from.c_str(),
-              static_cast<long long>(config.batch_tokens), static_cast<long long>(config.micro_batches()),
+              static_cast<long long>(config.batch_tokens),
+              static_cast<long long>(config.micro_batches() / (base.communicator ? base.communicator->world_size() : 1)),
               static_cast<long long>(config.micro_batch_rows), static_cast<long long>(config.data.seq_len));
   std::fflush(stdout);
   const auto result = train::train_lm(config, run);
@@ -84,6 +87,8 @@ std::function<int()> add_train_command(CLI::App& app) {
     bool resume = false;
     int64_t stop_after_steps = 0;
     int threads = 1;
+    double bucket_mb = 25;
+    double timeout_s = 600;
   };
   auto options = std::make_shared<Options>();
   command->add_option("CONFIG", options->config, "Training config (configs/mqar/*.toml, configs/lm/*.toml)")->required();
@@ -99,6 +104,13 @@ std::function<int()> add_train_command(CLI::App& app) {
                       "CPU threads for ATen ops (0: torch's default). Default 1: on 2 cores the small MQAR "
                       "models ran 2x slower with 2 threads (thread spin-up dominates their small ops)")
       ->check(CLI::NonNegativeNumber);
+  command->add_option("--bucket-mb", options->bucket_mb,
+                      "Distributed runs: MiB of gradients summed across ranks at once (default 25, as DDP)")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--timeout", options->timeout_s,
+                      "Distributed runs: seconds a rank waits for the others (joining, every collective) "
+                      "before it stops with an error naming the operation (default 600)")
+      ->check(CLI::PositiveNumber);
   return [options]() {
     if (options->threads > 0) at::set_num_threads(options->threads);
     LINTIME_CHECK(std::filesystem::exists(options->config), "train: config file '", options->config,
@@ -110,18 +122,36 @@ std::function<int()> add_train_command(CLI::App& app) {
                                 : options->out;
     auto document = train::read_toml_file(options->config);
     train::apply_overrides(document, overrides);
+
+    // Under torchrun (RANK, WORLD_SIZE, ...): one process group, rank r on GPU LOCAL_RANK.
+    std::string device_name = options->device;
+    std::unique_ptr<train::Communicator> communicator;
+    if (const auto environment = train::launch_environment()) {
+      const c10::Device device = train::rank_device(resolve_device(device_name), *environment);
+      device_name = device.str();
+      communicator = train::Communicator::join(*environment, device, std::chrono::milliseconds(
+                                                                          static_cast<int64_t>(options->timeout_s * 1000)));
+      if (!communicator->is_root()) std::freopen("/dev/null", "w", stdout);  // rank 0 reports
+      std::printf("lintime train: rank %d of %d on %s\n", communicator->rank(), communicator->world_size(),
+                  device_name.c_str());
+    }
+    const auto bucket_bytes = static_cast<int64_t>(options->bucket_mb * (1 << 20));
     if (train::training_task_of(document, options->config) == "lm") {
       train::LmTrainOptions run;
-      run.device = options->device;
+      run.device = device_name;
       run.resume = options->resume;
       run.stop_after_steps = options->stop_after_steps;
+      run.communicator = communicator.get();
+      run.bucket_bytes = bucket_bytes;
       return train_language_model(options->config, overrides, out, run);
     }
     auto config = train::load_mqar_train_config(options->config, overrides);
     train::MqarTrainOptions run;
-    run.device = options->device;
+    run.device = device_name;
     run.resume = options->resume;
     run.stop_after_steps = options->stop_after_steps;
+    run.communicator = communicator.get();
+    run.bucket_bytes = bucket_bytes;
     std::printf("lintime train: %s -> %s (%lld parameters, %lld state bytes per sequence)\n",
                 options->config.c_str(), out.c_str(), static_cast<long long>(config.model.parameter_count()),
                 static_cast<long long>(config.model.state_bytes_per_sequence()));
