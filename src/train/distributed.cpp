@@ -153,13 +153,19 @@ std::unique_ptr<Communicator> Communicator::join(const LaunchEnvironment& enviro
 
 Communicator::~Communicator() = default;
 
+template <typename Collective>
+auto Communicator::guarded(const std::string& what, Collective&& collective) {
+  try {
+    return collective();
+  } catch (const std::exception& error) {
+    fail_collective(what, error);
+  }
+}
+
 void Communicator::heartbeat(int64_t step) {
   step_ = step;
-  try {
-    store_->set(step_key(rank_), std::to_string(step));
-  } catch (const std::exception& error) {
-    fail_collective("recording step " + std::to_string(step) + " in the store", error);
-  }
+  guarded("recording step " + std::to_string(step) + " in the store",
+          [&] { return store_->set(step_key(rank_), std::to_string(step)); });
 }
 
 std::string Communicator::late_ranks() {
@@ -194,63 +200,43 @@ void Communicator::fail_collective(const std::string& what, const std::exception
 
 c10::intrusive_ptr<c10d::Work> Communicator::start_sum(at::Tensor& tensor) {
   std::vector<at::Tensor> tensors = {tensor};
-  try {
-    return gradients_->allreduce(tensors);
-  } catch (const std::exception& error) {
-    fail_collective("starting a gradient sum", error);
-  }
+  return guarded("starting a gradient sum", [&] { return gradients_->allreduce(tensors); });
 }
 
 void Communicator::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
-  try {
-    work->wait(timeout_);
-  } catch (const std::exception& error) {
-    fail_collective(what, error);
-  }
+  guarded(what, [&] { return work->wait(timeout_); });
 }
 
 void Communicator::broadcast(std::vector<at::Tensor>& tensors, const std::string& what) {
-  try {
-    for (at::Tensor& tensor : tensors) {
-      std::vector<at::Tensor> one = {tensor};
-      gradients_->broadcast(one)->wait(timeout_);
-    }
-  } catch (const std::exception& error) {
-    fail_collective(what, error);
+  for (at::Tensor& tensor : tensors) {
+    std::vector<at::Tensor> one = {tensor};
+    guarded(what, [&] { return gradients_->broadcast(one)->wait(timeout_); });
   }
 }
 
+namespace {
+std::vector<double> values_of(const at::Tensor& tensor) {
+  return std::vector<double>(tensor.data_ptr<double>(), tensor.data_ptr<double>() + tensor.numel());
+}
+}  // namespace
+
 std::vector<double> Communicator::sum(const std::vector<double>& values, const std::string& what) {
   std::vector<at::Tensor> tensors = {at::tensor(values, at::kDouble)};
-  try {
-    control_->allreduce(tensors)->wait(timeout_);
-  } catch (const std::exception& error) {
-    fail_collective(what, error);
-  }
-  const at::Tensor& result = tensors.front();
-  return std::vector<double>(result.data_ptr<double>(), result.data_ptr<double>() + result.numel());
+  guarded(what, [&] { return control_->allreduce(tensors)->wait(timeout_); });
+  return values_of(tensors.front());
 }
 
 std::vector<double> Communicator::from_root(const std::vector<double>& values, const std::string& what) {
   std::vector<at::Tensor> tensors = {at::tensor(values, at::kDouble)};
-  try {
-    control_->broadcast(tensors)->wait(timeout_);
-  } catch (const std::exception& error) {
-    fail_collective(what, error);
-  }
-  const at::Tensor& result = tensors.front();
-  return std::vector<double>(result.data_ptr<double>(), result.data_ptr<double>() + result.numel());
+  guarded(what, [&] { return control_->broadcast(tensors)->wait(timeout_); });
+  return values_of(tensors.front());
 }
 
 double Communicator::max(double value, const std::string& what) {
   std::vector<at::Tensor> tensors = {at::tensor({value}, at::kDouble)};
   c10d::AllreduceOptions options;
   options.reduceOp = c10d::ReduceOp::MAX;
-  try {
-    control_->allreduce(tensors, options)->wait(timeout_);
-  } catch (const std::exception& error) {
-    fail_collective(what, error);
-  }
+  guarded(what, [&] { return control_->allreduce(tensors, options)->wait(timeout_); });
   return tensors.front().item<double>();
 }
 
@@ -258,22 +244,12 @@ std::vector<double> Communicator::gather(double value, const std::string& what) 
   std::vector<at::Tensor> inputs = {at::tensor({value}, at::kDouble)};
   std::vector<std::vector<at::Tensor>> outputs(1);
   for (int r = 0; r < world_size_; ++r) outputs[0].push_back(at::empty({1}, at::kDouble));
-  try {
-    control_->allgather(outputs, inputs)->wait(timeout_);
-  } catch (const std::exception& error) {
-    fail_collective(what, error);
-  }
-  std::vector<double> result;
-  for (const at::Tensor& one : outputs[0]) result.push_back(one.item<double>());
-  return result;
+  guarded(what, [&] { return control_->allgather(outputs, inputs)->wait(timeout_); });
+  return values_of(at::cat(outputs[0]));
 }
 
 void Communicator::barrier(const std::string& what) {
-  try {
-    control_->barrier()->wait(timeout_);
-  } catch (const std::exception& error) {
-    fail_collective(what, error);
-  }
+  guarded(what, [&] { return control_->barrier()->wait(timeout_); });
 }
 
 }  // namespace lintime::train

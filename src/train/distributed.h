@@ -77,6 +77,9 @@ class Communicator {
  private:
   Communicator() = default;
   [[noreturn]] void fail_collective(const std::string& what, const std::exception& error);
+  // Runs one collective (or store operation); an exception becomes fail_collective's line.
+  template <typename Collective>
+  auto guarded(const std::string& what, Collective&& collective);
   std::string late_ranks();
 
   int rank_ = 0, world_size_ = 1;

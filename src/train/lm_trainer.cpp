@@ -255,14 +255,7 @@ LmTrainResult train_lm(const LmTrainConfig& config, const LmTrainOptions& option
   LmTask task(config, device, options.communicator);
   OptimSettings settings = config.optim;
   settings.precision = precision;
-  TrainerOptions trainer_options;
-  trainer_options.out_dir = options.out_dir;
-  trainer_options.resume = options.resume;
-  trainer_options.stop_after_steps = options.stop_after_steps;
-  trainer_options.save_checkpoints = options.save_checkpoints;
-  trainer_options.communicator = options.communicator;
-  trainer_options.bucket_bytes = options.bucket_bytes;
-  const TrainerResult trained = train(task, settings, trainer_options);
+  const TrainerResult trained = train(task, settings, options);
 
   LmTrainResult result;
   result.steps = trained.steps;

@@ -8,24 +8,19 @@
 #pragma once
 
 #include "train/lm_config.h"
+#include "train/trainer.h"
 
 #include <cstdint>
 #include <string>
 
 namespace lintime::train {
 
-class Communicator;
-
-struct LmTrainOptions {
-  std::string out_dir = "runs/lm";
+// The trainer's options and the device. Distributed (TrainerOptions::communicator): rank r
+// trains on rows [s·R + r·R/W, s·R + (r+1)·R/W) of step s's R, and the step's loss is the mean
+// over every rank's targets.
+struct LmTrainOptions : TrainerOptions {
+  LmTrainOptions() { out_dir = "runs/lm"; }
   std::string device = "auto";
-  bool resume = false;
-  int64_t stop_after_steps = 0;  // stop (with a checkpoint) after this many steps in total
-  bool save_checkpoints = true;  // false: none written (benchmarks)
-  // Data-parallel training (TrainerOptions::communicator): rank r trains on rows r·R/W ... of
-  // each step's R rows, and the step's loss is the mean over every rank's targets.
-  Communicator* communicator = nullptr;
-  int64_t bucket_bytes = 25 << 20;
 };
 
 struct LmTrainResult {

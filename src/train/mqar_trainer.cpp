@@ -149,13 +149,7 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
   const auto wall_start = std::chrono::steady_clock::now();
   const c10::Device device = resolve_device(options.device);
   MqarTask task(config, device, options.communicator);
-  TrainerOptions trainer_options;
-  trainer_options.out_dir = options.out_dir;
-  trainer_options.resume = options.resume;
-  trainer_options.stop_after_steps = options.stop_after_steps;
-  trainer_options.communicator = options.communicator;
-  trainer_options.bucket_bytes = options.bucket_bytes;
-  const TrainerResult trained = train(task, config.optim, trainer_options);
+  const TrainerResult trained = train(task, config.optim, options);
 
   MqarTrainResult result;
   result.evaluation = task.last_evaluation();

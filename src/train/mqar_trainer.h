@@ -6,6 +6,7 @@
 #include "data/mqar.h"
 #include "models/mqar_model.h"
 #include "train/mqar_config.h"
+#include "train/trainer.h"
 
 #include <c10/core/Device.h>
 
@@ -14,19 +15,11 @@
 
 namespace lintime::train {
 
-class Communicator;
-
-struct MqarTrainOptions {
-  std::string out_dir = "runs/mqar";
+// The trainer's options and the device. Distributed (TrainerOptions::communicator): each rank
+// takes its share of every step's batch rows.
+struct MqarTrainOptions : TrainerOptions {
+  MqarTrainOptions() { out_dir = "runs/mqar"; }
   std::string device = "auto";
-  bool resume = false;
-  // Stop (with a checkpoint) once this many steps are done in total; 0: run to the end.
-  // For time-boxed runs and for testing resume.
-  int64_t stop_after_steps = 0;
-  // Data-parallel training (TrainerOptions::communicator): each rank takes its share of every
-  // step's batch rows.
-  Communicator* communicator = nullptr;
-  int64_t bucket_bytes = 25 << 20;
 };
 
 struct MqarEvaluation {

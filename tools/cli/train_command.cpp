@@ -135,23 +135,22 @@ std::function<int()> add_train_command(CLI::App& app) {
       std::printf("lintime train: rank %d of %d on %s\n", communicator->rank(), communicator->world_size(),
                   device_name.c_str());
     }
-    const auto bucket_bytes = static_cast<int64_t>(options->bucket_mb * (1 << 20));
-    if (train::training_task_of(document, options->config) == "lm") {
-      train::LmTrainOptions run;
+    // What every task's run takes from the command line.
+    const auto common = [&](auto& run) {
       run.device = device_name;
       run.resume = options->resume;
       run.stop_after_steps = options->stop_after_steps;
       run.communicator = communicator.get();
-      run.bucket_bytes = bucket_bytes;
+      run.bucket_bytes = static_cast<int64_t>(options->bucket_mb * (1 << 20));
+    };
+    if (train::training_task_of(document, options->config) == "lm") {
+      train::LmTrainOptions run;
+      common(run);
       return train_language_model(options->config, overrides, out, run);
     }
     auto config = train::load_mqar_train_config(options->config, overrides);
     train::MqarTrainOptions run;
-    run.device = device_name;
-    run.resume = options->resume;
-    run.stop_after_steps = options->stop_after_steps;
-    run.communicator = communicator.get();
-    run.bucket_bytes = bucket_bytes;
+    common(run);
     std::printf("lintime train: %s -> %s (%lld parameters, %lld state bytes per sequence)\n",
                 options->config.c_str(), out.c_str(), static_cast<long long>(config.model.parameter_count()),
                 static_cast<long long>(config.model.state_bytes_per_sequence()));
