@@ -28,7 +28,9 @@ configure: setup
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# Each `make run` trains afresh: the previous run's folder goes first.
 run: build
+	rm -rf runs/make-run
 	$(BUILD_DIR)/lintime train $(RUN_CONFIG) --device auto --out runs/make-run $(RUN_ARGS)
 
 # ctest counts skipped tests as passed; ctest_summary.py prints how many were skipped and why.

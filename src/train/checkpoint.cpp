@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -209,13 +210,16 @@ void save_checkpoint(const std::string& dir_argument, const CheckpointContents& 
         {"best_score", state.best_score},
         {"rng", state.rng},
         {"progress", state.progress},
-        {"has_optimizer", optimizer != nullptr},
-        {"optimizer_step_count", optimizer ? optimizer->step_count() : 0},
+        {"has_optimizer", optimizer != nullptr || contents.optimizer_step_count >= 0},
+        {"optimizer_step_count", optimizer ? optimizer->step_count() : std::max<int64_t>(contents.optimizer_step_count, 0)},
     };
     io::save_safetensors(temporary + "/" + kModelFile, contents.weights, {{"format", "pt"}});
     if (optimizer) {
       io::save_safetensors(temporary + "/" + kOptimizerFile, optimizer->state_tensors(),
                            {{"step_count", std::to_string(optimizer->step_count())}});
+    } else if (contents.optimizer_step_count >= 0) {
+      io::save_safetensors(temporary + "/" + kOptimizerFile, contents.optimizer_tensors,
+                           {{"step_count", std::to_string(contents.optimizer_step_count)}});
     }
     if (contents.model_config.is_null()) {
       write_text_file(temporary + "/" + kConfigFile, state.config.dump(2) + "\n");
@@ -270,6 +274,14 @@ void load_optimizer_state(const std::string& dir_argument, AdamW& optimizer) {
   } catch (const Error& error) {
     fail("checkpoint '", dir, "/", kOptimizerFile, "': ", error.what());
   }
+}
+
+std::map<std::string, at::Tensor> read_optimizer_tensors(const std::string& dir_argument, int64_t* step_count) {
+  const std::string dir = readable_checkpoint(without_trailing_slash(dir_argument));
+  bool has_optimizer = false;
+  read_state_files(dir, step_count, &has_optimizer);
+  LINTIME_CHECK(has_optimizer, "checkpoint '", dir, "' holds no optimizer state (saved without one)");
+  return io::load_safetensors(dir + "/" + kOptimizerFile);
 }
 
 TrainerState read_trainer_state(const std::string& dir_argument) {

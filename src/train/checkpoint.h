@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,6 +39,10 @@ struct TrainerState {
 struct CheckpointContents {
   std::vector<std::pair<std::string, at::Tensor>> weights;  // model.safetensors, under these names
   const AdamW* optimizer = nullptr;                          // optimizer.safetensors when given
+  // Or the optimizer state as AdamW::state_tensors would give it, with its step count (an
+  // optimizer whose state is spread over ranks gathers it first).
+  std::vector<std::pair<std::string, at::Tensor>> optimizer_tensors;
+  int64_t optimizer_step_count = -1;  // >= 0: optimizer_tensors are the optimizer state
   // Set: the model's config.json, so that the checkpoint is also a model folder (lintime's
   // commands, fla and Hugging Face load it); the run's config then goes to train_config.json.
   nlohmann::json model_config;
@@ -61,6 +66,9 @@ TrainerState load_checkpoint(const std::string& dir, layers::Module& model, Adam
 
 // Loads the optimizer state alone (validated before anything changes).
 void load_optimizer_state(const std::string& dir, AdamW& optimizer);
+
+// optimizer.safetensors as named tensors, and the optimizer's step count.
+std::map<std::string, at::Tensor> read_optimizer_tensors(const std::string& dir, int64_t* step_count);
 
 // Reads trainer_state.json and the run's config (train_config.json, else config.json) only.
 TrainerState read_trainer_state(const std::string& dir);

@@ -203,6 +203,15 @@ c10::intrusive_ptr<c10d::Work> Communicator::start_sum(at::Tensor& tensor) {
   return guarded("starting a gradient sum", [&] { return gradients_->allreduce(tensors); });
 }
 
+c10::intrusive_ptr<c10d::Work> Communicator::start_reduce_scatter(at::Tensor& output, at::Tensor& input) {
+  return guarded("starting a gradient reduce-scatter", [&] { return gradients_->_reduce_scatter_base(output, input); });
+}
+
+void Communicator::gather_parts(at::Tensor& whole, const at::Tensor& part, const std::string& what) {
+  at::Tensor input = part;
+  guarded(what, [&] { return gradients_->_allgather_base(whole, input)->wait(timeout_); });
+}
+
 void Communicator::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
   guarded(what, [&] { return work->wait(timeout_); });
 }

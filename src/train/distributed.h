@@ -59,6 +59,10 @@ class Communicator {
   // Device tensors (the gradient group). The sum is started and returned; `wait` ends it.
   c10::intrusive_ptr<c10d::Work> start_sum(at::Tensor& tensor);
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
+  // Sharded (ZeRO): rank r receives the sum of the r-th of `input`'s world_size equal parts.
+  c10::intrusive_ptr<c10d::Work> start_reduce_scatter(at::Tensor& output, at::Tensor& input);
+  // `whole` becomes every rank's `part`, in rank order.
+  void gather_parts(at::Tensor& whole, const at::Tensor& part, const std::string& what);
   // Every rank's tensors take rank 0's values.
   void broadcast(std::vector<at::Tensor>& tensors, const std::string& what);
 

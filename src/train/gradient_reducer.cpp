@@ -8,42 +8,56 @@
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
+
 namespace lintime::train {
 
-GradientReducer::GradientReducer(std::vector<at::Tensor> compute, std::vector<at::Tensor> master,
-                                 Communicator& communicator, int64_t bucket_bytes)
-    : compute_(std::move(compute)), master_(std::move(master)), communicator_(communicator) {
-  LINTIME_CHECK(compute_.size() == master_.size() && !compute_.empty(),
-                "GradientReducer: expected one master per parameter, got ", compute_.size(), " and ", master_.size());
-  LINTIME_CHECK(bucket_bytes > 0, "train.bucket_mb: must be positive, got ", bucket_bytes, " bytes");
+GradientReducer::GradientReducer(std::vector<at::Tensor> parameters, Communicator& communicator, Options options)
+    : parameters_(std::move(parameters)), communicator_(communicator), options_(std::move(options)) {
+  LINTIME_CHECK(!parameters_.empty(), "GradientReducer: no parameters");
+  LINTIME_CHECK(options_.bucket_bytes > 0, "--bucket-mb: must be positive, got ", options_.bucket_bytes, " bytes");
   self_ = std::make_shared<GradientReducer*>(this);
+  const int64_t element_bytes = at::elementSize(options_.reduce_dtype);
+  const auto flat_options = parameters_.front().options().dtype(options_.reduce_dtype).requires_grad(false);
 
   // Buckets in reverse parameter order, each closed once it holds bucket_bytes.
-  bucket_of_.resize(compute_.size());
-  ready_.assign(compute_.size(), false);
+  bucket_of_.resize(parameters_.size());
+  position_in_bucket_.resize(parameters_.size());
+  ready_.assign(parameters_.size(), false);
   int64_t filled = 0;
-  for (size_t k = compute_.size(); k-- > 0;) {
-    const at::Tensor& parameter = master_[k];
-    if (buckets_.empty() || filled >= bucket_bytes) {
+  for (size_t k = parameters_.size(); k-- > 0;) {
+    if (buckets_.empty() || filled >= options_.bucket_bytes) {
       buckets_.emplace_back();
       filled = 0;
     }
     Bucket& bucket = buckets_.back();
-    bucket.offsets.push_back(bucket.parameters.empty() ? 0 : bucket.offsets.back() + master_[bucket.parameters.back()].numel());
+    const int64_t offset = bucket.parameters.empty() ? 0 : bucket.offsets.back() + parameters_[bucket.parameters.back()].numel();
+    position_in_bucket_[k] = bucket.parameters.size();
+    bucket.offsets.push_back(offset);
     bucket.parameters.push_back(k);
     bucket_of_[k] = buckets_.size() - 1;
-    filled += static_cast<int64_t>(parameter.numel() * parameter.element_size());
+    filled += parameters_[k].numel() * element_bytes;
   }
+  const int64_t world = communicator_.world_size(), rank = communicator_.rank();
   for (Bucket& bucket : buckets_) {
-    const at::Tensor& last = master_[bucket.parameters.back()];
-    bucket.flat = at::empty({bucket.offsets.back() + last.numel()}, last.options().requires_grad(false));
+    const int64_t used = bucket.offsets.back() + parameters_[bucket.parameters.back()].numel();
+    const int64_t size = options_.sharded ? (used + world - 1) / world * world : used;
+    bucket.flat = at::zeros({size}, flat_options);  // the padding stays zero
     bucket.pending = static_cast<int64_t>(bucket.parameters.size());
+    if (!options_.sharded) continue;
+    const int64_t part = size / world, first = rank * part, last = first + part;
+    bucket.shard = at::zeros({part}, flat_options);
+    for (size_t j = 0; j < bucket.parameters.size(); ++j) {
+      const int64_t begin = std::max(first, bucket.offsets[j]);
+      const int64_t end = std::min(last, bucket.offsets[j] + parameters_[bucket.parameters[j]].numel());
+      if (begin < end) bucket.segments.push_back({bucket.parameters[j], begin - bucket.offsets[j], end - bucket.offsets[j], begin - first});
+    }
   }
 
-  for (size_t i = 0; i < compute_.size(); ++i) {
-    LINTIME_CHECK(compute_[i].requires_grad() && compute_[i].is_leaf(), "GradientReducer: parameter ", i,
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    LINTIME_CHECK(parameters_[i].requires_grad() && parameters_[i].is_leaf(), "GradientReducer: parameter ", i,
                   " is not a leaf that requires a gradient");
-    auto accumulator = torch::autograd::impl::grad_accumulator(compute_[i]);
+    auto accumulator = torch::autograd::impl::grad_accumulator(parameters_[i]);
     std::shared_ptr<GradientReducer*> self = self_;
     accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
         [self, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
@@ -69,10 +83,6 @@ void GradientReducer::mark_ready(size_t parameter) {
   if (!sync_ || ready_[parameter]) return;
   ready_[parameter] = true;
   --buckets_[bucket_of_[parameter]].pending;
-  start_ready_buckets();
-}
-
-void GradientReducer::start_ready_buckets() {
   while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].pending == 0) start(buckets_[next_to_start_++]);
 }
 
@@ -80,22 +90,22 @@ void GradientReducer::start(Bucket& bucket) {
   at::NoGradGuard no_grad;
   for (size_t j = 0; j < bucket.parameters.size(); ++j) {
     const size_t i = bucket.parameters[j];
-    at::Tensor slice = bucket.flat.narrow(0, bucket.offsets[j], master_[i].numel());
-    const at::Tensor& gradient = compute_[i].grad();
+    at::Tensor slice = bucket.flat.narrow(0, bucket.offsets[j], parameters_[i].numel());
+    const at::Tensor& gradient = parameters_[i].grad();
     if (gradient.defined()) {
       slice.copy_(gradient.reshape({-1}));
     } else {
       slice.zero_();  // a parameter the step did not use
     }
-    if (!master_[i].is_same(compute_[i])) {
-      // The gradient plus what the earlier micro-batches left in the master (as
-      // MasterWeights::collect_gradients adds them), and the compute gradient's memory goes.
-      const at::Tensor& earlier = master_[i].grad();
+    // Plus the earlier micro-batches' part, added as MasterWeights::collect_gradients adds it.
+    if (options_.earlier) {
+      const at::Tensor earlier = options_.earlier(i);
       if (earlier.defined()) slice.add_(earlier.reshape({-1}));
-      compute_[i].mutable_grad() = at::Tensor();
     }
+    if (options_.release_gradients) parameters_[i].mutable_grad() = at::Tensor();
   }
-  bucket.work = communicator_.start_sum(bucket.flat);
+  bucket.work = options_.sharded ? communicator_.start_reduce_scatter(bucket.shard, bucket.flat)
+                                 : communicator_.start_sum(bucket.flat);
 }
 
 void GradientReducer::finish() {
@@ -107,15 +117,26 @@ void GradientReducer::finish() {
     communicator_.wait(bucket.work, "the gradient sum of bucket " + std::to_string(b + 1) + " of " +
                                         std::to_string(buckets_.size()));
     bucket.work.reset();
-    for (size_t j = 0; j < bucket.parameters.size(); ++j) {
-      const size_t i = bucket.parameters[j];
-      master_[i].mutable_grad() = bucket.flat.narrow(0, bucket.offsets[j], master_[i].numel()).view(master_[i].sizes());
-    }
     bucket.pending = static_cast<int64_t>(bucket.parameters.size());
   }
   ready_.assign(ready_.size(), false);
   next_to_start_ = 0;
   sync_ = false;
+}
+
+at::Tensor GradientReducer::sum(size_t parameter) const {
+  LINTIME_CHECK(!options_.sharded, "GradientReducer::sum: a sharded reducer keeps only this rank's part");
+  return bucket_view(bucket_of_[parameter], buckets_[bucket_of_[parameter]].flat, parameter);
+}
+
+at::Tensor GradientReducer::bucket_view(size_t bucket, const at::Tensor& whole, size_t parameter) const {
+  const Bucket& b = buckets_[bucket];
+  return whole.narrow(0, b.offsets[position_in_bucket_[parameter]], parameters_[parameter].numel())
+      .view(parameters_[parameter].sizes());
+}
+
+void GradientReducer::gather_bucket(size_t bucket, const at::Tensor& part, at::Tensor& whole) {
+  communicator_.gather_parts(whole, part, "gathering the updated weights of bucket " + std::to_string(bucket + 1));
 }
 
 }  // namespace lintime::train

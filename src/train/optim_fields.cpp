@@ -22,6 +22,7 @@ std::vector<std::string> read_optimizer_fields(config::StrictObject& train, Opti
   o.eval_every = train.get("eval_every", o.eval_every);
   o.checkpoint_every = train.get("checkpoint_every", o.checkpoint_every);
   o.log_every = train.get("log_every", o.log_every);
+  o.shard_optimizer = train.get("shard_optimizer", o.shard_optimizer);
   const int64_t seed = train.get("seed", static_cast<int64_t>(o.seed));
   LINTIME_CHECK(seed >= 0, "config key \"train.seed\": must be >= 0, got ", seed);
   o.seed = static_cast<uint64_t>(seed);
@@ -41,16 +42,18 @@ std::vector<std::string> read_optimizer_fields(config::StrictObject& train, Opti
                 o.schedule, "'");
   return {"max_steps", "lr", "weight_decay", "decay_embeddings", "decay_all_parameters", "beta1", "beta2", "eps",
           "schedule", "warmup_steps", "min_lr_ratio", "grad_clip", "eval_every", "checkpoint_every", "log_every",
-          "seed"};
+          "seed", "shard_optimizer"};
 }
 
 nlohmann::json optimizer_fields_json(const OptimSettings& o) {
-  return {{"max_steps", o.max_steps}, {"lr", o.lr}, {"weight_decay", o.weight_decay},
+  nlohmann::json fields = {{"max_steps", o.max_steps}, {"lr", o.lr}, {"weight_decay", o.weight_decay},
           {"decay_embeddings", o.decay_embeddings}, {"decay_all_parameters", o.decay_all_parameters},
           {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}, {"schedule", o.schedule},
           {"warmup_steps", o.warmup_steps}, {"min_lr_ratio", o.min_lr_ratio}, {"grad_clip", o.grad_clip},
           {"eval_every", o.eval_every}, {"checkpoint_every", o.checkpoint_every}, {"log_every", o.log_every},
           {"seed", o.seed}};
+  if (o.shard_optimizer) fields["shard_optimizer"] = true;  // absent when false: older runs' configs stay equal
+  return fields;
 }
 
 }  // namespace lintime::train

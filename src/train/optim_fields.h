@@ -13,8 +13,8 @@
 namespace lintime::train {
 
 // Reads lr, weight_decay, decay_embeddings, decay_all_parameters, beta1, beta2, eps, schedule,
-// warmup_steps, min_lr_ratio, grad_clip, eval_every, checkpoint_every, log_every, max_steps and
-// seed into `settings` (absent keys keep its values) and validates them; returns those names
+// warmup_steps, min_lr_ratio, grad_clip, eval_every, checkpoint_every, log_every, max_steps,
+// seed and shard_optimizer into `settings` (absent keys keep its values) and validates them; returns those names
 // for StrictObject::finish. Throws lintime::Error naming the key.
 std::vector<std::string> read_optimizer_fields(config::StrictObject& train, OptimSettings& settings);
 

@@ -5,8 +5,7 @@
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/distributed.h"
-#include "train/gradient_reducer.h"
-#include "train/grad_clip.h"
+#include "train/weight_update.h"
 #include "train/lr_schedule.h"
 #include "train/metrics_log.h"
 
@@ -73,79 +72,6 @@ at::ScalarType compute_dtype_of(const std::string& precision) {
   fail("train: precision must be one of fp32, fp64, bf16, fp16, got '", precision, "'");
 }
 
-std::vector<at::Tensor> tensors_of(const std::vector<std::pair<std::string, at::Tensor>>& named) {
-  std::vector<at::Tensor> tensors;
-  for (const auto& [name, tensor] : named) tensors.push_back(tensor);
-  return tensors;
-}
-
-// The weights AdamW updates. fp32/fp64: the parameters themselves. bf16/fp16: fp32 master
-// copies; the parameters (in the compute dtype) hand their gradients to the masters after each
-// micro-batch (summed in fp32) and take the masters' values after each update.
-class MasterWeights {
- public:
-  MasterWeights(layers::Module& model, at::ScalarType compute_dtype) {
-    for (auto& [name, parameter] : model.named_parameters()) {
-      LINTIME_CHECK(parameter.scalar_type() == at::kFloat || parameter.scalar_type() == at::kDouble,
-                    "train: the task's model must start in fp32 or fp64, got ", parameter.scalar_type(), " for '", name, "'");
-    }
-    separate_ = compute_dtype == at::kBFloat16 || compute_dtype == at::kHalf;
-    at::NoGradGuard no_grad;
-    if (separate_) {
-      for (auto& [name, parameter] : model.named_parameters()) masters_.emplace_back(name, parameter.detach().to(at::kFloat).clone());
-      const auto device = masters_.front().second.device();
-      model.to(device, compute_dtype);
-    } else if (model.named_parameters().front().second.scalar_type() != compute_dtype) {
-      model.to(model.named_parameters().front().second.device(), compute_dtype);
-    }
-    parameters_ = model.named_parameters();
-    for (auto& [name, parameter] : parameters_) parameter.requires_grad_(true);
-    if (!separate_) masters_ = parameters_;
-  }
-
-  const std::vector<std::pair<std::string, at::Tensor>>& named() const { return masters_; }
-  // The tensors the forward and backward use (the masters themselves in fp32/fp64).
-  std::vector<at::Tensor> compute_tensors() const { return tensors_of(parameters_); }
-  std::vector<at::Tensor> master_tensors() const { return tensors_of(masters_); }
-
-  void collect_gradients() {
-    if (!separate_) return;
-    at::NoGradGuard no_grad;
-    for (size_t i = 0; i < parameters_.size(); ++i) {
-      at::Tensor& gradient = parameters_[i].second.mutable_grad();
-      if (!gradient.defined()) continue;
-      at::Tensor& master_gradient = masters_[i].second.mutable_grad();
-      if (master_gradient.defined()) {
-        master_gradient.add_(gradient);
-      } else {
-        master_gradient = gradient.to(at::kFloat);
-      }
-      gradient = at::Tensor();
-    }
-  }
-
-  void scale_gradients(double factor) {
-    at::NoGradGuard no_grad;
-    for (auto& [name, master] : masters_)
-      if (master.grad().defined()) master.mutable_grad().mul_(factor);
-  }
-
-  void zero_gradients() {
-    for (auto& [name, master] : masters_) master.mutable_grad() = at::Tensor();
-    for (auto& [name, parameter] : parameters_) parameter.mutable_grad() = at::Tensor();
-  }
-
-  void publish() {
-    if (!separate_) return;
-    at::NoGradGuard no_grad;
-    for (size_t i = 0; i < parameters_.size(); ++i) parameters_[i].second.copy_(masters_[i].second);
-  }
-
- private:
-  bool separate_ = false;
-  std::vector<std::pair<std::string, at::Tensor>> parameters_, masters_;
-};
-
 // fp16's dynamic loss scale (torch.amp.GradScaler's rules): the loss is multiplied by the
 // scale before the backward pass; a step whose gradients overflow is skipped and halves the
 // scale; 2000 steps without overflow double it.
@@ -170,30 +96,6 @@ double peak_memory_bytes(const c10::Device& device) {
   struct rusage usage {};
   ::getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) * 1024.0;  // the process's resident peak
-}
-
-// Every rank starts from rank 0's weights: the ranks' parameter shapes are compared first (a
-// broadcast between different models would scramble them), and a checksum of the weights after.
-void start_from_root_weights(Communicator& communicator, const std::vector<at::Tensor>& masters) {
-  double elements = 0;
-  for (const at::Tensor& master : masters) elements += static_cast<double>(master.numel());
-  const auto counts = communicator.gather(elements, "comparing the ranks' parameter counts");
-  for (size_t r = 0; r < counts.size(); ++r) {
-    LINTIME_CHECK(counts[r] == counts[0], "distributed: rank ", r, " builds a model of ", counts[r],
-                  " parameters, rank 0 one of ", counts[0], " (every rank must run the same config)");
-  }
-  std::vector<at::Tensor> tensors = masters;
-  {
-    at::NoGradGuard no_grad;
-    communicator.broadcast(tensors, "broadcasting rank 0's weights");
-  }
-  double checksum = 0;
-  for (const at::Tensor& master : masters) checksum += master.detach().to(at::kDouble).abs().sum().item<double>();
-  const auto checksums = communicator.gather(checksum, "comparing the ranks' weights");
-  for (size_t r = 0; r < checksums.size(); ++r) {
-    LINTIME_CHECK(checksums[r] == checksums[0], "distributed: rank ", r, "'s weights differ from rank 0's after the ",
-                  "broadcast (sum of magnitudes ", checksums[r], " vs ", checksums[0], ")");
-  }
 }
 
 }  // namespace
@@ -230,25 +132,22 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     state.config = task.config_document();
   }
 
-  MasterWeights weights(model, compute_dtype);
-  const c10::Device device = weights.named().front().second.device();
-  std::unique_ptr<GradientReducer> reducer;
-  if (communicator != nullptr) {
-    start_from_root_weights(*communicator, weights.master_tensors());
-    weights.publish();
-    reducer = std::make_unique<GradientReducer>(weights.compute_tensors(), weights.master_tensors(), *communicator,
-                                                options.bucket_bytes);
-  }
-  AdamWOptions adam;
-  adam.lr = settings.lr;
-  adam.beta1 = settings.beta1;
-  adam.beta2 = settings.beta2;
-  adam.eps = settings.eps;
-  adam.weight_decay = settings.weight_decay;
-  adam.decay_embeddings = settings.decay_embeddings;
-  adam.fused = settings.fused_adamw && device.is_cuda();
-  AdamW optimizer(weights.named(), adam, settings.decay_all_parameters ? decay_all_rule() : DecayRule());
-  if (options.resume) load_optimizer_state(checkpoint_dir.string(), optimizer);
+  const c10::Device device = model.named_parameters().front().second.device();
+  WeightUpdateOptions update_options;
+  update_options.compute_dtype = compute_dtype;
+  update_options.adam.lr = settings.lr;
+  update_options.adam.beta1 = settings.beta1;
+  update_options.adam.beta2 = settings.beta2;
+  update_options.adam.eps = settings.eps;
+  update_options.adam.weight_decay = settings.weight_decay;
+  update_options.adam.decay_embeddings = settings.decay_embeddings;
+  update_options.adam.fused = settings.fused_adamw && device.is_cuda();
+  if (settings.decay_all_parameters) update_options.decays = decay_all_rule();
+  update_options.communicator = communicator;
+  update_options.bucket_bytes = options.bucket_bytes;
+  update_options.shard = settings.shard_optimizer;
+  const auto weights = make_weight_update(model, update_options);
+  if (options.resume) weights->load_optimizer(checkpoint_dir.string());
   auto schedule = schedule_for(settings, steps_per_epoch, total_steps);
   std::unique_ptr<MetricsLog> metrics;
   if (writes) metrics = std::make_unique<MetricsLog>((out_dir / "metrics.jsonl").string(), /*append=*/options.resume);
@@ -265,6 +164,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   state.rng = task.rng_description();
   auto save = [&] {
     if (!options.save_checkpoints) return;
+    CheckpointContents contents = weights->checkpoint_contents();  // a collective when sharded
     if (!writes) {
       communicator->barrier("the barrier after rank 0 writes the checkpoint of step " + std::to_string(state.step));
       return;
@@ -277,9 +177,6 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
       state.progress["loss_scale_good_steps"] = loss_scale.good_steps;
       state.progress["skipped_steps"] = skipped_steps;
     }
-    CheckpointContents contents;
-    contents.weights = weights.named();
-    contents.optimizer = &optimizer;
     contents.model_config = task.model_config();
     contents.files = task.checkpoint_files();
     contents.texts = task.checkpoint_texts();
@@ -305,25 +202,23 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
 
   while (state.step < last_step && !(reached_target && task.stops_at_target())) {
     const double lr = schedule->lr_at(state.step);
-    optimizer.set_lr(lr);
     int64_t tokens = 0;
     at::Tensor loss_sum;
     if (communicator != nullptr) communicator->heartbeat(state.step);
     for (int64_t micro = 0; micro < micro_batches; ++micro) {
       int64_t micro_tokens = 0;
-      if (reducer) reducer->set_sync(micro == micro_batches - 1);
+      weights->begin_micro_batch(micro == micro_batches - 1);
       at::Tensor loss = task.training_loss(state.step, micro, &micro_tokens);
       if (loss.requires_grad()) (scales_loss ? loss * loss_scale.scale : loss).backward();
-      if (reducer && micro == micro_batches - 1) reducer->finish();  // the summed gradients, into the masters
-      weights.collect_gradients();
+      weights->end_micro_batch(micro == micro_batches - 1);
       tokens += micro_tokens;
       loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
     }
     bool step_taken = true;
     at::Tensor grad_norm_before_clip;
     if (scales_loss) {
-      weights.scale_gradients(1.0 / loss_scale.scale);
-      grad_norm_before_clip = grad_norm(tensors_of(weights.named()));
+      weights->scale_gradients(1.0 / loss_scale.scale);
+      grad_norm_before_clip = weights->grad_norm();
       step_taken = std::isfinite(grad_norm_before_clip.item<double>());
       if (!step_taken) {
         loss_scale.scale /= 2;
@@ -334,11 +229,10 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
       }
     }
     if (step_taken) {
-      if (settings.grad_clip > 0) grad_norm_before_clip = clip_grad_norm(weights.named(), settings.grad_clip);
-      optimizer.step();
-      weights.publish();
+      if (settings.grad_clip > 0) grad_norm_before_clip = weights->clip(settings.grad_clip);
+      weights->step(lr);
     }
-    weights.zero_gradients();
+    weights->zero_gradients();
     ++state.step;
     // A signal reaches the ranks at different steps: they stop together after the step any of
     // them saw it in.
@@ -367,6 +261,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
       if (scales_loss) record["loss_scale"] = loss_scale.scale, record["skipped_steps"] = skipped_steps;
       if (!step_taken) record["skipped"] = true;
       if (communicator != nullptr) record["world_size"] = communicator->world_size();
+      record["optimizer_state_bytes"] = weights->state_bytes();  // this rank's (rank 0's when distributed)
       if (metrics) metrics->write(record);
       progress.update(state.step, {{"loss", loss_value}, {task.score_name(), last_score}, {"tok/s", tokens_per_second}});
       tokens_since = 0;

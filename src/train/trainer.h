@@ -55,6 +55,9 @@ struct OptimSettings {
   // Early stop once the task's evaluation score reaches it (MQAR: test accuracy; > 1 disables).
   double target_accuracy = 0.99;
   uint64_t seed = 0;              // model initialisation
+  // Distributed runs: each rank keeps the master weights and AdamW moments of its 1/W of the
+  // parameters only (ZeRO stage 1; weight_update.h).
+  bool shard_optimizer = false;
 };
 
 struct TaskEvaluation {
