@@ -249,6 +249,21 @@ double Communicator::max(double value, const std::string& what) {
   return tensors.front().item<double>();
 }
 
+Communicator::Pending Communicator::start_max(double value) {
+  Pending pending{at::tensor({value}, at::kDouble), {}};
+  std::vector<at::Tensor> tensors = {pending.value};
+  c10d::AllreduceOptions options;
+  options.reduceOp = c10d::ReduceOp::MAX;
+  pending.work = guarded("starting a maximum over the ranks", [&] { return control_->allreduce(tensors, options); });
+  return pending;
+}
+
+double Communicator::finish(Pending& pending, const std::string& what) {
+  guarded(what, [&] { return pending.work->wait(timeout_); });
+  pending.work.reset();
+  return pending.value.item<double>();
+}
+
 std::vector<double> Communicator::gather(double value, const std::string& what) {
   std::vector<at::Tensor> inputs = {at::tensor({value}, at::kDouble)};
   std::vector<std::vector<at::Tensor>> outputs(1);

@@ -70,6 +70,13 @@ class Communicator {
   std::vector<double> sum(const std::vector<double>& values, const std::string& what);
   std::vector<double> from_root(const std::vector<double>& values, const std::string& what);
   double max(double value, const std::string& what);
+  // The maximum started now and read later (its latency hidden behind the work between).
+  struct Pending {
+    at::Tensor value;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  Pending start_max(double value);
+  double finish(Pending& pending, const std::string& what);
   // One value from every rank, in rank order.
   std::vector<double> gather(double value, const std::string& what);
   void barrier(const std::string& what);

@@ -158,11 +158,14 @@ MqarTrainResult train_mqar(const MqarTrainConfig& config, const MqarTrainOptions
   result.total_steps = trained.total_steps;
   result.reached_target = trained.reached_target;
   result.stopped_early = trained.stopped_early;
+  result.interrupted = trained.interrupted;
+  result.checkpoint_dir = trained.checkpoint_dir;
   result.parameters = task.mqar_model().parameter_count();
   result.state_bytes_per_sequence = task.mqar_model().state_bytes_per_sequence();
   result.lr = config.optim.lr;
   result.device = device.str();
   result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  if (result.interrupted) return result;  // no result.json: the run is not over
 
   nlohmann::json summary = {{"evaluation", evaluation_json(result.evaluation)},
                             {"best_accuracy", result.best_accuracy}, {"steps", result.steps},

@@ -36,6 +36,8 @@ struct MqarTrainResult {
   int64_t total_steps = 0;
   bool reached_target = false;
   bool stopped_early = false;  // stop_after_steps
+  bool interrupted = false;    // by SIGINT/SIGTERM, after the checkpoint (no final evaluation)
+  std::string checkpoint_dir;
   double wall_seconds = 0;     // this invocation
   int64_t parameters = 0;
   int64_t state_bytes_per_sequence = 0;

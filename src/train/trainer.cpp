@@ -204,7 +204,14 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     const double lr = schedule->lr_at(state.step);
     int64_t tokens = 0;
     at::Tensor loss_sum;
-    if (communicator != nullptr) communicator->heartbeat(state.step);
+    // A signal reaches the ranks at different moments: they agree on it through a maximum
+    // started here and read after the step (so that its latency hides behind the step), and
+    // stop together after the step in which any of them had seen it.
+    Communicator::Pending stop_vote;
+    if (communicator != nullptr) {
+      communicator->heartbeat(state.step);
+      stop_vote = communicator->start_max(signals.received());
+    }
     for (int64_t micro = 0; micro < micro_batches; ++micro) {
       int64_t micro_tokens = 0;
       weights->begin_micro_batch(micro == micro_batches - 1);
@@ -234,10 +241,8 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     }
     weights->zero_gradients();
     ++state.step;
-    // A signal reaches the ranks at different steps: they stop together after the step any of
-    // them saw it in.
     const int received_signal = communicator != nullptr
-                                    ? static_cast<int>(communicator->max(signals.received(), "agreeing whether to stop"))
+                                    ? static_cast<int>(communicator->finish(stop_vote, "agreeing whether to stop"))
                                     : signals.received();
     ++steps_since;
     tokens_since += static_cast<double>(tokens);

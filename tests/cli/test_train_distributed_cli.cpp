@@ -278,8 +278,12 @@ TEST_F(TrainDistributedCli, MqarTwoRanksEqualOneProcessWithTheWholeBatch) {
   const fs::path single = train(1, config, "mqar-single", extra);
   const fs::path pair = train(2, config, "mqar-pair", extra);
   const double error = weights_difference(single, pair);
-  std::printf("MQAR fp32 after 6 steps: 2 ranks %.3g (bound %.2g)\n", error, kFloat64Steps * 536870912.0);
+  const fs::path sharded = train(2, config, "mqar-sharded", extra + " --set train.shard_optimizer=true");
+  const double sharded_error = weights_difference(single, sharded);
+  std::printf("MQAR fp32 after 6 steps: 2 ranks %.3g, 2 sharded ranks %.3g (bound %.2g)\n", error, sharded_error,
+              kFloat64Steps * 536870912.0);
   EXPECT_LE(error, kFloat64Steps * 536870912.0);
+  EXPECT_LE(sharded_error, kFloat64Steps * 536870912.0);
 }
 
 // Rank 1 gets `signal` once rank 0 has logged step 3 (checkpoints every step): SIGKILL (a dead
@@ -347,6 +351,37 @@ TEST_F(TrainDistributedCli, TorchrunStartsTheRanks) {
   EXPECT_EQ(nlohmann::json::parse(first).at("world_size").get<int>(), 2) << first;
   const fs::path single = train(1, lm_config(2, 4), "torchrun-single");
   EXPECT_LE(weights_difference(single, out), kFloat64Steps);
+}
+
+TEST_F(TrainDistributedCli, CtrlCOnTorchrunStopsEveryRankWithACheckpoint) {
+  const fs::path torchrun = fs::path(LINTIME_PYTHON).parent_path() / "torchrun";
+  if (!fs::exists(torchrun)) GTEST_SKIP() << "no torchrun beside " << LINTIME_PYTHON;
+  const std::string config = lm_config(100000, 4);
+  const fs::path out = run_dir("ctrl-c"), log = dir_ / "ctrl-c.log";
+  // torchrun passes SIGINT on to its workers; they agree on the step to stop after.
+  const std::string script = "timeout 120 " + torchrun.string() + " --standalone --nproc-per-node 2 --no-python " +
+                             LINTIME_BINARY + " train " + config + " --device cpu --out " + out.string() +
+                             " > " + log.string() + " 2>&1 & p=$!; while [ $(cat " + (out / "metrics.jsonl").string() +
+                             " 2>/dev/null | wc -l) -lt 3 ]; do sleep 0.02; done; pkill -INT -P $p -f torchrun; wait $p; echo $?";
+  FILE* pipe = popen(("sh -c '" + script + "'").c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  char line[64] = {};
+  const bool read = std::fgets(line, sizeof(line), pipe) != nullptr;
+  pclose(pipe);
+  ASSERT_TRUE(read);
+  const std::string text = read_text(log);
+  EXPECT_NE(std::stoi(line), 124) << "torchrun did not stop:\n" << text;
+  // Both ranks said where the checkpoint is, after the same step.
+  size_t first = text.find("interrupted after step "), second = text.find("interrupted after step ", first + 1);
+  ASSERT_NE(first, std::string::npos) << text;
+  ASSERT_NE(second, std::string::npos) << text;
+  const int64_t step = std::stoll(text.substr(first + 23));
+  EXPECT_EQ(std::stoll(text.substr(second + 23)), step) << text;
+  const auto state = nlohmann::json::parse(read_text(out / "checkpoint" / "trainer_state.json"));
+  EXPECT_EQ(state.at("step").get<int64_t>(), step);
+  const auto resumed = run_lintime("train " + config + " --device cpu --out " + out.string() + " --resume --stop-after-steps " +
+                                   std::to_string(step + 1));
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.out;
 }
 
 TEST_F(TrainDistributedCli, APartialLaunchEnvironmentIsOneLine) {

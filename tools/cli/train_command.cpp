@@ -41,8 +41,12 @@ std::string lr_name(double lr) {
   return out.str();
 }
 
-// Exit status of a run stopped by SIGINT or SIGTERM after writing its checkpoint.
-constexpr int kInterruptedExit = 130;
+// A run stopped by SIGINT or SIGTERM after writing its checkpoint: one line, exit status 130.
+int report_interrupted(int64_t steps, const std::string& checkpoint_dir) {
+  std::fprintf(stderr, "lintime train: interrupted after step %lld; checkpoint in %s (continue with --resume)\n",
+               static_cast<long long>(steps), checkpoint_dir.c_str());
+  return 130;
+}
 
 int train_language_model(const std::string& config_path, const std::vector<std::string>& overrides,
                          const std::string& out, const train::LmTrainOptions& base) {
@@ -58,11 +62,7 @@ int train_language_model(const std::string& config_path, const std::vector<std::
               static_cast<long long>(config.micro_batch_rows), static_cast<long long>(config.data.seq_len));
   std::fflush(stdout);
   const auto result = train::train_lm(config, run);
-  if (result.interrupted) {
-    std::fprintf(stderr, "lintime train: interrupted after step %lld; checkpoint in %s (continue with --resume)\n",
-                 static_cast<long long>(result.steps), result.checkpoint_dir.c_str());
-    return kInterruptedExit;
-  }
+  if (result.interrupted) return report_interrupted(result.steps, result.checkpoint_dir);
   std::printf("\nvalidation loss %.4f, perplexity %.2f (best loss %.4f)\n", result.val_loss, result.val_perplexity,
               result.best_val_loss);
   std::printf("parameters: %lld; steps: %lld of %lld on %s in %s; wall time %.1f s\n",
@@ -157,7 +157,9 @@ std::function<int()> add_train_command(CLI::App& app) {
     std::fflush(stdout);
     if (config.optim.lr_sweep.empty()) {
       run.out_dir = out;
-      print_result(train::train_mqar(config, run));
+      const auto result = train::train_mqar(config, run);
+      if (result.interrupted) return report_interrupted(result.steps, result.checkpoint_dir);
+      print_result(result);
       return 0;
     }
     double best = -1, best_lr = 0;
@@ -169,6 +171,7 @@ std::function<int()> add_train_command(CLI::App& app) {
       run.out_dir = (std::filesystem::path(out) / lr_name(lr)).string();
       std::printf("\n== learning rate %g ==\n", lr);
       auto result = train::train_mqar(one, run);
+      if (result.interrupted) return report_interrupted(result.steps, result.checkpoint_dir);
       print_result(result);
       summary.emplace_back(lr, result.best_accuracy);
       if (result.best_accuracy > best) best = result.best_accuracy, best_lr = lr;
