@@ -269,6 +269,11 @@ TEST_F(TrainDistributedCli, ResumesOnAnotherWorldSize) {
   train(1, config, "split", "--resume");
   EXPECT_LE(weights_difference(whole, split), kFloat64Steps);
   EXPECT_EQ(losses(split).size(), 4u);
+  // On the same world size the resume is exact.
+  const fs::path pair_whole = train(2, config, "pair-whole");
+  const fs::path pair_split = train(2, config, "pair-split", "--stop-after-steps 2");
+  train(2, config, "pair-split", "--resume");
+  EXPECT_TRUE(weights_equal(pair_whole, pair_split));
 }
 
 TEST_F(TrainDistributedCli, MqarTwoRanksEqualOneProcessWithTheWholeBatch) {
