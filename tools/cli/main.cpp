@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   add(lintime::cli::add_perplexity_command);
   add(lintime::cli::add_plot_command);
   add(lintime::cli::add_tokenize_command);
+  add(lintime::cli::add_convert_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
