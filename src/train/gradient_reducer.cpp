@@ -24,6 +24,7 @@ GradientReducer::GradientReducer(std::vector<at::Tensor> parameters, Communicato
   bucket_of_.resize(parameters_.size());
   position_in_bucket_.resize(parameters_.size());
   ready_.assign(parameters_.size(), false);
+  holds_part_.assign(parameters_.size(), false);
   int64_t filled = 0;
   for (size_t k = parameters_.size(); k-- > 0;) {
     if (buckets_.empty() || filled >= options_.bucket_bytes) {
@@ -80,29 +81,38 @@ void GradientReducer::set_sync(bool sync) {
 
 void GradientReducer::mark_ready(size_t parameter) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!sync_ || ready_[parameter]) return;
+  if (!sync_) {  // an earlier micro-batch: accumulate in the bucket, nothing is sent
+    take_gradient(parameter);
+    return;
+  }
+  if (ready_[parameter]) return;
   ready_[parameter] = true;
   --buckets_[bucket_of_[parameter]].pending;
   while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].pending == 0) start(buckets_[next_to_start_++]);
+}
+
+void GradientReducer::take_gradient(size_t i) {
+  at::NoGradGuard no_grad;
+  const Bucket& bucket = buckets_[bucket_of_[i]];
+  at::Tensor slice = bucket.flat.narrow(0, bucket.offsets[position_in_bucket_[i]], parameters_[i].numel());
+  at::Tensor& gradient = parameters_[i].mutable_grad();
+  if (!gradient.defined()) return;
+  if (holds_part_[i]) {
+    slice.add_(gradient.reshape({-1}));  // the sum in reduce_dtype, as MasterWeights::collect_gradients adds
+  } else {
+    slice.copy_(gradient.reshape({-1}));
+    holds_part_[i] = true;
+  }
+  gradient = at::Tensor();  // its memory goes as soon as the bucket holds it
 }
 
 void GradientReducer::start(Bucket& bucket) {
   at::NoGradGuard no_grad;
   for (size_t j = 0; j < bucket.parameters.size(); ++j) {
     const size_t i = bucket.parameters[j];
-    at::Tensor slice = bucket.flat.narrow(0, bucket.offsets[j], parameters_[i].numel());
-    const at::Tensor& gradient = parameters_[i].grad();
-    if (gradient.defined()) {
-      slice.copy_(gradient.reshape({-1}));
-    } else {
-      slice.zero_();  // a parameter the step did not use
-    }
-    // Plus the earlier micro-batches' part, added as MasterWeights::collect_gradients adds it.
-    if (options_.earlier) {
-      const at::Tensor earlier = options_.earlier(i);
-      if (earlier.defined()) slice.add_(earlier.reshape({-1}));
-    }
-    if (options_.release_gradients) parameters_[i].mutable_grad() = at::Tensor();
+    take_gradient(i);
+    // A parameter no micro-batch of the step used contributes zeros.
+    if (!holds_part_[i]) bucket.flat.narrow(0, bucket.offsets[j], parameters_[i].numel()).zero_();
   }
   bucket.work = options_.sharded ? communicator_.start_reduce_scatter(bucket.shard, bucket.flat)
                                  : communicator_.start_sum(bucket.flat);
@@ -120,6 +130,7 @@ void GradientReducer::finish() {
     bucket.pending = static_cast<int64_t>(bucket.parameters.size());
   }
   ready_.assign(ready_.size(), false);
+  holds_part_.assign(holds_part_.size(), false);
   next_to_start_ = 0;
   sync_ = false;
 }

@@ -6,9 +6,10 @@
 // start in index order on every rank (collectives must match), and `finish` starts those no
 // hook started and waits for all.
 //
-// The sums run in `reduce_dtype` (the master weights' dtype: fp32 for bf16/fp16 compute). A
-// bucket takes each parameter's gradient together with what earlier micro-batches accumulated
-// for it (`earlier`), so that accumulation and the sum need no second pass.
+// The sums run in `reduce_dtype` (the master weights' dtype: fp32 for bf16/fp16 compute). The
+// buckets also accumulate the micro-batches: on the step's earlier micro-batches each hook adds
+// its parameter's gradient into the bucket (in reduce_dtype) and frees it, so that gradient
+// accumulation needs no second full-size buffer and no pass after the backward.
 //
 // Whole sums (all-reduce): every rank gets every parameter's sum, `sum(i)`. Sharded (ZeRO,
 // reduce-scatter): each bucket is padded to a multiple of the world size and rank r gets the
@@ -38,10 +39,6 @@ class GradientReducer {
     int64_t bucket_bytes = 25 << 20;
     at::ScalarType reduce_dtype = at::kFloat;
     bool sharded = false;
-    // What earlier micro-batches left for parameter i (undefined: nothing); null: nothing ever.
-    std::function<at::Tensor(size_t)> earlier;
-    // true: a parameter's .grad is dropped once its bucket has taken it (its memory goes early).
-    bool release_gradients = false;
   };
 
   // The elements [begin, end) of parameter i (flattened) at `offset` in a bucket's shard.
@@ -89,6 +86,8 @@ class GradientReducer {
 
   void mark_ready(size_t parameter);
   void start(Bucket& bucket);
+  // Parameter i's gradient into its bucket slice (added to the earlier micro-batches' part).
+  void take_gradient(size_t parameter);
 
   std::vector<at::Tensor> parameters_;
   Communicator& communicator_;
@@ -96,6 +95,7 @@ class GradientReducer {
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_, position_in_bucket_;
   std::vector<bool> ready_;
+  std::vector<bool> holds_part_;  // the bucket slice holds earlier micro-batches' gradient
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   size_t next_to_start_ = 0;
   bool sync_ = false;

@@ -23,7 +23,6 @@ class ShardedWeightUpdate final : public WeightUpdate {
  public:
   ShardedWeightUpdate(layers::Module& model, const WeightUpdateOptions& options) : communicator_(*options.communicator) {
     const auto initial = model.named_parameters();  // fp32/fp64, rank 0's on every rank
-    separate_ = options.compute_dtype == at::kBFloat16 || options.compute_dtype == at::kHalf;
     const at::ScalarType master_dtype = options.compute_dtype == at::kDouble ? at::kDouble : at::kFloat;
     if (initial.front().second.scalar_type() != options.compute_dtype) {
       at::NoGradGuard no_grad;
@@ -31,14 +30,11 @@ class ShardedWeightUpdate final : public WeightUpdate {
     }
     parameters_ = model.named_parameters();
     for (auto& [name, parameter] : parameters_) parameter.requires_grad_(true);
-    accumulated_.resize(parameters_.size());
 
     GradientReducer::Options reducer_options;
     reducer_options.bucket_bytes = options.bucket_bytes;
     reducer_options.reduce_dtype = master_dtype;
     reducer_options.sharded = true;
-    reducer_options.release_gradients = true;
-    if (separate_) reducer_options.earlier = [this](size_t i) { return accumulated_[i]; };
     std::vector<at::Tensor> parameters;
     for (const auto& [name, parameter] : parameters_) parameters.push_back(parameter);
     reducer_ = std::make_unique<GradientReducer>(parameters, communicator_, reducer_options);
@@ -73,20 +69,10 @@ class ShardedWeightUpdate final : public WeightUpdate {
 
   void begin_micro_batch(bool last) override { reducer_->set_sync(last); }
 
+  // The reducer's hooks accumulate the micro-batches in its buckets; after the last, this rank's
+  // summed gradients are in the shards (the masters' .grad).
   void end_micro_batch(bool last) override {
-    if (last) {
-      reducer_->finish();  // this rank's summed gradients are in the shards, the masters' .grad
-      for (at::Tensor& accumulated : accumulated_) accumulated = at::Tensor();
-      return;
-    }
-    if (!separate_) return;  // fp32/fp64: the parameters' .grad accumulate by themselves
-    at::NoGradGuard no_grad;
-    for (size_t i = 0; i < parameters_.size(); ++i) {  // bf16/fp16: summed in fp32 as MasterWeights does
-      at::Tensor& gradient = parameters_[i].second.mutable_grad();
-      if (!gradient.defined()) continue;
-      accumulated_[i] = accumulated_[i].defined() ? accumulated_[i].add_(gradient) : gradient.to(at::kFloat);
-      gradient = at::Tensor();
-    }
+    if (last) reducer_->finish();
   }
 
   at::Tensor grad_norm() override {
@@ -124,7 +110,6 @@ class ShardedWeightUpdate final : public WeightUpdate {
 
   void zero_gradients() override {
     for (auto& [name, parameter] : parameters_) parameter.mutable_grad() = at::Tensor();
-    for (at::Tensor& accumulated : accumulated_) accumulated = at::Tensor();
   }
 
   CheckpointContents checkpoint_contents() override {
@@ -195,9 +180,7 @@ class ShardedWeightUpdate final : public WeightUpdate {
   }
 
   Communicator& communicator_;
-  bool separate_ = false;
   std::vector<std::pair<std::string, at::Tensor>> parameters_;
-  std::vector<at::Tensor> accumulated_;    // bf16/fp16: fp32 gradient sums of earlier micro-batches
   std::vector<at::Tensor> master_shards_;  // per bucket: this rank's master weights
   at::Tensor scratch_;                     // a whole bucket, for the gathered weights
   std::unique_ptr<GradientReducer> reducer_;

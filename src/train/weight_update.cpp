@@ -44,8 +44,6 @@ class ReplicatedWeightUpdate final : public WeightUpdate {
       GradientReducer::Options reducer_options;
       reducer_options.bucket_bytes = options.bucket_bytes;
       reducer_options.reduce_dtype = masters_.front().second.scalar_type();
-      reducer_options.release_gradients = true;
-      if (separate_) reducer_options.earlier = [this](size_t i) { return masters_[i].second.grad(); };
       reducer_ = std::make_unique<GradientReducer>(tensors_of(parameters_), *options.communicator, reducer_options);
     }
   }
