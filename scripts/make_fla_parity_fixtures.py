@@ -17,7 +17,9 @@ Cases (hidden 64, 2 layers, 4 heads, intermediate 128, vocab 256, fuse_* off):
                  heads, RoPE, a sliding window of 8 keys, shorter than the 16 + 24 tokens);
   gla            GLA with an untied head and the swish output gate (g_norm, then * swish(g));
   gla_hybrid     GLA with a tied head, no output gate, and layer 1 softmax attention (4 heads,
-                 2 kv heads, no window).
+                 2 kv heads, no window);
+  gla_relu       GLA as the GSA paper adapts it for T2R: ReLU feature map on q and k, no output
+                 gate, a tied head.
 
 fla's kernels are Triton. The gsa, gsa_legacy and gsa_tied_conv expectations come from
 `--device cuda` on an H100: fla unpatched, its Triton kernels in float32 (expected.json says
@@ -26,8 +28,8 @@ kernels swapped for torch equivalents of the same math: fla's own naive_recurren
 naive_recurrent_gla for the GSA and GLA ops, rotary_embedding_ref for RoPE, and plain torch for
 swish, SwiGLU, RMSNorm (GLA's g_norm), the fused g_norm + o_proj (fla's default eps 1e-5) and the
 short convolution. Both write the same weights (drawn on the CPU); for the GSA cases their logits
-differ by 5.1e-7 relative RMS and their greedy continuations are identical. The gsa_hybrid, gla
-and gla_hybrid expectations come from the CPU path (expected.json says so).
+differ by 5.1e-7 relative RMS and their greedy continuations are identical. The gsa_hybrid, gla,
+gla_hybrid and gla_relu expectations come from the CPU path (expected.json says so).
 
 fla's softmax-attention layer (fla.layers.attn.Attention) calls flash_attn's flash_attn_func;
 flash_attn is not among fla's requirements and not installed here, so in both modes (cpu and
@@ -153,6 +155,7 @@ CASES = {
     "gla": ("gla", dict(num_heads=4, tie_word_embeddings=False, use_output_gate=True)),
     "gla_hybrid": ("gla", dict(num_heads=4, tie_word_embeddings=True, use_output_gate=False,
                                attn={"layers": [1], "num_heads": 4, "num_kv_heads": 2})),
+    "gla_relu": ("gla", dict(num_heads=4, tie_word_embeddings=True, use_output_gate=False, feature_map="relu")),
 }
 COMMON = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
               norm_eps=1e-6, fuse_norm=False, fuse_swiglu=False, fuse_cross_entropy=False)

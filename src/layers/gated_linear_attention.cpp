@@ -13,6 +13,16 @@
 
 namespace lintime::layers {
 
+namespace {
+
+// fla applies the feature map after the gates are formed, to q and k only.
+at::Tensor apply_feature_map(const at::Tensor& x, const std::optional<std::string>& map) {
+  if (!map) return x;
+  return *map == "relu" ? at::relu(x) : at::silu(x);
+}
+
+}  // namespace
+
 GatedLinearAttention::LowRankProjection::LowRankProjection(int64_t in_features, int64_t rank,
                                                            int64_t out_features, double std,
                                                            at::Generator& generator)
@@ -33,6 +43,10 @@ GatedLinearAttention::Dims GatedLinearAttention::validated_dims(const GatedLinea
                 options.gate_logit_normalizer);
   LINTIME_CHECK(!options.scale.has_value() || *options.scale > 0.0, who, ": scale must be positive, got ",
                 options.scale.value_or(0.0));
+  LINTIME_CHECK(!options.feature_map || *options.feature_map == "relu" || *options.feature_map == "swish" ||
+                    *options.feature_map == "silu",
+                who, ": feature_map must be null, \"relu\", \"swish\" or \"silu\", got \"",
+                options.feature_map.value_or(""), "\"");
   LINTIME_CHECK(options.norm_name == "g_norm" || options.norm_name == "g_norm_swish_gate", who,
                 ": norm_name must be \"g_norm\" or \"g_norm_swish_gate\", got \"", options.norm_name, "\"");
   // Python's int(hidden_size * expand) truncation, as fla.
@@ -74,8 +88,10 @@ double GatedLinearAttention::scale() const {
 at::Tensor GatedLinearAttention::forward(const at::Tensor& x, at::Tensor* state) {
   check_shape("GatedLinearAttention", "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
   const int64_t batch = x.size(0), length = x.size(1), heads = options_.num_heads;
-  const at::Tensor q = q_proj.forward(x).view({batch, length, heads, dims_.head_k_dim});  // [B, T, H, K]
-  const at::Tensor k = k_proj.forward(x).view({batch, length, heads, dims_.head_k_dim});  // [B, T, H, K]
+  const at::Tensor q = apply_feature_map(q_proj.forward(x), options_.feature_map)
+                          .view({batch, length, heads, dims_.head_k_dim});  // [B, T, H, K]
+  const at::Tensor k = apply_feature_map(k_proj.forward(x), options_.feature_map)
+                          .view({batch, length, heads, dims_.head_k_dim});  // [B, T, H, K]
   const at::Tensor v = v_proj.forward(x).view({batch, length, heads, dims_.head_v_dim});  // [B, T, H, V]
   const at::Tensor gk = at::log_sigmoid(gk_proj.forward(x)).view({batch, length, heads, dims_.head_k_dim}) /
                         options_.gate_logit_normalizer;  // [B, T, H, K]

@@ -1,6 +1,7 @@
 // Gated linear attention (GLA, Yang et al. 2024) as the sequence mixer of the MQAR baselines,
 // following fla's GatedLinearAttention layer with its defaults and no short convolution:
-//   q, k = q_proj x, k_proj x            (no feature map)       [B, T, H, K], K = d·expand_k/H
+//   q, k = φ(q_proj x), φ(k_proj x)                              [B, T, H, K], K = d·expand_k/H
+//          φ = fla's feature_map: none by default, relu or swish (the T2R adaptation uses relu)
 //   v    = v_proj x                                             [B, T, H, V], V = d·expand_v/H
 //   gk   = logsigmoid(gk_proj x) / gate_logit_normalizer       [B, T, H, K]
 //          gk_proj is low rank: d → gate_low_rank_dim (no bias) → key_dim (bias)
@@ -37,6 +38,7 @@ struct GatedLinearAttentionOptions {
   double norm_eps = 1e-5;
   std::optional<double> scale;  // nullopt = head_k_dim^-0.5
   double initializer_range = 0.02;
+  std::optional<std::string> feature_map;  // nullopt (none), "relu", "swish" or "silu" (fla's ACT2FN names)
   // The norm's parameter name: fla's layer calls it "g_norm_swish_gate" when it fuses the norm
   // with the swish output gate (its language models' default), "g_norm" otherwise.
   std::string norm_name = "g_norm";

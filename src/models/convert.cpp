@@ -129,17 +129,20 @@ nlohmann::json target_config(const Source& source, const ConvertOptions& options
     LINTIME_CHECK(options.num_slots > 0, "--num-slots: must be positive, got ", options.num_slots);
     LINTIME_CHECK(options.gate_logit_normalizer > 0, "--gate-logit-normalizer: must be positive, got ",
                   options.gate_logit_normalizer);
-    LINTIME_CHECK(options.feature_map == "swish" || options.feature_map == "relu",
-                  "--feature-map: GSA takes swish or relu, got \"", options.feature_map, "\"");
+    const std::string feature_map = options.feature_map.empty() ? "swish" : options.feature_map;
+    LINTIME_CHECK(feature_map == "swish" || feature_map == "relu", "--feature-map: GSA takes swish or relu, got \"",
+                  feature_map, "\"");
     config.update({{"model_type", "gsa"}, {"architectures", {"GSAForCausalLM"}}, {"num_kv_heads", source.kv_heads},
                    {"num_slots", options.num_slots}, {"gate_logit_normalizer", options.gate_logit_normalizer},
-                   {"feature_map", options.feature_map}});
+                   {"feature_map", feature_map}});
   } else {
     LINTIME_CHECK(options.to == "gla", "--to: must be gsa or gla, got \"", options.to, "\"");
-    LINTIME_CHECK(options.feature_map == "swish", "--feature-map: lintime's GLA has no feature map yet (fla's ",
-                  "feature_map null); leave --feature-map out for --to gla");
+    const std::string feature_map = options.feature_map.empty() ? "relu" : options.feature_map;
+    LINTIME_CHECK(feature_map == "relu" || feature_map == "swish" || feature_map == "none",
+                  "--feature-map: GLA takes relu, swish or none, got \"", feature_map, "\"");
     config.update({{"model_type", "gla"}, {"architectures", {"GLAForCausalLM"}}, {"num_kv_heads", nullptr},
-                   {"feature_map", nullptr}, {"use_output_gate", options.gla_output_gate}, {"use_gk", true},
+                   {"feature_map", feature_map == "none" ? nlohmann::json(nullptr) : nlohmann::json(feature_map)},
+                   {"use_output_gate", options.gla_output_gate}, {"use_gk", true},
                    {"use_gv", false}, {"attn_mode", "chunk"}});
   }
   if (!options.softmax_layers.empty()) config["attn"] = softmax_layers_spec(source, options.softmax_layers);

@@ -22,7 +22,9 @@ struct ConvertOptions {
   std::string to = "gsa";  // "gsa" or "gla"
   int64_t num_slots = 64;                // GSA
   double gate_logit_normalizer = 8.0;    // GSA (fla's default; the paper's T2R models use 4)
-  std::string feature_map = "swish";     // GSA: "swish" or "relu"
+  // "" = the target's default: GSA swish (fla's); GLA relu (the paper's adaptation). GSA takes
+  // swish or relu; GLA relu, swish or none (fla's GLA default: no feature map).
+  std::string feature_map;
   bool gla_output_gate = false;          // GLA: the paper's adaptation has none
   std::vector<int64_t> softmax_layers;   // kept as softmax attention
   uint64_t seed = 0;                     // the new parameters' initialisation

@@ -38,8 +38,9 @@ void GlaConfig::validate() const {
   LINTIME_CHECK(!num_kv_heads.has_value() || *num_kv_heads == num_heads, "config key \"num_kv_heads\": expected null or ",
                 "num_heads = ", num_heads, " (grouped key/value heads are not supported for GLA yet), got ",
                 num_kv_heads.value_or(0));
-  LINTIME_CHECK(!feature_map.has_value(), "config key \"feature_map\": expected null (feature maps are not supported ",
-                "for GLA yet), got \"", feature_map.value_or(""), "\"");
+  LINTIME_CHECK(!feature_map || *feature_map == "relu" || *feature_map == "swish" || *feature_map == "silu",
+                "config key \"feature_map\": expected null, \"relu\", \"swish\" or \"silu\", got \"",
+                feature_map.value_or(""), "\"");
   LINTIME_CHECK(attn_mode == "chunk" || attn_mode == "fused_recurrent" || attn_mode == "fused_chunk",
                 "config key \"attn_mode\": expected \"chunk\", \"fused_recurrent\" or \"fused_chunk\", got \"", attn_mode,
                 "\"");

@@ -27,7 +27,7 @@ struct GlaConfig {
   int64_t num_hidden_layers = 24;
   int64_t num_heads = 4;
   std::optional<int64_t> num_kv_heads;       // null or num_heads
-  std::optional<std::string> feature_map;    // must be null
+  std::optional<std::string> feature_map;    // null, relu, swish or silu (on q and k)
   std::string attn_mode = "chunk";           // "chunk", "fused_recurrent", "fused_chunk" (same math)
   bool use_short_conv = false;               // must be false
   int64_t conv_size = 4;

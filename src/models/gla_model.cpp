@@ -16,7 +16,9 @@ DecoderConfig gla_decoder_config(const GlaConfig& config) {
                                   {"gate_logit_normalizer", 16.0},
                                   {"use_output_gate", config.use_output_gate},
                                   {"norm_eps", config.norm_eps},
-                                  {"norm_name", config.norm_name()}};
+                                  {"norm_name", config.norm_name()},
+                                  {"feature_map", config.feature_map ? nlohmann::json(*config.feature_map)
+                                                                     : nlohmann::json(nullptr)}};
   return fla_decoder_config(config, "GLA (fla)", MixerSpec{"gla", options});
 }
 

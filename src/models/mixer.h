@@ -13,7 +13,8 @@
 //                expand_k (0.5), expand_v (1), gate_low_rank_dim (16), gate_logit_normalizer
 //                (16), use_output_gate (true), norm_eps (1e-5), scale (head_k_dim^-0.5),
 //                norm_name ("g_norm"; fla's language model names its fused gated norm
-//                "g_norm_swish_gate"). Decodes from a constant-size state.
+//                "g_norm_swish_gate"), feature_map (null | "relu" | "swish" | "silu": on q and
+//                k, after the gates). Decodes from a constant-size state.
 //   "gqa":       grouped-query softmax attention with RoPE (layers/grouped_query_attention.h;
 //                Llama's and Mistral's self_attn, fla's hybrid Attention). num_heads (1),
 //                num_kv_heads (num_heads), head_dim (d_model / num_heads), bias (false: q, k,

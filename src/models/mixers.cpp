@@ -275,7 +275,7 @@ layers::GatedSlotAttentionOptions gsa_options(int64_t d_model, const json& optio
 layers::GatedLinearAttentionOptions gla_options(int64_t d_model, const json& options, double init_std) {
   config::StrictObject reader(options, "model.gla",
                       {"num_heads", "expand_k", "expand_v", "gate_low_rank_dim", "gate_logit_normalizer",
-                       "use_output_gate", "norm_eps", "scale", "norm_name"});
+                       "use_output_gate", "norm_eps", "scale", "norm_name", "feature_map"});
   layers::GatedLinearAttentionOptions result;
   result.hidden_size = d_model;
   result.num_heads = reader.get_as<int64_t>("num_heads", 2);
@@ -287,6 +287,7 @@ layers::GatedLinearAttentionOptions gla_options(int64_t d_model, const json& opt
   result.norm_eps = reader.get_as<double>("norm_eps", 1e-5);
   if (reader.has("scale")) result.scale = reader.get_as<double>("scale", 1.0);
   result.norm_name = reader.get_as<std::string>("norm_name", "g_norm");
+  if (!reader.get_raw("feature_map").is_null()) result.feature_map = reader.get_as<std::string>("feature_map", "");
   result.initializer_range = init_std;
   return result;
 }

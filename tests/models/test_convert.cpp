@@ -131,9 +131,11 @@ TEST_P(Convert, CopiesTheSourceBitForBitAndInitialisesTheRest) {
     EXPECT_EQ(gsa.head_k_dim(), source_config.value("head_dim", int64_t{source_config.at("hidden_size")} / heads));
     EXPECT_EQ(gsa.norm_eps, source_config.at("rms_norm_eps").get<double>());
     EXPECT_EQ(gsa.tie_word_embeddings, source_config.at("tie_word_embeddings").get<bool>());
+    EXPECT_EQ(gsa.feature_map, "swish");  // fla's default
   } else {
     const auto gla = lintime::models::GlaConfig::from_json(config);
-    EXPECT_FALSE(gla.use_output_gate);
+    EXPECT_FALSE(gla.use_output_gate);  // the paper's adaptation: no output gate, ReLU feature map
+    EXPECT_EQ(gla.feature_map.value_or("null"), "relu");
     EXPECT_EQ(gla.norm_eps, source_config.at("rms_norm_eps").get<double>());
   }
 }
@@ -196,6 +198,11 @@ TEST_F(ConvertErrors, BadSourcesAndOutputsAreOneLineAndLeaveNothing) {
   hybrid.softmax_layers = {1};
   EXPECT_EQ(convert(fixture("mistral"), hybrid), "--softmax-layers: fla's Attention uses heads of hidden_size / "
                                                   "num_heads = 16 columns, the source's are 24 wide");
+  EXPECT_FALSE(fs::exists(out));
+  // A feature map the target does not take.
+  lintime::models::ConvertOptions gsa_none = options;
+  gsa_none.feature_map = "none";
+  EXPECT_EQ(convert(fixture("llama"), gsa_none), "--feature-map: GSA takes swish or relu, got \"none\"");
   EXPECT_FALSE(fs::exists(out));
 
   // A missing and a mis-shaped tensor.

@@ -203,8 +203,9 @@ TEST(GlaModel, ConfigAsFlaWritesItAndOneLineErrors) {
     changed[key] = value;
     return error_of([&] { GlaConfig::from_json(changed); });
   };
-  EXPECT_EQ(with("feature_map", "relu"),
-            "config key \"feature_map\": expected null (feature maps are not supported for GLA yet), got \"relu\"");
+  EXPECT_EQ(with("feature_map", "relu"), "");
+  EXPECT_EQ(with("feature_map", "elu"),
+            "config key \"feature_map\": expected null, \"relu\", \"swish\" or \"silu\", got \"elu\"");
   EXPECT_EQ(with("use_short_conv", true),
             "config key \"use_short_conv\": expected false (short convolutions are not supported for GLA yet)");
   EXPECT_EQ(with("num_kv_heads", 2), "config key \"num_kv_heads\": expected null or num_heads = 4 (grouped key/value "

@@ -78,7 +78,8 @@ TEST_P(ReferenceParity, LogitsAndGreedyContinuationsMatch) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceParity,
                          ::testing::Values("hf_parity/llama", "hf_parity/mistral", "fla_parity/gsa",
                                            "fla_parity/gsa_legacy", "fla_parity/gsa_tied_conv",
-                                           "fla_parity/gsa_hybrid", "fla_parity/gla", "fla_parity/gla_hybrid"),
+                                           "fla_parity/gsa_hybrid", "fla_parity/gla", "fla_parity/gla_hybrid",
+                                           "fla_parity/gla_relu"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';

@@ -25,8 +25,10 @@ std::function<int()> add_convert_command(CLI::App& app) {
   command->add_option("--gate-logit-normalizer", options->convert.gate_logit_normalizer,
                       "GSA: the forget gate's logit normaliser (default 8, fla's)")
       ->check(CLI::PositiveNumber);
-  command->add_option("--feature-map", options->convert.feature_map, "GSA: swish (default) or relu")
-      ->check(CLI::IsMember({"swish", "relu"}));
+  command->add_option("--feature-map", options->convert.feature_map,
+                      "On q and k. GSA: swish (default) or relu; GLA: relu (default, the paper's adaptation), "
+                      "swish or none (fla's GLA default)")
+      ->check(CLI::IsMember({"swish", "relu", "none"}));
   command->add_flag("--gla-output-gate", options->convert.gla_output_gate,
                     "GLA: keep fla's output gate (the paper's adaptation has none)");
   command->add_option("--softmax-layers", options->convert.softmax_layers,
