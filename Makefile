@@ -17,7 +17,7 @@ RUN_CONFIG ?= configs/mqar/gsa-small.toml
 RUN_ARGS ?=
 endif
 
-.PHONY: setup configure build run test bench clean
+.PHONY: setup configure build run test test-python python-package bench clean
 
 setup:
 	bash scripts/bootstrap.sh
@@ -34,9 +34,20 @@ run: build
 	$(BUILD_DIR)/lintime train $(RUN_CONFIG) --device auto --out runs/make-run $(RUN_ARGS)
 
 # ctest counts skipped tests as passed; ctest_summary.py prints how many were skipped and why.
+# Then the Python package's tests, against the package staged in the build tree (build/python).
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --output-junit $(abspath $(BUILD_DIR))/ctest-junit.xml; \
 	  status=$$?; python3 $(CURDIR)/scripts/ctest_summary.py $(abspath $(BUILD_DIR))/ctest-junit.xml; exit $$status
+	$(MAKE) --no-print-directory test-python
+
+test-python:
+	PYTHONPATH=$(abspath $(BUILD_DIR))/python .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+
+# The package installed into .venv as a user would (pip, scikit-build-core), then its tests
+# against the installed copy.
+python-package: setup
+	.venv/bin/python -m pip install --no-build-isolation --no-deps --force-reinstall -q .
+	cd tests/python && ../../.venv/bin/python -m pytest -q -p no:cacheprovider .
 
 bench: build
 	$(BUILD_DIR)/lintime bench gsa --device cpu

@@ -9,7 +9,7 @@ measured in the same run. Forward (prefill); with --backward also forward+backwa
 lintime's fused prefill and backward kernels, fla's parallel_based under autograd, SDPA). Writes one JSON line per measurement (--jsonl)
 and prints a table. A benchmark, not a test. Shapes that run out of memory are reported as such.
 
-    FLA_PATH=/path/to/flash-linear-attention python3 bench/based.py --library build/liblintime_ops.so
+    FLA_PATH=/path/to/flash-linear-attention python3 bench/based.py [--library other/liblintime_ops.so]
 """
 import argparse
 import json
@@ -18,6 +18,8 @@ import socket
 import sys
 
 import torch
+
+from lintime_package import import_lintime
 
 SHAPES = [(128, 8192, 16, 16, 64), (16, 32768, 16, 16, 64), (8, 2048, 16, 16, 64)]  # (B, T, H, d', d_v)
 
@@ -85,7 +87,8 @@ def timed(name, fn, reference=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--library", default="build/liblintime_ops.so")
+    parser.add_argument("--library", default=None,
+                        help="another build's liblintime_ops.so (default: the lintime package's own)")
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--commit", default=None)
     parser.add_argument("--shapes", default=None, help="comma-separated indices into SHAPES (\",\": none)")
@@ -97,7 +100,7 @@ def main():
     parser.add_argument("--window-shapes", default="128x8192x65,16x32768x129",
                         help="sliding-window shapes BxTxW, comma-separated (empty: none)")
     args = parser.parse_args()
-    torch.ops.load_library(args.library)
+    import_lintime(args.library)  # bench/lintime_package.py: registers torch.ops.lintime
     lintime = torch.ops.lintime
     fla = None
     if os.environ.get("FLA_PATH"):

@@ -7,7 +7,7 @@ FLA_PATH when set), torch's scaled_dot_product_attention (causal, same model wid
 heads), and the memory/FLOP floor from the copy bandwidth and GEMM rate measured in the same run.
 Writes one JSON line per measurement (--jsonl) and prints a table. A benchmark, not a test.
 
-    FLA_PATH=/path/to/flash-linear-attention python3 bench/gsa.py --library build/liblintime_ops.so
+    FLA_PATH=/path/to/flash-linear-attention python3 bench/gsa.py [--library other/liblintime_ops.so]
 """
 import argparse
 import json
@@ -19,6 +19,8 @@ import sys
 
 import torch
 import torch.nn.functional as F
+
+from lintime_package import import_lintime
 
 CHUNK_SHAPES = [  # (B, T, H, K, V, M)
     (8, 2048, 4, 512, 512, 64),
@@ -123,7 +125,8 @@ def relative_rms(a, b):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--library", default="build/liblintime_ops.so")
+    parser.add_argument("--library", default=None,
+                        help="another build's liblintime_ops.so (default: the lintime package's own)")
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--commit", default=None)
     parser.add_argument("--quick", action="store_true", help="first shape and one decode batch only")
@@ -137,7 +140,7 @@ def main():
                         help="comma-separated decode batch sizes (default: " + ",".join(map(str, DECODE_BATCHES)) + ")")
     args = parser.parse_args()
 
-    torch.ops.load_library(args.library)
+    package = import_lintime(args.library)  # bench/lintime_package.py
     lintime = torch.ops.lintime
     fla, fla_error = (None, "--skip-fla") if args.skip_fla else load_fla()
     commit = args.commit
@@ -174,7 +177,7 @@ def main():
         q, k, v, s, g = gsa_inputs(B, T, H, K, V, M, torch.bfloat16, requires_grad=True)
         do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
         scale = K ** -0.5
-        impls = {"lintime": lambda: lintime.gsa_chunk(q, k, v, s, g, scale, None, None, False, None)[0]}
+        impls = {"lintime": lambda: package.ops.chunk_gsa(q, k, v, s, g, scale=scale)[0]}
         if fla:
             impls["fla"] = lambda: fla[0](q, k, v, s, g, scale=scale)[0]
         outputs = {}

@@ -1,7 +1,12 @@
 # Imports LibTorch from the torch wheel in the project virtualenv (.venv) as plain imported
 # targets. We do not use find_package(Torch): it enables the CUDA language and needs nvcc even
 # for CPU-only builds, and probes many things we do not use.
-set(LINTIME_PYTHON "${CMAKE_SOURCE_DIR}/.venv/bin/python" CACHE FILEPATH "Python of the venv holding torch")
+# Under pip (scikit-build-core) the package is compiled against the torch of the Python running pip.
+if(SKBUILD AND Python_EXECUTABLE)
+  set(LINTIME_PYTHON "${Python_EXECUTABLE}" CACHE FILEPATH "Python of the environment holding torch")
+else()
+  set(LINTIME_PYTHON "${CMAKE_SOURCE_DIR}/.venv/bin/python" CACHE FILEPATH "Python of the venv holding torch")
+endif()
 execute_process(
   COMMAND "${LINTIME_PYTHON}" -c "import os, torch; print(os.path.dirname(torch.__file__)); print(torch.__version__)"
   OUTPUT_VARIABLE _torch_out RESULT_VARIABLE _torch_rc OUTPUT_STRIP_TRAILING_WHITESPACE)

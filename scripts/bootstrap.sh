@@ -59,4 +59,9 @@ if ! .venv/bin/python -c "import matplotlib" 2>/dev/null; then
   echo "bootstrap: installing matplotlib==3.11.2 into .venv"
   .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q "matplotlib==3.11.2"
 fi
+# pytest runs the Python package's tests (tests/python); scikit-build-core builds the package (pyproject.toml).
+if ! .venv/bin/python -c "import pytest, scikit_build_core" 2>/dev/null; then
+  echo "bootstrap: installing pytest==9.2.0 and scikit-build-core==1.1.2 into .venv"
+  .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q "pytest==9.2.0" "scikit-build-core==1.1.2"
+fi
 echo "bootstrap: ok ($(.venv/bin/python -c 'import torch, matplotlib; print("torch", torch.__version__, "matplotlib", matplotlib.__version__)'))"
