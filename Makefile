@@ -34,19 +34,22 @@ run: build
 	$(BUILD_DIR)/lintime train $(RUN_CONFIG) --device auto --out runs/make-run $(RUN_ARGS)
 
 # ctest counts skipped tests as passed; ctest_summary.py prints how many were skipped and why.
-# Then the Python package's tests, against the package staged in the build tree (build/python).
+# Then the Python package: installed into .venv by pip from the build tree, and its tests run
+# against the installed copy (test-python runs them against build/python without installing).
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --output-junit $(abspath $(BUILD_DIR))/ctest-junit.xml; \
 	  status=$$?; python3 $(CURDIR)/scripts/ctest_summary.py $(abspath $(BUILD_DIR))/ctest-junit.xml; exit $$status
-	$(MAKE) --no-print-directory test-python
+	$(MAKE) --no-print-directory python-package
 
-test-python:
+test-python: build
 	PYTHONPATH=$(abspath $(BUILD_DIR))/python .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
 # The package installed into .venv as a user would (pip, scikit-build-core), then its tests
-# against the installed copy.
-python-package: setup
-	.venv/bin/python -m pip install --no-build-isolation --no-deps --force-reinstall -q .
+# against the installed copy. pip builds in the build tree with its settings unchanged, so what
+# `make build` compiled is reused (a plain `pip install .` builds afresh in build/wheel).
+python-package: build
+	.venv/bin/python -m pip install --no-build-isolation --no-deps --force-reinstall -q \
+	  -C build-dir=$(BUILD_DIR) -C cmake.define.LINTIME_BUILD_TESTS=ON -C cmake.define.LINTIME_BUILD_BENCH=ON .
 	cd tests/python && ../../.venv/bin/python -m pytest -q -p no:cacheprovider .
 
 bench: build
