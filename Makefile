@@ -42,7 +42,8 @@ test: build
 	$(MAKE) --no-print-directory python-package
 
 test-python: build
-	PYTHONPATH=$(abspath $(BUILD_DIR))/python .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+	PYTHONPATH=$(abspath $(BUILD_DIR))/python LINTIME_BINARY=$(abspath $(BUILD_DIR))/lintime \
+	  .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
 # The package installed into .venv as a user would (pip, scikit-build-core), then its tests
 # against the installed copy. pip builds in the build tree with its settings unchanged, so what
@@ -50,7 +51,7 @@ test-python: build
 python-package: build
 	.venv/bin/python -m pip install --no-build-isolation --no-deps --force-reinstall -q \
 	  -C build-dir=$(BUILD_DIR) -C cmake.define.LINTIME_BUILD_TESTS=ON -C cmake.define.LINTIME_BUILD_BENCH=ON .
-	cd tests/python && ../../.venv/bin/python -m pytest -q -p no:cacheprovider .
+	cd tests/python && LINTIME_BINARY=$(abspath $(BUILD_DIR))/lintime ../../.venv/bin/python -m pytest -q -p no:cacheprovider .
 
 bench: build
 	$(BUILD_DIR)/lintime bench gsa --device cpu

@@ -15,6 +15,7 @@ apt_packages=(
   libbenchmark-dev      # micro-benchmarks in bench/
   libsentencepiece-dev  # tokenizers (later issues)
   zlib1g-dev            # token shard CRC32, gzip-compressed text inputs
+  libcpp-httplib-dev    # lintime serve's HTTP server
   libgloo-dev           # headers only: c10d's ProcessGroupGloo.hpp includes them (the torch wheel
                         # ships Gloo built in but not its headers); lintime links torch's copy
 )
@@ -59,9 +60,11 @@ if ! .venv/bin/python -c "import matplotlib" 2>/dev/null; then
   echo "bootstrap: installing matplotlib==3.11.2 into .venv"
   .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q "matplotlib==3.11.2"
 fi
-# pytest runs the Python package's tests (tests/python); scikit-build-core builds the package (pyproject.toml).
-if ! .venv/bin/python -c "import pytest, scikit_build_core" 2>/dev/null; then
-  echo "bootstrap: installing pytest==9.2.0 and scikit-build-core==1.1.2 into .venv"
-  .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q "pytest==9.2.0" "scikit-build-core==1.1.2"
+# pytest runs the Python package's tests (tests/python); scikit-build-core builds the package
+# (pyproject.toml); the openai client talks to `lintime serve` in its tests.
+if ! .venv/bin/python -c "import pytest, scikit_build_core, openai" 2>/dev/null; then
+  echo "bootstrap: installing pytest==9.2.0, scikit-build-core==1.1.2 and openai==3.63.0 into .venv"
+  .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q "pytest==9.2.0" "scikit-build-core==1.1.2" \
+    "openai==3.63.0"
 fi
 echo "bootstrap: ok ($(.venv/bin/python -c 'import torch, matplotlib; print("torch", torch.__version__, "matplotlib", matplotlib.__version__)'))"

@@ -18,5 +18,6 @@ std::function<int()> add_perplexity_command(CLI::App& app);
 std::function<int()> add_plot_command(CLI::App& app);
 std::function<int()> add_tokenize_command(CLI::App& app);
 std::function<int()> add_convert_command(CLI::App& app);
+std::function<int()> add_serve_command(CLI::App& app);
 
 }  // namespace lintime::cli

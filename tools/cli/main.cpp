@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   add(lintime::cli::add_plot_command);
   add(lintime::cli::add_tokenize_command);
   add(lintime::cli::add_convert_command);
+  add(lintime::cli::add_serve_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -1,0 +1,153 @@
+// The serving engine (vLLM's and llama.cpp server's scheduling loop, architecture.md): one
+// thread owns the model and a cache of `max_sequences` state slots. Each iteration it admits
+// queued requests into free slots, prefills one chunk of each new prompt (so that running
+// streams are not stalled by a long prompt), runs one batched decode step over every sequence
+// that is decoding (Decoder::forward_slots: the other slots' states are not touched), samples
+// each sequence's next token with its own generator, and retires sequences that end (EOS, their
+// token budget, or cancelled by their client). Requests talk to it through a Stream.
+//
+// Prefix-state cache: a recurrent model's state after a prompt prefix has the same size whatever
+// the prefix's length, so the engine keeps the states of recent prefixes at chunk boundaries
+// (LRU, bounded in bytes); a prompt that extends a cached prefix starts from its state and
+// prefills only the rest.
+#pragma once
+
+#include "infer/sampling.h"
+#include "models/causal_lm.h"
+#include "serve/metrics.h"
+#include "state/cache.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace lintime::serve {
+
+struct GenerationRequest {
+  std::vector<int64_t> prompt;  // token ids, at least one
+  int64_t max_new_tokens = 16;  // >= 1
+  infer::SamplingOptions sampling;
+  uint64_t seed = 0;
+  std::optional<int64_t> eos;   // the sequence ends at this token (not kept)
+};
+
+// One request's channel between the thread that serves its client and the engine.
+class Stream {
+ public:
+  enum class Finish { kNone, kEos, kLength, kCancelled, kError };
+  using Clock = std::chrono::steady_clock;
+
+  // Client side: waits up to `timeout` for tokens after the first `seen`, or the end. Returns
+  // every token so far in `tokens` and the finish state.
+  Finish wait(size_t seen, std::vector<int64_t>& tokens, std::chrono::milliseconds timeout);
+  // The client is gone or needs no more tokens (a stop string): the engine retires the sequence.
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+  const std::string& error() const { return error_; }
+  int64_t prompt_tokens() const { return prompt_tokens_; }
+  int64_t reused_prefix_tokens() const { return reused_prefix_tokens_; }
+
+  // Engine side.
+  void push(int64_t token);
+  void finish(Finish reason, std::string error = {});
+
+ private:
+  friend class Engine;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<int64_t> tokens_;
+  Finish finish_ = Finish::kNone;
+  std::string error_;
+  std::atomic<bool> cancelled_{false};
+  int64_t prompt_tokens_ = 0, reused_prefix_tokens_ = 0;
+  Clock::time_point arrived_ = Clock::now(), last_token_;
+};
+
+struct EngineOptions {
+  int64_t max_sequences = 16;       // state slots: sequences decoded together
+  int64_t max_queue = 64;           // requests waiting for a slot; more are refused (503)
+  int64_t prefill_chunk = 256;      // prompt tokens prefilled per sequence per iteration
+  int64_t prefix_cache_bytes = 256LL << 20;  // 0: no prefix-state cache
+  int64_t choices = 0;              // logit columns tokens may come from (0: all; the tokenizer's
+                                    // vocabulary leaves a padded head's extra columns out)
+};
+
+class Engine {
+ public:
+  // `model` must outlive the engine. Starts the engine thread.
+  Engine(models::CausalLm& model, const EngineOptions& options, Metrics* metrics = nullptr);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a request; nullptr when the queue is full or the engine no longer admits.
+  std::shared_ptr<Stream> submit(GenerationRequest request);
+  // Stops admitting new requests (SIGTERM); queued and running ones go on.
+  void stop_admitting() { admitting_ = false; }
+  bool admitting() const { return admitting_; }
+  // Queued plus running requests.
+  int64_t pending() const;
+  int64_t active_sequences() const { return active_count_; }
+  int64_t free_slots() const;  // for tests: slots not holding a sequence
+  const EngineOptions& options() const { return options_; }
+  int64_t prefix_cache_entries() const;
+
+ private:
+  struct Sequence {
+    std::shared_ptr<Stream> stream;
+    GenerationRequest request;
+    int64_t slot = -1;
+    int64_t prefilled = 0;        // prompt tokens in the state
+    int64_t generated = 0;
+    int64_t next_token = -1;      // sampled, not yet fed
+    at::Generator generator;
+  };
+  struct PrefixEntry {
+    std::vector<std::unique_ptr<state::LayerState>> layers;
+    int64_t tokens = 0, bytes = 0;
+    std::list<std::string>::iterator lru;
+  };
+
+  void loop();
+  void admit_queued();
+  void prefill_one_chunk(Sequence& sequence);
+  void decode_step(std::vector<Sequence*>& decoding);
+  // After a token is chosen for `sequence`: pushes it or ends the sequence.
+  void take_token(Sequence& sequence, const at::Tensor& logits_row);
+  void retire(Sequence& sequence, Stream::Finish reason, const std::string& error = {});
+  void store_prefix(const Sequence& sequence);
+  int64_t restore_longest_prefix(Sequence& sequence);
+  static std::string prefix_key(const std::vector<int64_t>& tokens, int64_t length);
+
+  models::CausalLm& model_;
+  EngineOptions options_;
+  Metrics* metrics_;
+  state::Cache cache_;
+  int64_t choices_ = 0;
+
+  mutable std::mutex mutex_;
+  std::condition_variable work_;
+  std::deque<std::unique_ptr<Sequence>> queue_;
+  std::vector<std::unique_ptr<Sequence>> active_;  // engine thread only
+  std::atomic<int64_t> active_count_{0};
+  std::atomic<bool> admitting_{true}, stopping_{false};
+
+  mutable std::mutex prefix_mutex_;
+  std::map<std::string, PrefixEntry> prefixes_;
+  std::list<std::string> prefix_lru_;  // most recent first
+  int64_t prefix_bytes_ = 0;
+
+  std::thread thread_;
+};
+
+}  // namespace lintime::serve
