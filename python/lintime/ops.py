@@ -109,9 +109,11 @@ def fused_recurrent_gla(q, k, v, gk=None, gv=None, scale=None, initial_state=Non
 
 def _taylor_query(q, scale):
     # lintime's Taylor map gives 1 + s + s²/2 with s = q·k / √D; fla's form has s = scale · q·k.
-    # Both are functions of q·k alone, so scaling q by scale·√D turns one into the other.
-    factor = _default_scale(scale, q) * q.shape[-1] ** 0.5
-    return q if factor == 1.0 else q * factor
+    # Both are functions of q·k alone, so scaling q by scale·√D turns one into the other (the
+    # default scale D^-½ needs none: D^-½·√D is not exactly 1 in floating point).
+    if scale is None:
+        return q
+    return q * (float(scale) * q.shape[-1] ** 0.5)
 
 
 def parallel_based(q, k, v, scale=None, use_norm=True, **kwargs):
@@ -121,7 +123,7 @@ def parallel_based(q, k, v, scale=None, use_norm=True, **kwargs):
     _check("head_first" not in kwargs, "parallel_based: head_first has been removed (as in fla); pass [B, T, H, ...]")
     o, _, _ = _lintime.taylor_attention_chunk(_taylor_query(q, scale), k, v, bool(use_norm), 1e-6, None, None,
                                               False, None)
-    return o.to(q.dtype)
+    return o  # in q's dtype already (the op's convention)
 
 
 def fused_chunk_based(q, k, v, scale=None, use_norm=True, **kwargs):
