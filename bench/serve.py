@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Drives `lintime serve` with N concurrent streams and reports output tokens/s, time to first
+token and the server's peak memory, for each model folder given (a GSA next to the Transformer++
+it was converted from, say), and the prefix-state cache's effect on time to first token when
+every prompt shares a long system prompt. One JSON line per measurement (--jsonl). A benchmark,
+not a test.
+
+    python3 bench/serve.py MODEL_DIR... [--streams 1,4,16,64] [--prompt-tokens 256]
+        [--new-tokens 128] [--device cpu] [--jsonl FILE]
+"""
+import argparse
+import http.client
+import json
+import os
+import signal
+import statistics
+import subprocess
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Server:
+    def __init__(self, binary, model_dir, device, *args):
+        self.process = subprocess.Popen([binary, "serve", model_dir, "--port", "0", "--device", device, *args],
+                                        stderr=subprocess.PIPE, text=True)
+        line = self.process.stderr.readline()
+        if "listening on" not in line:
+            raise RuntimeError(line + self.process.stderr.read())
+        self.port = int(line.split("127.0.0.1:")[1].split(" ")[0])
+        self.model = json.loads(self.get("/v1/models"))["data"][0]["id"]
+
+    def get(self, path):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        connection.request("GET", path)
+        return connection.getresponse().read().decode()
+
+    def peak_rss_mb(self):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stream(self, prompt, new_tokens):
+        """(seconds to the first token, tokens received, seconds in all) of one streamed request."""
+        start = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        body = {"model": self.model, "prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True,
+                "stream_options": {"include_usage": True}}
+        connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise RuntimeError(response.read().decode())
+        first, tokens = None, 0
+        for line in response:
+            if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                continue
+            event = json.loads(line[6:])
+            if first is None and event["choices"]:
+                first = time.perf_counter() - start
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+        return first, tokens, time.perf_counter() - start
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=120)
+
+
+def run_streams(server, prompts, new_tokens):
+    results = [None] * len(prompts)
+
+    def client(i):
+        results[i] = server.stream(prompts[i], new_tokens)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    ttfts = [r[0] for r in results]
+    return dict(output_tokens=sum(r[1] for r in results), seconds=round(seconds, 3),
+                output_tokens_per_s=round(sum(r[1] for r in results) / seconds, 1),
+                ttft_mean_s=round(statistics.mean(ttfts), 4), ttft_p50_s=round(statistics.median(ttfts), 4))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--binary", default=os.path.join(ROOT, "build", "lintime"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--streams", default="1,4,16,64")
+    parser.add_argument("--prompt-tokens", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--shared-prefix-tokens", type=int, default=1024,
+                        help="the system prompt of the prefix-cache measurement")
+    parser.add_argument("--jsonl", default=None)
+    parser.add_argument("--commit", default=None)
+    args = parser.parse_args()
+    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                           cwd=ROOT).stdout.strip()
+    streams = [int(s) for s in args.streams.split(",")]
+    lines = []
+
+    def record(line):
+        line = dict(bench="serve", commit=commit, device=args.device, **line)
+        print(json.dumps(line), flush=True)
+        lines.append(line)
+
+    for model_dir in args.models:
+        slots = max(streams)
+        server = Server(args.binary, model_dir, args.device, "--max-sequences", str(slots), "--max-queue", "0",
+                        "--max-prompt-tokens", str(args.shared_prefix_tokens + args.prompt_tokens),
+                        "--max-new-tokens", str(args.new_tokens), "--prefix-cache-mb", "0")
+        name = os.path.basename(os.path.normpath(model_dir))
+        for n in streams:
+            # Distinct prompts of token ids (no prefix shared), so that every stream prefills in full.
+            prompts = [[(97 + 13 * i + 7 * t) % 251 + 1 for t in range(args.prompt_tokens)] for i in range(n)]
+            record(dict(model=name, streams=n, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
+                        **run_streams(server, prompts, args.new_tokens), server_peak_rss_mb=server.peak_rss_mb()))
+        server.stop()
+        # The prefix-state cache: 8 requests in turn, each a long shared system prompt and its own question.
+        system = [(5 + 3 * t) % 251 + 1 for t in range(args.shared_prefix_tokens)]
+        for cache_mb in ["256", "0"]:
+            server = Server(args.binary, model_dir, args.device, "--prefix-cache-mb", cache_mb, "--max-prompt-tokens",
+                            str(args.shared_prefix_tokens + 64), "--max-new-tokens", "8")
+            ttfts = []
+            for i in range(8):
+                ttfts.append(server.stream(system + [(11 * i + t) % 251 + 1 for t in range(32)], 8)[0])
+            hits = [l for l in server.get("/metrics").splitlines() if l.startswith("lintime_prefix_cache_hits_total ")]
+            record(dict(model=name, prefix_cache_mb=int(cache_mb), shared_prefix_tokens=args.shared_prefix_tokens,
+                        first_request_ttft_s=round(ttfts[0], 4),
+                        later_requests_ttft_mean_s=round(statistics.mean(ttfts[1:]), 4),
+                        prefix_cache_hits=int(float(hits[0].split()[1])) if hits else 0))
+            server.stop()
+    if args.jsonl:
+        with open(args.jsonl, "a") as f:
+            for line in lines:
+                f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()
