@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "infer/generate.h"
 #include "models/architecture.h"
+#include "models/decoder.h"
 
 #include <ATen/ATen.h>
 #include <torch/custom_class.h>
@@ -60,6 +61,12 @@ class Model : public torch::CustomClassHolder {
     for (const auto& sequence : result.tokens) tokens.push_back(c10::List<int64_t>(sequence));
     return tokens;
   }
+  // "float32" (default) or "bfloat16": recurrent states kept narrow between calls (Decoder).
+  void set_state_dtype(const std::string& dtype) {
+    LINTIME_CHECK(dtype == "float32" || dtype == "bfloat16", "state_dtype: expected float32 or bfloat16, got \"",
+                  dtype, "\"");
+    model_->decoder().set_recurrent_state_dtype(dtype_named(dtype));
+  }
   std::string name() const { return model_->name(); }
   std::string config_json() const { return model_->config_json().dump(); }
   int64_t vocab_size() const { return model_->vocab_size(); }
@@ -84,6 +91,7 @@ TORCH_LIBRARY_FRAGMENT(lintime, m) {
       .def("prefill", &Model::prefill)
       .def("step", &Model::step)
       .def("generate", &Model::generate)
+      .def("set_state_dtype", &Model::set_state_dtype)
       .def("name", &Model::name)
       .def("config_json", &Model::config_json)
       .def("vocab_size", &Model::vocab_size)

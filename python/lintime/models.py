@@ -66,12 +66,16 @@ class LintimeModel(torch.nn.Module):
         return f"{self.name}, device={self.device}, dtype={self.dtype}"
 
 
-def load_model(model_dir, device="cpu", dtype=torch.float32):
-    """The model of a folder (config.json and its weights) in `dtype` on `device`."""
+def load_model(model_dir, device="cpu", dtype=torch.float32, state_dtype=torch.float32):
+    """The model of a folder (config.json and its weights) in `dtype` on `device`. state_dtype
+    bfloat16 keeps recurrent decoding states (GSA, GLA, BASED) in bf16 between prefill and steps."""
     device = torch.device(device)
     if dtype not in _DTYPES:
         raise ValueError(f"load_model: dtype must be one of {', '.join(str(d) for d in _DTYPES)}, got {dtype}")
     if not os.path.isdir(model_dir):
         raise ValueError(f"load_model: '{model_dir}' is not a folder; expected a model folder with config.json")
+    if state_dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"load_model: state_dtype must be torch.float32 or torch.bfloat16, got {state_dtype}")
     native = torch.classes.lintime.Model(str(model_dir), str(device), _DTYPES[dtype])
+    native.set_state_dtype(_DTYPES[state_dtype])
     return LintimeModel(native, device, dtype)

@@ -238,7 +238,10 @@ at::Tensor DecoderBackbone::forward(const at::Tensor& input_ids, state::Cache* c
     if (checkpointing && i % static_cast<size_t>(checkpoint_every_) == 0 && x.requires_grad()) {
       x = CheckpointedBlock::apply(x, layers[i].get(), packed_or_null);
     } else {
-      x = layers[i]->forward(x, cache ? &cache->layer(static_cast<int64_t>(i)) : nullptr, packed_or_null);
+      state::LayerState* layer_state = cache ? &cache->layer(static_cast<int64_t>(i)) : nullptr;
+      if (layer_state) layer_state->widen();  // states kept in a narrower dtype: computed in the wide one
+      x = layers[i]->forward(x, layer_state, packed_or_null);
+      if (layer_state) layer_state->narrow();
     }
   }
   if (cache != nullptr) cache->advance(input_ids.size(1));
@@ -284,6 +287,9 @@ state::Cache Decoder::make_cache(int64_t batch, int64_t expected_tokens) const {
   for (const auto& block : model.layers) {
     states.push_back(block->mixer->make_state(batch, reference.device(), reference.scalar_type()));
     states.back()->expect_tokens(expected_tokens);
+    states.back()->compute_dtype = compute_dtype(reference.scalar_type());
+    states.back()->recurrent_dtype = recurrent_state_dtype_;
+    states.back()->narrow();  // states the mixer allocated up front
   }
   return state::Cache(std::move(states), batch);
 }
@@ -348,7 +354,15 @@ int64_t Decoder::state_bytes_after(int64_t tokens) const {
   return total;
 }
 
+void Decoder::set_recurrent_state_dtype(std::optional<at::ScalarType> dtype) {
+  LINTIME_CHECK(!dtype || *dtype == at::kFloat || *dtype == at::kBFloat16 || *dtype == at::kHalf,
+                "decoder: recurrent states can be kept in float32, bfloat16 or float16, got ", *dtype);
+  recurrent_state_dtype_ = dtype == at::kFloat ? std::nullopt : dtype;
+}
+
 bool Decoder::steps_are_replayable() const {
+  // Narrow states are re-allocated by every step (widened, then rounded): nothing to replay.
+  if (recurrent_state_dtype_) return false;
   for (const auto& block : model.layers) {
     if (!block->mixer->step_is_replayable()) return false;
   }

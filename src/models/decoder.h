@@ -190,6 +190,11 @@ class Decoder : public layers::Module {
   // An empty cache for `batch` sequences on the model's device; `expected_tokens`: the length
   // they will reach, where known (a KV cache allocates it at once; 0: grow as needed).
   state::Cache make_cache(int64_t batch, int64_t expected_tokens = 0) const;
+  // Caches made from now on keep their recurrent states (GSA, GLA, BASED's Taylor attention) in
+  // `dtype` between calls (nullopt or float32: in the compute dtype, the default). bfloat16
+  // halves their memory; each call still computes in fp32 and rounds its result once.
+  void set_recurrent_state_dtype(std::optional<at::ScalarType> dtype);
+  std::optional<at::ScalarType> recurrent_state_dtype() const { return recurrent_state_dtype_; }
   // Runs the prompt [B, T] into the cache (which it resets first); returns logits [B, T, vocab].
   at::Tensor prefill(const at::Tensor& input_ids, state::Cache& cache);
   // One token per sequence, token [B] -> logits [B, vocab]; updates the cache.
@@ -218,6 +223,7 @@ class Decoder : public layers::Module {
 
  private:
   DecoderConfig decoder_config_;
+  std::optional<at::ScalarType> recurrent_state_dtype_;
 
  public:
   DecoderBackbone model;

@@ -31,6 +31,7 @@ struct TaylorLayerState : LayerState {
 
   std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<TaylorLayerState>(); }
   std::vector<at::Tensor*> tensors() override { return {&state, &normalizer}; }
+  std::vector<at::Tensor*> recurrent_tensors() override { return {&state, &normalizer}; }
 };
 
 struct WindowLayerState : LayerState {

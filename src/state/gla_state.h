@@ -16,6 +16,7 @@ struct GlaLayerState : LayerState {
 
   std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<GlaLayerState>(); }
   std::vector<at::Tensor*> tensors() override { return {&state}; }
+  std::vector<at::Tensor*> recurrent_tensors() override { return {&state}; }
 };
 
 }  // namespace lintime::state

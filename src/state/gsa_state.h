@@ -21,6 +21,7 @@ struct GsaLayerState : LayerState {
 
   std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<GsaLayerState>(); }
   std::vector<at::Tensor*> tensors() override { return {&state_k, &state_v, &conv_q, &conv_k, &conv_v}; }
+  std::vector<at::Tensor*> recurrent_tensors() override { return {&state_k, &state_v}; }
   int64_t batch_size() const { return state_k.defined() ? state_k.size(0) : 0; }
   int64_t bytes() const { return allocated_bytes(); }
 };

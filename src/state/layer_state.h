@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace lintime::state {
@@ -19,6 +20,26 @@ class LayerState {
   // The slots (rows) a state allocated lazily gets when a part is first written back (set by
   // the cache that holds it).
   int64_t slot_count = 0;
+  // Recurrent states kept narrower than they are computed in (serve --state-dtype bfloat16):
+  // between calls they are stored in `recurrent_dtype`; a call reads them widened to
+  // `compute_dtype` and stores its result rounded once (widen() before, narrow() after).
+  std::optional<at::ScalarType> recurrent_dtype;
+  at::ScalarType compute_dtype = at::kFloat;
+  // The tensors recurrent_dtype applies to (not KV caches or convolution histories, which keep
+  // the activations' dtype).
+  virtual std::vector<at::Tensor*> recurrent_tensors() { return {}; }
+  void widen() {
+    if (!recurrent_dtype) return;
+    for (at::Tensor* tensor : recurrent_tensors()) {
+      if (tensor->defined()) *tensor = tensor->to(compute_dtype);
+    }
+  }
+  void narrow() {
+    if (!recurrent_dtype) return;
+    for (at::Tensor* tensor : recurrent_tensors()) {
+      if (tensor->defined()) *tensor = tensor->to(*recurrent_dtype);
+    }
+  }
   // The state's tensors (undefined ones included), each [sequences, ...]. Pointers to members:
   // replacing a tensor through them replaces the state's own.
   virtual std::vector<at::Tensor*> tensors() = 0;
@@ -39,6 +60,8 @@ class LayerState {
   // `tokens` tokens (a state that keeps one position for all its rows needs it).
   virtual std::unique_ptr<LayerState> gather(const at::Tensor& rows, int64_t tokens) const {
     std::unique_ptr<LayerState> part = empty_like();
+    part->recurrent_dtype = recurrent_dtype;
+    part->compute_dtype = compute_dtype;
     auto sources = const_cast<LayerState*>(this)->tensors();
     auto targets = part->tensors();
     for (size_t i = 0; i < sources.size(); ++i) {

@@ -29,8 +29,8 @@ struct ServeArgs {
 };
 
 int run_serve(ServeArgs& args) {
-  LINTIME_CHECK(args.state_dtype == "float32", "--state-dtype: only float32 decoding states are supported yet, got \"",
-                args.state_dtype, "\"");
+  LINTIME_CHECK(args.state_dtype == "float32" || args.state_dtype == "bfloat16",
+                "--state-dtype: expected float32 or bfloat16, got \"", args.state_dtype, "\"");
   LINTIME_CHECK(args.prefix_cache_mb >= 0, "--prefix-cache-mb must be >= 0, got ", args.prefix_cache_mb);
   LINTIME_CHECK(args.grace_seconds >= 0, "--grace-seconds must be >= 0, got ", args.grace_seconds);
   if (!args.chat_format.empty()) args.server.chat_format = serve::chat_format_named(args.chat_format);
@@ -38,6 +38,7 @@ int run_serve(ServeArgs& args) {
   const c10::Device device = resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = models::load_causal_lm(args.model_dir, parse_dtype(args.dtype), device);
+  if (args.state_dtype == "bfloat16") model->decoder().set_recurrent_state_dtype(at::kBFloat16);
   serve::Server server(*model, *tokenizer, args.model_dir, args.server);
   server.bind();
   std::signal(SIGTERM, request_stop);
@@ -89,7 +90,9 @@ std::function<int()> add_serve_command(CLI::App& app) {
   command->add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on /v1/ endpoints");
   command->add_option("--chat-format", args->chat_format,
                       "plain, llama2, mistral, chatml or llama3 (default: from the folder's chat template)");
-  command->add_option("--state-dtype", args->state_dtype, "Decoding states' dtype: float32");
+  command->add_option("--state-dtype", args->state_dtype,
+                      "Recurrent decoding states kept in float32 (default) or bfloat16 (half the memory; "
+                      "computed in fp32, rounded once per step)");
   command->add_option("--grace-seconds", args->grace_seconds, "On SIGTERM, time running requests get to finish (default 30)");
   command->add_option("--dtype", args->dtype, "float32, bfloat16 or float16");
   command->add_option("--device", args->device, "cpu, cuda, cuda:N or auto");
