@@ -4,6 +4,9 @@
 
 #include <sys/stat.h>
 
+#include <climits>
+#include <algorithm>
+#include <cstdlib>
 #include <string>
 
 namespace lintime {
@@ -20,6 +23,31 @@ inline bool is_directory(const std::string& path) {
 
 inline bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The absolute path with every symbolic link resolved, or "" when it does not exist.
+inline std::string resolved_path(const std::string& path) {
+  char buffer[PATH_MAX];
+  return ::realpath(path.c_str(), buffer) ? std::string(buffer) : std::string();
+}
+
+// Whether the resolved path `path` lies inside the resolved folder `folder`.
+inline bool lies_inside(const std::string& path, const std::string& folder) {
+  return !folder.empty() && path.size() > folder.size() && path.compare(0, folder.size(), folder) == 0 &&
+         (folder.back() == '/' || path[folder.size()] == '/');
+}
+
+// Whether a file name a folder lists (an index's shard) stays in the folder: relative, and no
+// ".." among its components.
+inline bool names_a_file_inside(const std::string& name) {
+  if (name.empty() || name.front() == '/') return false;
+  size_t start = 0;
+  while (start <= name.size()) {
+    const size_t end = std::min(name.find('/', start), name.size());
+    if (name.compare(start, end - start, "..") == 0 && end - start == 2) return false;
+    start = end + 1;
+  }
+  return true;
 }
 
 }  // namespace lintime

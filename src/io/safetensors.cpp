@@ -393,9 +393,22 @@ ShardIndex read_shard_index(const std::string& index_path, const std::string& wh
   result.metadata = index.contains("metadata") ? index["metadata"].dump() : "{}";
   const size_t slash = index_path.find_last_of('/');
   result.directory = slash == std::string::npos ? "." : index_path.substr(0, slash);
+  // Every shard must be a file of the index's folder: an entry such as "../../etc/passwd" or a
+  // link that leads elsewhere would make the loader read whatever file it names.
+  const std::string folder = resolved_path(result.directory);
+  // Hugging Face's hub cache keeps a snapshot's files as links into the repository's blobs/.
+  const size_t snapshots = folder.rfind("/snapshots/");
+  const std::string blobs = snapshots == std::string::npos ? "" : folder.substr(0, snapshots) + "/blobs";
   for (const auto& [name, file] : index["weight_map"].items()) {
     LINTIME_CHECK(file.is_string(), what, ": weight_map entry '", name, "' must be a file name");
-    result.weight_map.emplace_back(name, file.get<std::string>());
+    const std::string shard = file.get<std::string>();
+    LINTIME_CHECK(names_a_file_inside(shard), what, ": weight_map entry '", name, "' names '", shard,
+                  "', outside the index's folder; expected a file name inside it");
+    const std::string target = resolved_path(result.directory + "/" + shard);
+    LINTIME_CHECK(target.empty() || lies_inside(target, folder) || lies_inside(target, blobs), what,
+                  ": weight_map entry '", name, "' names '", shard, "', a link to '", target,
+                  "' outside the index's folder; expected a file inside it");
+    result.weight_map.emplace_back(name, shard);
   }
   return result;
 }

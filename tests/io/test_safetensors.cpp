@@ -2,6 +2,7 @@
 // library writes (files built by hand here), clear one-line errors for malformed files, and
 // atomic writes that leave nothing behind when they fail.
 #include "io/safetensors.h"
+#include "io/torch_checkpoint.h"
 
 #include "core/error.h"
 
@@ -303,6 +304,45 @@ TEST(Safetensors, ShardedIndex) {
       << R"({"weight_map": {"d.weight": "model-00002-of-00002.safetensors"}})";
   expect_error(error_of([&] { lintime::io::ShardedSafetensors broken(dir.file("broken.index.json")); }),
                {"broken.index.json", "tensor 'd.weight'", "does not hold it"});
+}
+
+// Every shard an index names must be a file of its folder: relative names with "..", absolute
+// names and links that lead outside are refused with one line (before any file is opened), for
+// safetensors and PyTorch indexes; shards in a subfolder and Hugging Face's hub-cache layout
+// (snapshot files linked into the repository's blobs/) are read.
+TEST(Safetensors, AnIndexNamesOnlyFilesOfItsFolder) {
+  TempDir dir, elsewhere;
+  lintime::io::save_safetensors(elsewhere.file("outside.safetensors"), {{"a.weight", at::ones({2})}});
+  ASSERT_EQ(::mkdir(dir.file("model").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink(elsewhere.file("outside.safetensors").c_str(), dir.file("model/link.safetensors").c_str()), 0);
+  auto index_naming = [&](const std::string& shard, const std::string& index_name) {
+    std::ofstream(dir.file("model/" + index_name)) << R"({"weight_map": {"a.weight": ")" << shard << R"("}})";
+    return dir.file("model/" + index_name);
+  };
+  for (const std::string shard : {"../../../../etc/passwd", "/etc/passwd", "sub/../../outside.safetensors", ".."}) {
+    const std::string expected = "weight_map entry 'a.weight' names '" + shard + "', outside the index's folder";
+    const std::string index = index_naming(shard, "model.safetensors.index.json");
+    expect_error(error_of([&] { lintime::io::ShardedSafetensors sharded(index); }), {expected.c_str()});
+    const std::string torch_index = index_naming(shard, "pytorch_model.bin.index.json");
+    expect_error(error_of([&] { lintime::io::TorchCheckpoint checkpoint(torch_index); }), {expected.c_str()});
+  }
+  expect_error(error_of([&] { lintime::io::ShardedSafetensors s(index_naming("link.safetensors", "i.index.json")); }),
+               {"names 'link.safetensors', a link to '", "outside the index's folder"});
+  // A shard in a subfolder is inside.
+  ASSERT_EQ(::mkdir(dir.file("model/shards").c_str(), 0755), 0);
+  lintime::io::save_safetensors(dir.file("model/shards/one.safetensors"), {{"a.weight", at::full({2}, 3.0)}});
+  lintime::io::ShardedSafetensors inside(index_naming("shards/one.safetensors", "model.safetensors.index.json"));
+  EXPECT_TRUE(at::equal(inside.get("a.weight", {}), at::full({2}, 3.0)));
+  // The hub cache: snapshots/<revision>/shard -> ../../blobs/<hash>.
+  for (const char* folder : {"hub", "hub/blobs", "hub/snapshots", "hub/snapshots/abc"}) {
+    ASSERT_EQ(::mkdir(dir.file(folder).c_str(), 0755), 0);
+  }
+  lintime::io::save_safetensors(dir.file("hub/blobs/5f3e"), {{"a.weight", at::full({2}, 4.0)}});
+  ASSERT_EQ(::symlink("../../blobs/5f3e", dir.file("hub/snapshots/abc/model-1.safetensors").c_str()), 0);
+  std::ofstream(dir.file("hub/snapshots/abc/model.safetensors.index.json"))
+      << R"({"weight_map": {"a.weight": "model-1.safetensors"}})";
+  lintime::io::ShardedSafetensors cached(dir.file("hub/snapshots/abc/model.safetensors.index.json"));
+  EXPECT_TRUE(at::equal(cached.get("a.weight", {}), at::full({2}, 4.0)));
 }
 
 }  // namespace
