@@ -182,4 +182,9 @@ void write_json_file_atomically(const std::string& path, const json& document) {
   }
 }
 
+void check_size(const std::string& key, int64_t value, int64_t max) {
+  LINTIME_CHECK(value > 0 && value <= max, "config key \"", key, "\": expected a positive value of at most ", max,
+                ", got ", value);
+}
+
 }  // namespace lintime::config

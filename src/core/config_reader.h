@@ -44,6 +44,21 @@ json optional_json(const std::optional<T>& value) {
   return value.has_value() ? json(*value) : json(nullptr);
 }
 
+// Bounds on a model's sizes, so that every count derived from them (parameters, bytes of
+// weights and states) fits int64 and an absurd config is refused before anything is allocated:
+// widths (hidden, intermediate, heads' dims) up to 2^20, vocabularies up to 2^24, layers up to
+// 4,096, heads and memory slots up to 2^16, kernel sizes up to 1,024.
+namespace size_limits {
+constexpr int64_t kWidth = int64_t{1} << 20;
+constexpr int64_t kVocabulary = int64_t{1} << 24;
+constexpr int64_t kLayers = 4096;
+constexpr int64_t kHeads = int64_t{1} << 16;
+constexpr int64_t kKernel = 1024;
+}  // namespace size_limits
+
+// Throws lintime::Error "config key "KEY": expected a positive value of at most MAX, got VALUE".
+void check_size(const std::string& key, int64_t value, int64_t max);
+
 // The fields of one JSON object (a TOML table) read by name: get() with a fallback for absent
 // or null keys, require() for keys that must be there; finish() rejects keys never read, and
 // the constructor with `known` rejects the others up front.

@@ -4,6 +4,10 @@
 
 #include <ATen/Context.h>
 
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
 namespace lintime {
 
 c10::Device resolve_device(const std::string& name) {
@@ -31,6 +35,40 @@ at::ScalarType parse_dtype(const std::string& name) {
   if (name == "bfloat16") return at::kBFloat16;
   if (name == "float16") return at::kHalf;
   fail("--dtype must be float32, bfloat16 or float16, got '", name, "'");
+}
+
+int64_t available_memory_bytes(const c10::Device& device) {
+  if (!device.is_cpu()) return 0;  // the CUDA allocator answers for itself, with a clean error
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+namespace {
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB", "PB", "EB"};
+  int unit = 0;
+  while (bytes >= 1000 && unit < 6) {
+    bytes /= 1000;
+    ++unit;
+  }
+  char text[64];
+  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.1f %s", bytes, units[unit]);
+  return text;
+}
+
+}  // namespace
+
+void check_fits(const std::string& what, double bytes, const c10::Device& device) {
+  const int64_t available = available_memory_bytes(device);
+  LINTIME_CHECK(available == 0 || bytes <= static_cast<double>(available), what, ": ", human_bytes(bytes), " asked, ",
+                human_bytes(static_cast<double>(available)), " available on ", device.str());
 }
 
 }  // namespace lintime

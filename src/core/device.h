@@ -5,6 +5,7 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+#include <cstdint>
 #include <string>
 
 namespace lintime {
@@ -15,5 +16,13 @@ c10::Device resolve_device(const std::string& name);
 
 // "float32" | "bfloat16" | "float16" -> dtype; throws lintime::Error naming the value otherwise.
 at::ScalarType parse_dtype(const std::string& name);
+
+// Bytes the machine can still give this process on `device`: the kernel's MemAvailable for the
+// CPU; for a GPU, the free device memory (0 when unknown: no check is made).
+int64_t available_memory_bytes(const c10::Device& device);
+
+// Refuses an allocation of `bytes` for `what` that cannot fit on `device`, with one line saying
+// how much was asked and how much there is ("model weights: 1.2 TB asked, 30.1 GB available on cpu").
+void check_fits(const std::string& what, double bytes, const c10::Device& device);
 
 }  // namespace lintime

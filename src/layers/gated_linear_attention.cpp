@@ -35,8 +35,11 @@ GatedLinearAttention::Dims GatedLinearAttention::validated_dims(const GatedLinea
   const char* who = "GatedLinearAttention";
   LINTIME_CHECK(options.hidden_size > 0, who, ": hidden_size must be positive, got ", options.hidden_size);
   LINTIME_CHECK(options.num_heads > 0, who, ": num_heads must be positive, got ", options.num_heads);
-  LINTIME_CHECK(options.expand_k > 0.0 && options.expand_v > 0.0, who,
-                ": expand_k and expand_v must be positive, got ", options.expand_k, " and ", options.expand_v);
+  // Bounds that keep every derived size within int64 (an absurd config is refused, not allocated).
+  LINTIME_CHECK(options.num_heads <= 65536, who, ": num_heads must be at most 65536, got ", options.num_heads);
+  LINTIME_CHECK(options.hidden_size <= (1 << 20), who, ": hidden_size must be at most 1048576, got ", options.hidden_size);
+  LINTIME_CHECK(options.expand_k > 0.0 && options.expand_v > 0.0 && options.expand_k <= 64 && options.expand_v <= 64,
+                who, ": expand_k and expand_v must lie in (0, 64], got ", options.expand_k, " and ", options.expand_v);
   LINTIME_CHECK(options.gate_low_rank_dim > 0, who, ": gate_low_rank_dim must be positive, got ",
                 options.gate_low_rank_dim);
   LINTIME_CHECK(options.gate_logit_normalizer > 0.0, who, ": gate_logit_normalizer must be positive, got ",

@@ -29,9 +29,13 @@ GatedSlotAttention::Dims GatedSlotAttention::validated_dims(const GatedSlotAtten
   const int64_t num_kv_heads = options.num_kv_heads.value_or(options.num_heads);
   LINTIME_CHECK(num_kv_heads > 0 && options.num_heads % num_kv_heads == 0, who,
                 ": num_kv_heads must be positive and divide num_heads = ", options.num_heads, ", got ", num_kv_heads);
-  LINTIME_CHECK(options.num_slots > 0, who, ": num_slots must be positive, got ", options.num_slots);
-  LINTIME_CHECK(options.expand_k > 0.0 && options.expand_v > 0.0, who, ": expand_k and expand_v must be positive, got ",
-                options.expand_k, " and ", options.expand_v);
+  // Bounds that keep every derived size within int64 (an absurd config is refused, not allocated).
+  LINTIME_CHECK(options.num_slots > 0 && options.num_slots <= 65536, who, ": num_slots must lie in [1, 65536], got ",
+                options.num_slots);
+  LINTIME_CHECK(options.num_heads <= 65536, who, ": num_heads must be at most 65536, got ", options.num_heads);
+  LINTIME_CHECK(options.hidden_size <= (1 << 20), who, ": hidden_size must be at most 1048576, got ", options.hidden_size);
+  LINTIME_CHECK(options.expand_k > 0.0 && options.expand_v > 0.0 && options.expand_k <= 64 && options.expand_v <= 64,
+                who, ": expand_k and expand_v must lie in (0, 64], got ", options.expand_k, " and ", options.expand_v);
   LINTIME_CHECK(options.gate_logit_normalizer > 0.0, who, ": gate_logit_normalizer must be positive, got ",
                 options.gate_logit_normalizer);
   LINTIME_CHECK(options.feature_map == "swish" || options.feature_map == "relu", who,

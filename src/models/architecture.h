@@ -5,6 +5,7 @@
 // one line in architecture.cpp.
 #pragma once
 
+#include "core/device.h"
 #include "io/model_weights.h"
 #include "layers/module.h"
 #include "models/causal_lm.h"
@@ -61,6 +62,9 @@ void save_causal_lm(CausalLm& model, const std::string& model_dir);
 // For the entries' build: Model built from `config` on the CPU in fp32, drawn from `seed`.
 template <class Model, class Config>
 std::unique_ptr<Model> random_model(const Config& config, uint64_t seed) {
+  // Sizes are bounded by the configs' checks, so the count cannot overflow; refuse what cannot fit.
+  check_fits("the model's weights (" + std::to_string(Model::parameter_count_for(config)) + " parameters in float32)",
+             4.0 * static_cast<double>(Model::parameter_count_for(config)), c10::Device(c10::kCPU));
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   return std::make_unique<Model>(config, generator);
 }
@@ -69,6 +73,9 @@ std::unique_ptr<Model> random_model(const Config& config, uint64_t seed) {
 // on `device`, nothing drawn.
 template <class Model, class Config>
 std::unique_ptr<Model> allocate_model(const Config& config, at::ScalarType dtype, const c10::Device& device) {
+  const int64_t parameters = Model::parameter_count_for(config);
+  check_fits("the model's weights (" + std::to_string(parameters) + " parameters in " + c10::toString(dtype) + ")",
+             static_cast<double>(parameters) * static_cast<double>(c10::elementSize(dtype)), device);
   at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(0);
   layers::WeightsToBeLoaded scope(at::TensorOptions().dtype(dtype).device(device));
   return std::make_unique<Model>(config, unused);

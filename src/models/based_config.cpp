@@ -121,15 +121,15 @@ void BasedConfig::validate() const {
   auto positive = [](const char* key, int64_t value) {
     LINTIME_CHECK(value > 0, "config key \"", key, "\": expected a positive integer, got ", value);
   };
-  positive("vocab_size", vocab_size);
-  positive("pad_vocab_size_multiple", pad_vocab_size_multiple);
-  positive("n_embd", hidden_size);
-  positive("n_layer", num_layers);
-  positive("n_head", num_heads);
-  positive("n_inner", inner_size);
-  positive("mixer.kernel_size", conv_kernel_size);
-  positive("alt_mixer.feature_dim", feature_dim);
-  positive("alt_mixer.num_heads", linear_attention_heads);
+  config::check_size("vocab_size", vocab_size, config::size_limits::kVocabulary);
+  config::check_size("pad_vocab_size_multiple", pad_vocab_size_multiple, config::size_limits::kKernel);
+  config::check_size("n_embd", hidden_size, config::size_limits::kWidth);
+  config::check_size("n_layer", num_layers, config::size_limits::kLayers);
+  config::check_size("n_head", num_heads, config::size_limits::kHeads);
+  config::check_size("n_inner", inner_size, config::size_limits::kWidth);
+  config::check_size("mixer.kernel_size", conv_kernel_size, config::size_limits::kKernel);
+  config::check_size("alt_mixer.feature_dim", feature_dim, 256);  // the Taylor map has 1 + d + d² features
+  config::check_size("alt_mixer.num_heads", linear_attention_heads, config::size_limits::kHeads);
   LINTIME_CHECK(hidden_size % num_heads == 0, "config key \"n_head\": expected a divisor of n_embd = ", hidden_size,
                 ", got ", num_heads);
   LINTIME_CHECK(!rotary || (hidden_size / num_heads) % 2 == 0, "config key \"n_head\": rotary embeddings need an ",

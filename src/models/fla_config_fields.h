@@ -75,24 +75,28 @@ void validate_fla_keys(const Config& c) {
   auto positive = [](const char* key, auto value) {
     LINTIME_CHECK(value > 0, "config key \"", key, "\": expected a positive value, got ", value);
   };
-  positive("vocab_size", c.vocab_size);
-  positive("hidden_size", c.hidden_size);
-  positive("num_hidden_layers", c.num_hidden_layers);
-  positive("num_heads", c.num_heads);
-  if (c.num_kv_heads.has_value()) positive("num_kv_heads", *c.num_kv_heads);
+  config::check_size("vocab_size", c.vocab_size, config::size_limits::kVocabulary);
+  config::check_size("hidden_size", c.hidden_size, config::size_limits::kWidth);
+  config::check_size("num_hidden_layers", c.num_hidden_layers, config::size_limits::kLayers);
+  config::check_size("num_heads", c.num_heads, config::size_limits::kHeads);
+  if (c.num_kv_heads.has_value()) config::check_size("num_kv_heads", *c.num_kv_heads, config::size_limits::kHeads);
   const int64_t kv_heads = c.num_kv_heads.value_or(c.num_heads);
   LINTIME_CHECK(c.num_heads % kv_heads == 0, "config key \"num_kv_heads\": expected a divisor of num_heads = ",
                 c.num_heads, ", got ", kv_heads);
-  positive("expand_k", c.expand_k);
-  positive("expand_v", c.expand_v);
+  LINTIME_CHECK(c.expand_k > 0 && c.expand_k <= 64, "config key \"expand_k\": expected a value in (0, 64], got ",
+                c.expand_k);
+  LINTIME_CHECK(c.expand_v > 0 && c.expand_v <= 64, "config key \"expand_v\": expected a value in (0, 64], got ",
+                c.expand_v);
   LINTIME_CHECK(c.key_dim() > 0 && c.key_dim() % c.num_heads == 0,
                 "config key \"num_heads\": expected a divisor of hidden_size * expand_k = ", c.key_dim(), ", got ",
                 c.num_heads);
   LINTIME_CHECK(c.value_dim() > 0 && c.value_dim() % c.num_heads == 0,
                 "config key \"num_heads\": expected a divisor of hidden_size * expand_v = ", c.value_dim(), ", got ",
                 c.num_heads);
-  positive("conv_size", c.conv_size);
-  if (c.intermediate_size.has_value()) positive("intermediate_size", *c.intermediate_size);
+  config::check_size("conv_size", c.conv_size, config::size_limits::kKernel);
+  if (c.intermediate_size.has_value()) {
+    config::check_size("intermediate_size", *c.intermediate_size, config::size_limits::kWidth);
+  }
   LINTIME_CHECK(c.hidden_act == "swish" || c.hidden_act == "silu",
                 "config key \"hidden_act\": expected \"swish\" or \"silu\", got \"", c.hidden_act, "\"");
   positive("norm_eps", c.norm_eps);

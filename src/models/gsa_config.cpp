@@ -43,7 +43,7 @@ int64_t GsaConfig::resolved_intermediate_size() const {
 void GsaConfig::validate() const {
   validate_fla_keys(*this);
   if (num_slots.has_value()) {
-    LINTIME_CHECK(*num_slots > 0, "config key \"num_slots\": expected a positive value, got ", *num_slots);
+    config::check_size("num_slots", *num_slots, config::size_limits::kHeads);
   }
   LINTIME_CHECK(gate_logit_normalizer > 0, "config key \"gate_logit_normalizer\": expected a positive value, got ",
                 gate_logit_normalizer);

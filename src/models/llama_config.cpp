@@ -54,17 +54,19 @@ void LlamaConfig::validate() const {
   };
   LINTIME_CHECK(model_type == "llama" || model_type == "mistral", "config key \"model_type\": expected \"llama\" or ",
                 "\"mistral\", got \"", model_type, "\"");
-  positive("vocab_size", vocab_size);
-  positive("hidden_size", hidden_size);
-  positive("intermediate_size", intermediate_size);
-  positive("num_hidden_layers", num_hidden_layers);
-  positive("num_attention_heads", num_attention_heads);
-  if (num_key_value_heads.has_value()) positive("num_key_value_heads", *num_key_value_heads);
+  config::check_size("vocab_size", vocab_size, config::size_limits::kVocabulary);
+  config::check_size("hidden_size", hidden_size, config::size_limits::kWidth);
+  config::check_size("intermediate_size", intermediate_size, config::size_limits::kWidth);
+  config::check_size("num_hidden_layers", num_hidden_layers, config::size_limits::kLayers);
+  config::check_size("num_attention_heads", num_attention_heads, config::size_limits::kHeads);
+  if (num_key_value_heads.has_value()) {
+    config::check_size("num_key_value_heads", *num_key_value_heads, config::size_limits::kHeads);
+  }
   LINTIME_CHECK(num_attention_heads % resolved_num_key_value_heads() == 0,
                 "config key \"num_key_value_heads\": expected a divisor of num_attention_heads = ", num_attention_heads,
                 ", got ", resolved_num_key_value_heads());
   if (head_dim.has_value()) {
-    positive("head_dim", *head_dim);
+    config::check_size("head_dim", *head_dim, config::size_limits::kWidth);
   } else {
     LINTIME_CHECK(hidden_size % num_attention_heads == 0, "config key \"num_attention_heads\": expected a divisor of ",
                   "hidden_size = ", hidden_size, " (or an explicit head_dim), got ", num_attention_heads);

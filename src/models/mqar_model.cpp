@@ -26,8 +26,12 @@ void MqarModelConfig::validate() const {
   const char* who = "mqar model config";
   LINTIME_CHECK(vocab_size >= 2, who, ": vocab_size must be >= 2, got ", vocab_size);
   LINTIME_CHECK(d_model >= 1, who, ": d_model must be >= 1, got ", d_model);
+  config::check_size("model.vocab_size", vocab_size, config::size_limits::kVocabulary);
+  config::check_size("model.d_model", d_model, config::size_limits::kWidth);
   LINTIME_CHECK(!layers.empty(), who, ": layers must list at least one sequence mixer (known: ",
                 config::join(mixer_names()), ")");
+  LINTIME_CHECK(static_cast<int64_t>(layers.size()) <= config::size_limits::kLayers, who, ": layers lists ",
+                layers.size(), " mixers; expected at most ", config::size_limits::kLayers);
   const std::vector<std::string> known = mixer_names();
   for (size_t i = 0; i < layers.size(); ++i) {
     LINTIME_CHECK(std::find(known.begin(), known.end(), layers[i]) != known.end(), who, ": layers[", i,

@@ -99,4 +99,48 @@ TEST(ArchitectureRegistry, SaveNeedsTheConfigAndBuildNamesBadOnes) {
             std::string::npos);
 }
 
+// Absurd sizes in a config.json (every registered model type) are refused with one line naming
+// the key before anything is allocated, and a model within the bounds that cannot fit in memory
+// is refused with how much was asked and how much there is — not an allocator abort (issue 25).
+TEST(ArchitectureRegistry, AbsurdSizesAreRefusedBeforeAnythingIsAllocated) {
+  struct Case {
+    std::string model, key;
+    int64_t value;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {"gsa", "vocab_size", 1000000000000, "config key \"vocab_size\": expected a positive value of at most 16777216"},
+      {"gsa", "vocab_size", int64_t{1} << 32, "config key \"vocab_size\": expected a positive value of at most"},
+      {"gsa", "hidden_size", 1000000000, "config key \"hidden_size\": expected a positive value of at most 1048576"},
+      {"gsa", "intermediate_size", 1000000000000, "config key \"intermediate_size\": expected a positive value"},
+      {"gsa", "num_slots", 1000000000, "config key \"num_slots\": expected a positive value of at most 65536"},
+      {"gsa", "num_hidden_layers", 1000000000, "config key \"num_hidden_layers\": expected a positive value of at most 4096"},
+      {"gla", "num_heads", 1000000000, "config key \"num_heads\": expected a positive value of at most 65536"},
+      {"llama", "intermediate_size", 1000000000000, "config key \"intermediate_size\": expected a positive value"},
+      {"llama", "num_hidden_layers", -3, "config key \"num_hidden_layers\": expected a positive value of at most 4096, got -3"},
+      {"based", "n_layer", 1000000000, "config key \"n_layer\": expected a positive value of at most 4096"},
+      {"based", "n_embd", int64_t{1} << 40, "config key \"n_embd\": expected a positive value of at most 1048576"},
+  };
+  lintime::testing::TempDir dir;
+  for (const Case& c : cases) {
+    nlohmann::json config;
+    for (const auto& [name, json] : configs()) {
+      if (name == c.model) config = json;
+    }
+    config[c.key] = c.value;
+    EXPECT_NE(error_of([&] { lintime::models::build_causal_lm(config, 0, "my.json"); }).find("my.json: " + c.expected),
+              std::string::npos)
+        << c.model << " " << c.key;
+  }
+  // Within the bounds, far beyond the machine: 4,000 layers of width 65,536.
+  nlohmann::json huge = configs().front().second;
+  huge["num_hidden_layers"] = 4000;
+  huge["hidden_size"] = 65536;
+  huge["intermediate_size"] = 262144;
+  const std::string error = error_of([&] { lintime::models::build_causal_lm(huge, 0, "my.json"); });
+  EXPECT_NE(error.find("my.json: the model's weights ("), std::string::npos) << error;
+  EXPECT_NE(error.find(" PB asked, "), std::string::npos) << error;
+  EXPECT_NE(error.find(" available on cpu"), std::string::npos) << error;
+}
+
 }  // namespace

@@ -144,7 +144,7 @@ TEST(GsaConfig, RejectsWithOneClearLine) {
   EXPECT_EQ(with("feature_map", "t2r"), "config key \"feature_map\": expected \"swish\" or \"relu\", got \"t2r\"");
   EXPECT_EQ(with("attn", "none"), "config key \"attn\": expected an object, a list of objects or null, got string \"none\"");
   EXPECT_EQ(with("fuse_norm", "yes"), "config key \"fuse_norm\": expected a boolean (true or false), got string \"yes\"");
-  EXPECT_EQ(with("num_slots", 0), "config key \"num_slots\": expected a positive value, got 0");
+  EXPECT_EQ(with("num_slots", 0), "config key \"num_slots\": expected a positive value of at most 65536, got 0");
   EXPECT_EQ(with("use_output_gate", true), "config key \"use_output_gate\": expected false (GSA has no output gate)");
   EXPECT_EQ(with("eos_token_id", 32000),
             "config key \"eos_token_id\": expected null or a token id in [0, vocab_size = 32000), got 32000");
@@ -166,7 +166,7 @@ TEST(GsaConfig, LoadNamesTheFile) {
     GsaConfig::load(path);
     ADD_FAILURE() << "expected an error";
   } catch (const lintime::Error& error) {
-    EXPECT_EQ(std::string(error.what()), path + ": config key \"hidden_size\": expected a positive value, got -1");
+    EXPECT_EQ(std::string(error.what()), path + ": config key \"hidden_size\": expected a positive value of at most 1048576, got -1");
   }
   {
     std::ofstream file(path);

@@ -11,9 +11,22 @@
 #include <cstdlib>
 #include <iostream>
 #include <malloc.h>
+#include <string>
 #include <vector>
 
 namespace {
+
+// One line whatever the message holds (some ATen and CLI11 messages span several).
+std::string one_line(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at)) text.replace(at, 1, "; ");
+  return text;
+}
+
+int report(const std::string& message, int code = 1) {
+  std::cerr << "lintime: error: " << one_line(message) << std::endl;
+  return code;
+}
 
 // glibc serves every block above 32 MB with its own mmap and unmaps it on free, so each large
 // CPU tensor (a language model's [tokens, vocabulary] chunk of logits is hundreds of MB) is
@@ -52,21 +65,27 @@ int main(int argc, char** argv) {
   add(lintime::cli::add_serve_command);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::CallForAllHelp& help) {
+    return app.exit(help);
   } catch (const CLI::ParseError& error) {
-    return app.exit(error);
+    // A usage error: one line naming the flag, exit 2 (as getopt-style tools do).
+    std::string command = "lintime";
+    for (auto& entry : commands) {
+      if (entry.first->parsed()) command += " " + entry.first->get_name();
+    }
+    return report(std::string(error.what()) + " (see '" + command + " --help')", 2);
   }
   try {
     for (auto& [command, run] : commands)
       if (command->parsed()) return run();
   } catch (const lintime::Error& error) {
-    std::cerr << "lintime: error: " << error.what() << std::endl;
-    return 1;
+    return report(error.what());
   } catch (const c10::Error& error) {
-    std::cerr << "lintime: error: " << error.what_without_backtrace() << std::endl;
-    return 1;
+    return report(error.what_without_backtrace());
   } catch (const std::exception& error) {
-    std::cerr << "lintime: error: " << error.what() << std::endl;
-    return 1;
+    return report(error.what());
   }
   return 1;
 }
