@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "infer/decode_steps.h"
+#include "models/decoder.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -32,7 +33,15 @@ GenerateResult generate(models::CausalLm& model, const at::Tensor& prompt, const
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   DecodeSteps steps(model, options.cuda_graphs);
   at::Tensor logits = allowed(steps.prefill(prompt, prompt.size(1) + options.max_new_tokens));  // [B, V]
+  std::vector<at::Tensor> fed = {prompt};  // for naming where non-finite logits come from
   while (true) {
+    if (!at::isfinite(logits).all().item<bool>()) {
+      const std::string where = model.decoder().first_non_finite(at::cat(fed, 1));
+      fail("generate: the model's logits are not finite (NaN or inf) at step ", result.steps + 1, "; the first ",
+           "non-finite values come from ", where.empty() ? std::string("the decoding state") : where,
+           " (the weights or the inputs hold NaN or inf, or the values overflow ", c10::toString(logits.scalar_type()),
+           ")");
+    }
     const at::Tensor next = choose_next_tokens(logits, options.sampling, generator);  // [B] on the CPU
     if (result.steps == 0) result.first_token_seconds = elapsed();
     ++result.steps;
@@ -51,6 +60,7 @@ GenerateResult generate(models::CausalLm& model, const at::Tensor& prompt, const
     result.seconds = elapsed();
     if (on_token) on_token(result);
     if (all_finished || result.steps == options.max_new_tokens) break;
+    fed.push_back(next.to(prompt.device()).unsqueeze(1));
     logits = allowed(steps.step(next.to(prompt.device())));
   }
   return result;

@@ -118,9 +118,6 @@ int64_t BasedConfig::padded_vocab_size() const {
 }
 
 void BasedConfig::validate() const {
-  auto positive = [](const char* key, int64_t value) {
-    LINTIME_CHECK(value > 0, "config key \"", key, "\": expected a positive integer, got ", value);
-  };
   config::check_size("vocab_size", vocab_size, config::size_limits::kVocabulary);
   config::check_size("pad_vocab_size_multiple", pad_vocab_size_multiple, config::size_limits::kKernel);
   config::check_size("n_embd", hidden_size, config::size_limits::kWidth);

@@ -248,6 +248,26 @@ at::Tensor DecoderBackbone::forward(const at::Tensor& input_ids, state::Cache* c
   return norm->forward(x.to(norm->weight.scalar_type()));
 }
 
+std::string DecoderBackbone::first_non_finite(const at::Tensor& input_ids) {
+  at::NoGradGuard no_grad;
+  auto finite = [](const at::Tensor& t) { return at::isfinite(t).all().item<bool>(); };
+  at::Tensor x = embeddings.forward(input_ids);
+  if (!finite(x)) return "the embeddings";
+  if (residual_in_fp32_) x = as_residual(x);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    x = layers[i]->forward(x);
+    if (!finite(x)) return "layer " + std::to_string(i) + " (" + layers[i]->mixer_name() + ")";
+  }
+  if (!finite(norm->forward(x.to(norm->weight.scalar_type())))) return "the final norm";
+  return "";
+}
+
+std::string Decoder::first_non_finite(const at::Tensor& input_ids) {
+  std::string where = model.first_non_finite(input_ids);
+  if (!where.empty()) return where;
+  return at::isfinite(forward(input_ids)).all().item<bool>() ? "" : "the LM head";
+}
+
 Decoder::Decoder(const DecoderConfig& config, at::Generator& generator)
     : decoder_config_(validated(config)), model(decoder_config_, generator) {
   register_module(decoder_config_.names.backbone, model);

@@ -128,6 +128,8 @@ class DecoderBlock : public layers::Module {
     return *layer;
   }
 
+  const std::string& mixer_name() const { return mixer_name_; }
+
   std::unique_ptr<layers::Norm> mixer_norm;
   std::unique_ptr<Mixer> mixer;
   std::unique_ptr<layers::Norm> mlp_norm;
@@ -157,6 +159,10 @@ class DecoderBackbone : public layers::Module {
   // reentrant form). Gradients are unchanged; the blocks' activations are not kept.
   void set_activation_checkpointing(int64_t every);
   int64_t activation_checkpointing() const { return checkpoint_every_; }
+
+  // Where non-finite values (NaN, inf) first appear on input_ids, stage by stage without a
+  // state: "the embeddings", "layer 3 (gsa)", "the final norm"; "" when every stage is finite.
+  std::string first_non_finite(const at::Tensor& input_ids);
 
   layers::Embedding embeddings;
   std::vector<std::unique_ptr<DecoderBlock>> layers;
@@ -206,6 +212,10 @@ class Decoder : public layers::Module {
   // are gathered, continued and written back, so every other slot keeps its state; layers whose
   // rows share one position (a KV cache) run the slots in groups of equal length.
   at::Tensor forward_slots(const at::Tensor& input_ids, state::Cache& cache, const std::vector<int64_t>& slots);
+
+  // Where non-finite values first appear for input_ids: the backbone's stages, then "the LM head"
+  // ("" when the logits are finite): what generation names when its logits stop being finite.
+  std::string first_non_finite(const at::Tensor& input_ids);
 
   // The decoding state of one sequence after `tokens` tokens, in bytes, in the parameters' dtype.
   int64_t state_bytes_after(int64_t tokens) const;

@@ -13,6 +13,9 @@ class MetricsLog {
  public:
   // Opens `path` for appending (append = false truncates it). Throws lintime::Error.
   explicit MetricsLog(const std::string& path, bool append = true);
+  // Resuming from the checkpoint of `step`: drops the records of later steps (written before a
+  // kill, and about to be written again), so that the log equals an uninterrupted run's.
+  static void truncate_after_step(const std::string& path, int64_t step);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;

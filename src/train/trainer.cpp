@@ -150,7 +150,15 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   if (options.resume) weights->load_optimizer(checkpoint_dir.string());
   auto schedule = schedule_for(settings, steps_per_epoch, total_steps);
   std::unique_ptr<MetricsLog> metrics;
-  if (writes) metrics = std::make_unique<MetricsLog>((out_dir / "metrics.jsonl").string(), /*append=*/options.resume);
+  if (writes) {
+    if (options.resume) {
+      // The run folder as an uninterrupted run's: its log up to the checkpoint, no result yet.
+      MetricsLog::truncate_after_step((out_dir / "metrics.jsonl").string(), state.step);
+      fs::remove(out_dir / "result.json");
+    }
+    fs::remove_all(checkpoint_dir.string() + ".tmp");  // left by a kill during a save
+    metrics = std::make_unique<MetricsLog>((out_dir / "metrics.jsonl").string(), /*append=*/options.resume);
+  }
 
   // Bookkeeping that resumes with the run: kept in trainer_state.json's "progress".
   double last_score = progress_number(state.progress, "last_accuracy", NAN);

@@ -225,9 +225,27 @@ TEST_F(CliTest, TrainEvalAndResumeEqualsUninterrupted) {
   // A changed config cannot resume.
   expect_one_line_error(run_errors("train " + config + zoology + " --set train.lr=1e-2 --device cpu --resume --out " + resumed.string()),
                         "different config");
+  // What a kill after the checkpoint leaves: the log of two more steps and half a line, a stale
+  // result.json, a half-written checkpoint.tmp. The resume must give the uninterrupted run's folder.
+  {
+    std::ifstream full_log(full / "metrics.jsonl");
+    std::ofstream log(resumed / "metrics.jsonl", std::ios::app);
+    for (std::string line; std::getline(full_log, line);) {
+      const auto step = nlohmann::json::parse(line).at("step").get<int64_t>();
+      if (step == 8 || step == 9) log << line << "\n";
+    }
+    log << "{\"step\": 10, \"loss\": 1.";
+  }
+  std::ofstream(resumed / "result.json") << R"({"stale": true})";
+  fs::create_directories(resumed / "checkpoint.tmp");
   result = run_lintime("train " + config + zoology + " --device cpu --resume --out " + resumed.string());
   ASSERT_EQ(result.exit_code, 0) << result.out;
   EXPECT_NE(result.out.find("steps: 16 of 16"), std::string::npos) << result.out;
+  EXPECT_FALSE(fs::exists(resumed / "checkpoint.tmp"));
+  {
+    std::ifstream in(resumed / "result.json");
+    EXPECT_FALSE(nlohmann::json::parse(in).contains("stale"));
+  }
 
   auto expected = weights(full), actual = weights(resumed);
   ASSERT_EQ(expected.size(), actual.size());
@@ -357,6 +375,56 @@ std::string greedy_byte_continuation(const std::function<at::Tensor(const at::Te
     continuation += static_cast<char>(next);
   }
   return continuation;
+}
+
+// Numbers beyond what a flag allows, and non-finite logits, are one line each (issue 25): an
+// integer flag is checked on its text (a seed beyond 64 bits was clamped silently), counts are
+// bounded by what the machine and the model allow, an explicit 0 that used to mean "the
+// default" is refused, an empty prompt is named as such, and NaN weights stop generation with
+// the layer whose output first stops being finite.
+TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
+  lintime::models::GsaConfig config;
+  config.vocab_size = 257;
+  config.hidden_size = 32;
+  config.num_hidden_layers = 2;
+  config.num_heads = 2;
+  config.num_slots = 8;
+  config.eos_token_id = 256;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(4);
+  lintime::models::GsaModel model(config, generator);
+  const fs::path folder = dir_ / "model";
+  lintime::io::save_model_folder(model.named_parameters(), model.config().to_json(), folder.string());
+  write_byte_tokenizer(folder);
+  const std::string generate = "generate " + folder.string() + " --device cpu --prompt hi";
+  expect_one_line_error(run_errors(generate + " --seed 99999999999999999999"),
+                        "--seed: expected an integer in [0, 2^64 - 1], got '99999999999999999999'");
+  expect_one_line_error(run_errors(generate + " --seed -1"), "--seed: expected an integer in [0, 2^64 - 1], got '-1'");
+  expect_one_line_error(run_errors(generate + " --max-new-tokens 1000000000000"),
+                        "--max-new-tokens: expected an integer in [1, 16777216], got '1000000000000'");
+  expect_one_line_error(run_errors(generate + " --batch 0"), "--batch: expected an integer in [1, 1048576], got '0'");
+  expect_one_line_error(run_errors("generate " + folder.string() + " --device cpu --prompt ''"),
+                        "--prompt: the prompt is empty; expected some text");
+  const auto config_file = write_config();
+  expect_one_line_error(run_errors("train " + config_file + " --device cpu --stop-after-steps 0 --out " +
+                                   (dir_ / "never").string()),
+                        "--stop-after-steps: expected an integer in [1, 1099511627776], got '0'");
+  expect_one_line_error(run_errors("train " + config_file + " --device cpu --threads 100000 --out " +
+                                   (dir_ / "never").string()),
+                        "--threads: expected an integer in [0, 1024], got '100000'");
+  EXPECT_FALSE(fs::exists(dir_ / "never"));
+  std::ofstream(dir_ / "text.txt") << "some text to score";
+  expect_one_line_error(run_errors("perplexity " + folder.string() + " " + (dir_ / "text.txt").string() +
+                                   " --device cpu --stride 0"),
+                        "--stride: expected an integer in [1, 16777216], got '0'");
+  expect_one_line_error(run_errors("frobnicate"), "unknown command 'frobnicate'; expected one of train, eval");
+
+  // NaN in layer 1's output projection: generation stops and names the layer.
+  auto tensors = lintime::io::load_safetensors((folder / "model.safetensors").string());
+  tensors.at("model.layers.1.attn.o_proj.weight")[0][0] = std::nan("");
+  lintime::io::save_safetensors((folder / "model.safetensors").string(), {tensors.begin(), tensors.end()});
+  expect_one_line_error(run_errors(generate + " --max-new-tokens 4"),
+                        "generate: the model's logits are not finite (NaN or inf) at step 1; the first non-finite "
+                        "values come from layer 1 (gsa)");
 }
 
 TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {

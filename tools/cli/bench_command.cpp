@@ -2,6 +2,7 @@
 // the reference recurrence, same inputs, same run. Writes one JSON line per measurement
 // (stdout or --jsonl FILE) and a table. A benchmark, not a test: no pass/fail on speed.
 #include "tools/cli/commands.h"
+#include "tools/cli/validators.h"
 
 #include "core/error.h"
 #include "ops/register/ops.h"
@@ -92,8 +93,8 @@ std::function<int()> add_bench_command(CLI::App& app) {
   add_training_bench_options(*command, *training);
   command->add_option("--device", options->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   command->add_option("--jsonl", options->jsonl, "Append JSON lines to this file");
-  command->add_option("--batch", options->batch, "B")->check(CLI::PositiveNumber);
-  command->add_option("--seq-len", options->seq_len, "T")->check(CLI::PositiveNumber);
+  command->add_option("--batch", options->batch, "B")->check(integer_in(1, kMaxBatch));
+  command->add_option("--seq-len", options->seq_len, "T")->check(integer_in(1, kMaxTokens));
   command->add_option("--heads", options->heads, "H")->check(CLI::PositiveNumber);
   command->add_option("--key-dim", options->key_dim, "K")->check(CLI::PositiveNumber);
   command->add_option("--value-dim", options->value_dim, "V")->check(CLI::PositiveNumber);

@@ -6,6 +6,7 @@
 // the end (GSA's fixed-size states; the Transformer's KV cache as allocated); on the CPU the
 // growth of the process's resident memory over the run is recorded too.
 #include "tools/cli/bench_generation.h"
+#include "tools/cli/validators.h"
 
 #include "core/device.h"
 #include "core/error.h"
@@ -143,13 +144,14 @@ void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& opt
       ->check(CLI::IsMember({"1.3b", "tiny"}));
   command.add_option("--batches", options.batches, "generate: batch sizes (comma-separated)")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber);
-  command.add_option("--prompt-length", options.prompt_length, "generate: prompt tokens")->check(CLI::PositiveNumber);
+      ->check(integer_in(1, kMaxBatch));
+  command.add_option("--prompt-length", options.prompt_length, "generate: prompt tokens")
+      ->check(integer_in(1, kMaxTokens));
   command.add_option("--new-tokens", options.new_tokens, "generate: generated tokens per sequence (comma-separated)")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, kMaxTokens));
   command.add_option("--dtype", options.dtype, "generate: float32, bfloat16 or float16");
-  command.add_option("--seed", options.seed, "generate: seed of the weights and prompts");
+  command.add_option("--seed", options.seed, "generate: seed of the weights and prompts")->check(integer_in(0, kAnySeed));
   command.add_option("--profile-steps", options.profile_steps,
                      "generate: mark the last N decode steps of each run for a profiler started with "
                      "collection off (ncu --profile-from-start off; dev/generation/profile_step.sh)")

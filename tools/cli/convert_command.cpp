@@ -1,6 +1,7 @@
 // `lintime convert SRC_DIR OUT_DIR --to gsa|gla`: a Llama or Mistral folder into an fla-layout
 // GSA or GLA folder to finetune (T2R; models/convert.h says what is copied and what is new).
 #include "tools/cli/commands.h"
+#include "tools/cli/validators.h"
 
 #include "models/convert.h"
 
@@ -34,7 +35,7 @@ std::function<int()> add_convert_command(CLI::App& app) {
   command->add_option("--softmax-layers", options->convert.softmax_layers,
                       "Layers kept as softmax attention (fla's hybrid attn), e.g. 0,12")
       ->delimiter(',');
-  command->add_option("--seed", options->seed, "Seed of the new parameters' initialisation")->check(CLI::NonNegativeNumber);
+  command->add_option("--seed", options->seed, "Seed of the new parameters' initialisation")->check(integer_in(0, std::numeric_limits<int64_t>::max()));
   command->add_flag("--force", options->convert.force, "Replace an existing OUT_DIR");
   return [options]() {
     options->convert.seed = static_cast<uint64_t>(options->seed);

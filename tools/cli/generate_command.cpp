@@ -2,6 +2,7 @@
 // per token from the constant-size recurrent state; tokens stream to stdout as they come (batch
 // 1) and generation stops at EOS. Timing goes to stderr.
 #include "tools/cli/commands.h"
+#include "tools/cli/validators.h"
 
 #include "core/device.h"
 #include "core/error.h"
@@ -26,11 +27,13 @@ struct GenerateArgs {
   int64_t max_new_tokens = 128, batch = 1;
   uint64_t seed = 0;
   bool cuda_graphs = true;
+  bool prompt_given = false;  // --prompt "" is given, and empty
   infer::SamplingOptions sampling;
 };
 
 int run_generate(const GenerateArgs& args) {
-  LINTIME_CHECK(args.prompt.empty() != args.prompt_file.empty(), "generate: give exactly one of --prompt and --prompt-file");
+  LINTIME_CHECK(args.prompt_given != !args.prompt_file.empty(), "generate: give exactly one of --prompt and --prompt-file");
+  LINTIME_CHECK(!args.prompt_given || !args.prompt.empty(), "--prompt: the prompt is empty; expected some text");
   LINTIME_CHECK(args.max_new_tokens >= 1, "--max-new-tokens must be >= 1, got ", args.max_new_tokens);
   LINTIME_CHECK(args.batch >= 1, "--batch must be >= 1, got ", args.batch);
   infer::validate(args.sampling);
@@ -101,14 +104,16 @@ std::function<int()> add_generate_command(CLI::App& app) {
   auto* command = app.add_subcommand("generate", "Generate text from a model folder (prefill, then constant-memory decoding)");
   auto args = std::make_shared<GenerateArgs>();
   command->add_option("MODEL_DIR", args->model_dir, "Folder with config.json, weights and a tokenizer")->required();
-  command->add_option("--prompt", args->prompt, "Prompt text");
+  command->add_option("--prompt", args->prompt, "Prompt text")->each([args](const std::string&) { args->prompt_given = true; });
   command->add_option("--prompt-file", args->prompt_file, "File holding the prompt (UTF-8)");
-  command->add_option("--max-new-tokens", args->max_new_tokens, "Tokens to generate at most (default 128)");
+  command->add_option("--max-new-tokens", args->max_new_tokens, "Tokens to generate at most (default 128)")
+      ->check(integer_in(1, kMaxTokens));
   command->add_option("--temperature", args->sampling.temperature, "Sampling temperature (0: greedy)");
   command->add_option("--top-k", args->sampling.top_k, "Keep the k most likely tokens (0: all)");
   command->add_option("--top-p", args->sampling.top_p, "Nucleus sampling mass (1: off)");
-  command->add_option("--seed", args->seed, "Seed of the sampler");
-  command->add_option("--batch", args->batch, "Sequences generated together from the prompt");
+  command->add_option("--seed", args->seed, "Seed of the sampler")->check(integer_in(0, kAnySeed));
+  command->add_option("--batch", args->batch, "Sequences generated together from the prompt")
+      ->check(integer_in(1, kMaxBatch));
   command->add_flag("--greedy", args->sampling.greedy, "Take the most likely token every step");
   command->add_option("--dtype", args->dtype, "float32, bfloat16 or float16");
   command->add_option("--device", args->device, "cpu, cuda or auto");

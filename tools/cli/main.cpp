@@ -63,6 +63,15 @@ int main(int argc, char** argv) {
   add(lintime::cli::add_tokenize_command);
   add(lintime::cli::add_convert_command);
   add(lintime::cli::add_serve_command);
+  if (argc > 1 && argv[1][0] != '-') {  // CLI11 would say only "A subcommand is required"
+    std::string known;
+    bool found = false;
+    for (auto& entry : commands) {
+      found = found || entry.first->get_name() == argv[1];
+      known += (known.empty() ? "" : ", ") + entry.first->get_name();
+    }
+    if (!found) return report(std::string("unknown command '") + argv[1] + "'; expected one of " + known, 2);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {

@@ -3,9 +3,11 @@
 // scored once, with up to N − 1 tokens of context; S = N: disjoint windows), as Hugging Face's
 // fixed-length-model recipe does. No BOS is added.
 #include "tools/cli/commands.h"
+#include "tools/cli/validators.h"
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "models/architecture.h"
 #include "text/tokenizer.h"
 
@@ -49,6 +51,10 @@ int run_perplexity(const PerplexityArgs& args) {
   double nll_sum = 0;
   int64_t scored = 0, previous_end = 0, windows = 0;
   const int64_t total_windows = (std::max<int64_t>(length - args.context, 0) + stride - 1) / stride + 1;
+  ProgressOptions progress_options;
+  progress_options.label = "perplexity";
+  progress_options.total = total_windows;
+  ProgressReporter progress(progress_options);  // a bar on a terminal, a line now and then in logs
   for (int64_t begin = 0;; begin += stride) {
     const int64_t end = std::min(begin + args.context, length);
     const int64_t first_target = std::max(previous_end, begin + 1);  // tokens not scored yet
@@ -61,10 +67,10 @@ int run_perplexity(const PerplexityArgs& args) {
     scored += end - first_target;
     previous_end = end;
     ++windows;
-    std::fprintf(stderr, "perplexity: window %lld of %lld, %lld tokens scored\n", static_cast<long long>(windows),
-                 static_cast<long long>(total_windows), static_cast<long long>(scored));
+    progress.update(windows, {{"tokens", static_cast<double>(scored)}, {"ppl", std::exp(nll_sum / scored)}});
     if (end == length) break;
   }
+  progress.finish();
   std::printf("perplexity %.4f over %lld tokens (%s tokenizer; context %lld, stride %lld; mean NLL %.6f nats)\n",
               std::exp(nll_sum / scored), static_cast<long long>(scored), tokenizer->kind().c_str(),
               static_cast<long long>(args.context), static_cast<long long>(stride), nll_sum / scored);
@@ -78,8 +84,9 @@ std::function<int()> add_perplexity_command(CLI::App& app) {
   auto args = std::make_shared<PerplexityArgs>();
   command->add_option("MODEL_DIR", args->model_dir, "Folder with config.json, weights and a tokenizer")->required();
   command->add_option("TEXT_FILE", args->text_file, "UTF-8 text to score")->required();
-  command->add_option("--context", args->context, "Tokens per window (default 2048)");
-  command->add_option("--stride", args->stride, "Tokens each window advances (default: --context)");
+  command->add_option("--context", args->context, "Tokens per window (default 2048)")->check(integer_in(2, kMaxTokens));
+  command->add_option("--stride", args->stride, "Tokens each window advances (default: --context)")
+      ->check(integer_in(1, kMaxTokens));
   command->add_option("--dtype", args->dtype, "float32, bfloat16 or float16");
   command->add_option("--device", args->device, "cpu, cuda or auto");
   return [args]() { return run_perplexity(*args); };

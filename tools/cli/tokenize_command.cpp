@@ -2,6 +2,7 @@
 // JSON-lines documents (gzip too) into a token shard directory (io/token_shards.h) for LM training.
 // Prints one summary line; the manifest is written last, so an interrupted run leaves none.
 #include "tools/cli/commands.h"
+#include "tools/cli/validators.h"
 
 #include "core/progress.h"
 #include "data/tokenize_corpus.h"
@@ -66,7 +67,7 @@ std::function<int()> add_tokenize_command(CLI::App& app) {
   auto* val = command->add_option("--val", args->options.val_inputs, "Inputs for the val split");
   fraction->excludes(val);
   command->add_option("--threads", args->options.threads, "Tokenizing threads (default: the CPU count)")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, kMaxThreads));
   command->add_flag("--split-blank-lines", args->options.documents.split_blank_lines,
                     "Text files: a document per run of non-blank lines (default: one per file)");
   command->add_option("--shard-tokens", args->options.shard_tokens, "Tokens per shard file (default 2^27)")

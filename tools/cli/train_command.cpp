@@ -3,6 +3,7 @@
 // one run per learning rate into OUT/lr-<value>/ and a summary with the best. "lm": a language
 // model on token shards, then its validation loss and perplexity and where the checkpoint is.
 #include "tools/cli/commands.h"
+#include "tools/cli/validators.h"
 
 #include "core/device.h"
 #include "core/error.h"
@@ -94,16 +95,16 @@ std::function<int()> add_train_command(CLI::App& app) {
   command->add_option("CONFIG", options->config, "Training config (configs/mqar/*.toml, configs/lm/*.toml)")->required();
   command->add_option("--set", options->overrides, "Override a config value: key=value (e.g. train.lr=1e-3)");
   command->add_option("--device", options->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  command->add_option("--seed", options->seed, "Model initialisation seed (overrides train.seed)")->check(CLI::NonNegativeNumber);
+  command->add_option("--seed", options->seed, "Model initialisation seed (overrides train.seed)")->check(integer_in(0, std::numeric_limits<int64_t>::max()));
   command->add_option("--out", options->out, "Output directory (default runs/<config name>)");
   command->add_flag("--resume", options->resume, "Continue the checkpoint in the output directory");
   command->add_option("--stop-after-steps", options->stop_after_steps,
                       "Stop after this many steps in total, leaving a resumable checkpoint")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(1, int64_t{1} << 40));
   command->add_option("--threads", options->threads,
                       "CPU threads for ATen ops (0: torch's default). Default 1: on 2 cores the small MQAR "
                       "models ran 2x slower with 2 threads (thread spin-up dominates their small ops)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, kMaxThreads));
   command->add_option("--bucket-mb", options->bucket_mb,
                       "Distributed runs: MiB of gradients summed across ranks at once (default 25, as DDP)")
       ->check(CLI::PositiveNumber);
