@@ -61,10 +61,11 @@ if ! .venv/bin/python -c "import matplotlib" 2>/dev/null; then
   .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q "matplotlib==3.11.2"
 fi
 # pytest runs the Python package's tests (tests/python); scikit-build-core builds the package
-# (pyproject.toml); the openai client talks to `lintime serve` in its tests.
-if ! .venv/bin/python -c "import pytest, scikit_build_core, openai" 2>/dev/null; then
-  echo "bootstrap: installing pytest==9.2.0, scikit-build-core==1.1.2 and openai==3.63.0 into .venv"
+# (pyproject.toml); the openai client talks to `lintime serve` in its tests; safetensors reads
+# the fla layer fixtures.
+if ! .venv/bin/python -c "import pytest, scikit_build_core, openai, safetensors" 2>/dev/null; then
+  echo "bootstrap: installing pytest==9.2.0, scikit-build-core==1.1.2, openai==3.63.0, safetensors==0.8.0 into .venv"
   .venv/bin/python -m pip install --no-cache-dir --progress-bar off -q "pytest==9.2.0" "scikit-build-core==1.1.2" \
-    "openai==3.63.0"
+    "openai==3.63.0" "safetensors==0.8.0"
 fi
 echo "bootstrap: ok ($(.venv/bin/python -c 'import torch, matplotlib; print("torch", torch.__version__, "matplotlib", matplotlib.__version__)'))"

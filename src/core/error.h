@@ -23,6 +23,25 @@ std::string concat(const Parts&... parts) {
 }
 }  // namespace detail
 
+// Text from a file shown in a message: bytes other than printable ASCII as \xNN, cut after
+// `limit` bytes, so that a binary file's bytes never reach the terminal or span lines.
+inline std::string excerpt(const std::string& text, size_t limit = 40) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < limit; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  if (text.size() > limit) out += "...";
+  return out;
+}
+
 template <typename... Parts>
 [[noreturn]] void fail(const Parts&... parts) {
   throw Error(detail::concat(parts...));

@@ -108,6 +108,10 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
     ::close(fd);
     fail(where(path_), ": cannot stat: ", std::strerror(saved));
   }
+  if (!S_ISREG(file_stat.st_mode)) {
+    ::close(fd);
+    fail(where(path_), ": is a directory or another kind of file, expected a regular file");
+  }
   const uint64_t file_size = static_cast<uint64_t>(file_stat.st_size);
   if (file_size < 8) {
     ::close(fd);

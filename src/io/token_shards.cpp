@@ -229,6 +229,10 @@ std::shared_ptr<const TokenShard> TokenShard::open(const std::string& path, cons
     ::close(fd);
     fail(what, ": cannot stat: ", std::strerror(saved));
   }
+  if (!S_ISREG(info.st_mode)) {
+    ::close(fd);
+    fail(what, ": is a directory or another kind of file, expected a regular file");
+  }
   const size_t size = static_cast<size_t>(info.st_size);
   if (size < kHeaderBytes) {
     ::close(fd);

@@ -155,7 +155,7 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_and_mer
     LINTIME_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
                       line.find(' ', space + 1) == std::string::npos,
                   "merges file '", merges_path, "' line ", line_number, ": expected two symbols separated by one space, got \"",
-                  line, "\"");
+                  excerpt(line), "\"");
     tokenizer->merge_rank_.emplace(line, rank++);
   }
   // GPT-2's vocab.json + merges.txt carry no added-token list; <|endoftext|> is its one special token.

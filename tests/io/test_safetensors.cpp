@@ -238,6 +238,9 @@ TEST(Safetensors, MalformedFilesGiveClearErrors) {
                {"bad.safetensors", "cover 16 data bytes", "holds 20"});
   expect_error(error_of([&] { SafetensorsFile file(dir.file("missing.safetensors")); }),
                {"missing.safetensors", "cannot open"});
+  ASSERT_EQ(::mkdir(dir.file("folder.safetensors").c_str(), 0755), 0);
+  expect_error(error_of([&] { SafetensorsFile file(dir.file("folder.safetensors")); }),
+               {"folder.safetensors", "is a directory or another kind of file, expected a regular file"});
   write_bytes(path, good);
   expect_error(error_of([&] { SafetensorsFile(path).get("nope"); }), {"tensor 'nope'", "not found"});
 }

@@ -202,6 +202,13 @@ TEST(Tokenizers, LoaderAndErrorsNameWhatIsWrong) {
   std::ofstream(dir / "merges.txt") << "#version: 0.2\nab\n";
   EXPECT_NE(error_of([&] { lintime::text::load_tokenizer(dir.string()); }).find("line 2: expected two symbols"),
             std::string::npos);
+  // A binary merges file: its bytes are shown escaped and cut short, never printed raw.
+  std::ofstream(dir / "merges.txt") << "#version: 0.2\n\x01\xff\x80" << std::string(100, 'z') << "\n";
+  const std::string binary = error_of([&] { lintime::text::load_tokenizer(dir.string()); });
+  EXPECT_NE(binary.find("line 2: expected two symbols separated by one space, got \"\\x01\\xff\\x80zzz"),
+            std::string::npos) << binary;
+  EXPECT_NE(binary.find("zzz...\""), std::string::npos) << binary;
+  EXPECT_EQ(binary.find('\xff'), std::string::npos) << binary;
   std::ofstream(dir / "vocab.json") << "{broken";
   EXPECT_NE(error_of([&] { lintime::text::load_tokenizer(dir.string()); }).find("is not valid JSON"), std::string::npos);
   fs::remove_all(dir);

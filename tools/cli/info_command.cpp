@@ -76,7 +76,13 @@ std::function<int()> add_info_command(CLI::App& app) {
     }
     const auto json = read_json(path);
     LINTIME_CHECK(json.is_object(), "info: '", path.string(), "' must hold a JSON object");
-    std::fputs(models::architecture_of(json, path.string()).describe(json).c_str(), stdout);
+    try {
+      std::fputs(models::architecture_of(json, path.string()).describe(json).c_str(), stdout);
+    } catch (const Error& error) {
+      const std::string message = error.what();
+      if (message.rfind("config key", 0) == 0) fail(path.string(), ": ", message);  // name the file
+      throw;
+    }
     return 0;
   };
 }
