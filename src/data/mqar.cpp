@@ -102,15 +102,17 @@ int64_t permute_index(int64_t index, int64_t n, uint64_t key) {
 }  // namespace
 
 void validate(const MqarSegmentConfig& c, const std::string& what) {
-  LINTIME_CHECK(c.input_seq_len >= 2 && c.input_seq_len % 2 == 0, what,
-                ": input_seq_len must be even and >= 2, got ", c.input_seq_len);
-  LINTIME_CHECK(c.vocab_size > c.input_seq_len, what, ": vocab_size must be > input_seq_len = ",
+  // Named by the config's keys (seq_len, kv_pairs, examples), not the fields'.
+  LINTIME_CHECK(c.input_seq_len >= 2 && c.input_seq_len % 2 == 0 && c.input_seq_len <= (int64_t{1} << 24), what,
+                ": seq_len must be even and in [2, 16777216], got ", c.input_seq_len);
+  LINTIME_CHECK(c.vocab_size > c.input_seq_len, what, ": vocab_size must be > seq_len = ",
                 c.input_seq_len, ", got ", c.vocab_size);
-  LINTIME_CHECK(c.num_kv_pairs >= 1, what, ": num_kv_pairs must be >= 1, got ", c.num_kv_pairs);
+  LINTIME_CHECK(c.num_kv_pairs >= 1, what, ": kv_pairs must be >= 1, got ", c.num_kv_pairs);
   LINTIME_CHECK(4 * c.num_kv_pairs <= c.input_seq_len, what,
-                ": num_kv_pairs must satisfy 4 * num_kv_pairs <= input_seq_len = ", c.input_seq_len,
+                ": kv_pairs must satisfy 4 * kv_pairs <= seq_len = ", c.input_seq_len,
                 ", got ", c.num_kv_pairs);
-  LINTIME_CHECK(c.num_examples >= 1, what, ": num_examples must be >= 1, got ", c.num_examples);
+  LINTIME_CHECK(c.num_examples >= 1 && c.num_examples <= (int64_t{1} << 30), what,
+                ": examples must be in [1, 2^30], got ", c.num_examples);
   LINTIME_CHECK(std::isfinite(c.power_a) && c.power_a > 0.0, what,
                 ": power_a must be finite and > 0, got ", c.power_a);
 }

@@ -94,6 +94,8 @@ MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
   o.epochs = train.get("epochs", o.epochs);
   o.lr_sweep = train.get_number_list("lr_sweep", o.lr_sweep);
   o.target_accuracy = train.get("target_accuracy", o.target_accuracy);
+  LINTIME_CHECK(o.target_accuracy > 0 && o.target_accuracy <= 1, "config key \"train.target_accuracy\": expected an ",
+                "accuracy in (0, 1] (training stops once evaluation reaches it), got ", o.target_accuracy);
   std::vector<std::string> known = {"batch_size", "test_batch_size", "epochs", "lr_sweep", "target_accuracy"};
   const auto shared = read_optimizer_fields(train, o);
   known.insert(known.end(), shared.begin(), shared.end());

@@ -32,6 +32,8 @@ std::vector<std::string> read_optimizer_fields(config::StrictObject& train, Opti
   LINTIME_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
                 "config keys \"train.beta1\" and \"train.beta2\": must lie in [0, 1)");
   LINTIME_CHECK(o.eps >= 0, "config key \"train.eps\": must be >= 0, got ", o.eps);
+  LINTIME_CHECK(std::isfinite(o.grad_clip), "config key \"train.grad_clip\": expected a finite number (<= 0: no ",
+                "clipping), got ", o.grad_clip);
   LINTIME_CHECK(o.warmup_steps >= 0, "config key \"train.warmup_steps\": must be >= 0, got ", o.warmup_steps);
   LINTIME_CHECK(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1, "config key \"train.min_lr_ratio\": must lie in [0, 1], got ",
                 o.min_lr_ratio);

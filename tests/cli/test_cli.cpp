@@ -60,7 +60,7 @@ class CliTest : public ::testing::Test {
         << "[data]\nvocab_size = 32\ntrain = [{ seq_len = 16, kv_pairs = 2, examples = 64 }]\n"
         << "test = [{ seq_len = 16, kv_pairs = 2, examples = 16 }, { seq_len = 24, kv_pairs = 3, examples = 8 }]\n\n"
         << "[train]\nbatch_size = 8\ntest_batch_size = 8\nepochs = 2\nlr = 3e-3\nschedule = \"warmup_cosine\"\n"
-        << "warmup_steps = 3\neval_every = 5\nlog_every = 1\ntarget_accuracy = 2.0\n"
+        << "warmup_steps = 3\neval_every = 5\nlog_every = 1\ntarget_accuracy = 1.0\n"
         << extra_train;
     return path.string();
   }
@@ -411,6 +411,12 @@ TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
   expect_one_line_error(run_errors("train " + config_file + " --device cpu --threads 100000 --out " +
                                    (dir_ / "never").string()),
                         "--threads: expected an integer in [0, 1024], got '100000'");
+  expect_one_line_error(run_errors("train " + config_file + " --device cpu --set train.grad_clip=nan --out " +
+                                   (dir_ / "never").string()),
+                        "config key \"train.grad_clip\": expected a finite number (<= 0: no clipping), got nan");
+  expect_one_line_error(run_errors("train " + config_file + " --device cpu --set train.target_accuracy=2 --out " +
+                                   (dir_ / "never").string()),
+                        "config key \"train.target_accuracy\": expected an accuracy in (0, 1]");
   EXPECT_FALSE(fs::exists(dir_ / "never"));
   std::ofstream(dir_ / "text.txt") << "some text to score";
   expect_one_line_error(run_errors("perplexity " + folder.string() + " " + (dir_ / "text.txt").string() +

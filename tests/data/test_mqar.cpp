@@ -144,12 +144,12 @@ TEST(MqarGenerator, RandomNonQueriesOnlyFillsTheZeros) {
 
 TEST(MqarGenerator, InvalidParametersAreNamed) {
   auto message = [](MqarSegmentConfig c) { return error_of([&] { lintime::data::validate(c, "train segment 0"); }); };
-  EXPECT_NE(message({64, 64, 4, 10}).find("vocab_size must be > input_seq_len = 64, got 64"), std::string::npos)
+  EXPECT_NE(message({64, 64, 4, 10}).find("vocab_size must be > seq_len = 64, got 64"), std::string::npos)
       << message({64, 64, 4, 10});
-  EXPECT_NE(message({8192, 63, 4, 10}).find("input_seq_len must be even"), std::string::npos);
-  EXPECT_NE(message({8192, 64, 17, 10}).find("4 * num_kv_pairs <= input_seq_len = 64, got 17"), std::string::npos);
-  EXPECT_NE(message({8192, 64, 0, 10}).find("num_kv_pairs must be >= 1, got 0"), std::string::npos);
-  EXPECT_NE(message({8192, 64, 4, 0}).find("num_examples must be >= 1, got 0"), std::string::npos);
+  EXPECT_NE(message({8192, 63, 4, 10}).find("seq_len must be even and in [2, 16777216], got 63"), std::string::npos);
+  EXPECT_NE(message({8192, 64, 17, 10}).find("kv_pairs must satisfy 4 * kv_pairs <= seq_len = 64, got 17"), std::string::npos);
+  EXPECT_NE(message({8192, 64, 0, 10}).find("kv_pairs must be >= 1, got 0"), std::string::npos);
+  EXPECT_NE(message({8192, 64, 4, 0}).find("examples must be in [1, 2^30], got 0"), std::string::npos);
   EXPECT_NE(message({8192, 64, 4, 10, 0.0}).find("power_a must be finite and > 0"), std::string::npos);
   EXPECT_EQ(message({8192, 64, 16, 10}), "");
   EXPECT_EQ(message({8192, 64, 17, 10}).rfind("train segment 0:", 0), 0u);
