@@ -1,0 +1,118 @@
+// Kill tests (issue 25): an MQAR training run killed with SIGKILL at 20 moments drawn at random
+// (during steps, evaluations and checkpoint saves: a checkpoint is written every step) and
+// resumed after each kill ends with the weights, the optimizer state and the metrics of an
+// uninterrupted run — bit for bit for the tensors, step for step for the log.
+#include "io/safetensors.h"
+#include "support/run_lintime.h"
+#include "support/test_support.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <thread>
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string tiny_config(const fs::path& dir) {
+  const fs::path path = dir / "tiny.toml";
+  std::ofstream(path) << "[model]\nd_model = 16\nlayers = [\"gsa\"]\n[model.gsa]\nnum_heads = 2\nnum_slots = 8\n"
+                      << "[data]\nvocab_size = 32\ntrain = [{ seq_len = 16, kv_pairs = 2, examples = 128 }]\n"
+                      << "test = [{ seq_len = 16, kv_pairs = 2, examples = 16 }]\n"
+                      << "[train]\nbatch_size = 8\ntest_batch_size = 8\nepochs = 10\nlr = 3e-3\n"
+                      << "eval_every = 4\ncheckpoint_every = 1\nlog_every = 1\ntarget_accuracy = 1.0\n";
+  return path.string();
+}
+
+// Starts `lintime train` in the background; returns its pid.
+pid_t start_training(const std::string& config, const fs::path& out, bool resume) {
+  std::vector<std::string> args = {LINTIME_BINARY, "train", config, "--device", "cpu", "--out", out.string()};
+  if (resume) args.push_back("--resume");
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = -1;
+  const int status = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  EXPECT_EQ(status, 0);
+  return pid;
+}
+
+bool has_checkpoint(const fs::path& out) {
+  return fs::exists(out / "checkpoint" / "trainer_state.json") || fs::exists(out / "checkpoint.old" / "trainer_state.json");
+}
+
+std::vector<int64_t> logged_train_steps(const fs::path& out) {
+  std::vector<int64_t> steps;
+  std::ifstream in(out / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto record = nlohmann::json::parse(line);
+    if (!record.value("eval", false)) steps.push_back(record.at("step").get<int64_t>());
+  }
+  return steps;
+}
+
+TEST(TrainKill, TwentyKillsAndResumesEndAsAnUninterruptedRun) {
+  lintime::testing::TempDir dir;
+  const std::string config = tiny_config(dir.path());
+  const fs::path full = fs::path(dir.path()) / "full", killed = fs::path(dir.path()) / "killed";
+  const auto uninterrupted_start = std::chrono::steady_clock::now();
+  auto result = lintime::testing::run_lintime("train " + config + " --device cpu --out " + full.string());
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  const auto run_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                              uninterrupted_start).count();
+
+  std::mt19937 random(2026);
+  // Moments within the first quarter of a whole run: each resumed run has less left to do.
+  std::uniform_int_distribution<int64_t> moment(20, std::max<int64_t>(run_ms / 4, 100));
+  int kills = 0, finished_runs = 0;
+  while (finished_runs == 0) {
+    const pid_t pid = start_training(config, killed, has_checkpoint(killed));
+    int status = 0;
+    if (kills < 20) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(moment(random)));
+      if (waitpid(pid, &status, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        ++kills;
+        continue;
+      }
+    } else {
+      waitpid(pid, &status, 0);
+    }
+    // Ended by itself: a finished run, or one that found nothing left to do.
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "a resumed run failed after " << kills << " kills";
+    ++finished_runs;
+  }
+  EXPECT_EQ(kills, 20);
+  for (const char* file : {"checkpoint/model.safetensors", "checkpoint/optimizer.safetensors"}) {
+    auto expected = lintime::io::load_safetensors((full / file).string());
+    auto actual = lintime::io::load_safetensors((killed / file).string());
+    ASSERT_EQ(expected.size(), actual.size()) << file;
+    for (const auto& [name, tensor] : expected) {
+      ASSERT_TRUE(actual.count(name)) << file << ": " << name;
+      EXPECT_TRUE(at::equal(tensor, actual.at(name))) << file << ": " << name << " differs after 20 kills";
+    }
+  }
+  EXPECT_EQ(logged_train_steps(killed), logged_train_steps(full));
+  EXPECT_TRUE(fs::exists(killed / "result.json"));
+  EXPECT_FALSE(fs::exists(killed / "checkpoint.tmp"));
+}
+
+}  // namespace
