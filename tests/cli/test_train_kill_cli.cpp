@@ -58,12 +58,15 @@ bool has_checkpoint(const fs::path& out) {
   return fs::exists(out / "checkpoint" / "trainer_state.json") || fs::exists(out / "checkpoint.old" / "trainer_state.json");
 }
 
+// The training records' steps in metrics.jsonl (read while a run may be writing it: a line not
+// yet complete is not counted).
 std::vector<int64_t> logged_train_steps(const fs::path& out) {
   std::vector<int64_t> steps;
   std::ifstream in(out / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
-    const auto record = nlohmann::json::parse(line);
-    if (!record.value("eval", false)) steps.push_back(record.at("step").get<int64_t>());
+    if (in.eof()) break;  // no newline after it: still being written
+    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (record.is_object() && !record.value("eval", false)) steps.push_back(record.at("step").get<int64_t>());
   }
   return steps;
 }
@@ -72,22 +75,30 @@ TEST(TrainKill, TwentyKillsAndResumesEndAsAnUninterruptedRun) {
   lintime::testing::TempDir dir;
   const std::string config = tiny_config(dir.path());
   const fs::path full = fs::path(dir.path()) / "full", killed = fs::path(dir.path()) / "killed";
-  const auto uninterrupted_start = std::chrono::steady_clock::now();
   auto result = lintime::testing::run_lintime("train " + config + " --device cpu --out " + full.string());
   ASSERT_EQ(result.exit_code, 0) << result.out;
-  const auto run_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                              uninterrupted_start).count();
 
+  // A kill lands a random number of logged steps (0-4) after the run starts, then a random
+  // 0-20 ms later: during start-up, a step, an evaluation or a checkpoint save. Counting steps
+  // rather than time keeps every kill inside the run however loaded the machine is (20 kills use
+  // at most 84 of its 160 steps).
   std::mt19937 random(2026);
-  // Moments within the first quarter of a whole run: each resumed run has less left to do.
-  std::uniform_int_distribution<int64_t> moment(20, std::max<int64_t>(run_ms / 4, 100));
+  std::uniform_int_distribution<int> steps_before_kill(0, 4), extra_ms(0, 20);
   int kills = 0, finished_runs = 0;
   while (finished_runs == 0) {
+    const size_t logged_at_start = logged_train_steps(killed).size();
     const pid_t pid = start_training(config, killed, has_checkpoint(killed));
     int status = 0;
     if (kills < 20) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(moment(random)));
-      if (waitpid(pid, &status, WNOHANG) == 0) {
+      const size_t target = logged_at_start + static_cast<size_t>(steps_before_kill(random));
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      bool running = true;
+      while (running && logged_train_steps(killed).size() < target && std::chrono::steady_clock::now() < deadline) {
+        running = waitpid(pid, &status, WNOHANG) == 0;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      if (running) std::this_thread::sleep_for(std::chrono::milliseconds(extra_ms(random)));
+      if (running && waitpid(pid, &status, WNOHANG) == 0) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
         ++kills;
@@ -96,7 +107,7 @@ TEST(TrainKill, TwentyKillsAndResumesEndAsAnUninterruptedRun) {
     } else {
       waitpid(pid, &status, 0);
     }
-    // Ended by itself: a finished run, or one that found nothing left to do.
+    // Ended by itself: the run finished.
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "a resumed run failed after " << kills << " kills";
     ++finished_runs;
   }
