@@ -6,7 +6,8 @@ every prompt shares a long system prompt. One JSON line per measurement (--jsonl
 not a test.
 
     python3 bench/serve.py MODEL_DIR... [--streams 1,4,16,64] [--prompt-tokens 256]
-        [--new-tokens 128] [--device cpu] [--jsonl FILE]
+        [--new-tokens 128] [--device cpu] [--server-args "--dtype bfloat16"] [--no-prefix-cache-runs]
+        [--jsonl FILE]
 """
 import argparse
 import http.client
@@ -35,6 +36,13 @@ class Server:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
         connection.request("GET", path)
         return connection.getresponse().read().decode()
+
+    def memory_peak_gib(self):
+        """The server's lintime_memory_peak_bytes (the GPU allocator's peak on a GPU)."""
+        for line in self.get("/metrics").splitlines():
+            if line.startswith("lintime_memory_peak_bytes "):
+                return round(float(line.split()[1]) / 2 ** 30, 2)
+        return float("nan")
 
     def peak_rss_mb(self):
         with open(f"/proc/{self.process.pid}/status") as f:
@@ -98,9 +106,12 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--shared-prefix-tokens", type=int, default=1024,
                         help="the system prompt of the prefix-cache measurement")
+    parser.add_argument("--server-args", default="", help="more flags for lintime serve, e.g. \"--dtype bfloat16\"")
+    parser.add_argument("--no-prefix-cache-runs", action="store_true", help="skip the prefix-cache measurement")
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--commit", default=None)
     args = parser.parse_args()
+    extra = args.server_args.split()
     commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                            cwd=ROOT).stdout.strip()
     streams = [int(s) for s in args.streams.split(",")]
@@ -115,19 +126,22 @@ def main():
         slots = max(streams)
         server = Server(args.binary, model_dir, args.device, "--max-sequences", str(slots), "--max-queue", "0",
                         "--max-prompt-tokens", str(args.shared_prefix_tokens + args.prompt_tokens),
-                        "--max-new-tokens", str(args.new_tokens), "--prefix-cache-mb", "0")
+                        "--max-new-tokens", str(args.new_tokens), "--prefix-cache-mb", "0", *extra)
         name = os.path.basename(os.path.normpath(model_dir))
         for n in streams:
             # Distinct prompts of token ids (no prefix shared), so that every stream prefills in full.
             prompts = [[(97 + 13 * i + 7 * t) % 251 + 1 for t in range(args.prompt_tokens)] for i in range(n)]
             record(dict(model=name, streams=n, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
-                        **run_streams(server, prompts, args.new_tokens), server_peak_rss_mb=server.peak_rss_mb()))
+                        **run_streams(server, prompts, args.new_tokens), server_peak_rss_mb=server.peak_rss_mb(),
+                        server_memory_peak_gib=server.memory_peak_gib()))
         server.stop()
+        if args.no_prefix_cache_runs:
+            continue
         # The prefix-state cache: 8 requests in turn, each a long shared system prompt and its own question.
         system = [(5 + 3 * t) % 251 + 1 for t in range(args.shared_prefix_tokens)]
         for cache_mb in ["256", "0"]:
             server = Server(args.binary, model_dir, args.device, "--prefix-cache-mb", cache_mb, "--max-prompt-tokens",
-                            str(args.shared_prefix_tokens + 64), "--max-new-tokens", "8")
+                            str(args.shared_prefix_tokens + 64), "--max-new-tokens", "8", *extra)
             ttfts = []
             for i in range(8):
                 ttfts.append(server.stream(system + [(11 * i + t) % 251 + 1 for t in range(32)], 8)[0])

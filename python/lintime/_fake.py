@@ -58,12 +58,25 @@ def _gsa_chunk(q, k, v, s, g, scale, initial_state_k, initial_state_v, output_fi
     return _gsa_outputs(q, k, v, s, g, cu_seqlens, output_final_state)
 
 
-# The fused CUDA kernels return internals that their backward takes; traced code is given none,
-# and the backward recomputes them (the general path's behaviour): the same values, more work.
+# The fused CUDA kernels return internals that their backward takes; their shapes come from the
+# same C++ list the kernels allocate from (lintime::gsa_chunk_internals_layout), none off the GPU.
+def _kept_internals(q, k, v, s, cu_seqlens):
+    B, T, HQ, K = q.shape
+    sizes = [B, T, HQ, k.shape[2], K, v.shape[3], s.shape[3], _sequences(q, cu_seqlens), int(cu_seqlens is not None)]
+    layout = torch.ops.lintime.gsa_chunk_internals_layout([int(n) for n in sizes], q.dtype, q.device)
+    internals, i = [], 0
+    while i < len(layout):
+        ndim = layout[i]
+        shape, fp32 = layout[i + 1:i + 1 + ndim], layout[i + 1 + ndim] == 0
+        internals.append(q.new_empty(shape, dtype=torch.float32 if fp32 else q.dtype))
+        i += ndim + 2
+    return internals
+
+
 @register_fake("lintime::gsa_chunk_with_internals")
 def _gsa_chunk_with_internals(q, k, v, s, g, scale, initial_state_k, initial_state_v, output_final_state,
                               cu_seqlens):
-    return (*_gsa_outputs(q, k, v, s, g, cu_seqlens, output_final_state), [])
+    return (*_gsa_outputs(q, k, v, s, g, cu_seqlens, output_final_state), _kept_internals(q, k, v, s, cu_seqlens))
 
 
 def _gsa_grads(q, k, v, s, g, initial_state_k, initial_state_v):
@@ -116,3 +129,44 @@ def _sliding_window_attention_step_inplace(q, k, v, window, scale, key_cache, va
 @register_fake("lintime::short_convolution_step_")
 def _short_convolution_step_inplace(x, weight, bias, silu, state):
     return torch.empty_like(x)
+
+
+# BASED's fused CUDA kernels as ops (CUDA kernels only; the composites call them where they apply).
+@register_fake("lintime::taylor_attention_fused")
+def _taylor_attention_fused(q, k, v, normalize, eps, output_final_state):
+    o = torch.empty_like(v)
+    if not output_final_state:
+        return o, None, None
+    B, _, H, D = q.shape
+    features = 1 + D + D * D
+    return (o, q.new_empty((B, H, features, v.shape[3]), dtype=torch.float32),
+            q.new_empty((B, H, features), dtype=torch.float32))
+
+
+@register_fake("lintime::taylor_attention_fused_bwd")
+def _taylor_attention_fused_bwd(q, k, v, o, grad_o, normalize, eps):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+@register_fake("lintime::sliding_window_attention_fused")
+def _sliding_window_attention_fused(q, k, v, window, scale, keep_lse):
+    B, T, H, _ = q.shape
+    return torch.empty_like(v), (q.new_empty((B, H, T), dtype=torch.float32) if keep_lse else None)
+
+
+@register_fake("lintime::sliding_window_attention_fused_bwd")
+def _sliding_window_attention_fused_bwd(q, k, v, o, lse, grad_o, window, scale):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+@register_fake("lintime::short_convolution_fused")
+def _short_convolution_fused(x, weight, bias, silu, initial_state, output_final_state):
+    y = torch.empty_like(x)
+    if not output_final_state:
+        return y, None
+    return y, x.new_empty((x.shape[0], weight.shape[2] - 1, x.shape[2]))
+
+
+@register_fake("lintime::short_convolution_fused_bwd")
+def _short_convolution_fused_bwd(x, weight, bias, silu, grad_y):
+    return torch.empty_like(x), torch.empty_like(weight), None if bias is None else torch.empty_like(bias)

@@ -3,6 +3,8 @@
 #include "core/error.h"
 
 #include <ATen/Context.h>
+#include <c10/core/CachingDeviceAllocator.h>
+#include <sys/resource.h>
 
 #include <cstdio>
 #include <fstream>
@@ -35,6 +37,16 @@ at::ScalarType parse_dtype(const std::string& name) {
   if (name == "bfloat16") return at::kBFloat16;
   if (name == "float16") return at::kHalf;
   fail("--dtype must be float32, bfloat16 or float16, got '", name, "'");
+}
+
+double peak_memory_bytes(const c10::Device& device) {
+  if (device.is_cuda()) {
+    auto* allocator = c10::getDeviceAllocator(c10::kCUDA);
+    return static_cast<double>(allocator->getDeviceStats(device.index()).allocated_bytes[0].peak);
+  }
+  struct rusage usage {};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) * 1024.0;
 }
 
 int64_t available_memory_bytes(const c10::Device& device) {

@@ -21,6 +21,10 @@ at::ScalarType parse_dtype(const std::string& name);
 // CPU; for a GPU, the free device memory (0 when unknown: no check is made).
 int64_t available_memory_bytes(const c10::Device& device);
 
+// The most memory this process has held on `device` so far: the caching allocator's peak of
+// allocated bytes for a GPU, the process's resident peak (ru_maxrss) for the CPU.
+double peak_memory_bytes(const c10::Device& device);
+
 // Refuses an allocation of `bytes` for `what` that cannot fit on `device`, with one line saying
 // how much was asked and how much there is ("model weights: 1.2 TB asked, 30.1 GB available on cpu").
 void check_fits(const std::string& what, double bytes, const c10::Device& device);

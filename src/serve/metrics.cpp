@@ -46,6 +46,11 @@ void Metrics::set_batch_size(int64_t value) {
   batch_size_ = value;
 }
 
+void Metrics::set_memory_peak_bytes(double value) {
+  std::lock_guard lock(mutex_);
+  memory_peak_bytes_ = value;
+}
+
 void Metrics::observe_time_to_first_token(double seconds) {
   std::lock_guard lock(mutex_);
   time_to_first_token_.observe(seconds);
@@ -94,6 +99,9 @@ std::string Metrics::render() const {
   write_scalar(out, "lintime_generation_tokens_total", "counter", "Tokens generated.", generated_tokens_);
   write_scalar(out, "lintime_queue_length", "gauge", "Requests waiting for a sequence slot.", queue_length_);
   write_scalar(out, "lintime_active_sequences", "gauge", "Sequences holding a state slot.", active_sequences_);
+  write_scalar(out, "lintime_memory_peak_bytes", "gauge",
+               "Peak memory of the model's device: the GPU allocator's peak, or the process's resident peak on a CPU.",
+               static_cast<int64_t>(memory_peak_bytes_));
   write_scalar(out, "lintime_batch_size", "gauge", "Sequences in the last batched decode step.", batch_size_);
   write_scalar(out, "lintime_prefix_cache_hits_total", "counter", "Requests that continued a cached prefix state.",
                prefix_hits_);

@@ -22,6 +22,7 @@ class Metrics {
   void observe_time_to_first_token(double seconds);
   void observe_time_per_output_token(double seconds);
   void count_prefix_cache(bool hit, int64_t reused_tokens);
+  void set_memory_peak_bytes(double value);
   // The exposition text.
   std::string render() const;
 
@@ -38,6 +39,7 @@ class Metrics {
   int64_t prompt_tokens_ = 0, generated_tokens_ = 0;
   int64_t queue_length_ = 0, active_sequences_ = 0, batch_size_ = 0;
   int64_t prefix_hits_ = 0, prefix_misses_ = 0, prefix_reused_tokens_ = 0;
+  double memory_peak_bytes_ = 0;
   Histogram time_to_first_token_, time_per_output_token_;
 };
 

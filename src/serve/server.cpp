@@ -1,5 +1,6 @@
 #include "serve/server.h"
 
+#include "core/device.h"
 #include "core/error.h"
 #include "infer/text_stream.h"
 
@@ -74,6 +75,7 @@ Server::Server(models::CausalLm& model, const text::Tokenizer& tokenizer, const 
     if (options_.model_name.empty()) options_.model_name = std::filesystem::path(model_dir).parent_path().filename().string();
   }
   chat_format_ = options.chat_format.value_or(detect_chat_format(model_dir));
+  model.module().for_each_parameter([this](const std::string&, at::Tensor& parameter) { device_ = parameter.device(); });
   EngineOptions engine_options = options.engine;
   engine_options.choices = std::min(tokenizer.vocab_size(), model.logits_width());
   engine_ = std::make_unique<Engine>(model, engine_options, &metrics_);
@@ -142,6 +144,7 @@ void Server::install_routes() {
     res.set_content(to_text(json{{"status", up ? "ok" : "shutting down"}}), "application/json");
   });
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    metrics_.set_memory_peak_bytes(peak_memory_bytes(device_));
     res.set_content(metrics_.render(), "text/plain; version=0.0.4");
   });
   http_->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {

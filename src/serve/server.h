@@ -10,6 +10,8 @@
 #include "serve/openai_api.h"
 #include "text/tokenizer.h"
 
+#include <c10/core/Device.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -65,6 +67,7 @@ class Server {
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
   int64_t created_ = 0;
+  c10::Device device_ = c10::kCPU;  // the model's (its memory peak is a metric)
   std::atomic<int64_t> next_id_{0};
 };
 

@@ -151,7 +151,17 @@ std::unique_ptr<Communicator> Communicator::join(const LaunchEnvironment& enviro
   return communicator;
 }
 
-Communicator::~Communicator() = default;
+Communicator::~Communicator() {
+  // NCCL's group wants an explicit shutdown (its destructor otherwise warns that
+  // destroy_process_group() was not called); every collective has been waited for by now.
+  if (gradients_ && gradients_ != control_) {
+    try {
+      gradients_->shutdown();
+    } catch (const std::exception&) {
+      // Exiting anyway: nothing is left to save.
+    }
+  }
+}
 
 template <typename Collective>
 auto Communicator::guarded(const std::string& what, Collective&& collective) {

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "train/adamw.h"
@@ -11,14 +12,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
-#include <c10/core/CachingDeviceAllocator.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
-#include <sys/resource.h>
 
 namespace lintime::train {
 namespace fs = std::filesystem;
@@ -86,16 +85,6 @@ struct LossScale {
 double progress_number(const nlohmann::json& progress, const char* key, double fallback) {
   const auto found = progress.find(key);
   return found != progress.end() && found->is_number() ? found->get<double>() : fallback;
-}
-
-double peak_memory_bytes(const c10::Device& device) {
-  if (device.is_cuda()) {
-    auto* allocator = c10::getDeviceAllocator(c10::kCUDA);
-    return static_cast<double>(allocator->getDeviceStats(device.index()).allocated_bytes[0].peak);
-  }
-  struct rusage usage {};
-  ::getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) * 1024.0;  // the process's resident peak
 }
 
 }  // namespace

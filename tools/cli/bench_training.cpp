@@ -7,6 +7,7 @@
 #include "tools/cli/bench_training.h"
 
 #include "core/error.h"
+#include "core/kernel_profile.h"
 #include "io/token_shards.h"
 #include "tools/cli/bench_generation.h"
 #include "train/lm_trainer.h"
@@ -15,6 +16,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <random>
 #include <unistd.h>
@@ -52,6 +54,30 @@ std::pair<int64_t, int64_t> parse_shape(const std::string& text) {
   }
 }
 
+// The kernels with the most device time per step (every step of the run was profiled), as a
+// table and one JSON line.
+void print_kernel_profile(const std::vector<KernelTime>& kernels, int64_t steps, int64_t top,
+                          const nlohmann::json& run, std::ofstream& jsonl_file) {
+  double all_ms = 0;
+  for (const KernelTime& kernel : kernels) all_ms += kernel.total_ms;
+  std::printf("device time per step %.2f ms in %zu kernel names; the top %lld:\n", all_ms / steps, kernels.size(),
+              static_cast<long long>(top));
+  nlohmann::json listed = nlohmann::json::array();
+  for (size_t i = 0; i < kernels.size() && static_cast<int64_t>(i) < top; ++i) {
+    const KernelTime& kernel = kernels[i];
+    const double per_step = kernel.total_ms / steps;
+    std::printf("  %8.3f ms %5.1f%% %6.1f calls  %.110s\n", per_step, 100 * kernel.total_ms / all_ms,
+                static_cast<double>(kernel.calls) / steps, kernel.name.c_str());
+    listed.push_back({{"name", kernel.name}, {"ms_per_step", per_step},
+                      {"calls_per_step", static_cast<double>(kernel.calls) / steps}});
+  }
+  const nlohmann::json line = {{"bench", "train_kernels"}, {"arch", run.at("arch")}, {"rows", run.at("rows")},
+                               {"seq_len", run.at("seq_len")}, {"device", run.at("device")},
+                               {"device_ms_per_step", all_ms / steps}, {"kernels", listed}};
+  std::printf("%s\n", line.dump().c_str());
+  if (jsonl_file.is_open()) jsonl_file << line.dump() << "\n" << std::flush;
+}
+
 }  // namespace
 
 void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options) {
@@ -61,6 +87,9 @@ void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options
       ->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
   command.add_option("--activation-checkpointing", options.activation_checkpointing,
                      "train: checkpoint every k-th block (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  command.add_option("--profile-kernels", options.profile_kernels,
+                     "train: also list the N kernels with the most device time per step (Kineto; all steps profiled)")
       ->check(CLI::NonNegativeNumber);
 }
 
@@ -96,7 +125,11 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
       run_options.out_dir = run.string();
       run_options.device = device;
       run_options.save_checkpoints = false;
+      std::optional<KernelProfile> profile;
+      if (options.profile_kernels > 0) profile.emplace();
       const auto result = train::train_lm(train::LmTrainConfig::from_document(document), run_options);
+      std::vector<KernelTime> kernels;
+      if (profile) kernels = profile->stop();
       nlohmann::json timed;
       std::ifstream metrics(run / "metrics.jsonl");
       for (std::string line; std::getline(metrics, line);) {
@@ -118,6 +151,7 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
       std::printf("%s\n", line.dump().c_str());
       std::fflush(stdout);
       if (jsonl_file.is_open()) jsonl_file << line.dump() << "\n" << std::flush;
+      if (profile) print_kernel_profile(kernels, 2 * options.steps, options.profile_kernels, line, jsonl_file);
     }
   }
   fs::remove_all(scratch);

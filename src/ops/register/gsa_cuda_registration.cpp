@@ -87,11 +87,15 @@ struct Problem {
 
   Problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
           const at::Tensor& cu_seqlens)
-      : batch(q.size(0)), time(q.size(1)), query_heads(q.size(2)), heads(k.size(2)),
-        key_dim(q.size(3)), value_dim(v.size(3)), slots(s.size(3)),
-        sequences(cu_seqlens.defined() ? cu_seqlens.size(0) - 1 : q.size(0)),
-        varlen(cu_seqlens.defined()), element(element_type_of(q.scalar_type())),
-        padded_slots(cuda::padded_slots_for(static_cast<int>(std::min<int64_t>(s.size(3), 1 << 20)))) {}
+      : Problem(q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), v.size(3), s.size(3),
+                cu_seqlens.defined() ? cu_seqlens.size(0) - 1 : q.size(0), cu_seqlens.defined(), q.scalar_type()) {}
+
+  // From the sizes alone (the shape function of the kept internals, which runs on no data).
+  Problem(int64_t batch, int64_t time, int64_t query_heads, int64_t heads, int64_t key_dim, int64_t value_dim,
+          int64_t slots, int64_t sequences, bool varlen, at::ScalarType dtype)
+      : batch(batch), time(time), query_heads(query_heads), heads(heads), key_dim(key_dim),
+        value_dim(value_dim), slots(slots), sequences(sequences), varlen(varlen), element(element_type_of(dtype)),
+        padded_slots(cuda::padded_slots_for(static_cast<int>(std::min<int64_t>(slots, 1 << 20)))) {}
 
   int64_t tokens() const { return batch * time; }
 
@@ -209,6 +213,27 @@ at::Tensor segment_buffer(const Problem& problem, int segments, int64_t rows, in
   return at::empty({problem.sequences * segments, problem.heads, rows, cols}, options);
 }
 
+// The internals the chunked kernels keep for the backward, in ForwardWorkspace's order: shape, and
+// whether fp32 (else the inputs' element type). One list for the allocation and for the shape
+// function that torch.compile's fake kernel asks (gsa_chunk_internals_layout).
+struct InternalShape {
+  std::vector<int64_t> shape;
+  bool float32;
+};
+
+std::vector<InternalShape> internal_shapes(const Problem& problem) {
+  const int64_t tokens = problem.tokens(), slots = problem.padded_slots;
+  const int64_t parts = cuda::split_parts(*problem.element);
+  return {{{tokens, problem.heads, slots}, true},                  // gate_cumsum
+          {{tokens, problem.query_heads, slots}, true},            // slot_scores
+          {{tokens, problem.query_heads, slots}, true},            // slot_scores_intra
+          {{tokens, problem.query_heads}, true},                   // key_score_diagonal
+          {{tokens, problem.query_heads, slots}, false},           // probabilities
+          {{problem.max_chunks(), problem.query_heads, cuda::kChunk, cuda::kChunk}, false},  // value_scores
+          {{problem.max_chunks(), problem.heads, parts, cuda::kChunk, slots}, false},       // decayed_write_blocks
+          {{problem.max_chunks(), problem.query_heads, parts, cuda::kChunk, slots}, false}};  // ..._probability_
+}
+
 // Workspace of the chunked forward internals: allocated by the forward (and kept for the backward
 // when training) or by a backward that recomputes them; or, in a backward, the kept ones.
 struct ForwardWorkspace {
@@ -217,16 +242,11 @@ struct ForwardWorkspace {
   at::Tensor segment_states_k, segment_states_v;
 
   ForwardWorkspace(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p) {
-    const auto f32 = options.dtype(at::kFloat);
-    const int64_t tokens = problem.tokens(), slots = problem.padded_slots;
-    gate_cumsum = at::empty({tokens, problem.heads, slots}, f32);
-    slot_scores = at::empty({tokens, problem.query_heads, slots}, f32);
-    slot_scores_intra = at::empty({tokens, problem.query_heads, slots}, f32);
-    key_score_diagonal = at::empty({tokens, problem.query_heads}, f32);
-    probabilities = at::empty({tokens, problem.query_heads, slots}, options);
-    value_scores = at::empty({problem.max_chunks(), problem.query_heads, cuda::kChunk, cuda::kChunk}, options);
-    decayed_write_blocks = split_blocks(problem, problem.heads, options);
-    decayed_probability_blocks = split_blocks(problem, problem.query_heads, options);
+    std::vector<at::Tensor> allocated;
+    for (const InternalShape& internal : internal_shapes(problem)) {
+      allocated.push_back(at::empty(internal.shape, internal.float32 ? options.dtype(at::kFloat) : options));
+    }
+    name(allocated);
     point(problem, options, p);
   }
 
@@ -237,9 +257,7 @@ struct ForwardWorkspace {
     TORCH_CHECK(kept.size() == kInternals && kept[0].numel() == problem.tokens() * problem.heads * problem.padded_slots,
                 kBackwardOp, ": the kept forward internals do not belong to these inputs (", kept.size(),
                 " tensors; expected ", kInternals, " from lintime::gsa_chunk_with_internals on the same inputs)");
-    gate_cumsum = kept[0], slot_scores = kept[1], slot_scores_intra = kept[2], key_score_diagonal = kept[3];
-    probabilities = kept[4], value_scores = kept[5], decayed_write_blocks = kept[6];
-    decayed_probability_blocks = kept[7];
+    name(kept);
     point(problem, options, p);
     p.internals_for_backward = true;
   }
@@ -251,6 +269,12 @@ struct ForwardWorkspace {
   }
 
  private:
+  void name(const std::vector<at::Tensor>& internals) {
+    gate_cumsum = internals[0], slot_scores = internals[1], slot_scores_intra = internals[2];
+    key_score_diagonal = internals[3], probabilities = internals[4], value_scores = internals[5];
+    decayed_write_blocks = internals[6], decayed_probability_blocks = internals[7];
+  }
+
   void point(const Problem& problem, const at::TensorOptions& options, cuda::GsaParams& p) {
     p.gate_cumsum = gate_cumsum.data_ptr<float>();
     p.slot_scores = slot_scores.data_ptr<float>();
@@ -525,6 +549,24 @@ at::Tensor gsa_step_inplace_cuda(const at::Tensor& q, const at::Tensor& k, const
 }
 
 }  // namespace
+
+std::vector<int64_t> gsa_fused_internals_layout(at::IntArrayRef sizes, at::ScalarType dtype, const at::Device& device) {
+  TORCH_CHECK(sizes.size() == 9, "lintime::gsa_chunk_internals_layout: sizes must be [B, T, HQ, H, K, V, M, N, varlen], got ",
+              sizes.size(), " values");
+  if (!device.is_cuda()) return {};
+  const at::Device where = device.has_index() ? device : at::Device(at::kCUDA, c10::cuda::current_device());
+  const Problem problem(sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], sizes[6], sizes[7], sizes[8] != 0,
+                        dtype);
+  // chunk_forward keeps internals only on its chunked fused path.
+  if (problem.short_sequences() || !problem.fused_kernels_fit(where, /*chunked=*/true)) return {};
+  std::vector<int64_t> layout;
+  for (const InternalShape& internal : internal_shapes(problem)) {
+    layout.push_back(static_cast<int64_t>(internal.shape.size()));
+    layout.insert(layout.end(), internal.shape.begin(), internal.shape.end());
+    layout.push_back(internal.float32 ? 0 : 1);
+  }
+  return layout;
+}
 
 TORCH_LIBRARY_IMPL(lintime, CUDA, m) {
   m.impl("gsa_chunk", gsa_chunk_cuda);

@@ -13,6 +13,10 @@
 #include <vector>
 
 namespace lintime::ops {
+#ifdef LINTIME_WITH_CUDA
+// gsa_cuda_registration.cpp: the shapes of the internals its chunked kernels keep.
+std::vector<int64_t> gsa_fused_internals_layout(at::IntArrayRef sizes, at::ScalarType dtype, const at::Device& device);
+#endif
 namespace {
 
 using OptionalTensor = std::optional<at::Tensor>;
@@ -46,6 +50,17 @@ gsa_chunk_bwd_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        value_or_undefined(initial_state_v), value_or_undefined(cu_seqlens), grad_o,
                        value_or_undefined(grad_final_state_k),
                        value_or_undefined(grad_final_state_v));
+}
+
+// The internals' shapes (schemas.cpp): the fused CUDA kernels' when this build has them, else none.
+std::vector<int64_t> gsa_chunk_internals_layout(at::IntArrayRef sizes, at::ScalarType dtype, at::Device device) {
+#ifdef LINTIME_WITH_CUDA
+  return gsa_fused_internals_layout(sizes, dtype, device);
+#else
+  TORCH_CHECK(sizes.size() == 9, "lintime::gsa_chunk_internals_layout: sizes must be [B, T, HQ, H, K, V, M, N, varlen], got ",
+              sizes.size(), " values");
+  return {};
+#endif
 }
 
 // The general path keeps no internals: its backward recomputes what it needs.
@@ -193,6 +208,7 @@ Tensors3 gsa_chunk_autograd(const at::Tensor& q, const at::Tensor& k, const at::
 // the general path for every backend (CPU now, CUDA until a fused kernel registered under the
 // CUDA key takes precedence for the shapes it supports).
 TORCH_LIBRARY_IMPL(lintime, CompositeExplicitAutograd, m) {
+  m.impl("gsa_chunk_internals_layout", gsa_chunk_internals_layout);
   m.impl("gsa_chunk", gsa_chunk_cpu);
   m.impl("gsa_chunk_bwd", gsa_chunk_bwd_cpu);
   m.impl("gsa_chunk_with_internals", gsa_chunk_with_internals_cpu);

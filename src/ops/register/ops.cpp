@@ -1,14 +1,14 @@
 // Dispatcher calls behind ops.h.
 #include "ops/register/ops.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
+#include "ops/register/dispatch.h"
 
 namespace lintime::ops {
 namespace {
 
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+  return typed_op<Signature>(name);
 }
 
 using OptTensor = const std::optional<at::Tensor>&;

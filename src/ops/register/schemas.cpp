@@ -41,6 +41,10 @@ TORCH_LIBRARY(lintime, m) {
         "Tensor? grad_final_state_k, Tensor? grad_final_state_v, Tensor[] internals) -> (Tensor grad_q, "
         "Tensor grad_k, Tensor grad_v, Tensor grad_s, Tensor grad_g, Tensor grad_initial_state_k, "
         "Tensor grad_initial_state_v)");
+  // The shapes of the internals gsa_chunk_with_internals returns for inputs of these sizes
+  // ([B, T, HQ, H, K, V, M, N, varlen]), dtype and device: per tensor [ndim, sizes..., 0 for fp32 /
+  // 1 for the inputs' dtype]; empty where no fused kernel keeps any. Its fake kernel asks (torch.compile).
+  m.def("gsa_chunk_internals_layout(int[] sizes, ScalarType dtype, Device device) -> int[]");
   // Reference recurrence; g = None selects ABC (s holds raw slot logits, gsa.md §1).
   m.def("gsa_reference(Tensor q, Tensor k, Tensor v, Tensor s, Tensor? g, float scale, Tensor? initial_state_k, "
         "Tensor? initial_state_v, bool output_final_state, Tensor? cu_seqlens) -> "
@@ -76,6 +80,21 @@ TORCH_LIBRARY(lintime, m) {
         "(Tensor key_cache, Tensor value_cache, Tensor positions)");
   m.def("sliding_window_attention_step_(Tensor q, Tensor k, Tensor v, int window, float scale, "
         "Tensor(a!) key_cache, Tensor(b!) value_cache, Tensor(c!) positions) -> Tensor o");
+  // The fused CUDA kernels of BASED's ops as ops of their own (CUDA kernels only): the composites
+  // above call them where they take the inputs, so that tracing (torch.compile) sees an op with a
+  // fake kernel instead of a kernel launch on data it does not have.
+  m.def("taylor_attention_fused(Tensor q, Tensor k, Tensor v, bool normalize, float eps, bool output_final_state) -> "
+        "(Tensor o, Tensor final_state, Tensor final_normalizer)");
+  m.def("taylor_attention_fused_bwd(Tensor q, Tensor k, Tensor v, Tensor o, Tensor grad_o, bool normalize, "
+        "float eps) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+  m.def("sliding_window_attention_fused(Tensor q, Tensor k, Tensor v, int window, float scale, bool keep_lse) -> "
+        "(Tensor o, Tensor lse)");
+  m.def("sliding_window_attention_fused_bwd(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor grad_o, "
+        "int window, float scale) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+  m.def("short_convolution_fused(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? initial_state, "
+        "bool output_final_state) -> (Tensor y, Tensor final_state)");
+  m.def("short_convolution_fused_bwd(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor grad_y) -> "
+        "(Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
   // Short causal depthwise convolution (ops/conv/short_convolution.h): weight [D, 1, W].
   m.def("short_convolution(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? initial_state, "
         "bool output_final_state, Tensor? cu_seqlens) -> (Tensor y, Tensor final_state)");

@@ -4,8 +4,11 @@
 // kernels (ops/conv/cuda/short_convolution_cuda.h) take contiguous inputs of one element type
 // (bf16, fp16, fp32), widths up to 8 and no varlen: the forward with its states, training (no
 // initial state, no final state asked for) through an autograd function with the fused backward,
-// and the in-place step. LINTIME_UNFUSED=conv in the environment keeps the ATen forms (core/fused_paths.h).
+// and the in-place step. The kernels are ops of their own under the CUDA key (short_convolution_fused,
+// _fused_bwd, and short_convolution_step_'s CUDA kernel), so that tracing sees them as ops.
+// LINTIME_UNFUSED=conv in the environment keeps the ATen forms (core/fused_paths.h).
 #include "core/fused_paths.h"
+#include "ops/register/dispatch.h"
 #include "ops/conv/short_convolution.h"
 
 #ifdef LINTIME_WITH_CUDA
@@ -95,38 +98,71 @@ ShortConvolutionOutputs fused_conv_forward(const at::Tensor& x, const at::Tensor
   return {y, final_state};
 }
 
-// Training through the fused kernels (no initial state, no final state): the backward recomputes
-// the pre-activations from x.
+// dx, dweight, dbias of the fused forward (no initial state, no final state): the backward
+// recomputes the pre-activations from x.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_conv_backward(const at::Tensor& x, const at::Tensor& weight,
+                                                                  const OptionalTensor& bias, bool silu,
+                                                                  const at::Tensor& grad_y) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor dy = grad_y.to(x.scalar_type()).contiguous();
+  at::Tensor dx = at::empty_like(x);
+  at::Tensor dweight = at::zeros({weight.size(0), weight.size(2)}, x.options().dtype(at::kFloat));
+  at::Tensor dbias = bias.has_value() ? at::zeros({weight.size(0)}, x.options().dtype(at::kFloat)) : at::Tensor();
+  cuda::ShortConvolutionParams params = conv_params(x, weight, bias, silu);
+  params.dy = dy.data_ptr();
+  params.dx = dx.data_ptr();
+  params.dweight = dweight.data_ptr<float>();
+  params.dbias = bias.has_value() ? dbias.data_ptr<float>() : nullptr;
+  check_conv_launch(cuda::short_convolution_backward(params, c10::cuda::getCurrentCUDAStream()));
+  return {dx, dweight.to(weight.scalar_type()).view(weight.sizes()),
+          bias.has_value() ? dbias.to(bias->scalar_type()) : at::Tensor()};
+}
+
+ShortConvolutionOutputs call_fused_conv_forward(const at::Tensor& x, const at::Tensor& weight,
+                                                const OptionalTensor& bias, bool silu,
+                                                const OptionalTensor& initial_state, bool output_final_state) {
+  static const auto op = typed_op<decltype(fused_conv_forward)>("lintime::short_convolution_fused");
+  return op.call(x, weight, bias, silu, initial_state, output_final_state);
+}
+
+// Training through the fused kernels (no initial state, no final state).
 class ShortConvolutionFusedFunction : public torch::autograd::Function<ShortConvolutionFusedFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const OptionalTensor& bias, bool silu) {
     ctx->save_for_backward({x, weight, bias.has_value() ? *bias : at::Tensor()});
     ctx->saved_data["silu"] = silu;
-    return std::get<0>(fused_conv_forward(x, weight, bias, silu, std::nullopt, false));
+    return std::get<0>(call_fused_conv_forward(x, weight, bias, silu, std::nullopt, false));
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
+    static const auto op = typed_op<decltype(fused_conv_backward)>("lintime::short_convolution_fused_bwd");
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];
-    const at::Tensor& weight = saved[1];
     const OptionalTensor bias = saved[2].defined() ? OptionalTensor(saved[2]) : std::nullopt;
-    const c10::cuda::CUDAGuard guard(x.device());
-    const at::Tensor dy = grad_outputs[0].to(x.scalar_type()).contiguous();
-    at::Tensor dx = at::empty_like(x);
-    at::Tensor dweight = at::zeros({weight.size(0), weight.size(2)}, x.options().dtype(at::kFloat));
-    at::Tensor dbias = bias.has_value() ? at::zeros({weight.size(0)}, x.options().dtype(at::kFloat)) : at::Tensor();
-    cuda::ShortConvolutionParams params = conv_params(x, weight, bias, ctx->saved_data["silu"].toBool());
-    params.dy = dy.data_ptr();
-    params.dx = dx.data_ptr();
-    params.dweight = dweight.data_ptr<float>();
-    params.dbias = bias.has_value() ? dbias.data_ptr<float>() : nullptr;
-    check_conv_launch(cuda::short_convolution_backward(params, c10::cuda::getCurrentCUDAStream()));
-    return {dx, dweight.to(weight.scalar_type()).view(weight.sizes()),
-            bias.has_value() ? dbias.to(bias->scalar_type()) : at::Tensor(), at::Tensor()};
+    auto [dx, dweight, dbias] = op.call(saved[0], saved[1], bias, ctx->saved_data["silu"].toBool(), grad_outputs[0]);
+    return {dx, dweight, dbias, at::Tensor()};
   }
 };
+
+// The in-place step under the CUDA key: the fused kernel where it takes the inputs, else the
+// general step (the CompositeExplicitAutograd kernel other backends get).
+at::Tensor short_convolution_step_cuda(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+                                       bool silu, at::Tensor& state) {
+  if (x.dim() == 2 && fused_conv_takes(x, weight, bias, state)) {
+    short_convolution_check_inputs("lintime::short_convolution_step_", x.unsqueeze(1), weight, or_undefined(bias), state,
+                                   at::Tensor());
+    const c10::cuda::CUDAGuard guard(x.device());
+    at::Tensor y = at::empty_like(x);
+    cuda::ShortConvolutionParams params = conv_params(x, weight, bias, silu);
+    params.initial_state = state.data_ptr();
+    params.final_state = state.data_ptr();
+    params.y = y.data_ptr();
+    check_conv_launch(cuda::short_convolution_step(params, c10::cuda::getCurrentCUDAStream()));
+    return y;
+  }
+  return short_convolution_step_inplace(x, weight, or_undefined(bias), silu, state);
+}
 #endif
 
 ShortConvolutionOutputs short_convolution_composite(const at::Tensor& x, const at::Tensor& weight,
@@ -142,7 +178,7 @@ ShortConvolutionOutputs short_convolution_composite(const at::Tensor& x, const a
       records = x.requires_grad() || weight.requires_grad() || (bias.has_value() && bias->requires_grad()) ||
                 (initial_state.has_value() && initial_state->requires_grad());
     }
-    if (!records) return fused_conv_forward(x, weight, bias, silu, initial_state, output_final_state);
+    if (!records) return call_fused_conv_forward(x, weight, bias, silu, initial_state, output_final_state);
     if (!initial_state.has_value() && !output_final_state) {
       return {ShortConvolutionFusedFunction::apply(x, weight, bias, silu), at::Tensor()};
     }
@@ -161,22 +197,8 @@ ShortConvolutionOutputs short_convolution_reference_composite(const at::Tensor& 
                                          output_final_state, or_undefined(cu_seqlens));
 }
 
-at::Tensor short_convolution_step_composite(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
-                                            bool silu, at::Tensor& state) {
-#ifdef LINTIME_WITH_CUDA
-  if (x.dim() == 2 && fused_conv_takes(x, weight, bias, state)) {
-    short_convolution_check_inputs("lintime::short_convolution_step_", x.unsqueeze(1), weight, or_undefined(bias), state,
-                                   at::Tensor());
-    const c10::cuda::CUDAGuard guard(x.device());
-    at::Tensor y = at::empty_like(x);
-    cuda::ShortConvolutionParams params = conv_params(x, weight, bias, silu);
-    params.initial_state = state.data_ptr();
-    params.final_state = state.data_ptr();
-    params.y = y.data_ptr();
-    check_conv_launch(cuda::short_convolution_step(params, c10::cuda::getCurrentCUDAStream()));
-    return y;
-  }
-#endif
+at::Tensor short_convolution_step_general(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+                                          bool silu, at::Tensor& state) {
   return short_convolution_step_inplace(x, weight, or_undefined(bias), silu, state);
 }
 
@@ -188,7 +210,15 @@ TORCH_LIBRARY_IMPL(lintime, CompositeImplicitAutograd, m) {
 }
 
 TORCH_LIBRARY_IMPL(lintime, CompositeExplicitAutograd, m) {
-  m.impl("short_convolution_step_", short_convolution_step_composite);
+  m.impl("short_convolution_step_", short_convolution_step_general);
 }
+
+#ifdef LINTIME_WITH_CUDA
+TORCH_LIBRARY_IMPL(lintime, CUDA, m) {
+  m.impl("short_convolution_fused", fused_conv_forward);
+  m.impl("short_convolution_fused_bwd", fused_conv_backward);
+  m.impl("short_convolution_step_", short_convolution_step_cuda);
+}
+#endif
 
 }  // namespace lintime::ops

@@ -3,8 +3,10 @@
 // build inference state (CompositeExplicitAutograd). On a GPU, a call that the fused kernels take
 // (ops/based/cuda/sliding_window_cuda.h: bf16/fp16, head dims 64, no varlen) runs the fused
 // forward; when it records a gradient, through an autograd function whose backward is the fused
-// backward (the forward then also keeps each row's log-sum-exp). LINTIME_UNFUSED=window in the
-// environment keeps the ATen form.
+// backward (the forward then also keeps each row's log-sum-exp). The kernels are ops of their own
+// under the CUDA key (sliding_window_attention_fused, _fused_bwd), so that tracing sees them as
+// ops. LINTIME_UNFUSED=window in the environment keeps the ATen form.
+#include "ops/register/dispatch.h"
 #include "core/fused_paths.h"
 #include "ops/based/sliding_window_attention.h"
 
@@ -75,13 +77,52 @@ std::tuple<at::Tensor, at::Tensor> fused_forward(const at::Tensor& q, const at::
   return {o, row_lse};
 }
 
+// dq, dk, dv from the forward's o and row log-sum-exp.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_backward(const at::Tensor& q, const at::Tensor& k,
+                                                             const at::Tensor& v, const at::Tensor& o,
+                                                             const at::Tensor& lse, const at::Tensor& grad_o,
+                                                             int64_t window, double scale) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(), oc = o.contiguous();
+  const at::Tensor dout = grad_o.to(q.scalar_type()).contiguous();
+  at::Tensor dq = at::empty_like(qc), dk = at::empty_like(kc), dv = at::empty_like(vc);
+  at::Tensor delta = at::empty_like(lse);
+  cuda::SlidingWindowBackwardParams params;
+  params.batch = static_cast<int>(q.size(0));
+  params.seqlen = static_cast<int>(q.size(1));
+  params.heads = static_cast<int>(q.size(2));
+  params.window = static_cast<int>(window);
+  params.scale = static_cast<float>(scale);
+  params.half_precision = q.scalar_type() == at::kHalf;
+  params.q = qc.data_ptr();
+  params.k = kc.data_ptr();
+  params.v = vc.data_ptr();
+  params.o = oc.data_ptr();
+  params.dout = dout.data_ptr();
+  params.lse = lse.data_ptr<float>();
+  params.delta = delta.data_ptr<float>();
+  params.dq = dq.data_ptr();
+  params.dk = dk.data_ptr();
+  params.dv = dv.data_ptr();
+  const cudaError_t status = cuda::sliding_window_backward(params, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(status == cudaSuccess, "sliding_window_attention: the fused backward failed: ",
+              cudaGetErrorString(status));
+  return {dq, dk, dv};
+}
+
+std::tuple<at::Tensor, at::Tensor> call_fused_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                      int64_t window, double scale, bool lse) {
+  static const auto op = typed_op<decltype(fused_forward)>("lintime::sliding_window_attention_fused");
+  return op.call(q, k, v, window, scale, lse);
+}
+
 // Training through the fused kernels: the forward keeps o and the rows' log-sum-exp, the backward
 // recomputes P from them.
 class SlidingWindowFusedFunction : public torch::autograd::Function<SlidingWindowFusedFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v, int64_t window, double scale) {
-    auto [o, lse] = fused_forward(q, k, v, window, scale, /*lse=*/true);
+    auto [o, lse] = call_fused_forward(q, k, v, window, scale, /*lse=*/true);
     ctx->save_for_backward({q, k, v, o, lse});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
@@ -90,34 +131,10 @@ class SlidingWindowFusedFunction : public torch::autograd::Function<SlidingWindo
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
+    static const auto op = typed_op<decltype(fused_backward)>("lintime::sliding_window_attention_fused_bwd");
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor& q = saved[0];
-    const c10::cuda::CUDAGuard guard(q.device());
-    const at::Tensor qc = q.contiguous(), kc = saved[1].contiguous(), vc = saved[2].contiguous();
-    const at::Tensor oc = saved[3].contiguous(), lse = saved[4];
-    const at::Tensor dout = grad_outputs[0].to(q.scalar_type()).contiguous();
-    at::Tensor dq = at::empty_like(qc), dk = at::empty_like(kc), dv = at::empty_like(vc);
-    at::Tensor delta = at::empty_like(lse);
-    cuda::SlidingWindowBackwardParams params;
-    params.batch = static_cast<int>(q.size(0));
-    params.seqlen = static_cast<int>(q.size(1));
-    params.heads = static_cast<int>(q.size(2));
-    params.window = static_cast<int>(ctx->saved_data["window"].toInt());
-    params.scale = static_cast<float>(ctx->saved_data["scale"].toDouble());
-    params.half_precision = q.scalar_type() == at::kHalf;
-    params.q = qc.data_ptr();
-    params.k = kc.data_ptr();
-    params.v = vc.data_ptr();
-    params.o = oc.data_ptr();
-    params.dout = dout.data_ptr();
-    params.lse = lse.data_ptr<float>();
-    params.delta = delta.data_ptr<float>();
-    params.dq = dq.data_ptr();
-    params.dk = dk.data_ptr();
-    params.dv = dv.data_ptr();
-    const cudaError_t status = cuda::sliding_window_backward(params, c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(status == cudaSuccess, "sliding_window_attention: the fused backward failed: ",
-                cudaGetErrorString(status));
+    auto [dq, dk, dv] = op.call(saved[0], saved[1], saved[2], saved[3], saved[4], grad_outputs[0],
+                                ctx->saved_data["window"].toInt(), ctx->saved_data["scale"].toDouble());
     return {dq, dk, dv, at::Tensor(), at::Tensor()};
   }
 };
@@ -130,7 +147,7 @@ at::Tensor sliding_window_attention_composite(const at::Tensor& q, const at::Ten
   if (fused_window_takes(q, k, v, window, cu_seqlens)) {
     sliding_window_check_inputs("lintime::sliding_window_attention", q, k, v, window, at::Tensor());
     if (records_gradient(q, k, v)) return SlidingWindowFusedFunction::apply(q, k, v, window, scale);
-    return std::get<0>(fused_forward(q, k, v, window, scale, /*lse=*/false));
+    return std::get<0>(call_fused_forward(q, k, v, window, scale, /*lse=*/false));
   }
 #endif
   return sliding_window_attention_fwd(q, k, v, window, scale, or_undefined(cu_seqlens));
@@ -153,5 +170,12 @@ TORCH_LIBRARY_IMPL(lintime, CompositeExplicitAutograd, m) {
   m.impl("sliding_window_cache_from_prefill", build_sliding_window_cache);
   m.impl("sliding_window_attention_step_", sliding_window_attention_step_inplace);
 }
+
+#ifdef LINTIME_WITH_CUDA
+TORCH_LIBRARY_IMPL(lintime, CUDA, m) {
+  m.impl("sliding_window_attention_fused", fused_forward);
+  m.impl("sliding_window_attention_fused_bwd", fused_backward);
+}
+#endif
 
 }  // namespace lintime::ops

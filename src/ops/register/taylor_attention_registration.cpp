@@ -8,8 +8,11 @@
 //   for (training), runs the fused prefill forward and the fused backward kernels through an
 //   autograd function;
 // - the in-place step on CUDA with fp32 states runs the fused step kernel.
-// LINTIME_UNFUSED=taylor in the environment keeps the ATen forms (to compare; core/fused_paths.h).
+// The prefill and backward kernels are ops of their own under the CUDA key (taylor_attention_fused,
+// _fused_bwd), so that tracing sees them as ops. LINTIME_UNFUSED=taylor in the environment keeps
+// the ATen forms (to compare; core/fused_paths.h).
 #include "core/fused_paths.h"
+#include "ops/register/dispatch.h"
 #include "ops/based/taylor_attention.h"
 
 #ifdef LINTIME_WITH_CUDA
@@ -159,13 +162,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_backward(const at::Tensor& 
   return {dq, dk, dv};
 }
 
+TaylorOutputs call_fused_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool normalize,
+                                 double eps, bool output_final_state) {
+  static const auto op = typed_op<decltype(fused_prefill)>("lintime::taylor_attention_fused");
+  return op.call(q, k, v, normalize, eps, output_final_state);
+}
+
 // Training through the fused kernels: forward by the prefill kernel (o saved), backward by the
 // two backward kernels (which recompute what they need from q, k, v and o).
 class TaylorFusedFunction : public torch::autograd::Function<TaylorFusedFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v, bool normalize, double eps) {
-    at::Tensor o = std::get<0>(fused_prefill(q, k, v, normalize, eps, /*output_final_state=*/false));
+    at::Tensor o = std::get<0>(call_fused_prefill(q, k, v, normalize, eps, /*output_final_state=*/false));
     ctx->save_for_backward({q, k, v, o});
     ctx->saved_data["normalize"] = normalize;
     ctx->saved_data["eps"] = eps;
@@ -174,9 +183,10 @@ class TaylorFusedFunction : public torch::autograd::Function<TaylorFusedFunction
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
+    static const auto op = typed_op<decltype(fused_backward)>("lintime::taylor_attention_fused_bwd");
     const auto saved = ctx->get_saved_variables();
-    auto [dq, dk, dv] = fused_backward(saved[0], saved[1], saved[2], saved[3], grad_outputs[0],
-                                       ctx->saved_data["normalize"].toBool(), ctx->saved_data["eps"].toDouble());
+    auto [dq, dk, dv] = op.call(saved[0], saved[1], saved[2], saved[3], grad_outputs[0],
+                                ctx->saved_data["normalize"].toBool(), ctx->saved_data["eps"].toDouble());
     return {dq, dk, dv, at::Tensor(), at::Tensor()};
   }
 };
@@ -206,10 +216,12 @@ cuda::TaylorElement taylor_element_of(at::ScalarType dtype) {
 }
 #endif
 
-at::Tensor taylor_attention_step_inplace_dispatch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                                  bool normalize, double eps, at::Tensor& state,
-                                                  at::Tensor& normalizer) {
 #ifdef LINTIME_WITH_CUDA
+// The in-place step under the CUDA key: the fused kernel where it takes the inputs, else the
+// general step (the CompositeExplicitAutograd kernel other backends get).
+at::Tensor taylor_attention_step_inplace_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              bool normalize, double eps, at::Tensor& state,
+                                              at::Tensor& normalizer) {
   if (fused_step_takes(q, k, v, state, normalizer)) {
     taylor_attention_step_check_inputs("lintime::taylor_attention_step_", q, k, v, eps, state, normalizer);
     const c10::cuda::CUDAGuard guard(q.device());
@@ -233,9 +245,9 @@ at::Tensor taylor_attention_step_inplace_dispatch(const at::Tensor& q, const at:
                 cudaGetErrorString(status));
     return o;
   }
-#endif
   return taylor_attention_step_inplace(q, k, v, normalize, eps, state, normalizer);
 }
+#endif
 
 TaylorOutputs taylor_attention_chunk_composite(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                bool normalize, double eps, const OptionalTensor& initial_state,
@@ -244,7 +256,7 @@ TaylorOutputs taylor_attention_chunk_composite(const at::Tensor& q, const at::Te
 #ifdef LINTIME_WITH_CUDA
   if (fused_prefill_takes(q, k, v, initial_state, initial_normalizer, cu_seqlens)) {
     taylor_attention_check_inputs("taylor_attention_chunk", q, k, v, eps, at::Tensor(), at::Tensor(), at::Tensor());
-    return fused_prefill(q, k, v, normalize, eps, output_final_state);
+    return call_fused_prefill(q, k, v, normalize, eps, output_final_state);
   }
   if (fused_training_takes(q, k, v, initial_state, initial_normalizer, output_final_state, cu_seqlens)) {
     taylor_attention_check_inputs("taylor_attention_chunk", q, k, v, eps, at::Tensor(), at::Tensor(), at::Tensor());
@@ -275,7 +287,15 @@ TORCH_LIBRARY_IMPL(lintime, CompositeImplicitAutograd, m) {
 }
 
 TORCH_LIBRARY_IMPL(lintime, CompositeExplicitAutograd, m) {
-  m.impl("taylor_attention_step_", taylor_attention_step_inplace_dispatch);
+  m.impl("taylor_attention_step_", taylor_attention_step_inplace);
 }
+
+#ifdef LINTIME_WITH_CUDA
+TORCH_LIBRARY_IMPL(lintime, CUDA, m) {
+  m.impl("taylor_attention_fused", fused_prefill);
+  m.impl("taylor_attention_fused_bwd", fused_backward);
+  m.impl("taylor_attention_step_", taylor_attention_step_inplace_cuda);
+}
+#endif
 
 }  // namespace lintime::ops
