@@ -124,6 +124,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   const c10::Device device = model.named_parameters().front().second.device();
   WeightUpdateOptions update_options;
   update_options.compute_dtype = compute_dtype;
+  update_options.master_weights = settings.master_weights;
   update_options.adam.lr = settings.lr;
   update_options.adam.beta1 = settings.beta1;
   update_options.adam.beta2 = settings.beta2;

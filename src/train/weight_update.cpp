@@ -19,14 +19,15 @@ std::vector<at::Tensor> tensors_of(const std::vector<std::pair<std::string, at::
   return tensors;
 }
 
-// The replicated form (weight_update.h). fp32/fp64: AdamW updates the parameters themselves.
+// The replicated form (weight_update.h). fp32/fp64, and bf16 without master weights: AdamW
+// updates the parameters themselves.
 // bf16/fp16: fp32 master copies; the parameters (in the compute dtype) hand their gradients to
 // the masters after each micro-batch (summed in fp32) and take the masters' values after each
 // update.
 class ReplicatedWeightUpdate final : public WeightUpdate {
  public:
   ReplicatedWeightUpdate(layers::Module& model, const WeightUpdateOptions& options) {
-    separate_ = options.compute_dtype == at::kBFloat16 || options.compute_dtype == at::kHalf;
+    separate_ = (options.compute_dtype == at::kBFloat16 && options.master_weights) || options.compute_dtype == at::kHalf;
     {
       at::NoGradGuard no_grad;
       if (separate_) {

@@ -49,6 +49,7 @@ class WeightUpdate {
 
 struct WeightUpdateOptions {
   at::ScalarType compute_dtype = at::kFloat;  // bf16 / fp16: fp32 master weights
+  bool master_weights = true;                 // false (bf16): AdamW on the bf16 parameters
   AdamWOptions adam;
   DecayRule decays;  // empty: default_decay_rule(adam.decay_embeddings)
   Communicator* communicator = nullptr;

@@ -203,6 +203,58 @@ TEST_F(LmTraining, ResumedRunEqualsUninterruptedRunBitForBit) {
   EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4}));  // each step once: the resumed run did only 3 and 4
 }
 
+// train.master_weights = false (bf16): no fp32 copies; AdamW's moments in bf16 (4 bytes per
+// parameter of optimizer state against 12 with masters); the checkpoint's weights and moments are
+// bf16; a resumed run equals the uninterrupted one bit for bit; fp16 without masters is refused.
+TEST_F(LmTraining, Bf16WithoutMasterWeightsKeepsBf16StateAndResumesExactly) {
+  auto config = small_config(shards_);
+  config.precision = "bf16";
+  config.optim.max_steps = 4;
+  config.optim.eval_every = 2;
+  const fs::path with_masters = run_dir("masters");
+  lintime::train::train_lm(config, cpu_run(with_masters));
+  config.optim.master_weights = false;
+  const fs::path whole = run_dir("bf16-whole"), parts = run_dir("bf16-parts");
+  const auto result = lintime::train::train_lm(config, cpu_run(whole));
+  const auto state_bytes = [](const fs::path& run) {
+    return metrics_lines(run).front().at("optimizer_state_bytes").get<int64_t>();
+  };
+  for (const auto& [name, weight] : checkpoint_weights(whole)) EXPECT_EQ(weight.scalar_type(), at::kBFloat16) << name;
+  // The state is what the optimizer file holds: two bf16 moments per parameter (and step counters).
+  const auto optimizer = lintime::io::load_safetensors((whole / "checkpoint" / "optimizer.safetensors").string());
+  int64_t moment_bytes = 0, file_bytes_total = 0;
+  for (const auto& [name, tensor] : optimizer) {
+    file_bytes_total += tensor.numel() * tensor.element_size();
+    if (tensor.scalar_type() == at::kBFloat16) moment_bytes += tensor.numel() * tensor.element_size();
+  }
+  EXPECT_EQ(moment_bytes, 4 * result.parameters);
+  EXPECT_EQ(state_bytes(whole), file_bytes_total);
+  // With masters: fp32 copies (4 bytes) and fp32 moments (8 instead of 4): 8 bytes more per parameter.
+  EXPECT_EQ(state_bytes(with_masters) - state_bytes(whole), 8 * result.parameters);
+  auto first = cpu_run(parts);
+  first.stop_after_steps = 2;
+  lintime::train::train_lm(config, first);
+  auto second = cpu_run(parts);
+  second.resume = true;
+  lintime::train::train_lm(config, second);
+  EXPECT_EQ(file_bytes(whole / "checkpoint" / "model.safetensors"), file_bytes(parts / "checkpoint" / "model.safetensors"));
+  EXPECT_EQ(file_bytes(whole / "checkpoint" / "optimizer.safetensors"),
+            file_bytes(parts / "checkpoint" / "optimizer.safetensors"));
+  config.precision = "fp16";
+  EXPECT_THROW(
+      {
+        try {
+          LmTrainConfig::from_document(config.to_document());
+        } catch (const lintime::Error& error) {
+          EXPECT_EQ(std::string(error.what()),
+                    "config key \"train.master_weights\": false needs train.precision = \"bf16\" (fp16 loses small "
+                    "updates without fp32 masters; fp32 and fp64 have none), got precision 'fp16'");
+          throw;
+        }
+      },
+      lintime::Error);
+}
+
 TEST_F(LmTraining, SigintWritesACheckpointAndTheResumedRunMatches) {
   auto config = small_config(shards_);
   config.precision = "fp32";

@@ -88,6 +88,8 @@ void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options
   command.add_option("--activation-checkpointing", options.activation_checkpointing,
                      "train: checkpoint every k-th block (0: none)")
       ->check(CLI::NonNegativeNumber);
+  command.add_option("--master-weights", options.master_weights,
+                     "train: fp32 master weights and moments (true, default) or bf16 ones, as the anchors keep (false)");
   command.add_option("--profile-kernels", options.profile_kernels,
                      "train: also list the N kernels with the most device time per step (Kineto; all steps profiled)")
       ->check(CLI::NonNegativeNumber);
@@ -120,7 +122,7 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
            {{"batch_tokens", rows * tokens}, {"micro_batch_rows", rows}, {"max_steps", 2 * options.steps},
             {"log_every", options.steps}, {"eval_every", 2 * options.steps}, {"eval_tokens", tokens},
             {"precision", options.precision}, {"activation_checkpointing", options.activation_checkpointing},
-            {"warmup_steps", 0}, {"lr", 1e-4}}}};
+            {"warmup_steps", 0}, {"lr", 1e-4}, {"master_weights", options.master_weights}}}};
       train::LmTrainOptions run_options;
       run_options.out_dir = run.string();
       run_options.device = device;
@@ -139,6 +141,7 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
       nlohmann::json line = {{"bench", "train"}, {"arch", arch}, {"preset", preset}, {"rows", rows},
                              {"seq_len", tokens}, {"precision", result.precision},
                              {"activation_checkpointing", options.activation_checkpointing},
+                             {"master_weights", options.master_weights},
                              {"timed_steps", options.steps}, {"parameters", result.parameters},
                              {"device", result.device}, {"tokens_per_s", timed.at("tokens_per_s")},
                              {"step_time_s", timed.at("step_time_s")},

@@ -15,6 +15,7 @@ struct TrainingBenchOptions {
   int64_t steps = 8;                                        // untimed, then as many timed
   std::string precision = "auto";
   int64_t activation_checkpointing = 0;
+  bool master_weights = true;   // false: bf16 weights and moments, as the Hugging Face / fla anchors train
   int64_t profile_kernels = 0;  // > 0: the N kernels with the most device time per step, and a JSON line
 };
 
