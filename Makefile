@@ -1,6 +1,7 @@
 # lintime: the two commands of the README, plus the steps they are made of.
 #   make run   installs what is needed, builds, trains GSA on MQAR (the paper's setting on a GPU, a small one on a CPU)
 #   make test  installs what is needed, builds, runs every test
+SHELL := /bin/bash
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 # On a machine with an NVIDIA GPU, make run trains the GSA paper's MQAR setting (L 512, 64 pairs,
@@ -17,7 +18,7 @@ RUN_CONFIG ?= configs/mqar/gsa-small.toml
 RUN_ARGS ?=
 endif
 
-.PHONY: setup configure build run test test-python python-package bench clean
+.PHONY: setup configure build run test test-python python-package bench fuzz test-sanitize clean
 
 setup:
 	bash scripts/bootstrap.sh
@@ -52,6 +53,35 @@ python-package: build
 	.venv/bin/python -m pip install --no-build-isolation --no-deps --force-reinstall -q \
 	  -C build-dir=$(BUILD_DIR) -C cmake.define.LINTIME_BUILD_TESTS=ON -C cmake.define.LINTIME_BUILD_BENCH=ON .
 	cd tests/python && LINTIME_BINARY=$(abspath $(BUILD_DIR))/lintime ../../.venv/bin/python -m pytest -q -p no:cacheprovider .
+
+# libFuzzer over the fuzz targets (tests/fuzz/fuzz_targets.h; make test replays their corpus and
+# mutations of it): clang with ASan and UBSan in $(FUZZ_DIR), CPU only, FUZZ_SECONDS per target
+# from tests/fuzz/corpus; new inputs gather in $(FUZZ_DIR)/corpus, crashes in $(FUZZ_DIR)/crash-*
+# (copy one into tests/fuzz/regressions/TARGET/ once it is fixed). FUZZ_TARGETS picks some.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(notdir $(wildcard tests/fuzz/corpus/*))
+SANITIZER_OPTIONS = ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fuzz: setup
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLINTIME_FUZZ=ON \
+	  -DLINTIME_CUDA=OFF -DLINTIME_BUILD_BENCH=OFF >/dev/null
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target lintime_fuzz
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t && cp tests/fuzz/corpus/$$t/* $(FUZZ_DIR)/corpus/$$t/ && \
+	  echo "fuzz $$t for $(FUZZ_SECONDS) s" && \
+	  LINTIME_FUZZ_TARGET=$$t $(SANITIZER_OPTIONS) $(FUZZ_DIR)/tests/lintime_fuzz -max_total_time=$(FUZZ_SECONDS) \
+	    -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crash-$$t- \
+	    $(FUZZ_DIR)/corpus/$$t 2>&1 | grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|lintime_fuzz|ERROR|SUMMARY" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
+# Every CPU test under AddressSanitizer and UndefinedBehaviorSanitizer, in build-sanitize
+# (about 3x slower than make test; CUDA tests skip without a GPU).
+test-sanitize: setup
+	cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLINTIME_SANITIZE=ON -DLINTIME_CUDA=OFF \
+	  -DLINTIME_BUILD_BENCH=OFF >/dev/null
+	cmake --build build-sanitize -j $(JOBS)
+	cd build-sanitize && $(SANITIZER_OPTIONS) ctest --output-on-failure -j $(JOBS) -LE cuda
 
 bench: build
 	$(BUILD_DIR)/lintime bench gsa --device cpu

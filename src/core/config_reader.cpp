@@ -159,7 +159,7 @@ json read_json_file(const std::string& path, const char* what) {
   LINTIME_CHECK(file.good(), path, ": cannot open the ", what);
   try {
     return json::parse(file);
-  } catch (const json::parse_error& error) {
+  } catch (const json::exception& error) {
     fail(path, ": not valid JSON (", error.what(), ")");
   }
 }

@@ -42,9 +42,18 @@ inline std::string excerpt(const std::string& text, size_t limit = 40) {
   return out;
 }
 
+// Line breaks inside a message (from a parser's description, a file's name or contents) are
+// shown as \n, so that every message stays one line.
+inline std::string one_line(std::string text) {
+  for (size_t at = text.find_first_of("\r\n"); at != std::string::npos; at = text.find_first_of("\r\n", at + 2)) {
+    text.replace(at, 1, text[at] == '\n' ? "\\n" : "\\r");
+  }
+  return text;
+}
+
 template <typename... Parts>
 [[noreturn]] void fail(const Parts&... parts) {
-  throw Error(detail::concat(parts...));
+  throw Error(one_line(detail::concat(parts...)));
 }
 
 }  // namespace lintime

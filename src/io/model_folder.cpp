@@ -19,7 +19,7 @@ nlohmann::json read_model_config(const std::string& model_dir) {
   nlohmann::json config;
   try {
     config = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& error) {
+  } catch (const nlohmann::json::exception& error) {
     fail("'", config_path, "' is not valid JSON: ", error.what());
   }
   LINTIME_CHECK(config.is_object(), "'", config_path, "' must hold a JSON object");

@@ -16,6 +16,12 @@ const std::vector<Architecture>& architectures() {
   return entries;
 }
 
+std::string model_type_of(const nlohmann::json& config) {
+  if (!config.is_object()) return "";
+  const auto found = config.find("model_type");
+  return found != config.end() && found->is_string() ? found->get<std::string>() : "";
+}
+
 const Architecture& architecture_of(const nlohmann::json& config, const std::string& where) {
   for (const Architecture& architecture : architectures()) {
     if (architecture.detects(config)) return architecture;

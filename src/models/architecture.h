@@ -42,6 +42,10 @@ struct Architecture {
 // Every registered architecture, in lookup order.
 const std::vector<Architecture>& architectures();
 
+// A config's "model_type" when it is an object holding one as a string, else "" (detection
+// must not throw on a config.json of another shape: architecture_of names what it found).
+std::string model_type_of(const nlohmann::json& config);
+
 // The architecture of `config`, read from `where` (named in the error when none matches).
 const Architecture& architecture_of(const nlohmann::json& config, const std::string& where);
 

@@ -159,7 +159,7 @@ void Server::install_routes() {
         json body;
         try {
           body = json::parse(req.body);
-        } catch (const json::parse_error& error) {
+        } catch (const json::exception& error) {
           throw bad_request("", std::string("malformed JSON in the request body: ") + error.what());
         }
         CompletionRequest request = parse_completion_request(body, endpoint);

@@ -1,5 +1,6 @@
 #include "text/byte_level_bpe.h"
 
+#include "core/config_reader.h"
 #include "core/error.h"
 #include "text/unicode.h"
 
@@ -26,7 +27,7 @@ std::string read_file(const std::string& path, const char* what) {
 json parse_json(const std::string& path, const char* what) {
   try {
     return json::parse(read_file(path, what));
-  } catch (const json::parse_error& error) {
+  } catch (const json::exception& error) {
     fail(what, " '", path, "' is not valid JSON: ", error.what());
   }
 }
@@ -112,7 +113,13 @@ void ByteLevelBpeTokenizer::finish(const std::string& source) {
   }
   int64_t size = 0;
   for (const auto& [token, id] : vocab_) size = std::max(size, id + 1);
-  for (const auto& [content, id] : added_tokens_) size = std::max(size, id + 1);
+  for (const auto& [content, id] : added_tokens_) {
+    LINTIME_CHECK(id >= 0, source, ": added token \"", excerpt(content), "\" has id ", id, ", expected a non-negative integer");
+    size = std::max(size, id + 1);
+  }
+  // Ids index a table: one far beyond any vocabulary would ask for exabytes.
+  LINTIME_CHECK(size <= config::size_limits::kVocabulary, source, ": token ids reach ", size - 1,
+                ", beyond the largest vocabulary lintime takes (", config::size_limits::kVocabulary, " tokens)");
   id_to_token_.assign(size, std::string());
   is_added_.assign(size, false);
   for (const auto& [token, id] : vocab_) id_to_token_[id] = token;
@@ -134,6 +141,15 @@ void ByteLevelBpeTokenizer::finish(const std::string& source) {
 }
 
 std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_and_merges(const std::string& vocab_path,
+                                                                                   const std::string& merges_path) {
+  try {
+    return read_vocab_and_merges(vocab_path, merges_path);
+  } catch (const json::exception& error) {  // a value of another JSON type than the field's
+    fail("vocabulary '", vocab_path, "': ", error.what());
+  }
+}
+
+std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::read_vocab_and_merges(const std::string& vocab_path,
                                                                                    const std::string& merges_path) {
   std::unique_ptr<ByteLevelBpeTokenizer> tokenizer(new ByteLevelBpeTokenizer());
   const json vocab = parse_json(vocab_path, "vocabulary");
@@ -166,6 +182,14 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_and_mer
 }
 
 std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_tokenizer_json(const std::string& path) {
+  try {
+    return read_tokenizer_json(path);
+  } catch (const json::exception& error) {  // a value of another JSON type than the field's
+    fail("'", path, "': ", error.what());
+  }
+}
+
+std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::read_tokenizer_json(const std::string& path) {
   const json document = parse_json(path, "tokenizer.json");
   const char* expected = "expected a byte-level BPE tokenizer (model.type \"BPE\", a ByteLevel pre_tokenizer)";
   LINTIME_CHECK(document.is_object() && document.contains("model") && document["model"].is_object(), "'", path,

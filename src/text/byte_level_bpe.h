@@ -32,6 +32,12 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   static std::vector<std::string> pre_tokenize(std::string_view text);
 
  private:
+  // The readers behind from_vocab_and_merges / from_tokenizer_json (which turn JSON type errors
+  // into one-line lintime::Error messages).
+  static std::unique_ptr<ByteLevelBpeTokenizer> read_vocab_and_merges(const std::string& vocab_json_path,
+                                                                      const std::string& merges_path);
+  static std::unique_ptr<ByteLevelBpeTokenizer> read_tokenizer_json(const std::string& path);
+
   ByteLevelBpeTokenizer() = default;
   void finish(const std::string& source);
   void encode_piece(const std::string& piece, std::vector<int64_t>& out) const;

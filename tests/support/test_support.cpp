@@ -133,6 +133,11 @@ std::vector<std::string> TempDir::entries() const {
 
 at::Generator make_generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
+std::string source_dir() {
+  const char* source = std::getenv("LINTIME_SOURCE_DIR");
+  return source ? std::string(source) : std::filesystem::current_path().string();
+}
+
 std::string shared_data_dir() {
   namespace fs = std::filesystem;
   const char* source = std::getenv("LINTIME_SOURCE_DIR");

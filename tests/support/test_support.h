@@ -89,6 +89,9 @@ at::Generator make_generator(uint64_t seed);
 
 // Path of the shared data folder (../shared/data from the source tree), or "" when absent.
 std::string shared_data_dir();
+
+// The repository (LINTIME_SOURCE_DIR, which CTest sets; else the working directory).
+std::string source_dir();
 // True when `data` (a shared_data_dir() result) is non-empty and holds `file`.
 bool shared_data_holds(const std::string& data, const std::string& file);
 // True when the environment variable CI is set to anything but "", "0" or "false".

@@ -35,7 +35,7 @@ nlohmann::json read_json(const fs::path& path) {
   LINTIME_CHECK(in.good(), "info: cannot read '", path.string(), "'");
   try {
     return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& error) {
+  } catch (const nlohmann::json::exception& error) {  // parse errors and number overflows alike
     fail("info: '", path.string(), "' is not valid JSON: ", error.what());
   }
 }

@@ -11,7 +11,7 @@ namespace lintime::models {
 namespace {
 
 bool is_based(const nlohmann::json& config) {
-  return config.contains("alt_mixer") || config.contains("alt_mixer_layers");
+  return config.is_object() && (config.contains("alt_mixer") || config.contains("alt_mixer_layers"));
 }
 
 std::string describe_based(const nlohmann::json& json) {

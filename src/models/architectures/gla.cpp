@@ -29,7 +29,7 @@ std::string describe_gla(const nlohmann::json& json) {
 
 Architecture gla_architecture() {
   return {"gla", "\"gla\" (fla's GLAForCausalLM)",
-          [](const nlohmann::json& config) { return config.value("model_type", std::string()) == "gla"; },
+          [](const nlohmann::json& config) { return model_type_of(config) == "gla"; },
           describe_gla,
           [](const nlohmann::json& config, at::ScalarType dtype, const c10::Device& device) {
             return as_causal_lm(allocate_model<GlaModel>(GlaConfig::from_json(config), dtype, device));

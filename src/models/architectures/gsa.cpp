@@ -89,7 +89,7 @@ std::string describe_gsa(const nlohmann::json& json) {
 
 Architecture gsa_architecture() {
   return {"gsa", "\"gsa\" (fla's GSAForCausalLM)",
-          [](const nlohmann::json& config) { return config.value("model_type", std::string()) == "gsa"; },
+          [](const nlohmann::json& config) { return model_type_of(config) == "gsa"; },
           describe_gsa,
           [](const nlohmann::json& config, at::ScalarType dtype, const c10::Device& device) {
             return as_causal_lm(allocate_model<GsaModel>(GsaConfig::from_json(config), dtype, device));

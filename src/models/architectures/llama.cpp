@@ -10,7 +10,7 @@ namespace lintime::models {
 namespace {
 
 bool is_llama(const nlohmann::json& config) {
-  const std::string model_type = config.value("model_type", std::string());
+  const std::string model_type = model_type_of(config);
   return model_type == "llama" || model_type == "mistral";
 }
 
