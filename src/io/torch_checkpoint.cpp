@@ -96,6 +96,10 @@ class StateDictReader {
     stack_.pop_back();
     return v;
   }
+  const PickleValue& top(const char* op) const {
+    if (stack_.empty()) broken(std::string(op) + " on an empty stack");
+    return stack_.back();
+  }
   std::vector<PickleValue> pop_to_mark() {
     std::vector<PickleValue> items;
     while (true) {
@@ -219,9 +223,9 @@ class StateDictReader {
           stack_.push_back({Global{module + "." + line()}});
           break;
         }
-        case 'q': memo_[byte()] = stack_.at(stack_.size() - 1); break;       // BINPUT
-        case 'r': memo_[little(4)] = stack_.at(stack_.size() - 1); break;    // LONG_BINPUT
-        case 0x94: memo_[memo_.size()] = stack_.at(stack_.size() - 1); break;  // MEMOIZE
+        case 'q': memo_[byte()] = top("BINPUT"); break;             // BINPUT
+        case 'r': memo_[little(4)] = top("LONG_BINPUT"); break;     // LONG_BINPUT
+        case 0x94: memo_[memo_.size()] = top("MEMOIZE"); break;     // MEMOIZE
         case 'h':
         case 'j': {  // BINGET, LONG_BINGET
           const uint64_t key = op == 'h' ? byte() : little(4);
