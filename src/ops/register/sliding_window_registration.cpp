@@ -53,6 +53,22 @@ bool records_gradient(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   return at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
 }
 
+// What the forward and backward kernels' parameters share: sizes, window, scale, element type and
+// the (contiguous) inputs.
+template <typename Params>
+void set_inputs(Params& params, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
+                double scale) {
+  params.batch = static_cast<int>(q.size(0));
+  params.seqlen = static_cast<int>(q.size(1));
+  params.heads = static_cast<int>(q.size(2));
+  params.window = static_cast<int>(window);
+  params.scale = static_cast<float>(scale);
+  params.half_precision = q.scalar_type() == at::kHalf;
+  params.q = q.data_ptr();
+  params.k = k.data_ptr();
+  params.v = v.data_ptr();
+}
+
 // The fused forward: o, and each row's log2-sum-exp when `lse` is asked for (training).
 std::tuple<at::Tensor, at::Tensor> fused_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                  int64_t window, double scale, bool lse) {
@@ -61,15 +77,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward(const at::Tensor& q, const at::
   at::Tensor o = at::empty_like(vc);
   at::Tensor row_lse = lse ? at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat)) : at::Tensor();
   cuda::SlidingWindowParams params;
-  params.batch = static_cast<int>(q.size(0));
-  params.seqlen = static_cast<int>(q.size(1));
-  params.heads = static_cast<int>(q.size(2));
-  params.window = static_cast<int>(window);
-  params.scale = static_cast<float>(scale);
-  params.half_precision = q.scalar_type() == at::kHalf;
-  params.q = qc.data_ptr();
-  params.k = kc.data_ptr();
-  params.v = vc.data_ptr();
+  set_inputs(params, qc, kc, vc, window, scale);
   params.o = o.data_ptr();
   params.lse = lse ? row_lse.data_ptr<float>() : nullptr;
   const cudaError_t status = cuda::sliding_window_forward(params, c10::cuda::getCurrentCUDAStream());
@@ -88,15 +96,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_backward(const at::Tensor& 
   at::Tensor dq = at::empty_like(qc), dk = at::empty_like(kc), dv = at::empty_like(vc);
   at::Tensor delta = at::empty_like(lse);
   cuda::SlidingWindowBackwardParams params;
-  params.batch = static_cast<int>(q.size(0));
-  params.seqlen = static_cast<int>(q.size(1));
-  params.heads = static_cast<int>(q.size(2));
-  params.window = static_cast<int>(window);
-  params.scale = static_cast<float>(scale);
-  params.half_precision = q.scalar_type() == at::kHalf;
-  params.q = qc.data_ptr();
-  params.k = kc.data_ptr();
-  params.v = vc.data_ptr();
+  set_inputs(params, qc, kc, vc, window, scale);
   params.o = oc.data_ptr();
   params.dout = dout.data_ptr();
   params.lse = lse.data_ptr<float>();
