@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -212,28 +213,45 @@ def test_refusals_are_openai_errors(server):
 
 
 def test_a_full_server_answers_503_and_disconnected_clients_free_their_slots(server):
-    # Two slots and one queue place, taken by three endless streams whose clients then leave.
-    connections = []
+    # Two slots and one queue place, taken by three endless streams whose clients then leave. Each
+    # stream is read as it comes (a client that stops reading would, after the server's write
+    # timeout, count as gone and free its slot before the check).
+    connections, first_events = [], []
+
+    def read_stream(connection):
+        try:
+            response = connection.getresponse()
+            first_events.append((response.status, response.readline()))
+            while response.read(4096):
+                pass
+        except Exception:  # noqa: BLE001 (the test shut the connection: http.client fails in several ways)
+            pass
+
+    readers = []
     for _ in range(3):
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         connection.request("POST", "/v1/completions", json.dumps({"model": "tiny-gsa", "prompt": "go", "stream": True,
                                                                   "max_tokens": 100000}), server.headers)
         connections.append(connection)
+        readers.append(threading.Thread(target=read_stream, args=(connection,), daemon=True))
+        readers[-1].start()
     try:
-        # Both slots taken and the third request queued (on a loaded machine it can arrive late).
         deadline = time.time() + 30
-        while (server.metric("lintime_active_sequences") < 2 or server.metric("lintime_queue_length") < 1) \
-                and time.time() < deadline:
+        while (server.metric("lintime_active_sequences") < 2 or server.metric("lintime_queue_length") < 1
+               or len(first_events) < 2) and time.time() < deadline:
             time.sleep(0.02)
-        responses = [c.getresponse() for c in connections[:2]]
-        for response in responses:
-            assert response.status == 200 and response.readline().startswith(b"data: ")
+        assert [status for status, _ in first_events] == [200, 200]
+        assert all(line.startswith(b"data: ") for _, line in first_events)
         status, headers, answer = server.post("/v1/completions", {"model": "tiny-gsa", "prompt": "hi", "max_tokens": 1})
         assert status == 503 and headers.get("Retry-After") == "1", answer
         assert answer["error"]["message"].startswith("the server is busy")
-    finally:  # the server's drain at teardown would wait for endless streams whose clients stayed
+    finally:  # the clients leave (the server's drain at teardown would wait for endless streams)
         for connection in connections:
+            if connection.sock is not None:
+                connection.sock.shutdown(socket.SHUT_RDWR)
             connection.close()
+        for reader in readers:
+            reader.join(timeout=10)
     while (server.metric("lintime_active_sequences") > 0 or server.metric("lintime_queue_length") > 0) \
             and time.time() < deadline:
         time.sleep(0.02)
