@@ -1,8 +1,10 @@
-// Kill tests (issue 25): an MQAR training run killed with SIGKILL at 20 moments drawn at random
-// (during steps, evaluations and checkpoint saves: a checkpoint is written every step) and
-// resumed after each kill ends with the weights, the optimizer state and the metrics of an
-// uninterrupted run — bit for bit for the tensors, step for step for the log.
+// Kill tests (issue 25): a training run — MQAR, and a language model on token shards — killed
+// with SIGKILL at 20 moments drawn at random (during steps, evaluations and checkpoint saves: a
+// checkpoint is written every step) and resumed after each kill ends with the weights, the
+// optimizer state and the metrics of an uninterrupted run — bit for bit for the tensors, step for
+// step for the log.
 #include "io/safetensors.h"
+#include "support/lm_shards.h"
 #include "support/run_lintime.h"
 #include "support/test_support.h"
 
@@ -33,6 +35,23 @@ std::string tiny_config(const fs::path& dir) {
                       << "test = [{ seq_len = 16, kv_pairs = 2, examples = 16 }]\n"
                       << "[train]\nbatch_size = 8\ntest_batch_size = 8\nepochs = 10\nlr = 3e-3\n"
                       << "eval_every = 4\ncheckpoint_every = 1\nlog_every = 1\ntarget_accuracy = 1.0\n";
+  return path.string();
+}
+
+// A tiny GSA language model on random token shards, fp32 (bit-reproducible on a CPU), 100 steps.
+std::string tiny_lm_config(const fs::path& dir) {
+  using namespace lintime::testing;
+  const fs::path shards = dir / "shards";
+  write_shards(shards, random_documents(60, 1), random_documents(12, 2), kLmTestEos, kLmTestVocab);
+  nlohmann::json model = tiny_gsa_config(kLmTestVocab);
+  std::string inline_model = "{ ";
+  for (const auto& [key, value] : model.items()) inline_model += (inline_model.size() > 2 ? ", " : "") + key + " = " + value.dump();
+  const fs::path path = dir / "lm.toml";
+  std::ofstream(path) << "task = \"lm\"\n[model]\nconfig = " << inline_model << " }\n"
+                      << "[data]\nshards = \"" << shards.string() << "\"\nseq_len = 16\n"
+                      << "[train]\nbatch_tokens = 64\nmicro_batch_rows = 4\nmax_steps = 100\nlr = 1e-2\n"
+                      << "warmup_steps = 0\nprecision = \"fp32\"\neval_every = 10\neval_tokens = 48\n"
+                      << "checkpoint_every = 1\nlog_every = 1\n";
   return path.string();
 }
 
@@ -71,9 +90,11 @@ std::vector<int64_t> logged_train_steps(const fs::path& out) {
   return steps;
 }
 
-TEST(TrainKill, TwentyKillsAndResumesEndAsAnUninterruptedRun) {
+class TrainKill : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TrainKill, TwentyKillsAndResumesEndAsAnUninterruptedRun) {
   lintime::testing::TempDir dir;
-  const std::string config = tiny_config(dir.path());
+  const std::string config = GetParam() == "lm" ? tiny_lm_config(dir.path()) : tiny_config(dir.path());
   const fs::path full = fs::path(dir.path()) / "full", killed = fs::path(dir.path()) / "killed";
   auto result = lintime::testing::run_lintime("train " + config + " --device cpu --out " + full.string());
   ASSERT_EQ(result.exit_code, 0) << result.out;
@@ -81,7 +102,7 @@ TEST(TrainKill, TwentyKillsAndResumesEndAsAnUninterruptedRun) {
   // A kill lands a random number of logged steps (0-4) after the run starts, then a random
   // 0-20 ms later: during start-up, a step, an evaluation or a checkpoint save. Counting steps
   // rather than time keeps every kill inside the run however loaded the machine is (20 kills use
-  // at most 84 of its 160 steps).
+  // at most 84 of its 160 steps for MQAR, of 100 for the language model).
   std::mt19937 random(2026);
   std::uniform_int_distribution<int> steps_before_kill(0, 4), extra_ms(0, 20);
   int kills = 0, finished_runs = 0;
@@ -125,5 +146,8 @@ TEST(TrainKill, TwentyKillsAndResumesEndAsAnUninterruptedRun) {
   EXPECT_TRUE(fs::exists(killed / "result.json"));
   EXPECT_FALSE(fs::exists(killed / "checkpoint.tmp"));
 }
+
+INSTANTIATE_TEST_SUITE_P(Tasks, TrainKill, ::testing::Values("mqar", "lm"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
