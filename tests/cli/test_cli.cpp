@@ -40,6 +40,8 @@ using lintime::testing::run_lintime;
 CommandResult run_errors(const std::string& arguments) { return run_lintime(arguments, Capture::stderr_only); }
 CommandResult run_stdout(const std::string& arguments) { return run_lintime(arguments, Capture::stdout_only); }
 
+void write_byte_tokenizer(const fs::path& folder);  // below
+
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -50,6 +52,36 @@ class CliTest : public ::testing::Test {
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
+
+  // A 2-layer GSA language model over bytes (vocabulary 257, EOS 256), `adjust` applied.
+  template <typename Adjust>
+  static lintime::models::GsaConfig tiny_gsa_config(Adjust adjust) {
+    lintime::models::GsaConfig config;
+    config.vocab_size = 257;
+    config.hidden_size = 32;
+    config.num_hidden_layers = 2;
+    config.num_heads = 2;
+    config.num_slots = 8;
+    config.eos_token_id = 256;
+    adjust(config);
+    return config;
+  }
+
+  // `model` saved as dir_/model with a byte tokenizer.
+  fs::path save_model_folder(lintime::models::GsaModel& model) {
+    const fs::path folder = dir_ / "model";
+    lintime::io::save_model_folder(model.named_parameters(), model.config().to_json(), folder.string());
+    write_byte_tokenizer(folder);
+    return folder;
+  }
+
+  // tiny_gsa_config's model with weights drawn from seed 4, saved as dir_/model.
+  template <typename Adjust>
+  fs::path tiny_gsa_folder(Adjust adjust) {
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(4);
+    lintime::models::GsaModel model(tiny_gsa_config(adjust), generator);
+    return save_model_folder(model);
+  }
 
   // A tiny config: 16 steps of a 1-layer GSA model, no early stop.
   std::string write_config(const std::string& extra_train = "", const std::string& name = "tiny.toml") {
@@ -383,18 +415,7 @@ std::string greedy_byte_continuation(const std::function<at::Tensor(const at::Te
 // default" is refused, an empty prompt is named as such, and NaN weights stop generation with
 // the layer whose output first stops being finite.
 TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
-  lintime::models::GsaConfig config;
-  config.vocab_size = 257;
-  config.hidden_size = 32;
-  config.num_hidden_layers = 2;
-  config.num_heads = 2;
-  config.num_slots = 8;
-  config.eos_token_id = 256;
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(4);
-  lintime::models::GsaModel model(config, generator);
-  const fs::path folder = dir_ / "model";
-  lintime::io::save_model_folder(model.named_parameters(), model.config().to_json(), folder.string());
-  write_byte_tokenizer(folder);
+  const fs::path folder = tiny_gsa_folder([](lintime::models::GsaConfig&) {});
   const std::string generate = "generate " + folder.string() + " --device cpu --prompt hi";
   expect_one_line_error(run_errors(generate + " --seed 99999999999999999999"),
                         "--seed: expected an integer in [0, 2^64 - 1], got '99999999999999999999'");
@@ -434,20 +455,13 @@ TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
 }
 
 TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {
-  lintime::models::GsaConfig config;
-  config.vocab_size = 257;
-  config.hidden_size = 32;
-  config.num_hidden_layers = 2;
-  config.num_heads = 2;
-  config.num_kv_heads = 1;
-  config.num_slots = 8;
-  config.initializer_range = 0.1;
-  config.eos_token_id = 256;
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(4);
-  lintime::models::GsaModel model(config, generator);
-  const fs::path folder = dir_ / "model";
-  lintime::io::save_model_folder(model.named_parameters(), model.config().to_json(), folder.string());
-  write_byte_tokenizer(folder);
+  lintime::models::GsaModel model(tiny_gsa_config([](lintime::models::GsaConfig& c) {
+                                    c.num_kv_heads = 1;
+                                    c.initializer_range = 0.1;
+                                  }),
+                                  generator);
+  const fs::path folder = save_model_folder(model);
 
   // forward: the logits of the model for the given ids.
   const at::Tensor ids = at::randint(257, {2, 9}, at::kLong);
