@@ -38,6 +38,29 @@ at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& inverse_frequency
   return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, 3).to(x.scalar_type());
 }
 
+at::Tensor apply_rotary_per_sequence(const at::Tensor& x, const at::Tensor& inverse_frequency,
+                                     const at::Tensor& first_positions) {
+  LINTIME_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "apply_rotary_per_sequence: x must be [B, T, H, D] with D even, got ",
+                x.sizes());
+  const int64_t batch = x.size(0), length = x.size(1), half = x.size(3) / 2;
+  LINTIME_CHECK(inverse_frequency.dim() == 1 && inverse_frequency.size(0) == half,
+                "apply_rotary_per_sequence: inverse_frequency must be [", half, "], got ", inverse_frequency.sizes());
+  LINTIME_CHECK(first_positions.dim() == 1 && first_positions.size(0) == batch &&
+                    first_positions.scalar_type() == at::kLong,
+                "apply_rotary_per_sequence: first_positions must be int64 [", batch, "], got ",
+                first_positions.scalar_type(), " ", first_positions.sizes());
+  const auto compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto options = at::TensorOptions().dtype(compute).device(x.device());
+  const at::Tensor positions =
+      first_positions.to(options).unsqueeze(1) + at::arange(0, length, options).unsqueeze(0);  // [B, T]
+  const at::Tensor angles =
+      (positions.unsqueeze(2) * inverse_frequency.to(options).view({1, 1, half})).unsqueeze(2);  // [B, T, 1, D/2]
+  const at::Tensor cos = angles.cos(), sin = angles.sin();
+  const at::Tensor xc = x.to(compute);
+  const at::Tensor x1 = xc.narrow(3, 0, half), x2 = xc.narrow(3, half, half);
+  return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, 3).to(x.scalar_type());
+}
+
 at::Tensor RotaryTable::apply(const at::Tensor& x, int64_t first_position) const {
   LINTIME_CHECK(x.dim() == 4 && x.size(3) == 2 * inverse_frequency_.size(0), "RotaryTable: x must be [B, T, H, ",
                 2 * inverse_frequency_.size(0), "], got ", x.sizes());

@@ -33,6 +33,11 @@ at::Tensor apply_rotary(const at::Tensor& x, double base, int64_t first_position
 // position · inverse_frequency in fp32 (fp64 for fp64 inputs), as Hugging Face's Llama.
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& inverse_frequency, int64_t first_position);
 
+// The same with a first position per sequence: first_positions [B] (int64, x's device), so that
+// sequences decoded together at different lengths (a server's batch) each get their own angles.
+at::Tensor apply_rotary_per_sequence(const at::Tensor& x, const at::Tensor& inverse_frequency,
+                                     const at::Tensor& first_positions);
+
 // apply_rotary with the cos/sin of every position computed once and kept (grown by doubling):
 // a decode step then costs a slice instead of recomputing the angles.
 class RotaryTable {

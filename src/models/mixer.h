@@ -15,6 +15,13 @@
 //                norm_name ("g_norm"; fla's language model names its fused gated norm
 //                "g_norm_swish_gate"), feature_map (null | "relu" | "swish" | "silu": on q and
 //                k, after the gates). Decodes from a constant-size state.
+//   "retnet":    fla's MultiScaleRetention (layers/multiscale_retention.h): fixed per-head decay
+//                1 − 2^(−5−h), rotary q/k. num_heads (2), expand_k (1), expand_v (2),
+//                use_output_gate (true), norm_eps (1e-5), rotary_base (10000), scale
+//                (head_k_dim^-0.5). Decodes from a constant-size state and each sequence's position.
+//   "hgrn2":     fla's HGRN2Attention (layers/hgrn2_attention.h): the key tied to one minus the
+//                forget gate. num_heads (2) or expand_ratio (then num_heads = d_model /
+//                expand_ratio), norm_eps (1e-5). Decodes from a constant-size state.
 //   "gqa":       grouped-query softmax attention with RoPE (layers/grouped_query_attention.h;
 //                Llama's and Mistral's self_attn, fla's hybrid Attention). num_heads (1),
 //                num_kv_heads (num_heads), head_dim (d_model / num_heads), bias (false: q, k,
@@ -27,6 +34,10 @@
 //   "based_conv": the BASED language model's gated short convolution (layers/gated_conv.h).
 //                kernel_size (3), bias (true), out_init_std (the init std: out_proj's).
 //                Decodes from the conv's last k − 1 inputs.
+//   "mamba":     mamba_ssm's Mamba block as fla's Mamba layer (layers/mamba.h). d_state (16),
+//                d_conv (4), expand (2), dt_rank (0 or "auto": ceil(d_model / 16)), conv_bias
+//                (true), bias (false: in_proj and out_proj). Decodes from a constant-size state:
+//                the scan state and the conv's last d_conv − 1 inputs.
 //   "based":     feature_dim (16), num_heads (1), normalize (true), eps (1e-12), out_init_std:
 //                BASED's Taylor linear attention (layers/based_linear_attention.h). Decodes
 //                from a constant-size state.

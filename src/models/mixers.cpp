@@ -9,12 +9,16 @@
 #include "layers/gated_linear_attention.h"
 #include "layers/gated_slot_attention.h"
 #include "layers/grouped_query_attention.h"
+#include "layers/hgrn2_attention.h"
+#include "layers/mamba.h"
+#include "layers/multiscale_retention.h"
 #include "layers/rotary.h"
 #include "layers/softmax_attention.h"
 #include "state/based_cache.h"
 #include "state/gla_state.h"
 #include "state/gsa_state.h"
 #include "state/kv_cache.h"
+#include "state/mamba_state.h"
 
 #include <ATen/ATen.h>
 
@@ -123,6 +127,53 @@ class GlaMixer final : public Mixer {
 
  private:
   layers::GatedLinearAttention layer_;
+};
+
+// "retnet": multi-scale retention; its state keeps each sequence's position for the rotary angles.
+class RetentionMixer final : public Mixer {
+ public:
+  RetentionMixer(const layers::MultiScaleRetentionOptions& options, at::Generator& generator)
+      : layer_(options, generator) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"retnet\": packed sequences (cu_seqlens) are not supported yet");
+    return layer_.forward(x, layer_state ? &state_as<state::RetentionLayerState>(*layer_state, "retnet") : nullptr);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device& device,
+                                                at::ScalarType dtype) const override {
+    return std::make_unique<state::RetentionLayerState>(layer_.make_state(batch, device, dtype));
+  }
+  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
+  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
+  bool step_is_replayable() const override { return false; }  // the rotary frequencies are copied from the host
+  layers::Module& module() override { return layer_; }
+
+ private:
+  layers::MultiScaleRetention layer_;
+};
+
+// "hgrn2": HGRN2's gated recurrence in GLA form.
+class Hgrn2Mixer final : public Mixer {
+ public:
+  Hgrn2Mixer(const layers::Hgrn2Options& options, at::Generator& generator) : layer_(options, generator) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"hgrn2\": packed sequences (cu_seqlens) are not supported yet");
+    return layer_.forward(x, layer_state ? &state_as<state::GlaLayerState>(*layer_state, "hgrn2").state : nullptr);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device& device,
+                                                at::ScalarType dtype) const override {
+    auto result = std::make_unique<state::GlaLayerState>();
+    result->state = layer_.make_state(batch, device, dtype);
+    return result;
+  }
+  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
+  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
+  bool step_is_replayable() const override { return true; }  // ops::gla_step_ in place, as GLA's
+  layers::Module& module() override { return layer_; }
+
+ private:
+  layers::Hgrn2Attention layer_;
 };
 
 class BasedConvMixer final : public Mixer {
@@ -292,6 +343,38 @@ layers::GatedLinearAttentionOptions gla_options(int64_t d_model, const json& opt
   return result;
 }
 
+// "retnet": MultiScaleRetention, 2 heads by default (the GSA paper's baseline; fla's default is 8).
+layers::MultiScaleRetentionOptions retnet_options(int64_t d_model, const json& options, double init_std) {
+  config::StrictObject reader(options, "model.retnet",
+                              {"num_heads", "expand_k", "expand_v", "use_output_gate", "norm_eps", "rotary_base", "scale"});
+  layers::MultiScaleRetentionOptions result;
+  result.hidden_size = d_model;
+  result.num_heads = reader.get_as<int64_t>("num_heads", 2);
+  result.expand_k = reader.get_as<double>("expand_k", 1.0);
+  result.expand_v = reader.get_as<double>("expand_v", 2.0);
+  result.use_output_gate = reader.get_as<bool>("use_output_gate", true);
+  result.norm_eps = reader.get_as<double>("norm_eps", 1e-5);
+  result.rotary_base = reader.get_as<double>("rotary_base", 10000.0);
+  if (reader.has("scale")) result.scale = reader.get_as<double>("scale", 1.0);
+  result.initializer_range = init_std;
+  return result;
+}
+
+// "hgrn2": Hgrn2Attention, 2 heads by default; expand_ratio (fla's head forget dim) instead of
+// num_heads gives num_heads = d_model / expand_ratio.
+layers::Hgrn2Options hgrn2_options(int64_t d_model, const json& options, double init_std) {
+  config::StrictObject reader(options, "model.hgrn2", {"num_heads", "expand_ratio", "norm_eps"});
+  LINTIME_CHECK(!(reader.has("num_heads") && reader.has("expand_ratio")), "config key \"model.hgrn2\": give num_heads "
+                "or expand_ratio (num_heads = d_model / expand_ratio), not both");
+  layers::Hgrn2Options result;
+  result.hidden_size = d_model;
+  result.num_heads = reader.get_as<int64_t>("num_heads", 2);
+  if (reader.has("expand_ratio")) result.expand_ratio = reader.get_as<int64_t>("expand_ratio", 0);
+  result.norm_eps = reader.get_as<double>("norm_eps", 1e-5);
+  result.initializer_range = init_std;
+  return result;
+}
+
 // "base_conv": zoology's BaseConv.
 int64_t base_conv_kernel_size(const json& options) {
   config::StrictObject reader(options, "model.base_conv", {"kernel_size"});
@@ -388,6 +471,50 @@ layers::RopeSettings gqa_rope(const json& options) {
   return rope;
 }
 
+// "mamba": mamba_ssm's Mamba block as fla's Mamba layer (the GSA paper's MQAR baseline).
+layers::MambaOptions mamba_options(int64_t d_model, const json& options, double init_std) {
+  config::StrictObject reader(options, "model.mamba", {"d_state", "d_conv", "expand", "dt_rank", "conv_bias", "bias"});
+  layers::MambaOptions result;
+  result.hidden_size = d_model;
+  result.d_state = reader.get_as<int64_t>("d_state", 16);
+  result.d_conv = reader.get_as<int64_t>("d_conv", 4);
+  result.expand = reader.get_as<int64_t>("expand", 2);
+  // fla's "auto" (ceil(d_model / 16)) is 0 here.
+  const json dt_rank = reader.get_raw("dt_rank");
+  if (dt_rank.is_string()) {
+    LINTIME_CHECK(dt_rank == "auto", "config key \"", reader.key_path("dt_rank"),
+                  "\": expected an integer or \"auto\", got \"", dt_rank.get<std::string>(), "\"");
+  } else {
+    result.dt_rank = reader.get_as<int64_t>("dt_rank", 0);
+  }
+  result.conv_bias = reader.get_as<bool>("conv_bias", true);
+  result.bias = reader.get_as<bool>("bias", false);
+  result.initializer_range = init_std;
+  return result;
+}
+
+class MambaMixer final : public Mixer {
+ public:
+  MambaMixer(const layers::MambaOptions& options, at::Generator& generator) : layer_(options, generator) {}
+  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
+                     const std::optional<at::Tensor>& cu_seqlens) override {
+    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"mamba\": packed sequences (cu_seqlens) are not supported yet");
+    return layer_.forward(x, layer_state ? &state_as<state::MambaLayerState>(*layer_state, "mamba") : nullptr);
+  }
+  std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device& device,
+                                                at::ScalarType dtype) const override {
+    return std::make_unique<state::MambaLayerState>(layer_.make_state(batch, device, dtype));
+  }
+  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
+  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
+  // A step writes the conv history and the scan state in place (copy_), reading nothing on the host.
+  bool step_is_replayable() const override { return true; }
+  layers::Module& module() override { return layer_; }
+
+ private:
+  layers::Mamba layer_;
+};
+
 struct MixerEntry {
   const char* name;
   std::unique_ptr<Mixer> (*make)(int64_t d_model, const json& options, at::Generator& generator, double init_std);
@@ -438,6 +565,8 @@ const std::vector<MixerEntry>& registry() {
   static const std::vector<MixerEntry> entries = {
       layer_entry<GsaMixer, layers::GatedSlotAttention, gsa_options>("gsa"),
       layer_entry<GlaMixer, layers::GatedLinearAttention, gla_options>("gla"),
+      layer_entry<RetentionMixer, layers::MultiScaleRetention, retnet_options>("retnet"),
+      layer_entry<Hgrn2Mixer, layers::Hgrn2Attention, hgrn2_options>("hgrn2"),
       {"base_conv",
        [](int64_t d, const json& o, at::Generator& g, double std) -> std::unique_ptr<Mixer> {
          return std::make_unique<StatelessMixer<layers::BaseConv>>("base_conv", d, base_conv_kernel_size(o), std, g);
@@ -466,6 +595,7 @@ const std::vector<MixerEntry>& registry() {
          return 4 * d * d + 2 * d * c.kernel_size + 2 * d * d + (c.bias ? 4 * d + d : 0);
        },
        [](int64_t d, const json& o) { return (based_conv_options(o, 0.02).kernel_size - 1) * 2 * d * int64_t{4}; }},
+      layer_entry<MambaMixer, layers::Mamba, mamba_options>("mamba"),
   };
   return entries;
 }

@@ -179,8 +179,8 @@ TEST_F(CliTest, ImpossibleMqarParametersAreRejected) {
 }
 
 TEST_F(CliTest, UnknownMixerIsRejectedWithKnownNames) {
-  auto result = run_errors("train " + write_config() + " --set 'model.layers=[\"mamba\"]' --out " + (dir_ / "o").string());
-  expect_one_line_error(result, "mamba");
+  auto result = run_errors("train " + write_config() + " --set 'model.layers=[\"rwkv\"]' --out " + (dir_ / "o").string());
+  expect_one_line_error(result, "rwkv");
   EXPECT_NE(result.out.find("gsa"), std::string::npos) << result.out;
 }
 

@@ -170,12 +170,13 @@ TEST(MqarModel, ParameterCountAndStateBytesFormulas) {
 
 TEST(MqarModel, RegistryAndConfigErrors) {
   EXPECT_EQ(lintime::models::mixer_names(),
-            (std::vector<std::string>{"gsa", "gla", "base_conv", "based", "linear_attention", "sliding_window",
-                                      "attention", "gqa", "based_conv"}));
+            (std::vector<std::string>{"gsa", "gla", "retnet", "hgrn2", "base_conv", "based", "linear_attention",
+                                      "sliding_window", "attention", "gqa", "based_conv", "mamba"}));
   at::Generator generator = at::detail::createCPUGenerator(0);
-  const std::string known = "gsa, gla, base_conv, based, linear_attention, sliding_window, attention, gqa, based_conv";
-  EXPECT_EQ(error_of([&] { lintime::models::make_mixer("mamba", 16, json::object(), generator); }),
-            "unknown sequence mixer \"mamba\"; known mixers: " + known);
+  const std::string known =
+      "gsa, gla, retnet, hgrn2, base_conv, based, linear_attention, sliding_window, attention, gqa, based_conv, mamba";
+  EXPECT_EQ(error_of([&] { lintime::models::make_mixer("rwkv", 16, json::object(), generator); }),
+            "unknown sequence mixer \"rwkv\"; known mixers: " + known);
   EXPECT_EQ(error_of([] { MqarModel(small_config({"gsa", "hyena"}), 0); }),
             "mqar model config: layers[1]: unknown sequence mixer \"hyena\"; known mixers: " + known);
   EXPECT_EQ(error_of([&] { lintime::models::make_mixer("linear_attention", 16, {{"feature_map", "cos"}}, generator); }),
@@ -244,7 +245,7 @@ TEST(MqarModel, ConfigJsonRoundTrip) {
             std::string::npos);
   EXPECT_NE(error_of([] { json{{"layers", "gsa"}}.get<MqarModelConfig>(); }).find("config key \"model.layers\": expected an array of mixer names, got string \"gsa\""),
             std::string::npos);
-  EXPECT_NE(error_of([] { json{{"layers", {"gsa", "foo"}}}.get<MqarModelConfig>(); }).find("known mixers: gsa, gla, base_conv"),
+  EXPECT_NE(error_of([] { json{{"layers", {"gsa", "foo"}}}.get<MqarModelConfig>(); }).find("known mixers: gsa, gla, retnet, hgrn2, base_conv"),
             std::string::npos);
 }
 
