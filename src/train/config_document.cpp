@@ -5,6 +5,7 @@
 
 #include <toml++/toml.h>
 
+#include <memory>
 #include <sstream>
 
 namespace lintime::train {
@@ -28,7 +29,51 @@ nlohmann::json to_json(const toml::node& node) {
   fail("config: dates and times are not supported in lintime configs");
 }
 
+// JSON values into TOML containers (JSON null has no TOML form: such entries are dropped).
+toml::table to_toml_table(const nlohmann::json& object);
+
+toml::array to_toml_array(const nlohmann::json& list) {
+  toml::array array;
+  for (const auto& item : list) {
+    switch (item.type()) {
+      case nlohmann::json::value_t::object: array.push_back(to_toml_table(item)); break;
+      case nlohmann::json::value_t::array: array.push_back(to_toml_array(item)); break;
+      case nlohmann::json::value_t::boolean: array.push_back(item.get<bool>()); break;
+      case nlohmann::json::value_t::number_integer:
+      case nlohmann::json::value_t::number_unsigned: array.push_back(item.get<int64_t>()); break;
+      case nlohmann::json::value_t::number_float: array.push_back(item.get<double>()); break;
+      case nlohmann::json::value_t::string: array.push_back(item.get<std::string>()); break;
+      default: break;
+    }
+  }
+  return array;
+}
+
+toml::table to_toml_table(const nlohmann::json& object) {
+  toml::table table;
+  for (const auto& [key, item] : object.items()) {
+    switch (item.type()) {
+      case nlohmann::json::value_t::object: table.insert(key, to_toml_table(item)); break;
+      case nlohmann::json::value_t::array: table.insert(key, to_toml_array(item)); break;
+      case nlohmann::json::value_t::boolean: table.insert(key, item.get<bool>()); break;
+      case nlohmann::json::value_t::number_integer:
+      case nlohmann::json::value_t::number_unsigned: table.insert(key, item.get<int64_t>()); break;
+      case nlohmann::json::value_t::number_float: table.insert(key, item.get<double>()); break;
+      case nlohmann::json::value_t::string: table.insert(key, item.get<std::string>()); break;
+      default: break;
+    }
+  }
+  return table;
+}
+
 }  // namespace
+
+std::string to_toml(const nlohmann::json& document) {
+  LINTIME_CHECK(document.is_object(), "to_toml: a config document must be a table, got ", document.type_name());
+  std::ostringstream out;
+  out << to_toml_table(document) << "\n";
+  return out.str();
+}
 
 nlohmann::json read_toml_file(const std::string& path) {
   toml::table table;

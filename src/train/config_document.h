@@ -16,4 +16,8 @@ nlohmann::json read_toml_file(const std::string& path);
 // strings with or without quotes, arrays). Intermediate tables are created as needed.
 void apply_overrides(nlohmann::json& document, const std::vector<std::string>& overrides);
 
+// The document as TOML text that read_toml_file reads back to the same document (tables,
+// arrays of tables, arrays, integers, floats, booleans, strings; null values are left out).
+std::string to_toml(const nlohmann::json& document);
+
 }  // namespace lintime::train

@@ -19,5 +19,6 @@ std::function<int()> add_plot_command(CLI::App& app);
 std::function<int()> add_tokenize_command(CLI::App& app);
 std::function<int()> add_convert_command(CLI::App& app);
 std::function<int()> add_serve_command(CLI::App& app);
+std::function<int()> add_sweep_command(CLI::App& app);
 
 }  // namespace lintime::cli

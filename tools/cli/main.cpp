@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
   add(lintime::cli::add_tokenize_command);
   add(lintime::cli::add_convert_command);
   add(lintime::cli::add_serve_command);
+  add(lintime::cli::add_sweep_command);
   if (argc > 1 && argv[1][0] != '-') {  // CLI11 would say only "A subcommand is required"
     std::string known;
     bool found = false;
