@@ -271,6 +271,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
       steps_since = 0;
       rate_start = std::chrono::steady_clock::now();
     }
+    if (options.after_step) options.after_step(state.step);
     if (state.step % eval_every == 0 || state.step == total_steps) {
       TaskEvaluation evaluation = task.evaluate();
       if (communicator != nullptr) evaluation.score = communicator->from_root({evaluation.score}, "sharing rank 0's evaluation")[0];

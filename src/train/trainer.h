@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -117,6 +118,9 @@ struct TrainerOptions {
   // losses so that they add up over ranks to the step's loss.
   Communicator* communicator = nullptr;
   int64_t bucket_bytes = 25 << 20;
+  // Called after each step's log line and before its evaluation, with the steps done
+  // (benchmarks watch a stretch of steps with it).
+  std::function<void(int64_t step)> after_step;
 };
 
 struct TrainerResult {

@@ -103,14 +103,12 @@ at::Tensor swiglu_product_reference(const at::Tensor& gate, const at::Tensor& up
 
 namespace {
 
-// Elements per slice of swiglu_product_bwd, whose compute-dtype temporaries (four or five at a
-// time) are this size whatever the call's. CPU: 2^18 (1 MiB of fp32): of 2^16 to 2^20 and no
-// slicing, about the fastest on bf16 [4096, 1408] (2 busy cores: 5.2-6.3 ms, unsliced 8.6-9.6 ms,
-// autograd through the reference 5.0-11.9 ms), its peak 4 MB above the two gradients (unsliced
-// 92 MB). CUDA: 2^24
-// (64 MiB of fp32), not measured on a GPU: each ATen kernel then streams ~128 MB (tens of µs on
-// an H100, well above its launch), and at GSA-1.3B's [16384, 5632] (6 slices) each temporary
-// is 64 MiB rather than 369 MiB.
+// Elements per slice of swiglu_product_bwd's ATen form, whose compute-dtype temporaries (four
+// or five at a time) are this size whatever the call's. CPU: 2^18 (1 MiB of fp32): of 2^16 to
+// 2^20 and no slicing, about the fastest on bf16 [4096, 1408] (2 busy cores: 5.2-6.3 ms,
+// unsliced 8.6-9.6 ms, autograd through the reference 5.0-11.9 ms), its peak 4 MB above the two
+// gradients (unsliced 92 MB). CUDA: 2^24 (64 MiB of fp32); there the fused kernel takes every
+// 16-bit and fp32 call, and this form serves fp64 and the LINTIME_UNFUSED comparison.
 int64_t backward_slice_elements(const at::Device& device) {
   return device.is_cpu() ? int64_t{1} << 18 : int64_t{1} << 24;
 }
@@ -176,6 +174,25 @@ std::pair<at::Tensor, at::Tensor> swiglu_product_bwd(const at::Tensor& gate, con
   at::Tensor grad_gate = at::empty(gate.sizes(), gate.options());
   at::Tensor grad_up = at::empty(up.sizes(), up.options());
   if (gate.numel() == 0) return {grad_gate, grad_up};
+#ifdef LINTIME_WITH_CUDA
+  if (gate.dim() >= 1 && fused_takes({&gate, &up, &grad_out})) {
+    const c10::cuda::CUDAGuard guard(gate.device());
+    cuda::SwigluBackwardParams params;
+    params.element = *element_of(gate.scalar_type());
+    params.columns = gate.size(-1);
+    params.rows = leading_rows(gate);
+    params.gate_row_stride = *row_stride(gate);
+    params.up_row_stride = *row_stride(up);
+    params.grad_out_row_stride = *row_stride(grad_out);
+    params.gate = gate.data_ptr();
+    params.up = up.data_ptr();
+    params.grad_out = grad_out.data_ptr();
+    params.grad_gate = grad_gate.data_ptr();
+    params.grad_up = grad_up.data_ptr();
+    check_launch(cuda::swiglu_product_backward(params, c10::cuda::getCurrentCUDAStream()), "swiglu_product_bwd");
+    return {grad_gate, grad_up};
+  }
+#endif
   const int64_t width = gate.dim() == 0 ? 1 : gate.size(-1);
   const at::Tensor gate_rows = gate.reshape({-1, width}), up_rows = up.reshape({-1, width});  // [R, I]
   const at::Tensor grad_out_rows = grad_out.reshape({-1, width});

@@ -29,8 +29,9 @@ at::Tensor swiglu_product(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor swiglu_product_reference(const at::Tensor& gate, const at::Tensor& up);
 
 // (d gate, d up) = (dout · up · silu'(gate), dout · silu(gate)), silu'(x) = σ(x)(1 + x(1 − σ(x))),
-// in fp32 (fp64 for fp64), each rounded once to its input's dtype. Computed in slices of rows,
-// so that its fp32 temporaries are a slice's size, not the call's; none outlives the call.
+// in fp32 (fp64 for fp64), each rounded once to its input's dtype. On a GPU one fused kernel
+// (16-bit or fp32 tensors whose rows have one stride); otherwise ATen ops in slices of rows,
+// so that their fp32 temporaries are a slice's size, not the call's (the kernel's reference).
 // gate, up, grad_out [..., I].
 std::pair<at::Tensor, at::Tensor> swiglu_product_bwd(const at::Tensor& gate, const at::Tensor& up,
                                                      const at::Tensor& grad_out);

@@ -40,6 +40,20 @@ __global__ void swiglu_kernel(SwigluParams p) {
   }
 }
 
+template <class E>
+__global__ void swiglu_backward_kernel(SwigluBackwardParams p) {
+  const int64_t total = p.rows * p.columns;
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < total; i += int64_t{gridDim.x} * kThreads) {
+    const int64_t r = i / p.columns, c = i % p.columns;
+    const float gate = Element<E>::load(p.gate, r * p.gate_row_stride + c);
+    const float up = Element<E>::load(p.up, r * p.up_row_stride + c);
+    const float grad_out = Element<E>::load(p.grad_out, r * p.grad_out_row_stride + c);
+    const float sigmoid = 1.f / (1.f + expf(-gate));
+    Element<E>::store(p.grad_up, i, grad_out * (gate * sigmoid));
+    Element<E>::store(p.grad_gate, i, (grad_out * up) * (sigmoid * (1.f + gate * (1.f - sigmoid))));
+  }
+}
+
 // The rounded y of element c of row r (see RowNormParams).
 template <class E>
 __device__ __forceinline__ float norm_input(const RowNormParams& p, int64_t r, int64_t c) {
@@ -116,6 +130,11 @@ cudaError_t dispatch(const P& p, cudaStream_t stream) {
 template <class E> struct LaunchSwiglu {
   static void run(const SwigluParams& p, cudaStream_t s) { swiglu_kernel<E><<<blocks_for(p.rows * p.columns), kThreads, 0, s>>>(p); }
 };
+template <class E> struct LaunchSwigluBackward {
+  static void run(const SwigluBackwardParams& p, cudaStream_t s) {
+    swiglu_backward_kernel<E><<<blocks_for(p.rows * p.columns), kThreads, 0, s>>>(p);
+  }
+};
 template <class E> struct LaunchRowNorm {
   static void run(const RowNormParams& p, cudaStream_t s) { row_norm_kernel<E><<<static_cast<unsigned>(p.rows), kThreads, 0, s>>>(p); }
 };
@@ -131,6 +150,11 @@ template <class E> struct LaunchGsaActivations {
 cudaError_t swiglu_product(const SwigluParams& params, cudaStream_t stream) {
   if (params.rows * params.columns == 0) return cudaSuccess;
   return dispatch<LaunchSwiglu>(params, stream);
+}
+
+cudaError_t swiglu_product_backward(const SwigluBackwardParams& params, cudaStream_t stream) {
+  if (params.rows * params.columns == 0) return cudaSuccess;
+  return dispatch<LaunchSwigluBackward>(params, stream);
 }
 
 cudaError_t row_rms_norm(const RowNormParams& params, cudaStream_t stream) {
