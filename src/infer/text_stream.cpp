@@ -1,5 +1,7 @@
 #include "infer/text_stream.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <utility>
 
 namespace lintime::infer {
@@ -15,20 +17,31 @@ size_t complete_utf8_prefix(const std::string& text) {
 
 TextStream::TextStream(std::function<std::string(const std::vector<int64_t>&)> decode) : decode_(std::move(decode)) {}
 
-std::string TextStream::push(const std::vector<int64_t>& tokens) {
-  const std::string text = decode_(tokens);
-  const size_t ready = complete_utf8_prefix(text);
-  if (ready <= released_) return "";
-  std::string piece = text.substr(released_, ready - released_);
-  released_ = ready;
+std::string TextStream::advance(const std::vector<int64_t>& tokens, bool finished) {
+  const auto from = [&](size_t first, size_t end) {
+    return decode_(std::vector<int64_t>(tokens.begin() + static_cast<std::ptrdiff_t>(first),
+                                        tokens.begin() + static_cast<std::ptrdiff_t>(end)));
+  };
+  const size_t end = tokens.size();
+  if (end < window_read_) return "";  // fewer tokens than before: nothing new
+  const std::string released_part = from(window_start_, window_read_);
+  const std::string text = from(window_start_, end);
+  const size_t ready = finished ? text.size() : complete_utf8_prefix(text);
+  const size_t released = std::min(text.size(), released_part.size() + window_released_);
+  std::string piece = ready > released ? text.substr(released, ready - released) : "";
+  window_released_ += piece.size();
+  if (ready == text.size()) {
+    // Whole up to the last token: the next window starts where this one's new tokens began.
+    window_start_ = window_read_;
+    window_read_ = end;
+    window_released_ = 0;
+  }
+  text_ += piece;
   return piece;
 }
 
-std::string TextStream::finish(const std::vector<int64_t>& tokens) {
-  const std::string text = decode_(tokens);
-  std::string rest = text.size() > released_ ? text.substr(released_) : "";
-  released_ = text.size();
-  return rest;
-}
+std::string TextStream::push(const std::vector<int64_t>& tokens) { return advance(tokens, false); }
+
+std::string TextStream::finish(const std::vector<int64_t>& tokens) { return advance(tokens, true); }
 
 }  // namespace lintime::infer

@@ -50,11 +50,16 @@ struct TextSoFar {
   bool stopped = false;  // a stop string was found: text ends before it
 };
 
-TextSoFar text_so_far(const text::Tokenizer& tokenizer, const std::vector<int64_t>& tokens,
+// `decoder` holds the stream's text so far and decodes only its newest tokens (infer/text_stream.h).
+TextSoFar text_so_far(infer::TextStream& decoder, const std::vector<int64_t>& tokens,
                       const std::vector<std::string>& stop, bool finished) {
   TextSoFar result;
-  result.text = tokenizer.decode(tokens);
-  if (!finished) result.text.resize(infer::complete_utf8_prefix(result.text));
+  if (finished) {
+    decoder.finish(tokens);
+  } else {
+    decoder.push(tokens);
+  }
+  result.text = decoder.text();
   if (const size_t at = find_stop(result.text, stop); at != std::string::npos) {
     result.text.resize(at);
     result.stopped = true;
@@ -223,9 +228,10 @@ void Server::install_routes() {
           std::vector<int64_t> tokens;
           Stream::Finish finish = Stream::Finish::kNone;
           TextSoFar text;
+          infer::TextStream decoder([this](const std::vector<int64_t>& ids) { return tokenizer_.decode(ids); });
           while (true) {
             finish = stream->wait(tokens.size(), tokens, 200ms);
-            text = text_so_far(tokenizer_, tokens, request.stop, finish != Stream::Finish::kNone);
+            text = text_so_far(decoder, tokens, request.stop, finish != Stream::Finish::kNone);
             if (text.stopped || finish != Stream::Finish::kNone) break;
           }
           if (text.stopped) {
@@ -243,11 +249,14 @@ void Server::install_routes() {
 
         // Server-Sent Events: one chunk per released piece of text, then the end.
         struct StreamState {
+          explicit StreamState(const text::Tokenizer& tokenizer)
+              : decoder([&tokenizer](const std::vector<int64_t>& ids) { return tokenizer.decode(ids); }) {}
           size_t seen_tokens = 0;  // tokens already turned into text
           size_t released = 0;     // bytes of text sent
           bool first = true;
+          infer::TextStream decoder;
         };
-        auto state = std::make_shared<StreamState>();
+        auto state = std::make_shared<StreamState>(tokenizer_);
         const bool include_usage = request.include_usage;
         const std::vector<std::string> stop = request.stop;
         const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
@@ -267,7 +276,7 @@ void Server::install_routes() {
                 stream->cancel();
                 return false;
               }
-              const TextSoFar text = text_so_far(tokenizer_, tokens, stop, finish != Stream::Finish::kNone);
+              const TextSoFar text = text_so_far(state->decoder, tokens, stop, finish != Stream::Finish::kNone);
               if (text.releasable > state->released || state->first) {
                 const std::string delta = text.text.substr(state->released, text.releasable - state->released);
                 if (!delta.empty() || (state->first && endpoint == Endpoint::kChatCompletions)) {

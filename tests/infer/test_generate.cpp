@@ -166,9 +166,41 @@ TEST(TextStream, ReleasesOnlyWholeUtf8Characters) {
   }
   EXPECT_EQ(released, (std::vector<std::string>{"", "\xC3\xA9", "", "", "\xE6\x97\xA5"}));
   EXPECT_EQ(stream.finish(tokens), "");
-  lintime::infer::TextStream cut([&](const std::vector<int64_t>&) { return std::string("x\xE6\x97"); });
+  lintime::infer::TextStream cut([&](const std::vector<int64_t>& ids) { return ids.empty() ? "" : std::string("x\xE6\x97"); });
   EXPECT_EQ(cut.push({0}), "x");
   EXPECT_EQ(cut.finish({0}), "\xE6\x97");  // the end releases what is left
+}
+
+// A long stream costs time linear in its length: each push decodes a window of the newest
+// tokens, and the pieces join to the whole decode — with byte tokens that split characters, and
+// with a decoder that drops a leading space (SentencePiece) whatever token a decode starts at.
+TEST(TextStream, DecodesAWindowAndJoinsToTheWholeText) {
+  // Token t is "▁w" for even t (a word with its space) or a byte of a 3-byte character.
+  const std::string character = "\xE6\x97\xA5";
+  for (bool drop_leading_space : {false, true}) {
+    int64_t decoded_tokens = 0;
+    const auto decode = [&](const std::vector<int64_t>& ids) {
+      decoded_tokens += static_cast<int64_t>(ids.size());
+      std::string out;
+      for (int64_t id : ids) out += id % 4 == 3 ? std::string(" w") : std::string(1, character[id % 4]);
+      if (drop_leading_space && !out.empty() && out[0] == ' ') out.erase(0, 1);
+      return out;
+    };
+    lintime::infer::TextStream stream(decode);
+    std::vector<int64_t> tokens;
+    std::string joined;
+    const int64_t length = 4000;
+    for (int64_t i = 0; i < length; ++i) {
+      tokens.push_back(i);
+      joined += stream.push(tokens);
+    }
+    joined += stream.finish(tokens);
+    EXPECT_EQ(joined, decode(tokens)) << "drop_leading_space " << drop_leading_space;
+    EXPECT_EQ(stream.text(), joined);
+    // Two window decodes per push of at most a few tokens each; decoding everything at every
+    // push would be length²/2 = 8e6 tokens.
+    EXPECT_LE(decoded_tokens, 12 * length + length) << "drop_leading_space " << drop_leading_space;
+  }
 }
 
 }  // namespace
