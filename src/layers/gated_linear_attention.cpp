@@ -99,21 +99,11 @@ at::Tensor GatedLinearAttention::forward(const at::Tensor& x, at::Tensor* state)
   const at::Tensor gk = at::log_sigmoid(gk_proj.forward(x)).view({batch, length, heads, dims_.head_k_dim}) /
                         options_.gate_logit_normalizer;  // [B, T, H, K]
 
-  at::Tensor o;  // [B, T, H, V]
-  if (state == nullptr) {
-    o = ops::gla_chunk(q, k, v, gk, /*gate_on_value=*/false, scale()).o;
-  } else {
+  if (state != nullptr) {
     check_shape("GatedLinearAttention", "state", *state,
                 {{"B", batch}, {"H", heads}, {"K", dims_.head_k_dim}, {"V", dims_.head_v_dim}});
-    if (length == 1) {
-      o = ops::gla_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), gk.select(1, 0), false, scale(), *state)
-              .unsqueeze(1);
-    } else {
-      auto result = ops::gla_chunk(q, k, v, gk, false, scale(), *state, /*output_final_state=*/true);
-      *state = result.final_state;
-      o = result.o;
-    }
   }
+  at::Tensor o = ops::gla_run(q, k, v, gk, /*gate_on_value=*/false, scale(), state);  // [B, T, H, V]
 
   o = g_norm.forward(o);
   if (g_proj) {

@@ -57,20 +57,10 @@ at::Tensor Hgrn2Attention::forward(const at::Tensor& x, at::Tensor* state) {
   const at::Tensor gk = g.view({batch, length, heads, forget});
   const at::Tensor v = i_proj.forward(x).view({batch, length, heads, input});
 
-  at::Tensor o;  // [B, T, H, I]
-  if (state == nullptr) {
-    o = ops::gla_chunk(q, k, v, gk, /*gate_on_value=*/false, scale()).o;
-  } else {
+  if (state != nullptr) {
     check_shape("Hgrn2Attention", "state", *state, {{"B", batch}, {"H", heads}, {"F", forget}, {"I", input}});
-    if (length == 1) {
-      o = ops::gla_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), gk.select(1, 0), false, scale(), *state)
-              .unsqueeze(1);
-    } else {
-      auto result = ops::gla_chunk(q, k, v, gk, false, scale(), *state, /*output_final_state=*/true);
-      *state = result.final_state;
-      o = result.o;
-    }
   }
+  const at::Tensor o = ops::gla_run(q, k, v, gk, /*gate_on_value=*/false, scale(), state);  // [B, T, H, I]
   return o_proj.forward(g_norm.forward(o.reshape({batch, length, options_.hidden_size})));
 }
 

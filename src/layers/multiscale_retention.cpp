@@ -91,21 +91,9 @@ at::Tensor MultiScaleRetention::forward(const at::Tensor& x, state::RetentionLay
   const auto gate_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor log_gamma = log_decays(at::TensorOptions().dtype(gate_dtype).device(x.device()));
 
-  at::Tensor o;  // [B, T, H, V]
-  if (state == nullptr) {
-    const at::Tensor g = log_gamma.view({1, 1, heads, 1}).expand({batch, length, heads, key}).contiguous();
-    o = ops::gla_chunk(q, k, v, g, /*gate_on_value=*/false, scale()).o;
-  } else if (length == 1) {
-    const at::Tensor g = log_gamma.view({1, heads, 1}).expand({batch, heads, key}).contiguous();
-    o = ops::gla_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), g, false, scale(), state->state).unsqueeze(1);
-    state->positions.add_(1);
-  } else {
-    const at::Tensor g = log_gamma.view({1, 1, heads, 1}).expand({batch, length, heads, key}).contiguous();
-    auto result = ops::gla_chunk(q, k, v, g, false, scale(), state->state, /*output_final_state=*/true);
-    state->state = result.final_state;
-    state->positions.add_(length);
-    o = result.o;
-  }
+  const at::Tensor g = log_gamma.view({1, 1, heads, 1}).expand({batch, length, heads, key}).contiguous();
+  at::Tensor o = ops::gla_run(q, k, v, g, /*gate_on_value=*/false, scale(), state ? &state->state : nullptr);
+  if (state != nullptr) state->positions.add_(length);
 
   o = g_norm.forward(o);
   if (g_proj) o = o * at::silu(g_proj->forward(x).view({batch, length, heads, value}));

@@ -105,13 +105,17 @@ class GsaMixer final : public Mixer {
   layers::GatedSlotAttention layer_;
 };
 
-class GlaMixer final : public Mixer {
+// Layers whose whole decoding state is one GLA-form recurrent state [B, H, K, V] ("gla",
+// "hgrn2"): forward(x, at::Tensor* state) and make_state() -> that tensor.
+template <class Layer, const char* kName>
+class GlaStateMixer final : public Mixer {
  public:
-  GlaMixer(const layers::GatedLinearAttentionOptions& options, at::Generator& generator) : layer_(options, generator) {}
+  template <class Options>
+  GlaStateMixer(const Options& options, at::Generator& generator) : layer_(options, generator) {}
   at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
                      const std::optional<at::Tensor>& cu_seqlens) override {
-    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"gla\": packed sequences (cu_seqlens) are not supported yet");
-    return layer_.forward(x, layer_state ? &state_as<state::GlaLayerState>(*layer_state, "gla").state : nullptr);
+    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"", kName, "\": packed sequences (cu_seqlens) are not supported yet");
+    return layer_.forward(x, layer_state ? &state_as<state::GlaLayerState>(*layer_state, kName).state : nullptr);
   }
   std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device& device,
                                                 at::ScalarType dtype) const override {
@@ -126,8 +130,12 @@ class GlaMixer final : public Mixer {
   layers::Module& module() override { return layer_; }
 
  private:
-  layers::GatedLinearAttention layer_;
+  Layer layer_;
 };
+constexpr char kGla[] = "gla";
+constexpr char kHgrn2[] = "hgrn2";
+using GlaMixer = GlaStateMixer<layers::GatedLinearAttention, kGla>;
+using Hgrn2Mixer = GlaStateMixer<layers::Hgrn2Attention, kHgrn2>;
 
 // "retnet": multi-scale retention; its state keeps each sequence's position for the rotary angles.
 class RetentionMixer final : public Mixer {
@@ -150,30 +158,6 @@ class RetentionMixer final : public Mixer {
 
  private:
   layers::MultiScaleRetention layer_;
-};
-
-// "hgrn2": HGRN2's gated recurrence in GLA form.
-class Hgrn2Mixer final : public Mixer {
- public:
-  Hgrn2Mixer(const layers::Hgrn2Options& options, at::Generator& generator) : layer_(options, generator) {}
-  at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
-                     const std::optional<at::Tensor>& cu_seqlens) override {
-    LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"hgrn2\": packed sequences (cu_seqlens) are not supported yet");
-    return layer_.forward(x, layer_state ? &state_as<state::GlaLayerState>(*layer_state, "hgrn2").state : nullptr);
-  }
-  std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device& device,
-                                                at::ScalarType dtype) const override {
-    auto result = std::make_unique<state::GlaLayerState>();
-    result->state = layer_.make_state(batch, device, dtype);
-    return result;
-  }
-  int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
-  int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
-  bool step_is_replayable() const override { return true; }  // ops::gla_step_ in place, as GLA's
-  layers::Module& module() override { return layer_; }
-
- private:
-  layers::Hgrn2Attention layer_;
 };
 
 class BasedConvMixer final : public Mixer {

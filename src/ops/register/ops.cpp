@@ -50,6 +50,18 @@ at::Tensor gla_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   return handle.call(q, k, v, g, gate_on_value, scale, state);
 }
 
+at::Tensor gla_run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g,
+                   bool gate_on_value, double scale, at::Tensor* state) {
+  if (state == nullptr) return gla_chunk(q, k, v, g, gate_on_value, scale).o;
+  if (q.size(1) == 1) {
+    return gla_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), g.select(1, 0), gate_on_value, scale, *state)
+        .unsqueeze(1);
+  }
+  GlaResult result = gla_chunk(q, k, v, g, gate_on_value, scale, *state, /*output_final_state=*/true);
+  *state = result.final_state;
+  return result.o;
+}
+
 GsaResult gsa_chunk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const at::Tensor& s, OptTensor g, double scale, OptTensor initial_state_k,
                     OptTensor initial_state_v, bool output_final_state, OptTensor cu_seqlens) {

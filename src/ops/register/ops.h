@@ -28,6 +28,12 @@ GlaResult gla_reference(const at::Tensor& q, const at::Tensor& k, const at::Tens
 // Returns o [B, HQ, V]; updates `state` [B, H, K, V] in place.
 at::Tensor gla_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& g, bool gate_on_value, double scale, at::Tensor& state);
+// The GLA recurrence as the layers built on it run it (GLA, RetNet, HGRN2): state == nullptr,
+// the chunked op from a zero state (training); otherwise one token decodes in place with the
+// step op, and several prefill from the state with the chunked op and replace it with the final
+// state. q, k, g [B, T, H, K], v [B, T, H, V], state [B, H, K, V]; returns o [B, T, H, V].
+at::Tensor gla_run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g,
+                   bool gate_on_value, double scale, at::Tensor* state);
 
 struct GsaResult {
   at::Tensor o;              // [B, T, HQ, V] (input dtype)
