@@ -71,7 +71,8 @@ def main():
     axes.set_ylim(-2, 102)
     axes.grid(True, alpha=0.3)
     axes.set_title(table.get("title", ""))
-    axes.legend(fontsize=8, ncol=2)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8, ncol=2)
     figure.tight_layout()
     # Written next to the target and renamed: never a half-written PNG.
     directory = os.path.dirname(os.path.abspath(args.out))

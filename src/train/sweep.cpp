@@ -31,21 +31,21 @@ void merge_into(json& base, const json& patch) {
   }
 }
 
-// "d128" for a point that only sets d_model; otherwise its flattened keys and values.
+// "d128" for a point that only sets d_model; otherwise d<size> first, then the other leaf keys
+// and values without their tables ("d48_feature_dim8", "window64").
 std::string point_label(const json& point) {
-  if (point.size() == 1 && point.contains("d_model")) return "d" + std::to_string(point["d_model"].get<int64_t>());
-  std::string label;
-  std::function<void(const json&, const std::string&)> add = [&](const json& node, const std::string& prefix) {
+  std::string label = point.contains("d_model") ? "d" + std::to_string(point["d_model"].get<int64_t>()) : "";
+  std::function<void(const json&)> add = [&](const json& node) {
     for (const auto& [key, value] : node.items()) {
-      const std::string name = key == "d_model" ? "d" : key;
+      if (key == "d_model" && &node == &point) continue;
       if (value.is_object()) {
-        add(value, prefix + key + ".");
+        add(value);
       } else {
-        label += (label.empty() ? "" : "_") + prefix + name + (value.is_string() ? value.get<std::string>() : value.dump());
+        label += (label.empty() ? "" : "_") + key + (value.is_string() ? value.get<std::string>() : value.dump());
       }
     }
   };
-  add(point, "");
+  add(point);
   return label;
 }
 
