@@ -80,6 +80,9 @@ def main():
     os.close(handle)
     try:
         figure.savefig(temporary, dpi=120)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's file is private; the figure is not
         os.replace(temporary, args.out)
     except OSError as error:
         os.unlink(temporary)
