@@ -280,7 +280,13 @@ TEST(Engine, ABoundedLoadEndsWithEverySlotFreeAndFlatMemory) {
   EXPECT_EQ(engine.pending(), 0);
   EXPECT_EQ(engine.free_slots(), 8);
   std::printf("resident memory %.1f MB before, %.1f MB after 512 requests\n", before / 1e6, after / 1e6);
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer keeps freed blocks in a quarantine (256 MB by default) instead of reusing
+  // them, so resident memory grows with any churn: the leak check is ASan's own there.
+  std::printf("resident-memory bound not checked under AddressSanitizer\n");
+#else
   EXPECT_LT(after - before, 32 << 20);
+#endif
 }
 
 }  // namespace

@@ -136,7 +136,8 @@ TEST(ByteLevelBpe, TokenizerJsonEqualsVocabAndMerges) {
   auto from_json = lintime::text::load_tokenizer(dir.string());
   auto from_files = ByteLevelBpeTokenizer::from_vocab_and_merges(data + "/gpt2-vocab.json", data + "/gpt2-merges.txt");
   EXPECT_EQ(from_json->kind(), "byte-level BPE");
-  for (const json& item : fixtures()["cases"]) {
+  const json cases = fixtures()["cases"];  // a copy: looping over a member of the temporary would dangle
+  for (const json& item : cases) {
     EXPECT_EQ(from_json->encode(item["text"].get<std::string>()), ids_of(item["gpt2"])) << item["text"];
   }
   // add_prefix_space: " Hello" and "Hello" then encode alike.
