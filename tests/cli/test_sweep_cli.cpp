@@ -105,17 +105,8 @@ TEST(SweepCli, StoppedAndStartedAgainEndsWithTheUninterruptedTable) {
   ASSERT_EQ(run_lintime("sweep " + sweep + " --device cpu --out " + full.string()).exit_code, 0);
 
   // SIGTERM once the second run has logged a step: it checkpoints and stops, the sweep with it.
-  std::vector<std::string> args = {LINTIME_BINARY, "sweep", sweep, "--device", "cpu", "--out", stopped.string()};
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  pid_t pid = -1;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
+  const pid_t pid = lintime::testing::spawn_lintime({"sweep", sweep, "--device", "cpu", "--out", stopped.string()});
+  ASSERT_GT(pid, 0);
   const fs::path second = stopped / "GSA" / "d8" / "lr-0.01" / "metrics.jsonl";
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (!fs::exists(second) && std::chrono::steady_clock::now() < deadline) {

@@ -57,19 +57,10 @@ std::string tiny_lm_config(const fs::path& dir) {
 
 // Starts `lintime train` in the background; returns its pid.
 pid_t start_training(const std::string& config, const fs::path& out, bool resume) {
-  std::vector<std::string> args = {LINTIME_BINARY, "train", config, "--device", "cpu", "--out", out.string()};
+  std::vector<std::string> args = {"train", config, "--device", "cpu", "--out", out.string()};
   if (resume) args.push_back("--resume");
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  pid_t pid = -1;
-  const int status = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  EXPECT_EQ(status, 0);
+  const pid_t pid = lintime::testing::spawn_lintime(args);
+  EXPECT_GT(pid, 0);
   return pid;
 }
 

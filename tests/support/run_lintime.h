@@ -2,11 +2,16 @@
 // shell and captures its output, for tests of the command line. Header-only.
 #pragma once
 
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/wait.h>
 
 #include <array>
 #include <cstdio>
 #include <string>
+#include <vector>
+
+extern char** environ;
 
 namespace lintime::testing {
 
@@ -37,6 +42,23 @@ inline CommandResult run_lintime(const std::string& arguments, Capture capture =
 // The same with environment variables set for the command ("NAME=value NAME2=value").
 inline CommandResult run_lintime_with_env(const std::string& environment, const std::string& arguments) {
   return run_lintime(arguments, Capture::both, environment);
+}
+
+// Starts the binary with `arguments` (argv after the binary's path; no shell) in the background,
+// its output discarded; returns its pid, or -1 when it could not start.
+inline pid_t spawn_lintime(std::vector<std::string> arguments) {
+  arguments.insert(arguments.begin(), LINTIME_BINARY);
+  std::vector<char*> argv;
+  for (auto& argument : arguments) argv.push_back(argument.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = -1;
+  const int status = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return status == 0 ? pid : -1;
 }
 
 }  // namespace lintime::testing
