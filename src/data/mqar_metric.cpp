@@ -41,6 +41,25 @@ at::Tensor mqar_loss(const at::Tensor& logits, const at::Tensor& labels) {
                                 at::Reduction::Mean, kMqarIgnoreIndex);
 }
 
+MqarLabelled mqar_labelled(const at::Tensor& labels) {
+  LINTIME_CHECK(labels.defined() && labels.dim() == 2 && labels.scalar_type() == at::kLong,
+                "mqar_labelled: labels must be an int64 tensor of shape [B, L]");
+  const at::Tensor flat = labels.reshape({-1});
+  MqarLabelled result;
+  result.positions = flat.ne(kMqarIgnoreIndex).nonzero().reshape({-1});
+  result.labels = flat.index_select(0, result.positions);
+  return result;
+}
+
+at::Tensor mqar_labelled_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  LINTIME_CHECK(logits.defined() && logits.dim() == 2, "mqar_labelled_loss: logits must have shape [P, V]");
+  LINTIME_CHECK(labels.defined() && labels.dim() == 1 && labels.size(0) == logits.size(0) &&
+                    labels.scalar_type() == at::kLong,
+                "mqar_labelled_loss: labels must be an int64 tensor of shape [P] = [", logits.size(0), "]");
+  const at::Tensor compute = logits.scalar_type() == at::kDouble ? logits : logits.to(at::kFloat);
+  return at::cross_entropy_loss(compute, labels.to(logits.device()), {}, at::Reduction::Mean, kMqarIgnoreIndex);
+}
+
 MqarAccuracy::MqarAccuracy(int64_t num_segments) {
   LINTIME_CHECK(num_segments >= 1, "MqarAccuracy: num_segments must be >= 1, got ", num_segments);
   sums_.assign(static_cast<size_t>(num_segments), 0.0);

@@ -18,6 +18,20 @@ at::Tensor mqar_example_accuracy(const at::Tensor& logits, const at::Tensor& lab
 // fp64 logits); differentiable. Returns a scalar tensor.
 at::Tensor mqar_loss(const at::Tensor& logits, const at::Tensor& labels);
 
+// The labelled positions of a batch: `positions` [P] int64, flat indices into B·L in row-major
+// order, and `labels` [P] their labels. Training computes the head only there: MQAR labels 2N
+// of L positions (1/8 in the GSA paper's setting), and the vocabulary-wide logits elsewhere
+// would be most of a tiny model's step.
+struct MqarLabelled {
+  at::Tensor positions, labels;
+};
+MqarLabelled mqar_labelled(const at::Tensor& labels);  // labels [B, L] int64, on any device
+
+// The mean cross-entropy of logits [P, V] at the labelled positions against labels [P]: the
+// value of mqar_loss on the whole batch (the same terms, the same mean), in fp32 (fp64 for fp64
+// logits); differentiable.
+at::Tensor mqar_labelled_loss(const at::Tensor& logits, const at::Tensor& labels);
+
 // Accumulates per-example accuracies over a test set made of segments.
 class MqarAccuracy {
  public:

@@ -95,6 +95,11 @@ class Mixer {
   // Whether a decode step reads nothing from the host (no position kept there), so that it can
   // be recorded once and replayed as a CUDA graph.
   virtual bool step_is_replayable() const = 0;
+  // Whether the training forward and backward on a GPU read nothing from the host (no
+  // synchronisation, no host-dependent shapes), so that a whole training step can be recorded
+  // as a CUDA graph (train/graphed_step.h). The ATen chunked GLA form checks its gates on the
+  // host, so only mixers on synchronisation-free kernels say yes.
+  virtual bool training_is_replayable() const { return false; }
   // The layer that owns the weights.
   virtual layers::Module& module() = 0;
 };

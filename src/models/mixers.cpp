@@ -98,6 +98,8 @@ class GsaMixer final : public Mixer {
   int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
   int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
   bool step_is_replayable() const override { return true; }  // ops::gsa_step_ and copy_ in place
+  // The fused kernels take up to 128 slots; beyond, the ATen form's host checks would run.
+  bool training_is_replayable() const override { return layer_.num_slots() <= 128; }
   bool packs_sequences() const override { return true; }
   layers::Module& module() override { return layer_; }
 

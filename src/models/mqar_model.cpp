@@ -141,6 +141,23 @@ at::Tensor MqarModel::forward(const at::Tensor& inputs, bool training) {
   return at::linear(hidden_states(inputs), model.embeddings.weight);  // [B, L, V] in the parameters' dtype
 }
 
+at::Tensor MqarModel::logits_at(const at::Tensor& inputs, const at::Tensor& positions, bool training) {
+  LINTIME_CHECK(inputs.defined() && inputs.dim() == 2 && inputs.scalar_type() == at::kLong,
+                "MqarModel: inputs must be an int64 tensor of shape [B, L]");
+  LINTIME_CHECK(positions.defined() && positions.dim() == 1 && positions.scalar_type() == at::kLong,
+                "MqarModel: positions must be an int64 tensor of shape [P]");
+  model.set_training(training);
+  const at::Tensor hidden = hidden_states(inputs);                                   // [B, L, d]
+  const at::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, positions);  // [P, d]
+  return at::linear(rows, model.embeddings.weight);  // [P, V] in the parameters' dtype
+}
+
+bool MqarModel::training_is_replayable() const {
+  for (const auto& block : model.layers)
+    if (!block->mixer->training_is_replayable()) return false;
+  return true;
+}
+
 int64_t MqarModel::state_bytes_per_sequence() const {
   int64_t bytes = 0;
   for (const auto& block : model.layers) bytes += block->mixer->state_bytes_per_sequence();

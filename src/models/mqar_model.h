@@ -69,9 +69,15 @@ class MqarModel : public Decoder {
   // only: on a GPU the check would wait for the device at every step, so callers that move
   // batches there check them first (check_inputs on the host batch, as the trainer does).
   at::Tensor forward(const at::Tensor& inputs, bool training = false);
+  // The logits [P, vocab_size] at `positions` [P] only (flat indices into B·L, on the inputs'
+  // device; data::mqar_labelled): the rows of forward()'s logits there, without the head's
+  // product and the vocabulary-wide tensor at the other positions.
+  at::Tensor logits_at(const at::Tensor& inputs, const at::Tensor& positions, bool training = false);
   // Throws lintime::Error unless `inputs` is an int64 [B, L] tensor of ids in [0, vocab_size).
   void check_inputs(const at::Tensor& inputs) const;
 
+  // Whether every mixer's training step can be recorded as a CUDA graph (Mixer::training_is_replayable).
+  bool training_is_replayable() const;
   // Sum over layers of each mixer's recurrent state, bytes per sequence.
   int64_t state_bytes_per_sequence() const;
   const MqarModelConfig& config() const { return config_; }

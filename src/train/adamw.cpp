@@ -107,10 +107,40 @@ void AdamW::fused_step() {
     }
     if (parameters.empty()) continue;
     at::_foreach_add_(steps, 1);  // the kernel reads the step it is taking, as torch.optim does
-    at::_fused_adamw_(parameters, gradients, exp_avgs, exp_avg_sqs, {}, steps, options_.lr, options_.beta1,
-                      options_.beta2, decaying ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false,
-                      /*maximize=*/false);
+    const double decay = decaying ? options_.weight_decay : 0.0;
+    if (lr_tensor_.defined()) {
+      at::_fused_adamw_(parameters, gradients, exp_avgs, exp_avg_sqs, {}, steps, lr_tensor_, options_.beta1,
+                        options_.beta2, decay, options_.eps, /*amsgrad=*/false, /*maximize=*/false);
+    } else {
+      at::_fused_adamw_(parameters, gradients, exp_avgs, exp_avg_sqs, {}, steps, options_.lr, options_.beta1,
+                        options_.beta2, decay, options_.eps, /*amsgrad=*/false, /*maximize=*/false);
+    }
   }
+}
+
+void AdamW::read_lr_from(at::Tensor lr) {
+  LINTIME_CHECK(options_.fused, "AdamW: a learning rate read from a tensor needs the fused update (fused = true)");
+  LINTIME_CHECK(lr.defined() && lr.dim() == 0 && lr.scalar_type() == at::kFloat,
+                "AdamW: the learning rate tensor must be an fp32 scalar");
+  for (const Slot& slot : slots_) {
+    LINTIME_CHECK(slot.parameter.device() == lr.device(), "AdamW: the learning rate tensor is on ", lr.device(),
+                  ", parameter '", slot.name, "' on ", slot.parameter.device());
+  }
+  lr_tensor_ = std::move(lr);
+}
+
+AdamW::StepCounts AdamW::step_counts() const {
+  StepCounts counts;
+  counts.calls = step_count_;
+  for (const Slot& slot : slots_) counts.per_parameter.push_back(slot.steps);
+  return counts;
+}
+
+void AdamW::set_step_counts(const StepCounts& counts) {
+  LINTIME_CHECK(counts.per_parameter.size() == slots_.size(), "AdamW: step counts for ", counts.per_parameter.size(),
+                " parameters, the optimizer has ", slots_.size());
+  step_count_ = counts.calls;
+  for (size_t i = 0; i < slots_.size(); ++i) slots_[i].steps = counts.per_parameter[i];
 }
 
 void AdamW::zero_grad() {

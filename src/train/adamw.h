@@ -56,6 +56,19 @@ class AdamW {
 
   double lr() const { return options_.lr; }
   void set_lr(double lr) { options_.lr = lr; }
+  // CUDA-graph capture (train/graphed_step.h): the fused update reads its learning rate from
+  // this fp32 scalar on the parameters' device instead of set_lr's value, so that a recorded
+  // update replays at whatever rate the tensor holds (the same float either way).
+  void read_lr_from(at::Tensor lr);
+
+  // The counts step() keeps on the host (calls, and steps per parameter): a recorded update
+  // that is replayed does not run step()'s host code, so its owner advances them itself.
+  struct StepCounts {
+    int64_t calls = 0;
+    std::vector<int64_t> per_parameter;
+  };
+  StepCounts step_counts() const;
+  void set_step_counts(const StepCounts& counts);
   const AdamWOptions& options() const { return options_; }
   // Number of step() calls.
   int64_t step_count() const { return step_count_; }
@@ -83,6 +96,7 @@ class AdamW {
     int64_t steps = 0;
     at::Tensor fused_steps;  // fused: the same count, a float on the parameter's device
   };
+  at::Tensor lr_tensor_;  // read_lr_from
   void fused_step();
   AdamWOptions options_;
   std::vector<Slot> slots_;

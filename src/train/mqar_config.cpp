@@ -94,9 +94,14 @@ MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
   o.epochs = train.get("epochs", o.epochs);
   o.lr_sweep = train.get_number_list("lr_sweep", o.lr_sweep);
   o.target_accuracy = train.get("target_accuracy", o.target_accuracy);
+  o.precision = train.get("precision", o.precision);
+  LINTIME_CHECK(o.precision == "fp32" || o.precision == "bf16" || o.precision == "fp64",
+                "config key \"train.precision\": must be one of fp32 (the papers' MQAR runs), bf16 (bf16 compute, fp32 ",
+                "master weights and moments) or fp64, got '", o.precision, "'");
   LINTIME_CHECK(o.target_accuracy > 0 && o.target_accuracy <= 1, "config key \"train.target_accuracy\": expected an ",
                 "accuracy in (0, 1] (training stops once evaluation reaches it), got ", o.target_accuracy);
-  std::vector<std::string> known = {"batch_size", "test_batch_size", "epochs", "lr_sweep", "target_accuracy"};
+  std::vector<std::string> known = {"batch_size", "test_batch_size", "epochs", "lr_sweep", "target_accuracy",
+                                    "precision"};
   const auto shared = read_optimizer_fields(train, o);
   known.insert(known.end(), shared.begin(), shared.end());
   train.finish(known);
@@ -125,6 +130,7 @@ nlohmann::json MqarTrainConfig::to_document() const {
   train.update({{"batch_size", o.batch_size}, {"test_batch_size", o.test_batch_size}, {"epochs", o.epochs},
                 {"target_accuracy", o.target_accuracy}});
   if (!o.lr_sweep.empty()) train["lr_sweep"] = o.lr_sweep;
+  if (o.precision != "fp32") train["precision"] = o.precision;  // absent for fp32: older runs' configs stay equal
   nlohmann::json data_table = {{"vocab_size", data.vocab_size}, {"power_a", data.power_a},
                                {"random_non_queries", data.random_non_queries}, {"seed", data.seed},
                                {"train", segments_to_json(data.train_segments)},

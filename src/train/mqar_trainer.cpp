@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 
 namespace lintime::train {
@@ -117,13 +118,44 @@ class MqarTask final : public TrainingTask {
       if (mine == 0) return at::zeros({}, at::kDouble);  // no rows here: nothing to backpropagate
       share = mine / scored;
     }
-    auto inputs = host_inputs.to(device_);
-    auto labels = host_labels.to(device_);
+    const data::MqarLabelled labelled = data::mqar_labelled(host_labels);
+    const at::Tensor inputs = to_device(host_inputs), positions = to_device(labelled.positions),
+                     labels = to_device(labelled.labels);
     // Dropout masks differ per rank (the rank is part of the step's seed).
     if (config_.model.embed_dropout > 0) seed_dropout_for_step(device_, config_.optim.seed, step * world_size_ + rank_);
     *tokens = inputs.numel();
-    at::Tensor loss = data::mqar_loss(model_.forward(inputs, /*training=*/true), labels);
+    at::Tensor loss = data::mqar_labelled_loss(model_.logits_at(inputs, positions, /*training=*/true), labels);
     return world_size_ > 1 ? loss * share : loss;
+  }
+
+  // One set of device buffers per batch shape (rows, length, labelled positions): a segment's
+  // full batches and its epoch's last, shorter one.
+  bool stages_batches() const override { return world_size_ == 1 && model_.training_is_replayable(); }
+
+  std::string stage_batch(int64_t step, int64_t* tokens) override {
+    auto batch = train_data_.training_batch_at_step(step);
+    model_.check_inputs(batch.inputs);
+    const data::MqarLabelled labelled = data::mqar_labelled(batch.labels);
+    const std::string shape = std::to_string(batch.inputs.size(0)) + "x" + std::to_string(batch.inputs.size(1)) +
+                              ":" + std::to_string(labelled.positions.size(0));
+    Staged& staged = staged_[shape];
+    if (!staged.inputs.defined()) {
+      staged.inputs = at::empty_like(batch.inputs, at::TensorOptions().device(device_));
+      staged.positions = at::empty_like(labelled.positions, at::TensorOptions().device(device_));
+      staged.labels = at::empty_like(labelled.labels, at::TensorOptions().device(device_));
+    }
+    staged.inputs.copy_(pinned(batch.inputs), /*non_blocking=*/true);
+    staged.positions.copy_(pinned(labelled.positions), /*non_blocking=*/true);
+    staged.labels.copy_(pinned(labelled.labels), /*non_blocking=*/true);
+    if (config_.model.embed_dropout > 0) seed_dropout_for_step(device_, config_.optim.seed, step);
+    *tokens = batch.inputs.numel();
+    return shape;
+  }
+
+  at::Tensor staged_loss(const std::string& shape) override {
+    const Staged& staged = staged_.at(shape);
+    return data::mqar_labelled_loss(model_.logits_at(staged.inputs, staged.positions, /*training=*/true),
+                                    staged.labels);
   }
 
   TaskEvaluation evaluate() override {
@@ -135,12 +167,27 @@ class MqarTask final : public TrainingTask {
   const models::MqarModel& mqar_model() const { return model_; }
 
  private:
+  struct Staged {
+    at::Tensor inputs, positions, labels;
+  };
+
+  // A host batch on the training device. On a GPU the copy leaves from pinned memory without
+  // waiting: the host goes on to the step's launches while the device finishes the last step.
+  at::Tensor to_device(const at::Tensor& host) const {
+    if (device_.is_cpu()) return host;
+    return pinned(host).to(device_, /*non_blocking=*/true);
+  }
+  // Page-locked copy from torch's caching host allocator, which keeps the block until the
+  // copies that read it are done.
+  static at::Tensor pinned(const at::Tensor& host) { return host.pin_memory(); }
+
   MqarTrainConfig config_;
   c10::Device device_;
   int64_t rank_ = 0, world_size_ = 1;
   data::MqarDataset train_data_, test_data_;
   models::MqarModel model_;
   MqarEvaluation last_;
+  std::map<std::string, Staged> staged_;
 };
 
 }  // namespace

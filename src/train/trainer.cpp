@@ -6,6 +6,7 @@
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/distributed.h"
+#include "train/graphed_step.h"
 #include "train/weight_update.h"
 #include "train/lr_schedule.h"
 #include "train/metrics_log.h"
@@ -87,7 +88,25 @@ double progress_number(const nlohmann::json& progress, const char* key, double f
   return found != progress.end() && found->is_number() ? found->get<double>() : fallback;
 }
 
+// Whether the run can record its steps as CUDA graphs; otherwise what prevents it.
+std::string why_no_cuda_graphs(const TrainingTask& task, const c10::Device& device, int64_t micro_batches,
+                               const Communicator* communicator, bool scales_loss, bool fused_adamw) {
+  if (!training_graphs_compiled()) return "this build has no CUDA";
+  if (!device.is_cuda()) return "the run is on " + device.str() + ", not a CUDA device";
+  if (!task.stages_batches())
+    return "the task cannot stage its batches for a recorded step (MQAR can, with mixers whose GPU training "
+           "reads nothing from the host: gsa)";
+  if (micro_batches != 1) return "a step has " + std::to_string(micro_batches) + " micro-batches (needs 1)";
+  if (communicator != nullptr) return "the run is distributed (gradients cross processes between steps)";
+  if (scales_loss) return "fp16's loss scaling decides on the host whether to skip a step";
+  if (!fused_adamw) return "the update needs the fused AdamW (train.fused_adamw = true)";
+  return "";
+}
+
 }  // namespace
+
+std::string TrainingTask::stage_batch(int64_t, int64_t*) { fail("train: this task does not stage batches"); }
+at::Tensor TrainingTask::staged_loss(const std::string&) { fail("train: this task does not stage batches"); }
 
 TrainerResult train(TrainingTask& task, const OptimSettings& settings, const TrainerOptions& options) {
   layers::Module& model = task.model();
@@ -100,6 +119,19 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   const at::ScalarType compute_dtype = compute_dtype_of(settings.precision);
   Communicator* const communicator = options.communicator;
   const bool writes = communicator == nullptr || communicator->is_root();  // metrics, checkpoints
+
+  // Whole-step CUDA graphs: decided before anything is written.
+  LINTIME_CHECK(options.cuda_graph == "auto" || options.cuda_graph == "on" || options.cuda_graph == "off",
+                "--cuda-graph: expected auto, on or off, got '", options.cuda_graph, "'");
+  bool records_graphs = false;
+  if (options.cuda_graph != "off") {
+    const c10::Device model_device = model.named_parameters().front().second.device();
+    const std::string why_not = why_no_cuda_graphs(task, model_device, micro_batches, communicator,
+                                                   compute_dtype == at::kHalf, settings.fused_adamw);
+    LINTIME_CHECK(options.cuda_graph == "auto" || why_not.empty(), "--cuda-graph on: cannot record this run's steps: ",
+                  why_not);
+    records_graphs = why_not.empty();
+  }
 
   const fs::path out_dir(options.out_dir);
   const fs::path checkpoint_dir = out_dir / "checkpoint";
@@ -139,6 +171,8 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   const auto weights = make_weight_update(model, update_options);
   if (options.resume) weights->load_optimizer(checkpoint_dir.string());
   auto schedule = schedule_for(settings, steps_per_epoch, total_steps);
+  std::unique_ptr<GraphedTrainingStep> graphed;
+  if (records_graphs) graphed = std::make_unique<GraphedTrainingStep>(*weights, device, settings.grad_clip);
   std::unique_ptr<MetricsLog> metrics;
   if (writes) {
     if (options.resume) {
@@ -210,7 +244,15 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
       communicator->heartbeat(state.step);
       stop_vote = communicator->start_max(signals.received());
     }
-    for (int64_t micro = 0; micro < micro_batches; ++micro) {
+    bool step_taken = true;
+    at::Tensor grad_norm_before_clip;
+    if (graphed) {  // the whole step, replayed
+      const std::string shape = task.stage_batch(state.step, &tokens);
+      auto outputs = graphed->run(shape, lr, [&] { return task.staged_loss(shape); });
+      loss_sum = outputs.loss;
+      grad_norm_before_clip = outputs.grad_norm;
+    }
+    for (int64_t micro = 0; !graphed && micro < micro_batches; ++micro) {
       int64_t micro_tokens = 0;
       weights->begin_micro_batch(micro == micro_batches - 1);
       at::Tensor loss = task.training_loss(state.step, micro, &micro_tokens);
@@ -219,9 +261,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
       tokens += micro_tokens;
       loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
     }
-    bool step_taken = true;
-    at::Tensor grad_norm_before_clip;
-    if (scales_loss) {
+    if (scales_loss) {  // (never graphed)
       weights->scale_gradients(1.0 / loss_scale.scale);
       grad_norm_before_clip = weights->grad_norm();
       step_taken = std::isfinite(grad_norm_before_clip.item<double>());
@@ -233,7 +273,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
         loss_scale.scale *= 2;
       }
     }
-    if (step_taken) {
+    if (step_taken && !graphed) {
       if (settings.grad_clip > 0) grad_norm_before_clip = weights->clip(settings.grad_clip);
       weights->step(lr);
     }

@@ -89,6 +89,14 @@ class TrainingTask {
   // gradients are summed); `tokens` receives its token count. A loss that needs no gradient
   // (a rank with no rows in this batch) is not backpropagated.
   virtual at::Tensor training_loss(int64_t step, int64_t micro, int64_t* tokens) = 0;
+  // CUDA-graph capture (graphed_step.h): a task whose batches come in a few fixed shapes splits
+  // training_loss(step, 0, tokens) into stage_batch — the host's work: step s's batch copied
+  // into device buffers kept per shape, dropout seeded — and staged_loss, the device work alone
+  // on those buffers, which is recorded once per shape and replayed. stage_batch returns the
+  // batch's shape key. Only for tasks with one micro-batch per step.
+  virtual bool stages_batches() const { return false; }
+  virtual std::string stage_batch(int64_t step, int64_t* tokens);
+  virtual at::Tensor staged_loss(const std::string& shape);
   // Every rank calls it; the trainer keeps rank 0's score, so that all ranks decide alike.
   virtual TaskEvaluation evaluate() = 0;
   // The score's name on the progress bar ("acc").
@@ -121,6 +129,11 @@ struct TrainerOptions {
   // Called after each step's log line and before its evaluation, with the steps done
   // (benchmarks watch a stretch of steps with it).
   std::function<void(int64_t step)> after_step;
+  // Whole-step CUDA graphs (graphed_step.h): "auto" records them where the run allows it (a
+  // CUDA device, a task that stages its batches, one micro-batch, one process, no fp16 loss
+  // scaling, the fused AdamW), "on" requires them (an error names what prevents them), "off"
+  // launches every kernel from the host.
+  std::string cuda_graph = "auto";
 };
 
 struct TrainerResult {

@@ -11,6 +11,10 @@
 
 namespace lintime::train {
 
+void WeightUpdate::read_lr_from(const at::Tensor&) { fail("train: this weight update cannot be captured in a CUDA graph"); }
+AdamW::StepCounts WeightUpdate::step_counts() const { return {}; }
+void WeightUpdate::set_step_counts(const AdamW::StepCounts&) {}
+
 namespace {
 
 std::vector<at::Tensor> tensors_of(const std::vector<std::pair<std::string, at::Tensor>>& named) {
@@ -91,6 +95,11 @@ class ReplicatedWeightUpdate final : public WeightUpdate {
   }
 
   void load_optimizer(const std::string& dir) override { load_optimizer_state(dir, *optimizer_); }
+
+  bool capturable() const override { return !reducer_ && optimizer_->options().fused; }
+  void read_lr_from(const at::Tensor& lr) override { optimizer_->read_lr_from(lr); }
+  AdamW::StepCounts step_counts() const override { return optimizer_->step_counts(); }
+  void set_step_counts(const AdamW::StepCounts& counts) override { optimizer_->set_step_counts(counts); }
 
   int64_t state_bytes() const override {
     int64_t bytes = 0;

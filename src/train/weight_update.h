@@ -45,6 +45,17 @@ class WeightUpdate {
   // Bytes this rank holds for the update: master weights (when separate from the parameters)
   // and AdamW's moments once they exist.
   virtual int64_t state_bytes() const = 0;
+
+  // CUDA-graph capture of the whole step (train/graphed_step.h). Capturable: an update whose
+  // step needs nothing from the host between steps (the replicated form with the fused AdamW;
+  // not a distributed one, whose gradients cross processes). Once read_lr_from is called, the
+  // update takes its learning rate from that fp32 device scalar instead of step()'s argument.
+  // The host counts a step advances (AdamW's steps) are read and set around a capture, and
+  // advanced by the graph's owner at each replay.
+  virtual bool capturable() const { return false; }
+  virtual void read_lr_from(const at::Tensor& lr);
+  virtual AdamW::StepCounts step_counts() const;
+  virtual void set_step_counts(const AdamW::StepCounts& counts);
 };
 
 struct WeightUpdateOptions {

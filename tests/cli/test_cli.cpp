@@ -184,6 +184,17 @@ TEST_F(CliTest, UnknownMixerIsRejectedWithKnownNames) {
   EXPECT_NE(result.out.find("gsa"), std::string::npos) << result.out;
 }
 
+// CUDA graphs are recorded only where the run allows it: `on` names what prevents it; `auto`
+// trains as `off` there.
+TEST_F(CliTest, CudaGraphOnSaysWhatPreventsIt) {
+  const auto out = dir_ / "graph";
+  expect_one_line_error(run_errors("train " + write_config() + " --device cpu --cuda-graph on --out " + out.string()),
+                        "--cuda-graph on: cannot record this run's steps: the run is on cpu, not a CUDA device");
+  EXPECT_FALSE(fs::exists(out)) << "a refused run must not leave an output directory";
+  expect_one_line_error(run_errors("train " + write_config() + " --device cpu --cuda-graph sometimes --out " + out.string()),
+                        "--cuda-graph");
+}
+
 TEST_F(CliTest, MissingAndMalformedFiles) {
   expect_one_line_error(run_errors("train " + (dir_ / "nope.toml").string()), "does not exist");
   const auto bad = dir_ / "bad.toml";

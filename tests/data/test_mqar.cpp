@@ -280,6 +280,16 @@ TEST(MqarMetric, AccuracyAndLossOnHandMadeLogits) {
   loss.backward();
   EXPECT_EQ(logits.grad()[1][0].abs().sum().item<double>(), 0.0);  // ignored position
 
+  // The same loss from the labelled positions alone (what training computes the head at).
+  const auto labelled = lintime::data::mqar_labelled(labels);
+  EXPECT_TRUE(labelled.positions.equal(at::tensor({0, 2, 4}, at::kLong)));
+  EXPECT_TRUE(labelled.labels.equal(at::tensor({2, 3, 3}, at::kLong)));
+  const at::Tensor rows = logits.detach().reshape({-1, 4}).index_select(0, labelled.positions);
+  EXPECT_NEAR(lintime::data::mqar_labelled_loss(rows, labelled.labels).item<double>(), expected, 1e-6);
+  EXPECT_NE(error_of([&] { lintime::data::mqar_labelled_loss(rows, at::zeros({2}, at::kLong)); })
+                .find("labels must be an int64 tensor of shape [P] = [3]"),
+            std::string::npos);
+
   MqarAccuracy total(2);
   total.add(0, accuracy);                        // 0.5, 1.0
   total.add(1, at::tensor({0.0}, at::kDouble));  // 0.0

@@ -1,6 +1,7 @@
 // Linear, Embedding, RMSNorm, SwiGLU MLP and ShortConvolution against hand-written float64
 // loops; short convolution decode history and varlen against the full / separate forward; what
 // the SwiGLU MLP's training graph keeps (counted by a wrapper of ATen's CPU allocator).
+#include "layers/layer_norm.h"
 #include "layers/linear.h"
 #include "layers/rms_norm.h"
 #include "layers/short_convolution.h"
@@ -147,6 +148,66 @@ TEST(RMSNorm, MatchesFloat64Formula) {
   auto y_bf16 = norm.forward(x_bf16);
   EXPECT_EQ(y_bf16.scalar_type(), at::kBFloat16);
   expect_close("RMSNorm bf16", "y", y_bf16, formula(x_bf16), std::ldexp(1.0, -8));
+}
+
+// LayerNorm's output and all three gradients against the float64 formulas, written out per row:
+//   x̂ = (x − μ)·r, r = 1/sqrt(var + eps);  y = x̂·w + b;  for L = Σ y·u:
+//   dL/db = Σ_rows u,  dL/dw = Σ_rows u·x̂,  dL/dx = r·(u·w − mean(u·w) − x̂·mean(u·w·x̂)).
+TEST(LayerNorm, OutputAndGradientsMatchFloat64Formulas) {
+  auto generator = make_generator(5);
+  const int64_t rows = 6, dim = 20;
+  const double eps = 1e-5;
+  lintime::layers::LayerNorm norm(dim, eps);
+  norm.weight.normal_(1.0, 0.5, generator);
+  norm.bias.normal_(0.0, 0.5, generator);
+  const auto x = at::empty({2, rows / 2, dim}, at::kDouble).normal_(0.5, 2.0, generator);
+  const auto u = at::empty({2, rows / 2, dim}, at::kDouble).normal_(0.0, 1.0, generator);
+  auto expected_y = at::empty({rows, dim}, at::kDouble), expected_dx = at::empty({rows, dim}, at::kDouble);
+  auto expected_dw = at::zeros({dim}, at::kDouble), expected_db = at::zeros({dim}, at::kDouble);
+  {
+    const at::Tensor x2 = x.reshape({rows, dim}), u2 = u.reshape({rows, dim});
+    const auto xa = x2.accessor<double, 2>(), ua = u2.accessor<double, 2>();
+    const auto w = norm.weight.to(at::kDouble), b = norm.bias.to(at::kDouble);
+    const auto wa = w.accessor<double, 1>(), ba = b.accessor<double, 1>();
+    auto ya = expected_y.accessor<double, 2>(), dxa = expected_dx.accessor<double, 2>();
+    auto dwa = expected_dw.accessor<double, 1>(), dba = expected_db.accessor<double, 1>();
+    for (int64_t i = 0; i < rows; ++i) {
+      double mean = 0, variance = 0;
+      for (int64_t j = 0; j < dim; ++j) mean += xa[i][j] / dim;
+      for (int64_t j = 0; j < dim; ++j) variance += (xa[i][j] - mean) * (xa[i][j] - mean) / dim;
+      const double r = 1.0 / std::sqrt(variance + eps);
+      double mean_uw = 0, mean_uwx = 0;
+      for (int64_t j = 0; j < dim; ++j) {
+        const double normalized = (xa[i][j] - mean) * r;
+        ya[i][j] = normalized * wa[j] + ba[j];
+        dwa[j] += ua[i][j] * normalized;
+        dba[j] += ua[i][j];
+        mean_uw += ua[i][j] * wa[j] / dim;
+        mean_uwx += ua[i][j] * wa[j] * normalized / dim;
+      }
+      for (int64_t j = 0; j < dim; ++j)
+        dxa[i][j] = r * (ua[i][j] * wa[j] - mean_uw - (xa[i][j] - mean) * r * mean_uwx);
+    }
+  }
+  for (const auto& [dtype, tolerance] : {std::pair{at::kDouble, 1e-12}, std::pair{at::kFloat, kFloat32Tolerance}}) {
+    lintime::layers::LayerNorm layer(dim, eps);
+    layer.to(at::kCPU, dtype);
+    {
+      c10::NoGradGuard no_grad;
+      layer.weight.copy_(norm.weight);
+      layer.bias.copy_(norm.bias);
+    }
+    layer.set_requires_grad(true);
+    const auto input = x.to(dtype).detach().requires_grad_(true);
+    const auto y = layer.forward(input);
+    EXPECT_EQ(y.scalar_type(), dtype);
+    (y * u.to(dtype)).sum().backward();
+    const std::string name = std::string("LayerNorm ") + c10::toString(dtype);
+    expect_close(name, "y", y.reshape({rows, dim}), expected_y, tolerance);
+    expect_close(name, "dx", input.grad().reshape({rows, dim}), expected_dx, tolerance);
+    expect_close(name, "dw", layer.weight.grad(), expected_dw, tolerance);
+    expect_close(name, "db", layer.bias.grad(), expected_db, tolerance);
+  }
 }
 
 TEST(SwiGluMlp, MatchesFloat64FormulaAndSizeRule) {

@@ -457,6 +457,43 @@ TEST(MqarModelTraining, BaseConvGlaOverfits) {
   expect_overfits({"base_conv", "gla"}, 60);
 }
 
+// Training computes the head at the labelled positions only (MqarModel::logits_at): in float64
+// its logits are forward()'s rows there, and the loss over them and its gradients are those of
+// the whole-batch loss, to rounding.
+TEST(MqarModel, LogitsAtLabelledPositionsGiveTheWholeBatchLossAndGradients) {
+  MqarModelConfig config = small_config({"base_conv", "gsa"});
+  config.embed_dropout = 0.0;
+  MqarModel whole(config, 5), labelled(config, 5);
+  whole.to(at::kCPU, at::kDouble);
+  labelled.to(at::kCPU, at::kDouble);
+  const auto [inputs, labels] = fixed_batch(3, 24, 4, config.vocab_size);
+  const at::Tensor positions = labels.reshape({-1}).ne(-100).nonzero().reshape({-1});
+  ASSERT_EQ(positions.size(0), 12);
+
+  whole.set_requires_grad(true);
+  labelled.set_requires_grad(true);
+  const at::Tensor full_logits = whole.forward(inputs, /*training=*/true);
+  const at::Tensor rows = labelled.logits_at(inputs, positions, /*training=*/true);
+  ASSERT_EQ(rows.sizes(), (std::vector<int64_t>{12, config.vocab_size}));
+  const at::Tensor expected_rows = full_logits.reshape({-1, config.vocab_size}).index_select(0, positions);
+  EXPECT_LE((rows - expected_rows).abs().max().item<double>(), 1e-12);
+
+  const at::Tensor full_loss = loss_of(full_logits, labels);
+  const at::Tensor labelled_loss = at::cross_entropy_loss(rows, labels.reshape({-1}).index_select(0, positions));
+  EXPECT_NEAR(labelled_loss.item<double>(), full_loss.item<double>(), 1e-12);
+  full_loss.backward();
+  labelled_loss.backward();
+  const auto whole_parameters = whole.named_parameters(), labelled_parameters = labelled.named_parameters();
+  ASSERT_EQ(whole_parameters.size(), labelled_parameters.size());
+  for (size_t i = 0; i < whole_parameters.size(); ++i) {
+    const at::Tensor& expected = whole_parameters[i].second.grad();
+    const at::Tensor& actual = labelled_parameters[i].second.grad();
+    ASSERT_TRUE(expected.defined() && actual.defined()) << whole_parameters[i].first;
+    EXPECT_LE((actual - expected).abs().max().item<double>(), 1e-12 * (1 + expected.abs().max().item<double>()))
+        << whole_parameters[i].first;
+  }
+}
+
 TEST(MqarModelTraining, GsaOverfits) {
   expect_overfits({"gsa", "gsa"}, 60);
 }

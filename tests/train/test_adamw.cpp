@@ -97,6 +97,51 @@ TEST(AdamW, MatchesClosedFormFloat32) { run_against_reference(at::kFloat, 2e-6);
 TEST(AdamW, FusedMatchesClosedFormFloat64) { run_against_reference(at::kDouble, 1e-13, /*fused=*/true); }
 TEST(AdamW, FusedMatchesClosedFormFloat32) { run_against_reference(at::kFloat, 2e-6, /*fused=*/true); }
 
+// The learning rate read from a device scalar (what a CUDA-graph-recorded step replays with):
+// the same update as set_lr's, and a new value in the tensor is the next step's rate. The host
+// counts round-trip, as a recorded step's owner sets them back and advances them.
+TEST(AdamW, FusedReadsItsLearningRateFromATensor) {
+  for (at::ScalarType dtype : {at::kFloat, at::kDouble}) {
+    auto generator = lintime::testing::make_generator(4);
+    // A rate that fp32 holds exactly: the tensor is fp32 whatever the parameters' dtype.
+    AdamWOptions options{.lr = 0.0625, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.1, .fused = true};
+    const at::Tensor start = at::randn({4, 3}, generator, at::kDouble).to(dtype);
+    std::vector<std::pair<std::string, at::Tensor>> by_value = {{"w", start.clone().set_requires_grad(true)}};
+    std::vector<std::pair<std::string, at::Tensor>> by_tensor = {{"w", start.clone().set_requires_grad(true)}};
+    AdamW value_optimizer(by_value, options), tensor_optimizer(by_tensor, options);
+    const at::Tensor lr = at::full({}, 0.0625, at::kFloat);
+    tensor_optimizer.read_lr_from(lr);
+    tensor_optimizer.set_lr(123.0);  // ignored once the tensor is read
+    for (int step = 0; step < 3; ++step) {
+      const at::Tensor gradient = at::randn({4, 3}, generator, at::kDouble).to(dtype);
+      by_value[0].second.mutable_grad() = gradient.clone();
+      by_tensor[0].second.mutable_grad() = gradient.clone();
+      value_optimizer.step();
+      tensor_optimizer.step();
+    }
+    EXPECT_TRUE(by_tensor[0].second.equal(by_value[0].second)) << c10::toString(dtype);
+    lr.fill_(0.0);  // rate 0: neither the decay nor the update moves the weights
+    const at::Tensor before = by_tensor[0].second.detach().clone();
+    by_tensor[0].second.mutable_grad() = at::ones({4, 3}, dtype);
+    tensor_optimizer.step();
+    EXPECT_TRUE(by_tensor[0].second.equal(before)) << c10::toString(dtype);
+
+    const AdamW::StepCounts counts = tensor_optimizer.step_counts();
+    EXPECT_EQ(counts.calls, 4);
+    EXPECT_EQ(counts.per_parameter, std::vector<int64_t>{4});
+    tensor_optimizer.set_step_counts({7, {9}});
+    EXPECT_EQ(tensor_optimizer.step_count(), 7);
+    EXPECT_EQ(tensor_optimizer.state_tensors().back().second.item<int64_t>(), 9);  // "w.step"
+  }
+  std::vector<std::pair<std::string, at::Tensor>> one = {{"w", at::zeros({2}).set_requires_grad(true)}};
+  AdamW unfused(one, AdamWOptions{});
+  EXPECT_NE(lintime::testing::error_of([&] { unfused.read_lr_from(at::zeros({})); }).find("needs the fused update"),
+            std::string::npos);
+  AdamW fused(one, AdamWOptions{.fused = true});
+  EXPECT_NE(lintime::testing::error_of([&] { fused.set_step_counts({1, {1, 2}}); }).find("step counts for 2 parameters"),
+            std::string::npos);
+}
+
 TEST(AdamW, DecayRules) {
   auto make = [] { return at::ones({2, 2}, at::kDouble).set_requires_grad(true); };
   std::vector<std::pair<std::string, at::Tensor>> parameters = {

@@ -85,6 +85,17 @@ TEST(MqarConfig, OverridesAreTypedAndStrict) {
   expect_error({"optimizer.lr=1"}, "unknown table 'optimizer'");
   expect_error({"model.vocab_size=10"}, "data.vocab_size");
   expect_error({"noequals"}, "expected key=value");
+  expect_error({"train.precision=fp8"}, "config key \"train.precision\": must be one of fp32");
+
+  // bf16 compute is an option; fp32, the default, stays out of the document (older checkpoints'
+  // configs stay equal to what this version writes).
+  EXPECT_EQ(config.optim.precision, "fp32");
+  EXPECT_FALSE(config.to_document().at("train").contains("precision"));
+  auto bf16 = document;
+  lintime::train::apply_overrides(bf16, {"train.precision=bf16"});
+  const auto bf16_config = MqarTrainConfig::from_document(bf16);
+  EXPECT_EQ(bf16_config.optim.precision, "bf16");
+  EXPECT_EQ(MqarTrainConfig::from_document(bf16_config.to_document()).optim.precision, "bf16");
 }
 
 }  // namespace

@@ -75,7 +75,8 @@ std::string machine_name() {
 std::function<int()> add_bench_command(CLI::App& app) {
   auto* command = app.add_subcommand("bench", "Benchmark lintime (JSON lines + table): gsa, the chunked GSA op; "
                                               "generate, text generation of GSA against a Transformer++; train, "
-                                              "language-model training of the same models");
+                                              "language-model training of the same models; mqar, "
+                                              "MQAR training steps per second with and without CUDA graphs");
   struct Options {
     std::string what = "gsa";
     std::string device = "cpu";
@@ -87,8 +88,8 @@ std::function<int()> add_bench_command(CLI::App& app) {
   auto options = std::make_shared<Options>();
   auto generation = std::make_shared<GenerationBenchOptions>();
   auto training = std::make_shared<TrainingBenchOptions>();
-  command->add_option("what", options->what, "What to benchmark: gsa, generate or train")
-      ->check(CLI::IsMember({"gsa", "generate", "train"}));
+  command->add_option("what", options->what, "What to benchmark: gsa, generate, train or mqar")
+      ->check(CLI::IsMember({"gsa", "generate", "train", "mqar"}));
   add_generation_bench_options(*command, *generation);
   add_training_bench_options(*command, *training);
   command->add_option("--device", options->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
@@ -103,6 +104,7 @@ std::function<int()> add_bench_command(CLI::App& app) {
   command->add_flag("--skip-reference", options->skip_reference, "Time only the chunked op");
   return [options, generation, training]() {
     if (options->what == "generate") return run_generation_bench(*generation, options->device, options->jsonl);
+    if (options->what == "mqar") return run_mqar_training_bench(*training, options->device, options->jsonl);
     if (options->what == "train")
       return run_training_bench(*training, generation->archs, generation->preset, options->device, options->jsonl);
     const at::Device device(options->device == "cuda" ? at::kCUDA : at::kCPU);

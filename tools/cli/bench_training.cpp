@@ -11,6 +11,7 @@
 #include "io/token_shards.h"
 #include "tools/cli/bench_generation.h"
 #include "train/lm_trainer.h"
+#include "train/mqar_trainer.h"
 
 #include <nlohmann/json.hpp>
 
@@ -90,9 +91,86 @@ void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options
       ->check(CLI::NonNegativeNumber);
   command.add_option("--master-weights", options.master_weights,
                      "train: fp32 master weights and moments (true, default) or bf16 ones, as the anchors keep (false)");
+  command.add_option("--mqar-config", options.mqar_config, "mqar: the MQAR training config (TOML)");
+  command.add_option("--set", options.overrides, "mqar: override a config value: key=value (e.g. train.precision=bf16)");
+  command.add_option("--cuda-graph", options.cuda_graph, "mqar: the CUDA-graph settings compared, e.g. off,on")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   command.add_option("--profile-kernels", options.profile_kernels,
                      "train: also list the N kernels with the most device time per step (Kineto; the timed steps profiled)")
       ->check(CLI::NonNegativeNumber);
+}
+
+int run_mqar_training_bench(const TrainingBenchOptions& options, const std::string& device, const std::string& jsonl) {
+  std::ofstream jsonl_file;
+  if (!jsonl.empty()) {
+    jsonl_file.open(jsonl, std::ios::app);
+    LINTIME_CHECK(jsonl_file.good(), "bench mqar: cannot open '", jsonl, "' for appending");
+  }
+  LINTIME_CHECK(fs::exists(options.mqar_config), "bench mqar: config file '", options.mqar_config,
+                "' does not exist (expected an MQAR training TOML such as configs/mqar/gsa-paper-d128.toml)");
+  // --steps untimed steps (the recordings happen there), then --steps timed ones; no
+  // evaluation or checkpoint inside the stretch.
+  std::vector<std::string> overrides = options.overrides;
+  overrides.insert(overrides.end(), {
+      "train.lr_sweep=[]", "train.max_steps=" + std::to_string(2 * options.steps),
+      "train.log_every=" + std::to_string(options.steps), "train.eval_every=" + std::to_string(4 * options.steps),
+      "train.warmup_steps=0"});
+  const train::MqarTrainConfig config = train::load_mqar_train_config(options.mqar_config, overrides);
+  const fs::path scratch = fs::temp_directory_path() / ("lintime-bench-mqar-" + std::to_string(::getpid()));
+  std::printf("%-28s %-10s %10s %12s %10s %10s %14s\n", "config", "cuda graph", "steps/s", "tokens/s", "step ms",
+              "peak GiB", "device ms/step");
+  for (const std::string& cuda_graph : options.cuda_graph) {
+    fs::remove_all(scratch);
+    train::MqarTrainOptions run;
+    run.out_dir = scratch.string();
+    run.device = device;
+    run.save_checkpoints = false;
+    run.cuda_graph = cuda_graph;
+    std::optional<KernelProfile> profile;
+    std::vector<KernelTime> kernels;
+    if (options.profile_kernels > 0) {
+      run.after_step = [&](int64_t step) {
+        if (step == options.steps) profile.emplace();
+        if (step == 2 * options.steps && profile) kernels = profile->stop();
+      };
+    }
+    const auto result = train::train_mqar(config, run);
+    nlohmann::json timed;
+    std::ifstream metrics(scratch / "metrics.jsonl");
+    for (std::string line; std::getline(metrics, line);) {
+      const auto record = nlohmann::json::parse(line);
+      if (!record.contains("eval")) timed = record;  // the last: the timed steps
+    }
+    double device_ms = 0;
+    for (const KernelTime& kernel : kernels) device_ms += kernel.total_ms / static_cast<double>(options.steps);
+    const double step_s = timed.at("step_time_s").get<double>();
+    nlohmann::json line = {{"bench", "mqar_train"}, {"config", options.mqar_config}, {"cuda_graph", cuda_graph},
+                           {"precision", config.optim.precision},
+                           {"timed_steps", options.steps}, {"parameters", result.parameters},
+                           {"batch", config.optim.batch_size}, {"device", result.device},
+                           {"steps_per_s", step_s > 0 ? 1.0 / step_s : 0.0}, {"step_time_s", step_s},
+                           {"tokens_per_s", timed.at("tokens_per_s")},
+                           {"peak_memory_bytes", timed.at("peak_memory_bytes")}, {"loss", timed.at("loss")}};
+    if (profile) line["device_ms_per_step"] = device_ms, line["device_busy_fraction"] = device_ms / (1e3 * step_s);
+    std::printf("%-28s %-10s %10.1f %12.0f %10.2f %10.2f %14s\n",
+                (fs::path(options.mqar_config).filename().string() + " " + config.optim.precision).c_str(),
+                cuda_graph.c_str(),
+                line["steps_per_s"].get<double>(), line["tokens_per_s"].get<double>(), 1e3 * step_s,
+                line["peak_memory_bytes"].get<double>() / (1 << 30),
+                profile ? std::to_string(device_ms).c_str() : "-");
+    std::printf("%s\n", line.dump().c_str());
+    std::fflush(stdout);
+    if (jsonl_file.is_open()) jsonl_file << line.dump() << "\n" << std::flush;
+    if (profile) {
+      const nlohmann::json described = {{"arch", "mqar " + config.optim.precision + " " + cuda_graph}, {"rows", config.optim.batch_size},
+                                        {"seq_len", config.data.train_segments.front().input_seq_len},
+                                        {"device", result.device}};
+      print_kernel_profile(kernels, options.steps, options.profile_kernels, described, jsonl_file);
+    }
+  }
+  fs::remove_all(scratch);
+  return 0;
 }
 
 int run_training_bench(const TrainingBenchOptions& options, const std::vector<std::string>& archs,

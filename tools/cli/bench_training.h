@@ -17,10 +17,17 @@ struct TrainingBenchOptions {
   int64_t activation_checkpointing = 0;
   bool master_weights = true;   // false: bf16 weights and moments, as the Hugging Face / fla anchors train
   int64_t profile_kernels = 0;  // > 0: the N kernels with the most device time per step, and a JSON line
+  // `bench mqar`: the MQAR config trained, and the CUDA-graph settings compared (train --cuda-graph).
+  std::string mqar_config = "configs/mqar/gsa-paper-d128.toml";
+  std::vector<std::string> cuda_graph = {"off", "on"};
+  std::vector<std::string> overrides;  // mqar: --set key=value on the config (e.g. train.precision=bf16)
 };
 
 void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options);
 // One JSON line per (arch, shape) to stdout and to `jsonl` (when not empty), and a table.
+// `lintime bench mqar`: MQAR training steps per second (and, with --profile-kernels, the GPU's
+// busy time per step) for each --cuda-graph setting, through the trainer as `lintime train`.
+int run_mqar_training_bench(const TrainingBenchOptions& options, const std::string& device, const std::string& jsonl);
 int run_training_bench(const TrainingBenchOptions& options, const std::vector<std::string>& archs,
                        const std::string& preset, const std::string& device, const std::string& jsonl);
 

@@ -90,6 +90,7 @@ std::function<int()> add_train_command(CLI::App& app) {
     int threads = 1;
     double bucket_mb = 25;
     double timeout_s = 600;
+    std::string cuda_graph = "auto";
   };
   auto options = std::make_shared<Options>();
   command->add_option("CONFIG", options->config, "Training config (configs/mqar/*.toml, configs/lm/*.toml)")->required();
@@ -112,6 +113,10 @@ std::function<int()> add_train_command(CLI::App& app) {
                       "Distributed runs: seconds a rank waits for the others (joining, every collective) "
                       "before it stops with an error naming the operation (default 600)")
       ->check(CLI::PositiveNumber);
+  command->add_option("--cuda-graph", options->cuda_graph,
+                      "Record each training step as a CUDA graph and replay it: auto (where the run allows it: "
+                      "MQAR on one GPU), on (an error says what prevents it), off")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   return [options]() {
     if (options->threads > 0) at::set_num_threads(options->threads);
     LINTIME_CHECK(std::filesystem::exists(options->config), "train: config file '", options->config,
@@ -143,6 +148,7 @@ std::function<int()> add_train_command(CLI::App& app) {
       run.stop_after_steps = options->stop_after_steps;
       run.communicator = communicator.get();
       run.bucket_bytes = static_cast<int64_t>(options->bucket_mb * (1 << 20));
+      run.cuda_graph = options->cuda_graph;
     };
     if (train::training_task_of(document, options->config) == "lm") {
       train::LmTrainOptions run;
