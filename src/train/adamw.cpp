@@ -57,6 +57,10 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_parameters, A
     Slot slot;
     slot.name = name;
     slot.decays = decays(name, parameter);
+    slot.moment_dtype = options.moment_dtype.value_or(parameter.scalar_type());
+    LINTIME_CHECK(at::isFloatingType(slot.moment_dtype), "AdamW: the moments' dtype must be floating point, got ",
+                  c10::toString(slot.moment_dtype));
+    slot.separate_moments = slot.moment_dtype != parameter.scalar_type();
     slot.parameter = std::move(parameter);
     slots_.push_back(std::move(slot));
   }
@@ -65,33 +69,43 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_parameters, A
 void AdamW::step() {
   at::NoGradGuard no_grad;
   ++step_count_;
-  if (options_.fused) return fused_step();
+  if (options_.fused) fused_step();  // every slot whose moments share its parameter's dtype
   for (Slot& slot : slots_) {
-    const at::Tensor& gradient = slot.parameter.grad();
-    if (!gradient.defined()) continue;
-    at::Tensor parameter = slot.parameter.detach();
-    if (!slot.exp_avg.defined()) {
-      slot.exp_avg = at::zeros_like(parameter, at::MemoryFormat::Preserve);
-      slot.exp_avg_sq = at::zeros_like(parameter, at::MemoryFormat::Preserve);
-    }
-    const int64_t step = ++slot.steps;
-    if (slot.decays && options_.weight_decay != 0) parameter.mul_(1.0 - options_.lr * options_.weight_decay);
-    slot.exp_avg.lerp_(gradient, 1.0 - options_.beta1);
-    slot.exp_avg_sq.mul_(options_.beta2).addcmul_(gradient, gradient, 1.0 - options_.beta2);
-    const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step));
-    const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step));
-    const double step_size = options_.lr / bias_correction1;
-    const double bias_correction2_sqrt = std::sqrt(bias_correction2);
-    at::Tensor denominator = (slot.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options_.eps);
-    parameter.addcdiv_(slot.exp_avg, denominator, -step_size);
+    if (!options_.fused || slot.separate_moments) step_one(slot);
   }
+}
+
+void AdamW::step_one(Slot& slot) {
+  const at::Tensor& gradient = slot.parameter.grad();
+  if (!gradient.defined()) return;
+  const at::Tensor parameter = slot.parameter.detach();
+  if (!slot.exp_avg.defined()) {
+    const auto options = parameter.options().dtype(slot.moment_dtype);
+    slot.exp_avg = at::zeros_like(parameter, options, at::MemoryFormat::Preserve);
+    slot.exp_avg_sq = at::zeros_like(parameter, options, at::MemoryFormat::Preserve);
+  }
+  // In the moments' dtype: the parameter itself, or (separate moments) a copy of it rounded
+  // back once at the end.
+  at::Tensor value = slot.separate_moments ? parameter.to(slot.moment_dtype) : parameter;
+  const at::Tensor grad = slot.separate_moments ? gradient.to(slot.moment_dtype) : gradient;
+  const int64_t step = ++slot.steps;
+  if (slot.decays && options_.weight_decay != 0) value.mul_(1.0 - options_.lr * options_.weight_decay);
+  slot.exp_avg.lerp_(grad, 1.0 - options_.beta1);
+  slot.exp_avg_sq.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
+  const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step));
+  const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step));
+  const double step_size = options_.lr / bias_correction1;
+  const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+  at::Tensor denominator = (slot.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options_.eps);
+  value.addcdiv_(slot.exp_avg, denominator, -step_size);
+  if (slot.separate_moments) parameter.copy_(value);
 }
 
 void AdamW::fused_step() {
   for (bool decaying : {true, false}) {
     std::vector<at::Tensor> parameters, gradients, exp_avgs, exp_avg_sqs, steps;
     for (Slot& slot : slots_) {
-      if (slot.decays != decaying || !slot.parameter.grad().defined()) continue;
+      if (slot.decays != decaying || slot.separate_moments || !slot.parameter.grad().defined()) continue;
       if (!slot.exp_avg.defined()) {
         slot.exp_avg = at::zeros_like(slot.parameter.detach(), at::MemoryFormat::Preserve);
         slot.exp_avg_sq = at::zeros_like(slot.parameter.detach(), at::MemoryFormat::Preserve);
@@ -120,6 +134,10 @@ void AdamW::fused_step() {
 
 void AdamW::read_lr_from(at::Tensor lr) {
   LINTIME_CHECK(options_.fused, "AdamW: a learning rate read from a tensor needs the fused update (fused = true)");
+  for (const Slot& slot : slots_) {
+    LINTIME_CHECK(!slot.separate_moments, "AdamW: parameter '", slot.name, "' keeps its moments in another dtype; ",
+                  "its update reads the learning rate on the host and cannot read it from a tensor");
+  }
   LINTIME_CHECK(lr.defined() && lr.dim() == 0 && lr.scalar_type() == at::kFloat,
                 "AdamW: the learning rate tensor must be an fp32 scalar");
   for (const Slot& slot : slots_) {
@@ -223,7 +241,8 @@ void AdamW::load_state(const std::map<std::string, at::Tensor>& state, int64_t s
     auto exp_avg = state.find(slot.name + ".exp_avg");
     if (exp_avg == state.end()) continue;
     auto convert = [&](const at::Tensor& tensor) {
-      at::Tensor result = at::empty_like(slot.parameter.detach(), at::MemoryFormat::Preserve);
+      at::Tensor result = at::empty_like(slot.parameter.detach(), slot.parameter.options().dtype(slot.moment_dtype),
+                                         at::MemoryFormat::Preserve);
       result.copy_(tensor.detach());
       return result;
     };

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,6 +34,11 @@ struct AdamWOptions {
   // One multi-tensor update per group (ATen's _fused_adamw_, torch.optim.AdamW(fused=True))
   // instead of six ops per parameter: the same update, with the steps counted on the device.
   bool fused = false;
+  // The moments' dtype (unset: each parameter's). fp32 moments on bf16 parameters (no master
+  // copies) keep AdamW's state exact where a bf16 v would lose the small squared gradients; those
+  // parameters take the per-parameter update, computed in fp32 and rounded once into the
+  // parameter (ATen's fused update wants one dtype for a parameter and its moments).
+  std::optional<at::ScalarType> moment_dtype;
 };
 
 // true: the parameter gets weight decay.
@@ -95,7 +101,10 @@ class AdamW {
     at::Tensor exp_avg_sq;
     int64_t steps = 0;
     at::Tensor fused_steps;  // fused: the same count, a float on the parameter's device
+    at::ScalarType moment_dtype = at::kFloat;
+    bool separate_moments = false;  // moments in another dtype than the parameter: the per-parameter update
   };
+  void step_one(Slot& slot);
   at::Tensor lr_tensor_;  // read_lr_from
   void fused_step();
   AdamWOptions options_;

@@ -89,9 +89,10 @@ LmTrainConfig LmTrainConfig::from_document(const nlohmann::json& document) {
   config.eval_tokens = train.get("eval_tokens", config.eval_tokens);
   o.fused_adamw = train.get("fused_adamw", o.fused_adamw);
   o.master_weights = train.get("master_weights", o.master_weights);
+  o.fp32_moments = train.get("fp32_moments", o.fp32_moments);
   o.initial_loss_scale = train.get("loss_scale", o.initial_loss_scale);
   known.insert(known.end(), {"batch_tokens", "micro_batch_rows", "precision", "activation_checkpointing",
-                             "loss_chunk_tokens", "eval_tokens", "fused_adamw", "master_weights", "loss_scale"});
+                             "loss_chunk_tokens", "eval_tokens", "fused_adamw", "master_weights", "fp32_moments", "loss_scale"});
   train.finish(known);
   LINTIME_CHECK(o.max_steps >= 1, "config key \"train.max_steps\": must be >= 1 for a language model, got ", o.max_steps);
   LINTIME_CHECK(o.warmup_steps <= o.max_steps, "config key \"train.warmup_steps\": must not exceed train.max_steps (",
@@ -110,6 +111,9 @@ LmTrainConfig LmTrainConfig::from_document(const nlohmann::json& document) {
                 "without fp32 masters; fp32 and fp64 have none), got precision '", config.precision, "'");
   LINTIME_CHECK(o.master_weights || !o.shard_optimizer, "config key \"train.master_weights\": false is not ",
                 "supported with train.shard_optimizer (the shards hold fp32 masters)");
+  LINTIME_CHECK(!o.fp32_moments || !o.master_weights, "config key \"train.fp32_moments\": true applies to bf16 ",
+                "weights without master copies (train.master_weights = false); with master weights the moments are ",
+                "fp32 already");
   LINTIME_CHECK(config.activation_checkpointing >= 0, "config key \"train.activation_checkpointing\": must be >= 0 ",
                 "(0: none, k: every k-th block), got ", config.activation_checkpointing);
   LINTIME_CHECK(o.initial_loss_scale >= 1 && std::isfinite(o.initial_loss_scale), "config key \"train.loss_scale\": ",
@@ -130,6 +134,7 @@ nlohmann::json LmTrainConfig::to_document() const {
                 {"eval_tokens", eval_tokens}, {"fused_adamw", optim.fused_adamw},
                 {"loss_scale", optim.initial_loss_scale}});
   if (!optim.master_weights) train["master_weights"] = false;  // absent when true: older runs' configs stay equal
+  if (optim.fp32_moments) train["fp32_moments"] = true;
   return {{"task", "lm"},
           {"model", model_table},
           {"data", {{"shards", data.shards}, {"seq_len", data.seq_len},

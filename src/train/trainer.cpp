@@ -90,7 +90,7 @@ double progress_number(const nlohmann::json& progress, const char* key, double f
 
 // Whether the run can record its steps as CUDA graphs; otherwise what prevents it.
 std::string why_no_cuda_graphs(const TrainingTask& task, const c10::Device& device, int64_t micro_batches,
-                               const Communicator* communicator, bool scales_loss, bool fused_adamw) {
+                               const Communicator* communicator, bool scales_loss, const OptimSettings& settings) {
   if (!training_graphs_compiled()) return "this build has no CUDA";
   if (!device.is_cuda()) return "the run is on " + device.str() + ", not a CUDA device";
   if (!task.stages_batches())
@@ -99,7 +99,8 @@ std::string why_no_cuda_graphs(const TrainingTask& task, const c10::Device& devi
   if (micro_batches != 1) return "a step has " + std::to_string(micro_batches) + " micro-batches (needs 1)";
   if (communicator != nullptr) return "the run is distributed (gradients cross processes between steps)";
   if (scales_loss) return "fp16's loss scaling decides on the host whether to skip a step";
-  if (!fused_adamw) return "the update needs the fused AdamW (train.fused_adamw = true)";
+  if (!settings.fused_adamw) return "the update needs the fused AdamW (train.fused_adamw = true)";
+  if (settings.fp32_moments) return "fp32 moments on bf16 weights take the per-parameter update";
   return "";
 }
 
@@ -127,7 +128,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   if (options.cuda_graph != "off") {
     const c10::Device model_device = model.named_parameters().front().second.device();
     const std::string why_not = why_no_cuda_graphs(task, model_device, micro_batches, communicator,
-                                                   compute_dtype == at::kHalf, settings.fused_adamw);
+                                                   compute_dtype == at::kHalf, settings);
     LINTIME_CHECK(options.cuda_graph == "auto" || why_not.empty(), "--cuda-graph on: cannot record this run's steps: ",
                   why_not);
     records_graphs = why_not.empty();
@@ -157,6 +158,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   WeightUpdateOptions update_options;
   update_options.compute_dtype = compute_dtype;
   update_options.master_weights = settings.master_weights;
+  if (settings.fp32_moments) update_options.adam.moment_dtype = at::kFloat;
   update_options.adam.lr = settings.lr;
   update_options.adam.beta1 = settings.beta1;
   update_options.adam.beta2 = settings.beta2;

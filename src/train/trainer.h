@@ -51,6 +51,9 @@ struct OptimSettings {
   // bf16 only: false keeps no fp32 copies; AdamW updates the bf16 parameters with bf16 moments
   // (8 bytes per parameter instead of 16, as Hugging Face's and fla's bf16 runs train).
   bool master_weights = true;
+  // bf16 without master weights: AdamW's moments in fp32 (12 bytes of weights, gradients and
+  // moments per parameter instead of 8), the update computed in fp32 and rounded into the weights.
+  bool fp32_moments = false;
   bool fused_adamw = true;  // on a GPU (AdamWOptions::fused)
   double initial_loss_scale = 65536.0;  // fp16: the dynamic loss scale's start (torch's GradScaler's)
   int64_t eval_every = 0;  // steps; 0: at the end of every epoch

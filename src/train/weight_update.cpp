@@ -96,7 +96,9 @@ class ReplicatedWeightUpdate final : public WeightUpdate {
 
   void load_optimizer(const std::string& dir) override { load_optimizer_state(dir, *optimizer_); }
 
-  bool capturable() const override { return !reducer_ && optimizer_->options().fused; }
+  bool capturable() const override {
+    return !reducer_ && optimizer_->options().fused && !optimizer_->options().moment_dtype.has_value();
+  }
   void read_lr_from(const at::Tensor& lr) override { optimizer_->read_lr_from(lr); }
   AdamW::StepCounts step_counts() const override { return optimizer_->step_counts(); }
   void set_step_counts(const AdamW::StepCounts& counts) override { optimizer_->set_step_counts(counts); }

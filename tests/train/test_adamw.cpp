@@ -142,6 +142,50 @@ TEST(AdamW, FusedReadsItsLearningRateFromATensor) {
             std::string::npos);
 }
 
+// fp32 moments on bf16 parameters (no master copies): each step is the float64 closed form applied
+// to the bf16 weights as they are, rounded once to bf16: within half a bf16 unit of it, or a
+// whole one where float32's own rounding lands on the other side of a bf16 midpoint. The moments
+// are fp32 and within float32 rounding of the reference's; fused or not, the same update.
+TEST(AdamW, Fp32MomentsOnBf16ParametersFollowTheClosedFormRoundedToBf16) {
+  for (bool fused : {false, true}) {
+    auto generator = lintime::testing::make_generator(6);
+    AdamWOptions options{.lr = 0.05, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.1, .fused = fused,
+                         .moment_dtype = at::kFloat};
+    std::vector<std::pair<std::string, at::Tensor>> parameters = {
+        {"proj.weight", make_parameter({8, 5}, at::kBFloat16, generator)}};
+    Reference reference{values_of(parameters[0].second), {}, {}, 0};
+    AdamW optimizer(parameters, options);
+    for (int step = 0; step < 6; ++step) {
+      const at::Tensor gradient = at::randn({8, 5}, generator, at::kDouble).to(at::kBFloat16);
+      parameters[0].second.mutable_grad() = gradient;
+      reference.parameter = values_of(parameters[0].second);  // the weights as bf16 holds them
+      reference_step(reference, values_of(gradient), options, /*decays=*/true);
+      optimizer.step();
+      const auto actual = values_of(parameters[0].second);
+      for (size_t i = 0; i < actual.size(); ++i) {
+        const double unit = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(std::fabs(reference.parameter[i])))) - 7);
+        EXPECT_LE(std::fabs(actual[i] - reference.parameter[i]), unit) << "fused " << fused << " step " << step;
+      }
+    }
+    EXPECT_EQ(parameters[0].second.scalar_type(), at::kBFloat16);
+    for (const auto& [name, tensor] : optimizer.state_tensors()) {
+      if (name.find(".exp_avg") == std::string::npos) continue;
+      EXPECT_EQ(tensor.scalar_type(), at::kFloat) << name;
+      const auto& expected = name.find("_sq") != std::string::npos ? reference.exp_avg_sq : reference.exp_avg;
+      EXPECT_LE(max_relative_error(values_of(tensor), expected), 1e-6) << name;
+    }
+    // The state round-trips with its fp32 moments.
+    std::vector<std::pair<std::string, at::Tensor>> copy = {{"proj.weight", parameters[0].second.detach().clone()}};
+    AdamW restored(copy, options);
+    std::map<std::string, at::Tensor> state;
+    for (const auto& [name, tensor] : optimizer.state_tensors()) state[name] = tensor;
+    restored.load_state(state, optimizer.step_count());
+    for (const auto& [name, tensor] : restored.state_tensors()) EXPECT_TRUE(tensor.equal(state.at(name))) << name;
+    const std::string refusal = lintime::testing::error_of([&] { restored.read_lr_from(at::zeros({})); });
+    EXPECT_NE(refusal.find(fused ? "moments in another dtype" : "needs the fused update"), std::string::npos) << refusal;
+  }
+}
+
 TEST(AdamW, DecayRules) {
   auto make = [] { return at::ones({2, 2}, at::kDouble).set_requires_grad(true); };
   std::vector<std::pair<std::string, at::Tensor>> parameters = {

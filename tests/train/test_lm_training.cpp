@@ -255,6 +255,50 @@ TEST_F(LmTraining, Bf16WithoutMasterWeightsKeepsBf16StateAndResumesExactly) {
       lintime::Error);
 }
 
+// bf16 weights with fp32 moments (train.fp32_moments, what a 7B finetune fits in one H200 with):
+// the weights stay bf16, the moments are fp32 (12 bytes of state per parameter... of which the
+// optimizer's are 8), and a resumed run ends bit for bit where the whole run does.
+TEST_F(LmTraining, Bf16WeightsWithFp32MomentsResumeExactly) {
+  auto config = small_config(shards_);
+  config.precision = "bf16";
+  config.optim.max_steps = 4;
+  config.optim.eval_every = 2;
+  config.optim.master_weights = false;
+  config.optim.fp32_moments = true;
+  const auto round_trip = LmTrainConfig::from_document(config.to_document());
+  EXPECT_TRUE(round_trip.optim.fp32_moments);
+  const fs::path whole = run_dir("fp32-moments-whole"), parts = run_dir("fp32-moments-parts");
+  const auto result = lintime::train::train_lm(config, cpu_run(whole));
+  for (const auto& [name, weight] : checkpoint_weights(whole)) EXPECT_EQ(weight.scalar_type(), at::kBFloat16) << name;
+  const auto optimizer = lintime::io::load_safetensors((whole / "checkpoint" / "optimizer.safetensors").string());
+  int64_t moment_bytes = 0;
+  for (const auto& [name, tensor] : optimizer) {
+    if (name.find(".exp_avg") != std::string::npos) {
+      EXPECT_EQ(tensor.scalar_type(), at::kFloat) << name;
+      moment_bytes += tensor.numel() * tensor.element_size();
+    }
+  }
+  EXPECT_EQ(moment_bytes, 8 * result.parameters);
+  auto first = cpu_run(parts);
+  first.stop_after_steps = 2;
+  lintime::train::train_lm(config, first);
+  auto second = cpu_run(parts);
+  second.resume = true;
+  lintime::train::train_lm(config, second);
+  EXPECT_EQ(file_bytes(whole / "checkpoint" / "model.safetensors"), file_bytes(parts / "checkpoint" / "model.safetensors"));
+  EXPECT_EQ(file_bytes(whole / "checkpoint" / "optimizer.safetensors"),
+            file_bytes(parts / "checkpoint" / "optimizer.safetensors"));
+  config.optim.master_weights = true;
+  try {
+    LmTrainConfig::from_document(config.to_document());
+    ADD_FAILURE() << "fp32_moments with master weights must be refused";
+  } catch (const lintime::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("\"train.fp32_moments\": true applies to bf16 weights without master"),
+              std::string::npos)
+        << error.what();
+  }
+}
+
 TEST_F(LmTraining, SigintWritesACheckpointAndTheResumedRunMatches) {
   auto config = small_config(shards_);
   config.precision = "fp32";

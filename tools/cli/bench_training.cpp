@@ -96,6 +96,8 @@ void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options
   command.add_option("--cuda-graph", options.cuda_graph, "mqar: the CUDA-graph settings compared, e.g. off,on")
       ->delimiter(',')
       ->check(CLI::IsMember({"auto", "on", "off"}));
+  command.add_option("--fp32-moments", options.fp32_moments,
+                     "train: with --master-weights false, AdamW's moments in fp32 (12 bytes per parameter instead of 8)");
   command.add_option("--profile-kernels", options.profile_kernels,
                      "train: also list the N kernels with the most device time per step (Kineto; the timed steps profiled)")
       ->check(CLI::NonNegativeNumber);
@@ -200,7 +202,8 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
            {{"batch_tokens", rows * tokens}, {"micro_batch_rows", rows}, {"max_steps", 2 * options.steps},
             {"log_every", options.steps}, {"eval_every", 2 * options.steps}, {"eval_tokens", tokens},
             {"precision", options.precision}, {"activation_checkpointing", options.activation_checkpointing},
-            {"warmup_steps", 0}, {"lr", 1e-4}, {"master_weights", options.master_weights}}}};
+            {"warmup_steps", 0}, {"lr", 1e-4}, {"master_weights", options.master_weights},
+            {"fp32_moments", options.fp32_moments}}}};
       train::LmTrainOptions run_options;
       run_options.out_dir = run.string();
       run_options.device = device;
@@ -226,7 +229,7 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
       nlohmann::json line = {{"bench", "train"}, {"arch", arch}, {"preset", preset}, {"rows", rows},
                              {"seq_len", tokens}, {"precision", result.precision},
                              {"activation_checkpointing", options.activation_checkpointing},
-                             {"master_weights", options.master_weights},
+                             {"master_weights", options.master_weights}, {"fp32_moments", options.fp32_moments},
                              {"timed_steps", options.steps}, {"parameters", result.parameters},
                              {"device", result.device}, {"tokens_per_s", timed.at("tokens_per_s")},
                              {"step_time_s", timed.at("step_time_s")},

@@ -16,6 +16,7 @@ struct TrainingBenchOptions {
   std::string precision = "auto";
   int64_t activation_checkpointing = 0;
   bool master_weights = true;   // false: bf16 weights and moments, as the Hugging Face / fla anchors train
+  bool fp32_moments = false;    // with master_weights false: fp32 moments on the bf16 weights
   int64_t profile_kernels = 0;  // > 0: the N kernels with the most device time per step, and a JSON line
   // `bench mqar`: the MQAR config trained, and the CUDA-graph settings compared (train --cuda-graph).
   std::string mqar_config = "configs/mqar/gsa-paper-d128.toml";
