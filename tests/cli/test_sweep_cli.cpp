@@ -125,6 +125,27 @@ TEST(SweepCli, StoppedAndStartedAgainEndsWithTheUninterruptedTable) {
   EXPECT_EQ(best_of_points(read_json(stopped / "sweep.json")), best_of_points(read_json(full / "sweep.json")));
 }
 
+// --only, --points and --set pick the runs of one (model, point) and change every run's config:
+// only that point's rates run, with the override in their config.toml.
+TEST(SweepCli, PointsAndOverridesSelectAndChangeTheRuns) {
+  lintime::testing::TempDir dir;
+  const fs::path out = fs::path(dir.path()) / "out";
+  const auto result = run_lintime("sweep " + write_sweep(dir.path()) + " --device cpu --only GLA --points d16 " +
+                                  "--set train.weight_decay=0.25 --out " + out.string());
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("2 runs"), std::string::npos) << result.out;
+  EXPECT_FALSE(fs::exists(out / "GSA"));
+  EXPECT_FALSE(fs::exists(out / "GLA" / "d8"));
+  for (const std::string lr : {"lr-0.003", "lr-0.01"}) {
+    const fs::path run = out / "GLA" / "d16" / lr;
+    ASSERT_TRUE(fs::is_regular_file(run / "result.json")) << run;
+    const auto config = lintime::train::read_toml_file((run / "config.toml").string());
+    EXPECT_DOUBLE_EQ(config.at("train").at("weight_decay").get<double>(), 0.25);
+  }
+  const json table = read_json(out / "sweep.json");
+  EXPECT_EQ(table.at("points").size(), 4u);  // every point listed, two of them with runs
+}
+
 TEST(SweepCli, BadSweepFilesGetOneLine) {
   lintime::testing::TempDir dir;
   const fs::path plain = fs::path(dir.path()) / "plain.toml";
@@ -143,7 +164,15 @@ TEST(SweepCli, BadSweepFilesGetOneLine) {
   result = run_lintime("sweep " + write_sweep(dir.path()) + " --only Mamba --out " + dir.file("o"));
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.out.find("--only names model \"Mamba\""), std::string::npos) << result.out;
-  for (const auto& r : {result}) {
+  const auto bad_point = run_lintime("sweep " + write_sweep(dir.path()) + " --points d12 --out " + dir.file("o"));
+  EXPECT_NE(bad_point.exit_code, 0);
+  EXPECT_NE(bad_point.out.find("--points names point \"d12\", which"), std::string::npos) << bad_point.out;
+  EXPECT_NE(bad_point.out.find("(its points: d16, d8)"), std::string::npos) << bad_point.out;
+  const auto bad_set = run_lintime("sweep " + write_sweep(dir.path()) + " --set train.lrr=1 --out " + dir.file("o"));
+  EXPECT_NE(bad_set.exit_code, 0);
+  EXPECT_NE(bad_set.out.find("config key \"train.lrr\": unknown"), std::string::npos) << bad_set.out;
+  EXPECT_FALSE(fs::exists(dir.file("o") + "/GSA")) << "a refused override must start no run";
+  for (const auto& r : {result, bad_point, bad_set}) {
     size_t lines = 0;
     for (char c : r.out) lines += c == '\n';
     EXPECT_EQ(lines, 1u) << r.out;

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "train/checkpoint.h"
 #include "train/config_document.h"
+#include "train/mqar_config.h"
 #include "train/sweep.h"
 
 #include <spawn.h>
@@ -52,6 +53,8 @@ struct SweepOptions {
   int64_t jobs = 1;
   int threads = 1;
   std::vector<std::string> only;
+  std::vector<std::string> points;     // point labels ("d128"); empty: every point
+  std::vector<std::string> overrides;  // --set key=value over every run's config
   bool table_only = false;
 };
 
@@ -138,6 +141,12 @@ int write_table(const train::SweepPlan& plan, const fs::path& out) {
   return 0;
 }
 
+std::string joined(const std::set<std::string>& names) {
+  std::string text;
+  for (const std::string& name : names) text += (text.empty() ? "" : ", ") + name;
+  return text;
+}
+
 int run_sweep(const SweepOptions& options) {
   const train::SweepPlan plan = train::load_sweep_plan(options.sweep);
   const fs::path out = options.out.empty() ? fs::path("runs") / fs::path(options.sweep).stem() : fs::path(options.out);
@@ -147,13 +156,27 @@ int run_sweep(const SweepOptions& options) {
   for (const std::string& name : options.only) {
     LINTIME_CHECK(known.count(name), "sweep: --only names model \"", name, "\", which ", options.sweep, " does not have");
   }
+  const std::vector<train::SweepRun> every_run = train::sweep_runs(plan);
+  std::set<std::string> labels;
+  for (const train::SweepRun& run : every_run) labels.insert(run.point_label);
+  for (const std::string& label : options.points) {
+    LINTIME_CHECK(labels.count(label), "sweep: --points names point \"", label, "\", which ", options.sweep,
+                  " does not have (its points: ", joined(labels), ")");
+  }
   if (options.table_only) return write_table(plan, out);
 
   std::vector<train::SweepRun> pending;
   int64_t finished_before = 0;
-  for (train::SweepRun& run : train::sweep_runs(plan)) {
+  for (train::SweepRun run : every_run) {
     if (!options.only.empty() && std::find(options.only.begin(), options.only.end(), run.model) == options.only.end())
       continue;
+    if (!options.points.empty() &&
+        std::find(options.points.begin(), options.points.end(), run.point_label) == options.points.end())
+      continue;
+    if (!options.overrides.empty()) {  // checked here, before any run starts
+      train::apply_overrides(run.config, options.overrides);
+      train::MqarTrainConfig::from_document(run.config);
+    }
     if (fs::is_regular_file(out / run.dir / "result.json")) {
       ++finished_before;
     } else {
@@ -249,6 +272,11 @@ std::function<int()> add_sweep_command(CLI::App& app) {
   command->add_option("--threads", options->threads, "CPU threads of each run (default 1)")->check(integer_in(0, kMaxThreads));
   command->add_option("--only", options->only, "Run only these models (by name; the table still lists every model)")
       ->delimiter(',');
+  command->add_option("--points", options->points,
+                      "Run only these points (by label, e.g. d128; the table still lists every point)")
+      ->delimiter(',');
+  command->add_option("--set", options->overrides,
+                      "Override a value of every run's config: key=value (e.g. train.precision=bf16)");
   command->add_flag("--table-only", options->table_only, "Write the table and figure from the finished runs, train nothing");
   return [options]() { return run_sweep(*options); };
 }
