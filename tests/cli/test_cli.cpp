@@ -455,6 +455,17 @@ TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
                                    " --device cpu --stride 0"),
                         "--stride: expected an integer in [1, 16777216], got '0'");
   expect_one_line_error(run_errors("frobnicate"), "unknown command 'frobnicate'; expected one of train, eval");
+  // Sizes and counts of every command are integers in a stated range, reals positive and finite.
+  expect_one_line_error(run_errors("bench mqar --device cpu --steps 0"), "--steps: expected an integer in [1, 1048576], got '0'");
+  expect_one_line_error(run_errors("bench gsa --heads -2"), "--heads: expected an integer in [1, 65536], got '-2'");
+  expect_one_line_error(run_errors("train " + config_file + " --timeout 0 --out " + (dir_ / "never").string()),
+                        "--timeout: expected a positive number, got '0'");
+  expect_one_line_error(run_errors("train " + config_file + " --bucket-mb inf --out " + (dir_ / "never").string()),
+                        "--bucket-mb: expected a positive number, got 'inf'");
+  expect_one_line_error(run_errors("serve " + folder.string() + " --prefix-cache-mb 99999999999999"),
+                        "--prefix-cache-mb: expected an integer in [0, 1073741824], got '99999999999999'");
+  expect_one_line_error(run_errors("tokenize --tokenizer x y --out z --eos-id -1"),
+                        "--eos-id: expected an integer in [0, 2147483647], got '-1'");
 
   // NaN in layer 1's output projection: generation stops and names the layer.
   auto tensors = lintime::io::load_safetensors((folder / "model.safetensors").string());

@@ -96,11 +96,11 @@ std::function<int()> add_bench_command(CLI::App& app) {
   command->add_option("--jsonl", options->jsonl, "Append JSON lines to this file");
   command->add_option("--batch", options->batch, "B")->check(integer_in(1, kMaxBatch));
   command->add_option("--seq-len", options->seq_len, "T")->check(integer_in(1, kMaxTokens));
-  command->add_option("--heads", options->heads, "H")->check(CLI::PositiveNumber);
-  command->add_option("--key-dim", options->key_dim, "K")->check(CLI::PositiveNumber);
-  command->add_option("--value-dim", options->value_dim, "V")->check(CLI::PositiveNumber);
-  command->add_option("--slots", options->slots, "M")->check(CLI::PositiveNumber);
-  command->add_option("--repeats", options->repeats, "Timed repetitions (median reported)")->check(CLI::PositiveNumber);
+  command->add_option("--heads", options->heads, "H")->check(integer_in(1, 1 << 16));
+  command->add_option("--key-dim", options->key_dim, "K")->check(integer_in(1, 1 << 16));
+  command->add_option("--value-dim", options->value_dim, "V")->check(integer_in(1, 1 << 16));
+  command->add_option("--slots", options->slots, "M")->check(integer_in(1, 1 << 16));
+  command->add_option("--repeats", options->repeats, "Timed repetitions (median reported)")->check(integer_in(1, 1 << 20));
   command->add_flag("--skip-reference", options->skip_reference, "Time only the chunked op");
   return [options, generation, training]() {
     if (options->what == "generate") return run_generation_bench(*generation, options->device, options->jsonl);

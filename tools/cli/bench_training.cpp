@@ -10,6 +10,7 @@
 #include "core/kernel_profile.h"
 #include "io/token_shards.h"
 #include "tools/cli/bench_generation.h"
+#include "tools/cli/validators.h"
 #include "train/lm_trainer.h"
 #include "train/mqar_trainer.h"
 
@@ -83,12 +84,12 @@ void print_kernel_profile(const std::vector<KernelTime>& kernels, int64_t steps,
 
 void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options) {
   command.add_option("--shapes", options.shapes, "train: rows x tokens per step, e.g. 8x2048,2x8192")->delimiter(',');
-  command.add_option("--steps", options.steps, "train: untimed steps, then as many timed ones")->check(CLI::PositiveNumber);
+  command.add_option("--steps", options.steps, "train: untimed steps, then as many timed ones")->check(integer_in(1, 1 << 20));
   command.add_option("--precision", options.precision, "train: bf16, fp16, fp32 (auto: bf16 on a GPU)")
       ->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
   command.add_option("--activation-checkpointing", options.activation_checkpointing,
                      "train: checkpoint every k-th block (0: none)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, 1 << 16));
   command.add_option("--master-weights", options.master_weights,
                      "train: fp32 master weights and moments (true, default) or bf16 ones, as the anchors keep (false)");
   command.add_option("--mqar-config", options.mqar_config, "mqar: the MQAR training config (TOML)");
@@ -100,7 +101,7 @@ void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options
                      "train: with --master-weights false, AdamW's moments in fp32 (12 bytes per parameter instead of 8)");
   command.add_option("--profile-kernels", options.profile_kernels,
                      "train: also list the N kernels with the most device time per step (Kineto; the timed steps profiled)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, 1 << 20));
 }
 
 int run_mqar_training_bench(const TrainingBenchOptions& options, const std::string& device, const std::string& jsonl) {

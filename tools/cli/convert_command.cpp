@@ -22,10 +22,10 @@ std::function<int()> add_convert_command(CLI::App& app) {
   command->add_option("OUT_DIR", options->out, "The converted folder (written through OUT_DIR.tmp)")->required();
   command->add_option("--to", options->convert.to, "gsa or gla")->check(CLI::IsMember({"gsa", "gla"}))->required();
   command->add_option("--num-slots", options->convert.num_slots, "GSA: memory slots per head (default 64)")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1 << 16));
   command->add_option("--gate-logit-normalizer", options->convert.gate_logit_normalizer,
                       "GSA: the forget gate's logit normaliser (default 8, fla's)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_real());
   command->add_option("--feature-map", options->convert.feature_map,
                       "On q and k. GSA: swish (default) or relu; GLA: relu (default, the paper's adaptation), "
                       "swish or none (fla's GLA default)")

@@ -2,6 +2,7 @@
 // folder. SIGTERM or SIGINT stops admitting, lets running requests finish within
 // --grace-seconds, then exits 0.
 #include "tools/cli/commands.h"
+#include "tools/cli/validators.h"
 
 #include "core/device.h"
 #include "core/error.h"
@@ -77,16 +78,17 @@ std::function<int()> add_serve_command(CLI::App& app) {
   command->add_option("--port", s.port, "Port (default 8080; 0: any free port, printed at start)")->check(CLI::Range(0, 65535));
   command->add_option("--model-name", s.model_name, "The model's name in the API (default: the folder's name)");
   command->add_option("--max-sequences", s.engine.max_sequences, "Sequences decoded together (state slots; default 16)")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, kMaxBatch));
   command->add_option("--max-queue", s.engine.max_queue, "Requests waiting for a slot before 503 (default 64)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, 1 << 20));
   command->add_option("--max-prompt-tokens", s.max_prompt_tokens, "Longest prompt accepted (default 4096)")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, kMaxTokens));
   command->add_option("--max-new-tokens", s.max_new_tokens, "Cap on max_tokens, and chat's default (default 1024)")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, kMaxTokens));
   command->add_option("--prefill-chunk", s.engine.prefill_chunk, "Prompt tokens prefilled per step and sequence (default 256)")
-      ->check(CLI::PositiveNumber);
-  command->add_option("--prefix-cache-mb", args->prefix_cache_mb, "Memory for cached prefix states (default 256; 0: off)");
+      ->check(integer_in(1, kMaxTokens));
+  command->add_option("--prefix-cache-mb", args->prefix_cache_mb, "Memory for cached prefix states (default 256; 0: off)")
+      ->check(integer_in(0, 1 << 30));
   command->add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on /v1/ endpoints");
   command->add_option("--chat-format", args->chat_format,
                       "plain, llama2, mistral, chatml or llama3 (default: from the folder's chat template)");

@@ -71,9 +71,9 @@ std::function<int()> add_tokenize_command(CLI::App& app) {
   command->add_flag("--split-blank-lines", args->options.documents.split_blank_lines,
                     "Text files: a document per run of non-blank lines (default: one per file)");
   command->add_option("--shard-tokens", args->options.shard_tokens, "Tokens per shard file (default 2^27)")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, int64_t{1} << 40));
   command->add_option("--eos-id", args->eos_id, "Id appended after every document (default: the tokenizer's EOS)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, (int64_t{1} << 31) - 1));
   command->add_flag("--overwrite", args->options.overwrite, "Replace token shards already in --out");
   return [args]() { return run_tokenize(*args); };
 }

@@ -108,11 +108,11 @@ std::function<int()> add_train_command(CLI::App& app) {
       ->check(integer_in(0, kMaxThreads));
   command->add_option("--bucket-mb", options->bucket_mb,
                       "Distributed runs: MiB of gradients summed across ranks at once (default 25, as DDP)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_real());
   command->add_option("--timeout", options->timeout_s,
                       "Distributed runs: seconds a rank waits for the others (joining, every collective) "
                       "before it stops with an error naming the operation (default 600)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_real());
   command->add_option("--cuda-graph", options->cuda_graph,
                       "Record each training step as a CUDA graph and replay it: auto (where the run allows it: "
                       "MQAR on one GPU), on (an error says what prevents it), off")

@@ -5,7 +5,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <string>
 
@@ -39,6 +41,20 @@ inline CLI::Validator integer_in(__int128 min, __int128 max) {
         return std::string();
       },
       range);
+}
+
+// A positive finite real number (CLI11's PositiveNumber names its range as 0 to 1.8e308 in
+// full digits).
+inline CLI::Validator positive_real() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double value = text.empty() ? 0.0 : std::strtod(text.c_str(), &end);
+        if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(value) || value <= 0)
+          return "expected a positive number, got '" + text + "'";
+        return std::string();
+      },
+      "a positive number");
 }
 
 // Common bounds.
