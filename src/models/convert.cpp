@@ -60,7 +60,11 @@ Source read_source(const fs::path& dir) {
   LINTIME_CHECK(type == "llama" || type == "mistral", "convert: '", dir.string(), "' holds a model_type \"", type,
                 "\" model; convert reads Llama and Mistral folders (model_type \"llama\" or \"mistral\")");
   Source source;
-  source.config = LlamaConfig::from_json(json);
+  try {
+    source.config = LlamaConfig::from_json(json);
+  } catch (const Error& error) {  // name the file, as every config error does
+    fail((dir / "config.json").string(), ": ", error.what());
+  }
   const LlamaConfig& c = source.config;
   LINTIME_CHECK(!c.attention_bias && !c.mlp_bias, "convert: the source's projections have biases (attention_bias or ",
                 "mlp_bias); GSA's and GLA's have none");

@@ -206,6 +206,11 @@ TEST_F(CliTest, MissingAndMalformedFiles) {
   expect_one_line_error(run_errors("info " + bad_json.string()), "hidden_size");
   std::ofstream(bad_json) << "{not json";
   expect_one_line_error(run_errors("info " + bad_json.string()), "not valid JSON");
+  expect_one_line_error(run_errors("plot " + (dir_ / "nothing").string()),
+                        "plot: '" + (dir_ / "nothing").string() + "' is not a run: expected a run directory");
+  std::ofstream(bad_json) << "{\"model_type\": \"llama\", \"vocab_size\": -5}";
+  expect_one_line_error(run_errors("convert " + dir_.string() + " " + (dir_ / "converted").string() + " --to gsa"),
+                        bad_json.string() + ": config key \"vocab_size\"");
 }
 
 TEST_F(CliTest, InfoPrintsParametersAndStateBytes) {

@@ -40,6 +40,11 @@ struct PlotOptions {
 };
 
 int run_plot(const PlotOptions& options) {
+  for (const std::string& run : options.runs) {  // named here, in lintime's words, before python starts
+    const std::filesystem::path path(run);
+    LINTIME_CHECK(std::filesystem::is_regular_file(path) || std::filesystem::is_regular_file(path / "metrics.jsonl"),
+                  "plot: '", run, "' is not a run: expected a run directory holding metrics.jsonl, or a metrics file");
+  }
   const std::string source = source_dir();
   const std::string script = source + "/scripts/plot_runs.py";
   LINTIME_CHECK(std::filesystem::is_regular_file(script), "plot: ", script,
