@@ -23,30 +23,30 @@ json MqarModelConfig::options_for(const std::string& mixer) const {
 }
 
 void MqarModelConfig::validate() const {
-  const char* who = "mqar model config";
-  LINTIME_CHECK(vocab_size >= 2, who, ": vocab_size must be >= 2, got ", vocab_size);
-  LINTIME_CHECK(d_model >= 1, who, ": d_model must be >= 1, got ", d_model);
-  config::check_size("model.vocab_size", vocab_size, config::size_limits::kVocabulary);
+  // Named by the training config's keys ([model] of configs/mqar/*.toml).
+  LINTIME_CHECK(vocab_size >= 2, "config key \"data.vocab_size\": must be >= 2, got ", vocab_size);
+  LINTIME_CHECK(d_model >= 1, "config key \"model.d_model\": must be >= 1, got ", d_model);
+  config::check_size("data.vocab_size", vocab_size, config::size_limits::kVocabulary);
   config::check_size("model.d_model", d_model, config::size_limits::kWidth);
-  LINTIME_CHECK(!layers.empty(), who, ": layers must list at least one sequence mixer (known: ",
+  LINTIME_CHECK(!layers.empty(), "config key \"model.layers\": must list at least one sequence mixer (known: ",
                 config::join(mixer_names()), ")");
-  LINTIME_CHECK(static_cast<int64_t>(layers.size()) <= config::size_limits::kLayers, who, ": layers lists ",
+  LINTIME_CHECK(static_cast<int64_t>(layers.size()) <= config::size_limits::kLayers, "config key \"model.layers\": lists ",
                 layers.size(), " mixers; expected at most ", config::size_limits::kLayers);
   const std::vector<std::string> known = mixer_names();
   for (size_t i = 0; i < layers.size(); ++i) {
-    LINTIME_CHECK(std::find(known.begin(), known.end(), layers[i]) != known.end(), who, ": layers[", i,
-                  "]: unknown sequence mixer \"", layers[i], "\"; known mixers: ", config::join(known));
+    LINTIME_CHECK(std::find(known.begin(), known.end(), layers[i]) != known.end(), "config key \"model.layers[", i,
+                  "]\": unknown sequence mixer \"", layers[i], "\"; known mixers: ", config::join(known));
   }
-  LINTIME_CHECK(mixer_options.is_object(), who, ": mixer_options must be a JSON object keyed by mixer name, got ",
+  LINTIME_CHECK(mixer_options.is_object(), "config key \"model\": the mixers' option tables must be keyed by mixer name, got ",
                 mixer_options.dump());
   for (const auto& [name, options] : mixer_options.items()) {
-    LINTIME_CHECK(std::find(known.begin(), known.end(), name) != known.end(), who, ": mixer_options: unknown sequence mixer \"",
-                  name, "\"; known mixers: ", config::join(known));
+    LINTIME_CHECK(std::find(known.begin(), known.end(), name) != known.end(), "config key \"model.", name,
+                  "\": options for an unknown sequence mixer; known mixers: ", config::join(known));
   }
-  LINTIME_CHECK(std::isfinite(norm_eps) && norm_eps >= 0.0, who, ": norm_eps must be finite and >= 0, got ", norm_eps);
-  LINTIME_CHECK(std::isfinite(initializer_range) && initializer_range > 0.0, who,
-                ": initializer_range must be finite and > 0, got ", initializer_range);
-  LINTIME_CHECK(embed_dropout >= 0.0 && embed_dropout < 1.0, who, ": embed_dropout must lie in [0, 1), got ",
+  LINTIME_CHECK(std::isfinite(norm_eps) && norm_eps >= 0.0, "config key \"model.norm_eps\": must be finite and >= 0, got ", norm_eps);
+  LINTIME_CHECK(std::isfinite(initializer_range) && initializer_range > 0.0, "config key \"model.initializer_range\": ",
+                "must be finite and > 0, got ", initializer_range);
+  LINTIME_CHECK(embed_dropout >= 0.0 && embed_dropout < 1.0, "config key \"model.embed_dropout\": must lie in [0, 1), got ",
                 embed_dropout);
   for (const std::string& name : std::set<std::string>(layers.begin(), layers.end())) {
     mixer_parameter_count(name, d_model, options_for(name));  // validates the options

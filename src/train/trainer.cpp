@@ -134,6 +134,12 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
     records_graphs = why_not.empty();
   }
 
+  LINTIME_CHECK(settings.schedule != "warmup_cosine" || settings.warmup_steps <= total_steps,
+                "config key \"train.warmup_steps\": ", settings.warmup_steps, " warm-up steps in a run of ", total_steps,
+                " steps (epochs x ", steps_per_epoch, " batches per epoch, or train.max_steps); expected at most ",
+                total_steps);
+  auto schedule = schedule_for(settings, steps_per_epoch, total_steps);  // before anything is written
+
   const fs::path out_dir(options.out_dir);
   const fs::path checkpoint_dir = out_dir / "checkpoint";
   TrainerState state;
@@ -172,7 +178,6 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   update_options.shard = settings.shard_optimizer;
   const auto weights = make_weight_update(model, update_options);
   if (options.resume) weights->load_optimizer(checkpoint_dir.string());
-  auto schedule = schedule_for(settings, steps_per_epoch, total_steps);
   std::unique_ptr<GraphedTrainingStep> graphed;
   if (records_graphs) graphed = std::make_unique<GraphedTrainingStep>(*weights, device, settings.grad_clip);
   std::unique_ptr<MetricsLog> metrics;

@@ -454,6 +454,9 @@ TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
   expect_one_line_error(run_errors("train " + config_file + " --device cpu --set train.target_accuracy=2 --out " +
                                    (dir_ / "never").string()),
                         "config key \"train.target_accuracy\": expected an accuracy in (0, 1]");
+  expect_one_line_error(run_errors("train " + config_file + " --device cpu --set train.schedule=warmup_cosine --set " +
+                                   "train.warmup_steps=100000 --out " + (dir_ / "never").string()),
+                        "config key \"train.warmup_steps\": 100000 warm-up steps in a run of ");
   EXPECT_FALSE(fs::exists(dir_ / "never"));
   std::ofstream(dir_ / "text.txt") << "some text to score";
   expect_one_line_error(run_errors("perplexity " + folder.string() + " " + (dir_ / "text.txt").string() +

@@ -178,7 +178,7 @@ TEST(MqarModel, RegistryAndConfigErrors) {
   EXPECT_EQ(error_of([&] { lintime::models::make_mixer("rwkv", 16, json::object(), generator); }),
             "unknown sequence mixer \"rwkv\"; known mixers: " + known);
   EXPECT_EQ(error_of([] { MqarModel(small_config({"gsa", "hyena"}), 0); }),
-            "mqar model config: layers[1]: unknown sequence mixer \"hyena\"; known mixers: " + known);
+            "config key \"model.layers[1]\": unknown sequence mixer \"hyena\"; known mixers: " + known);
   EXPECT_EQ(error_of([&] { lintime::models::make_mixer("linear_attention", 16, {{"feature_map", "cos"}}, generator); }),
             "BasedLinearAttention: feature_map must be \"taylor\", \"relu\", \"elu+1\" or \"identity\", got \"cos\"");
   EXPECT_NE(error_of([&] { lintime::models::make_mixer("sliding_window", 16, {{"window", 0}}, generator); })
@@ -196,13 +196,13 @@ TEST(MqarModel, RegistryAndConfigErrors) {
             std::string::npos);
   config = small_config({"base_conv"});
   config.mixer_options["rwkv"] = json::object();
-  EXPECT_NE(error_of([&] { config.validate(); }).find("mixer_options: unknown sequence mixer \"rwkv\""),
+  EXPECT_NE(error_of([&] { config.validate(); }).find("config key \"model.rwkv\": options for an unknown sequence mixer"),
             std::string::npos);
   config = small_config({});
-  EXPECT_NE(error_of([&] { config.validate(); }).find("layers must list at least one sequence mixer"), std::string::npos);
+  EXPECT_NE(error_of([&] { config.validate(); }).find("\"model.layers\": must list at least one sequence mixer"), std::string::npos);
   config = small_config({"base_conv"});
   config.d_model = 0;
-  EXPECT_EQ(error_of([&] { MqarModel(config, 0); }), "mqar model config: d_model must be >= 1, got 0");
+  EXPECT_EQ(error_of([&] { MqarModel(config, 0); }), "config key \"model.d_model\": must be >= 1, got 0");
 
   MqarModel model(small_config({"base_conv"}), 0);
   EXPECT_NE(error_of([&] { model.forward(at::full({1, 4}, 64, at::kLong)); }).find("token ids in [0, 64)"),
@@ -227,7 +227,7 @@ TEST(MqarModel, EmbeddingDropoutOnlyWhileTraining) {
   at::manual_seed(11);
   EXPECT_TRUE(at::equal(dropped.forward(inputs, /*training=*/true), first));
   config.embed_dropout = 1.0;
-  EXPECT_EQ(error_of([&] { config.validate(); }), "mqar model config: embed_dropout must lie in [0, 1), got 1");
+  EXPECT_EQ(error_of([&] { config.validate(); }), "config key \"model.embed_dropout\": must lie in [0, 1), got 1");
 }
 
 TEST(MqarModel, ConfigJsonRoundTrip) {
