@@ -45,6 +45,7 @@ def lm_records():
 
 
 class PlotRunsTest(unittest.TestCase):
+    missing_run_message = "metrics.jsonl: no such file"
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
 
@@ -120,7 +121,7 @@ class PlotRunsTest(unittest.TestCase):
         self.assert_fails(self.plot(header_only, "--out", out), "holds no training or evaluation records", out)
         missing = os.path.join(self.dir.name, "missing_run")
         os.makedirs(missing)
-        self.assert_fails(self.plot(missing, "--out", out), "metrics.jsonl: no such file", out)
+        self.assert_fails(self.plot(missing, "--out", out), self.missing_run_message, out)
         good = self.make_run("good", lm_records())
         self.assert_fails(self.plot(good, malformed, "--out", out), "malformed/metrics.jsonl:3", out)
         self.assert_fails(self.plot(good, "--out", os.path.join(self.dir.name, "out.svg")), "ending in .png",
@@ -139,6 +140,9 @@ class PlotRunsTest(unittest.TestCase):
 @unittest.skipUnless(os.environ.get("LINTIME_BINARY"), "LINTIME_BINARY is not set (ctest sets it)")
 class LintimePlotCommandTest(PlotRunsTest):
     """The same through `lintime plot`, with the .venv python this test runs under."""
+
+    # lintime names a missing run itself, before python starts.
+    missing_run_message = "is not a run: expected a run directory holding metrics.jsonl"
 
     def plot(self, *args, env=None, cwd=None):
         env = dict(env or os.environ, LINTIME_PYTHON=sys.executable, LINTIME_SOURCE_DIR=SOURCE_DIR)

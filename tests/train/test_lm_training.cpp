@@ -88,6 +88,21 @@ LmTrainOptions cpu_run(const fs::path& out) {
   return options;
 }
 
+// Trains `config` into `parts` stopped after `stop_at` steps and then resumed; its checkpoint must
+// be the uninterrupted run's in `whole`, weights and optimizer state byte for byte.
+void expect_resumed_equals_whole(const LmTrainConfig& config, const fs::path& whole, const fs::path& parts,
+                                 int64_t stop_at) {
+  auto first = cpu_run(parts);
+  first.stop_after_steps = stop_at;
+  lintime::train::train_lm(config, first);
+  auto second = cpu_run(parts);
+  second.resume = true;
+  lintime::train::train_lm(config, second);
+  EXPECT_EQ(file_bytes(whole / "checkpoint" / "model.safetensors"), file_bytes(parts / "checkpoint" / "model.safetensors"));
+  EXPECT_EQ(file_bytes(whole / "checkpoint" / "optimizer.safetensors"),
+            file_bytes(parts / "checkpoint" / "optimizer.safetensors"));
+}
+
 class LmTraining : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -231,15 +246,7 @@ TEST_F(LmTraining, Bf16WithoutMasterWeightsKeepsBf16StateAndResumesExactly) {
   EXPECT_EQ(state_bytes(whole), file_bytes_total);
   // With masters: fp32 copies (4 bytes) and fp32 moments (8 instead of 4): 8 bytes more per parameter.
   EXPECT_EQ(state_bytes(with_masters) - state_bytes(whole), 8 * result.parameters);
-  auto first = cpu_run(parts);
-  first.stop_after_steps = 2;
-  lintime::train::train_lm(config, first);
-  auto second = cpu_run(parts);
-  second.resume = true;
-  lintime::train::train_lm(config, second);
-  EXPECT_EQ(file_bytes(whole / "checkpoint" / "model.safetensors"), file_bytes(parts / "checkpoint" / "model.safetensors"));
-  EXPECT_EQ(file_bytes(whole / "checkpoint" / "optimizer.safetensors"),
-            file_bytes(parts / "checkpoint" / "optimizer.safetensors"));
+  expect_resumed_equals_whole(config, whole, parts, 2);
   config.precision = "fp16";
   EXPECT_THROW(
       {
@@ -279,15 +286,7 @@ TEST_F(LmTraining, Bf16WeightsWithFp32MomentsResumeExactly) {
     }
   }
   EXPECT_EQ(moment_bytes, 8 * result.parameters);
-  auto first = cpu_run(parts);
-  first.stop_after_steps = 2;
-  lintime::train::train_lm(config, first);
-  auto second = cpu_run(parts);
-  second.resume = true;
-  lintime::train::train_lm(config, second);
-  EXPECT_EQ(file_bytes(whole / "checkpoint" / "model.safetensors"), file_bytes(parts / "checkpoint" / "model.safetensors"));
-  EXPECT_EQ(file_bytes(whole / "checkpoint" / "optimizer.safetensors"),
-            file_bytes(parts / "checkpoint" / "optimizer.safetensors"));
+  expect_resumed_equals_whole(config, whole, parts, 2);
   config.optim.master_weights = true;
   try {
     LmTrainConfig::from_document(config.to_document());
