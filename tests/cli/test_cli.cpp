@@ -230,6 +230,23 @@ TEST_F(CliTest, InfoPrintsParametersAndStateBytes) {
 }
 
 // HazyResearch's based-360m configuration (GPT-2 fields and three mixer objects).
+// A sweep file: one line per (model, point) with its parameters and state bytes.
+TEST_F(CliTest, InfoListsASweepsPoints) {
+  const char* source = std::getenv("LINTIME_SOURCE_DIR");
+  ASSERT_NE(source, nullptr);
+  const auto result = run_lintime("info " + std::string(source) + "/configs/mqar/cpu-figure.toml");
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_NE(result.out.find("(30 runs: 2 rates each)"), std::string::npos) << result.out;
+  size_t rows = 0;
+  for (const char* model : {"GSA ", "GLA ", "RetNet ", "HGRN2 ", "Mamba "}) {
+    for (size_t at = result.out.find(std::string("\n") + model); at != std::string::npos;
+         at = result.out.find(std::string("\n") + model, at + 1))
+      ++rows;
+  }
+  EXPECT_EQ(rows, 15u) << result.out;  // 5 models x 3 sizes
+  EXPECT_NE(result.out.find("d64"), std::string::npos) << result.out;
+}
+
 TEST_F(CliTest, InfoReadsABasedLanguageModelConfig) {
   const auto config = dir_ / "based_360m.json";
   std::ofstream(config) << lintime::testing::based_360m_config().dump();

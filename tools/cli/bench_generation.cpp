@@ -155,7 +155,7 @@ void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& opt
   command.add_option("--profile-steps", options.profile_steps,
                      "generate: mark the last N decode steps of each run for a profiler started with "
                      "collection off (ncu --profile-from-start off; dev/generation/profile_step.sh)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+      ->check(integer_in(0, int64_t{1} << 30));
   command.add_option("--warmup", options.warmup,
                      "generate: run an untimed prefill of the same prompt shape and one decode step before "
                      "each timed run, so that the time to first token leaves out first-use costs (kernel "

@@ -10,6 +10,7 @@
 #include "train/config_document.h"
 #include "train/lm_config.h"
 #include "train/mqar_config.h"
+#include "train/sweep.h"
 
 #include <nlohmann/json.hpp>
 
@@ -28,6 +29,23 @@ void print_mqar(const train::MqarTrainConfig& config) {
   std::printf("\nparameters: %lld\n", static_cast<long long>(config.model.parameter_count()));
   std::printf("recurrent state: %lld bytes per sequence\n",
               static_cast<long long>(config.model.state_bytes_per_sequence()));
+}
+
+// A sweep file: each (model, point)'s parameters and state bytes, once over its rates.
+void print_sweep(const std::string& path) {
+  const train::SweepPlan plan = train::load_sweep_plan(path);
+  const auto runs = train::sweep_runs(plan);
+  std::printf("sweep: %s (%zu runs: %zu rates each)\n", plan.title.c_str(), runs.size(), plan.lrs.size());
+  std::printf("%-12s %-24s %12s %14s\n", "model", "point", "parameters", "state bytes");
+  std::string last;
+  for (const train::SweepRun& run : runs) {
+    if (run.model + "/" + run.point_label == last) continue;
+    last = run.model + "/" + run.point_label;
+    const auto config = train::MqarTrainConfig::from_document(run.config);
+    std::printf("%-12s %-24s %12lld %14lld\n", run.model.c_str(), run.point_label.c_str(),
+                static_cast<long long>(config.model.parameter_count()),
+                static_cast<long long>(config.model.state_bytes_per_sequence()));
+  }
 }
 
 nlohmann::json read_json(const fs::path& path) {
@@ -53,7 +71,10 @@ std::function<int()> add_info_command(CLI::App& app) {
     fs::path path(*target);
     LINTIME_CHECK(fs::exists(path), "info: '", *target, "' does not exist (expected a .toml config, a config.json or a directory)");
     if (path.extension() == ".toml") {
-      if (train::training_task_of(train::read_toml_file(path.string()), path.string()) == "lm") {
+      const nlohmann::json document = train::read_toml_file(path.string());
+      if (document.contains("sweep")) {
+        print_sweep(path.string());
+      } else if (train::training_task_of(document, path.string()) == "lm") {
         const auto config = train::load_lm_train_config(path.string(), {});
         std::fputs(models::architecture_of(config.model.config, path.string()).describe(config.model.config).c_str(), stdout);
       } else {

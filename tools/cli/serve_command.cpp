@@ -75,7 +75,7 @@ std::function<int()> add_serve_command(CLI::App& app) {
   auto& s = args->server;
   command->add_option("MODEL_DIR", args->model_dir, "Folder with config.json, weights and a tokenizer")->required();
   command->add_option("--host", s.host, "Address to listen on (default 127.0.0.1)");
-  command->add_option("--port", s.port, "Port (default 8080; 0: any free port, printed at start)")->check(CLI::Range(0, 65535));
+  command->add_option("--port", s.port, "Port (default 8080; 0: any free port, printed at start)")->check(integer_in(0, 65535));
   command->add_option("--model-name", s.model_name, "The model's name in the API (default: the folder's name)");
   command->add_option("--max-sequences", s.engine.max_sequences, "Sequences decoded together (state slots; default 16)")
       ->check(integer_in(1, kMaxBatch));
