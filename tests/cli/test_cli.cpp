@@ -229,7 +229,6 @@ TEST_F(CliTest, InfoPrintsParametersAndStateBytes) {
       << result.out;
 }
 
-// HazyResearch's based-360m configuration (GPT-2 fields and three mixer objects).
 // A sweep file: one line per (model, point) with its parameters and state bytes.
 TEST_F(CliTest, InfoListsASweepsPoints) {
   const char* source = std::getenv("LINTIME_SOURCE_DIR");
@@ -247,6 +246,7 @@ TEST_F(CliTest, InfoListsASweepsPoints) {
   EXPECT_NE(result.out.find("d64"), std::string::npos) << result.out;
 }
 
+// HazyResearch's based-360m configuration (GPT-2 fields and three mixer objects).
 TEST_F(CliTest, InfoReadsABasedLanguageModelConfig) {
   const auto config = dir_ / "based_360m.json";
   std::ofstream(config) << lintime::testing::based_360m_config().dump();

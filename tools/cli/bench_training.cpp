@@ -18,6 +18,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <fstream>
 #include <random>
@@ -80,6 +81,31 @@ void print_kernel_profile(const std::vector<KernelTime>& kernels, int64_t steps,
   if (jsonl_file.is_open()) jsonl_file << line.dump() << "\n" << std::flush;
 }
 
+// The kernel profile of the timed steps alone (not the model's upload or the warm-up): it starts
+// after step `steps`'s log line and stops after step 2·steps's, both of which wait for the GPU
+// (the loss is read).
+struct TimedProfile {
+  std::optional<KernelProfile> profile;
+  std::vector<KernelTime> kernels;
+};
+std::function<void(int64_t)> profile_timed_steps(int64_t steps, TimedProfile& timed) {
+  return [steps, &timed](int64_t step) {
+    if (step == steps) timed.profile.emplace();
+    if (step == 2 * steps && timed.profile) timed.kernels = timed.profile->stop();
+  };
+}
+
+// The last training record of a run's metrics.jsonl: the timed steps' (log_every = steps).
+nlohmann::json last_training_record(const fs::path& metrics_path) {
+  nlohmann::json timed;
+  std::ifstream metrics(metrics_path);
+  for (std::string line; std::getline(metrics, line);) {
+    const auto record = nlohmann::json::parse(line);
+    if (!record.contains("eval")) timed = record;
+  }
+  return timed;
+}
+
 }  // namespace
 
 void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options) {
@@ -130,21 +156,12 @@ int run_mqar_training_bench(const TrainingBenchOptions& options, const std::stri
     run.device = device;
     run.save_checkpoints = false;
     run.cuda_graph = cuda_graph;
-    std::optional<KernelProfile> profile;
-    std::vector<KernelTime> kernels;
-    if (options.profile_kernels > 0) {
-      run.after_step = [&](int64_t step) {
-        if (step == options.steps) profile.emplace();
-        if (step == 2 * options.steps && profile) kernels = profile->stop();
-      };
-    }
+    TimedProfile watched;
+    if (options.profile_kernels > 0) run.after_step = profile_timed_steps(options.steps, watched);
     const auto result = train::train_mqar(config, run);
-    nlohmann::json timed;
-    std::ifstream metrics(scratch / "metrics.jsonl");
-    for (std::string line; std::getline(metrics, line);) {
-      const auto record = nlohmann::json::parse(line);
-      if (!record.contains("eval")) timed = record;  // the last: the timed steps
-    }
+    const nlohmann::json timed = last_training_record(scratch / "metrics.jsonl");
+    const std::optional<KernelProfile>& profile = watched.profile;
+    const std::vector<KernelTime>& kernels = watched.kernels;
     double device_ms = 0;
     for (const KernelTime& kernel : kernels) device_ms += kernel.total_ms / static_cast<double>(options.steps);
     const double step_s = timed.at("step_time_s").get<double>();
@@ -209,24 +226,12 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
       run_options.out_dir = run.string();
       run_options.device = device;
       run_options.save_checkpoints = false;
-      // The profile watches the timed steps alone (not the model's upload or the warm-up): it
-      // starts after step `steps`'s log line and stops after the last step's, both of which
-      // wait for the GPU (the loss is read).
-      std::optional<KernelProfile> profile;
-      std::vector<KernelTime> kernels;
-      if (options.profile_kernels > 0) {
-        run_options.after_step = [&](int64_t step) {
-          if (step == options.steps) profile.emplace();
-          if (step == 2 * options.steps && profile) kernels = profile->stop();
-        };
-      }
+      TimedProfile watched;
+      if (options.profile_kernels > 0) run_options.after_step = profile_timed_steps(options.steps, watched);
       const auto result = train::train_lm(train::LmTrainConfig::from_document(document), run_options);
-      nlohmann::json timed;
-      std::ifstream metrics(run / "metrics.jsonl");
-      for (std::string line; std::getline(metrics, line);) {
-        const auto record = nlohmann::json::parse(line);
-        if (!record.contains("eval")) timed = record;  // the last: the timed steps
-      }
+      const nlohmann::json timed = last_training_record(run / "metrics.jsonl");
+      const std::optional<KernelProfile>& profile = watched.profile;
+      const std::vector<KernelTime>& kernels = watched.kernels;
       nlohmann::json line = {{"bench", "train"}, {"arch", arch}, {"preset", preset}, {"rows", rows},
                              {"seq_len", tokens}, {"precision", result.precision},
                              {"activation_checkpointing", options.activation_checkpointing},
