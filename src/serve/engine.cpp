@@ -47,7 +47,20 @@ Engine::Engine(models::CausalLm& model, const EngineOptions& options, Metrics* m
   LINTIME_CHECK(options.prefill_chunk >= 1, "serve: prefill_chunk must be >= 1, got ", options.prefill_chunk);
   LINTIME_CHECK(options.prefix_cache_bytes >= 0, "serve: prefix_cache_bytes must be >= 0, got ",
                 options.prefix_cache_bytes);
-  cache_ = model_.decoder().make_cache(options.max_sequences);
+  models::Decoder& decoder = model_.decoder();
+  const bool replayable = decoder.steps_are_replayable();
+  LINTIME_CHECK(options.step_mode != EngineOptions::StepMode::kBuckets || replayable,
+                "serve: this model's decode steps cannot be replayed in buckets (a layer reads its position on ",
+                "the host, or its states are kept narrowed); run it with forward_slots");
+  const bool bucketed = options.step_mode == EngineOptions::StepMode::kBuckets ||
+                        (options.step_mode == EngineOptions::StepMode::kAuto && replayable &&
+                         decoder.head_weight().is_cuda() && infer::decode_graphs_compiled());
+  // Buckets pad their rows with one more slot that no sequence is admitted to.
+  cache_ = decoder.make_cache(options.max_sequences + (bucketed ? 1 : 0));
+  if (bucketed) {
+    cache_.withhold(options.max_sequences);
+    slot_steps_ = std::make_unique<infer::SlotSteps>(decoder, cache_, options.max_sequences, options.max_sequences);
+  }
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -86,7 +99,7 @@ int64_t Engine::pending() const {
 int64_t Engine::free_slots() const {
   std::lock_guard lock(mutex_);
   int64_t free = 0;
-  for (int64_t slot = 0; slot < cache_.batch_size(); ++slot) free += cache_.in_use(slot) ? 0 : 1;
+  for (int64_t slot = 0; slot < cache_.batch_size(); ++slot) free += cache_.in_use(slot) || cache_.withheld(slot) ? 0 : 1;
   return free;
 }
 
@@ -191,12 +204,20 @@ void Engine::decode_step(std::vector<Sequence*>& decoding) {
     tokens.push_back(sequence->next_token);
     slots.push_back(sequence->slot);
   }
-  const at::Tensor ids = at::tensor(tokens, at::kLong)
-                             .view({static_cast<int64_t>(tokens.size()), 1})
-                             .to(model_.decoder().head_weight().device());
-  const at::Tensor logits = model_.decoder().forward_slots(ids, cache_, slots);  // [B, 1, V]
+  at::Tensor logits;  // [B, V]
+  if (slot_steps_) {
+    logits = slot_steps_->step(tokens, slots);
+  } else {
+    const at::Tensor ids = at::tensor(tokens, at::kLong)
+                               .view({static_cast<int64_t>(tokens.size()), 1})
+                               .to(model_.decoder().head_weight().device());
+    logits = model_.decoder().forward_slots(ids, cache_, slots).select(1, 0);
+  }
   if (metrics_) metrics_->set_batch_size(static_cast<int64_t>(decoding.size()));
-  for (size_t row = 0; row < decoding.size(); ++row) take_token(*decoding[row], logits[static_cast<int64_t>(row)][0]);
+  // Every row's logits come to the host in one copy (sampling runs there, per sequence).
+  const int64_t choices = options_.choices > 0 ? std::min(options_.choices, logits.size(-1)) : logits.size(-1);
+  const at::Tensor rows = logits.slice(-1, 0, choices).to(at::kCPU, at::kFloat);
+  for (size_t row = 0; row < decoding.size(); ++row) take_token(*decoding[row], rows[static_cast<int64_t>(row)]);
 }
 
 void Engine::take_token(Sequence& sequence, const at::Tensor& logits_row) {

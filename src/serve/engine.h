@@ -13,6 +13,7 @@
 #pragma once
 
 #include "infer/sampling.h"
+#include "infer/slot_steps.h"
 #include "models/causal_lm.h"
 #include "serve/metrics.h"
 #include "state/cache.h"
@@ -80,6 +81,11 @@ struct EngineOptions {
   int64_t prefix_cache_bytes = 256LL << 20;  // 0: no prefix-state cache
   int64_t choices = 0;              // logit columns tokens may come from (0: all; the tokenizer's
                                     // vocabulary leaves a padded head's extra columns out)
+  // How a batched decode step runs. kBuckets: fixed-size buckets replayed as CUDA graphs on a GPU
+  // (infer/slot_steps.h; on a CPU the same staging without recording), for models whose steps
+  // are replayable; kSlots: Decoder::forward_slots; kAuto: buckets on a GPU where they apply.
+  enum class StepMode { kAuto, kBuckets, kSlots };
+  StepMode step_mode = StepMode::kAuto;
 };
 
 class Engine {
@@ -101,6 +107,8 @@ class Engine {
   int64_t free_slots() const;  // for tests: slots not holding a sequence
   const EngineOptions& options() const { return options_; }
   int64_t prefix_cache_entries() const;
+  // Whether decode steps run through recorded buckets (EngineOptions::step_mode resolved).
+  bool bucketed_steps() const { return slot_steps_ != nullptr; }
 
  private:
   struct Sequence {
@@ -133,6 +141,7 @@ class Engine {
   EngineOptions options_;
   Metrics* metrics_;
   state::Cache cache_;
+  std::unique_ptr<infer::SlotSteps> slot_steps_;  // null: steps through forward_slots
   int64_t choices_ = 0;
 
   mutable std::mutex mutex_;

@@ -25,7 +25,7 @@ class Cache {
   Cache() = default;
   Cache(std::vector<std::unique_ptr<LayerState>> layers, int64_t batch)
       : layers_(std::move(layers)), batch_(batch), slot_tokens_(static_cast<size_t>(batch), 0),
-        in_use_(static_cast<size_t>(batch), false) {
+        in_use_(static_cast<size_t>(batch), false), withheld_(static_cast<size_t>(batch), false) {
     for (auto& layer_state : layers_) layer_state->slot_count = batch;
   }
 
@@ -54,7 +54,7 @@ class Cache {
   // A free slot for a new sequence, its state forgotten; -1 when every slot is in use.
   int64_t admit() {
     for (int64_t slot = 0; slot < batch_; ++slot) {
-      if (in_use_[static_cast<size_t>(slot)]) continue;
+      if (in_use_[static_cast<size_t>(slot)] || withheld_[static_cast<size_t>(slot)]) continue;
       const at::Tensor rows = at::full({1}, slot, at::kLong);
       for (auto& layer_state : layers_) layer_state->reset_rows(rows);
       in_use_[static_cast<size_t>(slot)] = true;
@@ -66,6 +66,10 @@ class Cache {
   // Frees `slot` (its sequence ended); the other slots are not touched.
   void retire(int64_t slot) { in_use_.at(check_slot(slot)) = false; }
   bool in_use(int64_t slot) const { return in_use_.at(check_slot(slot)); }
+  // A slot no sequence is ever admitted to: a scratch row that padding rows of fixed-size
+  // batched steps continue and write back (infer/slot_steps.h).
+  void withhold(int64_t slot) { withheld_.at(check_slot(slot)) = true; }
+  bool withheld(int64_t slot) const { return withheld_.at(check_slot(slot)); }
 
   LayerState& layer(int64_t index) {
     if (index < 0 || index >= num_layers()) {
@@ -102,6 +106,7 @@ class Cache {
   int64_t seen_tokens_ = 0;
   std::vector<int64_t> slot_tokens_;
   std::vector<bool> in_use_;
+  std::vector<bool> withheld_;
 };
 
 }  // namespace lintime::state

@@ -2,8 +2,11 @@
 // replayed give the eager steps' logits, follow the float64 model, and a new prefill (new state
 // tensors, another batch) records anew. Llama with grouped-query heads in bf16: the decode
 // steps (torch's flash kernel straight, not SDPA's cuDNN choice) are as close to the float64
-// model as the bf16 full forward is. Label `cuda`: `ctest -L cuda` on a GPU machine.
+// model as the bf16 full forward is. A server's batched steps through recorded buckets
+// (infer/slot_steps.h) give forward_slots' logits and states. Label `cuda`: `ctest -L cuda` on a
+// GPU machine.
 #include "infer/decode_steps.h"
+#include "infer/slot_steps.h"
 #include "models/causal_lm.h"
 #include "models/gsa_model.h"
 #include "models/llama_model.h"
@@ -78,6 +81,47 @@ TEST(DecodeGraphCuda, ReplayedStepsEqualEagerStepsAndFollowTheFloat64Model) {
     EXPECT_LT(relative_max_error(graphed_all, at::stack(eager_logits, 1)), 1e-6) << "batch " << batch;
     // fp32 through 2 blocks and 20 steps against fp64: a few hundred ulps of the largest logit.
     EXPECT_LT(relative_max_error(graphed_all.to(at::kDouble), expected), 1e-4) << "batch " << batch;
+  }
+}
+
+TEST(SlotStepsCuda, RecordedBucketsGiveForwardSlotsLogitsAndStates) {
+  LINTIME_SKIP_WITHOUT_CUDA();
+  at::NoGradGuard no_grad;
+  const c10::Device cuda(c10::kCUDA, 0);
+  auto model = tiny_gsa(at::kFloat, cuda);
+  constexpr int64_t kSequences = 6;  // buckets 1, 2, 4, 6; slot 6 pads
+  auto reference = model->make_cache(kSequences);
+  auto bucketed = model->make_cache(kSequences + 1);
+  bucketed.withhold(kSequences);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(9);
+  for (int64_t s = 0; s < kSequences; ++s) {
+    ASSERT_EQ(reference.admit(), s);
+    ASSERT_EQ(bucketed.admit(), s);
+    const at::Tensor prompt = at::randint(0, 61, {1, 5 + 3 * s}, generator, at::kLong).to(cuda);
+    model->forward_slots(prompt, reference, {s});
+    model->forward_slots(prompt, bucketed, {s});
+  }
+  lintime::infer::SlotSteps steps(*model, bucketed, kSequences, kSequences);
+  // Each slot set twice: the first use of a bucket records it, later ones replay it.
+  const std::vector<std::vector<int64_t>> slot_sets = {{1}, {5, 0, 2}, {0, 1, 2, 3, 4, 5}, {3, 4},
+                                                       {2},  {4, 1, 5}, {5, 4, 3, 2, 1, 0}, {0, 5}};
+  for (const auto& slots : slot_sets) {
+    std::vector<int64_t> tokens;
+    for (size_t i = 0; i < slots.size(); ++i) tokens.push_back(at::randint(0, 61, {1}, generator).item<int64_t>());
+    const at::Tensor expected =
+        model->forward_slots(at::tensor(tokens, at::kLong).unsqueeze(1).to(cuda), reference, slots).select(1, 0);
+    const at::Tensor got = steps.step(tokens, slots);
+    // The same kernels on the same rows, in a batch of another size: equal to fp32 rounding.
+    EXPECT_LT(relative_max_error(got, expected), 1e-5) << slots.size() << " rows";
+  }
+  EXPECT_EQ(steps.recorded_buckets(), 4);
+  for (int64_t i = 0; i < bucketed.num_layers(); ++i) {
+    auto got = bucketed.layer(i).tensors();
+    auto want = reference.layer(i).tensors();
+    for (size_t j = 0; j < got.size(); ++j) {
+      if (!want[j]->defined()) continue;
+      EXPECT_LT(relative_max_error(got[j]->narrow(0, 0, kSequences), *want[j]), 1e-5) << "layer " << i << " tensor " << j;
+    }
   }
 }
 

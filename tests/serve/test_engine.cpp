@@ -1,10 +1,12 @@
 // The serving engine: concurrent requests that join and leave a running batch get exactly the
 // tokens infer::generate gives each alone (greedy, and seeded sampling), with the prefix-state
-// cache on and off, for a recurrent model (GSA) and a KV-cache one (Llama); cancellation frees
+// cache on and off, for a recurrent model (GSA; its steps also through the buckets that a GPU
+// replays as CUDA graphs, run here unrecorded) and a KV-cache one (Llama); cancellation frees
 // the slot; a full queue and a stopped engine refuse; a bounded load ends with every slot free
 // and flat memory; a failing request ends with its error and the engine goes on.
 #include "serve/engine.h"
 
+#include "core/error.h"
 #include "infer/generate.h"
 #include "models/gsa_model.h"
 #include "models/llama_model.h"
@@ -94,9 +96,12 @@ int64_t resident_bytes() {
 struct Case {
   std::string model;
   bool prefix_cache;
+  bool buckets = false;  // EngineOptions::StepMode::kBuckets (else kAuto, which is kSlots on a CPU)
 };
 
-void PrintTo(const Case& c, std::ostream* out) { *out << c.model << (c.prefix_cache ? " with" : " without") << " prefix cache"; }
+void PrintTo(const Case& c, std::ostream* out) {
+  *out << c.model << (c.prefix_cache ? " with" : " without") << " prefix cache" << (c.buckets ? ", bucketed steps" : "");
+}
 
 class EngineBatching : public ::testing::TestWithParam<Case> {};
 
@@ -128,7 +133,9 @@ TEST_P(EngineBatching, ConcurrentRequestsGetWhatGenerateGivesAlone) {
   options.max_sequences = 5;
   options.prefill_chunk = 8;
   options.prefix_cache_bytes = c.prefix_cache ? 1 << 20 : 0;
+  if (c.buckets) options.step_mode = EngineOptions::StepMode::kBuckets;
   Engine engine(*model, options, &metrics);
+  EXPECT_EQ(engine.bucketed_steps(), c.buckets);
   std::vector<std::vector<int64_t>> got(requests.size());
   std::vector<Stream::Finish> finishes(requests.size());
   std::vector<std::thread> clients;
@@ -161,11 +168,24 @@ TEST_P(EngineBatching, ConcurrentRequestsGetWhatGenerateGivesAlone) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineBatching,
-                         ::testing::Values(Case{"gsa", false}, Case{"gsa", true}, Case{"llama", false},
-                                           Case{"llama", true}),
+                         ::testing::Values(Case{"gsa", false}, Case{"gsa", true}, Case{"gsa", false, true},
+                                           Case{"gsa", true, true}, Case{"llama", false}, Case{"llama", true}),
                          [](const auto& info) {
-                           return info.param.model + (info.param.prefix_cache ? "_prefix_cache" : "_no_cache");
+                           return info.param.model + (info.param.prefix_cache ? "_prefix_cache" : "_no_cache") +
+                                  (info.param.buckets ? "_buckets" : "");
                          });
+
+TEST(Engine, BucketedStepsAreRefusedForAModelWhoseStepsCannotBeReplayed) {
+  auto model = tiny_model("llama");
+  EngineOptions options;
+  options.step_mode = EngineOptions::StepMode::kBuckets;
+  try {
+    Engine engine(*model, options);
+    FAIL() << "a KV-cache model's steps read their length on the host";
+  } catch (const lintime::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("cannot be replayed"), std::string::npos) << error.what();
+  }
+}
 
 TEST(Engine, CancellationFreesTheSlot) {
   auto model = tiny_model("gsa");

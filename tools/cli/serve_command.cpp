@@ -26,6 +26,7 @@ struct ServeArgs {
   std::string model_dir, dtype = "float32", device = "auto", state_dtype = "float32", chat_format;
   int64_t prefix_cache_mb = 256;
   double grace_seconds = 30;
+  bool cuda_graphs = true;
   serve::ServerOptions server;
 };
 
@@ -36,6 +37,7 @@ int run_serve(ServeArgs& args) {
   LINTIME_CHECK(args.grace_seconds >= 0, "--grace-seconds must be >= 0, got ", args.grace_seconds);
   if (!args.chat_format.empty()) args.server.chat_format = serve::chat_format_named(args.chat_format);
   args.server.engine.prefix_cache_bytes = args.prefix_cache_mb << 20;
+  args.server.engine.step_mode = args.cuda_graphs ? serve::EngineOptions::StepMode::kAuto : serve::EngineOptions::StepMode::kSlots;
   const c10::Device device = resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = models::load_causal_lm(args.model_dir, parse_dtype(args.dtype), device);
@@ -44,9 +46,10 @@ int run_serve(ServeArgs& args) {
   server.bind();
   std::signal(SIGTERM, request_stop);
   std::signal(SIGINT, request_stop);
-  std::fprintf(stderr, "lintime serve: listening on http://%s:%d (%s, %lld sequence slots, chat format %s)\n",
+  std::fprintf(stderr, "lintime serve: listening on http://%s:%d (%s, %lld sequence slots%s, chat format %s)\n",
                args.server.host.c_str(), server.bound_port(), model->name().c_str(),
                static_cast<long long>(args.server.engine.max_sequences),
+               server.engine().bucketed_steps() ? ", decode steps replayed as CUDA graphs" : "",
                serve::chat_format_name(args.server.chat_format.value_or(serve::detect_chat_format(args.model_dir))).c_str());
   std::fflush(stderr);
   std::thread watcher([&] {
@@ -98,6 +101,9 @@ std::function<int()> add_serve_command(CLI::App& app) {
   command->add_option("--grace-seconds", args->grace_seconds, "On SIGTERM, time running requests get to finish (default 30)");
   command->add_option("--dtype", args->dtype, "float32, bfloat16 or float16");
   command->add_option("--device", args->device, "cpu, cuda, cuda:N or auto");
+  command->add_option("--cuda-graphs", args->cuda_graphs,
+                      "On a GPU, replay batched decode steps as CUDA graphs recorded for batch-size buckets "
+                      "where the model allows it (GSA; default true)");
   return [args]() { return run_serve(*args); };
 }
 
