@@ -60,10 +60,37 @@ at::Tensor mqar_labelled_loss(const at::Tensor& logits, const at::Tensor& labels
   return at::cross_entropy_loss(compute, labels.to(logits.device()), {}, at::Reduction::Mean, kMqarIgnoreIndex);
 }
 
+at::Tensor mqar_labelled_example_accuracy(const at::Tensor& logits, const MqarLabelled& labelled, int64_t rows,
+                                          int64_t length) {
+  LINTIME_CHECK(logits.defined() && logits.dim() == 2 && labelled.positions.defined() &&
+                    labelled.positions.dim() == 1 && labelled.positions.size(0) == logits.size(0) &&
+                    labelled.labels.sizes() == labelled.positions.sizes(),
+                "mqar_labelled_example_accuracy: logits must be [P, V] with P = the labelled positions (",
+                labelled.positions.defined() ? labelled.positions.numel() : 0, ")");
+  LINTIME_CHECK(rows >= 1 && length >= 1, "mqar_labelled_example_accuracy: rows and length must be >= 1");
+  const at::Tensor positions = labelled.positions.to(logits.device());
+  const at::Tensor row = at::floor_divide(positions, length);  // the example each position belongs to
+  const auto options = logits.options().dtype(at::kDouble);
+  const at::Tensor correct = logits.detach().argmax(-1).eq(labelled.labels.to(logits.device())).to(at::kDouble);
+  const at::Tensor hits = at::zeros({rows}, options).index_add_(0, row, correct);
+  const at::Tensor total = at::zeros({rows}, options).index_add_(0, row, at::ones_like(correct));
+  return hits / total;  // 0/0 = NaN, as mqar_example_accuracy
+}
+
 MqarAccuracy::MqarAccuracy(int64_t num_segments) {
   LINTIME_CHECK(num_segments >= 1, "MqarAccuracy: num_segments must be >= 1, got ", num_segments);
   sums_.assign(static_cast<size_t>(num_segments), 0.0);
+  device_sums_.resize(static_cast<size_t>(num_segments));
   counts_.assign(static_cast<size_t>(num_segments), 0);
+}
+
+const std::vector<double>& MqarAccuracy::sums() const {
+  for (size_t i = 0; i < device_sums_.size(); ++i) {
+    if (!device_sums_[i].defined()) continue;
+    sums_[i] += device_sums_[i].item<double>();
+    device_sums_[i] = at::Tensor();
+  }
+  return sums_;
 }
 
 void MqarAccuracy::add(int64_t segment_index, const at::Tensor& example_accuracy) {
@@ -71,7 +98,9 @@ void MqarAccuracy::add(int64_t segment_index, const at::Tensor& example_accuracy
                 "MqarAccuracy: segment must be in [0, ", sums_.size(), "), got ", segment_index);
   LINTIME_CHECK(example_accuracy.defined() && example_accuracy.dim() == 1,
                 "MqarAccuracy: example_accuracy must have shape [B]");
-  sums_[segment_index] += example_accuracy.to(at::kDouble).sum().item<double>();
+  at::Tensor sum = example_accuracy.detach().to(at::kDouble).sum();
+  at::Tensor& pending = device_sums_[static_cast<size_t>(segment_index)];
+  pending = pending.defined() ? pending + sum.to(pending.device()) : sum;
   counts_[segment_index] += example_accuracy.numel();
 }
 
@@ -82,14 +111,15 @@ void MqarAccuracy::add(int64_t segment_index, const at::Tensor& logits, const at
 double MqarAccuracy::overall() const {
   const int64_t n = count();
   if (n == 0) return std::numeric_limits<double>::quiet_NaN();
-  return std::accumulate(sums_.begin(), sums_.end(), 0.0) / static_cast<double>(n);
+  const std::vector<double>& totals = sums();
+  return std::accumulate(totals.begin(), totals.end(), 0.0) / static_cast<double>(n);
 }
 
 double MqarAccuracy::segment(int64_t index) const {
   LINTIME_CHECK(index >= 0 && index < static_cast<int64_t>(sums_.size()),
                 "MqarAccuracy: segment must be in [0, ", sums_.size(), "), got ", index);
   if (counts_[index] == 0) return std::numeric_limits<double>::quiet_NaN();
-  return sums_[index] / static_cast<double>(counts_[index]);
+  return sums()[static_cast<size_t>(index)] / static_cast<double>(counts_[index]);
 }
 
 std::vector<double> MqarAccuracy::per_segment() const {

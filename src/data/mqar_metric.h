@@ -32,12 +32,19 @@ MqarLabelled mqar_labelled(const at::Tensor& labels);  // labels [B, L] int64, o
 // logits); differentiable.
 at::Tensor mqar_labelled_loss(const at::Tensor& logits, const at::Tensor& labels);
 
-// Accumulates per-example accuracies over a test set made of segments.
+// The [B] float64 accuracies of a batch of B rows of length L from the logits [P, V] at its
+// labelled positions only (`labelled` = mqar_labelled(labels); MqarModel::logits_at): the value
+// mqar_example_accuracy gives on the whole batch's logits. On the logits' device, no sync.
+at::Tensor mqar_labelled_example_accuracy(const at::Tensor& logits, const MqarLabelled& labelled, int64_t rows,
+                                          int64_t length);
+
+// Accumulates per-example accuracies over a test set made of segments. Sums stay on the
+// accuracies' device until a result is read (one sync per evaluation, not one per batch).
 class MqarAccuracy {
  public:
   explicit MqarAccuracy(int64_t num_segments);
   // example_accuracy: [b] accuracies of examples that belong to `segment`.
-  void add(int64_t segment, const at::Tensor& example_accuracy);
+  void add(int64_t segment, const at::Tensor& example_accuracy);  // any device
   void add(int64_t segment, const at::Tensor& logits, const at::Tensor& labels);
 
   double overall() const;               // mean over every example added (NaN when none)
@@ -47,7 +54,10 @@ class MqarAccuracy {
   int64_t count() const;
 
  private:
-  std::vector<double> sums_;
+  const std::vector<double>& sums() const;  // the device sums, read once
+
+  mutable std::vector<at::Tensor> device_sums_;  // float64 scalars not yet read
+  mutable std::vector<double> sums_;
   std::vector<int64_t> counts_;
 };
 

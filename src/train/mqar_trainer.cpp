@@ -53,8 +53,13 @@ MqarEvaluation evaluate_mqar(models::MqarModel& model, const data::MqarDataset& 
     for (int64_t batch = 0; batch < test.num_batches(segment); ++batch) {
       auto examples = test.batch(segment, batch);
       if (!device.is_cpu()) model.check_inputs(examples.inputs);
-      auto logits = model.forward(examples.inputs.to(device));
-      accuracy.add(segment, logits, examples.labels.to(device));
+      // The head at the labelled positions only, as in training; the sums stay on the device.
+      data::MqarLabelled labelled = data::mqar_labelled(examples.labels);  // on the host: nonzero() would sync
+      labelled.positions = labelled.positions.to(device);
+      labelled.labels = labelled.labels.to(device);
+      const at::Tensor logits = model.logits_at(examples.inputs.to(device), labelled.positions);
+      accuracy.add(segment, data::mqar_labelled_example_accuracy(logits, labelled, examples.labels.size(0),
+                                                                 examples.labels.size(1)));
     }
   }
   MqarEvaluation result;

@@ -290,13 +290,24 @@ TEST(MqarMetric, AccuracyAndLossOnHandMadeLogits) {
                 .find("labels must be an int64 tensor of shape [P] = [3]"),
             std::string::npos);
 
+  // The per-example accuracies from those rows alone (what evaluation computes the head at).
+  const at::Tensor from_rows = lintime::data::mqar_labelled_example_accuracy(rows, labelled, 2, 3);
+  EXPECT_TRUE(from_rows.equal(accuracy)) << from_rows;
+  EXPECT_NE(error_of([&] { lintime::data::mqar_labelled_example_accuracy(rows.narrow(0, 0, 2), labelled, 2, 3); })
+                .find("P = the labelled positions (3)"),
+            std::string::npos);
+
   MqarAccuracy total(2);
   total.add(0, accuracy);                        // 0.5, 1.0
   total.add(1, at::tensor({0.0}, at::kDouble));  // 0.0
+  EXPECT_DOUBLE_EQ(total.segment(1), 0.0);       // read once: later adds still count
+  total.add(1, at::tensor({1.0}, at::kDouble));  // 1.0
+  EXPECT_DOUBLE_EQ(total.segment(1), 0.5);
+  total.add(1, at::tensor({0.0}, at::kDouble));  // 0.0
   EXPECT_DOUBLE_EQ(total.segment(0), 0.75);
-  EXPECT_DOUBLE_EQ(total.segment(1), 0.0);
-  EXPECT_DOUBLE_EQ(total.overall(), 0.5);  // mean over the three examples
-  EXPECT_EQ(total.count(), 3);
+  EXPECT_NEAR(total.segment(1), 1.0 / 3.0, 1e-15);
+  EXPECT_DOUBLE_EQ(total.overall(), 0.5);  // mean over the five examples: (0.5 + 1 + 0 + 1 + 0) / 5
+  EXPECT_EQ(total.count(), 5);
   EXPECT_TRUE(std::isnan(MqarAccuracy(1).overall()));
   EXPECT_NE(error_of([] { lintime::data::mqar_loss(at::zeros({2, 3}), at::zeros({2, 3}, at::kLong)); })
                 .find("logits must have shape [B, L, V]"),
