@@ -329,10 +329,13 @@ at::Tensor Decoder::step(const at::Tensor& token, state::Cache& cache) {
   return forward(token.unsqueeze(1), &cache).squeeze(1);
 }
 
-at::Tensor Decoder::forward_slots(const at::Tensor& input_ids, state::Cache& cache, const std::vector<int64_t>& slots) {
+at::Tensor Decoder::forward_slots(const at::Tensor& input_ids, state::Cache& cache, const std::vector<int64_t>& slots,
+                                  bool last_position_only) {
   LINTIME_CHECK(input_ids.dim() == 2 && input_ids.size(0) == static_cast<int64_t>(slots.size()),
                 "decoder forward_slots: input_ids must be [B, T] with B = the number of slots (", slots.size(),
                 "), got ", shape_string(input_ids.sizes()));
+  LINTIME_CHECK(!last_position_only || input_ids.size(1) >= 1,
+                "decoder forward_slots: the last position's logits need at least one token per row");
   LINTIME_CHECK(cache.num_layers() == static_cast<int64_t>(model.layers.size()), "decoder forward_slots: the cache has ",
                 cache.num_layers(), " layers, the model ", model.layers.size());
   std::vector<bool> seen(static_cast<size_t>(cache.batch_size()), false);
@@ -359,7 +362,9 @@ at::Tensor Decoder::forward_slots(const at::Tensor& input_ids, state::Cache& cac
     for (int64_t i = 0; i < cache.num_layers(); ++i) parts.push_back(cache.layer(i).gather(slot_index, tokens));
     state::Cache part(std::move(parts), static_cast<int64_t>(rows.size()));
     const at::Tensor row_index = at::tensor(rows, at::kLong).to(input_ids.device());
-    const at::Tensor logits = forward(input_ids.index_select(0, row_index), &part);
+    at::Tensor hidden = hidden_states(input_ids.index_select(0, row_index), &part);
+    if (last_position_only) hidden = hidden.narrow(1, hidden.size(1) - 1, 1);
+    const at::Tensor logits = this->logits(hidden);
     for (int64_t i = 0; i < cache.num_layers(); ++i) cache.layer(i).scatter(part.layer(i), slot_index);
     for (size_t j = 0; j < rows.size(); ++j) outputs[static_cast<size_t>(rows[j])] = logits.select(0, static_cast<int64_t>(j));
   }

@@ -208,10 +208,13 @@ class Decoder : public layers::Module {
 
   // A running batch: row b of input_ids [B, T] continues the sequence in cache slot slots[b]
   // (distinct slots, admitted with cache.admit()); a prompt is T tokens of one slot, a decode
-  // step one token of each slot that has work. Returns logits [B, T, vocab]. The slots' rows
-  // are gathered, continued and written back, so every other slot keeps its state; layers whose
-  // rows share one position (a KV cache) run the slots in groups of equal length.
-  at::Tensor forward_slots(const at::Tensor& input_ids, state::Cache& cache, const std::vector<int64_t>& slots);
+  // step one token of each slot that has work. Returns logits [B, T, vocab] ([B, 1, vocab], the
+  // last position's, with `last_position_only`: what a prefill needs, without a vocabulary-wide
+  // row for every prompt token). The slots' rows are gathered, continued and written back, so
+  // every other slot keeps its state; layers whose rows share one position (a KV cache) run the
+  // slots in groups of equal length.
+  at::Tensor forward_slots(const at::Tensor& input_ids, state::Cache& cache, const std::vector<int64_t>& slots,
+                           bool last_position_only = false);
 
   // Where non-finite values first appear for input_ids: the backbone's stages, then "the LM head"
   // ("" when the logits are finite): what generation names when its logits stop being finite.

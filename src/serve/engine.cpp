@@ -1,5 +1,6 @@
 #include "serve/engine.h"
 
+#include "core/device.h"
 #include "core/error.h"
 #include "models/decoder.h"
 
@@ -56,7 +57,12 @@ Engine::Engine(models::CausalLm& model, const EngineOptions& options, Metrics* m
                         (options.step_mode == EngineOptions::StepMode::kAuto && replayable &&
                          decoder.head_weight().is_cuda() && infer::decode_graphs_compiled());
   // Buckets pad their rows with one more slot that no sequence is admitted to.
-  cache_ = decoder.make_cache(options.max_sequences + (bucketed ? 1 : 0));
+  const int64_t slots = options.max_sequences + (bucketed ? 1 : 0);
+  // What the slots hold (a KV cache: after its first token; it grows from there).
+  check_fits("the decoding states of " + std::to_string(slots) + " sequence slots",
+             static_cast<double>(slots) * static_cast<double>(decoder.state_bytes_after(1)),
+             decoder.head_weight().device());
+  cache_ = decoder.make_cache(slots);
   if (bucketed) {
     cache_.withhold(options.max_sequences);
     slot_steps_ = std::make_unique<infer::SlotSteps>(decoder, cache_, options.max_sequences, options.max_sequences);
@@ -121,15 +127,14 @@ void Engine::loop() {
       if (sequence->stream->cancelled()) retire(*sequence, Stream::Finish::kCancelled);
     }
     // Prefill: one chunk of every new prompt per iteration, so that decoding streams wait at
-    // most one chunk per newcomer.
+    // most one chunk's forward per iteration.
+    std::vector<Sequence*> prefilling;
     for (auto& sequence : active_) {
-      if (sequence->slot < 0 || sequence->prefilled == static_cast<int64_t>(sequence->request.prompt.size())) continue;
-      try {
-        prefill_one_chunk(*sequence);
-      } catch (const std::exception& error) {
-        retire(*sequence, Stream::Finish::kError, error.what());
+      if (sequence->slot >= 0 && sequence->prefilled < static_cast<int64_t>(sequence->request.prompt.size())) {
+        prefilling.push_back(sequence.get());
       }
     }
+    if (!prefilling.empty()) prefill_chunks(prefilling);
     std::vector<Sequence*> decoding;
     for (auto& sequence : active_) {
       if (sequence->slot >= 0 && sequence->next_token >= 0) decoding.push_back(sequence.get());
@@ -181,21 +186,64 @@ void Engine::admit_queued() {
   active_count_ = static_cast<int64_t>(active_.size());
 }
 
-void Engine::prefill_one_chunk(Sequence& sequence) {
-  const auto& prompt = sequence.request.prompt;
-  const int64_t length = static_cast<int64_t>(prompt.size());
-  int64_t count = std::min(options_.prefill_chunk, length - sequence.prefilled);
-  if (!model_.decoder().prefills_continue()) count = length - sequence.prefilled;  // one piece, from the start
-  const at::Tensor ids = at::tensor(std::vector<int64_t>(prompt.begin() + sequence.prefilled,
-                                                         prompt.begin() + sequence.prefilled + count),
-                                    at::kLong)
-                             .view({1, count})
-                             .to(model_.decoder().head_weight().device());
-  const at::Tensor logits = model_.decoder().forward_slots(ids, cache_, {sequence.slot});
-  sequence.prefilled += count;
-  if (metrics_) metrics_->add_tokens(count, 0);
-  if (options_.prefix_cache_bytes > 0 && sequence.prefilled % options_.prefill_chunk == 0) store_prefix(sequence);
-  if (sequence.prefilled == length) take_token(sequence, logits[0][count - 1]);
+int64_t Engine::next_chunk_length(const Sequence& sequence) const {
+  const int64_t remaining = static_cast<int64_t>(sequence.request.prompt.size()) - sequence.prefilled;
+  // A layer that cannot continue a prefill (a position read on the host) takes the prompt whole.
+  return model_.decoder().prefills_continue() ? std::min(options_.prefill_chunk, remaining) : remaining;
+}
+
+void Engine::prefill_chunks(const std::vector<Sequence*>& prefilling) {
+  const int64_t vocab = model_.decoder().model.embeddings.weight.size(0);
+  std::map<int64_t, std::vector<Sequence*>> by_length;  // chunk length -> sequences
+  for (Sequence* sequence : prefilling) {
+    // Checked here so that a bad prompt ends alone, not with the batch it would have joined (and
+    // before it reaches a GPU, where an id past the table would be a device-side fault).
+    const auto& prompt = sequence->request.prompt;
+    const auto [low, high] = std::minmax_element(prompt.begin(), prompt.end());
+    if (*low < 0 || *high >= vocab) {
+      retire(*sequence, Stream::Finish::kError,
+             "serve: the prompt must be token ids in [0, " + std::to_string(vocab) + "), got values in [" +
+                 std::to_string(*low) + ", " + std::to_string(*high) + "]");
+      continue;
+    }
+    by_length[next_chunk_length(*sequence)].push_back(sequence);
+  }
+  for (const auto& [count, sequences] : by_length) {
+    const size_t per_forward = static_cast<size_t>(std::max<int64_t>(1, kPrefillBatchTokens / count));
+    for (size_t first = 0; first < sequences.size(); first += per_forward) {
+      const std::vector<Sequence*> group(sequences.begin() + static_cast<std::ptrdiff_t>(first),
+                                         sequences.begin() + static_cast<std::ptrdiff_t>(std::min(sequences.size(), first + per_forward)));
+      try {
+        prefill_together(group, count);
+      } catch (const std::exception& error) {
+        for (Sequence* sequence : group) retire(*sequence, Stream::Finish::kError, error.what());
+      }
+    }
+  }
+}
+
+void Engine::prefill_together(const std::vector<Sequence*>& group, int64_t count) {
+  std::vector<int64_t> ids, slots;
+  for (const Sequence* sequence : group) {
+    const auto begin = sequence->request.prompt.begin() + sequence->prefilled;
+    ids.insert(ids.end(), begin, begin + count);
+    slots.push_back(sequence->slot);
+  }
+  const int64_t rows = static_cast<int64_t>(group.size());
+  const at::Tensor input = at::tensor(ids, at::kLong).view({rows, count}).to(model_.decoder().head_weight().device());
+  // [rows, vocab]: only the last position's logits, which a finished prompt's first token needs.
+  const at::Tensor last = model_.decoder().forward_slots(input, cache_, slots, /*last_position_only=*/true).select(1, 0);
+  at::Tensor last_on_host;  // copied once, when some prompt is complete
+  for (int64_t row = 0; row < rows; ++row) {
+    Sequence& sequence = *group[static_cast<size_t>(row)];
+    sequence.prefilled += count;
+    if (metrics_) metrics_->add_tokens(count, 0);
+    if (options_.prefix_cache_bytes > 0 && sequence.prefilled % options_.prefill_chunk == 0) store_prefix(sequence);
+    if (sequence.prefilled == static_cast<int64_t>(sequence.request.prompt.size())) {
+      if (!last_on_host.defined()) last_on_host = last.to(at::kCPU, at::kFloat);
+      take_token(sequence, last_on_host[row]);
+    }
+  }
 }
 
 void Engine::decode_step(std::vector<Sequence*>& decoding) {

@@ -1,8 +1,9 @@
 // The serving engine (vLLM's and llama.cpp server's scheduling loop, architecture.md): one
 // thread owns the model and a cache of `max_sequences` state slots. Each iteration it admits
 // queued requests into free slots, prefills one chunk of each new prompt (so that running
-// streams are not stalled by a long prompt), runs one batched decode step over every sequence
-// that is decoding (Decoder::forward_slots: the other slots' states are not touched), samples
+// streams are not stalled by a long prompt; chunks of equal length run as one batch), runs one
+// batched decode step over every sequence that is decoding (Decoder::forward_slots, or
+// recorded buckets: infer/slot_steps.h; the other slots' states are not touched), samples
 // each sequence's next token with its own generator, and retires sequences that end (EOS, their
 // token budget, or cancelled by their client). Requests talk to it through a Stream.
 //
@@ -128,7 +129,12 @@ class Engine {
 
   void loop();
   void admit_queued();
-  void prefill_one_chunk(Sequence& sequence);
+  // One chunk of each prompt in `prefilling`: those whose chunks have the same length together,
+  // up to kPrefillBatchTokens tokens per forward.
+  void prefill_chunks(const std::vector<Sequence*>& prefilling);
+  void prefill_together(const std::vector<Sequence*>& group, int64_t count);
+  // The tokens `sequence`'s next prefill chunk takes.
+  int64_t next_chunk_length(const Sequence& sequence) const;
   void decode_step(std::vector<Sequence*>& decoding);
   // After a token is chosen for `sequence`: pushes it or ends the sequence.
   void take_token(Sequence& sequence, const at::Tensor& logits_row);
@@ -136,6 +142,9 @@ class Engine {
   void store_prefix(const Sequence& sequence);
   int64_t restore_longest_prefix(Sequence& sequence);
   static std::string prefix_key(const std::vector<int64_t>& tokens, int64_t length);
+
+  // Prompt tokens one batched prefill forward takes at most (its activations stay small).
+  static constexpr int64_t kPrefillBatchTokens = 32768;
 
   models::CausalLm& model_;
   EngineOptions options_;

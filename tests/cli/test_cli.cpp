@@ -489,6 +489,11 @@ TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
                         "--bucket-mb: expected a positive number, got 'inf'");
   expect_one_line_error(run_errors("serve " + folder.string() + " --prefix-cache-mb 99999999999999"),
                         "--prefix-cache-mb: expected an integer in [0, 1073741824], got '99999999999999'");
+  // Each slot or queue place may hold an HTTP worker thread: a million of them was a million threads.
+  expect_one_line_error(run_errors("serve " + folder.string() + " --max-sequences 1048576"),
+                        "--max-sequences: expected an integer in [1, 4096], got '1048576'");
+  expect_one_line_error(run_errors("serve " + folder.string() + " --max-queue 5000"),
+                        "--max-queue: expected an integer in [0, 4096], got '5000'");
   expect_one_line_error(run_errors("tokenize --tokenizer x y --out z --eos-id -1"),
                         "--eos-id: expected an integer in [0, 2147483647], got '-1'");
 

@@ -81,9 +81,9 @@ std::function<int()> add_serve_command(CLI::App& app) {
   command->add_option("--port", s.port, "Port (default 8080; 0: any free port, printed at start)")->check(integer_in(0, 65535));
   command->add_option("--model-name", s.model_name, "The model's name in the API (default: the folder's name)");
   command->add_option("--max-sequences", s.engine.max_sequences, "Sequences decoded together (state slots; default 16)")
-      ->check(integer_in(1, kMaxBatch));
+      ->check(integer_in(1, kMaxServedRequests));
   command->add_option("--max-queue", s.engine.max_queue, "Requests waiting for a slot before 503 (default 64)")
-      ->check(integer_in(0, 1 << 20));
+      ->check(integer_in(0, kMaxServedRequests));
   command->add_option("--max-prompt-tokens", s.max_prompt_tokens, "Longest prompt accepted (default 4096)")
       ->check(integer_in(1, kMaxTokens));
   command->add_option("--max-new-tokens", s.max_new_tokens, "Cap on max_tokens, and chat's default (default 1024)")

@@ -62,5 +62,7 @@ constexpr __int128 kAnySeed = std::numeric_limits<uint64_t>::max();
 constexpr int64_t kMaxTokens = int64_t{1} << 24;   // tokens of a prompt, a generation, a sequence
 constexpr int64_t kMaxBatch = int64_t{1} << 20;    // sequences of one batch
 constexpr int64_t kMaxThreads = 1024;
+// Sequences, or queued requests, one server holds: each may hold an HTTP worker thread.
+constexpr int64_t kMaxServedRequests = 4096;
 
 }  // namespace lintime::cli
