@@ -200,6 +200,19 @@ at::Tensor repeated_heads(const at::Tensor& stored, int64_t head_dim, int64_t re
 ConvertReport convert_transformer(const std::string& source_dir, const std::string& out_dir, const ConvertOptions& options) {
   const fs::path source_path(source_dir), out_path(out_dir);
   LINTIME_CHECK(is_directory(source_dir), "convert: '", source_dir, "' is not a directory (expected a Llama or Mistral folder)");
+  LINTIME_CHECK(!out_dir.empty() && out_path.filename() != "." && out_path.filename() != "..",
+                "convert: OUT_DIR must name a new folder, got '", out_dir, "'");
+  {
+    // Replacing OUT_DIR (--force) must never delete the source: OUT_DIR may not be it or hold it.
+    const auto real = [](const fs::path& path) {
+      fs::path result = fs::weakly_canonical(path);
+      return result.has_filename() ? result : result.parent_path();  // "dir/" is "dir"
+    };
+    const fs::path source_real = real(source_path), out_real = real(out_path);
+    const auto [out_end, source_at] = std::mismatch(out_real.begin(), out_real.end(), source_real.begin(), source_real.end());
+    LINTIME_CHECK(out_end != out_real.end(), "convert: OUT_DIR '", out_dir, "' is SRC_DIR '", source_dir,
+                  "' or a folder holding it; give a new folder");
+  }
   if (fs::exists(out_path)) {
     const bool complete = fs::exists(out_path / "config.json") &&
                           (fs::exists(out_path / "model.safetensors") || fs::exists(out_path / "model.safetensors.index.json"));
@@ -250,14 +263,20 @@ ConvertReport convert_transformer(const std::string& source_dir, const std::stri
   const fs::path temporary = out_path.string() + ".tmp";
   fs::remove_all(temporary);  // left by an interrupted convert
   if (out_path.has_parent_path()) fs::create_directories(out_path.parent_path());
-  save_causal_lm(*model, temporary.string());
-  for (const char* file : kTokenizerFiles) {
-    if (!fs::exists(source_path / file)) continue;
-    fs::copy_file(source_path / file, temporary / file, fs::copy_options::overwrite_existing);
-    report.tokenizer_files.emplace_back(file);
+  try {
+    save_causal_lm(*model, temporary.string());
+    for (const char* file : kTokenizerFiles) {
+      if (!fs::exists(source_path / file)) continue;
+      fs::copy_file(source_path / file, temporary / file, fs::copy_options::overwrite_existing);
+      report.tokenizer_files.emplace_back(file);
+    }
+    if (fs::exists(out_path)) fs::remove_all(out_path);  // --force (checked above)
+    fs::rename(temporary, out_path);
+  } catch (const std::exception& error) {
+    std::error_code ignored;
+    fs::remove_all(temporary, ignored);  // no half-written folder stays behind
+    fail("convert: writing '", out_dir, "' failed: ", error.what());
   }
-  if (fs::exists(out_path)) fs::remove_all(out_path);  // --force (checked above)
-  fs::rename(temporary, out_path);
   return report;
 }
 

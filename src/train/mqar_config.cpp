@@ -108,8 +108,14 @@ MqarTrainConfig MqarTrainConfig::from_document(const nlohmann::json& document) {
   LINTIME_CHECK(o.batch_size >= 1, "config key \"train.batch_size\": must be >= 1, got ", o.batch_size);
   LINTIME_CHECK(o.test_batch_size >= 1, "config key \"train.test_batch_size\": must be >= 1, got ", o.test_batch_size);
   LINTIME_CHECK(o.epochs >= 1, "config key \"train.epochs\": must be >= 1, got ", o.epochs);
-  for (double lr : o.lr_sweep)
+  for (size_t i = 0; i < o.lr_sweep.size(); ++i) {
+    const double lr = o.lr_sweep[i];
     LINTIME_CHECK(lr > 0 && std::isfinite(lr), "config key \"train.lr_sweep\": values must be positive, got ", lr);
+    // Each rate trains into its own folder, named by the rate.
+    LINTIME_CHECK(std::find(o.lr_sweep.begin(), o.lr_sweep.begin() + static_cast<std::ptrdiff_t>(i), lr) ==
+                      o.lr_sweep.begin() + static_cast<std::ptrdiff_t>(i),
+                  "config key \"train.lr_sweep\": ", lr, " is given twice");
+  }
   return config;
 }
 

@@ -56,18 +56,38 @@ std::string lr_dir(double lr) {
   return out.str();
 }
 
-// A model name as a directory: letters, digits, '-', '_' and '.', the rest '_'.
+// A model name or point label as one directory name inside the output folder: letters, digits,
+// '-', '_' and '.', the rest '_', and never "." or ".." (a leading '.' becomes '_').
 std::string safe_name(const std::string& name) {
-  std::string result = name;
+  std::string result = name.empty() ? "_" : name;
   for (char& c : result) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
   }
+  if (result.front() == '.') result.front() = '_';
   return result;
+}
+
+// Names and labels become folder names and table cells: printable, and short enough for a file
+// system's 255-byte names.
+constexpr size_t kLongestName = 100;
+bool printable(const std::string& text) {
+  return std::none_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+// The dotted keys a point sets under [model] ("model.d_model", "model.based.feature_dim").
+void point_keys(const json& node, const std::string& prefix, std::set<std::string>& keys) {
+  for (const auto& [key, value] : node.items()) {
+    if (value.is_object()) {
+      point_keys(value, prefix + key + ".", keys);
+    } else {
+      keys.insert(prefix + key);
+    }
+  }
 }
 
 }  // namespace
 
-SweepPlan load_sweep_plan(const std::string& path) {
+SweepPlan load_sweep_plan(const std::string& path, const std::vector<std::string>& overrides) {
   json document = read_toml_file(path);
   LINTIME_CHECK(document.contains("sweep") && document["sweep"].is_object(), "sweep: ", path,
                 " has no [sweep] table (expected title, plot, d_model, lr and [[sweep.models]])");
@@ -79,12 +99,16 @@ SweepPlan load_sweep_plan(const std::string& path) {
                 plan.plot, "\"");
   plan.lrs = sweep.get_number_list("lr", {});
   LINTIME_CHECK(!plan.lrs.empty(), "config key \"sweep.lr\": expected one or more learning rates");
+  std::set<double> seen_lrs;
   for (double lr : plan.lrs) {
     LINTIME_CHECK(lr > 0 && std::isfinite(lr), "config key \"sweep.lr\": rates must be positive, got ", lr);
+    LINTIME_CHECK(seen_lrs.insert(lr).second, "config key \"sweep.lr\": ", lr, " is given twice");
   }
   std::vector<json> sizes;
+  std::set<double> seen_sizes;
   for (double d : sweep.get_number_list("d_model", {})) {
     LINTIME_CHECK(d >= 1 && d == std::floor(d), "config key \"sweep.d_model\": sizes must be positive integers, got ", d);
+    LINTIME_CHECK(seen_sizes.insert(d).second, "config key \"sweep.d_model\": ", d, " is given twice");
     sizes.push_back({{"d_model", static_cast<int64_t>(d)}});
   }
   const json models = sweep.get_raw("models");
@@ -95,7 +119,8 @@ SweepPlan load_sweep_plan(const std::string& path) {
     config::StrictObject entry(models[i], where, {"name", "paper", "model", "points"});
     SweepModel model;
     model.name = entry.get_as<std::string>("name", "");
-    LINTIME_CHECK(!model.name.empty(), "config key \"", where, ".name\": expected a non-empty name");
+    LINTIME_CHECK(!model.name.empty() && model.name.size() <= kLongestName && printable(model.name), "config key \"",
+                  where, ".name\": expected a name of 1 to ", kLongestName, " printable characters");
     LINTIME_CHECK(names.insert(safe_name(model.name)).second, "config key \"", where, ".name\": \"", model.name,
                   "\" is used twice");
     model.model = entry.get_raw("model");
@@ -111,6 +136,15 @@ SweepPlan load_sweep_plan(const std::string& path) {
       model.points.assign(points.begin(), points.end());
     }
     LINTIME_CHECK(!model.points.empty(), "config key \"", where, "\": no points to run: give sweep.d_model or points");
+    std::set<std::string> labels;
+    for (const json& point : model.points) {
+      const std::string label = point_label(point);
+      LINTIME_CHECK(label.size() <= kLongestName && printable(label), "config key \"", where, ".points\": the point \"",
+                    label.substr(0, kLongestName), "\" makes a label longer than ", kLongestName,
+                    " characters or with control characters");
+      LINTIME_CHECK(labels.insert(safe_name(label)).second, "config key \"", where, ".points\": the point ", label,
+                    " is given twice");
+    }
     if (entry.has("paper")) {
       model.paper = entry.get_number_list("paper", {});
       LINTIME_CHECK(model.paper.size() == model.points.size(), "config key \"", where, ".paper\": expected one value per point (",
@@ -120,6 +154,20 @@ SweepPlan load_sweep_plan(const std::string& path) {
   }
   document.erase("sweep");
   plan.shared = std::move(document);
+  // What the points vary names their runs: an override of it would train another size under
+  // the same label.
+  std::set<std::string> varied = {"train.lr", "train.lr_sweep"};
+  for (const SweepModel& model : plan.models) {
+    for (const json& point : model.points) point_keys(point, "model.", varied);
+  }
+  for (const std::string& override : overrides) {
+    const std::string key = override.substr(0, override.find('='));
+    LINTIME_CHECK(!varied.count(key), "sweep: --set ", key, ": ",
+                  key.rfind("train.lr", 0) == 0 ? "a sweep's rates are sweep.lr in " + path
+                                                : "the sweep's points set this key (their labels name the runs); change "
+                                                  "the points in " + path);
+  }
+  plan.overrides = overrides;
   // Every run's config is checked now, with the run named.
   for (const SweepRun& run : sweep_runs(plan)) {
     try {
@@ -151,6 +199,7 @@ std::vector<SweepRun> sweep_runs(const SweepPlan& plan) {
         if (!run.config.contains("train") || !run.config["train"].is_object()) run.config["train"] = json::object();
         run.config["train"]["lr"] = lr;
         run.config["train"].erase("lr_sweep");
+        apply_overrides(run.config, plan.overrides);
         runs.push_back(std::move(run));
       }
     }

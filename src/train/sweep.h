@@ -40,6 +40,7 @@ struct SweepPlan {
   std::vector<double> lrs;
   std::vector<SweepModel> models;
   nlohmann::json shared;  // the file without [sweep]
+  std::vector<std::string> overrides;  // --set key=value over every run's config
 };
 
 struct SweepRun {
@@ -51,9 +52,11 @@ struct SweepRun {
   nlohmann::json config;
 };
 
-// Reads and checks a sweep file: every run's config is validated as an MQAR config here, so
-// that a mistake in the tenth run is reported before the first one trains.
-SweepPlan load_sweep_plan(const std::string& path);
+// Reads and checks a sweep file with `overrides` (--set key=value) over every run's config:
+// every run's config is validated as an MQAR config here, so that a mistake in the tenth run is
+// reported before the first one trains. An override may not set what the points vary (their
+// labels name the runs) or train.lr_sweep (the rates are sweep.lr).
+SweepPlan load_sweep_plan(const std::string& path, const std::vector<std::string>& overrides = {});
 
 // Every run, model by model, point by point, rate by rate (the order they start in).
 std::vector<SweepRun> sweep_runs(const SweepPlan& plan);

@@ -144,6 +144,46 @@ TEST(SweepCli, PointsAndOverridesSelectAndChangeTheRuns) {
   }
   const json table = read_json(out / "sweep.json");
   EXPECT_EQ(table.at("points").size(), 4u);  // every point listed, two of them with runs
+
+  // The same folder with another override: its runs are not taken for these (nor resumed).
+  const auto changed = run_lintime("sweep " + write_sweep(dir.path()) + " --device cpu --only GLA --points d16 " +
+                                   "--set train.weight_decay=0.5 --out " + out.string());
+  EXPECT_NE(changed.exit_code, 0);
+  EXPECT_NE(changed.out.find("differs from this run's config (the sweep file or --set changed)"), std::string::npos)
+      << changed.out;
+}
+
+TEST(SweepCli, OverridesOfWhatThePointsVaryAndRefusedRunsLeaveNothing) {
+  lintime::testing::TempDir dir;
+  const std::string out = dir.file("o");
+  // The table names runs by their points; another size under the label "d8" would be a wrong row.
+  auto result = run_lintime("sweep " + write_sweep(dir.path()) + " --set model.d_model=32 --out " + out);
+  EXPECT_NE(result.out.find("sweep: --set model.d_model: the sweep's points set this key"), std::string::npos)
+      << result.out;
+  result = run_lintime("sweep " + write_sweep(dir.path()) + " --set train.lr_sweep=[1e-3] --out " + out);
+  EXPECT_NE(result.out.find("sweep: --set train.lr_sweep: a sweep's rates are sweep.lr"), std::string::npos)
+      << result.out;
+  result = run_lintime("sweep " + write_sweep(dir.path()) + " --points d99 --out " + out);
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_FALSE(fs::exists(out)) << "a refused sweep leaves no output folder";
+
+  // Names and points that would leave the output folder or repeat a run.
+  const fs::path escape = fs::path(dir.path()) / "escape.toml";
+  std::ofstream(escape) << "[sweep]\nd_model = [8]\nlr = [1e-2, 1e-2]\n"
+                        << "[[sweep.models]]\nname = \"..\"\nmodel = { layers = [\"gla\"] }\n";
+  result = run_lintime("sweep " + escape.string() + " --out " + out);
+  EXPECT_NE(result.out.find("config key \"sweep.lr\": 0.01 is given twice"), std::string::npos) << result.out;
+  std::ofstream(escape) << "[sweep]\nd_model = [8, 8]\nlr = [1e-2]\n"
+                        << "[[sweep.models]]\nname = \"..\"\nmodel = { layers = [\"gla\"] }\n";
+  result = run_lintime("sweep " + escape.string() + " --out " + out);
+  EXPECT_NE(result.out.find("config key \"sweep.d_model\": 8 is given twice"), std::string::npos) << result.out;
+  std::ofstream(escape) << "[sweep]\nlr = [1e-2]\n[[sweep.models]]\nname = \"a\\nb\"\nmodel = { layers = [\"gla\"] }\n"
+                        << "points = [{ d_model = 8 }]\n";
+  result = run_lintime("sweep " + escape.string() + " --out " + out);
+  EXPECT_NE(result.out.find("sweep.models[0].name\": expected a name of 1 to 100 printable characters"),
+            std::string::npos)
+      << result.out;
+  EXPECT_FALSE(fs::exists(out));
 }
 
 TEST(SweepCli, BadSweepFilesGetOneLine) {

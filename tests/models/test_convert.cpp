@@ -233,6 +233,20 @@ TEST_F(ConvertErrors, BadSourcesAndOutputsAreOneLineAndLeaveNothing) {
   EXPECT_EQ(convert(fixture("llama"), forced), "");
   EXPECT_TRUE(fs::exists(fs::path(out) / "model.safetensors"));
   EXPECT_FALSE(fs::exists(out + ".tmp"));
+
+  // --force never deletes the source: OUT_DIR may not be SRC_DIR or a folder holding it.
+  const fs::path parent = dir_ / "p", source = parent / "src";
+  fs::create_directories(parent);
+  fs::copy(fixture("llama"), source);
+  for (const fs::path& target : {source, fs::path(source.string() + "/"), parent, parent / ".." / "p"}) {
+    EXPECT_EQ(error_of([&] { lintime::models::convert_transformer(source.string(), target.string(), forced); }),
+              "convert: OUT_DIR '" + target.string() + "' is SRC_DIR '" + source.string() +
+                  "' or a folder holding it; give a new folder");
+    EXPECT_TRUE(fs::exists(source / "model.safetensors")) << target;
+  }
+  EXPECT_EQ(error_of([&] { lintime::models::convert_transformer(source.string(), "", forced); }),
+            "convert: OUT_DIR must name a new folder, got ''");
+  EXPECT_FALSE(fs::exists(".tmp"));
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <unistd.h>
 
 namespace {
 namespace fs = std::filesystem;
@@ -96,6 +98,35 @@ TEST(MqarConfig, OverridesAreTypedAndStrict) {
   const auto bf16_config = MqarTrainConfig::from_document(bf16);
   EXPECT_EQ(bf16_config.optim.precision, "bf16");
   EXPECT_EQ(MqarTrainConfig::from_document(bf16_config.to_document()).optim.precision, "bf16");
+}
+
+}  // namespace
+
+namespace {
+
+TEST(MqarSweep, RunFoldersStayInsideTheOutputFolderAndOverridesReachTheTable) {
+  const fs::path file = fs::temp_directory_path() / ("lintime-sweep-names-" + std::to_string(::getpid()) + ".toml");
+  std::ofstream(file) << "[sweep]\nd_model = [8]\nlr = [1e-2]\n"
+                      << "[[sweep.models]]\nname = \"..\"\nmodel = { layers = [\"gla\"], gla = { num_heads = 2 } }\n"
+                      << "[[sweep.models]]\nname = \".hidden/../x\"\nmodel = { layers = [\"gla\"], gla = { num_heads = 2 } }\n"
+                      << "[data]\nvocab_size = 32\ntrain = [{ seq_len = 16, kv_pairs = 2, examples = 16 }]\n"
+                      << "test = [{ seq_len = 16, kv_pairs = 2, examples = 8 }]\n[train]\nbatch_size = 8\n";
+  const auto plan = lintime::train::load_sweep_plan(file.string(), {"model.gla.num_heads=4"});
+  const auto runs = lintime::train::sweep_runs(plan);
+  ASSERT_EQ(runs.size(), 2u);
+  for (const auto& run : runs) {
+    const fs::path dir(run.dir);
+    EXPECT_FALSE(dir.is_absolute()) << run.dir;
+    for (const auto& part : dir) EXPECT_TRUE(part != ".." && part != "." && part.string().front() != '.') << run.dir;
+    EXPECT_EQ(run.config.at("model").at("gla").at("num_heads").get<int64_t>(), 4) << "the override is in the run";
+  }
+  EXPECT_EQ(runs[0].dir, "_./d8/lr-0.01");
+  EXPECT_EQ(runs[1].dir, "_hidden_.._x/d8/lr-0.01");
+  // The table counts the state of the runs as they train (with the override).
+  const auto points = lintime::train::summarize_sweep(plan, (fs::temp_directory_path() / "none").string());
+  const auto config = lintime::train::MqarTrainConfig::from_document(runs[0].config);
+  EXPECT_EQ(points[0].state_bytes, config.model.state_bytes_per_sequence());
+  fs::remove(file);
 }
 
 }  // namespace

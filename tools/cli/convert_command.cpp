@@ -34,7 +34,8 @@ std::function<int()> add_convert_command(CLI::App& app) {
                     "GLA: keep fla's output gate (the paper's adaptation has none)");
   command->add_option("--softmax-layers", options->convert.softmax_layers,
                       "Layers kept as softmax attention (fla's hybrid attn), e.g. 0,12")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(integer_in(0, 1 << 20));
   command->add_option("--seed", options->seed, "Seed of the new parameters' initialisation")->check(integer_in(0, std::numeric_limits<int64_t>::max()));
   command->add_flag("--force", options->convert.force, "Replace an existing OUT_DIR");
   return [options]() {

@@ -7,6 +7,7 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/validators.h"
 
+#include "core/device.h"
 #include "core/error.h"
 #include "train/checkpoint.h"
 #include "train/config_document.h"
@@ -26,6 +27,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -148,9 +150,9 @@ std::string joined(const std::set<std::string>& names) {
 }
 
 int run_sweep(const SweepOptions& options) {
-  const train::SweepPlan plan = train::load_sweep_plan(options.sweep);
+  const train::SweepPlan plan = train::load_sweep_plan(options.sweep, options.overrides);
   const fs::path out = options.out.empty() ? fs::path("runs") / fs::path(options.sweep).stem() : fs::path(options.out);
-  fs::create_directories(out);
+  LINTIME_CHECK(!fs::exists(out) || fs::is_directory(out), "sweep: --out ", out.string(), " is a file, not a folder");
   std::set<std::string> known;
   for (const auto& model : plan.models) known.insert(model.name);
   for (const std::string& name : options.only) {
@@ -163,7 +165,11 @@ int run_sweep(const SweepOptions& options) {
     LINTIME_CHECK(labels.count(label), "sweep: --points names point \"", label, "\", which ", options.sweep,
                   " does not have (its points: ", joined(labels), ")");
   }
-  if (options.table_only) return write_table(plan, out);
+  if (options.table_only) {
+    LINTIME_CHECK(fs::is_directory(out), "sweep: --table-only: ", out.string(), " holds no runs of this sweep");
+    return write_table(plan, out);
+  }
+  if (options.device == "cuda") (void)resolve_device(options.device);  // no GPU: one line now, not one per run
 
   std::vector<train::SweepRun> pending;
   int64_t finished_before = 0;
@@ -173,9 +179,15 @@ int run_sweep(const SweepOptions& options) {
     if (!options.points.empty() &&
         std::find(options.points.begin(), options.points.end(), run.point_label) == options.points.end())
       continue;
-    if (!options.overrides.empty()) {  // checked here, before any run starts
-      train::apply_overrides(run.config, options.overrides);
-      train::MqarTrainConfig::from_document(run.config);
+    // A run folder of another config (the sweep file or --set changed) is not taken for this
+    // run's: neither its result nor its checkpoint.
+    const fs::path written = out / run.dir / "config.toml";
+    if (fs::is_regular_file(written)) {
+      std::ifstream file(written);
+      const std::string before((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      LINTIME_CHECK(before == train::to_toml(run.config), "sweep: ", written.string(),
+                    " differs from this run's config (the sweep file or --set changed); give another --out, or "
+                    "remove that run's folder to train it again");
     }
     if (fs::is_regular_file(out / run.dir / "result.json")) {
       ++finished_before;
@@ -183,6 +195,7 @@ int run_sweep(const SweepOptions& options) {
       pending.push_back(std::move(run));
     }
   }
+  fs::create_directories(out);
   const int64_t total = finished_before + static_cast<int64_t>(pending.size());
   std::printf("lintime sweep: %s -> %s: %lld runs (%lld finished before), %lld at a time on %s\n", options.sweep.c_str(),
               out.c_str(), static_cast<long long>(total), static_cast<long long>(finished_before),
