@@ -222,7 +222,7 @@ TEST_F(TokenizeCli, BadInputsGiveOneLineAndNoManifest) {
   for (const auto& [arguments, fragment] : cases) {
     SCOPED_TRACE(arguments);
     expect_one_line_error(run_lintime("tokenize" + arguments + " --out " + out, true), fragment);
-    EXPECT_FALSE(fs::exists(manifest));
+    EXPECT_FALSE(fs::exists(out)) << "a failed run leaves no folder it made";
   }
   // An existing shard directory is kept unless --overwrite.
   ASSERT_EQ(run_lintime("tokenize" + tokenizer + " " + dir_.file("play.txt") + " --out " + out).exit_code, 0);

@@ -8,6 +8,7 @@
 #include "data/tokenize_corpus.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -32,7 +33,16 @@ std::string describe_split(const char* name, const io::TokenSplit& split) {
 int run_tokenize(TokenizeArgs& args) {
   if (args.eos_id >= 0) args.options.eos_id = args.eos_id;
   const data::TokenizerSource source = data::load_tokenizer_source(args.tokenizer);
-  const data::TokenizeCorpusResult result = data::tokenize_corpus(source, args.options);
+  // A run that fails (an empty or unreadable input, bad UTF-8) leaves no folder it created.
+  const bool out_existed = std::filesystem::exists(args.options.out_dir);
+  data::TokenizeCorpusResult result;
+  try {
+    result = data::tokenize_corpus(source, args.options);
+  } catch (...) {
+    std::error_code ignored;
+    if (!out_existed) std::filesystem::remove_all(args.options.out_dir, ignored);
+    throw;
+  }
   const io::TokenManifest& manifest = result.manifest;
   std::string splits = describe_split("train", manifest.splits.at("train"));
   if (manifest.splits.count("val")) splits += "; " + describe_split("val", manifest.splits.at("val"));
@@ -72,7 +82,7 @@ std::function<int()> add_tokenize_command(CLI::App& app) {
                     "Text files: a document per run of non-blank lines (default: one per file)");
   command->add_option("--shard-tokens", args->options.shard_tokens, "Tokens per shard file (default 2^27)")
       ->check(integer_in(1, int64_t{1} << 40));
-  command->add_option("--eos-id", args->eos_id, "Id appended after every document (default: the tokenizer's EOS)")
+  command->add_option("--eos-id", args->eos_id, "Id appended after every document (default: the tokenizer's EOS; an id past the vocabulary widens it, for a tokenizer without one)")
       ->check(integer_in(0, (int64_t{1} << 31) - 1));
   command->add_flag("--overwrite", args->options.overwrite, "Replace token shards already in --out");
   return [args]() { return run_tokenize(*args); };
