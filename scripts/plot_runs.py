@@ -223,7 +223,7 @@ def main():
                             "(scripts/bootstrap.sh), which installs it into .venv") from None
         draw(runs, args.title or ", ".join(run.label for run in runs), out)
     except PlotError as error:
-        print(f"plot_runs: {error}", file=sys.stderr)
+        print(f"lintime: error: plot: {error}", file=sys.stderr)  # as lintime plot, which runs this, says errors
         return 1
     print(out)
     return 0

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -155,6 +156,7 @@ void StrictObject::finish(const std::vector<std::string>& known) const {
 }
 
 json read_json_file(const std::string& path, const char* what) {
+  LINTIME_CHECK(!std::filesystem::is_directory(path), path, ": a folder, not the ", what);
   std::ifstream file(path);
   LINTIME_CHECK(file.good(), path, ": cannot open the ", what);
   try {

@@ -5,6 +5,7 @@
 
 #include <toml++/toml.h>
 
+#include <filesystem>
 #include <memory>
 #include <sstream>
 
@@ -76,6 +77,7 @@ std::string to_toml(const nlohmann::json& document) {
 }
 
 nlohmann::json read_toml_file(const std::string& path) {
+  LINTIME_CHECK(!std::filesystem::is_directory(path), "config: '", path, "' is a folder (expected a TOML file)");
   toml::table table;
   try {
     table = toml::parse_file(path);

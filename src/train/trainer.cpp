@@ -142,6 +142,8 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
 
   const fs::path out_dir(options.out_dir);
   const fs::path checkpoint_dir = out_dir / "checkpoint";
+  LINTIME_CHECK(!fs::exists(out_dir) || fs::is_directory(out_dir), "--out '", out_dir.string(),
+                "' is a file, not a folder");
   TrainerState state;
   if (options.resume) {
     LINTIME_CHECK(checkpoint_exists(checkpoint_dir.string()), "--resume: no checkpoint in '",
@@ -156,7 +158,6 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   } else {
     LINTIME_CHECK(!checkpoint_exists(checkpoint_dir.string()), "'", out_dir.string(),
                   "' already holds a checkpoint: pass --resume to continue it or choose another --out");
-    if (writes) fs::create_directories(out_dir);
     state.config = task.config_document();
   }
 
@@ -182,6 +183,7 @@ TrainerResult train(TrainingTask& task, const OptimSettings& settings, const Tra
   if (records_graphs) graphed = std::make_unique<GraphedTrainingStep>(*weights, device, settings.grad_clip);
   std::unique_ptr<MetricsLog> metrics;
   if (writes) {
+    fs::create_directories(out_dir);  // once the run's settings have all been accepted
     if (options.resume) {
       // The run folder as an uninterrupted run's: its log up to the checkpoint, no result yet.
       MetricsLog::truncate_after_step((out_dir / "metrics.jsonl").string(), state.step);

@@ -489,6 +489,12 @@ TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
                         "--bucket-mb: expected a positive number, got 'inf'");
   expect_one_line_error(run_errors("serve " + folder.string() + " --prefix-cache-mb 99999999999999"),
                         "--prefix-cache-mb: expected an integer in [0, 1073741824], got '99999999999999'");
+  // A folder where a file is expected and a file where a folder is.
+  expect_one_line_error(run_errors("train " + dir_.string() + " --device cpu"),
+                        "config: '" + dir_.string() + "' is a folder (expected a TOML file)");
+  std::ofstream(dir_ / "a-file") << "x";
+  expect_one_line_error(run_errors("train " + config_file + " --device cpu --out " + (dir_ / "a-file").string()),
+                        "--out '" + (dir_ / "a-file").string() + "' is a file, not a folder");
   // Each slot or queue place may hold an HTTP worker thread: a million of them was a million threads.
   expect_one_line_error(run_errors("serve " + folder.string() + " --max-sequences 1048576"),
                         "--max-sequences: expected an integer in [1, 4096], got '1048576'");

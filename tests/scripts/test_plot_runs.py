@@ -76,6 +76,7 @@ class PlotRunsTest(unittest.TestCase):
         self.assertNotEqual(result.returncode, 0, result.stdout)
         lines = result.stderr.strip().splitlines()
         self.assertEqual(len(lines), 1, result.stderr)
+        self.assertTrue(lines[0].startswith("lintime: error: "), lines[0])
         self.assertIn(fragment, lines[0])
         self.assertFalse(os.path.exists(out), out)
 

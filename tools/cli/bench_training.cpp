@@ -6,6 +6,7 @@
 // Face's Llama (and fla's GSA) at the same shapes as the anchor.
 #include "tools/cli/bench_training.h"
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/kernel_profile.h"
 #include "io/token_shards.h"
@@ -16,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -29,13 +31,13 @@ namespace fs = std::filesystem;
 namespace {
 
 // A train and a val split of uniformly random ids in [0, vocab): one document per split.
-void write_random_shards(const fs::path& dir, int64_t vocab, int64_t tokens) {
+void write_random_shards(const fs::path& dir, int64_t vocab, int64_t tokens, int64_t val_tokens) {
   io::TokenManifest manifest;
   manifest.tokenizer = {"random ids", vocab, "0", ""};
   manifest.eos_id = vocab - 1;
   manifest.dtype = io::token_dtype_for_vocab(vocab);
   std::mt19937_64 random(0);
-  for (const auto& [split, count] : {std::pair<const char*, int64_t>{"train", tokens}, {"val", tokens / 8 + 2}}) {
+  for (const auto& [split, count] : {std::pair<const char*, int64_t>{"train", tokens}, {"val", val_tokens}}) {
     std::vector<int64_t> document(static_cast<size_t>(count));
     for (auto& token : document) token = static_cast<int64_t>(random() % static_cast<uint64_t>(vocab));
     io::TokenShardWriter writer(dir.string(), split, manifest.dtype, int64_t{1} << 27);
@@ -45,17 +47,31 @@ void write_random_shards(const fs::path& dir, int64_t vocab, int64_t tokens) {
   io::write_token_manifest(dir.string(), manifest);
 }
 
+// "8x2048" -> (8, 2048): two decimal integers and nothing else, rows x tokens at most 2^24 tokens.
 std::pair<int64_t, int64_t> parse_shape(const std::string& text) {
+  const auto digits = [](const std::string& part) {
+    return !part.empty() && part.size() <= 9 && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
   const size_t x = text.find('x');
-  LINTIME_CHECK(x != std::string::npos, "bench train: --shapes takes ROWSxTOKENS (e.g. 8x2048), got '", text, "'");
-  try {
-    const int64_t rows = std::stoll(text.substr(0, x)), tokens = std::stoll(text.substr(x + 1));
-    LINTIME_CHECK(rows >= 1 && tokens >= 1, "bench train: --shapes entries must be positive, got '", text, "'");
-    return {rows, tokens};
-  } catch (const std::logic_error&) {
-    fail("bench train: --shapes takes ROWSxTOKENS (e.g. 8x2048), got '", text, "'");
-  }
+  const std::string rows_text = x == std::string::npos ? "" : text.substr(0, x);
+  const std::string tokens_text = x == std::string::npos ? "" : text.substr(x + 1);
+  LINTIME_CHECK(digits(rows_text) && digits(tokens_text), "bench train: --shapes takes ROWSxTOKENS (e.g. 8x2048), got '",
+                text, "'");
+  const int64_t rows = std::stoll(rows_text), tokens = std::stoll(tokens_text);
+  LINTIME_CHECK(rows >= 1 && tokens >= 1 && rows * tokens <= (int64_t{1} << 24), "bench train: --shapes '", text,
+                "': expected rows and tokens >= 1, at most 16777216 tokens per step");
+  return {rows, tokens};
 }
+
+// Removes a bench's scratch folder however the bench ends.
+struct ScratchFolder {
+  fs::path path;
+  explicit ScratchFolder(fs::path where) : path(std::move(where)) { fs::remove_all(path); }
+  ~ScratchFolder() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+};
 
 // The kernels with the most device time per step (over the `steps` profiled steps), as a
 // table and one JSON line.
@@ -146,7 +162,12 @@ int run_mqar_training_bench(const TrainingBenchOptions& options, const std::stri
       "train.log_every=" + std::to_string(options.steps), "train.eval_every=" + std::to_string(4 * options.steps),
       "train.warmup_steps=0"});
   const train::MqarTrainConfig config = train::load_mqar_train_config(options.mqar_config, overrides);
-  const fs::path scratch = fs::temp_directory_path() / ("lintime-bench-mqar-" + std::to_string(::getpid()));
+  for (const std::string& cuda_graph : options.cuda_graph) {  // before the first setting runs
+    LINTIME_CHECK(cuda_graph != "on" || resolve_device(device).is_cuda(),
+                  "bench mqar: --cuda-graph on: cannot record this run's steps: the device is ", device, ", not a GPU");
+  }
+  const ScratchFolder scratch_folder(fs::temp_directory_path() / ("lintime-bench-mqar-" + std::to_string(::getpid())));
+  const fs::path& scratch = scratch_folder.path;
   std::printf("%-28s %-10s %10s %12s %10s %10s %14s\n", "config", "cuda graph", "steps/s", "tokens/s", "step ms",
               "peak GiB", "device ms/step");
   for (const std::string& cuda_graph : options.cuda_graph) {
@@ -189,7 +210,6 @@ int run_mqar_training_bench(const TrainingBenchOptions& options, const std::stri
       print_kernel_profile(kernels, options.steps, options.profile_kernels, described, jsonl_file);
     }
   }
-  fs::remove_all(scratch);
   return 0;
 }
 
@@ -200,18 +220,21 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
     jsonl_file.open(jsonl, std::ios::app);
     LINTIME_CHECK(jsonl_file.good(), "bench train: cannot open '", jsonl, "' for appending");
   }
-  const fs::path scratch = fs::temp_directory_path() / ("lintime-bench-train-" + std::to_string(::getpid()));
-  fs::remove_all(scratch);
+  std::vector<std::pair<int64_t, int64_t>> shapes;  // every one checked before the first runs
+  for (const std::string& shape_text : options.shapes) shapes.push_back(parse_shape(shape_text));
+  const ScratchFolder scratch_folder(fs::temp_directory_path() / ("lintime-bench-train-" + std::to_string(::getpid())));
+  const fs::path& scratch = scratch_folder.path;
   std::printf("%-7s %6s %7s %12s %10s %10s %14s\n", "arch", "rows", "tokens", "tokens/s", "step ms", "peak GiB",
               "model TFLOP/s");
   for (const std::string& arch : archs) {
     const nlohmann::json model = preset_config(arch, preset);
     const int64_t vocab = model.at("vocab_size").get<int64_t>();
-    for (const std::string& shape_text : options.shapes) {
-      const auto [rows, tokens] = parse_shape(shape_text);
+    for (const auto& [rows, tokens] : shapes) {
       const fs::path shards = scratch / "shards", run = scratch / "run";
       fs::remove_all(scratch);
-      write_random_shards(shards, vocab, rows * (tokens + 1) * 4);
+      // Validation takes whole rows of seq_len + 1 tokens: at least two of them.
+      const int64_t train_tokens = rows * (tokens + 1) * 4;
+      write_random_shards(shards, vocab, train_tokens, std::max(train_tokens / 8 + 2, 2 * (tokens + 1)));
       const nlohmann::json document = {
           {"task", "lm"},
           {"model", {{"config", model}}},
@@ -251,7 +274,6 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
       if (profile) print_kernel_profile(kernels, options.steps, options.profile_kernels, line, jsonl_file);
     }
   }
-  fs::remove_all(scratch);
   return 0;
 }
 
