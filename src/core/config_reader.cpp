@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -38,6 +39,9 @@ int64_t read_integer(const std::string& key, const json& value) {
     }
   }
   if (!value.is_number_integer()) wrong_type(key, "an integer", value);
+  // 2^63 and above arrive as unsigned: read as int64 they would wrap to a negative size.
+  LINTIME_CHECK(!value.is_number_unsigned() || value.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX), "config key \"",
+                key, "\": expected an integer below 2^63, got ", value.dump());
   return value.get<int64_t>();
 }
 

@@ -489,6 +489,13 @@ TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
                         "--bucket-mb: expected a positive number, got 'inf'");
   expect_one_line_error(run_errors("serve " + folder.string() + " --prefix-cache-mb 99999999999999"),
                         "--prefix-cache-mb: expected an integer in [0, 1073741824], got '99999999999999'");
+  // Booleans are true or false; reals and names are written out ("" read as 0 or the default).
+  expect_one_line_error(run_errors("serve " + folder.string() + " --cuda-graphs 2"),
+                        "--cuda-graphs: expected true or false, got '2'");
+  expect_one_line_error(run_errors(generate + " --temperature ''"), "--temperature: expected a finite number, got ''");
+  expect_one_line_error(run_errors("train " + config_file + " --out ''"), "--out: expected a non-empty value, got ''");
+  expect_one_line_error(run_errors(generate + " --top-k 99999999999999999999"),
+                        "--top-k: expected an integer in [0, 2147483648], got '99999999999999999999'");
   // A folder where a file is expected and a file where a folder is.
   expect_one_line_error(run_errors("train " + dir_.string() + " --device cpu"),
                         "config: '" + dir_.string() + "' is a folder (expected a TOML file)");

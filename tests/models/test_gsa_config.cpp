@@ -145,6 +145,8 @@ TEST(GsaConfig, RejectsWithOneClearLine) {
   EXPECT_EQ(with("attn", "none"), "config key \"attn\": expected an object, a list of objects or null, got string \"none\"");
   EXPECT_EQ(with("fuse_norm", "yes"), "config key \"fuse_norm\": expected a boolean (true or false), got string \"yes\"");
   EXPECT_EQ(with("num_slots", 0), "config key \"num_slots\": expected a positive value of at most 65536, got 0");
+  EXPECT_EQ(with("vocab_size", uint64_t{1} << 63),  // not wrapped to a negative int64
+            "config key \"vocab_size\": expected an integer below 2^63, got 9223372036854775808");
   EXPECT_EQ(with("use_output_gate", true), "config key \"use_output_gate\": expected false (GSA has no output gate)");
   EXPECT_EQ(with("eos_token_id", 32000),
             "config key \"eos_token_id\": expected null or a token id in [0, vocab_size = 32000), got 32000");

@@ -159,9 +159,11 @@ void add_generation_bench_options(CLI::App& command, GenerationBenchOptions& opt
   command.add_option("--warmup", options.warmup,
                      "generate: run an untimed prefill of the same prompt shape and one decode step before "
                      "each timed run, so that the time to first token leaves out first-use costs (kernel "
-                     "loading, library handles, attention plans) (true/false)");
+                     "loading, library handles, attention plans) (true/false)")
+      ->check(boolean_text());
   command.add_option("--cuda-graphs", options.cuda_graphs,
-                     "generate: replay decode steps as CUDA graphs where the model allows it (true/false)");
+                     "generate: replay decode steps as CUDA graphs where the model allows it (true/false)")
+      ->check(boolean_text());
 }
 
 int run_generation_bench(const GenerationBenchOptions& options, const std::string& device_name,

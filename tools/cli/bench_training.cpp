@@ -133,14 +133,16 @@ void add_training_bench_options(CLI::App& command, TrainingBenchOptions& options
                      "train: checkpoint every k-th block (0: none)")
       ->check(integer_in(0, 1 << 16));
   command.add_option("--master-weights", options.master_weights,
-                     "train: fp32 master weights and moments (true, default) or bf16 ones, as the anchors keep (false)");
+                     "train: fp32 master weights and moments (true, default) or bf16 ones, as the anchors keep (false)")
+      ->check(boolean_text());
   command.add_option("--mqar-config", options.mqar_config, "mqar: the MQAR training config (TOML)");
   command.add_option("--set", options.overrides, "mqar: override a config value: key=value (e.g. train.precision=bf16)");
   command.add_option("--cuda-graph", options.cuda_graph, "mqar: the CUDA-graph settings compared, e.g. off,on")
       ->delimiter(',')
       ->check(CLI::IsMember({"auto", "on", "off"}));
   command.add_option("--fp32-moments", options.fp32_moments,
-                     "train: with --master-weights false, AdamW's moments in fp32 (12 bytes per parameter instead of 8)");
+                     "train: with --master-weights false, AdamW's moments in fp32 (12 bytes per parameter instead of 8)")
+      ->check(boolean_text());
   command.add_option("--profile-kernels", options.profile_kernels,
                      "train: also list the N kernels with the most device time per step (Kineto; the timed steps profiled)")
       ->check(integer_in(0, 1 << 20));

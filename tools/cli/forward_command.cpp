@@ -2,6 +2,7 @@
 // logits [B, T, vocab] of the int64 tensor `input_ids` [B, T], for parity checks against other
 // implementations. The output is written atomically.
 #include "tools/cli/commands.h"
+#include "tools/cli/validators.h"
 
 #include "core/device.h"
 #include "core/error.h"
@@ -25,7 +26,8 @@ std::function<int()> add_forward_command(CLI::App& app) {
   auto device = std::make_shared<std::string>("auto");
   command->add_option("MODEL_DIR", *model_dir, "Folder with config.json and safetensors weights")->required();
   command->add_option("--input-ids", *input, "safetensors file holding int64 input_ids [B, T]")->required();
-  command->add_option("--out", *output, "safetensors file to write float32 logits [B, T, vocab] to")->required();
+  command->add_option("--out", *output, "safetensors file to write float32 logits [B, T, vocab] to")->required()
+      ->check(non_empty());
   command->add_option("--dtype", *dtype, "float32, bfloat16 or float16");
   command->add_option("--device", *device, "cpu, cuda or auto");
   return [=]() {

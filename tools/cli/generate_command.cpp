@@ -108,9 +108,12 @@ std::function<int()> add_generate_command(CLI::App& app) {
   command->add_option("--prompt-file", args->prompt_file, "File holding the prompt (UTF-8)");
   command->add_option("--max-new-tokens", args->max_new_tokens, "Tokens to generate at most (default 128)")
       ->check(integer_in(1, kMaxTokens));
-  command->add_option("--temperature", args->sampling.temperature, "Sampling temperature (0: greedy)");
-  command->add_option("--top-k", args->sampling.top_k, "Keep the k most likely tokens (0: all)");
-  command->add_option("--top-p", args->sampling.top_p, "Nucleus sampling mass (1: off)");
+  command->add_option("--temperature", args->sampling.temperature, "Sampling temperature (0: greedy)")
+      ->check(finite_real());
+  command->add_option("--top-k", args->sampling.top_k, "Keep the k most likely tokens (0: all)")
+      ->check(integer_in(0, int64_t{1} << 31));
+  command->add_option("--top-p", args->sampling.top_p, "Nucleus sampling mass (1: off)")
+      ->check(finite_real());
   command->add_option("--seed", args->seed, "Seed of the sampler")->check(integer_in(0, kAnySeed));
   command->add_option("--batch", args->batch, "Sequences generated together from the prompt")
       ->check(integer_in(1, kMaxBatch));
@@ -118,7 +121,8 @@ std::function<int()> add_generate_command(CLI::App& app) {
   command->add_option("--dtype", args->dtype, "float32, bfloat16 or float16");
   command->add_option("--device", args->device, "cpu, cuda or auto");
   command->add_option("--cuda-graphs", args->cuda_graphs,
-                      "Replay each decode step as a CUDA graph where the model allows it (GSA; default true)");
+                      "Replay each decode step as a CUDA graph where the model allows it (GSA; default true)")
+      ->check(boolean_text());
   return [args]() { return run_generate(*args); };
 }
 

@@ -3,6 +3,7 @@
 // runs that script with the project's .venv python (LINTIME_PYTHON overrides it) through
 // posix_spawnp, arguments passed as an argv (no shell), and returns its exit code.
 #include "tools/cli/commands.h"
+#include "tools/cli/validators.h"
 
 #include "core/error.h"
 
@@ -85,7 +86,8 @@ std::function<int()> add_plot_command(CLI::App& app) {
   auto options = std::make_shared<PlotOptions>();
   command->add_option("RUN_DIR", options->runs, "Run directories (each holding metrics.jsonl) or metrics files")
       ->required();
-  command->add_option("--out", options->out, "The PNG to write (default RUN_DIR/plot.png for one run)");
+  command->add_option("--out", options->out, "The PNG to write (default RUN_DIR/plot.png for one run)")
+      ->check(non_empty());
   command->add_option("--title", options->title, "The figure's title (default: the run names)");
   return [options]() { return run_plot(*options); };
 }

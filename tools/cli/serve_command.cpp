@@ -77,7 +77,8 @@ std::function<int()> add_serve_command(CLI::App& app) {
   auto args = std::make_shared<ServeArgs>();
   auto& s = args->server;
   command->add_option("MODEL_DIR", args->model_dir, "Folder with config.json, weights and a tokenizer")->required();
-  command->add_option("--host", s.host, "Address to listen on (default 127.0.0.1)");
+  command->add_option("--host", s.host, "Address to listen on (default 127.0.0.1)")
+      ->check(non_empty());
   command->add_option("--port", s.port, "Port (default 8080; 0: any free port, printed at start)")->check(integer_in(0, 65535));
   command->add_option("--model-name", s.model_name, "The model's name in the API (default: the folder's name)");
   command->add_option("--max-sequences", s.engine.max_sequences, "Sequences decoded together (state slots; default 16)")
@@ -94,7 +95,8 @@ std::function<int()> add_serve_command(CLI::App& app) {
       ->check(integer_in(0, 1 << 30));
   command->add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on /v1/ endpoints");
   command->add_option("--chat-format", args->chat_format,
-                      "plain, llama2, mistral, chatml or llama3 (default: from the folder's chat template)");
+                      "plain, llama2, mistral, chatml or llama3 (default: from the folder's chat template)")
+      ->check(non_empty());
   command->add_option("--state-dtype", args->state_dtype,
                       "Recurrent decoding states kept in float32 (default) or bfloat16 (half the memory; "
                       "computed in fp32, rounded once per step)");
@@ -103,7 +105,8 @@ std::function<int()> add_serve_command(CLI::App& app) {
   command->add_option("--device", args->device, "cpu, cuda, cuda:N or auto");
   command->add_option("--cuda-graphs", args->cuda_graphs,
                       "On a GPU, replay batched decode steps as CUDA graphs recorded for batch-size buckets "
-                      "where the model allows it (GSA; default true)");
+                      "where the model allows it (GSA; default true)")
+      ->check(boolean_text());
   return [args]() { return run_serve(*args); };
 }
 

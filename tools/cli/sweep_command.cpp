@@ -279,7 +279,8 @@ std::function<int()> add_sweep_command(CLI::App& app) {
   auto* command = app.add_subcommand("sweep", "Run every (model, size, learning rate) of a recall figure and plot the best accuracies");
   auto options = std::make_shared<SweepOptions>();
   command->add_option("SWEEP", options->sweep, "Sweep file (configs/mqar/*-figure.toml)")->required()->check(CLI::ExistingFile);
-  command->add_option("--out", options->out, "Output folder (default runs/<sweep name>)");
+  command->add_option("--out", options->out, "Output folder (default runs/<sweep name>)")
+      ->check(non_empty());
   command->add_option("--device", options->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   command->add_option("--jobs", options->jobs, "Runs at once (default 1)")->check(integer_in(1, 256));
   command->add_option("--threads", options->threads, "CPU threads of each run (default 1)")->check(integer_in(0, kMaxThreads));

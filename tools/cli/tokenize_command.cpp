@@ -71,9 +71,11 @@ std::function<int()> add_tokenize_command(CLI::App& app) {
   command->add_option("--tokenizer", args->tokenizer,
                       "Model folder, tokenizer.json, tokenizer.model, or a vocab.json with merges.txt beside it")
       ->required();
-  command->add_option("--out", args->options.out_dir, "Output directory for the shards and manifest.json")->required();
+  command->add_option("--out", args->options.out_dir, "Output directory for the shards and manifest.json")->required()
+      ->check(non_empty());
   auto* fraction = command->add_option("--val-fraction", args->options.val_fraction,
-                                       "Send this fraction of the documents to the val split (per document, deterministic)");
+                                       "Send this fraction of the documents to the val split (per document, deterministic)")
+      ->check(finite_real());
   auto* val = command->add_option("--val", args->options.val_inputs, "Inputs for the val split");
   fraction->excludes(val);
   command->add_option("--threads", args->options.threads, "Tokenizing threads (default: the CPU count)")

@@ -97,7 +97,8 @@ std::function<int()> add_train_command(CLI::App& app) {
   command->add_option("--set", options->overrides, "Override a config value: key=value (e.g. train.lr=1e-3)");
   command->add_option("--device", options->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   command->add_option("--seed", options->seed, "Model initialisation seed (overrides train.seed)")->check(integer_in(0, std::numeric_limits<int64_t>::max()));
-  command->add_option("--out", options->out, "Output directory (default runs/<config name>)");
+  command->add_option("--out", options->out, "Output directory (default runs/<config name>)")
+      ->check(non_empty());
   command->add_flag("--resume", options->resume, "Continue the checkpoint in the output directory");
   command->add_option("--stop-after-steps", options->stop_after_steps,
                       "Stop after this many steps in total, leaving a resumable checkpoint")

@@ -57,6 +57,37 @@ inline CLI::Validator positive_real() {
       "a positive number");
 }
 
+// A real number written out in full and finite ("" or "0.5x" would read as 0 or 0.5); the
+// command checks its range.
+inline CLI::Validator finite_real() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double value = text.empty() ? 0.0 : std::strtod(text.c_str(), &end);
+        if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(value))
+          return "expected a finite number, got '" + text + "'";
+        return std::string();
+      },
+      "a number");
+}
+
+// A path or name that is not empty (an empty --out would fall back to the default folder).
+inline CLI::Validator non_empty() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string { return text.empty() ? "expected a non-empty value, got ''" : std::string(); },
+      "non-empty");
+}
+
+// A boolean flag's value: true or false (CLI11 alone reads "2" as true and "" as false).
+inline CLI::Validator boolean_text() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        if (text == "true" || text == "false") return std::string();
+        return "expected true or false, got '" + text + "'";
+      },
+      "true or false");
+}
+
 // Common bounds.
 constexpr __int128 kAnySeed = std::numeric_limits<uint64_t>::max();
 constexpr int64_t kMaxTokens = int64_t{1} << 24;   // tokens of a prompt, a generation, a sequence
