@@ -21,6 +21,18 @@ inline bool is_directory(const std::string& path) {
   return ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
 }
 
+// Why `path` cannot be opened as a model folder ("" when it is a folder): missing, a file, or a
+// link that resolves to nothing.
+inline std::string model_folder_problem(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) == 0) {
+    return S_ISDIR(info.st_mode) ? "" : "model folder '" + path + "' is a file, not a folder";
+  }
+  struct stat link {};
+  if (::lstat(path.c_str(), &link) == 0) return "model folder '" + path + "' is a link that resolves to nothing";
+  return "model folder '" + path + "' does not exist";
+}
+
 inline bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }

@@ -2,6 +2,7 @@
 
 #include "core/config_reader.h"
 #include "core/error.h"
+#include "core/paths.h"
 #include "io/safetensors.h"
 
 #include <fstream>
@@ -10,9 +11,7 @@
 namespace lintime::io {
 
 nlohmann::json read_model_config(const std::string& model_dir) {
-  struct stat dir_stat {};  // POSIX stat: libtorch exports its own std::filesystem (see train/checkpoint.cpp)
-  LINTIME_CHECK(::stat(model_dir.c_str(), &dir_stat) == 0 && S_ISDIR(dir_stat.st_mode), "model folder '", model_dir,
-                "' does not exist");
+  if (const std::string problem = model_folder_problem(model_dir); !problem.empty()) fail(problem);
   const std::string config_path = model_dir + "/config.json";
   std::ifstream in(config_path);
   LINTIME_CHECK(in, "model folder '", model_dir, "': no config.json");

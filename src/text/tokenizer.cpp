@@ -10,9 +10,7 @@
 namespace lintime::text {
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
-  struct stat dir_stat {};
-  LINTIME_CHECK(::stat(model_dir.c_str(), &dir_stat) == 0 && S_ISDIR(dir_stat.st_mode), "model folder '", model_dir,
-                "' does not exist");
+  if (const std::string problem = model_folder_problem(model_dir); !problem.empty()) fail(problem);
   const std::string dir = model_dir + "/";
   if (is_file(dir + "tokenizer.model")) return std::make_unique<SentencePieceTokenizer>(dir + "tokenizer.model");
   if (is_file(dir + "tokenizer.json")) return ByteLevelBpeTokenizer::from_tokenizer_json(dir + "tokenizer.json");

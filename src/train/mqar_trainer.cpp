@@ -239,7 +239,10 @@ MqarEvaluation evaluate_mqar_checkpoint(const std::string& dir, const std::strin
     checkpoint_dir /= "checkpoint";
   LINTIME_CHECK(checkpoint_exists(checkpoint_dir.string()), "eval: '", dir,
                 "' is not a lintime checkpoint (expected config.json and model.safetensors)");
-  auto config = MqarTrainConfig::from_document(read_trainer_state(checkpoint_dir.string()).config);
+  const nlohmann::json document = read_trainer_state(checkpoint_dir.string()).config;
+  LINTIME_CHECK(document.value("task", "mqar") == "mqar", "eval: '", dir, "' holds a run of task \"", document.value("task", ""),
+                "\"; eval scores MQAR runs (for a language model: lintime perplexity on its checkpoint)");
+  auto config = MqarTrainConfig::from_document(document);
   const c10::Device device = resolve_device(device_name);
   models::MqarModel model(config.model, config.optim.seed);
   load_checkpoint(checkpoint_dir.string(), model, nullptr);

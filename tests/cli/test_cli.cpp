@@ -497,9 +497,16 @@ TEST_F(CliTest, OutOfRangeFlagsAndNonFiniteLogitsAreOneLine) {
   expect_one_line_error(run_errors(generate + " --top-k 99999999999999999999"),
                         "--top-k: expected an integer in [0, 2147483648], got '99999999999999999999'");
   // A folder where a file is expected and a file where a folder is.
+  std::ofstream(dir_ / "a-file") << "x";
+  expect_one_line_error(run_errors("generate " + (dir_ / "a-file").string() + " --prompt hi"),
+                        "model folder '" + (dir_ / "a-file").string() + "' is a file, not a folder");
+  expect_one_line_error(run_errors("perplexity " + folder.string() + " " + dir_.string()),
+                        "TEXT_FILE: File is actually a directory: " + dir_.string());
+  std::ofstream(dir_ / "latin1.txt") << "caf\xe9";
+  expect_one_line_error(run_errors("perplexity " + folder.string() + " " + (dir_ / "latin1.txt").string() + " --device cpu"),
+                        "perplexity: '" + (dir_ / "latin1.txt").string() + "': text is not valid UTF-8");
   expect_one_line_error(run_errors("train " + dir_.string() + " --device cpu"),
                         "config: '" + dir_.string() + "' is a folder (expected a TOML file)");
-  std::ofstream(dir_ / "a-file") << "x";
   expect_one_line_error(run_errors("train " + config_file + " --device cpu --out " + (dir_ / "a-file").string()),
                         "--out '" + (dir_ / "a-file").string() + "' is a file, not a folder");
   // Each slot or queue place may hold an HTTP worker thread: a million of them was a million threads.
@@ -585,7 +592,8 @@ TEST_F(CliTest, ForwardAndGenerateRunAGsaModelFolder) {
                                    " --out " + (dir_ / "x.safetensors").string() + " --device cpu"),
                         "expected token ids in [0, 257)");
   EXPECT_FALSE(fs::exists(dir_ / "x.safetensors"));
-  expect_one_line_error(run_errors("generate " + folder.string() + " --prompt a --prompt-file b --device cpu"),
+  expect_one_line_error(run_errors("generate " + folder.string() + " --prompt a --prompt-file " +
+                                   (dir_ / "big.safetensors").string() + " --device cpu"),
                         "exactly one of --prompt and --prompt-file");
   expect_one_line_error(run_errors("generate " + folder.string() + " --prompt a --top-p 0 --device cpu"),
                         "--top-p must lie in (0, 1]");

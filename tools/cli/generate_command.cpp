@@ -49,7 +49,12 @@ int run_generate(const GenerateArgs& args) {
   const c10::Device device = resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = models::load_causal_lm(args.model_dir, dtype, device);
-  std::vector<int64_t> prompt_ids = tokenizer->encode(prompt);
+  std::vector<int64_t> prompt_ids;
+  try {
+    prompt_ids = tokenizer->encode(prompt);
+  } catch (const Error& error) {  // bad UTF-8: say where the prompt came from
+    fail(args.prompt_file.empty() ? "--prompt: " : "--prompt-file '" + args.prompt_file + "': ", error.what());
+  }
   // SentencePiece models (Llama, Mistral) are fed a BOS first, as their Hugging Face tokenizers do.
   if (tokenizer->kind() == "sentencepiece" && tokenizer->bos_id()) prompt_ids.insert(prompt_ids.begin(), *tokenizer->bos_id());
   LINTIME_CHECK(!prompt_ids.empty(), "generate: the prompt encodes to no tokens");
@@ -105,7 +110,7 @@ std::function<int()> add_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   command->add_option("MODEL_DIR", args->model_dir, "Folder with config.json, weights and a tokenizer")->required();
   command->add_option("--prompt", args->prompt, "Prompt text")->each([args](const std::string&) { args->prompt_given = true; });
-  command->add_option("--prompt-file", args->prompt_file, "File holding the prompt (UTF-8)");
+  command->add_option("--prompt-file", args->prompt_file, "File holding the prompt (UTF-8)")->check(CLI::ExistingFile);
   command->add_option("--max-new-tokens", args->max_new_tokens, "Tokens to generate at most (default 128)")
       ->check(integer_in(1, kMaxTokens));
   command->add_option("--temperature", args->sampling.temperature, "Sampling temperature (0: greedy)")

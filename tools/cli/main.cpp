@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <malloc.h>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,27 @@ std::string one_line(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at)) text.replace(at, 1, "; ");
   return text;
+}
+
+// ATen's allocation failures as what they mean for the user: how much was asked. Its CPU
+// allocator says "[enforce fail at alloc_cpu.cpp:N] ... you tried to allocate N bytes ...";
+// sizes whose product overflows say "Storage size calculation overflowed with sizes=[...]".
+std::string explained(const std::string& message) {
+  const std::string asked = "you tried to allocate ";
+  if (const size_t at = message.find(asked); at != std::string::npos) {
+    const double bytes = std::strtod(message.c_str() + at + asked.size(), nullptr);
+    char text[160];
+    std::snprintf(text, sizeof text, "out of memory: the command asked for %.3g GB at once, more than this machine can give; "
+                  "use smaller sizes", bytes / 1e9);
+    return text;
+  }
+  if (const size_t at = message.find("Storage size calculation overflowed"); at != std::string::npos) {
+    const size_t sizes = message.find("sizes=", at);
+    return "the sizes asked for hold more elements than 64 bits can count" +
+           (sizes == std::string::npos ? std::string() : " (" + message.substr(sizes, message.find(']', sizes) + 1 - sizes) + ")") +
+           "; use smaller sizes";
+  }
+  return message;
 }
 
 int report(const std::string& message, int code = 1) {
@@ -93,7 +115,9 @@ int main(int argc, char** argv) {
   } catch (const lintime::Error& error) {
     return report(error.what());
   } catch (const c10::Error& error) {
-    return report(error.what_without_backtrace());
+    return report(explained(error.what_without_backtrace()));
+  } catch (const std::bad_alloc&) {
+    return report("out of memory: the command asked for more memory than this machine can give; use smaller sizes");
   } catch (const std::exception& error) {
     return report(error.what());
   }

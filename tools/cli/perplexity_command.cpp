@@ -40,7 +40,12 @@ int run_perplexity(const PerplexityArgs& args) {
   const c10::Device device = resolve_device(args.device);
   auto tokenizer = text::load_tokenizer(args.model_dir);
   auto model = models::load_causal_lm(args.model_dir, dtype, device);
-  const std::vector<int64_t> ids = tokenizer->encode(buffer.str());
+  std::vector<int64_t> ids;
+  try {
+    ids = tokenizer->encode(buffer.str());
+  } catch (const Error& error) {  // bad UTF-8: say in which file
+    fail("perplexity: '", args.text_file, "': ", error.what());
+  }
   const int64_t length = static_cast<int64_t>(ids.size());
   LINTIME_CHECK(length >= 2, "perplexity: '", args.text_file, "' encodes to ", length, " tokens, expected at least 2");
   const at::Tensor all = at::tensor(ids, at::kLong);
@@ -83,7 +88,7 @@ std::function<int()> add_perplexity_command(CLI::App& app) {
   auto* command = app.add_subcommand("perplexity", "Perplexity of a model folder's causal LM on a text file");
   auto args = std::make_shared<PerplexityArgs>();
   command->add_option("MODEL_DIR", args->model_dir, "Folder with config.json, weights and a tokenizer")->required();
-  command->add_option("TEXT_FILE", args->text_file, "UTF-8 text to score")->required();
+  command->add_option("TEXT_FILE", args->text_file, "UTF-8 text to score")->required()->check(CLI::ExistingFile);
   command->add_option("--context", args->context, "Tokens per window (default 2048)")->check(integer_in(2, kMaxTokens));
   command->add_option("--stride", args->stride, "Tokens each window advances (default: --context)")
       ->check(integer_in(1, kMaxTokens));

@@ -2,6 +2,7 @@
 #include "models/gsa_checkpoint.h"
 
 #include "core/error.h"
+#include "core/paths.h"
 #include "io/model_weights.h"
 #include "models/architecture.h"
 #include "models/hybrid_attention.h"
@@ -48,9 +49,7 @@ io::WeightSource gsa_weight_source(const std::string& name, GsaLayout layout, in
 }
 
 std::unique_ptr<GsaModel> load_gsa_model(const std::string& model_dir, at::ScalarType dtype, c10::Device device) {
-  struct stat dir_stat {};  // POSIX stat: libtorch's std::filesystem copies (see checkpoint.cpp)
-  LINTIME_CHECK(::stat(model_dir.c_str(), &dir_stat) == 0 && S_ISDIR(dir_stat.st_mode), "model folder '", model_dir,
-                "' does not exist");
+  if (const std::string problem = model_folder_problem(model_dir); !problem.empty()) fail(problem);
   const GsaConfig config = GsaConfig::load(model_dir + "/config.json");
   const io::ModelWeights weights(model_dir);
   auto model = allocate_model<GsaModel>(config, dtype, device);
