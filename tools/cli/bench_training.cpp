@@ -164,6 +164,8 @@ int run_mqar_training_bench(const TrainingBenchOptions& options, const std::stri
       "train.log_every=" + std::to_string(options.steps), "train.eval_every=" + std::to_string(4 * options.steps),
       "train.warmup_steps=0"});
   const train::MqarTrainConfig config = train::load_mqar_train_config(options.mqar_config, overrides);
+  LINTIME_CHECK(options.profile_kernels == 0 || resolve_device(device).is_cuda(),
+                "--profile-kernels: lists the GPU's kernels; the device is ", resolve_device(device).str());
   for (const std::string& cuda_graph : options.cuda_graph) {  // before the first setting runs
     LINTIME_CHECK(cuda_graph != "on" || resolve_device(device).is_cuda(),
                   "bench mqar: --cuda-graph on: cannot record this run's steps: the device is ", device, ", not a GPU");
@@ -222,6 +224,8 @@ int run_training_bench(const TrainingBenchOptions& options, const std::vector<st
     jsonl_file.open(jsonl, std::ios::app);
     LINTIME_CHECK(jsonl_file.good(), "bench train: cannot open '", jsonl, "' for appending");
   }
+  LINTIME_CHECK(options.profile_kernels == 0 || resolve_device(device).is_cuda(),
+                "--profile-kernels: lists the GPU's kernels; the device is ", resolve_device(device).str());
   std::vector<std::pair<int64_t, int64_t>> shapes;  // every one checked before the first runs
   for (const std::string& shape_text : options.shapes) shapes.push_back(parse_shape(shape_text));
   const ScratchFolder scratch_folder(fs::temp_directory_path() / ("lintime-bench-train-" + std::to_string(::getpid())));
