@@ -39,6 +39,13 @@ class TextDocumentReader::File {
     file_ = ::gzopen(path.c_str(), "rb");
     LINTIME_CHECK(file_, "cannot open input '", path, "': ", errno ? std::strerror(errno) : "out of memory");
     ::gzbuffer(file_, 1 << 17);
+    // zlib reads a file without gzip's header as plain text: a name ending in .gz promises one.
+    if (ends_with(path, ".gz")) {
+      const int first = gzgetc(file_);
+      const bool plain = first >= 0 && ::gzdirect(file_) == 1;
+      LINTIME_CHECK(!plain, "cannot read input '", path, "': its name ends in .gz but it is not gzip-compressed");
+      if (first >= 0) ::gzungetc(first, file_);
+    }
   }
   ~File() {
     if (file_) ::gzclose(file_);

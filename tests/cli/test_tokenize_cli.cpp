@@ -208,12 +208,14 @@ TEST_F(TokenizeCli, BadInputsGiveOneLineAndNoManifest) {
   write_file(dir_.file("field.jsonl"), "{\"body\": \"no text\"}\n");
   write_file(dir_.file("broken.txt.gz"), read_bytes(dir_.file("rest.jsonl.gz")).substr(0, 30));
   write_file(dir_.file("empty.txt"), "");
+  write_file(dir_.file("plain.txt.gz"), "plain text under a .gz name\n");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {tokenizer + " " + dir_.file("absent.txt"), "cannot read input '" + dir_.file("absent.txt") + "'"},
       {tokenizer + " " + dir_.file("bad.jsonl"), dir_.file("bad.jsonl") + ":2: not valid JSON"},
       {tokenizer + " " + dir_.file("field.jsonl"), dir_.file("field.jsonl") + ":1: no \"text\" field"},
       {tokenizer + " " + dir_.file("broken.txt.gz"), "cannot read input '" + dir_.file("broken.txt.gz") + "'"},
       {tokenizer + " " + dir_.file("empty.txt"), "no training documents"},
+      {tokenizer + " " + dir_.file("plain.txt.gz"), "its name ends in .gz but it is not gzip-compressed"},
       {" --tokenizer " + dir_.path() + "/no_eos " + dir_.file("play.txt"), "has no EOS token: pass --eos-id N"},
       {" --tokenizer " + dir_.file("nothing") + " " + dir_.file("play.txt"), "tokenizer '" + dir_.file("nothing") + "' does not exist"},
       {tokenizer + " " + dir_.file("play.txt") + " --val-fraction 1.5", "--val-fraction must lie in [0, 1)"},
