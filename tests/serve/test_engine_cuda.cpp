@@ -4,13 +4,10 @@
 #include "serve/engine.h"
 
 #include "infer/generate.h"
-#include "models/gsa_model.h"
-
+#include "support/decoder_models.h"
 #include "support/test_support.h"
-#include "support/trained_magnitudes.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -24,23 +21,13 @@ using lintime::serve::GenerationRequest;
 using lintime::serve::Stream;
 using namespace std::chrono_literals;
 
-constexpr int64_t kVocab = 61;
-
 TEST(EngineCuda, GraphedBucketStepsGiveWhatGenerateGivesAlone) {
   LINTIME_SKIP_WITHOUT_CUDA();
-  lintime::models::GsaConfig config;
-  config.vocab_size = kVocab;
-  config.hidden_size = 64;
-  config.num_hidden_layers = 2;
-  config.num_heads = 4;
-  config.num_kv_heads = 2;
-  config.num_slots = 16;
-  config.use_short_conv = true;
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(3);
-  auto gsa = std::make_unique<lintime::models::GsaModel>(config, generator);
-  lintime::testing::set_trained_magnitudes(*gsa, generator);
-  gsa->to(c10::Device(c10::kCUDA, 0), at::kFloat);
-  auto model = lintime::models::as_causal_lm(std::move(gsa));
+  constexpr int64_t kVocab = lintime::testing::kDecoderTestVocab;
+  // The tests' tiny GSA (short convolutions, trained magnitudes) in fp32 on the GPU.
+  auto decoder = lintime::testing::decoder_test_models().front().second();
+  decoder->to(c10::Device(c10::kCUDA, 0), at::kFloat);
+  auto model = lintime::models::as_causal_lm(std::move(decoder));
 
   at::Generator ids = lintime::testing::make_generator(11);
   std::vector<GenerationRequest> requests;
