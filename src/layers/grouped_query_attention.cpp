@@ -68,55 +68,123 @@ GroupedQueryAttention::GroupedQueryAttention(const GroupedQueryAttentionOptions&
 
 void GroupedQueryAttention::parameters_moved() { place_adjacent({&q_proj, &k_proj, &v_proj}); }
 
-at::Tensor GroupedQueryAttention::forward(const at::Tensor& x, state::KvLayerCache* cache) const {
-  check_shape("GroupedQueryAttention", "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
+std::tuple<at::Tensor, at::Tensor, at::Tensor> GroupedQueryAttention::project(const at::Tensor& x) const {
   const int64_t batch = x.size(0), length = x.size(1), dim = options_.head_dim;
-  const int64_t past = cache ? cache->length : 0;
   const int64_t heads = options_.num_heads, kv_heads = options_.num_kv_heads;
-  at::Tensor q, k, v;
   const at::Tensor qkv = joined_linear(x, {&q_proj, &k_proj, &v_proj});  // inferring: one product
-  if (qkv.defined()) {  // [B, T, (H + 2 H_kv) D]: queries and keys rotated together
-    const at::Tensor qk =
-        rotary_->apply(qkv.narrow(2, 0, (heads + kv_heads) * dim).view({batch, length, heads + kv_heads, dim}), past);
-    q = qk.narrow(2, 0, heads);
-    k = qk.narrow(2, heads, kv_heads);
-    v = qkv.narrow(2, (heads + kv_heads) * dim, kv_heads * dim).view({batch, length, kv_heads, dim});
-  } else {
-    q = rotary_->apply(q_proj.forward(x).view({batch, length, heads, dim}), past);
-    k = rotary_->apply(k_proj.forward(x).view({batch, length, kv_heads, dim}), past);
-    v = v_proj.forward(x).view({batch, length, kv_heads, dim});
+  if (!qkv.defined()) {
+    return {q_proj.forward(x).view({batch, length, heads, dim}), k_proj.forward(x).view({batch, length, kv_heads, dim}),
+            v_proj.forward(x).view({batch, length, kv_heads, dim})};
   }
-  q = q.transpose(1, 2);  // [B, H, T, D]
-  k = k.transpose(1, 2);  // [B, H_kv, T, D]
-  v = v.transpose(1, 2);
-  if (cache) std::tie(k, v) = cache->append(k, v);
-  const int64_t keys = past + length;
+  // [B, T, (H + 2 H_kv) D]: queries and keys stay one tensor until rotated
+  const at::Tensor qk = qkv.narrow(2, 0, (heads + kv_heads) * dim).view({batch, length, heads + kv_heads, dim});
+  return {qk, at::Tensor(), qkv.narrow(2, (heads + kv_heads) * dim, kv_heads * dim).view({batch, length, kv_heads, dim})};
+}
+
+at::Tensor GroupedQueryAttention::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const {
+  const int64_t length = q.size(1), keys = k.size(1), past = keys - length, dim = options_.head_dim;
+  at::Tensor kt = k.transpose(1, 2), vt = v.transpose(1, 2);  // [B, H_kv, keys, D]
   const auto window = options_.sliding_window;
   std::optional<at::Tensor> mask;
   bool causal = false;
   if (length == 1) {  // a decode step sees every cached key, or the last `window`
     if (window && keys > *window) {
-      k = k.narrow(2, keys - *window, *window);
-      v = v.narrow(2, keys - *window, *window);
+      kt = kt.narrow(2, keys - *window, *window);
+      vt = vt.narrow(2, keys - *window, *window);
     }
   } else if (past == 0 && (!window || length <= *window)) {
     causal = true;
   } else {
-    mask = attention_mask(length, keys, window, x.device());
+    mask = attention_mask(length, keys, window, q.device());
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  const at::Tensor qt = q.transpose(1, 2);  // [B, H, T, D]
   at::Tensor o;
   if (length == 1 && flash_decodes(q)) {
     // torch 2.11 sends SDPA to cuDNN first on Hopper, and cuDNN builds a plan for every new key
     // length, i.e. every decode step: 50-64 ms per step of a 24-layer model, host-bound
     // (BENCHMARKS.md, "Generation"). The flash kernel needs no plan (and takes H_kv < H as is).
-    o = std::get<0>(at::_scaled_dot_product_flash_attention(q, k, v, /*dropout_p=*/0.0, /*is_causal=*/false,
+    o = std::get<0>(at::_scaled_dot_product_flash_attention(qt, kt, vt, /*dropout_p=*/0.0, /*is_causal=*/false,
                                                             /*return_debug_mask=*/false, scale));
   } else {
-    o = at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, causal, scale,
+    o = at::scaled_dot_product_attention(qt, kt, vt, mask, /*dropout_p=*/0.0, causal, scale,
                                          /*enable_gqa=*/options_.num_heads != options_.num_kv_heads);
   }
-  return o_proj.forward(o.transpose(1, 2).reshape({batch, length, options_.num_heads * dim}));
+  return o.transpose(1, 2);  // [B, T, H, D]
+}
+
+at::Tensor GroupedQueryAttention::forward(const at::Tensor& x, state::KvLayerCache* cache) const {
+  check_shape("GroupedQueryAttention", "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
+  const int64_t batch = x.size(0), length = x.size(1), heads = options_.num_heads;
+  const int64_t past = cache ? cache->length : 0;
+  auto [q, k, v] = project(x);
+  if (k.defined()) {
+    q = rotary_->apply(q, past);
+    k = rotary_->apply(k, past);
+  } else {  // queries and keys rotated together
+    const at::Tensor qk = rotary_->apply(q, past);
+    q = qk.narrow(2, 0, heads);
+    k = qk.narrow(2, heads, options_.num_kv_heads);
+  }
+  if (cache) std::tie(k, v) = cache->append(k, v);
+  const at::Tensor o = attend(q, k, v);
+  return o_proj.forward(o.reshape({batch, length, heads * options_.head_dim}));
+}
+
+at::Tensor GroupedQueryAttention::forward_rows(const at::Tensor& x, state::KvRows& rows) const {
+  check_shape("GroupedQueryAttention", "x", x, {{"R", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
+  const state::SlotRows& slots = *rows.slots;
+  const int64_t count = x.size(0), length = x.size(1), heads = options_.num_heads, kv_heads = options_.num_kv_heads;
+  const int64_t dim = options_.head_dim;
+  LINTIME_CHECK(static_cast<int64_t>(slots.tokens.size()) == count && slots.rows.device() == x.device() &&
+                    slots.positions.device() == x.device(),
+                "GroupedQueryAttention: the slot rows must be ", count, " rows on x's device, got ",
+                slots.tokens.size(), " on ", slots.rows.device());
+  const int64_t end = slots.max_tokens() + length;
+  auto [q, k, v] = project(x);
+  if (k.defined()) {
+    q = rotary_->apply_per_sequence(q, slots.positions, end);
+    k = rotary_->apply_per_sequence(k, slots.positions, end);
+  } else {
+    const at::Tensor qk = rotary_->apply_per_sequence(q, slots.positions, end);
+    q = qk.narrow(2, 0, heads);
+    k = qk.narrow(2, heads, kv_heads);
+  }
+  // Each row's new keys and values go after its slot's positions: cache[rows[r], tokens[r] + t].
+  rows.make_room(length, k);
+  state::KvLayerCache& cache = *rows.cache;
+  const at::Tensor position = slots.positions.unsqueeze(1) + at::arange(length, slots.positions.options()).unsqueeze(0);
+  const at::Tensor slot = slots.rows.unsqueeze(1).expand({count, length});
+  cache.keys.index_put_({slot, position}, k);
+  cache.values.index_put_({slot, position}, v);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  at::Tensor o;
+  if (flash_decodes(q)) {
+    // FlashAttention's varlen kernel reads each row's keys where its slot keeps them: row r's
+    // start is rows[r] * capacity in the flattened cache, its length tokens[r] + T (seqused_k).
+    // The causal mask is aligned to the last key, so a prompt chunk after cached tokens works too.
+    const int64_t capacity = cache.keys.size(1);
+    const auto int32 = slots.rows.options().dtype(at::kInt);
+    const at::Tensor starts_q = at::arange(0, (count + 1) * length, length, int32);
+    const at::Tensor starts_k = at::cat({slots.rows, slots.rows.new_zeros({1})}).mul(capacity).to(at::kInt);
+    const at::Tensor keys_used = (slots.positions + length).to(at::kInt);
+    const auto window = options_.sliding_window;
+    o = std::get<0>(at::_flash_attention_forward(
+        q.reshape({count * length, heads, dim}), cache.keys.view({-1, kv_heads, dim}),
+        cache.values.view({-1, kv_heads, dim}), starts_q, starts_k, length, end, /*dropout_p=*/0.0,
+        /*is_causal=*/true, /*return_debug_mask=*/false, scale,
+        window ? std::optional<int64_t>(*window - 1) : std::nullopt, window ? std::optional<int64_t>(0) : std::nullopt,
+        keys_used));
+  } else {  // each row alone over its slot's positions (the CPU; fp32 on a GPU)
+    std::vector<at::Tensor> outputs;
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t slot_index = slots.slots[static_cast<size_t>(r)], keys = slots.tokens[static_cast<size_t>(r)] + length;
+      outputs.push_back(attend(q.narrow(0, r, 1), cache.keys[slot_index].narrow(0, 0, keys).unsqueeze(0),
+                               cache.values[slot_index].narrow(0, 0, keys).unsqueeze(0)));
+    }
+    o = at::cat(outputs, 0);
+  }
+  return o_proj.forward(o.reshape({count, length, heads * dim}));
 }
 
 }  // namespace lintime::layers

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 namespace lintime::layers {
 
@@ -44,10 +45,20 @@ class GroupedQueryAttention : public Module {
   // x [B, T, hidden_size] -> [B, T, hidden_size] in x's dtype. With a cache, x continues the
   // cached tokens (positions cache->length onward) and its keys and values are appended.
   at::Tensor forward(const at::Tensor& x, state::KvLayerCache* cache = nullptr) const;
+  // x [R, T, hidden_size] continuing the slots of `rows` at their own positions (a server's
+  // running batch): the new keys and values are written into the slot cache in place, and each row
+  // attends to its own slot's keys (FlashAttention's varlen kernel on a GPU, row by row elsewhere).
+  at::Tensor forward_rows(const at::Tensor& x, state::KvRows& rows) const;
 
   const GroupedQueryAttentionOptions& options() const { return options_; }
 
  private:
+  // q [B, T, H, D] (not yet rotated) and k, v [B, T, H_kv, D]; k undefined when q holds the
+  // queries and keys together ([B, T, H + H_kv, D], one product, rotated together).
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> project(const at::Tensor& x) const;
+  // Softmax attention of the last T of `keys` positions: q [B, T, H, D], k, v [B, keys, H_kv, D]
+  // (causal, within the window) -> [B, T, H, D].
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const;
   GroupedQueryAttentionOptions options_;
   std::shared_ptr<const RotaryTable> rotary_;
 

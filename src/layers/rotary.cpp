@@ -61,30 +61,52 @@ at::Tensor apply_rotary_per_sequence(const at::Tensor& x, const at::Tensor& inve
   return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, 3).to(x.scalar_type());
 }
 
+std::pair<at::Tensor, at::Tensor> RotaryTable::table(int64_t end, at::ScalarType compute,
+                                                     const c10::Device& device) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!cos_.defined() || cos_.size(0) < end || cos_.scalar_type() != compute || cos_.device() != device) {
+    int64_t capacity = cos_.defined() ? cos_.size(0) : 0;
+    capacity = std::max<int64_t>({end, 2 * capacity, 256});
+    const auto options = at::TensorOptions().dtype(compute).device(device);
+    const at::Tensor angles =
+        at::outer(at::arange(0, capacity, options), inverse_frequency_.to(options));  // [capacity, D/2]
+    cos_ = angles.cos();
+    sin_ = angles.sin();
+  }
+  return {cos_, sin_};
+}
+
+at::Tensor RotaryTable::rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(3) / 2;
+  const at::Tensor xc = x.to(cos.scalar_type());
+  const at::Tensor x1 = xc.narrow(3, 0, half), x2 = xc.narrow(3, half, half);
+  return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, 3).to(x.scalar_type());
+}
+
 at::Tensor RotaryTable::apply(const at::Tensor& x, int64_t first_position) const {
   LINTIME_CHECK(x.dim() == 4 && x.size(3) == 2 * inverse_frequency_.size(0), "RotaryTable: x must be [B, T, H, ",
                 2 * inverse_frequency_.size(0), "], got ", x.sizes());
   LINTIME_CHECK(first_position >= 0, "RotaryTable: first_position must be >= 0, got ", first_position);
-  const int64_t length = x.size(1), half = x.size(3) / 2, end = first_position + length;
-  const auto compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor cos, sin;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!cos_.defined() || cos_.size(0) < end || cos_.scalar_type() != compute || cos_.device() != x.device()) {
-      int64_t capacity = cos_.defined() ? cos_.size(0) : 0;
-      capacity = std::max<int64_t>({end, 2 * capacity, 256});
-      const auto options = at::TensorOptions().dtype(compute).device(x.device());
-      const at::Tensor angles =
-          at::outer(at::arange(0, capacity, options), inverse_frequency_.to(options));  // [capacity, D/2]
-      cos_ = angles.cos();
-      sin_ = angles.sin();
-    }
-    cos = cos_.narrow(0, first_position, length).view({1, length, 1, half});
-    sin = sin_.narrow(0, first_position, length).view({1, length, 1, half});
-  }
-  const at::Tensor xc = x.to(compute);
-  const at::Tensor x1 = xc.narrow(3, 0, half), x2 = xc.narrow(3, half, half);
-  return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, 3).to(x.scalar_type());
+  const int64_t length = x.size(1), half = x.size(3) / 2;
+  const auto [cos, sin] = table(first_position + length, x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat,
+                                x.device());
+  return rotate(x, cos.narrow(0, first_position, length).view({1, length, 1, half}),
+                sin.narrow(0, first_position, length).view({1, length, 1, half}));
+}
+
+at::Tensor RotaryTable::apply_per_sequence(const at::Tensor& x, const at::Tensor& first_positions, int64_t end) const {
+  LINTIME_CHECK(x.dim() == 4 && x.size(3) == 2 * inverse_frequency_.size(0), "RotaryTable: x must be [B, T, H, ",
+                2 * inverse_frequency_.size(0), "], got ", x.sizes());
+  LINTIME_CHECK(first_positions.dim() == 1 && first_positions.size(0) == x.size(0) &&
+                    first_positions.scalar_type() == at::kLong && first_positions.device() == x.device(),
+                "RotaryTable: first_positions must be int64 [", x.size(0), "] on x's device, got ",
+                first_positions.scalar_type(), " ", first_positions.sizes(), " on ", first_positions.device());
+  const int64_t batch = x.size(0), length = x.size(1), half = x.size(3) / 2;
+  const auto [cos, sin] = table(end, x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat, x.device());
+  const at::Tensor positions =
+      (first_positions.unsqueeze(1) + at::arange(length, first_positions.options()).unsqueeze(0)).reshape({-1});
+  return rotate(x, cos.index_select(0, positions).view({batch, length, 1, half}),
+                sin.index_select(0, positions).view({batch, length, 1, half}));
 }
 
 at::Tensor rotary_inverse_frequencies(const RopeSettings& rope, int64_t head_dim) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <mutex>
+#include <utility>
 #include <string>
 
 namespace lintime::layers {
@@ -48,10 +49,17 @@ class RotaryTable {
   // x [B, T, H, D] at positions first_position + t -> rotated x in x's dtype; the same numbers
   // as apply_rotary(x, inverse_frequency, first_position).
   at::Tensor apply(const at::Tensor& x, int64_t first_position) const;
+  // The same with a first position per sequence: first_positions [B] (int64, x's device), each
+  // below `end` - T + 1 (the table is grown to `end`, a host value, without reading the device).
+  at::Tensor apply_per_sequence(const at::Tensor& x, const at::Tensor& first_positions, int64_t end) const;
 
   const at::Tensor& inverse_frequency() const { return inverse_frequency_; }
 
  private:
+  // cos and sin [capacity ≥ end, D/2] in `compute` on `device`.
+  std::pair<at::Tensor, at::Tensor> table(int64_t end, at::ScalarType compute, const c10::Device& device) const;
+  static at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
   at::Tensor inverse_frequency_;
   mutable std::mutex mutex_;
   mutable at::Tensor cos_, sin_;  // [capacity, D/2] in the compute dtype on the last device used

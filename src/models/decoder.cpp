@@ -329,6 +329,27 @@ at::Tensor Decoder::step(const at::Tensor& token, state::Cache& cache) {
   return forward(token.unsqueeze(1), &cache).squeeze(1);
 }
 
+namespace {
+
+// int64 values on `device`; from pinned memory without waiting for the device on a GPU.
+at::Tensor on_device(const std::vector<int64_t>& values, const c10::Device& device) {
+  at::Tensor host = at::tensor(values, at::kLong);
+  if (device.is_cpu()) return host;
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
+std::shared_ptr<const state::SlotRows> slot_rows(const state::Cache& cache, const std::vector<int64_t>& slots,
+                                                 const c10::Device& device) {
+  auto rows = std::make_shared<state::SlotRows>();
+  rows->slots = slots;
+  for (int64_t slot : slots) rows->tokens.push_back(cache.slot_tokens(slot));
+  rows->rows = on_device(rows->slots, device);
+  rows->positions = on_device(rows->tokens, device);
+  return rows;
+}
+
+}  // namespace
+
 at::Tensor Decoder::forward_slots(const at::Tensor& input_ids, state::Cache& cache, const std::vector<int64_t>& slots,
                                   bool last_position_only) {
   LINTIME_CHECK(input_ids.dim() == 2 && input_ids.size(0) == static_cast<int64_t>(slots.size()),
@@ -339,8 +360,12 @@ at::Tensor Decoder::forward_slots(const at::Tensor& input_ids, state::Cache& cac
   LINTIME_CHECK(cache.num_layers() == static_cast<int64_t>(model.layers.size()), "decoder forward_slots: the cache has ",
                 cache.num_layers(), " layers, the model ", model.layers.size());
   std::vector<bool> seen(static_cast<size_t>(cache.batch_size()), false);
+  // Layers whose rows share one position (a KV cache) continue slots of different lengths
+  // together when they can do so in place (KvRows); otherwise equally long slots run together.
   bool positions_shared = false;
-  for (int64_t i = 0; i < cache.num_layers(); ++i) positions_shared |= cache.layer(i).rows_share_a_position();
+  for (int64_t i = 0; i < cache.num_layers(); ++i) {
+    positions_shared |= cache.layer(i).rows_share_a_position() && !cache.layer(i).continues_rows_in_place();
+  }
   // Rows that run together: all of them, or those whose slots hold equally long sequences.
   std::vector<std::pair<int64_t, std::vector<int64_t>>> groups;  // (tokens, rows of input_ids)
   for (size_t row = 0; row < slots.size(); ++row) {
@@ -358,14 +383,25 @@ at::Tensor Decoder::forward_slots(const at::Tensor& input_ids, state::Cache& cac
     std::vector<int64_t> group_slots;
     for (int64_t row : rows) group_slots.push_back(slots[static_cast<size_t>(row)]);
     const at::Tensor slot_index = at::tensor(group_slots, at::kLong);
+    std::shared_ptr<const state::SlotRows> in_place;  // made for the first layer that continues rows in place
     std::vector<std::unique_ptr<state::LayerState>> parts;
-    for (int64_t i = 0; i < cache.num_layers(); ++i) parts.push_back(cache.layer(i).gather(slot_index, tokens));
+    for (int64_t i = 0; i < cache.num_layers(); ++i) {
+      state::LayerState& layer_state = cache.layer(i);
+      if (!layer_state.continues_rows_in_place()) {
+        parts.push_back(layer_state.gather(slot_index, tokens));
+        continue;
+      }
+      if (!in_place) in_place = slot_rows(cache, group_slots, input_ids.device());
+      parts.push_back(layer_state.rows_view(in_place));
+    }
     state::Cache part(std::move(parts), static_cast<int64_t>(rows.size()));
     const at::Tensor row_index = at::tensor(rows, at::kLong).to(input_ids.device());
     at::Tensor hidden = hidden_states(input_ids.index_select(0, row_index), &part);
     if (last_position_only) hidden = hidden.narrow(1, hidden.size(1) - 1, 1);
     const at::Tensor logits = this->logits(hidden);
-    for (int64_t i = 0; i < cache.num_layers(); ++i) cache.layer(i).scatter(part.layer(i), slot_index);
+    for (int64_t i = 0; i < cache.num_layers(); ++i) {
+      if (!cache.layer(i).continues_rows_in_place()) cache.layer(i).scatter(part.layer(i), slot_index);
+    }
     for (size_t j = 0; j < rows.size(); ++j) outputs[static_cast<size_t>(rows[j])] = logits.select(0, static_cast<int64_t>(j));
   }
   for (int64_t slot : slots) cache.advance_slot(slot, input_ids.size(1));

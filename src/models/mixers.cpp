@@ -262,6 +262,7 @@ class GqaMixer final : public Mixer {
   at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
                      const std::optional<at::Tensor>& cu_seqlens) override {
     LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"gqa\": packed sequences (cu_seqlens) are not supported yet");
+    if (auto* rows = dynamic_cast<state::KvRows*>(layer_state)) return layer_.forward_rows(x, *rows);
     return layer_.forward(x, layer_state ? &state_as<state::KvLayerCache>(*layer_state, "gqa") : nullptr);
   }
   std::unique_ptr<state::LayerState> make_state(int64_t, const c10::Device&, at::ScalarType) const override {

@@ -1,7 +1,12 @@
 // Per-layer KV cache of a Transformer++ (Llama / Mistral): the keys (after rotary) and values of
-// every token seen, [B, H_kv, capacity, D] in the model dtype, of which the first `length`
-// positions are filled. Unlike GSA's and BASED's states it grows with the sequence: capacity
-// doubles when full (or is reserved up front), so appending a token costs one copy of it.
+// every token seen, [B, capacity, H_kv, D] in the model dtype (token-major, as FlashAttention's
+// varlen kernels read keys), of which the first `length` positions are filled. Unlike GSA's and
+// BASED's states it grows with the sequence: capacity doubles when full (or is reserved up front),
+// so appending a token costs one copy of it.
+//
+// A server's running batch continues slots at different lengths in one forward through KvRows:
+// a view of some slots that appends each row at its own position in the slot cache and attends
+// to each row's own keys in place (no gather, no write-back; vLLM's slot mapping).
 // Layers own weights, this cache owns the state (style.md habit 5). Plain data, header-only.
 #pragma once
 
@@ -12,15 +17,16 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
 namespace lintime::state {
 
 struct KvLayerCache : LayerState {
-  at::Tensor keys, values;  // [B, H_kv, capacity, D]
-  int64_t length = 0;
-  int64_t reserve = 0;  // positions to allocate at the first append (0: grow as needed)
+  at::Tensor keys, values;  // [B, capacity, H_kv, D]
+  int64_t length = 0;       // positions filled (for slots: the longest slot's)
+  int64_t reserve = 0;      // positions to allocate at the first append (0: grow as needed)
 
   std::vector<at::Tensor*> tensors() override { return {&keys, &values}; }
   std::unique_ptr<LayerState> empty_like() const override { return std::make_unique<KvLayerCache>(); }
@@ -30,8 +36,8 @@ struct KvLayerCache : LayerState {
     part->reserve = reserve;
     if (tokens > 0) {
       const at::Tensor on_device = rows.to(keys.device());
-      part->keys = keys.narrow(2, 0, tokens).index_select(0, on_device);
-      part->values = values.narrow(2, 0, tokens).index_select(0, on_device);
+      part->keys = keys.narrow(1, 0, tokens).index_select(0, on_device);
+      part->values = values.narrow(1, 0, tokens).index_select(0, on_device);
       part->length = tokens;
     }
     return part;
@@ -40,27 +46,19 @@ struct KvLayerCache : LayerState {
   void scatter(LayerState& state, const at::Tensor& rows) override {
     const auto& part = static_cast<const KvLayerCache&>(state);
     if (part.length == 0) return;
-    const int64_t capacity = std::max<int64_t>(part.keys.size(2), keys.defined() ? keys.size(2) : 0);
-    if (!keys.defined() || keys.size(2) < capacity) {
-      const int64_t slots = keys.defined() ? keys.size(0) : slot_count;
-      at::Tensor new_keys = at::zeros({slots, part.keys.size(1), capacity, part.keys.size(3)}, part.keys.options());
-      at::Tensor new_values = at::zeros({slots, part.values.size(1), capacity, part.values.size(3)}, part.values.options());
-      if (keys.defined()) {
-        new_keys.narrow(2, 0, keys.size(2)).copy_(keys);
-        new_values.narrow(2, 0, values.size(2)).copy_(values);
-      }
-      keys = new_keys;
-      values = new_values;
-    }
+    if (!keys.defined()) allocate(slot_count, part.keys.size(1), part.keys.size(2), part.keys.size(3), part.keys.options());
+    grow_to(part.keys.size(1));
     const at::Tensor on_device = rows.to(keys.device());
-    keys.narrow(2, 0, part.length).index_copy_(0, on_device, part.keys.narrow(2, 0, part.length));
-    values.narrow(2, 0, part.length).index_copy_(0, on_device, part.values.narrow(2, 0, part.length));
+    keys.narrow(1, 0, part.length).index_copy_(0, on_device, part.keys.narrow(1, 0, part.length));
+    values.narrow(1, 0, part.length).index_copy_(0, on_device, part.values.narrow(1, 0, part.length));
     length = std::max(length, part.length);
   }
   // A row's positions past its sequence's length are never read: nothing to clear.
   void reset_rows(const at::Tensor&) override {}
   bool rows_share_a_position() const override { return true; }
   void expect_tokens(int64_t tokens) override { reserve = tokens; }
+  std::unique_ptr<LayerState> rows_view(std::shared_ptr<const SlotRows> rows) override;
+  bool continues_rows_in_place() const override { return true; }
   // Forgets the tokens (the next append starts at position 0, in a new allocation).
   void reset() override {
     keys = at::Tensor();
@@ -68,26 +66,74 @@ struct KvLayerCache : LayerState {
     length = 0;
   }
 
-  // Appends k, v [B, H_kv, T, D]; returns the filled keys and values [B, H_kv, length, D].
+  // Appends k, v [B, T, H_kv, D]; returns the filled keys and values [B, length, H_kv, D].
   std::pair<at::Tensor, at::Tensor> append(const at::Tensor& k, const at::Tensor& v) {
-    const int64_t needed = length + k.size(2);
-    if (!keys.defined() || keys.size(2) < needed) {
-      const int64_t old_capacity = keys.defined() ? keys.size(2) : 0;
-      const int64_t capacity = std::max<int64_t>({needed, 2 * old_capacity, reserve, 16});
-      at::Tensor new_keys = at::empty({k.size(0), k.size(1), capacity, k.size(3)}, k.options());
-      at::Tensor new_values = at::empty({v.size(0), v.size(1), capacity, v.size(3)}, v.options());
-      if (length > 0) {
-        new_keys.narrow(2, 0, length).copy_(keys.narrow(2, 0, length));
-        new_values.narrow(2, 0, length).copy_(values.narrow(2, 0, length));
-      }
-      keys = new_keys;
-      values = new_values;
-    }
-    keys.narrow(2, length, k.size(2)).copy_(k);
-    values.narrow(2, length, v.size(2)).copy_(v);
+    const int64_t needed = length + k.size(1);
+    if (!keys.defined()) allocate(k.size(0), std::max<int64_t>({needed, reserve, 16}), k.size(2), k.size(3), k.options());
+    grow_to(needed);
+    keys.narrow(1, length, k.size(1)).copy_(k);
+    values.narrow(1, length, v.size(1)).copy_(v);
     length = needed;
-    return {keys.narrow(2, 0, length), values.narrow(2, 0, length)};
+    return {keys.narrow(1, 0, length), values.narrow(1, 0, length)};
+  }
+
+  // Room for `positions` positions in every row, keeping what is filled (capacity doubles).
+  void grow_to(int64_t positions) {
+    const int64_t old_capacity = keys.size(1);
+    if (old_capacity >= positions) return;
+    const int64_t capacity = std::max<int64_t>({positions, 2 * old_capacity, reserve});
+    at::Tensor new_keys = at::empty({keys.size(0), capacity, keys.size(2), keys.size(3)}, keys.options());
+    at::Tensor new_values = at::empty({values.size(0), capacity, values.size(2), values.size(3)}, values.options());
+    if (length > 0) {
+      new_keys.narrow(1, 0, length).copy_(keys.narrow(1, 0, length));
+      new_values.narrow(1, 0, length).copy_(values.narrow(1, 0, length));
+    }
+    keys = new_keys;
+    values = new_values;
+  }
+  void allocate(int64_t rows, int64_t capacity, int64_t heads, int64_t dim, const at::TensorOptions& options) {
+    keys = at::empty({rows, capacity, heads, dim}, options);
+    values = at::empty({rows, capacity, heads, dim}, options);
+    length = 0;
   }
 };
+
+// Rows of a KvLayerCache continued in place (rows_view): the attention appends each row's new
+// keys after its slot's own positions in `cache` and reads them there, so a running batch of
+// different lengths steps in one forward. Holds no tensors of its own: writing it back (scatter)
+// has nothing to do.
+struct KvRows : LayerState {
+  KvLayerCache* cache = nullptr;        // the slots' cache (not owned; outlives the forward)
+  std::shared_ptr<const SlotRows> slots;
+
+  std::vector<at::Tensor*> tensors() override { return {}; }
+  std::unique_ptr<LayerState> empty_like() const override {
+    throw std::logic_error("KvRows: a view of a cache's rows has no empty copy");
+  }
+  std::unique_ptr<LayerState> gather(const at::Tensor&, int64_t) const override {
+    throw std::logic_error("KvRows: a view of a cache's rows is not gathered from");
+  }
+  void scatter(LayerState&, const at::Tensor&) override {}  // already written in place
+  void reset_rows(const at::Tensor&) override {}
+  void reset() override {}
+  // Room in the cache for every row's `new_tokens` more positions; allocates the cache (all its
+  // slots) at the first call, with k's [R, T, H_kv, D] heads, dim and options.
+  void make_room(int64_t new_tokens, const at::Tensor& k) {
+    const int64_t needed = slots->max_tokens() + new_tokens;
+    if (!cache->keys.defined()) {
+      cache->allocate(cache->slot_count, std::max<int64_t>({needed, cache->reserve, 16}), k.size(2), k.size(3),
+                      k.options());
+    }
+    cache->grow_to(needed);
+    cache->length = std::max(cache->length, needed);
+  }
+};
+
+inline std::unique_ptr<LayerState> KvLayerCache::rows_view(std::shared_ptr<const SlotRows> rows) {
+  auto view = std::make_unique<KvRows>();
+  view->cache = this;
+  view->slots = std::move(rows);
+  return view;
+}
 
 }  // namespace lintime::state

@@ -14,6 +14,21 @@
 
 namespace lintime::state {
 
+// The slots one forward continues in place (LayerState::rows_view), made once per forward and
+// shared by every layer's view: row r of the forward is slot rows[r], which holds tokens[r]
+// positions before it.
+struct SlotRows {
+  at::Tensor rows;               // [R] int64 on the model's device
+  at::Tensor positions;          // [R] int64 on the model's device: tokens, for device-side indexing
+  std::vector<int64_t> slots;    // [R] on the host: rows
+  std::vector<int64_t> tokens;   // [R] on the host
+  int64_t max_tokens() const {
+    int64_t most = 0;
+    for (int64_t t : tokens) most = t > most ? t : most;
+    return most;
+  }
+};
+
 class LayerState {
  public:
   virtual ~LayerState() = default;
@@ -84,6 +99,10 @@ class LayerState {
       targets[i]->index_copy_(0, rows.to(targets[i]->device()), *sources[i]);
     }
   }
+  // The sequences of some slots continued in place, each at its own position (a server's running
+  // batch of different lengths in one forward; nothing gathered or written back). Null where the state has no such view: forward_slots then gathers and scatters.
+  virtual std::unique_ptr<LayerState> rows_view(std::shared_ptr<const SlotRows> /*rows*/) { return nullptr; }
+  virtual bool continues_rows_in_place() const { return false; }
   // Forgets the sequences of `rows` (a new sequence starts there).
   virtual void reset_rows(const at::Tensor& rows) {
     for (at::Tensor* tensor : tensors()) {

@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <optional>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -125,8 +126,11 @@ TEST(SlotStepsCuda, RecordedBucketsGiveForwardSlotsLogitsAndStates) {
   }
 }
 
-std::unique_ptr<lintime::models::LlamaModel> tiny_llama(at::ScalarType dtype, const c10::Device& device) {
+std::unique_ptr<lintime::models::LlamaModel> tiny_llama(at::ScalarType dtype, const c10::Device& device,
+                                                       std::optional<int64_t> sliding_window = std::nullopt) {
   lintime::models::LlamaConfig config;
+  if (sliding_window) config.model_type = "mistral";
+  config.sliding_window = sliding_window;
   config.vocab_size = 61;
   config.hidden_size = 128;
   config.intermediate_size = 160;
@@ -165,6 +169,52 @@ TEST(LlamaDecodeCuda, Bf16FlashDecodeStepsAreAsCloseToFloat64AsTheFullForward) {
   std::printf("bf16 relative RMS error vs fp64: full forward %.3g, prefill + decode %.3g\n", full_error, decode_error);
   EXPECT_LT(decode_error, 2.0 * full_error + 1e-3);
   EXPECT_LT(decode_error, 5e-2);  // bf16 (8-bit mantissa) through 2 blocks
+}
+
+// A server's running batch on a GPU: slots holding different numbers of tokens continue together
+// through FlashAttention's varlen kernel reading each slot's keys in place (a 4-token chunk, then
+// single-token steps), for Llama and for Mistral's sliding window. Each row is as close to the
+// float64 model as the bf16 full forward of its sequence.
+TEST(LlamaDecodeCuda, Bf16SlotRowsAtDifferentLengthsAreAsCloseToFloat64AsTheFullForward) {
+  LINTIME_SKIP_WITHOUT_CUDA();
+  at::NoGradGuard no_grad;
+  const c10::Device cuda(c10::kCUDA, 0);
+  for (std::optional<int64_t> window : {std::optional<int64_t>(), std::optional<int64_t>(24)}) {
+    auto model = tiny_llama(at::kBFloat16, cuda, window);
+    auto reference = tiny_llama(at::kDouble, c10::Device(c10::kCPU), window);
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(3);
+    const std::vector<int64_t> cached = {40, 17, 63};
+    constexpr int64_t kChunk = 4, kSteps = 5;
+    auto cache = model->make_cache(5);
+    std::vector<int64_t> slots;
+    std::vector<at::Tensor> ids;  // each row's whole sequence [cached + kChunk + kSteps]
+    for (int64_t length : cached) {
+      ids.push_back(at::randint(0, 61, {length + kChunk + kSteps}, generator, at::kLong));
+      slots.push_back(cache.admit());
+      model->forward_slots(ids.back().narrow(0, 0, length).unsqueeze(0).to(cuda), cache, {slots.back()});
+    }
+    std::vector<std::vector<at::Tensor>> got(cached.size());  // per row: [kChunk, V], then [1, V] per step
+    auto run = [&](int64_t offset, int64_t tokens) {
+      std::vector<at::Tensor> rows;
+      for (size_t r = 0; r < cached.size(); ++r) rows.push_back(ids[r].narrow(0, cached[r] + offset, tokens));
+      const at::Tensor logits = model->forward_slots(at::stack(rows).to(cuda), cache, slots).cpu().to(at::kDouble);
+      for (size_t r = 0; r < cached.size(); ++r) got[r].push_back(logits.select(0, static_cast<int64_t>(r)));
+    };
+    run(0, kChunk);
+    for (int64_t step = 0; step < kSteps; ++step) run(kChunk + step, 1);
+    for (size_t r = 0; r < cached.size(); ++r) {
+      const int64_t first = cached[r], count = kChunk + kSteps;
+      const at::Tensor expected = reference->forward(ids[r].unsqueeze(0)).select(0, 0).narrow(0, first, count);
+      const at::Tensor full_bf16 =
+          model->forward(ids[r].unsqueeze(0).to(cuda)).select(0, 0).narrow(0, first, count).cpu().to(at::kDouble);
+      const double full_error = relative_rms_error(full_bf16, expected);
+      const double slot_error = relative_rms_error(at::cat(got[r], 0), expected);
+      std::printf("window %lld, row %zu (%lld cached): bf16 relative RMS error vs fp64: full %.3g, slot rows %.3g\n",
+                  static_cast<long long>(window.value_or(0)), r, static_cast<long long>(first), full_error, slot_error);
+      EXPECT_LT(slot_error, 2.0 * full_error + 1e-3) << "window " << window.value_or(0) << " row " << r;
+      EXPECT_LT(slot_error, 5e-2);
+    }
+  }
 }
 
 }  // namespace

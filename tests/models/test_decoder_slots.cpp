@@ -4,7 +4,8 @@
 // same greedy tokens and logits as when it is decoded alone. For every decoder architecture:
 // GSA (short convolutions), its hybrid with a windowed softmax-attention layer, GLA, BASED
 // (convolution, Taylor linear attention, sliding window), Llama and Mistral (KV caches and ring
-// buffers, whose rows run in groups of equal length).
+// buffers: a KV cache continues its rows in place at their own positions, a ring buffer in
+// groups of equal length).
 #include "core/error.h"
 #include "support/decoder_models.h"
 #include "support/test_support.h"
@@ -111,6 +112,41 @@ TEST(DecoderSlots, SequencesJoiningAndLeavingARunningBatchDecodeAsAlone) {
       EXPECT_LT(relative_max_error(at::stack(sequences[i].logits), at::stack(reference.logits)), 1e-12)
           << name << " sequence " << i;
     }
+  }
+}
+
+// A server prefills long prompts in chunks while other slots run: one forward_slots call then
+// continues slots of different cached lengths by several tokens each (KV caches in place, each
+// row at its own position; recurrent states gathered). Each row equals the same tokens run alone.
+TEST(DecoderSlots, ChunksAfterDifferentCachedLengthsContinueTogether) {
+  at::NoGradGuard no_grad;
+  for (const auto& [name, make] : models()) {
+    auto model = make();
+    if (!model->prefills_continue()) continue;  // the hybrid's windowed attention takes a prompt at once
+    at::Generator generator = make_generator(9);
+    const std::vector<int64_t> cached = {2, 9, 5};  // slots 2, 0 and 1 after the first prompts
+    std::vector<at::Tensor> prompts, chunks;
+    for (int64_t length : cached) {
+      prompts.push_back(at::randint(kVocab, {length}, generator, at::kLong));
+      chunks.push_back(at::randint(kVocab, {3}, generator, at::kLong));
+    }
+    auto cache = model->make_cache(4);
+    std::vector<int64_t> slots;
+    for (const at::Tensor& prompt : prompts) {
+      slots.push_back(cache.admit());
+      model->forward_slots(prompt.unsqueeze(0), cache, {slots.back()});
+    }
+    std::swap(slots[0], slots[2]);  // rows need not come in slot order
+    std::swap(prompts[0], prompts[2]);
+    std::swap(chunks[0], chunks[2]);
+    const at::Tensor logits = model->forward_slots(at::stack(chunks), cache, slots);  // [3, 3, V]
+    for (size_t r = 0; r < slots.size(); ++r) {
+      const at::Tensor whole = at::cat({prompts[r], chunks[r]}).unsqueeze(0);
+      const at::Tensor reference = model->forward(whole).select(0, 0).narrow(0, prompts[r].size(0), 3);
+      EXPECT_LT(relative_max_error(logits.select(0, static_cast<int64_t>(r)), reference), 1e-12)
+          << name << " row " << r << " (slot " << slots[r] << ", " << prompts[r].size(0) << " cached tokens)";
+    }
+    EXPECT_EQ(cache.slot_tokens(slots[0]), prompts[0].size(0) + 3) << name;
   }
 }
 

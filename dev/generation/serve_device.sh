@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Serving and GPU-test call on the GPU machine (issue 23). Binaries are built on the development
+# machine (sm_90a), stripped, xz-compressed and carried in BIN with the Debian libraries the GPU
+# machine lacks (BIN/lib); they find the GPU machine's torch through LD_LIBRARY_PATH. Random-weight
+# 1.3B model folders come from two training steps on the carried shards (BIN/llama2-shards,
+# `lintime tokenize` of tinyshakespeare with the Llama 2 tokenizer). Logs and JSON lines go to $OUT.
+#   bash dev/generation/serve_device.sh BIN "tests gsa llama t2r7b" [COMMIT]
+#   tests: every CUDA test binary in BIN (test_*_cuda)
+#   gsa / llama: bench/serve.py on the GSA / Transformer++ 1.3B folder (STREAMS, PROMPT, NEW)
+#   gsa-eager: GSA with `--cuda-graphs false` at EAGER_STREAMS; gsa-bf16: --state-dtype bfloat16
+#   t2r7b: two training steps of GSA at Mistral-7B's shape with fp32 AdamW moments (issue 21)
+set -uo pipefail
+bin=${1:-.device}
+what=${2:-tests gsa}
+commit=${3:-unknown}
+out=${OUT:-/tmp/lintime-device}
+streams=${STREAMS:-1,16,64,128,256}
+prompt=${PROMPT:-2048}
+new=${NEW:-1024}
+mkdir -p "$out"
+for packed in "$bin"/*.xz "$bin"/lib/*.xz; do [[ -e $packed ]] && xz -d -f "$packed"; done
+chmod +x "$bin"/lintime "$bin"/test_* 2>/dev/null
+torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH="$torch_lib:$torch_lib/../../nvidia/cu13/lib:$bin/lib:${LD_LIBRARY_PATH:-}"
+export LINTIME_SOURCE_DIR=$PWD
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+has() { [[ " $what " == *" $1 "* ]]; }
+since() { echo "[$(( SECONDS ))s] $*"; }
+
+if has tests; then
+  for test in "$bin"/test_*_cuda; do
+    name=$(basename "$test")
+    timeout "${TEST_LIMIT:-150}" "$test" > "$out/$name.log" 2>&1
+    code=$?
+    since "$name exit $code: $(grep -cE '^\[       OK \]' "$out/$name.log") ok, $(grep -cE '^\[  FAILED  \]' "$out/$name.log") failed lines, $(grep -cE '^\[  SKIPPED \]' "$out/$name.log") skipped"
+    grep -E "^\[  FAILED  \]|Failure$" "$out/$name.log" | head -8
+  done
+  tar -C "$out" -czf "$out/tests.tgz" $(cd "$out" && ls test_*.log) && rm -f "$out"/test_*.log
+fi
+
+model() {  # name config.json -> /tmp/models/NAME, a random-weight folder from two bf16 training steps
+  local name=$1 config=$2
+  [[ -d /tmp/models/$name ]] && return
+  "$bin/lintime" train configs/lm/gsa-mistral-7b-shape.toml --device cuda --out "/tmp/runs/$name" \
+    --set model.config="$config" --set data.shards="$bin/llama2-shards" --set train.max_steps=2 \
+    --set train.batch_tokens=4096 > "$out/train-$name.log" 2>&1 || { since "training $name failed"; tail -3 "$out/train-$name.log"; }
+  mkdir -p /tmp/models && mv "/tmp/runs/$name/checkpoint" "/tmp/models/$name"
+  since "model $name ready"
+}
+serve() {  # name config.json extra-serve-args streams
+  model "$1" "$2"
+  timeout "${SERVE_LIMIT:-400}" python3 bench/serve.py "/tmp/models/$1" --binary "$bin/lintime" --device cuda --streams "$4" \
+    --prompt-tokens "$prompt" --new-tokens "$new" --no-prefix-cache-runs --server-args "--dtype bfloat16 $3" \
+    --jsonl "$out/serve.jsonl" --commit "$commit" 2> "$out/serve-$1.err" | tee -a "$out/serve.log"
+  since "serve $1 ($3) exit ${PIPESTATUS[0]}"; tail -3 "$out/serve-$1.err"
+}
+has gsa && serve gsa-1.3b configs/lm/models/gsa-1.3b.json "" "$streams"
+has gsa-eager && serve gsa-1.3b configs/lm/models/gsa-1.3b.json "--cuda-graphs false" "${EAGER_STREAMS:-1,64}"
+has gsa-bf16 && serve gsa-1.3b configs/lm/models/gsa-1.3b.json "--state-dtype bfloat16" "${BF16_STREAMS:-256}"
+has llama && serve llama-1.3b configs/lm/models/llama-1.3b.json "" "${LLAMA_STREAMS:-$streams}"
+if has t2r7b; then
+  "$bin/lintime" train configs/lm/gsa-mistral-7b-shape.toml --device cuda --out /tmp/runs/t2r7b \
+    --set data.shards="$bin/llama2-shards" --set train.fp32_moments=true > "$out/t2r7b.log" 2>&1
+  since "7B fp32 moments exit $?"; tail -6 "$out/t2r7b.log"
+fi
