@@ -16,6 +16,7 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 
@@ -30,6 +31,9 @@ class Server:
         if "listening on" not in line:
             raise RuntimeError(line + self.process.stderr.read())
         self.port = int(line.split("127.0.0.1:")[1].split(" ")[0])
+        # The server's later lines (errors) go to ours; an unread pipe would fill and stall it.
+        threading.Thread(target=lambda: [print("[server]", l, end="", file=sys.stderr) for l in self.process.stderr],
+                         daemon=True).start()
         self.model = json.loads(self.get("/v1/models"))["data"][0]["id"]
 
     def get(self, path):
@@ -81,7 +85,10 @@ def run_streams(server, prompts, new_tokens):
     results = [None] * len(prompts)
 
     def client(i):
-        results[i] = server.stream(prompts[i], new_tokens)
+        try:
+            results[i] = server.stream(prompts[i], new_tokens)
+        except Exception as error:  # counted, not hidden: a failed stream makes the line's `failed_streams`
+            print(f"stream {i}: {type(error).__name__}: {error}", file=sys.stderr)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
     start = time.perf_counter()
@@ -90,8 +97,10 @@ def run_streams(server, prompts, new_tokens):
     for t in threads:
         t.join()
     seconds = time.perf_counter() - start
+    failed = sum(r is None for r in results)
+    results = [r for r in results if r is not None] or [(float("nan"), 0, seconds)]
     ttfts = [r[0] for r in results]
-    return dict(output_tokens=sum(r[1] for r in results), seconds=round(seconds, 3),
+    return dict(failed_streams=failed, output_tokens=sum(r[1] for r in results), seconds=round(seconds, 3),
                 output_tokens_per_s=round(sum(r[1] for r in results) / seconds, 1),
                 ttft_mean_s=round(statistics.mean(ttfts), 4), ttft_p50_s=round(statistics.median(ttfts), 4))
 
@@ -128,13 +137,15 @@ def main():
                         "--max-prompt-tokens", str(args.shared_prefix_tokens + args.prompt_tokens),
                         "--max-new-tokens", str(args.new_tokens), "--prefix-cache-mb", "0", *extra)
         name = os.path.basename(os.path.normpath(model_dir))
-        for n in streams:
-            # Distinct prompts of token ids (no prefix shared), so that every stream prefills in full.
-            prompts = [[(97 + 13 * i + 7 * t) % 251 + 1 for t in range(args.prompt_tokens)] for i in range(n)]
-            record(dict(model=name, streams=n, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
-                        **run_streams(server, prompts, args.new_tokens), server_peak_rss_mb=server.peak_rss_mb(),
-                        server_memory_peak_gib=server.memory_peak_gib()))
-        server.stop()
+        try:
+            for n in streams:
+                # Distinct prompts of token ids (no prefix shared), so that every stream prefills in full.
+                prompts = [[(97 + 13 * i + 7 * t) % 251 + 1 for t in range(args.prompt_tokens)] for i in range(n)]
+                record(dict(model=name, streams=n, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
+                            **run_streams(server, prompts, args.new_tokens), server_peak_rss_mb=server.peak_rss_mb(),
+                            server_memory_peak_gib=server.memory_peak_gib()))
+        finally:
+            server.stop()
         if args.no_prefix_cache_runs:
             continue
         # The prefix-state cache: 8 requests in turn, each a long shared system prompt and its own question.

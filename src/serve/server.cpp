@@ -5,6 +5,7 @@
 #include "infer/text_stream.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <filesystem>
@@ -89,6 +90,10 @@ Server::Server(models::CausalLm& model, const text::Tokenizer& tokenizer, const 
   const auto workers = static_cast<size_t>(engine_options.max_sequences + engine_options.max_queue + 8);
   http_->new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
   http_->set_payload_max_length(8 << 20);
+  http_->set_socket_options([this](int socket) {
+    httplib::default_socket_options(socket);
+    listening_socket_ = socket;  // the last socket made is the one bound (bind_to_any_port tries several)
+  });
   install_routes();
 }
 
@@ -106,6 +111,10 @@ void Server::bind() {
                   options_.port, " (in use, or not an address of this machine)");
     port_ = options_.port;
   }
+  // cpp-httplib listens with a backlog of 5: clients connecting at once beyond that can be
+  // refused (connection resets seen with 64 streams starting together). Listening again on the
+  // bound socket raises the backlog to the system's maximum.
+  if (listening_socket_ >= 0) ::listen(listening_socket_, SOMAXCONN);
 }
 
 void Server::listen() { http_->listen_after_bind(); }

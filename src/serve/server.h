@@ -66,6 +66,7 @@ class Server {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
+  int listening_socket_ = -1;  // the HTTP server's bound socket (set through its socket options)
   int64_t created_ = 0;
   c10::Device device_ = c10::kCPU;  // the model's (its memory peak is a metric)
   std::atomic<int64_t> next_id_{0};

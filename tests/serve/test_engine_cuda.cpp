@@ -42,7 +42,7 @@ TEST(EngineCuda, GraphedBucketStepsGiveWhatGenerateGivesAlone) {
     options.max_new_tokens = request.max_new_tokens;
     options.sampling = request.sampling;
     options.cuda_graphs = true;
-    expected.push_back(lintime::infer::generate(*model, prompt.unsqueeze(0), options).tokens[0]);
+    expected.push_back(lintime::infer::generate(*model, prompt.unsqueeze(0).to(c10::Device(c10::kCUDA, 0)), options).tokens[0]);
     requests.push_back(request);
   }
 
