@@ -154,7 +154,10 @@ BasedConfig BasedConfig::from_json(const json& input) {
     c.pad_vocab_size_multiple = read_integer("pad_vocab_size_multiple", *v);
   }
   if (const json* v = find_alias(input, {"n_embd", "hidden_size"}, key)) c.hidden_size = read_integer(key, *v);
-  if (const json* v = find_alias(input, {"n_layer", "num_hidden_layers"}, key)) c.num_layers = read_integer(key, *v);
+  if (const json* v = find_alias(input, {"n_layer", "num_hidden_layers"}, key)) {
+    c.num_layers = read_integer(key, *v);
+    config::check_size(key, c.num_layers, config::size_limits::kLayers);  // before the loop over layers below
+  }
   if (const json* v = find_alias(input, {"n_head", "num_attention_heads"}, key)) c.num_heads = read_integer(key, *v);
   // GatedMlp: 8 d / 3 when n_inner is null, then rounded up to a multiple of 256.
   int64_t inner = c.hidden_size * 8 / 3;
