@@ -111,9 +111,10 @@ void Server::bind() {
                   options_.port, " (in use, or not an address of this machine)");
     port_ = options_.port;
   }
-  // cpp-httplib listens with a backlog of 5: clients connecting at once beyond that can be
-  // refused (connection resets seen with 64 streams starting together). Listening again on the
-  // bound socket raises the backlog to the system's maximum.
+  // cpp-httplib listens with a backlog of 5: where a network stack resets connections beyond a
+  // full queue, clients connecting at once would be refused (64 streams starting together were
+  // reset on a GPU machine, cause not established). Listening again on the bound socket raises
+  // the backlog to the system's maximum.
   if (listening_socket_ >= 0) ::listen(listening_socket_, SOMAXCONN);
 }
 
