@@ -18,7 +18,7 @@ RUN_CONFIG ?= configs/mqar/gsa-small.toml
 RUN_ARGS ?=
 endif
 
-.PHONY: setup configure build run test test-python python-package bench fuzz test-sanitize clean
+.PHONY: setup configure build run test test-python python-package bench fuzz test-sanitize device-pack clean
 
 setup:
 	bash scripts/bootstrap.sh
@@ -88,6 +88,27 @@ test-sanitize: setup
 	  -DLINTIME_BUILD_BENCH=OFF >/dev/null
 	cmake --build build-sanitize -j $(JOBS)
 	cd build-sanitize && $(SANITIZER_OPTIONS) ctest --output-on-failure -j $(JOBS) -LE cuda
+
+# What a call to the GPU machine carries (.device, ignored): lintime and every CUDA test in one
+# binary, built for the H100/H200 alone (sm_90a), stripped and xz-compressed (about 13 MB), the
+# Debian libraries that machine lacks, and LM shards and a tokenizer for random-weight model
+# folders when ../shared/data is there. Used by dev/generation/serve_device.sh.
+DEVICE_DIR ?= .device
+DEVICE_BUILD_DIR ?= build-h200
+device-pack: setup
+	cmake -S . -B $(DEVICE_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DLINTIME_CUDA=ON -DLINTIME_CUDA_ARCHS=90a >/dev/null
+	cmake --build $(DEVICE_BUILD_DIR) -j $(JOBS) --target lintime_cli lintime_cuda_tests
+	mkdir -p $(DEVICE_DIR)/lib
+	strip -o $(DEVICE_DIR)/lintime $(DEVICE_BUILD_DIR)/lintime
+	strip -o $(DEVICE_DIR)/lintime_cuda_tests $(DEVICE_BUILD_DIR)/tests/lintime_cuda_tests
+	xz -T$(JOBS) -6 -f $(DEVICE_DIR)/lintime $(DEVICE_DIR)/lintime_cuda_tests
+	for l in $$(ldd $(DEVICE_BUILD_DIR)/lintime | grep -oE '/lib/x86_64-linux-gnu/lib(tomlplusplus|sentencepiece|cpp-httplib|brotli[a-z]*)\.so[.0-9]*'); do \
+	  cp -L $$l $(DEVICE_DIR)/lib/; done
+	if [ -d ../shared/data ]; then \
+	  cp ../shared/data/llama2-tokenizer.model $(DEVICE_DIR)/tokenizer.model && rm -rf $(DEVICE_DIR)/llama2-shards && \
+	  $(DEVICE_BUILD_DIR)/lintime tokenize --tokenizer ../shared/data/llama2-tokenizer.model ../shared/data/tinyshakespeare.txt \
+	    --split-blank-lines --val-fraction 0.05 --out $(DEVICE_DIR)/llama2-shards >/dev/null; fi
+	du -sh $(DEVICE_DIR)
 
 bench: build
 	$(BUILD_DIR)/lintime bench gsa --device cpu

@@ -5,11 +5,11 @@
 # 1.3B model folders come from two training steps on the carried shards (BIN/llama2-shards,
 # `lintime tokenize` of tinyshakespeare with the Llama 2 tokenizer). Logs and JSON lines go to $OUT.
 #   bash dev/generation/serve_device.sh BIN "tests gsa llama t2r7b" [COMMIT]
-#   tests: every CUDA test binary in BIN (test_*_cuda)
+#   tests: every CUDA test binary in BIN (lintime_cuda_tests from `make device-pack`, or test_*_cuda)
 #   gsa / llama: bench/serve.py on the GSA / Transformer++ 1.3B folder (STREAMS, PROMPT, NEW)
 #   gsa-eager: GSA with `--cuda-graphs false` at EAGER_STREAMS; gsa-bf16: --state-dtype bfloat16
 #   sanitize: compute-sanitizer memcheck and racecheck over every CUDA test binary in BIN
-#   t2r7b: two training steps of GSA at Mistral-7B's shape with fp32 AdamW moments (issue 21)
+#   t2r7b: the training steps of configs/lm/gsa-mistral-7b-shape.toml (GSA at Mistral-7B's shape) with fp32 AdamW moments (issue 21)
 set -uo pipefail
 bin=${1:-.device}
 what=${2:-tests gsa}
@@ -20,7 +20,7 @@ prompt=${PROMPT:-2048}
 new=${NEW:-1024}
 mkdir -p "$out"
 for packed in "$bin"/*.xz "$bin"/lib/*.xz; do [[ -e $packed ]] && xz -d -f "$packed"; done
-chmod +x "$bin"/lintime "$bin"/test_* 2>/dev/null
+chmod +x "$bin"/lintime "$bin"/*test* 2>/dev/null
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$torch_lib:$torch_lib/../../nvidia/cu13/lib:$bin/lib:${LD_LIBRARY_PATH:-}"
 export LINTIME_SOURCE_DIR=$PWD
@@ -29,14 +29,15 @@ has() { [[ " $what " == *" $1 "* ]]; }
 since() { echo "[$(( SECONDS ))s] $*"; }
 
 if has tests; then
-  for test in "$bin"/test_*_cuda; do
+  for test in "$bin"/lintime_cuda_tests "$bin"/test_*_cuda; do
+    [[ -e $test ]] || continue
     name=$(basename "$test")
     timeout "${TEST_LIMIT:-150}" "$test" > "$out/$name.log" 2>&1
     code=$?
     since "$name exit $code: $(grep -cE '^\[       OK \]' "$out/$name.log") ok, $(grep -cE '^\[  FAILED  \]' "$out/$name.log") failed lines, $(grep -cE '^\[  SKIPPED \]' "$out/$name.log") skipped"
     grep -E "^\[  FAILED  \]|Failure$" "$out/$name.log" | head -8
   done
-  tar -C "$out" -czf "$out/tests.tgz" $(cd "$out" && ls test_*.log) && rm -f "$out"/test_*.log
+  tar -C "$out" -czf "$out/tests.tgz" $(cd "$out" && ls *test*.log) && rm -f "$out"/*test*.log
 fi
 
 model() {  # name config.json -> /tmp/models/NAME, a random-weight folder from two bf16 training steps
@@ -62,7 +63,8 @@ has gsa-bf16 && serve gsa-1.3b configs/lm/models/gsa-1.3b.json "--state-dtype bf
 has llama && serve llama-1.3b configs/lm/models/llama-1.3b.json "" "${LLAMA_STREAMS:-$streams}"
 if has sanitize; then  # compute-sanitizer over the CUDA tests (SANITIZE_FILTER narrows them to small shapes)
   for tool in memcheck racecheck; do
-    for test in "$bin"/test_*_cuda; do
+    for test in "$bin"/lintime_cuda_tests "$bin"/test_*_cuda; do
+      [[ -e $test ]] || continue
       name=$(basename "$test")
       timeout "${SANITIZE_LIMIT:-90}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$test" \
         --gtest_filter="${SANITIZE_FILTER:-*}" > "$out/$tool-$name.log" 2>&1
