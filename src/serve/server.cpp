@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -36,7 +37,11 @@ const char* finish_reason(Stream::Finish finish) { return finish == Stream::Fini
 
 // A finished stream that is not a normal end becomes the error the client gets.
 std::optional<ApiError> failure_of(const Stream& stream, Stream::Finish finish) {
-  if (finish == Stream::Finish::kError) return ApiError(500, "server_error", "", "generation failed: " + stream.error());
+  if (finish == Stream::Finish::kError) {
+    // The client gets the error; the server's log gets it too (a failure in the engine, not in the request).
+    std::fprintf(stderr, "lintime serve: generation failed: %s\n", stream.error().c_str());
+    return ApiError(500, "server_error", "", "generation failed: " + stream.error());
+  }
   if (finish == Stream::Finish::kCancelled) {
     return ApiError(503, "server_error", "", stream.error().empty() ? "the request was cancelled" : stream.error());
   }
