@@ -7,6 +7,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <functional>
+#include <utility>
 
 namespace lintime::layers {
 namespace {
@@ -81,6 +83,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> GroupedQueryAttention::project(co
   return {qk, at::Tensor(), qkv.narrow(2, (heads + kv_heads) * dim, kv_heads * dim).view({batch, length, kv_heads, dim})};
 }
 
+std::pair<at::Tensor, at::Tensor> GroupedQueryAttention::rotated(
+    const at::Tensor& q, const at::Tensor& k, const std::function<at::Tensor(const at::Tensor&)>& rotate) const {
+  if (k.defined()) return {rotate(q), rotate(k)};
+  const at::Tensor qk = rotate(q);  // queries and keys rotated together (one product)
+  return {qk.narrow(2, 0, options_.num_heads), qk.narrow(2, options_.num_heads, options_.num_kv_heads)};
+}
+
 at::Tensor GroupedQueryAttention::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const {
   const int64_t length = q.size(1), keys = k.size(1), past = keys - length, dim = options_.head_dim;
   at::Tensor kt = k.transpose(1, 2), vt = v.transpose(1, 2);  // [B, H_kv, keys, D]
@@ -118,14 +127,7 @@ at::Tensor GroupedQueryAttention::forward(const at::Tensor& x, state::KvLayerCac
   const int64_t batch = x.size(0), length = x.size(1), heads = options_.num_heads;
   const int64_t past = cache ? cache->length : 0;
   auto [q, k, v] = project(x);
-  if (k.defined()) {
-    q = rotary_->apply(q, past);
-    k = rotary_->apply(k, past);
-  } else {  // queries and keys rotated together
-    const at::Tensor qk = rotary_->apply(q, past);
-    q = qk.narrow(2, 0, heads);
-    k = qk.narrow(2, heads, options_.num_kv_heads);
-  }
+  std::tie(q, k) = rotated(q, k, [&](const at::Tensor& t) { return rotary_->apply(t, past); });
   if (cache) std::tie(k, v) = cache->append(k, v);
   const at::Tensor o = attend(q, k, v);
   return o_proj.forward(o.reshape({batch, length, heads * options_.head_dim}));
@@ -142,14 +144,8 @@ at::Tensor GroupedQueryAttention::forward_rows(const at::Tensor& x, state::KvRow
                 slots.tokens.size(), " on ", slots.rows.device());
   const int64_t end = slots.max_tokens() + length;
   auto [q, k, v] = project(x);
-  if (k.defined()) {
-    q = rotary_->apply_per_sequence(q, slots.positions, end);
-    k = rotary_->apply_per_sequence(k, slots.positions, end);
-  } else {
-    const at::Tensor qk = rotary_->apply_per_sequence(q, slots.positions, end);
-    q = qk.narrow(2, 0, heads);
-    k = qk.narrow(2, heads, kv_heads);
-  }
+  std::tie(q, k) =
+      rotated(q, k, [&](const at::Tensor& t) { return rotary_->apply_per_sequence(t, slots.positions, end); });
   // Each row's new keys and values go after its slot's positions: cache[rows[r], tokens[r] + t].
   rows.make_room(length, k);
   state::KvLayerCache& cache = *rows.cache;

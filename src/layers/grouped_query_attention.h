@@ -19,9 +19,11 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <tuple>
+#include <utility>
 
 namespace lintime::layers {
 
@@ -56,6 +58,9 @@ class GroupedQueryAttention : public Module {
   // q [B, T, H, D] (not yet rotated) and k, v [B, T, H_kv, D]; k undefined when q holds the
   // queries and keys together ([B, T, H + H_kv, D], one product, rotated together).
   std::tuple<at::Tensor, at::Tensor, at::Tensor> project(const at::Tensor& x) const;
+  // q and k rotated by `rotate` (k undefined: q holds both, as project returns them).
+  std::pair<at::Tensor, at::Tensor> rotated(const at::Tensor& q, const at::Tensor& k,
+                                            const std::function<at::Tensor(const at::Tensor&)>& rotate) const;
   // Softmax attention of the last T of `keys` positions: q [B, T, H, D], k, v [B, keys, H_kv, D]
   // (causal, within the window) -> [B, T, H, D].
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const;
