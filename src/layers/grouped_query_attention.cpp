@@ -149,28 +149,22 @@ at::Tensor GroupedQueryAttention::forward_rows(const at::Tensor& x, state::KvRow
   // Each row's new keys and values go after its slot's positions: cache[rows[r], tokens[r] + t].
   rows.make_room(length, k);
   state::KvLayerCache& cache = *rows.cache;
-  const at::Tensor position = slots.positions.unsqueeze(1) + at::arange(length, slots.positions.options()).unsqueeze(0);
-  const at::Tensor slot = slots.rows.unsqueeze(1).expand({count, length});
-  cache.keys.index_put_({slot, position}, k);
-  cache.values.index_put_({slot, position}, v);
+  const state::SlotRows::Placement& placed = slots.placement(length, cache.keys.size(1));
+  cache.keys.index_put_({placed.slot, placed.position}, k);
+  cache.values.index_put_({placed.slot, placed.position}, v);
   const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
   at::Tensor o;
   if (flash_decodes(q)) {
     // FlashAttention's varlen kernel reads each row's keys where its slot keeps them: row r's
     // start is rows[r] * capacity in the flattened cache, its length tokens[r] + T (seqused_k).
     // The causal mask is aligned to the last key, so a prompt chunk after cached tokens works too.
-    const int64_t capacity = cache.keys.size(1);
-    const auto int32 = slots.rows.options().dtype(at::kInt);
-    const at::Tensor starts_q = at::arange(0, (count + 1) * length, length, int32);
-    const at::Tensor starts_k = at::cat({slots.rows, slots.rows.new_zeros({1})}).mul(capacity).to(at::kInt);
-    const at::Tensor keys_used = (slots.positions + length).to(at::kInt);
     const auto window = options_.sliding_window;
     o = std::get<0>(at::_flash_attention_forward(
         q.reshape({count * length, heads, dim}), cache.keys.view({-1, kv_heads, dim}),
-        cache.values.view({-1, kv_heads, dim}), starts_q, starts_k, length, end, /*dropout_p=*/0.0,
+        cache.values.view({-1, kv_heads, dim}), placed.starts_q, placed.starts_k, length, end, /*dropout_p=*/0.0,
         /*is_causal=*/true, /*return_debug_mask=*/false, scale,
         window ? std::optional<int64_t>(*window - 1) : std::nullopt, window ? std::optional<int64_t>(0) : std::nullopt,
-        keys_used));
+        placed.keys_used));
   } else {  // each row alone over its slot's positions (the CPU; fp32 on a GPU)
     std::vector<at::Tensor> outputs;
     for (int64_t r = 0; r < count; ++r) {

@@ -27,6 +27,31 @@ struct SlotRows {
     for (int64_t t : tokens) most = t > most ? t : most;
     return most;
   }
+
+  // Where `length` new tokens of every row go in caches of `capacity` positions per slot, and
+  // FlashAttention's varlen operands for reading them there. Every layer's cache has the same
+  // capacity, so these are built by the first layer of a forward and reused by the others.
+  struct Placement {
+    int64_t length = -1, capacity = -1;
+    at::Tensor slot, position;                // [R, length] int64: cache[slot, position] gets token t of row r
+    at::Tensor starts_q, starts_k, keys_used; // int32: [R + 1], [R + 1], [R]
+  };
+  const Placement& placement(int64_t length, int64_t capacity) const {
+    if (placed.length == length && placed.capacity == capacity) return placed;
+    const int64_t count = static_cast<int64_t>(tokens.size());
+    const auto int32 = rows.options().dtype(at::kInt);
+    placed.length = length;
+    placed.capacity = capacity;
+    placed.position = positions.unsqueeze(1) + at::arange(length, positions.options()).unsqueeze(0);
+    placed.slot = rows.unsqueeze(1).expand({count, length});
+    placed.starts_q = at::arange(0, (count + 1) * length, length, int32);
+    placed.starts_k = at::cat({rows, rows.new_zeros({1})}).mul(capacity).to(at::kInt);
+    placed.keys_used = (positions + length).to(at::kInt);
+    return placed;
+  }
+
+ private:
+  mutable Placement placed;  // one forward is one thread: no lock
 };
 
 class LayerState {
