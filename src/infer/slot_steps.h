@@ -8,9 +8,12 @@
 // per bucket and replayed on a GPU (DecodeGraph), run as is on a CPU (the same arithmetic, which
 // is what the CPU tests check).
 //
-// Only for models whose steps are replayable (Decoder::steps_are_replayable: states updated in
-// place, nothing read on the host). The recordings point at the cache's state tensors; when one
-// of them is replaced (allocated at a first prefill), the staging and recordings are made anew.
+// Only for models whose steps are replayable (Decoder::slot_steps_are_replayable: states updated
+// in place, nothing read on the host). A KV cache (the Transformer++) is not staged: its layers
+// continue the bucket's slots in place (state::KvRows over a SlotRows at fixed addresses, keys
+// bounded by the cache's capacity), and room for the step is reserved on the host before it runs.
+// The recordings point at the cache's tensors; when one of them is replaced (allocated at a first
+// prefill, or a KV cache grown), the staging and recordings are made anew.
 #pragma once
 
 #include "infer/decode_graph.h"

@@ -37,15 +37,16 @@ at::Tensor attention_mask(int64_t queries, int64_t keys, std::optional<int64_t> 
   return mask;
 }
 
-// Whether a decode step's attention can go straight to torch's flash kernel: CUDA, half
-// precision, a head dim it compiles (multiple of 8, at most 256).
+// Whether a decode step's attention can go straight to torch's flash kernel.
 bool flash_decodes(const at::Tensor& q) {
-  const int64_t dim = q.size(-1);
-  return q.is_cuda() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf) && dim % 8 == 0 &&
-         dim <= 256;
+  return q.is_cuda() && GroupedQueryAttention::flash_attends(q.scalar_type(), q.size(-1));
 }
 
 }  // namespace
+
+bool GroupedQueryAttention::flash_attends(at::ScalarType dtype, int64_t head_dim) {
+  return (dtype == at::kBFloat16 || dtype == at::kHalf) && head_dim % 8 == 0 && head_dim <= 256;
+}
 
 GroupedQueryAttention::GroupedQueryAttention(const GroupedQueryAttentionOptions& options,
                                              std::shared_ptr<const RotaryTable> rotary, at::Generator& generator)
@@ -142,13 +143,14 @@ at::Tensor GroupedQueryAttention::forward_rows(const at::Tensor& x, state::KvRow
                     slots.positions.device() == x.device(),
                 "GroupedQueryAttention: the slot rows must be ", count, " rows on x's device, got ",
                 slots.tokens.size(), " on ", slots.rows.device());
-  const int64_t end = slots.max_tokens() + length;
   auto [q, k, v] = project(x);
+  // Each row's new keys and values go after its slot's positions: cache[rows[r], tokens[r] + t].
+  rows.make_room(length, v);  // v: k may still be joined to q (project)
+  state::KvLayerCache& cache = *rows.cache;
+  // The keys a row can reach end here (a bound for the rotary table and the varlen kernel).
+  const int64_t end = slots.keys_up_to_capacity ? cache.keys.size(1) : slots.max_tokens() + length;
   std::tie(q, k) =
       rotated(q, k, [&](const at::Tensor& t) { return rotary_->apply_per_sequence(t, slots.positions, end); });
-  // Each row's new keys and values go after its slot's positions: cache[rows[r], tokens[r] + t].
-  rows.make_room(length, k);
-  state::KvLayerCache& cache = *rows.cache;
   const state::SlotRows::Placement& placed = slots.placement(length, cache.keys.size(1));
   cache.keys.index_put_({placed.slot, placed.position}, k);
   cache.values.index_put_({placed.slot, placed.position}, v);

@@ -53,6 +53,9 @@ class GroupedQueryAttention : public Module {
   at::Tensor forward_rows(const at::Tensor& x, state::KvRows& rows) const;
 
   const GroupedQueryAttentionOptions& options() const { return options_; }
+  // Whether torch's flash kernels take attention in this dtype and head dim on a GPU (CUDA, half
+  // precision, a head dim they compile: a multiple of 8, at most 256).
+  static bool flash_attends(at::ScalarType dtype, int64_t head_dim);
 
  private:
   // q [B, T, H, D] (not yet rotated) and k, v [B, T, H_kv, D]; k undefined when q holds the

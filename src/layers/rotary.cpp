@@ -70,6 +70,7 @@ std::pair<at::Tensor, at::Tensor> RotaryTable::table(int64_t end, at::ScalarType
     const auto options = at::TensorOptions().dtype(compute).device(device);
     const at::Tensor angles =
         at::outer(at::arange(0, capacity, options), inverse_frequency_.to(options));  // [capacity, D/2]
+    if (cos_.defined()) retired_.insert(retired_.end(), {cos_, sin_});
     cos_ = angles.cos();
     sin_ = angles.sin();
   }

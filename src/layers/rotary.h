@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <mutex>
+#include <vector>
 #include <utility>
 #include <string>
 
@@ -63,6 +64,9 @@ class RotaryTable {
   at::Tensor inverse_frequency_;
   mutable std::mutex mutex_;
   mutable at::Tensor cos_, sin_;  // [capacity, D/2] in the compute dtype on the last device used
+  // Tables replaced by larger ones stay allocated: a recorded CUDA graph (a replayed decode step)
+  // may still read them. Sizes at least double, so together they take less room than the current one.
+  mutable std::vector<at::Tensor> retired_;
 };
 
 }  // namespace lintime::layers

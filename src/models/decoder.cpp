@@ -430,6 +430,14 @@ bool Decoder::steps_are_replayable() const {
   return true;
 }
 
+bool Decoder::slot_steps_are_replayable() const {
+  if (recurrent_state_dtype_) return false;
+  for (const auto& block : model.layers) {
+    if (!block->mixer->rows_step_is_replayable()) return false;
+  }
+  return true;
+}
+
 bool Decoder::prefills_continue() const {
   for (const auto& block : model.layers) {
     if (!block->mixer->continues_prefill()) return false;

@@ -224,6 +224,9 @@ class Decoder : public layers::Module {
   int64_t state_bytes_after(int64_t tokens) const;
   // Whether every layer's step can be recorded once and replayed (Mixer::step_is_replayable).
   bool steps_are_replayable() const;
+  // Whether a step over a server's slots (infer::SlotSteps) can be recorded and replayed: every
+  // layer's step can (Mixer::rows_step_is_replayable; a KV cache's too, its lengths then on the device).
+  bool slot_steps_are_replayable() const;
   // Whether every layer's state can continue a prefill with another chunk (Mixer::continues_prefill).
   bool prefills_continue() const;
 

@@ -95,6 +95,9 @@ class Mixer {
   // Whether a decode step reads nothing from the host (no position kept there), so that it can
   // be recorded once and replayed as a CUDA graph.
   virtual bool step_is_replayable() const = 0;
+  // The same for a step over a server's slots continued in place (state::SlotRows with
+  // keys_up_to_capacity): a KV cache's step then reads its lengths on the device.
+  virtual bool rows_step_is_replayable() const { return step_is_replayable(); }
   // Whether the training forward and backward on a GPU read nothing from the host (no
   // synchronisation, no host-dependent shapes), so that a whole training step can be recorded
   // as a CUDA graph (train/graphed_step.h). The ATen chunked GLA form checks its gates on the

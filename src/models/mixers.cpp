@@ -275,6 +275,12 @@ class GqaMixer final : public Mixer {
   }
   int64_t state_bytes_per_sequence() const override { return state_bytes_after(1024, at::kFloat); }
   bool step_is_replayable() const override { return false; }  // the KV length lives on the host
+  // Over slot rows the lengths are on the device; on a GPU the varlen flash kernel must take the
+  // attention (the other path loops over rows on the host). Nothing is recorded on a CPU.
+  bool rows_step_is_replayable() const override {
+    const at::Tensor& weight = layer_.q_proj.weight;
+    return !weight.is_cuda() || layers::GroupedQueryAttention::flash_attends(weight.scalar_type(), layer_.options().head_dim);
+  }
   layers::Module& module() override { return layer_; }
 
  private:

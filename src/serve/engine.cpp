@@ -49,7 +49,7 @@ Engine::Engine(models::CausalLm& model, const EngineOptions& options, Metrics* m
   LINTIME_CHECK(options.prefix_cache_bytes >= 0, "serve: prefix_cache_bytes must be >= 0, got ",
                 options.prefix_cache_bytes);
   models::Decoder& decoder = model_.decoder();
-  const bool replayable = decoder.steps_are_replayable();
+  const bool replayable = decoder.slot_steps_are_replayable();
   LINTIME_CHECK(options.step_mode != EngineOptions::StepMode::kBuckets || replayable,
                 "serve: this model's decode steps cannot be replayed in buckets (a layer reads its position on ",
                 "the host, or its states are kept narrowed); run it with forward_slots");

@@ -59,6 +59,13 @@ struct KvLayerCache : LayerState {
   void expect_tokens(int64_t tokens) override { reserve = tokens; }
   std::unique_ptr<LayerState> rows_view(std::shared_ptr<const SlotRows> rows) override;
   bool continues_rows_in_place() const override { return true; }
+  // Grows first (copying the `length` filled positions), then counts the new ones as filled, so a
+  // later growth keeps what replayed steps wrote there.
+  void reserve_positions(int64_t positions) override {
+    if (!keys.defined()) return;  // allocated by the first append, which counts its positions itself
+    grow_to(positions);
+    length = std::max(length, positions);
+  }
   // Forgets the tokens (the next append starts at position 0, in a new allocation).
   void reset() override {
     keys = at::Tensor();
@@ -117,7 +124,7 @@ struct KvRows : LayerState {
   void reset_rows(const at::Tensor&) override {}
   void reset() override {}
   // Room in the cache for every row's `new_tokens` more positions; allocates the cache (all its
-  // slots) at the first call, with k's [R, T, H_kv, D] heads, dim and options.
+  // slots) at the first call, with the heads, dim and options of k or v [R, T, H_kv, D].
   void make_room(int64_t new_tokens, const at::Tensor& k) {
     const int64_t needed = slots->max_tokens() + new_tokens;
     if (!cache->keys.defined()) {

@@ -22,6 +22,10 @@ struct SlotRows {
   at::Tensor positions;          // [R] int64 on the model's device: tokens, for device-side indexing
   std::vector<int64_t> slots;    // [R] on the host: rows
   std::vector<int64_t> tokens;   // [R] on the host
+  // For a step recorded once and replayed (infer::SlotSteps): the host's token counts are those
+  // of the recording, so attention bounds its keys by the cache's capacity (reserved by the
+  // caller before each replay), not by max_tokens(), and reads the counts from `positions`.
+  bool keys_up_to_capacity = false;
   int64_t max_tokens() const {
     int64_t most = 0;
     for (int64_t t : tokens) most = t > most ? t : most;
@@ -49,6 +53,8 @@ struct SlotRows {
     placed.keys_used = (positions + length).to(at::kInt);
     return placed;
   }
+  // After `rows` or `positions` changed in place (a replayed step's staging): build anew.
+  void forget_placement() const { placed.length = -1; }
 
  private:
   mutable Placement placed;  // one forward is one thread: no lock
@@ -128,6 +134,9 @@ class LayerState {
   // batch of different lengths in one forward; nothing gathered or written back). Null where the state has no such view: forward_slots then gathers and scatters.
   virtual std::unique_ptr<LayerState> rows_view(std::shared_ptr<const SlotRows> /*rows*/) { return nullptr; }
   virtual bool continues_rows_in_place() const { return false; }
+  // Room for `positions` positions in every row of a state continued in place, and those counted
+  // as filled; done on the host before a recorded step that appends in place is replayed.
+  virtual void reserve_positions(int64_t /*positions*/) {}
   // Forgets the sequences of `rows` (a new sequence starts there).
   virtual void reset_rows(const at::Tensor& rows) {
     for (at::Tensor* tensor : tensors()) {

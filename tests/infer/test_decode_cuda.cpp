@@ -3,7 +3,8 @@
 // tensors, another batch) records anew. Llama with grouped-query heads in bf16: the decode
 // steps (torch's flash kernel straight, not SDPA's cuDNN choice) are as close to the float64
 // model as the bf16 full forward is. A server's batched steps through recorded buckets
-// (infer/slot_steps.h) give forward_slots' logits and states. Label `cuda`: `ctest -L cuda` on a
+// (infer/slot_steps.h) give forward_slots' logits and states, the Transformer++'s (its KV cache
+// continued in place) as close to float64 as forward_slots'. Label `cuda`: `ctest -L cuda` on a
 // GPU machine.
 #include "infer/decode_steps.h"
 #include "infer/slot_steps.h"
@@ -213,6 +214,73 @@ TEST(LlamaDecodeCuda, Bf16SlotRowsAtDifferentLengthsAreAsCloseToFloat64AsTheFull
                   static_cast<long long>(window.value_or(0)), r, static_cast<long long>(first), full_error, slot_error);
       EXPECT_LT(slot_error, 2.0 * full_error + 1e-3) << "window " << window.value_or(0) << " row " << r;
       EXPECT_LT(slot_error, 5e-2);
+    }
+  }
+}
+
+// The Transformer++'s server steps through recorded buckets: its KV cache is continued in place
+// (not staged), with lengths on the device and keys bounded by the capacity, and grows from 32
+// to 64 positions between replays (room reserved on the host). Every step's bf16 logits are as
+// close to the float64 model as forward_slots' are, with and without a sliding window.
+TEST(SlotStepsCuda, RecordedTransformerBucketsFollowFloat64AsForwardSlotsDoes) {
+  LINTIME_SKIP_WITHOUT_CUDA();
+  at::NoGradGuard no_grad;
+  const c10::Device cuda(c10::kCUDA, 0);
+  for (std::optional<int64_t> window : {std::optional<int64_t>(), std::optional<int64_t>(24)}) {
+    auto model = tiny_llama(at::kBFloat16, cuda, window);
+    auto reference = tiny_llama(at::kDouble, c10::Device(c10::kCPU), window);
+    ASSERT_TRUE(model->slot_steps_are_replayable());
+    constexpr int64_t kSequences = 6;  // buckets 1, 2, 4, 6; slot 6 pads
+    auto unrecorded = model->make_cache(kSequences);
+    auto bucketed = model->make_cache(kSequences + 1);
+    bucketed.withhold(kSequences);
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(11);
+    std::vector<std::vector<int64_t>> sequence(kSequences);  // each slot's tokens so far
+    std::vector<int64_t> prompt_length(kSequences);
+    for (int64_t s = 0; s < kSequences; ++s) {
+      ASSERT_EQ(unrecorded.admit(), s);
+      ASSERT_EQ(bucketed.admit(), s);
+      prompt_length[s] = 5 + 4 * s;  // 5 to 25 tokens
+      const at::Tensor prompt = at::randint(0, 61, {1, prompt_length[s]}, generator, at::kLong);
+      for (int64_t t = 0; t < prompt_length[s]; ++t) sequence[s].push_back(prompt[0][t].item<int64_t>());
+      model->forward_slots(prompt.to(cuda), unrecorded, {s});
+      model->forward_slots(prompt.to(cuda), bucketed, {s});
+    }
+    lintime::infer::SlotSteps steps(*model, bucketed, kSequences, kSequences);
+    const int64_t first_capacity = bucketed.layer(0).tensors()[0]->size(1);
+    std::vector<std::vector<at::Tensor>> got(kSequences), unrecorded_got(kSequences);  // [V] per step
+    const std::vector<std::vector<int64_t>> one_round = {{1}, {5, 0, 2}, {0, 1, 2, 3, 4, 5}, {3, 4},
+                                                         {2}, {4, 1, 5}, {5, 4, 3, 2, 1, 0}, {0, 5}};
+    for (int round = 0; round < 3; ++round) {
+      for (const auto& slots : one_round) {
+        std::vector<int64_t> tokens;
+        for (int64_t slot : slots) {
+          tokens.push_back(at::randint(0, 61, {1}, generator).item<int64_t>());
+          sequence[slot].push_back(tokens.back());
+        }
+        const at::Tensor logits = steps.step(tokens, slots).cpu().to(at::kDouble);
+        const at::Tensor expected =
+            model->forward_slots(at::tensor(tokens, at::kLong).unsqueeze(1).to(cuda), unrecorded, slots)
+                .select(1, 0).cpu().to(at::kDouble);
+        for (size_t r = 0; r < slots.size(); ++r) {
+          got[slots[r]].push_back(logits.select(0, static_cast<int64_t>(r)));
+          unrecorded_got[slots[r]].push_back(expected.select(0, static_cast<int64_t>(r)));
+        }
+      }
+    }
+    EXPECT_EQ(steps.recorded_buckets(), 4);
+    EXPECT_GT(bucketed.layer(0).tensors()[0]->size(1), first_capacity) << "the cache grew during the steps";
+    for (int64_t s = 0; s < kSequences; ++s) {
+      const int64_t count = static_cast<int64_t>(got[s].size());
+      const at::Tensor expected = reference->forward(at::tensor(sequence[s], at::kLong).unsqueeze(0))
+                                      .select(0, 0).narrow(0, prompt_length[s], count);
+      const double recorded_error = relative_rms_error(at::stack(got[s]), expected);
+      const double unrecorded_error = relative_rms_error(at::stack(unrecorded_got[s]), expected);
+      std::printf("window %lld, slot %lld (%lld steps): bf16 relative RMS error vs fp64: forward_slots %.3g, "
+                  "recorded buckets %.3g\n", static_cast<long long>(window.value_or(0)), static_cast<long long>(s),
+                  static_cast<long long>(count), unrecorded_error, recorded_error);
+      EXPECT_LT(recorded_error, 2.0 * unrecorded_error + 1e-3) << "window " << window.value_or(0) << " slot " << s;
+      EXPECT_LT(recorded_error, 5e-2);
     }
   }
 }
