@@ -7,7 +7,7 @@
 #   bash dev/generation/serve_device.sh BIN "tests gsa llama t2r7b" [COMMIT]
 #   tests: every CUDA test binary in BIN (lintime_cuda_tests from `make device-pack`, or test_*_cuda)
 #   gsa / llama: bench/serve.py on the GSA / Transformer++ 1.3B folder (STREAMS, PROMPT, NEW)
-#   gsa-eager: GSA with `--cuda-graphs false` at EAGER_STREAMS; gsa-bf16: --state-dtype bfloat16
+#   gsa-eager / llama-eager: `--cuda-graphs false` at EAGER_STREAMS; gsa-bf16: --state-dtype bfloat16
 #   sanitize: compute-sanitizer memcheck and racecheck over every CUDA test binary in BIN
 #   t2r7b: the training steps of configs/lm/gsa-mistral-7b-shape.toml (GSA at Mistral-7B's shape) with fp32 AdamW moments (issue 21)
 set -uo pipefail
@@ -61,6 +61,7 @@ has gsa && serve gsa-1.3b configs/lm/models/gsa-1.3b.json "" "$streams"
 has gsa-eager && serve gsa-1.3b configs/lm/models/gsa-1.3b.json "--cuda-graphs false" "${EAGER_STREAMS:-1,64}"
 has gsa-bf16 && serve gsa-1.3b configs/lm/models/gsa-1.3b.json "--state-dtype bfloat16" "${BF16_STREAMS:-256}"
 has llama && serve llama-1.3b configs/lm/models/llama-1.3b.json "" "${LLAMA_STREAMS:-$streams}"
+has llama-eager && serve llama-1.3b configs/lm/models/llama-1.3b.json "--cuda-graphs false" "${EAGER_STREAMS:-1,64}"
 if has sanitize; then  # compute-sanitizer over the CUDA tests (SANITIZE_FILTER narrows them to small shapes)
   for tool in memcheck racecheck; do
     for test in "$bin"/lintime_cuda_tests "$bin"/test_*_cuda; do
