@@ -127,7 +127,7 @@ def main():
     lines = []
 
     def record(line):
-        line = dict(bench="serve", commit=commit, device=args.device, **line)
+        line = dict(bench="serve", commit=commit, device=args.device, server_args=args.server_args, **line)
         print(json.dumps(line), flush=True)
         lines.append(line)
 

@@ -20,7 +20,7 @@ at::Tensor choose_next_tokens(const at::Tensor& logits, const SamplingOptions& o
   validate(options);
   LINTIME_CHECK(logits.dim() == 2 && logits.size(1) > 0, "choose_next_tokens: logits must be [B, V]");
   at::Tensor scores = logits.detach().to(at::kCPU, at::kFloat);
-  if (options.greedy || options.temperature == 0) return scores.argmax(-1);
+  if (is_greedy(options)) return scores.argmax(-1);
   scores = scores / options.temperature;
   const double minus_infinity = -std::numeric_limits<double>::infinity();
   if (options.top_k > 0 && options.top_k < scores.size(1)) {

@@ -18,6 +18,8 @@ struct SamplingOptions {
 
 // Throws lintime::Error naming a bad option.
 void validate(const SamplingOptions& options);
+// Whether the options take the argmax (no draw from a generator).
+inline bool is_greedy(const SamplingOptions& options) { return options.greedy || options.temperature == 0; }
 
 // logits [B, V] (any device, floating) -> next token ids [B] int64 on the CPU. Sampling draws
 // from `generator` (a CPU generator).

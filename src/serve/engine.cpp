@@ -233,17 +233,22 @@ void Engine::prefill_together(const std::vector<Sequence*>& group, int64_t count
   const at::Tensor input = at::tensor(ids, at::kLong).view({rows, count}).to(model_.decoder().head_weight().device());
   // [rows, vocab]: only the last position's logits, which a finished prompt's first token needs.
   const at::Tensor last = model_.decoder().forward_slots(input, cache_, slots, /*last_position_only=*/true).select(1, 0);
-  at::Tensor last_on_host;  // copied once, when some prompt is complete
+  std::vector<Sequence*> complete;  // prompts done: their first token comes from `last`
+  std::vector<int64_t> complete_rows;
   for (int64_t row = 0; row < rows; ++row) {
     Sequence& sequence = *group[static_cast<size_t>(row)];
     sequence.prefilled += count;
     if (metrics_) metrics_->add_tokens(count, 0);
     if (options_.prefix_cache_bytes > 0 && sequence.prefilled % options_.prefill_chunk == 0) store_prefix(sequence);
     if (sequence.prefilled == static_cast<int64_t>(sequence.request.prompt.size())) {
-      if (!last_on_host.defined()) last_on_host = last.to(at::kCPU, at::kFloat);
-      take_token(sequence, last_on_host[row]);
+      complete.push_back(&sequence);
+      complete_rows.push_back(row);
     }
   }
+  if (complete.empty()) return;
+  const at::Tensor row_index = at::tensor(complete_rows, at::kLong).to(last.device());
+  const std::vector<int64_t> tokens = next_tokens(complete, last.index_select(0, row_index));
+  for (size_t i = 0; i < complete.size(); ++i) take_token(*complete[i], tokens[i]);
 }
 
 void Engine::decode_step(std::vector<Sequence*>& decoding) {
@@ -262,19 +267,40 @@ void Engine::decode_step(std::vector<Sequence*>& decoding) {
     logits = model_.decoder().forward_slots(ids, cache_, slots).select(1, 0);
   }
   if (metrics_) metrics_->set_batch_size(static_cast<int64_t>(decoding.size()));
-  // Every row's logits come to the host in one copy (sampling runs there, per sequence).
-  const int64_t choices = options_.choices > 0 ? std::min(options_.choices, logits.size(-1)) : logits.size(-1);
-  const at::Tensor rows = logits.slice(-1, 0, choices).to(at::kCPU, at::kFloat);
-  for (size_t row = 0; row < decoding.size(); ++row) take_token(*decoding[row], rows[static_cast<int64_t>(row)]);
+  const std::vector<int64_t> next = next_tokens(decoding, logits);
+  for (size_t row = 0; row < decoding.size(); ++row) take_token(*decoding[row], next[row]);
 }
 
-void Engine::take_token(Sequence& sequence, const at::Tensor& logits_row) {
-  const int64_t width = logits_row.size(-1);
+std::vector<int64_t> Engine::next_tokens(const std::vector<Sequence*>& sequences, const at::Tensor& logits) {
+  const int64_t width = logits.size(-1);
   const int64_t choices = options_.choices > 0 ? std::min(options_.choices, width) : width;
-  const int64_t token =
-      infer::choose_next_tokens(logits_row.slice(-1, 0, choices).unsqueeze(0), sequence.request.sampling,
-                                sequence.generator)[0]
-          .item<int64_t>();
+  // In fp32, as choose_next_tokens scores them (an fp64 model's argmax is that of its rounded logits).
+  const at::Tensor scores = logits.slice(-1, 0, choices).to(at::kFloat);
+  std::vector<int64_t> sampling_rows;
+  for (size_t row = 0; row < sequences.size(); ++row) {
+    if (!infer::is_greedy(sequences[row]->request.sampling)) sampling_rows.push_back(static_cast<int64_t>(row));
+  }
+  std::vector<int64_t> tokens(sequences.size(), -1);
+  if (sampling_rows.size() < sequences.size()) {  // one argmax for all rows; [rows] ids to the host
+    const at::Tensor argmax = scores.argmax(-1).to(at::kCPU);
+    const int64_t* chosen = argmax.data_ptr<int64_t>();
+    for (size_t row = 0; row < sequences.size(); ++row) tokens[row] = chosen[row];
+  }
+  if (!sampling_rows.empty()) {  // those rows' logits to the host in one copy
+    const at::Tensor on_host =
+        scores.index_select(0, at::tensor(sampling_rows, at::kLong).to(scores.device())).to(at::kCPU);
+    for (size_t i = 0; i < sampling_rows.size(); ++i) {
+      Sequence& sequence = *sequences[static_cast<size_t>(sampling_rows[i])];
+      tokens[static_cast<size_t>(sampling_rows[i])] =
+          infer::choose_next_tokens(on_host.narrow(0, static_cast<int64_t>(i), 1), sequence.request.sampling,
+                                    sequence.generator)[0]
+              .item<int64_t>();
+    }
+  }
+  return tokens;
+}
+
+void Engine::take_token(Sequence& sequence, int64_t token) {
   const auto now = Stream::Clock::now();
   Stream& stream = *sequence.stream;
   if (metrics_) {

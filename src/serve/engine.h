@@ -137,7 +137,11 @@ class Engine {
   int64_t next_chunk_length(const Sequence& sequence) const;
   void decode_step(std::vector<Sequence*>& decoding);
   // After a token is chosen for `sequence`: pushes it or ends the sequence.
-  void take_token(Sequence& sequence, const at::Tensor& logits_row);
+  // The next token of each sequence from its row of logits [rows, V] (on the model's device).
+  // Greedy rows take an argmax on the device, so only their token ids cross to the host; rows
+  // that sample copy their logits and draw on the host from their own generator.
+  std::vector<int64_t> next_tokens(const std::vector<Sequence*>& sequences, const at::Tensor& logits);
+  void take_token(Sequence& sequence, int64_t token);
   void retire(Sequence& sequence, Stream::Finish reason, const std::string& error = {});
   void store_prefix(const Sequence& sequence);
   int64_t restore_longest_prefix(Sequence& sequence);
