@@ -7,11 +7,17 @@ not a test.
 
     python3 bench/serve.py MODEL_DIR... [--streams 1,4,16,64] [--prompt-tokens 256]
         [--new-tokens 128] [--device cpu] [--server-args "--dtype bfloat16"] [--no-prefix-cache-runs]
-        [--jsonl FILE]
+        [--client-processes N] [--jsonl FILE]
+
+Each line also carries the server's own mean interval between a sequence's tokens
+(`server_token_interval_mean_ms`, from its /metrics), which does not depend on how fast the
+client reads.
 """
 import argparse
+import concurrent.futures
 import http.client
 import json
+import multiprocessing
 import os
 import signal
 import statistics
@@ -55,54 +61,78 @@ class Server:
                     return int(line.split()[1]) / 1024
         return float("nan")
 
-    def stream(self, prompt, new_tokens):
-        """(seconds to the first token, tokens received, seconds in all) of one streamed request."""
-        start = time.perf_counter()
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        body = {"model": self.model, "prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True,
-                "stream_options": {"include_usage": True}}
-        connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        if response.status != 200:
-            raise RuntimeError(response.read().decode())
-        first, tokens = None, 0
-        for line in response:
-            if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
-                continue
-            event = json.loads(line[6:])
-            if first is None and event["choices"]:
-                first = time.perf_counter() - start
-            if event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
-        return first, tokens, time.perf_counter() - start
+    def metric(self, name):
+        """A value of the server's /metrics (a counter, gauge, or a histogram's _sum / _count)."""
+        for line in self.get("/metrics").splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return float("nan")
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=120)
 
 
-def run_streams(server, prompts, new_tokens):
+def stream(port, model, prompt, new_tokens):
+    """(seconds to the first token, tokens received, seconds in all) of one streamed request."""
+    start = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    body = {"model": model, "prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    if response.status != 200:
+        raise RuntimeError(response.read().decode())
+    first, tokens = None, 0
+    for line in response:
+        if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+            continue
+        event = json.loads(line[6:])
+        if first is None and event["choices"]:
+            first = time.perf_counter() - start
+        if event.get("usage"):
+            tokens = event["usage"]["completion_tokens"]
+    return first, tokens, time.perf_counter() - start
+
+
+def stream_group(port, model, prompts, new_tokens):
+    """The streams of one client process, each on its own thread; None for a failed stream."""
     results = [None] * len(prompts)
 
     def client(i):
         try:
-            results[i] = server.stream(prompts[i], new_tokens)
+            results[i] = stream(port, model, prompts[i], new_tokens)
         except Exception as error:  # counted, not hidden: a failed stream makes the line's `failed_streams`
-            print(f"stream {i}: {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"stream: {type(error).__name__}: {error}", file=sys.stderr)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
-    start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+def run_streams(server, prompts, new_tokens, processes):
+    """All streams at once, spread over `processes` client processes: one Python process parsing
+    every stream's events would itself limit the tokens/s it can count (its GIL)."""
+    groups = [prompts[i::processes] for i in range(processes) if prompts[i::processes]]
+    interval_sum = server.metric("lintime_time_per_output_token_seconds_sum")
+    interval_count = server.metric("lintime_time_per_output_token_seconds_count")
+    start = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(stream_group, server.port, server.model, group, new_tokens) for group in groups]
+        results = [r for f in futures for r in f.result()]
     seconds = time.perf_counter() - start
+    intervals = server.metric("lintime_time_per_output_token_seconds_count") - interval_count
+    interval_ms = 1e3 * (server.metric("lintime_time_per_output_token_seconds_sum") - interval_sum) / max(intervals, 1)
     failed = sum(r is None for r in results)
     results = [r for r in results if r is not None] or [(float("nan"), 0, seconds)]
     ttfts = [r[0] for r in results]
     return dict(failed_streams=failed, output_tokens=sum(r[1] for r in results), seconds=round(seconds, 3),
                 output_tokens_per_s=round(sum(r[1] for r in results) / seconds, 1),
-                ttft_mean_s=round(statistics.mean(ttfts), 4), ttft_p50_s=round(statistics.median(ttfts), 4))
+                ttft_mean_s=round(statistics.mean(ttfts), 4), ttft_p50_s=round(statistics.median(ttfts), 4),
+                client_processes=len(groups), server_token_interval_mean_ms=round(interval_ms, 3))
 
 
 def main():
@@ -117,6 +147,8 @@ def main():
                         help="the system prompt of the prefix-cache measurement")
     parser.add_argument("--server-args", default="", help="more flags for lintime serve, e.g. \"--dtype bfloat16\"")
     parser.add_argument("--no-prefix-cache-runs", action="store_true", help="skip the prefix-cache measurement")
+    parser.add_argument("--client-processes", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                        help="client processes the streams are spread over (default: half the CPUs)")
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--commit", default=None)
     args = parser.parse_args()
@@ -142,7 +174,8 @@ def main():
                 # Distinct prompts of token ids (no prefix shared), so that every stream prefills in full.
                 prompts = [[(97 + 13 * i + 7 * t) % 251 + 1 for t in range(args.prompt_tokens)] for i in range(n)]
                 record(dict(model=name, streams=n, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
-                            **run_streams(server, prompts, args.new_tokens), server_peak_rss_mb=server.peak_rss_mb(),
+                            **run_streams(server, prompts, args.new_tokens, min(n, args.client_processes)),
+                            server_peak_rss_mb=server.peak_rss_mb(),
                             server_memory_peak_gib=server.memory_peak_gib()))
         finally:
             server.stop()
@@ -155,7 +188,7 @@ def main():
                             str(args.shared_prefix_tokens + 64), "--max-new-tokens", "8", *extra)
             ttfts = []
             for i in range(8):
-                ttfts.append(server.stream(system + [(11 * i + t) % 251 + 1 for t in range(32)], 8)[0])
+                ttfts.append(stream(server.port, server.model, system + [(11 * i + t) % 251 + 1 for t in range(32)], 8)[0])
             hits = [l for l in server.get("/metrics").splitlines() if l.startswith("lintime_prefix_cache_hits_total ")]
             record(dict(model=name, prefix_cache_mb=int(cache_mb), shared_prefix_tokens=args.shared_prefix_tokens,
                         first_request_ttft_s=round(ttfts[0], 4),

@@ -9,6 +9,7 @@
 #   gsa / llama: bench/serve.py on the GSA / Transformer++ 1.3B folder (STREAMS, PROMPT, NEW)
 #   gsa-eager / llama-eager: `--cuda-graphs false` at EAGER_STREAMS; gsa-bf16: --state-dtype bfloat16
 #   sanitize: compute-sanitizer memcheck and racecheck over every CUDA test binary in BIN
+#     (SANITIZE_FILTER / RACECHECK_FILTER: gtest filters; racecheck of the whole suite takes > 430 s on an H100)
 #   t2r7b: the training steps of configs/lm/gsa-mistral-7b-shape.toml (GSA at Mistral-7B's shape) with fp32 AdamW moments (issue 21)
 set -uo pipefail
 bin=${1:-.device}
@@ -67,8 +68,10 @@ if has sanitize; then  # compute-sanitizer over the CUDA tests (SANITIZE_FILTER 
     for test in "$bin"/lintime_cuda_tests "$bin"/test_*_cuda; do
       [[ -e $test ]] || continue
       name=$(basename "$test")
+      filter=${SANITIZE_FILTER:-*}
+      [[ $tool == racecheck ]] && filter=${RACECHECK_FILTER:-$filter}  # racecheck is ~3x memcheck's time
       timeout "${SANITIZE_LIMIT:-90}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$test" \
-        --gtest_filter="${SANITIZE_FILTER:-*}" > "$out/$tool-$name.log" 2>&1
+        --gtest_filter="$filter" > "$out/$tool-$name.log" 2>&1
       since "$tool $name exit $?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$tool-$name.log" | tail -1)"
     done
   done
