@@ -165,8 +165,9 @@ def main():
 
     for model_dir in args.models:
         slots = max(streams)
+        # The longest sequence is the prompt and its new tokens: what a KV cache reserves per slot.
         server = Server(args.binary, model_dir, args.device, "--max-sequences", str(slots), "--max-queue", "0",
-                        "--max-prompt-tokens", str(args.shared_prefix_tokens + args.prompt_tokens),
+                        "--max-prompt-tokens", str(args.prompt_tokens),
                         "--max-new-tokens", str(args.new_tokens), "--prefix-cache-mb", "0", *extra)
         name = os.path.basename(os.path.normpath(model_dir))
         try:

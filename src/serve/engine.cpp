@@ -41,6 +41,10 @@ void Stream::finish(Finish reason, std::string error) {
 
 // ---- Engine
 
+namespace {
+constexpr int64_t kMaxTokensPerSequence = int64_t{1} << 40;  // far past any context; keeps byte counts in range
+}  // namespace
+
 Engine::Engine(models::CausalLm& model, const EngineOptions& options, Metrics* metrics)
     : model_(model), options_(options), metrics_(metrics) {
   LINTIME_CHECK(options.max_sequences >= 1, "serve: max_sequences must be >= 1, got ", options.max_sequences);
@@ -58,11 +62,16 @@ Engine::Engine(models::CausalLm& model, const EngineOptions& options, Metrics* m
                          decoder.head_weight().is_cuda() && infer::decode_graphs_compiled());
   // Buckets pad their rows with one more slot that no sequence is admitted to.
   const int64_t slots = options.max_sequences + (bucketed ? 1 : 0);
-  // What the slots hold (a KV cache: after its first token; it grows from there).
-  check_fits("the decoding states of " + std::to_string(slots) + " sequence slots",
-             static_cast<double>(slots) * static_cast<double>(decoder.state_bytes_after(1)),
+  LINTIME_CHECK(options.tokens_per_sequence >= 0 && options.tokens_per_sequence <= kMaxTokensPerSequence,
+                "serve: tokens per sequence (prompt and new tokens) must lie in [0, ", kMaxTokensPerSequence, "], got ",
+                options.tokens_per_sequence);
+  // What the slots hold (a KV cache: reserved for tokens_per_sequence, else after a first token).
+  const int64_t reserved = std::max<int64_t>(options.tokens_per_sequence, 1);
+  check_fits("serve: the decoding states of " + std::to_string(slots) + " sequence slots (--max-sequences) of " +
+                 std::to_string(reserved) + " tokens (--max-prompt-tokens + --max-new-tokens)",
+             static_cast<double>(slots) * static_cast<double>(decoder.state_bytes_after(reserved)),
              decoder.head_weight().device());
-  cache_ = decoder.make_cache(slots);
+  cache_ = decoder.make_cache(slots, options.tokens_per_sequence);
   if (bucketed) {
     cache_.withhold(options.max_sequences);
     slot_steps_ = std::make_unique<infer::SlotSteps>(decoder, cache_, options.max_sequences, options.max_sequences);
@@ -100,6 +109,12 @@ std::shared_ptr<Stream> Engine::submit(GenerationRequest request) {
 int64_t Engine::pending() const {
   std::lock_guard lock(mutex_);
   return active_count_ + static_cast<int64_t>(queue_.size());
+}
+
+int64_t Engine::state_bytes() const {
+  int64_t total = 0;
+  for (int64_t i = 0; i < cache_.num_layers(); ++i) total += cache_.layer(i).allocated_bytes();
+  return total;
 }
 
 int64_t Engine::free_slots() const {

@@ -80,6 +80,11 @@ struct EngineOptions {
   int64_t max_queue = 64;           // requests waiting for a slot; more are refused (503)
   int64_t prefill_chunk = 256;      // prompt tokens prefilled per sequence per iteration
   int64_t prefix_cache_bytes = 256LL << 20;  // 0: no prefix-state cache
+  // The most tokens (prompt and generated) a sequence may reach: a KV cache is reserved for that
+  // many in every slot at its first use, so it never grows (a growth copies every slot's cache and
+  // records the decode buckets anew) and what it needs is checked when the engine starts. 0:
+  // grown as sequences lengthen. States of a fixed size (GSA, BASED) do not depend on it.
+  int64_t tokens_per_sequence = 0;
   int64_t choices = 0;              // logit columns tokens may come from (0: all; the tokenizer's
                                     // vocabulary leaves a padded head's extra columns out)
   // How a batched decode step runs. kBuckets: fixed-size buckets replayed as CUDA graphs on a GPU
@@ -106,6 +111,7 @@ class Engine {
   int64_t pending() const;
   int64_t active_sequences() const { return active_count_; }
   int64_t free_slots() const;  // for tests: slots not holding a sequence
+  int64_t state_bytes() const;  // for tests, while idle: bytes the slots' states hold
   const EngineOptions& options() const { return options_; }
   int64_t prefix_cache_entries() const;
   // Whether decode steps run through recorded buckets (EngineOptions::step_mode resolved).

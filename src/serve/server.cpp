@@ -89,6 +89,7 @@ Server::Server(models::CausalLm& model, const text::Tokenizer& tokenizer, const 
   model.module().for_each_parameter([this](const std::string&, at::Tensor& parameter) { device_ = parameter.device(); });
   EngineOptions engine_options = options.engine;
   engine_options.choices = std::min(tokenizer.vocab_size(), model.logits_width());
+  engine_options.tokens_per_sequence = options.max_prompt_tokens + options.max_new_tokens;
   engine_ = std::make_unique<Engine>(model, engine_options, &metrics_);
   http_ = std::make_unique<httplib::Server>();
   // One worker per client that may be waiting on the engine, plus a few for health and metrics.

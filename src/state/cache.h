@@ -78,6 +78,7 @@ class Cache {
     }
     return *layers_[static_cast<size_t>(index)];
   }
+  const LayerState& layer(int64_t index) const { return const_cast<Cache*>(this)->layer(index); }
 
   // Forgets every sequence (each layer's reset).
   void reset() {

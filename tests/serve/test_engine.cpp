@@ -189,6 +189,42 @@ TEST(Engine, BucketedStepsAreRefusedForAModelWhoseStepsCannotBeReplayed) {
   }
 }
 
+// A KV cache is reserved for the longest sequence a request may reach, in every slot, at its
+// first use: it does not grow after, and a reservation that cannot fit is refused at the start.
+TEST(Engine, KvCachesAreReservedForTheLongestSequenceAndChecked) {
+  auto model = tiny_model("llama");
+  EngineOptions options;
+  options.max_sequences = 2;
+  options.tokens_per_sequence = 40;
+  Engine engine(*model, options);
+  EXPECT_EQ(engine.state_bytes(), 0) << "allocated at the first prefill";
+  const int64_t reserved = 2 * model->decoder().state_bytes_after(40);
+  for (int64_t prompt_length : {5, 30}) {  // 5 + 10 and 30 + 10 tokens: the second fills the reservation
+    GenerationRequest request;
+    for (int64_t t = 0; t < prompt_length; ++t) request.prompt.push_back(1 + t % 50);
+    request.max_new_tokens = 10;
+    request.sampling.greedy = true;
+    auto stream = engine.submit(request);
+    ASSERT_NE(stream, nullptr);
+    const auto [tokens, finish] = drain(*stream);
+    EXPECT_EQ(tokens.size(), 10u);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (engine.pending() > 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    EXPECT_EQ(engine.state_bytes(), reserved) << "prompt " << prompt_length;
+  }
+  options.tokens_per_sequence = int64_t{1} << 40;  // petabytes of keys and values
+  try {
+    Engine too_large(*model, options);
+    FAIL() << "a reservation past the machine's memory";
+  } catch (const lintime::Error& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("--max-prompt-tokens + --max-new-tokens"), std::string::npos) << message;
+    EXPECT_NE(message.find("asked"), std::string::npos) << message;
+  }
+  options.tokens_per_sequence = (int64_t{1} << 40) + 1;
+  EXPECT_THROW(Engine(*model, options), lintime::Error);
+}
+
 TEST(Engine, CancellationFreesTheSlot) {
   auto model = tiny_model("gsa");
   EngineOptions options;

@@ -85,7 +85,7 @@ std::function<int()> add_serve_command(CLI::App& app) {
       ->check(integer_in(1, kMaxServedRequests));
   command->add_option("--max-queue", s.engine.max_queue, "Requests waiting for a slot before 503 (default 64)")
       ->check(integer_in(0, kMaxServedRequests));
-  command->add_option("--max-prompt-tokens", s.max_prompt_tokens, "Longest prompt accepted (default 4096)")
+  command->add_option("--max-prompt-tokens", s.max_prompt_tokens, "Longest prompt accepted (default 4096); with --max-new-tokens, the tokens a KV cache reserves per slot")
       ->check(integer_in(1, kMaxTokens));
   command->add_option("--max-new-tokens", s.max_new_tokens, "Cap on max_tokens, and chat's default (default 1024)")
       ->check(integer_in(1, kMaxTokens));
