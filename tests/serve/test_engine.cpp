@@ -86,6 +86,13 @@ std::pair<std::vector<int64_t>, Stream::Finish> drain(Stream& stream) {
   return {tokens, finish};
 }
 
+// Waits (up to 10 s) until no request is queued or running: a finished stream's sequence
+// leaves the engine's list at the end of that iteration.
+void wait_until_idle(const Engine& engine) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (engine.pending() > 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+}
+
 int64_t resident_bytes() {
   std::ifstream statm("/proc/self/statm");
   int64_t pages = 0, resident = 0;
@@ -153,8 +160,7 @@ TEST_P(EngineBatching, ConcurrentRequestsGetWhatGenerateGivesAlone) {
     EXPECT_TRUE(finishes[i] == Stream::Finish::kLength || finishes[i] == Stream::Finish::kEos) << "request " << i;
   }
   // A finished stream's sequence leaves the engine's list at the end of that iteration.
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (engine.pending() > 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  wait_until_idle(engine);
   EXPECT_EQ(engine.pending(), 0);
   EXPECT_EQ(engine.free_slots(), 5);
   const std::string text = metrics.render();
@@ -208,8 +214,7 @@ TEST(Engine, KvCachesAreReservedForTheLongestSequenceAndChecked) {
     ASSERT_NE(stream, nullptr);
     const auto [tokens, finish] = drain(*stream);
     EXPECT_EQ(tokens.size(), 10u);
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (engine.pending() > 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    wait_until_idle(engine);
     EXPECT_EQ(engine.state_bytes(), reserved) << "prompt " << prompt_length;
   }
   options.tokens_per_sequence = int64_t{1} << 40;  // petabytes of keys and values
@@ -241,8 +246,7 @@ TEST(Engine, CancellationFreesTheSlot) {
   EXPECT_EQ(engine.free_slots(), 1);
   stream->cancel();
   EXPECT_EQ(drain(*stream).second, Stream::Finish::kCancelled);
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (engine.pending() > 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  wait_until_idle(engine);
   EXPECT_EQ(engine.pending(), 0);
   EXPECT_EQ(engine.free_slots(), 2);
 }
@@ -266,8 +270,7 @@ TEST(Engine, AFullQueueAndAStoppedEngineRefuse) {
   queued->cancel();
   drain(*running);
   drain(*queued);
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (engine.pending() > 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  wait_until_idle(engine);
   request.max_new_tokens = 2;
   auto again = engine.submit(request);
   ASSERT_NE(again, nullptr);
@@ -333,8 +336,7 @@ TEST(Engine, ABoundedLoadEndsWithEverySlotFreeAndFlatMemory) {
   EXPECT_EQ(done, 32 * 20);
   EXPECT_EQ(failed, 0);
   EXPECT_GT(refused, 0);  // the queue limit was reached and held
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (engine.pending() > 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  wait_until_idle(engine);
   EXPECT_EQ(engine.pending(), 0);
   EXPECT_EQ(engine.free_slots(), 8);
   std::printf("resident memory %.1f MB before, %.1f MB after 512 requests\n", before / 1e6, after / 1e6);
