@@ -109,6 +109,11 @@ def _gsa_step_inplace(q, k, v, s, g, scale, state_k, state_v):
     return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
 
 
+@register_fake("lintime::gsa_step_rows_")
+def _gsa_step_rows_inplace(q, k, v, s, g, scale, state_k, state_v, rows):
+    return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+
+
 @register_fake("lintime::taylor_attention_step_")
 def _taylor_attention_step_inplace(q, k, v, normalize, eps, state, normalizer):
     return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))

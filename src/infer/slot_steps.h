@@ -9,9 +9,12 @@
 // is what the CPU tests check).
 //
 // Only for models whose steps are replayable (Decoder::slot_steps_are_replayable: states updated
-// in place, nothing read on the host). A KV cache (the Transformer++) is not staged: its layers
-// continue the bucket's slots in place (state::KvRows over a SlotRows at fixed addresses, keys
-// bounded by the cache's capacity), and room for the step is reserved on the host before it runs.
+// in place, nothing read on the host). Layers whose states continue rows in place are not staged
+// (LayerState::continues_rows_in_place): GSA's recurrent states are stepped where they lie
+// (state::GsaRows, ops::gsa_step_rows_), and a KV cache (the Transformer++) appends each row at
+// its own position (state::KvRows over a SlotRows at fixed addresses, keys bounded by the cache's
+// capacity; room for the step is reserved on the host before it runs). The others (BASED, GLA,
+// narrowed states) are gathered into the staging and written back.
 // The recordings point at the cache's tensors; when one of them is replaced (allocated at a first
 // prefill, or a KV cache grown), the staging and recordings are made anew.
 #pragma once

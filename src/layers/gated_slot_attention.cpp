@@ -82,8 +82,8 @@ GatedSlotAttention::GatedSlotAttention(const GatedSlotAttentionOptions& options,
 
 void GatedSlotAttention::parameters_moved() { place_adjacent({&q_proj, &k_proj, &v_proj, &f_proj}); }
 
-at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState* state,
-                                       const std::optional<at::Tensor>& cu_seqlens) {
+GatedSlotAttention::Features GatedSlotAttention::features(const at::Tensor& x, state::GsaLayerState* histories,
+                                                           const std::optional<at::Tensor>& cu_seqlens) const {
   const char* op = "GatedSlotAttention";
   check_shape(op, "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
   const int64_t batch = x.size(0), length = x.size(1);
@@ -95,47 +95,86 @@ at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState
   at::Tensor k = projections[1];  // [B, T, H*K]
   at::Tensor v = projections[2];  // [B, T, H*V]
   if (options_.use_short_conv) {
-    TORCH_CHECK(state == nullptr || state->conv_q.defined(),
+    TORCH_CHECK(histories == nullptr || histories->conv_q.defined(),
                 "GatedSlotAttention: the layer uses short convolutions but the state has no conv history");
-    q = q_conv1d->forward(q, state ? &state->conv_q : nullptr, cu_seqlens);
-    k = k_conv1d->forward(k, state ? &state->conv_k : nullptr, cu_seqlens);
-    v = v_conv1d->forward(v, state ? &state->conv_v : nullptr, cu_seqlens);
+    q = q_conv1d->forward(q, histories ? &histories->conv_q : nullptr, cu_seqlens);
+    k = k_conv1d->forward(k, histories ? &histories->conv_k : nullptr, cu_seqlens);
+    v = v_conv1d->forward(v, histories ? &histories->conv_v : nullptr, cu_seqlens);
   }
   const at::Tensor& f = projections[3];  // [B, T, H*M]
 
-  at::Tensor g, s;  // [B, T, H, M]
+  Features out;  // q [B, T, HQ, K], k [B, T, H, K], v [B, T, H, V], g and s [B, T, H, M]
   if (options_.feature_map == "swish") {
     // swish on q, k, v and the gates from f (one kernel in inference on a GPU).
     auto activations = ops::gsa_activations(q, k, v, f, options_.gate_logit_normalizer);
-    q = activations.q.view({batch, length, heads, dims_.head_k_dim});     // [B, T, HQ, K]
-    k = activations.k.view({batch, length, kv_heads, dims_.head_k_dim});  // [B, T, H, K]
-    v = activations.v.view({batch, length, kv_heads, dims_.head_v_dim});  // [B, T, H, V]
-    g = activations.g.view({batch, length, kv_heads, slots});
-    s = activations.s.view({batch, length, kv_heads, slots});
+    out.q = activations.q.view({batch, length, heads, dims_.head_k_dim});
+    out.k = activations.k.view({batch, length, kv_heads, dims_.head_k_dim});
+    out.v = activations.v.view({batch, length, kv_heads, dims_.head_v_dim});
+    out.g = activations.g.view({batch, length, kv_heads, slots});
+    out.s = activations.s.view({batch, length, kv_heads, slots});
   } else {
-    q = feature_map(q.view({batch, length, heads, dims_.head_k_dim}), options_.feature_map);
-    k = feature_map(k.view({batch, length, kv_heads, dims_.head_k_dim}), options_.feature_map);
-    v = at::silu(v.view({batch, length, kv_heads, dims_.head_v_dim}));
-    g = at::log_sigmoid(f.view({batch, length, kv_heads, slots})) / options_.gate_logit_normalizer;
-    s = 1 - at::exp(g);
+    out.q = feature_map(q.view({batch, length, heads, dims_.head_k_dim}), options_.feature_map);
+    out.k = feature_map(k.view({batch, length, kv_heads, dims_.head_k_dim}), options_.feature_map);
+    out.v = at::silu(v.view({batch, length, kv_heads, dims_.head_v_dim}));
+    out.g = at::log_sigmoid(f.view({batch, length, kv_heads, slots})) / options_.gate_logit_normalizer;
+    out.s = 1 - at::exp(out.g);
   }
+  return out;
+}
 
+at::Tensor GatedSlotAttention::output(const at::Tensor& o) const {
+  // g_norm(silu(o)) (one kernel in inference on a GPU).
+  return o_proj.forward(g_norm.silu_forward(o.reshape({o.size(0), o.size(1), dims_.value_dim})));
+}
+
+at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState* state,
+                                       const std::optional<at::Tensor>& cu_seqlens) {
+  const Features in = features(x, state, cu_seqlens);
   at::Tensor o;  // [B, T, HQ, V]
   if (state == nullptr) {
-    o = ops::gsa_chunk(q, k, v, s, g, scale(), std::nullopt, std::nullopt, false, cu_seqlens).o;
-  } else if (length == 1 && !cu_seqlens.has_value()) {
-    o = ops::gsa_step_(q.select(1, 0), k.select(1, 0), v.select(1, 0), s.select(1, 0), g.select(1, 0), scale(),
-                       state->state_k, state->state_v)
+    o = ops::gsa_chunk(in.q, in.k, in.v, in.s, in.g, scale(), std::nullopt, std::nullopt, false, cu_seqlens).o;
+  } else if (x.size(1) == 1 && !cu_seqlens.has_value()) {
+    o = ops::gsa_step_(in.q.select(1, 0), in.k.select(1, 0), in.v.select(1, 0), in.s.select(1, 0), in.g.select(1, 0),
+                       scale(), state->state_k, state->state_v)
             .unsqueeze(1);
   } else {
-    auto result = ops::gsa_chunk(q, k, v, s, g, scale(), state->state_k, state->state_v, true, cu_seqlens);
+    auto result = ops::gsa_chunk(in.q, in.k, in.v, in.s, in.g, scale(), state->state_k, state->state_v, true, cu_seqlens);
     state->state_k = result.final_state_k;
     state->state_v = result.final_state_v;
     o = result.o;
   }
+  return output(o);
+}
 
-  // g_norm(silu(o)) (one kernel in inference on a GPU).
-  return o_proj.forward(g_norm.silu_forward(o.reshape({batch, length, dims_.value_dim})));
+at::Tensor GatedSlotAttention::forward_rows(const at::Tensor& x, state::GsaRows& rows) {
+  state::GsaLayerState& slots = *rows.cache;
+  const at::Tensor& index = rows.slots->rows;  // [B]: row b continues slot index[b]
+  // The rows' convolution histories (a few tokens each) are gathered and written back.
+  state::GsaLayerState histories;
+  if (options_.use_short_conv) {
+    histories.conv_q = slots.conv_q.index_select(0, index);
+    histories.conv_k = slots.conv_k.index_select(0, index);
+    histories.conv_v = slots.conv_v.index_select(0, index);
+  }
+  const Features in = features(x, &histories, std::nullopt);
+  if (options_.use_short_conv) {
+    slots.conv_q.index_copy_(0, index, histories.conv_q);
+    slots.conv_k.index_copy_(0, index, histories.conv_k);
+    slots.conv_v.index_copy_(0, index, histories.conv_v);
+  }
+  at::Tensor o;  // [B, T, HQ, V]
+  if (x.size(1) == 1) {  // a decoding step: the kernel reads and writes each row's states where they lie
+    o = ops::gsa_step_rows_(in.q.select(1, 0), in.k.select(1, 0), in.v.select(1, 0), in.s.select(1, 0),
+                            in.g.select(1, 0), scale(), slots.state_k, slots.state_v, index)
+            .unsqueeze(1);
+  } else {  // a prefill chunk: the rows' states gathered, continued and written back
+    auto result = ops::gsa_chunk(in.q, in.k, in.v, in.s, in.g, scale(), slots.state_k.index_select(0, index),
+                                 slots.state_v.index_select(0, index), true, std::nullopt);
+    slots.state_k.index_copy_(0, index, result.final_state_k.to(slots.state_k.scalar_type()));
+    slots.state_v.index_copy_(0, index, result.final_state_v.to(slots.state_v.scalar_type()));
+    o = result.o;
+  }
+  return output(o);
 }
 
 state::GsaLayerState GatedSlotAttention::make_state(int64_t batch, const at::Device& device,

@@ -19,6 +19,7 @@
 
 namespace lintime::state {
 struct GsaLayerState;
+struct GsaRows;
 }
 
 namespace lintime::layers {
@@ -47,6 +48,15 @@ class GatedSlotAttention : public Module {
   };
   // Checks the options (one lintime::Error line naming the option) and derives the sizes.
   static Dims validated_dims(const GatedSlotAttentionOptions& options);
+  struct Features {
+    at::Tensor q, k, v, s, g;  // [B, T, HQ, K], [B, T, H, K], [B, T, H, V], [B, T, H, M] twice
+  };
+  // The recurrence's inputs from x: projections, short convolutions (continuing the histories
+  // of `histories` when given), feature maps and slot gates.
+  Features features(const at::Tensor& x, state::GsaLayerState* histories,
+                    const std::optional<at::Tensor>& cu_seqlens) const;
+  // o [B, T, HQ, V] -> o_proj(g_norm(silu(o))) [B, T, hidden_size].
+  at::Tensor output(const at::Tensor& o) const;
   // Declared first: the projections below are sized from these.
   GatedSlotAttentionOptions options_;
   Dims dims_;
@@ -63,6 +73,11 @@ class GatedSlotAttention : public Module {
   // cu_seqlens [N+1]: varlen packing with B == 1 (state then holds N sequences).
   at::Tensor forward(const at::Tensor& x, state::GsaLayerState* state = nullptr,
                      const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+  // x [B, T, hidden_size] for the server's slots rows.slots->rows, continued in place: T == 1
+  // steps each row's states where they lie (ops::gsa_step_rows_); T > 1 gathers the rows' states,
+  // prefills and writes them back. Convolution histories are gathered and written back.
+  at::Tensor forward_rows(const at::Tensor& x, state::GsaRows& rows);
 
   // A zero state for `batch` sequences: fp32 recurrent states (fp64 when compute_dtype is fp64),
   // conv history in `dtype`.

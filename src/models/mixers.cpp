@@ -89,6 +89,10 @@ class GsaMixer final : public Mixer {
   GsaMixer(const layers::GatedSlotAttentionOptions& options, at::Generator& generator) : layer_(options, generator) {}
   at::Tensor forward(const at::Tensor& x, state::LayerState* layer_state,
                      const std::optional<at::Tensor>& cu_seqlens) override {
+    if (auto* rows = dynamic_cast<state::GsaRows*>(layer_state)) {
+      LINTIME_CHECK(!cu_seqlens.has_value(), "mixer \"gsa\": slot rows continued in place take no packed sequences (cu_seqlens)");
+      return layer_.forward_rows(x, *rows);
+    }
     return layer_.forward(x, layer_state ? &state_as<state::GsaLayerState>(*layer_state, "gsa") : nullptr, cu_seqlens);
   }
   std::unique_ptr<state::LayerState> make_state(int64_t batch, const c10::Device& device,

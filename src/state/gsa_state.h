@@ -8,9 +8,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace lintime::state {
+
+struct GsaRows;
 
 struct GsaLayerState : LayerState {
   at::Tensor state_k;  // [B, H, K, M] fp32 (fp64 for fp64 models)
@@ -24,6 +28,36 @@ struct GsaLayerState : LayerState {
   std::vector<at::Tensor*> recurrent_tensors() override { return {&state_k, &state_v}; }
   int64_t batch_size() const { return state_k.defined() ? state_k.size(0) : 0; }
   int64_t bytes() const { return allocated_bytes(); }
+  // A server's slots continue in place (GsaRows): the decoding kernel reads and writes the rows
+  // where they lie. States kept narrower than computed are widened per call: those gather.
+  std::unique_ptr<LayerState> rows_view(std::shared_ptr<const SlotRows> rows) override;
+  bool continues_rows_in_place() const override { return !recurrent_dtype.has_value() && state_k.defined(); }
 };
+
+// Rows of a GsaLayerState continued in place (rows_view): a step updates each row's states in
+// the slot tensors (ops::gsa_step_rows_); a prefill gathers them, runs, and writes them back.
+// Holds no tensors of its own.
+struct GsaRows : LayerState {
+  GsaLayerState* cache = nullptr;  // the slots' states (not owned; outlives the forward)
+  std::shared_ptr<const SlotRows> slots;
+
+  std::vector<at::Tensor*> tensors() override { return {}; }
+  std::unique_ptr<LayerState> empty_like() const override {
+    throw std::logic_error("GsaRows: a view of a cache's rows has no empty copy");
+  }
+  std::unique_ptr<LayerState> gather(const at::Tensor&, int64_t) const override {
+    throw std::logic_error("GsaRows: a view of a cache's rows is not gathered from");
+  }
+  void scatter(LayerState&, const at::Tensor&) override {}  // already written in place
+  void reset_rows(const at::Tensor&) override {}
+  void reset() override {}
+};
+
+inline std::unique_ptr<LayerState> GsaLayerState::rows_view(std::shared_ptr<const SlotRows> rows) {
+  auto view = std::make_unique<GsaRows>();
+  view->cache = this;
+  view->slots = std::move(rows);
+  return view;
+}
 
 }  // namespace lintime::state

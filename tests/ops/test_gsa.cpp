@@ -24,6 +24,7 @@
 namespace lintime::ops {
 namespace {
 
+using lintime::testing::error_of;
 using lintime::testing::expect_close;
 using lintime::testing::make_generator;
 using lintime::testing::poison_nan;
@@ -257,6 +258,56 @@ TEST(GsaStep, FunctionalAndInPlaceStepsMatchReferenceTokenByToken) {
   }
 }
 
+// Steps over rows of larger state tensors (a server's slots): rows 3 and 0 of five continue as
+// two sequences of their own would (the token-by-token reference from those rows' states, in
+// float64), and the other rows keep every bit.
+TEST(GsaStep, RowsStepContinuesItsRowsWhereTheyLieAndLeavesTheOthers) {
+  const GsaCase c{"rows_T6_B2_HQ4_H2_K20_V12_M8", 2, 6, 4, 2, 20, 12, 8, 1.0, true, true};
+  const auto in = make_inputs(c, seed_of(c.name));
+  at::NoGradGuard no_grad;
+  auto generator = make_generator(11);
+  at::Tensor slots_k = at::randn({5, 2, 20, 8}, generator, at::kDouble);
+  at::Tensor slots_v = at::randn({5, 2, 8, 12}, generator, at::kDouble);
+  const at::Tensor rows = at::tensor(std::vector<int64_t>{3, 0}, at::kLong);
+  const at::Tensor others = at::tensor(std::vector<int64_t>{1, 2, 4}, at::kLong);
+  const at::Tensor untouched_k = slots_k.index_select(0, others), untouched_v = slots_v.index_select(0, others);
+  auto reference = gsa_reference(in.q, in.k, in.v, in.s, in.g, in.scale, slots_k.index_select(0, rows),
+                                 slots_v.index_select(0, rows), true);
+  std::vector<at::Tensor> outputs;
+  for (int64_t t = 0; t < c.time; ++t) {
+    auto token = [&](const at::Tensor& x) { return x.select(1, t); };
+    outputs.push_back(gsa_step_rows_(token(in.q), token(in.k), token(in.v), token(in.s), token(in.g), in.scale,
+                                     slots_k, slots_v, rows));
+  }
+  expect_close(c.name, "o", at::stack(outputs, 1), reference.o, 1e-12);
+  expect_close(c.name, "state_k of the rows", slots_k.index_select(0, rows), reference.final_state_k, 1e-12);
+  expect_close(c.name, "state_v of the rows", slots_v.index_select(0, rows), reference.final_state_v, 1e-12);
+  EXPECT_TRUE(at::equal(slots_k.index_select(0, others), untouched_k)) << "state_k of another row changed";
+  EXPECT_TRUE(at::equal(slots_v.index_select(0, others), untouched_v)) << "state_v of another row changed";
+}
+
+TEST(GsaChecks, RowsStepNamesBadRows) {
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  const auto q = at::zeros({2, 4, 16}, options), k = at::zeros({2, 2, 16}, options);
+  const auto v = at::zeros({2, 2, 12}, options), s = at::zeros({2, 2, 4}, options);
+  auto state_k = at::zeros({3, 2, 16, 4}, options), state_v = at::zeros({3, 2, 4, 12}, options);
+  const auto run = [&](std::vector<int64_t> rows, at::Tensor& hk, at::Tensor& hv) {
+    return error_of([&] { gsa_step_rows_(q, k, v, s, s, 1.0, hk, hv, at::tensor(rows, at::kLong)); });
+  };
+  EXPECT_EQ(run({1, 1}, state_k, state_v),
+            "lintime::gsa_step_rows_: rows must be distinct rows of the states in [0, 3), got 1");
+  EXPECT_EQ(run({0, 3}, state_k, state_v),
+            "lintime::gsa_step_rows_: rows must be distinct rows of the states in [0, 3), got 3");
+  EXPECT_EQ(run({0}, state_k, state_v), "lintime::gsa_step_rows_: rows must have shape [B] = [2], got [1]");
+  auto narrow_v = at::zeros({3, 2, 4, 11}, options);
+  EXPECT_EQ(run({0, 1}, state_k, narrow_v),
+            "lintime::gsa_step_rows_: state_v must have shape [S, H, M, V] = [3, 2, 4, 12], got [3, 2, 4, 11]");
+  const std::string message = error_of([&] {
+    gsa_step_rows_(q, k, v, s, s, 1.0, state_k, state_v, at::tensor(std::vector<int32_t>{0, 1}, at::kInt));
+  });
+  EXPECT_EQ(message, "lintime::gsa_step_rows_: rows must be int64, got Int");
+}
+
 // Prefill with the chunked op, then decode in place: equals one chunked pass over everything.
 TEST(GsaStep, ChunkPrefillThenInPlaceDecodeEqualsFullChunkForward) {
   const GsaCase c{"prefill_70_decode_5_B2_HQ2_H1_K32_V60_M32", 2, 75, 2, 1, 32, 60, 32, 8.0, true,
@@ -337,7 +388,6 @@ TEST(AbcGates, RestartForEverySequenceAndNormalise) {
   expect_close("abc_gates", "s + exp(g)", total, at::ones_like(total), 1e-14);
 }
 
-using lintime::testing::error_of;
 
 TEST(GsaChecks, ErrorMessagesNameTensorAndExpectedShape) {
   const auto options = at::TensorOptions().dtype(at::kFloat);

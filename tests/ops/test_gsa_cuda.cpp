@@ -23,9 +23,11 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <vector>
@@ -348,6 +350,56 @@ TEST(GsaCuda, StepsMatchReferenceTokenByToken) {
                    reference.final_state_k, 1e-5);
       expect_close(name, "functional state_v", functional_v.cpu().to(at::kDouble),
                    reference.final_state_v, 1e-5);
+    }
+  }
+}
+
+// Steps over rows of larger state tensors (a server's slots continued where they lie): both
+// token-by-token designs (the two kernels at 3 x 2 (head, sequence) pairs, the streamed kernel at
+// 40 x 4), rows in shuffled order among slots that stay out; against the float64 reference from
+// the rows' own states, and every other row keeps each bit.
+TEST(GsaCuda, RowsStepsContinueTheirRowsWhereTheyLie) {
+  LINTIME_SKIP_WITHOUT_CUDA();
+  const std::vector<GsaCase> cases = {
+      {"rows_T5_B3_HQ4_H2_K96_V80_M48", 3, 5, 4, 2, 96, 80, 48, 1.0, true, true},
+      {"rows_T3_B40_HQ8_H4_K64_V128_M64_streamed", 40, 3, 8, 4, 64, 128, 64, 8.0, true, true},
+  };
+  at::NoGradGuard no_grad;
+  for (const auto& c : cases) {
+    const auto in = make_inputs(c, seed_of(c.name));
+    const int64_t slots = c.batch + 3;
+    std::vector<int64_t> order(static_cast<size_t>(slots));
+    std::iota(order.begin(), order.end(), 0);
+    std::reverse(order.begin(), order.end());  // row b continues slot slots - 1 - b: none in place
+    const at::Tensor rows = at::tensor(std::vector<int64_t>(order.begin(), order.begin() + c.batch), at::kLong);
+    const at::Tensor others = at::tensor(std::vector<int64_t>(order.begin() + c.batch, order.end()), at::kLong);
+    auto generator = lintime::testing::make_generator(seed_of(c.name) + 1);
+    const at::Tensor slots_k = at::randn({slots, c.heads, c.key_dim, c.slots}, generator, at::kDouble);
+    const at::Tensor slots_v = at::randn({slots, c.heads, c.slots, c.value_dim}, generator, at::kDouble);
+    for (auto dtype : {at::kBFloat16, at::kFloat}) {
+      const auto rounded = rounded_to(in, dtype);
+      const auto initial_k = slots_k.to(at::kFloat).to(at::kDouble), initial_v = slots_v.to(at::kFloat).to(at::kDouble);
+      const auto reference = gsa_reference(rounded.q, rounded.k, rounded.v, rounded.s, rounded.g, rounded.scale,
+                                           initial_k.index_select(0, rows), initial_v.index_select(0, rows), true);
+      const auto cuda = [&](const at::Tensor& x) { return x.to(at::kCUDA, dtype); };
+      auto state_k = slots_k.to(at::kCUDA, at::kFloat), state_v = slots_v.to(at::kCUDA, at::kFloat);
+      const auto untouched_k = state_k.index_select(0, others.cuda()), untouched_v = state_v.index_select(0, others.cuda());
+      std::vector<at::Tensor> outputs;
+      for (int64_t t = 0; t < c.time; ++t) {
+        outputs.push_back(gsa_step_rows_(cuda(rounded.q.select(1, t)), cuda(rounded.k.select(1, t)),
+                                         cuda(rounded.v.select(1, t)), cuda(rounded.s.select(1, t)),
+                                         cuda(rounded.g.select(1, t)), rounded.scale, state_k, state_v, rows.cuda())
+                              .cpu());
+      }
+      const std::string name = c.name + " " + dtype_name(dtype);
+      const double tolerance = dtype == at::kFloat ? 1e-5 : 8.0 / 256;
+      expect_close(name, "o", at::stack(outputs, 1).to(at::kDouble), reference.o, tolerance);
+      expect_close(name, "state_k of the rows", state_k.cpu().to(at::kDouble).index_select(0, rows),
+                   reference.final_state_k, 1e-5);
+      expect_close(name, "state_v of the rows", state_v.cpu().to(at::kDouble).index_select(0, rows),
+                   reference.final_state_v, 1e-5);
+      EXPECT_TRUE(at::equal(state_k.index_select(0, others.cuda()), untouched_k)) << name << ": another row's state_k changed";
+      EXPECT_TRUE(at::equal(state_v.index_select(0, others.cuda()), untouched_v)) << name << ": another row's state_v changed";
     }
   }
 }

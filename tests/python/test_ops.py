@@ -240,6 +240,8 @@ def op_samples(generator):
         "abc_gates": [(s, None)],
         "gsa_step": [(one(q), one(k), one(v), one(s), one(g), 0.5, hk, hv)],
         "gsa_step_": [(one(q), one(k), one(v), one(s), one(g), 0.5, hk.clone(), hv.clone())],
+        "gsa_step_rows_": [(one(q), one(k), one(v), one(s), one(g), 0.5, torch.cat([hk, hk]), torch.cat([hv, hv]),
+                            torch.tensor([1]))],
         "taylor_attention_chunk": [(qd, kd, vd, True, 1e-6, None, None, True, None)],
         "taylor_attention_reference": [(qd, kd, vd, False, 1e-6, None, None, False, None)],
         "taylor_attention_step": [(one(qd), one(kd), one(vd), True, 1e-6, randn(generator, B, H, E, V),

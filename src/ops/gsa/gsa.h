@@ -54,4 +54,15 @@ at::Tensor gsa_step_inplace(const at::Tensor& q, const at::Tensor& k, const at::
                             const at::Tensor& s, const at::Tensor& g, double scale,
                             at::Tensor& state_k, at::Tensor& state_v);
 
+// One token of B sequences whose states are rows of larger tensors (a server's slots, continued
+// where they lie): row b continues state_k[rows[b]] [S, H, K, M] and state_v[rows[b]] [S, H, M, V];
+// rows [B] int64, distinct, in [0, S). The other rows are left alone.
+void gsa_step_rows_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& s, const at::Tensor& g, const at::Tensor& state_k,
+                                const at::Tensor& state_v, const at::Tensor& rows);
+// The reference: gathers the rows, steps them (gsa_step_inplace) and writes them back.
+at::Tensor gsa_step_rows_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& s, const at::Tensor& g, double scale,
+                                 at::Tensor& state_k, at::Tensor& state_v, const at::Tensor& rows);
+
 }  // namespace lintime::ops

@@ -8,6 +8,8 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 namespace lintime::ops {
 
 void gsa_step_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
@@ -74,6 +76,46 @@ at::Tensor gsa_step_inplace(const at::Tensor& q, const at::Tensor& k, const at::
                             at::Tensor& state_k, at::Tensor& state_v) {
   gsa_step_check_inputs("lintime::gsa_step_", q, k, v, s, g, state_k, state_v);
   return step_states(q, k, v, s, g, scale, state_k, state_v);
+}
+
+void gsa_step_rows_check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& s, const at::Tensor& g, const at::Tensor& state_k,
+                                const at::Tensor& state_v, const at::Tensor& rows) {
+  check_shape(op, "rows", rows, {{"B", q.dim() == 3 ? q.size(0) : -1}});
+  TORCH_CHECK(rows.scalar_type() == at::kLong, op, ": rows must be int64, got ", rows.scalar_type());
+  check_same_device(op, "rows", rows, q.device());
+  if (k.dim() == 3 && v.dim() == 3 && s.dim() == 3) {  // else the step's own checks name what is wrong
+    check_shape(op, "state_k", state_k, {{"S", -1}, {"H", k.size(1)}, {"K", k.size(2)}, {"M", s.size(2)}});
+    check_shape(op, "state_v", state_v, {{"S", state_k.size(0)}, {"H", k.size(1)}, {"M", s.size(2)}, {"V", v.size(2)}});
+  }
+  // The rows' states as the one-token step checks them: [B, ...] views of row 0 stand in.
+  const int64_t batch = q.dim() == 3 ? q.size(0) : 0;
+  TORCH_CHECK(state_k.size(0) == state_v.size(0) && state_k.size(0) > 0, op,
+              ": state_k and state_v must hold the same rows S > 0, got ", state_k.size(0), " and ", state_v.size(0));
+  if (rows.is_cpu()) {  // on a device the kernel checks the range; reading them here would wait for it
+    std::vector<bool> seen(static_cast<size_t>(state_k.size(0)), false);
+    const at::Tensor values = rows.contiguous();
+    for (int64_t i = 0; i < values.numel(); ++i) {
+      const int64_t row = values.data_ptr<int64_t>()[i];
+      TORCH_CHECK(row >= 0 && row < state_k.size(0) && !seen[static_cast<size_t>(row)], op,
+                  ": rows must be distinct rows of the states in [0, ", state_k.size(0), "), got ", row);
+      seen[static_cast<size_t>(row)] = true;
+    }
+  }
+  gsa_step_check_inputs(op, q, k, v, s, g, state_k.narrow(0, 0, 1).expand({batch, -1, -1, -1}),
+                        state_v.narrow(0, 0, 1).expand({batch, -1, -1, -1}));
+}
+
+at::Tensor gsa_step_rows_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& s, const at::Tensor& g, double scale,
+                                 at::Tensor& state_k, at::Tensor& state_v, const at::Tensor& rows) {
+  gsa_step_rows_check_inputs("lintime::gsa_step_rows_", q, k, v, s, g, state_k, state_v, rows);
+  at::Tensor part_k = state_k.index_select(0, rows).to(compute_dtype(q.scalar_type()));
+  at::Tensor part_v = state_v.index_select(0, rows).to(compute_dtype(q.scalar_type()));
+  at::Tensor o = step_states(q, k, v, s, g, scale, part_k, part_v);
+  state_k.index_copy_(0, rows, part_k.to(state_k.scalar_type()));
+  state_v.index_copy_(0, rows, part_v.to(state_v.scalar_type()));
+  return o;
 }
 
 }  // namespace lintime::ops

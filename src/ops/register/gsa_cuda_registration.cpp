@@ -495,10 +495,11 @@ Tensors7 gsa_chunk_bwd_with_internals_cuda(
 
 // One decoding step through the token-by-token kernels. The states are updated in place when
 // they are fp32, contiguous and aligned (the in-place op requires that, else general path).
+// With `rows` (int64 [B] on the device), sequence b's states are row rows[b] of the states.
 at::Tensor step_states(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        const at::Tensor& s, const at::Tensor& g, double scale,
                        const at::Tensor& state_k_in, const at::Tensor& state_v_in,
-                       at::Tensor& state_k_out, at::Tensor& state_v_out) {
+                       at::Tensor& state_k_out, at::Tensor& state_v_out, const at::Tensor& rows = {}) {
   // As a chunked problem with T = 1: [B, HQ, D] -> [B, 1, HQ, D].
   const at::Tensor q4 = q.unsqueeze(1), k4 = k.unsqueeze(1), v4 = v.unsqueeze(1);
   const at::Tensor s4 = s.unsqueeze(1), g4 = g.unsqueeze(1);
@@ -511,6 +512,10 @@ at::Tensor step_states(const at::Tensor& q, const at::Tensor& k, const at::Tenso
   p.o = o.data_ptr();
   p.final_state_k = state_k_out.data_ptr<float>();
   p.final_state_v = state_v_out.data_ptr<float>();
+  if (rows.defined()) {
+    p.state_rows = rows.data_ptr<int64_t>();
+    p.state_row_count = state_k_out.size(0);
+  }
   run_recurrent(problem, p, q.options(), c10::cuda::getCurrentCUDAStream().stream());
   return o;
 }
@@ -548,6 +553,17 @@ at::Tensor gsa_step_inplace_cuda(const at::Tensor& q, const at::Tensor& k, const
   return step_states(q, k, v, s, g, scale, state_k, state_v, state_k, state_v);
 }
 
+at::Tensor gsa_step_rows_inplace_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const at::Tensor& s, const at::Tensor& g, double scale,
+                                      at::Tensor& state_k, at::Tensor& state_v, const at::Tensor& rows) {
+  gsa_step_rows_check_inputs("lintime::gsa_step_rows_", q, k, v, s, g, state_k, state_v, rows);
+  if (!step_fits(q, k, v, s) || !kernel_ready_state(state_k) || !kernel_ready_state(state_v) ||
+      state_k.size(0) >= (int64_t{1} << 31)) {
+    return gsa_step_rows_inplace(q, k, v, s, g, scale, state_k, state_v, rows);
+  }
+  return step_states(q, k, v, s, g, scale, state_k, state_v, state_k, state_v, rows.contiguous());
+}
+
 }  // namespace
 
 std::vector<int64_t> gsa_fused_internals_layout(at::IntArrayRef sizes, at::ScalarType dtype, const at::Device& device) {
@@ -575,6 +591,7 @@ TORCH_LIBRARY_IMPL(lintime, CUDA, m) {
   m.impl("gsa_chunk_bwd_with_internals", gsa_chunk_bwd_with_internals_cuda);
   m.impl("gsa_step", gsa_step_cuda);
   m.impl("gsa_step_", gsa_step_inplace_cuda);
+  m.impl("gsa_step_rows_", gsa_step_rows_inplace_cuda);
 }
 
 }  // namespace lintime::ops

@@ -215,6 +215,7 @@ TORCH_LIBRARY_IMPL(lintime, CompositeExplicitAutograd, m) {
   m.impl("gsa_chunk_bwd_with_internals", gsa_chunk_bwd_with_internals_cpu);
   m.impl("gsa_step", gsa_step_functional);
   m.impl("gsa_step_", gsa_step_inplace);
+  m.impl("gsa_step_rows_", gsa_step_rows_inplace);
 }
 
 TORCH_LIBRARY_IMPL(lintime, CompositeImplicitAutograd, m) {

@@ -97,6 +97,15 @@ at::Tensor gsa_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   return handle.call(q, k, v, s, g, scale, state_k, state_v);
 }
 
+at::Tensor gsa_step_rows_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const at::Tensor& s, const at::Tensor& g, double scale, at::Tensor& state_k,
+                          at::Tensor& state_v, const at::Tensor& rows) {
+  static auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                     const at::Tensor&, const at::Tensor&, double, at::Tensor&,
+                                     at::Tensor&, const at::Tensor&)>("lintime::gsa_step_rows_");
+  return handle.call(q, k, v, s, g, scale, state_k, state_v, rows);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step(const at::Tensor& q, const at::Tensor& k,
                                                         const at::Tensor& v, const at::Tensor& s,
                                                         const at::Tensor& g, double scale,

@@ -59,6 +59,11 @@ GsaResult gsa_reference(const at::Tensor& q, const at::Tensor& k, const at::Tens
 at::Tensor gsa_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& s, const at::Tensor& g, double scale,
                      at::Tensor& state_k, at::Tensor& state_v);
+// gsa_step_ for the sequences in rows [B] (int64, distinct, in [0, S)) of state_k [S, H, K, M] and
+// state_v [S, H, M, V], updated where they lie (a server's slots: nothing gathered or written back).
+at::Tensor gsa_step_rows_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const at::Tensor& s, const at::Tensor& g, double scale,
+                          at::Tensor& state_k, at::Tensor& state_v, const at::Tensor& rows);
 // Functional step: returns (o, new_state_k, new_state_v).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gsa_step(const at::Tensor& q, const at::Tensor& k,
                                                         const at::Tensor& v, const at::Tensor& s,

@@ -57,6 +57,10 @@ TORCH_LIBRARY(lintime, m) {
         "(Tensor o, Tensor new_state_k, Tensor new_state_v)");
   m.def("gsa_step_(Tensor q, Tensor k, Tensor v, Tensor s, Tensor g, float scale, Tensor(a!) state_k, "
         "Tensor(b!) state_v) -> Tensor o");
+  // One token of the sequences in rows [B] (int64, distinct) of state_k [S,H,K,M] and state_v [S,H,M,V],
+  // continued in place there (a server's slots); the other rows are left alone.
+  m.def("gsa_step_rows_(Tensor q, Tensor k, Tensor v, Tensor s, Tensor g, float scale, Tensor(a!) state_k, "
+        "Tensor(b!) state_v, Tensor rows) -> Tensor o");
   // Taylor linear attention (BASED): q, k [B,T,H,D], v [B,T,H,V]; states S [N,H,E,V], z [N,H,E]
   // with E = 1 + D + D² (ops/based/taylor_attention.h).
   m.def("taylor_attention_chunk(Tensor q, Tensor k, Tensor v, bool normalize, float eps, Tensor? initial_state, "

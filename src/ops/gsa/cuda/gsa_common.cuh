@@ -58,6 +58,14 @@ __device__ __forceinline__ void sequence_bounds(const GsaParams& p, int n, int& 
   }
 }
 
+// The row of the state tensors that sequence n starts from and ends in (GsaParams::state_rows).
+__device__ __forceinline__ int64_t state_row(const GsaParams& p, int n) {
+  if (p.state_rows == nullptr) return n;
+  const int64_t row = p.state_rows[n];
+  if (row < 0 || row >= p.state_row_count) __trap();  // never read or write outside the states
+  return row;
+}
+
 // Global index of chunk `local` of sequence n (chunk-indexed workspace rows).
 __device__ __forceinline__ int global_chunk(const GsaParams& p, int n, int local) {
   return p.cu_seqlens != nullptr ? p.chunk_offsets[n] + local : n * chunks_of(p.seqlen) + local;

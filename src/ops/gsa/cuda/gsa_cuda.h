@@ -114,6 +114,13 @@ struct GsaParams {
   // device's SM count: single-token steps with fewer (head, sequence) pairs take the two kernels.
   float* slot_score_partials = nullptr;
   int multiprocessors = 0;
+
+  // In-place decoding of some rows of larger state tensors (a server's slots, continued where
+  // they lie): sequence n's initial and final states are row state_rows[n] (int64 on the device)
+  // of [state_row_count, H, K, M] and [state_row_count, H, M, V]. A row outside them stops the
+  // kernel, as ATen's device-side index checks do. Null: row n. The token-by-token kernels only.
+  const int64_t* state_rows = nullptr;
+  int64_t state_row_count = 0;
 };
 
 // Largest dynamic shared memory of the chunked kernels for these params, in bytes: the binding

@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kThreads, MP <= 64 ? 8 : 4) recurrent_keys_ker
   float* partial = query + G * kHeadTile;                  // [kRowGroups][G][MP]
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
-  const int64_t state_base = (int64_t{n} * H + h) * K * M;
+  const int64_t state_base = (state_row(p, n) * H + h) * K * M;
   float state[kRows][4];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p)
   float* partial = prob + G * MP;                  // [kRowGroups][G][64]
   int bos, eos;
   sequence_bounds(p, n, bos, eos);
-  const int64_t state_base = (int64_t{n} * H + h) * M * V;
+  const int64_t state_base = (state_row(p, n) * H + h) * M * V;
   float state[kRows][4];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
@@ -322,7 +322,7 @@ __global__ void __launch_bounds__(kStepThreads) recurrent_step_kernel(GsaParams 
   const int key_quad = t % kKeyQuads, key_row = t / kKeyQuads;          // piece j: row key_row + j * stride
   const int value_quad = t % kValueQuads, value_row = t / kValueQuads;  // piece j: slot value_row + j * stride
   const int64_t token = n;  // T = 1
-  const int64_t base_k = (int64_t{n} * H + h) * K * M, base_v = (int64_t{n} * H + h) * M * V;
+  const int64_t row = state_row(p, n), base_k = (row * H + h) * K * M, base_v = (row * H + h) * M * V;
   extern __shared__ __align__(16) char smem[];
   float4* ring = reinterpret_cast<float4*>(smem);                       // [stages][pieces][threads]
   float* key = reinterpret_cast<float*>(ring + kStages * kPieces * kStepThreads);  // [K]
