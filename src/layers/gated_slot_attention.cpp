@@ -167,9 +167,10 @@ at::Tensor GatedSlotAttention::forward_rows(const at::Tensor& x, state::GsaRows&
     o = ops::gsa_step_rows_(in.q.select(1, 0), in.k.select(1, 0), in.v.select(1, 0), in.s.select(1, 0),
                             in.g.select(1, 0), scale(), slots.state_k, slots.state_v, index)
             .unsqueeze(1);
-  } else {  // a prefill chunk: the rows' states gathered, continued and written back
-    auto result = ops::gsa_chunk(in.q, in.k, in.v, in.s, in.g, scale(), slots.state_k.index_select(0, index),
-                                 slots.state_v.index_select(0, index), true, std::nullopt);
+  } else {  // a prefill chunk: the rows' states gathered (widened if kept narrower), continued and written back
+    auto result = ops::gsa_chunk(in.q, in.k, in.v, in.s, in.g, scale(),
+                                 slots.state_k.index_select(0, index).to(slots.compute_dtype),
+                                 slots.state_v.index_select(0, index).to(slots.compute_dtype), true, std::nullopt);
     slots.state_k.index_copy_(0, index, result.final_state_k.to(slots.state_k.scalar_type()));
     slots.state_v.index_copy_(0, index, result.final_state_v.to(slots.state_v.scalar_type()));
     o = result.o;

@@ -431,9 +431,9 @@ bool Decoder::steps_are_replayable() const {
 }
 
 bool Decoder::slot_steps_are_replayable() const {
-  if (recurrent_state_dtype_) return false;
   for (const auto& block : model.layers) {
     if (!block->mixer->rows_step_is_replayable()) return false;
+    if (recurrent_state_dtype_ && !block->mixer->rows_step_keeps_narrow_states(*recurrent_state_dtype_)) return false;
   }
   return true;
 }

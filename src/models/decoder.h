@@ -225,7 +225,9 @@ class Decoder : public layers::Module {
   // Whether every layer's step can be recorded once and replayed (Mixer::step_is_replayable).
   bool steps_are_replayable() const;
   // Whether a step over a server's slots (infer::SlotSteps) can be recorded and replayed: every
-  // layer's step can (Mixer::rows_step_is_replayable; a KV cache's too, its lengths then on the device).
+  // layer's step can (Mixer::rows_step_is_replayable; a KV cache's too, its lengths then on the device),
+  // with recurrent states kept narrower only where the mixer steps them in place in that dtype
+  // (Mixer::rows_step_keeps_narrow_states: GSA's in bf16).
   bool slot_steps_are_replayable() const;
   // Whether every layer's state can continue a prefill with another chunk (Mixer::continues_prefill).
   bool prefills_continue() const;

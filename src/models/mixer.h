@@ -98,6 +98,11 @@ class Mixer {
   // The same for a step over a server's slots continued in place (state::SlotRows with
   // keys_up_to_capacity): a KV cache's step then reads its lengths on the device.
   virtual bool rows_step_is_replayable() const { return step_is_replayable(); }
+  // Whether that step over slots still replays when the recurrent states are kept in `dtype`
+  // (Decoder::set_recurrent_state_dtype): true where the step reads and writes them in that dtype
+  // in place, or where the mixer keeps no recurrent state. The others widen and narrow them around
+  // each call, allocating anew every step.
+  virtual bool rows_step_keeps_narrow_states(at::ScalarType /*dtype*/) const { return false; }
   // Whether the training forward and backward on a GPU read nothing from the host (no
   // synchronisation, no host-dependent shapes), so that a whole training step can be recorded
   // as a CUDA graph (train/graphed_step.h). The ATen chunked GLA form checks its gates on the

@@ -102,6 +102,8 @@ class GsaMixer final : public Mixer {
   int64_t state_bytes_after(int64_t, at::ScalarType) const override { return layer_.state_bytes_per_sequence(); }
   int64_t state_bytes_per_sequence() const override { return layer_.state_bytes_per_sequence(); }
   bool step_is_replayable() const override { return true; }  // ops::gsa_step_ and copy_ in place
+  // ops::gsa_step_rows_ reads and writes bf16 states as they are stored.
+  bool rows_step_keeps_narrow_states(at::ScalarType dtype) const override { return dtype == at::kBFloat16; }
   // The fused kernels take up to 128 slots; beyond, the ATen form's host checks would run.
   bool training_is_replayable() const override { return layer_.num_slots() <= 128; }
   bool packs_sequences() const override { return true; }
@@ -281,6 +283,7 @@ class GqaMixer final : public Mixer {
   bool step_is_replayable() const override { return false; }  // the KV length lives on the host
   // Over slot rows the lengths are on the device; on a GPU the varlen flash kernel must take the
   // attention (the other path loops over rows on the host). Nothing is recorded on a CPU.
+  bool rows_step_keeps_narrow_states(at::ScalarType) const override { return true; }  // no recurrent state
   bool rows_step_is_replayable() const override {
     const at::Tensor& weight = layer_.q_proj.weight;
     return !weight.is_cuda() || layers::GroupedQueryAttention::flash_attends(weight.scalar_type(), layer_.options().head_dim);

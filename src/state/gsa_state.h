@@ -29,9 +29,12 @@ struct GsaLayerState : LayerState {
   int64_t batch_size() const { return state_k.defined() ? state_k.size(0) : 0; }
   int64_t bytes() const { return allocated_bytes(); }
   // A server's slots continue in place (GsaRows): the decoding kernel reads and writes the rows
-  // where they lie. States kept narrower than computed are widened per call: those gather.
+  // where they lie, in fp32 or bf16 (ops::gsa_step_rows_). States kept in fp16 are widened per
+  // call: those gather.
   std::unique_ptr<LayerState> rows_view(std::shared_ptr<const SlotRows> rows) override;
-  bool continues_rows_in_place() const override { return !recurrent_dtype.has_value() && state_k.defined(); }
+  bool continues_rows_in_place() const override {
+    return (!recurrent_dtype.has_value() || *recurrent_dtype == at::kBFloat16) && state_k.defined();
+  }
 };
 
 // Rows of a GsaLayerState continued in place (rows_view): a step updates each row's states in

@@ -284,6 +284,20 @@ TEST(GsaStep, RowsStepContinuesItsRowsWhereTheyLieAndLeavesTheOthers) {
   expect_close(c.name, "state_v of the rows", slots_v.index_select(0, rows), reference.final_state_v, 1e-12);
   EXPECT_TRUE(at::equal(slots_k.index_select(0, others), untouched_k)) << "state_k of another row changed";
   EXPECT_TRUE(at::equal(slots_v.index_select(0, others), untouched_v)) << "state_v of another row changed";
+
+  // States stored in bf16: each call equals the fp32 step on the widened states, rounded once.
+  at::Tensor narrow_k = slots_k.to(at::kBFloat16), narrow_v = slots_v.to(at::kBFloat16);
+  for (int64_t t = 0; t < c.time; ++t) {
+    auto token = [&](const at::Tensor& x) { return x.select(1, t).to(at::kFloat); };
+    at::Tensor wide_k = narrow_k.to(at::kFloat), wide_v = narrow_v.to(at::kFloat);
+    const at::Tensor expected = gsa_step_rows_(token(in.q), token(in.k), token(in.v), token(in.s), token(in.g), in.scale,
+                                               wide_k, wide_v, rows);
+    const at::Tensor got = gsa_step_rows_(token(in.q), token(in.k), token(in.v), token(in.s), token(in.g), in.scale,
+                                          narrow_k, narrow_v, rows);
+    EXPECT_TRUE(at::equal(got, expected)) << "bf16 states: o at token " << t;
+    EXPECT_TRUE(at::equal(narrow_k, wide_k.to(at::kBFloat16))) << "bf16 states: state_k at token " << t;
+    EXPECT_TRUE(at::equal(narrow_v, wide_v.to(at::kBFloat16))) << "bf16 states: state_v at token " << t;
+  }
 }
 
 TEST(GsaChecks, RowsStepNamesBadRows) {

@@ -357,7 +357,8 @@ TEST(GsaCuda, StepsMatchReferenceTokenByToken) {
 // Steps over rows of larger state tensors (a server's slots continued where they lie): both
 // token-by-token designs (the two kernels at 3 x 2 (head, sequence) pairs, the streamed kernel at
 // 40 x 4), rows in shuffled order among slots that stay out; against the float64 reference from
-// the rows' own states, and every other row keeps each bit.
+// the rows' own states, and every other row keeps each bit. States stored in bf16 give the fp32
+// step on the widened states, rounded, bit for bit.
 TEST(GsaCuda, RowsStepsContinueTheirRowsWhereTheyLie) {
   LINTIME_SKIP_WITHOUT_CUDA();
   const std::vector<GsaCase> cases = {
@@ -400,6 +401,21 @@ TEST(GsaCuda, RowsStepsContinueTheirRowsWhereTheyLie) {
                    reference.final_state_v, 1e-5);
       EXPECT_TRUE(at::equal(state_k.index_select(0, others.cuda()), untouched_k)) << name << ": another row's state_k changed";
       EXPECT_TRUE(at::equal(state_v.index_select(0, others.cuda()), untouched_v)) << name << ": another row's state_v changed";
+
+      // States stored in bf16 (serve --state-dtype bfloat16): each call equals the fp32 step on
+      // the widened states, rounded once, bit for bit (outputs and every row of both states).
+      auto narrow_k = slots_k.to(at::kCUDA, at::kBFloat16), narrow_v = slots_v.to(at::kCUDA, at::kBFloat16);
+      for (int64_t t = 0; t < c.time; ++t) {
+        auto wide_k = narrow_k.to(at::kFloat), wide_v = narrow_v.to(at::kFloat);
+        const auto token = [&](const at::Tensor& x) { return cuda(x.select(1, t)); };
+        const at::Tensor expected = gsa_step_rows_(token(rounded.q), token(rounded.k), token(rounded.v), token(rounded.s),
+                                                   token(rounded.g), rounded.scale, wide_k, wide_v, rows.cuda());
+        const at::Tensor got = gsa_step_rows_(token(rounded.q), token(rounded.k), token(rounded.v), token(rounded.s),
+                                              token(rounded.g), rounded.scale, narrow_k, narrow_v, rows.cuda());
+        EXPECT_TRUE(at::equal(got, expected)) << name << ": bf16 states, o at token " << t;
+        EXPECT_TRUE(at::equal(narrow_k, wide_k.to(at::kBFloat16))) << name << ": bf16 state_k at token " << t;
+        EXPECT_TRUE(at::equal(narrow_v, wide_v.to(at::kBFloat16))) << name << ": bf16 state_v at token " << t;
+      }
     }
   }
 }

@@ -104,10 +104,14 @@ struct Case {
   std::string model;
   bool prefix_cache;
   bool buckets = false;  // EngineOptions::StepMode::kBuckets (else kAuto, which is kSlots on a CPU)
+  // Recurrent states kept in bf16 (serve --state-dtype bfloat16; GSA steps them in place). Each
+  // call rounds them once, so prompts are prefilled in one chunk, as generate prefills them.
+  bool bf16_states = false;
 };
 
 void PrintTo(const Case& c, std::ostream* out) {
-  *out << c.model << (c.prefix_cache ? " with" : " without") << " prefix cache" << (c.buckets ? ", bucketed steps" : "");
+  *out << c.model << (c.prefix_cache ? " with" : " without") << " prefix cache" << (c.buckets ? ", bucketed steps" : "")
+       << (c.bf16_states ? ", bf16 states" : "");
 }
 
 class EngineBatching : public ::testing::TestWithParam<Case> {};
@@ -115,6 +119,7 @@ class EngineBatching : public ::testing::TestWithParam<Case> {};
 TEST_P(EngineBatching, ConcurrentRequestsGetWhatGenerateGivesAlone) {
   const Case c = GetParam();
   auto model = tiny_model(c.model);
+  if (c.bf16_states) model->decoder().set_recurrent_state_dtype(at::kBFloat16);
   // 16 requests: half share a 24-token prefix (a system prompt), greedy and seeded sampling,
   // different lengths and budgets; 5 slots, so that requests queue, join and leave.
   at::Generator ids = lintime::testing::make_generator(11);
@@ -138,7 +143,7 @@ TEST_P(EngineBatching, ConcurrentRequestsGetWhatGenerateGivesAlone) {
   lintime::serve::Metrics metrics;
   EngineOptions options;
   options.max_sequences = 5;
-  options.prefill_chunk = 8;
+  options.prefill_chunk = c.bf16_states ? 64 : 8;
   options.prefix_cache_bytes = c.prefix_cache ? 1 << 20 : 0;
   if (c.buckets) options.step_mode = EngineOptions::StepMode::kBuckets;
   Engine engine(*model, options, &metrics);
@@ -175,16 +180,17 @@ TEST_P(EngineBatching, ConcurrentRequestsGetWhatGenerateGivesAlone) {
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineBatching,
                          ::testing::Values(Case{"gsa", false}, Case{"gsa", true}, Case{"gsa", false, true},
-                                           Case{"gsa", true, true}, Case{"llama", false}, Case{"llama", true},
+                                           Case{"gsa", true, true}, Case{"gsa", false, false, true},
+                                           Case{"gsa", false, true, true}, Case{"llama", false}, Case{"llama", true},
                                            Case{"llama", false, true}),
                          [](const auto& info) {
                            return info.param.model + (info.param.prefix_cache ? "_prefix_cache" : "_no_cache") +
-                                  (info.param.buckets ? "_buckets" : "");
+                                  (info.param.buckets ? "_buckets" : "") + (info.param.bf16_states ? "_bf16_states" : "");
                          });
 
 TEST(Engine, BucketedStepsAreRefusedForAModelWhoseStepsCannotBeReplayed) {
   auto model = tiny_model("gsa");
-  model->decoder().set_recurrent_state_dtype(at::kBFloat16);  // each step widens and narrows anew
+  model->decoder().set_recurrent_state_dtype(at::kHalf);  // each step widens and narrows anew (bf16: in place)
   EngineOptions options;
   options.step_mode = EngineOptions::StepMode::kBuckets;
   try {

@@ -505,13 +505,20 @@ at::Tensor step_states(const at::Tensor& q, const at::Tensor& k, const at::Tenso
   const at::Tensor s4 = s.unsqueeze(1), g4 = g.unsqueeze(1);
   const Problem problem(q4, k4, v4, s4, at::Tensor());
   const c10::cuda::CUDAGuard device_guard(q.device());
-  const KernelInputs in = prepare_inputs(q4, k4, v4, s4, g4, state_k_in, state_v_in,
-                                         at::Tensor(), problem);
+  // bf16 states (a server's --state-dtype bfloat16) are read and written as they are stored.
+  const bool stored_bf16 = state_k_out.scalar_type() == at::kBFloat16;
+  const KernelInputs in = prepare_inputs(q4, k4, v4, s4, g4, stored_bf16 ? at::Tensor() : state_k_in,
+                                         stored_bf16 ? at::Tensor() : state_v_in, at::Tensor(), problem);
   cuda::GsaParams p = make_params(problem, in, scale);
+  if (stored_bf16) {
+    p.bfloat16_states = true;
+    p.initial_state_k = static_cast<const float*>(state_k_in.data_ptr());  // bf16 elements (GsaParams::bfloat16_states)
+    p.initial_state_v = static_cast<const float*>(state_v_in.data_ptr());
+  }
   at::Tensor o = at::empty({problem.batch, problem.query_heads, problem.value_dim}, q.options());
   p.o = o.data_ptr();
-  p.final_state_k = state_k_out.data_ptr<float>();
-  p.final_state_v = state_v_out.data_ptr<float>();
+  p.final_state_k = static_cast<float*>(state_k_out.data_ptr());
+  p.final_state_v = static_cast<float*>(state_v_out.data_ptr());
   if (rows.defined()) {
     p.state_rows = rows.data_ptr<int64_t>();
     p.state_row_count = state_k_out.size(0);
@@ -557,8 +564,14 @@ at::Tensor gsa_step_rows_inplace_cuda(const at::Tensor& q, const at::Tensor& k, 
                                       const at::Tensor& s, const at::Tensor& g, double scale,
                                       at::Tensor& state_k, at::Tensor& state_v, const at::Tensor& rows) {
   gsa_step_rows_check_inputs("lintime::gsa_step_rows_", q, k, v, s, g, state_k, state_v, rows);
-  if (!step_fits(q, k, v, s) || !kernel_ready_state(state_k) || !kernel_ready_state(state_v) ||
-      state_k.size(0) >= (int64_t{1} << 31)) {
+  // fp32 states, or bf16 ones (read and written in bf16, computed in fp32).
+  const auto stored_ready = [&](const at::Tensor& state) {
+    return state.scalar_type() == state_k.scalar_type() && state.is_contiguous() &&
+           (state.scalar_type() == at::kFloat || state.scalar_type() == at::kBFloat16) &&
+           reinterpret_cast<uintptr_t>(state.data_ptr()) % 16 == 0;
+  };
+  if (!step_fits(q, k, v, s) || !stored_ready(state_k) || !stored_ready(state_v) ||
+      compute_dtype(q.scalar_type()) != at::kFloat || state_k.size(0) >= (int64_t{1} << 31)) {
     return gsa_step_rows_inplace(q, k, v, s, g, scale, state_k, state_v, rows);
   }
   return step_states(q, k, v, s, g, scale, state_k, state_v, state_k, state_v, rows.contiguous());

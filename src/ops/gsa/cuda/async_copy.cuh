@@ -12,6 +12,11 @@ __device__ __forceinline__ void copy_async_16(void* dst, const void* src, bool v
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(detail::smem_address(dst)),
                "l"(src), "r"(valid ? 16 : 0));
 }
+// One 8-byte piece (cp.async.ca: the .cg form takes 16 bytes only); as copy_async_16.
+__device__ __forceinline__ void copy_async_8(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(detail::smem_address(dst)),
+               "l"(src), "r"(valid ? 8 : 0));
+}
 // Closes the group of copies issued since the last commit.
 __device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 // Waits until at most kPending committed groups are still in flight.

@@ -121,6 +121,10 @@ struct GsaParams {
   // kernel, as ATen's device-side index checks do. Null: row n. The token-by-token kernels only.
   const int64_t* state_rows = nullptr;
   int64_t state_row_count = 0;
+  // The token-by-token kernels' initial and final states stored in bf16 (the pointers above then
+  // point at bf16 elements): read widened to fp32, computed in fp32, stored rounded once per call
+  // (serve --state-dtype bfloat16: half the state traffic of a decoding step).
+  bool bfloat16_states = false;
 };
 
 // Largest dynamic shared memory of the chunked kernels for these params, in bytes: the binding

@@ -242,23 +242,30 @@ inline bool recurrent_step_fits(const GsaParams& p) {
          int64_t{p.num_sequences} * p.heads >= p.multiprocessors;
 }
 
-template <class E>
-cudaError_t recurrent_forward(const GsaParams& p, cudaStream_t stream) {
+// S: the states' stored type (float, or __nv_bfloat16 when GsaParams::bfloat16_states).
+template <class E, class S>
+cudaError_t recurrent_forward_stored(const GsaParams& p, cudaStream_t stream) {
   return dispatch_slots(p.padded_slots, [&](auto slots) -> cudaError_t {
     constexpr int MP = decltype(slots)::value;
     if (recurrent_step_fits(p)) {
       const dim3 grid(p.heads, p.num_sequences);
       return p.groups == 1
-                 ? launch_blocks(recurrent_step_kernel<E, MP, 1>, grid, kStepThreads, recurrent_step_smem(p), stream, p)
-                 : launch_blocks(recurrent_step_kernel<E, MP, 8>, grid, kStepThreads, recurrent_step_smem(p), stream, p);
+                 ? launch_blocks(recurrent_step_kernel<E, MP, 1, S>, grid, kStepThreads, recurrent_step_smem(p), stream, p)
+                 : launch_blocks(recurrent_step_kernel<E, MP, 8, S>, grid, kStepThreads, recurrent_step_smem(p), stream, p);
     }
-    LINTIME_TRY(launch(recurrent_keys_kernel<E, MP>, dim3(tiles_of(p.key_dim), p.heads, p.num_sequences),
+    LINTIME_TRY(launch(recurrent_keys_kernel<E, MP, S>, dim3(tiles_of(p.key_dim), p.heads, p.num_sequences),
                        recurrent_keys_smem(MP, p.groups), stream, p));
-    LINTIME_TRY(launch_dependent(recurrent_values_kernel<E, MP>,
+    LINTIME_TRY(launch_dependent(recurrent_values_kernel<E, MP, S>,
                                  dim3(tiles_of(p.value_dim), p.heads, p.num_sequences),
                                  recurrent_values_smem(MP, p.groups), stream, p));
     return cudaSuccess;
   });
+}
+
+template <class E>
+cudaError_t recurrent_forward(const GsaParams& p, cudaStream_t stream) {
+  return p.bfloat16_states ? recurrent_forward_stored<E, __nv_bfloat16>(p, stream)
+                           : recurrent_forward_stored<E, float>(p, stream);
 }
 
 template <class E>

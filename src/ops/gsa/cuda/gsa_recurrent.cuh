@@ -11,30 +11,61 @@
 
 namespace lintime::cuda {
 
-// Four consecutive floats [col, col + 4) of one state row (row_valid false or columns past
-// `cols`: zeros), as one 16-byte access when rows are 16-byte multiples: the decoding kernels are
-// bound by these state reads and writes.
-__device__ __forceinline__ void load_state4(float (&out)[4], const float* row, int col, int cols,
-                                            bool row_valid) {
+// States are stored in fp32, or in bf16 (serve --state-dtype bfloat16): then read widened to
+// fp32, updated in fp32 and rounded once when stored, as the ATen path's widen / narrow around a
+// call does. S is the stored type; four consecutive elements move as one access (StatePiece).
+template <class S> struct StatePiece;
+template <> struct StatePiece<float> { using type = float4; };
+template <> struct StatePiece<__nv_bfloat16> { using type = uint2; };
+
+__device__ __forceinline__ void unpack4(const float4& x, float (&out)[4]) {
+  out[0] = x.x; out[1] = x.y; out[2] = x.z; out[3] = x.w;
+}
+__device__ __forceinline__ void unpack4(const uint2& x, float (&out)[4]) {
+  const __nv_bfloat162 low = *reinterpret_cast<const __nv_bfloat162*>(&x.x);
+  const __nv_bfloat162 high = *reinterpret_cast<const __nv_bfloat162*>(&x.y);
+  out[0] = __low2float(low); out[1] = __high2float(low); out[2] = __low2float(high); out[3] = __high2float(high);
+}
+template <class S> __device__ __forceinline__ typename StatePiece<S>::type pack4(const float (&x)[4]);
+template <> __device__ __forceinline__ float4 pack4<float>(const float (&x)[4]) {
+  return make_float4(x[0], x[1], x[2], x[3]);
+}
+template <> __device__ __forceinline__ uint2 pack4<__nv_bfloat16>(const float (&x)[4]) {
+  const __nv_bfloat162 low = __floats2bfloat162_rn(x[0], x[1]), high = __floats2bfloat162_rn(x[2], x[3]);
+  return make_uint2(*reinterpret_cast<const unsigned*>(&low), *reinterpret_cast<const unsigned*>(&high));
+}
+// An asynchronous copy of one piece into shared memory (cp.async; zeros when !valid).
+template <class S> __device__ __forceinline__ void copy_piece_async(void* dst, const void* src, bool valid) {
+  if constexpr (sizeof(typename StatePiece<S>::type) == 16) {
+    copy_async_16(dst, src, valid);
+  } else {
+    copy_async_8(dst, src, valid);
+  }
+}
+
+// Four consecutive elements [col, col + 4) of one state row (row_valid false or columns past
+// `cols`: zeros), as one access when rows are multiples of four elements: the decoding kernels
+// are bound by these state reads and writes.
+template <class S>
+__device__ __forceinline__ void load_state4(float (&out)[4], const S* row, int col, int cols, bool row_valid) {
   if (row_valid && cols % 4 == 0 && col + 4 <= cols) {
-    const float4 x = *reinterpret_cast<const float4*>(row + col);
-    out[0] = x.x; out[1] = x.y; out[2] = x.z; out[3] = x.w;
+    unpack4(*reinterpret_cast<const typename StatePiece<S>::type*>(row + col), out);
     return;
   }
 #pragma unroll
-  for (int e = 0; e < 4; ++e) out[e] = (row_valid && col + e < cols) ? row[col + e] : 0.f;
+  for (int e = 0; e < 4; ++e) out[e] = (row_valid && col + e < cols) ? to_float(row[col + e]) : 0.f;
 }
 
-__device__ __forceinline__ void store_state4(float* row, int col, int cols, bool row_valid,
-                                             const float (&x)[4]) {
+template <class S>
+__device__ __forceinline__ void store_state4(S* row, int col, int cols, bool row_valid, const float (&x)[4]) {
   if (!row_valid) return;
   if (cols % 4 == 0 && col + 4 <= cols) {
-    *reinterpret_cast<float4*>(row + col) = make_float4(x[0], x[1], x[2], x[3]);
+    *reinterpret_cast<typename StatePiece<S>::type*>(row + col) = pack4<S>(x);
     return;
   }
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
-    if (col + e < cols) row[col + e] = x[e];
+    if (col + e < cols) row[col + e] = from_float<S>(x[e]);
   }
 }
 
@@ -79,7 +110,7 @@ __device__ __forceinline__ void warp_softmax_slots(float (&x)[(MP + 31) / 32], i
   }
 }
 
-template <class E, int MP>
+template <class E, int MP, class S>
 __global__ void __launch_bounds__(kThreads, MP <= 64 ? 8 : 4) recurrent_keys_kernel(GsaParams p) {  // occupancy: memory-bound
   allow_dependent_launch();  // the values kernel waits for all of this grid before its reads
   constexpr int kQuads = MP / 4;               // float4 columns of the slice
@@ -103,7 +134,8 @@ __global__ void __launch_bounds__(kThreads, MP <= 64 ? 8 : 4) recurrent_keys_ker
   for (int r = 0; r < kRows; ++r) {
     const int kk = k0 + group_row + r * kRowGroups;
     const bool valid = p.initial_state_k != nullptr && kk < K;
-    load_state4(state[r], valid ? p.initial_state_k + state_base + int64_t{kk} * M : nullptr, quad * 4, M, valid);
+    load_state4(state[r], valid ? reinterpret_cast<const S*>(p.initial_state_k) + state_base + int64_t{kk} * M : nullptr,
+                quad * 4, M, valid);
   }
   const E* q = static_cast<const E*>(p.q);
   const E* k = static_cast<const E*>(p.k);
@@ -155,12 +187,12 @@ __global__ void __launch_bounds__(kThreads, MP <= 64 ? 8 : 4) recurrent_keys_ker
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int kk = k0 + group_row + r * kRowGroups;
-      store_state4(p.final_state_k + state_base + int64_t{kk} * M, quad * 4, M, kk < K, state[r]);
+      store_state4(reinterpret_cast<S*>(p.final_state_k) + state_base + int64_t{kk} * M, quad * 4, M, kk < K, state[r]);
     }
   }
 }
 
-template <class E, int MP>
+template <class E, int MP, class S>
 __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p) {
   constexpr int kQuads = kHeadTile / 4;  // 16 float4 columns
   constexpr int kRowGroups = kThreads / kQuads;  // 8
@@ -185,7 +217,8 @@ __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p)
   for (int r = 0; r < kRows; ++r) {
     const int m = group_row + r * kRowGroups;
     const bool valid = p.initial_state_v != nullptr && m < M;
-    load_state4(state[r], valid ? p.initial_state_v + state_base + int64_t{m} * V : nullptr, v0 + quad * 4, V, valid);
+    load_state4(state[r], valid ? reinterpret_cast<const S*>(p.initial_state_v) + state_base + int64_t{m} * V : nullptr,
+                v0 + quad * 4, V, valid);
   }
   wait_for_preceding_kernel();  // the keys kernel's partial scores (launched as its dependent)
   const E* v = static_cast<const E*>(p.v);
@@ -250,7 +283,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_values_kernel(GsaParams p)
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int m = group_row + r * kRowGroups;
-      store_state4(p.final_state_v + state_base + int64_t{m} * V, v0 + quad * 4, V, m < M, state[r]);
+      store_state4(reinterpret_cast<S*>(p.final_state_v) + state_base + int64_t{m} * V, v0 + quad * 4, V, m < M, state[r]);
     }
   }
 }
@@ -307,10 +340,11 @@ __device__ __forceinline__ void sum_over_row_groups(float (&acc)[GMAX][4], float
   }
 }
 
-template <class E, int MP, int GMAX>
+template <class E, int MP, int GMAX, class S>
 __global__ void __launch_bounds__(kStepThreads) recurrent_step_kernel(GsaParams p) {
+  using Piece = typename StatePiece<S>::type;
   constexpr int kStages = step_stages(MP);
-  constexpr int kPieces = kHeadTile * MP / 4 / kStepThreads;  // 16-byte pieces per thread and tile
+  constexpr int kPieces = kHeadTile * MP / 4 / kStepThreads;  // 4-element pieces per thread and tile
   constexpr int kKeyQuads = MP / 4, kKeyRowStride = kStepThreads / kKeyQuads;
   constexpr int kValueQuads = kHeadTile / 4, kValueRowStride = kStepThreads / kValueQuads;
   constexpr int kWarps = kStepThreads / 32;
@@ -324,7 +358,7 @@ __global__ void __launch_bounds__(kStepThreads) recurrent_step_kernel(GsaParams 
   const int64_t token = n;  // T = 1
   const int64_t row = state_row(p, n), base_k = (row * H + h) * K * M, base_v = (row * H + h) * M * V;
   extern __shared__ __align__(16) char smem[];
-  float4* ring = reinterpret_cast<float4*>(smem);                       // [stages][pieces][threads]
+  Piece* ring = reinterpret_cast<Piece*>(smem);                         // [stages][pieces][threads]
   float* key = reinterpret_cast<float*>(ring + kStages * kPieces * kStepThreads);  // [K]
   float* query = key + K;                                               // [G][K]
   float* value = query + G * K;                                         // [V]
@@ -347,14 +381,14 @@ __global__ void __launch_bounds__(kStepThreads) recurrent_step_kernel(GsaParams 
   };
   auto load_tile = [&](int i) {
     if (i < tiles) {
-      float4* stage = ring + (i % kStages) * kPieces * kStepThreads;
+      Piece* stage = ring + (i % kStages) * kPieces * kStepThreads;
 #pragma unroll
       for (int j = 0; j < kPieces; ++j) {
         int64_t offset = 0;
         const bool inside = piece(i, j, offset);
-        const float* state = i < key_tiles ? p.initial_state_k : p.initial_state_v;
+        const S* state = reinterpret_cast<const S*>(i < key_tiles ? p.initial_state_k : p.initial_state_v);
         const bool valid = inside && state != nullptr;
-        copy_async_16(stage + j * kStepThreads + t, valid ? static_cast<const void*>(state + offset) : p.q, valid);
+        copy_piece_async<S>(stage + j * kStepThreads + t, valid ? static_cast<const void*>(state + offset) : p.q, valid);
       }
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");  // empty groups keep the count uniform
@@ -391,7 +425,7 @@ __global__ void __launch_bounds__(kStepThreads) recurrent_step_kernel(GsaParams 
   for (int i = 0; i < tiles; ++i) {
     load_tile(i + kStages - 1);
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 1) : "memory");
-    const float4* stage = ring + (i % kStages) * kPieces * kStepThreads;
+    const Piece* stage = ring + (i % kStages) * kPieces * kStepThreads;
     if (i == key_tiles) {
       // The slot scores, then their softmax (a warp per query head).
       sum_over_row_groups<GMAX, kKeyQuads, kStepThreads>(acc, reduce, G,
@@ -412,13 +446,13 @@ __global__ void __launch_bounds__(kStepThreads) recurrent_step_kernel(GsaParams 
         int64_t offset = 0;
         if (!piece(i, j, offset)) continue;
         const int row = i * kHeadTile + key_row + j * kKeyRowStride;
-        const float4 old = stage[j * kStepThreads + t];
+        float x[4];
+        unpack4(stage[j * kStepThreads + t], x);
         const float key_value = key[row];
-        float x[4] = {old.x, old.y, old.z, old.w};
 #pragma unroll
         for (int e = 0; e < 4; ++e) x[e] = x[e] * key_forget[e] + key_value * key_write[e];
         if (p.final_state_k != nullptr) {
-          *reinterpret_cast<float4*>(p.final_state_k + offset) = make_float4(x[0], x[1], x[2], x[3]);
+          *reinterpret_cast<Piece*>(reinterpret_cast<S*>(p.final_state_k) + offset) = pack4<S>(x);
         }
 #pragma unroll
         for (int g = 0; g < GMAX; ++g) {
@@ -443,12 +477,12 @@ __global__ void __launch_bounds__(kStepThreads) recurrent_step_kernel(GsaParams 
         int64_t offset = 0;
         if (!piece(i, j, offset)) continue;
         const int m = value_row + j * kValueRowStride;
-        const float4 old = stage[j * kStepThreads + t];
-        float x[4] = {old.x, old.y, old.z, old.w};
+        float x[4];
+        unpack4(stage[j * kStepThreads + t], x);
 #pragma unroll
         for (int e = 0; e < 4; ++e) x[e] = x[e] * forget[m] + write[m] * value[v0 + value_quad * 4 + e];
         if (p.final_state_v != nullptr) {
-          *reinterpret_cast<float4*>(p.final_state_v + offset) = make_float4(x[0], x[1], x[2], x[3]);
+          *reinterpret_cast<Piece*>(reinterpret_cast<S*>(p.final_state_v) + offset) = pack4<S>(x);
         }
 #pragma unroll
         for (int g = 0; g < GMAX; ++g) {
