@@ -11,7 +11,9 @@ not a test.
 
 Each line also carries the server's own mean interval between a sequence's tokens
 (`server_token_interval_mean_ms`, from its /metrics), which does not depend on how fast the
-client reads.
+client reads, and the mean of its batched decode steps in iterations that prefilled nothing
+(`server_decode_step_mean_ms` over `server_decode_steps`): the steady step, apart from the
+prompt chunks interleaved while streams arrive.
 """
 import argparse
 import concurrent.futures
@@ -119,6 +121,8 @@ def run_streams(server, prompts, new_tokens, processes):
     groups = [prompts[i::processes] for i in range(processes) if prompts[i::processes]]
     interval_sum = server.metric("lintime_time_per_output_token_seconds_sum")
     interval_count = server.metric("lintime_time_per_output_token_seconds_count")
+    step_sum = server.metric("lintime_decode_step_seconds_sum")
+    step_count = server.metric("lintime_decode_step_seconds_count")
     start = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("fork")) as pool:
         futures = [pool.submit(stream_group, server.port, server.model, group, new_tokens) for group in groups]
@@ -126,13 +130,16 @@ def run_streams(server, prompts, new_tokens, processes):
     seconds = time.perf_counter() - start
     intervals = server.metric("lintime_time_per_output_token_seconds_count") - interval_count
     interval_ms = 1e3 * (server.metric("lintime_time_per_output_token_seconds_sum") - interval_sum) / max(intervals, 1)
+    steps = server.metric("lintime_decode_step_seconds_count") - step_count
+    step_ms = 1e3 * (server.metric("lintime_decode_step_seconds_sum") - step_sum) / max(steps, 1)
     failed = sum(r is None for r in results)
     results = [r for r in results if r is not None] or [(float("nan"), 0, seconds)]
     ttfts = [r[0] for r in results]
     return dict(failed_streams=failed, output_tokens=sum(r[1] for r in results), seconds=round(seconds, 3),
                 output_tokens_per_s=round(sum(r[1] for r in results) / seconds, 1),
                 ttft_mean_s=round(statistics.mean(ttfts), 4), ttft_p50_s=round(statistics.median(ttfts), 4),
-                client_processes=len(groups), server_token_interval_mean_ms=round(interval_ms, 3))
+                client_processes=len(groups), server_token_interval_mean_ms=round(interval_ms, 3),
+                server_decode_steps=int(steps), server_decode_step_mean_ms=round(step_ms, 3))
 
 
 def main():

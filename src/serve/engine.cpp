@@ -9,6 +9,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace lintime::serve {
 
@@ -155,8 +156,12 @@ void Engine::loop() {
       if (sequence->slot >= 0 && sequence->next_token >= 0) decoding.push_back(sequence.get());
     }
     if (!decoding.empty()) {
+      const auto started = std::chrono::steady_clock::now();
       try {
         decode_step(decoding);
+        if (metrics_ && prefilling.empty()) {
+          metrics_->observe_decode_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+        }
       } catch (const std::exception& error) {
         for (Sequence* sequence : decoding) retire(*sequence, Stream::Finish::kError, error.what());
       }

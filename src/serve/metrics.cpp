@@ -9,8 +9,10 @@ namespace lintime::serve {
 Metrics::Metrics() {
   time_to_first_token_.bounds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
   time_per_output_token_.bounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+  decode_step_.bounds = time_per_output_token_.bounds;
   time_to_first_token_.counts.assign(time_to_first_token_.bounds.size(), 0);
   time_per_output_token_.counts.assign(time_per_output_token_.bounds.size(), 0);
+  decode_step_.counts.assign(decode_step_.bounds.size(), 0);
 }
 
 void Metrics::Histogram::observe(double value) {
@@ -59,6 +61,11 @@ void Metrics::observe_time_to_first_token(double seconds) {
 void Metrics::observe_time_per_output_token(double seconds) {
   std::lock_guard lock(mutex_);
   time_per_output_token_.observe(seconds);
+}
+
+void Metrics::observe_decode_step(double seconds) {
+  std::lock_guard lock(mutex_);
+  decode_step_.observe(seconds);
 }
 
 void Metrics::count_prefix_cache(bool hit, int64_t reused_tokens) {
@@ -114,6 +121,9 @@ std::string Metrics::render() const {
   write_histogram(out, "lintime_time_per_output_token_seconds", "Between consecutive tokens of a sequence.",
                   time_per_output_token_.bounds, time_per_output_token_.counts, time_per_output_token_.count,
                   time_per_output_token_.sum);
+  write_histogram(out, "lintime_decode_step_seconds",
+                  "Batched decode steps of iterations that prefilled no prompt chunk (the steady step).",
+                  decode_step_.bounds, decode_step_.counts, decode_step_.count, decode_step_.sum);
   return out.str();
 }
 

@@ -21,6 +21,9 @@ class Metrics {
   void set_batch_size(int64_t value);
   void observe_time_to_first_token(double seconds);
   void observe_time_per_output_token(double seconds);
+  // One batched decode step in an iteration that ran no prompt chunk (host work and the copy of
+  // its tokens included): the steady step, apart from prefills interleaved with decoding.
+  void observe_decode_step(double seconds);
   void count_prefix_cache(bool hit, int64_t reused_tokens);
   void set_memory_peak_bytes(double value);
   // The exposition text.
@@ -40,7 +43,7 @@ class Metrics {
   int64_t queue_length_ = 0, active_sequences_ = 0, batch_size_ = 0;
   int64_t prefix_hits_ = 0, prefix_misses_ = 0, prefix_reused_tokens_ = 0;
   double memory_peak_bytes_ = 0;
-  Histogram time_to_first_token_, time_per_output_token_;
+  Histogram time_to_first_token_, time_per_output_token_, decode_step_;
 };
 
 }  // namespace lintime::serve

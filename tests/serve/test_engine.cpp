@@ -169,6 +169,9 @@ TEST_P(EngineBatching, ConcurrentRequestsGetWhatGenerateGivesAlone) {
   EXPECT_EQ(engine.pending(), 0);
   EXPECT_EQ(engine.free_slots(), 5);
   const std::string text = metrics.render();
+  // Steps after the last prompt's prefill ran alone: the steady step is measured.
+  EXPECT_EQ(text.find("lintime_decode_step_seconds_count 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("lintime_decode_step_seconds_count "), std::string::npos) << text;
   if (c.prefix_cache) {
     EXPECT_GT(engine.prefix_cache_entries(), 0);
     // The shared 24-token prefix is cached at 8 and 16 (and 24) tokens: later requests reuse it.
