@@ -142,6 +142,7 @@ at::Tensor SlotSteps::step(const std::vector<int64_t>& tokens, const std::vector
 
   const auto body = [this, &bucket](const at::Tensor& step_tokens) {
     bucket.in_place->forget_placement();  // built from this step's slots and positions (recorded too)
+    // Into the staging's fixed buffers (LayerState::gather would allocate new ones each step).
     for (int64_t i = 0; i < cache_.num_layers(); ++i) {
       if (cache_.layer(i).continues_rows_in_place()) continue;
       auto sources = cache_.layer(i).tensors();
@@ -152,12 +153,7 @@ at::Tensor SlotSteps::step(const std::vector<int64_t>& tokens, const std::vector
     }
     at::Tensor logits = decoder_.forward(step_tokens.unsqueeze(1), &bucket.staging).select(1, 0);
     for (int64_t i = 0; i < cache_.num_layers(); ++i) {
-      if (cache_.layer(i).continues_rows_in_place()) continue;
-      auto targets = cache_.layer(i).tensors();
-      auto sources = bucket.staging.layer(i).tensors();
-      for (size_t j = 0; j < targets.size(); ++j) {
-        if (targets[j]->defined()) targets[j]->index_copy_(0, bucket.slot_index, *sources[j]);
-      }
+      if (!cache_.layer(i).continues_rows_in_place()) cache_.layer(i).scatter(bucket.staging.layer(i), bucket.slot_index);
     }
     return logits;
   };
