@@ -220,6 +220,26 @@ TEST_F(TokenShardErrors, ManifestAndShardMustAgree) {
   expect_contains(open_error(), "split 'train' counts 31 tokens and 5 documents, but its shards add up to 29 and 5");
 }
 
+// Counts that are floats, negative or past 2^62 are refused by name (libFuzzer: a split of 5.6e47
+// tokens was converted to an integer with undefined behaviour).
+TEST_F(TokenShardErrors, ManifestCountsMustBeIntegersInRange) {
+  const std::string where = "token manifest '" + dir_.file("manifest.json") + "': ";
+  for (const auto& [value, shown] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {nlohmann::json::parse("5.6e47"), "5.6e+47"}, {-1, "-1"}, {30.5, "30.5"}, {(int64_t{1} << 62) + 1, "4611686018427387905"}}) {
+    auto document = manifest_json();
+    document["splits"]["train"]["tokens"] = value;
+    write_manifest_json(document);
+    EXPECT_EQ(open_error(), where + "\"tokens\" must be an integer in [0, 2^62], got " + shown);
+  }
+  auto document = manifest_json();
+  document["splits"]["train"]["tokens"] = manifest_.splits.at("train").tokens;
+  document["splits"]["train"]["shards"][0]["tokens"] = int64_t{1} << 62;
+  document["splits"]["train"]["shards"][1]["tokens"] = int64_t{1} << 62;
+  document["splits"]["train"]["shards"].push_back(document["splits"]["train"]["shards"][0]);
+  write_manifest_json(document);
+  EXPECT_EQ(open_error(), where + "split 'train' counts more tokens or documents than 64 bits hold");
+}
+
 TEST_F(TokenShardErrors, MissingOrEmptySplitsAndManifests) {
   expect_contains(error_of([&] { TokenShardSet::open(dir_.path(), "val"); }),
                   "have no split 'val' (the manifest lists: train)");
