@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -39,21 +38,8 @@ struct GsaLayerState : LayerState {
 
 // Rows of a GsaLayerState continued in place (rows_view): a step updates each row's states in
 // the slot tensors (ops::gsa_step_rows_); a prefill gathers them, runs, and writes them back.
-// Holds no tensors of its own.
-struct GsaRows : LayerState {
+struct GsaRows : RowsView {
   GsaLayerState* cache = nullptr;  // the slots' states (not owned; outlives the forward)
-  std::shared_ptr<const SlotRows> slots;
-
-  std::vector<at::Tensor*> tensors() override { return {}; }
-  std::unique_ptr<LayerState> empty_like() const override {
-    throw std::logic_error("GsaRows: a view of a cache's rows has no empty copy");
-  }
-  std::unique_ptr<LayerState> gather(const at::Tensor&, int64_t) const override {
-    throw std::logic_error("GsaRows: a view of a cache's rows is not gathered from");
-  }
-  void scatter(LayerState&, const at::Tensor&) override {}  // already written in place
-  void reset_rows(const at::Tensor&) override {}
-  void reset() override {}
 };
 
 inline std::unique_ptr<LayerState> GsaLayerState::rows_view(std::shared_ptr<const SlotRows> rows) {

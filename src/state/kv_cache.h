@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -107,22 +106,10 @@ struct KvLayerCache : LayerState {
 
 // Rows of a KvLayerCache continued in place (rows_view): the attention appends each row's new
 // keys after its slot's own positions in `cache` and reads them there, so a running batch of
-// different lengths steps in one forward. Holds no tensors of its own: writing it back (scatter)
-// has nothing to do.
-struct KvRows : LayerState {
+// different lengths steps in one forward.
+struct KvRows : RowsView {
   KvLayerCache* cache = nullptr;        // the slots' cache (not owned; outlives the forward)
-  std::shared_ptr<const SlotRows> slots;
 
-  std::vector<at::Tensor*> tensors() override { return {}; }
-  std::unique_ptr<LayerState> empty_like() const override {
-    throw std::logic_error("KvRows: a view of a cache's rows has no empty copy");
-  }
-  std::unique_ptr<LayerState> gather(const at::Tensor&, int64_t) const override {
-    throw std::logic_error("KvRows: a view of a cache's rows is not gathered from");
-  }
-  void scatter(LayerState&, const at::Tensor&) override {}  // already written in place
-  void reset_rows(const at::Tensor&) override {}
-  void reset() override {}
   // Room in the cache for every row's `new_tokens` more positions; allocates the cache (all its
   // slots) at the first call, with the heads, dim and options of k or v [R, T, H_kv, D].
   void make_room(int64_t new_tokens, const at::Tensor& k) {

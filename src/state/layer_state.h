@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 namespace lintime::state {
@@ -155,6 +156,24 @@ class LayerState {
     }
     return total;
   }
+};
+
+// A view of some slots of another state continued in place (LayerState::rows_view): it holds no
+// tensors of its own, so there is nothing to gather, write back or reset; the mixer reads the
+// slots' state through the view's own pointer (state::KvRows, state::GsaRows).
+struct RowsView : LayerState {
+  std::shared_ptr<const SlotRows> slots;
+
+  std::vector<at::Tensor*> tensors() override { return {}; }
+  std::unique_ptr<LayerState> empty_like() const override {
+    throw std::logic_error("a view of a cache's rows has no empty copy");
+  }
+  std::unique_ptr<LayerState> gather(const at::Tensor&, int64_t) const override {
+    throw std::logic_error("a view of a cache's rows is not gathered from");
+  }
+  void scatter(LayerState&, const at::Tensor&) override {}  // already written in place
+  void reset_rows(const at::Tensor&) override {}
+  void reset() override {}
 };
 
 }  // namespace lintime::state
