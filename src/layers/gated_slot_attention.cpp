@@ -10,6 +10,7 @@
 #include "state/gsa_state.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 namespace lintime::layers {
 
@@ -83,7 +84,8 @@ GatedSlotAttention::GatedSlotAttention(const GatedSlotAttentionOptions& options,
 void GatedSlotAttention::parameters_moved() { place_adjacent({&q_proj, &k_proj, &v_proj, &f_proj}); }
 
 GatedSlotAttention::Features GatedSlotAttention::features(const at::Tensor& x, state::GsaLayerState* histories,
-                                                           const std::optional<at::Tensor>& cu_seqlens) const {
+                                                           const std::optional<at::Tensor>& cu_seqlens,
+                                                           bool defer_swish) const {
   const char* op = "GatedSlotAttention";
   check_shape(op, "x", x, {{"B", -1}, {"T", -1}, {"hidden_size", options_.hidden_size}});
   const int64_t batch = x.size(0), length = x.size(1);
@@ -104,7 +106,14 @@ GatedSlotAttention::Features GatedSlotAttention::features(const at::Tensor& x, s
   const at::Tensor& f = projections[3];  // [B, T, H*M]
 
   Features out;  // q [B, T, HQ, K], k [B, T, H, K], v [B, T, H, V], g and s [B, T, H, M]
-  if (options_.feature_map == "swish") {
+  if (options_.feature_map == "swish" && defer_swish) {
+    out.q = q.view({batch, length, heads, dims_.head_k_dim});
+    out.k = k.view({batch, length, kv_heads, dims_.head_k_dim});
+    out.v = v.view({batch, length, kv_heads, dims_.head_v_dim});
+    out.g = at::log_sigmoid(f.view({batch, length, kv_heads, slots})) / options_.gate_logit_normalizer;
+    out.s = 1 - at::exp(out.g);
+    out.swish_pending = true;
+  } else if (options_.feature_map == "swish") {
     // swish on q, k, v and the gates from f (one kernel in inference on a GPU).
     auto activations = ops::gsa_activations(q, k, v, f, options_.gate_logit_normalizer);
     out.q = activations.q.view({batch, length, heads, dims_.head_k_dim});
@@ -129,9 +138,14 @@ at::Tensor GatedSlotAttention::output(const at::Tensor& o) const {
 
 at::Tensor GatedSlotAttention::forward(const at::Tensor& x, state::GsaLayerState* state,
                                        const std::optional<at::Tensor>& cu_seqlens) {
-  const Features in = features(x, state, cu_seqlens);
+  // Training (no state, a gradient recorded): the swish goes inside the chunk's autograd function,
+  // so that the graph keeps q, k, v once, not also their swish.
+  const bool training = state == nullptr && at::GradMode::is_enabled();
+  const Features in = features(x, state, cu_seqlens, /*defer_swish=*/training);
   at::Tensor o;  // [B, T, HQ, V]
-  if (state == nullptr) {
+  if (in.swish_pending) {
+    o = ops::gsa_chunk_of_swish(in.q, in.k, in.v, in.s, in.g, scale(), cu_seqlens);
+  } else if (state == nullptr) {
     o = ops::gsa_chunk(in.q, in.k, in.v, in.s, in.g, scale(), std::nullopt, std::nullopt, false, cu_seqlens).o;
   } else if (x.size(1) == 1 && !cu_seqlens.has_value()) {
     o = ops::gsa_step_(in.q.select(1, 0), in.k.select(1, 0), in.v.select(1, 0), in.s.select(1, 0), in.g.select(1, 0),

@@ -50,11 +50,13 @@ class GatedSlotAttention : public Module {
   static Dims validated_dims(const GatedSlotAttentionOptions& options);
   struct Features {
     at::Tensor q, k, v, s, g;  // [B, T, HQ, K], [B, T, H, K], [B, T, H, V], [B, T, H, M] twice
+    bool swish_pending = false;  // q, k, v still want the swish (ops::gsa_chunk_of_swish applies it)
   };
   // The recurrence's inputs from x: projections, short convolutions (continuing the histories
-  // of `histories` when given), feature maps and slot gates.
-  Features features(const at::Tensor& x, state::GsaLayerState* histories,
-                    const std::optional<at::Tensor>& cu_seqlens) const;
+  // of `histories` when given), feature maps and slot gates. With defer_swish and the swish
+  // feature map, q, k, v come before it (swish_pending).
+  Features features(const at::Tensor& x, state::GsaLayerState* histories, const std::optional<at::Tensor>& cu_seqlens,
+                    bool defer_swish = false) const;
   // o [B, T, HQ, V] -> o_proj(g_norm(silu(o))) [B, T, hidden_size].
   at::Tensor output(const at::Tensor& o) const;
   // Declared first: the projections below are sized from these.

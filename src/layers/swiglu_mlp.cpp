@@ -24,9 +24,11 @@ void SwiGluMlp::parameters_moved() { place_adjacent({&gate_proj, &up_proj}); }
 
 at::Tensor SwiGluMlp::forward(const at::Tensor& x) const {
   const auto gate_up = linear_maps(x, {&gate_proj, &up_proj});  // one product when inferring
-  // silu(gate) · up in fp32, rounded once (one kernel forward on a GPU); in training the graph
-  // keeps gate and up in their dtype, not fp32 copies (ops::swiglu_product's own backward).
-  return down_proj.forward(ops::swiglu_product(gate_up[0], gate_up[1]));
+  // silu(gate) · up in fp32, rounded once (one kernel forward on a GPU), then down_proj; in
+  // training the graph keeps gate and up in their dtype and not the product (ops::swiglu_linear).
+  const at::Tensor& bias = down_proj.bias;
+  return ops::swiglu_linear(gate_up[0], gate_up[1], down_proj.weight,
+                            bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
 }
 
 int64_t SwiGluMlp::intermediate_size_for(int64_t hidden_size, double hidden_ratio,

@@ -117,29 +117,40 @@ ChunkedResult chunked_forward(const at::Tensor& hidden, const at::Tensor& weight
     const at::Tensor counted = label_chunk.ne(options.ignore_index);  // [n]
     const at::Tensor safe_labels = label_chunk.masked_fill(counted.logical_not(), 0).unsqueeze(1);  // [n, 1]
 
-    at::Tensor logits = multiply(hidden_chunk, weight_operand.t());  // [n, V]
-    if (bias_operand.defined()) logits.add_(bias_operand);
-    const at::Tensor log_normalizer = at::logsumexp(logits, {1}, /*keepdim=*/true);  // [n, 1]
-    const at::Tensor target_logits = logits.gather(1, safe_labels);                 // [n, 1]
-    const at::Tensor counted_weight = counted.to(logits_dtype).unsqueeze(1);          // [n, 1]
-    loss_sum.add_(((log_normalizer - target_logits) * counted_weight).to(sum_dtype).sum());
+    at::Tensor log_probabilities;  // [n, V]: one log_softmax kernel (logsumexp took five passes)
+    {
+      at::Tensor logits = multiply(hidden_chunk, weight_operand.t());  // [n, V]
+      if (bias_operand.defined()) logits.add_(bias_operand);
+      log_probabilities = at::log_softmax(logits, 1);
+    }
+    const at::Tensor counted_weight = counted.to(logits_dtype).unsqueeze(1);  // [n, 1]
+    loss_sum.sub_((log_probabilities.gather(1, safe_labels) * counted_weight).to(sum_dtype).sum());
     if (!any_gradient) continue;
 
     // d_logits = (softmax − onehot(label)) / normalizer, zero rows for ignored tokens; formed in
-    // place of the logits.
-    at::Tensor grad_logits = logits.sub_(log_normalizer).exp_();  // [n, V] softmax
+    // place of the log-probabilities, and scaled straight into the operand dtype.
+    at::Tensor grad_logits = log_probabilities.exp_();  // [n, V] softmax
     grad_logits.scatter_add_(1, safe_labels, counted_weight.neg());
-    grad_logits.mul_(counted_weight * inverse);
-    const at::Tensor grad_operand = grad_logits.to(operand_dtype);  // [n, V]
+    const at::Tensor row_scale = counted_weight * inverse;  // [n, 1]
+    at::Tensor grad_operand;  // [n, V]
+    if (operand_dtype == logits_dtype) {
+      grad_operand = grad_logits.mul_(row_scale);
+    } else {  // the bf16/fp16 operand of the CUDA products; grad_logits stays unscaled
+      grad_operand = at::empty(grad_logits.sizes(), grad_logits.options().dtype(operand_dtype));
+      at::mul_out(grad_operand, grad_logits, row_scale);
+    }
     if (want_hidden) result.grad_hidden.narrow(0, start, rows).copy_(at::mm(grad_operand, weight_operand));
     if (want_weight) {
-      if (mixed_matmul) {
-        result.grad_weight.add_(at::mm(grad_operand.t(), hidden_chunk, at::kFloat));
+      if (mixed_matmul) {  // accumulated by the GEMM itself (beta 1), fp32 from bf16/fp16 operands
+        at::addmm_out(result.grad_weight, result.grad_weight, grad_operand.t(), hidden_chunk, at::kFloat);
       } else {
         result.grad_weight.addmm_(grad_logits.t().to(sum_dtype), hidden_chunk.to(sum_dtype));
       }
     }
-    if (want_bias) result.grad_bias.add_(grad_logits.sum(0, /*keepdim=*/false, sum_dtype));
+    if (want_bias) {
+      const at::Tensor scaled = operand_dtype == logits_dtype ? grad_logits : grad_logits * row_scale;
+      result.grad_bias.add_(scaled.sum(0, /*keepdim=*/false, sum_dtype));
+    }
   }
   result.loss = loss_sum * inverse.to(sum_dtype);
   return result;

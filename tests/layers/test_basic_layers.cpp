@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -108,6 +109,46 @@ TEST(Embedding, LooksUpRows) {
   auto y = embedding.forward(ids);
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{1, 3, 6}));
   EXPECT_TRUE(at::equal(y[0][2], embedding.weight[9]));
+}
+
+// silu_forward in training keeps its input alone: the gradients of x and the weight equal those
+// of forward(at::silu(x)) bit for bit (fp32, bf16; with and without a weight), and the graph
+// holds nothing beyond the output where the unfused form keeps silu's output too.
+TEST(RMSNorm, SiluForwardKeepsItsInputAloneWithTheSameGradients) {
+  using lintime::testing::CpuAllocationCounter;
+  auto generator = make_generator(4);
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    for (const bool affine : {true, false}) {
+      const std::string name = std::string(c10::toString(dtype)) + (affine ? " weight" : " no weight");
+      lintime::layers::RMSNorm norm(96, 1e-5, affine);
+      if (affine) {
+        norm.weight.detach().normal_(1.0, 0.5, generator);
+        norm.weight = norm.weight.detach().to(dtype).requires_grad_(true);
+      }
+      const auto x = at::empty({3, 50, 96}, at::kFloat).normal_(0.0, 2.0, generator).to(dtype).requires_grad_(true);
+      const auto dy = at::empty({3, 50, 96}, at::kFloat).normal_(0.0, 1.0, generator).to(dtype);
+      int64_t held_plain = 0, held = 0;
+      at::Tensor y_plain, y;
+      {
+        CpuAllocationCounter counter;
+        y_plain = norm.forward(at::silu(x));
+        held_plain = counter.live_bytes() - static_cast<int64_t>(y_plain.nbytes());
+      }
+      {
+        CpuAllocationCounter counter;
+        y = norm.silu_forward(x);
+        held = counter.live_bytes() - static_cast<int64_t>(y.nbytes());
+      }
+      EXPECT_TRUE(at::equal(y, y_plain)) << name;
+      EXPECT_EQ(held, 0) << name;
+      EXPECT_GE(held_plain, static_cast<int64_t>(x.nbytes())) << name;
+      std::vector<at::Tensor> inputs = {x};
+      if (affine) inputs.push_back(norm.weight);
+      const auto grads_plain = torch::autograd::grad({y_plain}, inputs, {dy});
+      const auto grads = torch::autograd::grad({y}, inputs, {dy});
+      for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(at::equal(grads[i], grads_plain[i])) << name << " input " << i;
+    }
+  }
 }
 
 TEST(RMSNorm, MatchesFloat64Formula) {

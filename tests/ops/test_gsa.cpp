@@ -4,6 +4,7 @@
 // example, decoding steps, varlen against per-sequence runs, and error messages.
 #include "ops/gsa_test_cases.h"
 #include "ops/register/ops.h"
+#include "support/cpu_allocation_counter.h"
 #include "support/test_support.h"
 
 #include <ATen/ATen.h>
@@ -378,6 +379,46 @@ TEST(GsaChunk, VarlenEqualsPerSequenceRuns) {
     joined.grads[name] = at::cat(parts, name.rfind("initial_state", 0) == 0 ? 0 : 1);
   }
   expect_runs_close(c.name, packed, joined, kFloat64Tolerance);
+}
+
+// gsa_chunk_of_swish (training's path): the output and the gradients of q, k, v, s, g equal
+// at::silu then gsa_chunk bit for bit, in float64 and float32, plain and packed; and its graph
+// keeps q, k, v once (silu then gsa_chunk keeps them and their swish).
+TEST(GsaChunkOfSwish, EqualsSiluThenChunkBitForBitAndKeepsLess) {
+  using lintime::testing::CpuAllocationCounter;
+  for (const auto dtype : {at::kDouble, at::kFloat}) {
+    for (const bool varlen : {false, true}) {
+      GsaCase c{"swish", 2, 70, 4, 2, 32, 24, 16, 8.0, true, false};
+      if (varlen) c = GsaCase{"swish_varlen", 1, 0, 4, 2, 32, 24, 16, 8.0, true, false, {5, 64, 71}};
+      const auto in = make_inputs(c, seed_of(c.name));
+      const std::string name = c.name + "_" + c10::toString(dtype);
+      const auto leaf = [&](const at::Tensor& x) { return (x * 2).to(dtype).detach().requires_grad_(true); };
+      const auto q = leaf(in.q), k = leaf(in.k), v = leaf(in.v), s = leaf(in.s), g = leaf(in.g);
+      const std::optional<at::Tensor> cu = varlen ? std::optional<at::Tensor>(in.cu_seqlens) : std::nullopt;
+      const auto grad_o = in.grad_o.to(dtype);
+      int64_t held_plain = 0, held_fused = 0;
+      at::Tensor o_plain, o_fused;
+      {
+        CpuAllocationCounter counter;
+        o_plain = gsa_chunk(at::silu(q), at::silu(k), at::silu(v), s, g, in.scale, std::nullopt, std::nullopt, false, cu).o;
+        held_plain = counter.live_bytes() - static_cast<int64_t>(o_plain.nbytes());
+      }
+      {
+        CpuAllocationCounter counter;
+        o_fused = gsa_chunk_of_swish(q, k, v, s, g, in.scale, cu);
+        held_fused = counter.live_bytes() - static_cast<int64_t>(o_fused.nbytes());
+      }
+      EXPECT_TRUE(at::equal(o_plain, o_fused)) << name;
+      // The plain graph keeps swish(q), swish(k), swish(v) besides; the fused one nothing (the
+      // general path keeps no internals).
+      EXPECT_EQ(held_plain - held_fused, static_cast<int64_t>(q.nbytes() + k.nbytes() + v.nbytes())) << name;
+      EXPECT_EQ(held_fused, 0) << name;
+      const auto plain = torch::autograd::grad({o_plain}, {q, k, v, s, g}, {grad_o});
+      const auto fused = torch::autograd::grad({o_fused}, {q, k, v, s, g}, {grad_o});
+      const char* names[] = {"q", "k", "v", "s", "g"};
+      for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(at::equal(plain[i], fused[i])) << name << " d" << names[i];
+    }
+  }
 }
 
 // ABC gates: per packed sequence, the same as running abc_gates on each sequence alone, and

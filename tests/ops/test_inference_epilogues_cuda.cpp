@@ -118,7 +118,8 @@ TEST(InferenceEpiloguesCuda, SwigluProductAutogradFunction) {
   using lintime::testing::unit_roundoff;
   at::manual_seed(1);
   for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
-    std::vector<std::pair<int64_t, int64_t>> shapes = {{3, 64}, {37, 200}, {1024, 1408}};
+    // 203: not a multiple of the 16-byte vector, the kernels' element-by-element form.
+    std::vector<std::pair<int64_t, int64_t>> shapes = {{3, 64}, {37, 200}, {37, 203}, {1024, 1408}};
     if (dtype == at::kBFloat16) shapes.emplace_back(4100, 4096);  // 1.7e7 entries: many grid-stride rounds
     for (const auto& [rows, width] : shapes) {
       const std::string name = std::string("swiglu autograd ") + c10::toString(dtype) + " " + std::to_string(rows) +
@@ -181,6 +182,66 @@ TEST(InferenceEpiloguesCuda, SwigluProductGraphKeepsGateAndUp) {
               static_cast<long>(peak), static_cast<double>(peak - gradient_bytes) / static_cast<double>(fp32_bytes));
   EXPECT_EQ(device_requested_bytes(device) - start, gradient_bytes);
   EXPECT_EQ(peak - gradient_bytes, 0);
+}
+
+// swiglu_linear (the MLP's product and down projection in training): output and gradients of
+// gate, up and weight against float64, within twice the error of autograd through the ATen
+// reference in the dtype; the backward's product is the forward's bits, in both kernel forms
+// (width 704 vectorised, 203 element by element).
+TEST(InferenceEpiloguesCuda, SwigluLinearMatchesFloat64) {
+  LINTIME_SKIP_WITHOUT_CUDA();
+  at::manual_seed(2);
+  for (const auto dtype : {at::kBFloat16, at::kFloat}) {
+    for (const int64_t width : {704, 203}) {
+      const int64_t rows = 512, out_width = 256;
+      const std::string name = std::string("swiglu_linear ") + c10::toString(dtype) + " I" + std::to_string(width);
+      const auto joined = (at::randn({rows, 2 * width}, at::kDouble) * 2).to(dtype).cuda().requires_grad_(true);
+      const auto gate = joined.narrow(-1, 0, width), up = joined.narrow(-1, width, width);
+      const auto weight = (at::randn({out_width, width}, at::kDouble) * 0.05).to(dtype).cuda().requires_grad_(true);
+      const auto dy = at::randn({rows, out_width}, at::kDouble).to(dtype).cuda();
+      const auto y = swiglu_linear(gate, up, weight, std::nullopt);
+      const auto y_aten = swiglu_linear_reference(gate, up, weight, std::nullopt);
+      const auto grads = torch::autograd::grad({y}, {joined, weight}, {dy});
+      const auto grads_aten = torch::autograd::grad({y_aten}, {joined, weight}, {dy});
+      const auto joined64 = joined.detach().cpu().to(at::kDouble).requires_grad_(true);
+      const auto weight64 = weight.detach().cpu().to(at::kDouble).requires_grad_(true);
+      const auto y64 = swiglu_linear_reference(joined64.narrow(-1, 0, width), joined64.narrow(-1, width, width), weight64,
+                                               std::nullopt);
+      const auto grads64 = torch::autograd::grad({y64}, {joined64, weight64}, {dy.cpu().to(at::kDouble)});
+      expect_close(y, y_aten, y64, name + " y");
+      expect_close(grads[0], grads_aten[0], grads64[0], name + " d gate, d up");
+      expect_close(grads[1], grads_aten[1], grads64[1], name + " d weight");
+      at::NoGradGuard no_grad;
+      const auto backward = swiglu_product_bwd_with_product(gate, up, at::randn_like(gate), true);
+      EXPECT_TRUE(at::equal(backward.product, swiglu_product(gate, up))) << name << ": the backward's product";
+    }
+  }
+}
+
+// At GSA-1.3B's MLP shape (16K tokens, I = 5632, hidden 2048) the graph keeps nothing beyond the
+// output: not the 185 MB product the projection reads (autograd through the reference keeps it).
+TEST(InferenceEpiloguesCuda, SwigluLinearGraphKeepsNoProduct) {
+  LINTIME_SKIP_WITHOUT_CUDA();
+  const int64_t rows = 16384, width = 5632, out_width = 2048;
+  const auto options = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  const auto gate_up = at::randn({rows, 2 * width}, options).requires_grad_(true);
+  const auto gate = gate_up.narrow(-1, 0, width), up = gate_up.narrow(-1, width, width);
+  const auto weight = (at::randn({out_width, width}, options) * 0.02).requires_grad_(true);
+  const c10::DeviceIndex device = gate.device().index();
+  const int64_t product_bytes = rows * width * 2;
+  int64_t reference_held = 0;
+  {
+    const int64_t before = device_requested_bytes(device);
+    const auto y = swiglu_linear_reference(gate, up, weight, std::nullopt);
+    reference_held = device_requested_bytes(device) - before - static_cast<int64_t>(y.nbytes());
+  }
+  const int64_t before = device_requested_bytes(device);
+  const auto y = swiglu_linear(gate, up, weight, std::nullopt);
+  const int64_t held = device_requested_bytes(device) - before - static_cast<int64_t>(y.nbytes());
+  std::printf("swiglu_linear graph: %ld bytes beyond the output (through the reference %ld; the product %ld)\n",
+              static_cast<long>(held), static_cast<long>(reference_held), static_cast<long>(product_bytes));
+  EXPECT_EQ(held, 0);
+  EXPECT_GE(reference_held, product_bytes);
 }
 
 }  // namespace

@@ -36,6 +36,23 @@ at::Tensor swiglu_product_reference(const at::Tensor& gate, const at::Tensor& up
 std::pair<at::Tensor, at::Tensor> swiglu_product_bwd(const at::Tensor& gate, const at::Tensor& up,
                                                      const at::Tensor& grad_out);
 
+// The same, and with with_product also silu(gate) · up rounded once (as swiglu_product), which
+// the kernel writes in the same pass: swiglu_linear's backward reads it instead of keeping it.
+struct SwigluBackward {
+  at::Tensor grad_gate, grad_up, product;  // product undefined without with_product
+};
+SwigluBackward swiglu_product_bwd_with_product(const at::Tensor& gate, const at::Tensor& up,
+                                               const at::Tensor& grad_out, bool with_product);
+
+// linear(silu(gate) · up, weight, bias): an MLP's product and down projection. When a gradient is
+// recorded, the graph keeps gate and up alone, not the product (fla's swiglu_linear does the
+// same); the backward forms the product again in the SwiGLU backward's pass. The reference is
+// the ATen composition; autograd through it is the backward's reference.
+at::Tensor swiglu_linear(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias);
+at::Tensor swiglu_linear_reference(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias);
+
 // (y, RMSNorm(y)) for y = x + residual: y rounded to the dtype as at::add does, the norm
 // y · rsqrt(mean(y²) + eps) · weight in fp32 over the last dim, rounded once.
 std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& residual,

@@ -3,7 +3,9 @@
 // abc_gates (autograd differentiates their ATen ops); and an Autograd kernel for gsa_chunk whose
 // backward is the analytic gsa_chunk_bwd, called through the dispatcher.
 #include "ops/gsa/gsa.h"
+#include "ops/register/ops.h"
 
+#include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -102,11 +104,73 @@ std::tuple<at::Tensor, at::Tensor> abc_gates_composite(const at::Tensor& s_logit
   return abc_gates(s_logits, value_or_undefined(cu_seqlens));
 }
 
+// The backend calls gsa_chunk's autograd functions make, through the dispatcher (so that a CUDA
+// kernel registered later is picked up the same way). When a gradient will be taken, the
+// forward goes through gsa_chunk_with_internals and the backward through
+// gsa_chunk_bwd_with_internals, so that the fused kernels' backward does not recompute what the
+// forward computed.
+struct ChunkForward {
+  Tensors3 outputs;                  // o, final_state_k, final_state_v
+  std::vector<at::Tensor> internals;  // empty unless kept
+};
+
+ChunkForward chunk_forward_below_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          const at::Tensor& s, const at::Tensor& g, double scale,
+                                          const OptionalTensor& initial_state_k, const OptionalTensor& initial_state_v,
+                                          bool output_final_state, const OptionalTensor& cu_seqlens,
+                                          bool keep_internals) {
+  static auto forward_op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("lintime::gsa_chunk", "")
+                               .typed<decltype(gsa_chunk_cpu)>();
+  static auto forward_with_internals_op = c10::Dispatcher::singleton()
+                                              .findSchemaOrThrow("lintime::gsa_chunk_with_internals", "")
+                                              .typed<decltype(gsa_chunk_with_internals_cpu)>();
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  ChunkForward result;
+  if (keep_internals) {
+    auto [o, final_state_k, final_state_v, kept] = forward_with_internals_op.call(
+        q, k, v, s, g, scale, initial_state_k, initial_state_v, output_final_state, cu_seqlens);
+    result.outputs = {o, final_state_k, final_state_v};
+    result.internals = std::move(kept);
+  } else {
+    result.outputs = forward_op.call(q, k, v, s, g, scale, initial_state_k, initial_state_v, output_final_state,
+                                     cu_seqlens);
+  }
+  return result;
+}
+
+// What the functions save: the five inputs, both initial states and cu_seqlens (undefined where
+// absent), then the internals.
+constexpr size_t kSavedInputs = 8;
+
+using ChunkGradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// (d q, d k, d v, d s, d g, d initial_state_k, d initial_state_v) from what was saved.
+ChunkGradients chunk_backward(const std::vector<at::Tensor>& saved, double scale, at::Tensor grad_o,
+                              const at::Tensor& grad_final_state_k, const at::Tensor& grad_final_state_v) {
+  static auto backward_op = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("lintime::gsa_chunk_bwd", "")
+                                .typed<decltype(gsa_chunk_bwd_cpu)>();
+  static auto backward_with_internals_op = c10::Dispatcher::singleton()
+                                               .findSchemaOrThrow("lintime::gsa_chunk_bwd_with_internals", "")
+                                               .typed<decltype(gsa_chunk_bwd_with_internals_cpu)>();
+  const auto& q = saved[0];
+  const auto& v = saved[2];
+  if (!grad_o.defined()) grad_o = at::zeros({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
+  if (saved.size() > kSavedInputs) {
+    return backward_with_internals_op.call(saved[0], saved[1], saved[2], saved[3], saved[4], scale,
+                                           defined_or_nullopt(saved[5]), defined_or_nullopt(saved[6]),
+                                           defined_or_nullopt(saved[7]), grad_o, defined_or_nullopt(grad_final_state_k),
+                                           defined_or_nullopt(grad_final_state_v),
+                                           at::TensorList(saved).slice(kSavedInputs));
+  }
+  return backward_op.call(saved[0], saved[1], saved[2], saved[3], saved[4], scale, defined_or_nullopt(saved[5]),
+                          defined_or_nullopt(saved[6]), defined_or_nullopt(saved[7]), grad_o,
+                          defined_or_nullopt(grad_final_state_k), defined_or_nullopt(grad_final_state_v));
+}
+
 // Autograd for gsa_chunk: forward runs the backend kernel below autograd, backward calls the
-// registered gsa_chunk_bwd (so a CUDA backward registered later is picked up the same way). When
-// a gradient will be taken, the forward goes through gsa_chunk_with_internals and the backward
-// through gsa_chunk_bwd_with_internals, so that the fused kernels' backward does not recompute
-// what the forward computed.
+// registered gsa_chunk_bwd (with the internals when kept).
 class GsaChunkFunction : public torch::autograd::Function<GsaChunkFunction> {
  public:
   static torch::autograd::variable_list forward(
@@ -114,33 +178,15 @@ class GsaChunkFunction : public torch::autograd::Function<GsaChunkFunction> {
       const at::Tensor& v, const at::Tensor& s, const at::Tensor& g, double scale,
       const OptionalTensor& initial_state_k, const OptionalTensor& initial_state_v,
       bool output_final_state, const OptionalTensor& cu_seqlens, bool keep_internals) {
-    static auto forward_op = c10::Dispatcher::singleton()
-                                 .findSchemaOrThrow("lintime::gsa_chunk", "")
-                                 .typed<decltype(gsa_chunk_cpu)>();
-    static auto forward_with_internals_op = c10::Dispatcher::singleton()
-                                                .findSchemaOrThrow("lintime::gsa_chunk_with_internals", "")
-                                                .typed<decltype(gsa_chunk_with_internals_cpu)>();
-    Tensors3 outputs;
-    std::vector<at::Tensor> internals;
-    {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      if (keep_internals) {
-        auto [o, final_state_k, final_state_v, kept] = forward_with_internals_op.call(
-            q, k, v, s, g, scale, initial_state_k, initial_state_v, output_final_state, cu_seqlens);
-        outputs = {o, final_state_k, final_state_v};
-        internals = std::move(kept);
-      } else {
-        outputs = forward_op.call(q, k, v, s, g, scale, initial_state_k, initial_state_v,
-                                  output_final_state, cu_seqlens);
-      }
-    }
+    ChunkForward result = chunk_forward_below_autograd(q, k, v, s, g, scale, initial_state_k, initial_state_v,
+                                                       output_final_state, cu_seqlens, keep_internals);
     std::vector<at::Tensor> saved = {q, k, v, s, g, value_or_undefined(initial_state_k),
                                      value_or_undefined(initial_state_v), value_or_undefined(cu_seqlens)};
-    saved.insert(saved.end(), internals.begin(), internals.end());
+    saved.insert(saved.end(), result.internals.begin(), result.internals.end());
     ctx->save_for_backward(saved);
     ctx->saved_data["scale"] = scale;
     ctx->set_materialize_grads(false);
-    auto& [o, final_state_k, final_state_v] = outputs;
+    auto& [o, final_state_k, final_state_v] = result.outputs;
     if (output_final_state) return {o, final_state_k, final_state_v};
     // A custom Function cannot return undefined tensors: stand-ins that gsa_chunk_autograd
     // turns back into undefined ones.
@@ -151,35 +197,43 @@ class GsaChunkFunction : public torch::autograd::Function<GsaChunkFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    static auto backward_op = c10::Dispatcher::singleton()
-                                  .findSchemaOrThrow("lintime::gsa_chunk_bwd", "")
-                                  .typed<decltype(gsa_chunk_bwd_cpu)>();
-    static auto backward_with_internals_op = c10::Dispatcher::singleton()
-                                                 .findSchemaOrThrow("lintime::gsa_chunk_bwd_with_internals", "")
-                                                 .typed<decltype(gsa_chunk_bwd_with_internals_cpu)>();
-    const auto saved = ctx->get_saved_variables();
-    constexpr size_t kInputs = 8;  // q, k, v, s, g, both initial states, cu_seqlens; then internals
-    const auto& q = saved[0];
-    const auto& v = saved[2];
-    at::Tensor grad_o = grad_outputs[0];
-    if (!grad_o.defined()) {
-      grad_o = at::zeros({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
-    }
-    const double scale = ctx->saved_data["scale"].toDouble();
     auto [grad_q, grad_k, grad_v, grad_s, grad_g, grad_initial_state_k, grad_initial_state_v] =
-        saved.size() > kInputs
-            ? backward_with_internals_op.call(
-                  saved[0], saved[1], saved[2], saved[3], saved[4], scale, defined_or_nullopt(saved[5]),
-                  defined_or_nullopt(saved[6]), defined_or_nullopt(saved[7]), grad_o,
-                  defined_or_nullopt(grad_outputs[1]), defined_or_nullopt(grad_outputs[2]),
-                  at::TensorList(saved).slice(kInputs))
-            : backward_op.call(saved[0], saved[1], saved[2], saved[3], saved[4], scale,
-                               defined_or_nullopt(saved[5]), defined_or_nullopt(saved[6]),
-                               defined_or_nullopt(saved[7]), grad_o,
-                               defined_or_nullopt(grad_outputs[1]), defined_or_nullopt(grad_outputs[2]));
+        chunk_backward(ctx->get_saved_variables(), ctx->saved_data["scale"].toDouble(), grad_outputs[0],
+                       grad_outputs[1], grad_outputs[2]);
     // One gradient per forward argument; non-tensor and absent arguments get undefined ones.
     return {grad_q, grad_k, grad_v, grad_s, grad_g, at::Tensor(), grad_initial_state_k,
             grad_initial_state_v, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// gsa_chunk(swish(q), swish(k), swish(v), s, g) from a zero state, keeping q, k, v before the swish
+// (not after: the swish's own backward would keep those too); the backward recomputes the swish,
+// bit for bit as at::silu rounds it, and back-propagates through at::silu_backward.
+class SwishGsaChunkFunction : public torch::autograd::Function<SwishGsaChunkFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& s, const at::Tensor& g, double scale,
+                            const OptionalTensor& cu_seqlens) {
+    ChunkForward result = chunk_forward_below_autograd(at::silu(q), at::silu(k), at::silu(v), s, g, scale,
+                                                       std::nullopt, std::nullopt, false, cu_seqlens, true);
+    std::vector<at::Tensor> saved = {q, k, v, s, g, at::Tensor(), at::Tensor(), value_or_undefined(cu_seqlens)};
+    saved.insert(saved.end(), result.internals.begin(), result.internals.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["scale"] = scale;
+    return std::get<0>(result.outputs);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    std::vector<at::Tensor> saved = ctx->get_saved_variables();
+    const at::Tensor q = saved[0], k = saved[1], v = saved[2];
+    saved[0] = at::silu(q);
+    saved[1] = at::silu(k);
+    saved[2] = at::silu(v);
+    auto [grad_swish_q, grad_swish_k, grad_swish_v, grad_s, grad_g, unused_k, unused_v] =
+        chunk_backward(saved, ctx->saved_data["scale"].toDouble(), grad_outputs[0], at::Tensor(), at::Tensor());
+    return {at::silu_backward(grad_swish_q, q), at::silu_backward(grad_swish_k, k), at::silu_backward(grad_swish_v, v),
+            grad_s, grad_g, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -203,6 +257,19 @@ Tensors3 gsa_chunk_autograd(const at::Tensor& q, const at::Tensor& k, const at::
 }
 
 }  // namespace
+
+at::Tensor gsa_chunk_of_swish(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
+                              const at::Tensor& g, double scale, const std::optional<at::Tensor>& cu_seqlens) {
+  bool records_graph = false;
+  if (at::GradMode::is_enabled()) {
+    for (const at::Tensor* input : {&q, &k, &v, &s, &g}) records_graph |= input->requires_grad();
+  }
+  if (!records_graph) {
+    return gsa_chunk(at::silu(q), at::silu(k), at::silu(v), s, g, scale, std::nullopt, std::nullopt, false, cu_seqlens)
+        .o;
+  }
+  return SwishGsaChunkFunction::apply(q, k, v, s, g, scale, cu_seqlens);
+}
 
 // The ATen implementations are device-agnostic: registered as CompositeExplicitAutograd they are
 // the general path for every backend (CPU now, CUDA until a fused kernel registered under the

@@ -55,6 +55,14 @@ GsaResult gsa_reference(const at::Tensor& q, const at::Tensor& k, const at::Tens
                         const std::optional<at::Tensor>& initial_state_v = std::nullopt,
                         bool output_final_state = false,
                         const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+// gsa_chunk(swish(q), swish(k), swish(v), s, g, scale) from a zero state: o [B, T, HQ, V]. When a
+// gradient is recorded the graph keeps q, k, v as given, not their swish (which gsa_chunk and
+// swish's own backward would each keep: three [B, T, ·] tensors fewer per layer in training);
+// the backward recomputes the swish. Gradients equal those of at::silu then gsa_chunk bit for bit.
+// Defined in gsa_registration.cpp, beside gsa_chunk's autograd function, whose calls it shares.
+at::Tensor gsa_chunk_of_swish(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& s,
+                              const at::Tensor& g, double scale,
+                              const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
 // Returns o [B, HQ, V]; updates state_k [B, H, K, M] and state_v [B, H, M, V] in place.
 at::Tensor gsa_step_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& s, const at::Tensor& g, double scale,

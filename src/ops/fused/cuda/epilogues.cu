@@ -5,6 +5,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+#include <initializer_list>
+
 namespace lintime::cuda {
 namespace {
 
@@ -29,28 +32,71 @@ __device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
 
 constexpr int kThreads = 256;
 
-template <class E>
-__global__ void swiglu_kernel(SwigluParams p) {
-  const int64_t total = p.rows * p.columns;
-  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < total; i += int64_t{gridDim.x} * kThreads) {
-    const int64_t r = i / p.columns, c = i % p.columns;
-    const float gate = Element<E>::load(p.gate, r * p.gate_row_stride + c);
-    const float up = Element<E>::load(p.up, r * p.up_row_stride + c);
-    Element<E>::store(p.out, i, silu(gate) * up);
+// V consecutive elements of one row: one 16-byte access when the launch found every row start
+// aligned (V = 16 / sizeof(E)), else V = 1.
+template <class E, int V> struct Pack {
+  __device__ static void load(const void* p, int64_t i, float (&x)[V]) {
+    if constexpr (V == 1) {
+      x[0] = Element<E>::load(p, i);
+    } else {
+      const uint4 bits = *reinterpret_cast<const uint4*>(static_cast<const E*>(p) + i);
+      const E* e = reinterpret_cast<const E*>(&bits);
+#pragma unroll
+      for (int j = 0; j < V; ++j) x[j] = Element<E>::load(e, j);
+    }
+  }
+  __device__ static void store(void* p, int64_t i, const float (&x)[V]) {
+    if constexpr (V == 1) {
+      Element<E>::store(p, i, x[0]);
+    } else {
+      uint4 bits;
+      E* e = reinterpret_cast<E*>(&bits);
+#pragma unroll
+      for (int j = 0; j < V; ++j) Element<E>::store(e, j, x[j]);
+      *reinterpret_cast<uint4*>(static_cast<E*>(p) + i) = bits;
+    }
+  }
+};
+
+// Rows stride over blockIdx.y, vectors of a row over the x threads: no division per element
+// (the flat-index form's 64-bit div and mod held these kernels at half the copy bandwidth).
+template <class E, int V>
+__global__ void __launch_bounds__(kThreads) swiglu_kernel(SwigluParams p) {
+  const int64_t vectors = p.columns / V;
+  for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
+    for (int64_t v = blockIdx.x * int64_t{kThreads} + threadIdx.x; v < vectors; v += int64_t{gridDim.x} * kThreads) {
+      float gate[V], up[V], out[V];
+      Pack<E, V>::load(p.gate, r * p.gate_row_stride + v * V, gate);
+      Pack<E, V>::load(p.up, r * p.up_row_stride + v * V, up);
+#pragma unroll
+      for (int j = 0; j < V; ++j) out[j] = silu(gate[j]) * up[j];
+      Pack<E, V>::store(p.out, r * p.columns + v * V, out);
+    }
   }
 }
 
-template <class E>
-__global__ void swiglu_backward_kernel(SwigluBackwardParams p) {
-  const int64_t total = p.rows * p.columns;
-  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < total; i += int64_t{gridDim.x} * kThreads) {
-    const int64_t r = i / p.columns, c = i % p.columns;
-    const float gate = Element<E>::load(p.gate, r * p.gate_row_stride + c);
-    const float up = Element<E>::load(p.up, r * p.up_row_stride + c);
-    const float grad_out = Element<E>::load(p.grad_out, r * p.grad_out_row_stride + c);
-    const float sigmoid = 1.f / (1.f + expf(-gate));
-    Element<E>::store(p.grad_up, i, grad_out * (gate * sigmoid));
-    Element<E>::store(p.grad_gate, i, (grad_out * up) * (sigmoid * (1.f + gate * (1.f - sigmoid))));
+template <class E, int V>
+__global__ void __launch_bounds__(kThreads) swiglu_backward_kernel(SwigluBackwardParams p) {
+  const int64_t vectors = p.columns / V;
+  for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
+    for (int64_t v = blockIdx.x * int64_t{kThreads} + threadIdx.x; v < vectors; v += int64_t{gridDim.x} * kThreads) {
+      float gate[V], up[V], grad_out[V], grad_gate[V], grad_up[V], product[V];
+      Pack<E, V>::load(p.gate, r * p.gate_row_stride + v * V, gate);
+      Pack<E, V>::load(p.up, r * p.up_row_stride + v * V, up);
+      Pack<E, V>::load(p.grad_out, r * p.grad_out_row_stride + v * V, grad_out);
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        const float sigmoid = 1.f / (1.f + expf(-gate[j]));
+        const float swish = gate[j] * sigmoid;
+        grad_up[j] = grad_out[j] * swish;
+        grad_gate[j] = (grad_out[j] * up[j]) * (sigmoid * (1.f + gate[j] * (1.f - sigmoid)));
+        product[j] = silu(gate[j]) * up[j];  // the forward's expression: its bits
+      }
+      const int64_t at = r * p.columns + v * V;
+      Pack<E, V>::store(p.grad_up, at, grad_up);
+      Pack<E, V>::store(p.grad_gate, at, grad_gate);
+      if (p.product != nullptr) Pack<E, V>::store(p.product, at, product);
+    }
   }
 }
 
@@ -127,12 +173,48 @@ cudaError_t dispatch(const P& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// The x blocks cover a row's vectors; the y blocks (at most 65535) stride over the rows.
+dim3 row_grid(int64_t rows, int64_t vectors) {
+  const int64_t x = (vectors + kThreads - 1) / kThreads;
+  const int64_t y = rows < 65535 ? rows : 65535;
+  return dim3(static_cast<unsigned>(x < 65535 ? x : 65535), static_cast<unsigned>(y));
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether every row of every operand starts on 16 bytes, so that Pack<E, 16 / sizeof(E)> serves.
+template <class E>
+bool vectorizable(int64_t columns, std::initializer_list<int64_t> row_strides, std::initializer_list<const void*> pointers) {
+  constexpr int64_t V = 16 / sizeof(E);
+  if (columns % V != 0) return false;
+  for (int64_t stride : row_strides) {
+    if (stride % V != 0) return false;
+  }
+  for (const void* p : pointers) {
+    if (p != nullptr && !aligned16(p)) return false;
+  }
+  return true;
+}
+
 template <class E> struct LaunchSwiglu {
-  static void run(const SwigluParams& p, cudaStream_t s) { swiglu_kernel<E><<<blocks_for(p.rows * p.columns), kThreads, 0, s>>>(p); }
+  static void run(const SwigluParams& p, cudaStream_t s) {
+    constexpr int V = 16 / sizeof(E);
+    if (vectorizable<E>(p.columns, {p.gate_row_stride, p.up_row_stride}, {p.gate, p.up, p.out})) {
+      swiglu_kernel<E, V><<<row_grid(p.rows, p.columns / V), kThreads, 0, s>>>(p);
+    } else {
+      swiglu_kernel<E, 1><<<row_grid(p.rows, p.columns), kThreads, 0, s>>>(p);
+    }
+  }
 };
 template <class E> struct LaunchSwigluBackward {
   static void run(const SwigluBackwardParams& p, cudaStream_t s) {
-    swiglu_backward_kernel<E><<<blocks_for(p.rows * p.columns), kThreads, 0, s>>>(p);
+    constexpr int V = 16 / sizeof(E);
+    if (vectorizable<E>(p.columns, {p.gate_row_stride, p.up_row_stride, p.grad_out_row_stride},
+                        {p.gate, p.up, p.grad_out, p.grad_gate, p.grad_up, p.product})) {
+      swiglu_backward_kernel<E, V><<<row_grid(p.rows, p.columns / V), kThreads, 0, s>>>(p);
+    } else {
+      swiglu_backward_kernel<E, 1><<<row_grid(p.rows, p.columns), kThreads, 0, s>>>(p);
+    }
   }
 };
 template <class E> struct LaunchRowNorm {

@@ -35,6 +35,7 @@ struct SwigluBackwardParams {
   const void* grad_out = nullptr;
   void* grad_gate = nullptr;  // [rows, columns] contiguous
   void* grad_up = nullptr;    // [rows, columns] contiguous
+  void* product = nullptr;    // optional: silu(gate) · up recomputed, [rows, columns] contiguous
 };
 cudaError_t swiglu_product_backward(const SwigluBackwardParams& params, cudaStream_t stream);
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Training-throughput call on the GPU machine (issue 19): `lintime bench train` of a new binary
+# (BIN) against a base binary (BASE) interleaved in one call, the anchors (Hugging Face's Llama
+# with SDPA, fla's GSAForCausalLM from a fla checkout in FLA) and a kernel profile, in the order
+# asked. Binaries come from `make device-pack` (sm_90a, xz), BASE holding only its lintime.xz.
+# fla's Triton cache lives in $PWD/.triton-cache (carry it to skip autotuning; it comes back as
+# $OUT/triton-cache.tar.xz). Logs and JSON lines go to $OUT.
+#   bash dev/training/train_device.sh BIN BASE "tests ab fla profile" [COMMIT]
+#   tests: BIN's CUDA tests (TEST_FILTER)    ab: ROUNDS rounds of base then new, SHAPES (8x2048,2x8192)
+#   fla: bench/train_hf.py with HF Llama and fla's GSA    profile: the new binary with --profile-kernels 45
+set -uo pipefail
+bin=${1:-.device}
+base=${2:-.device-base}
+what=${3:-ab}
+commit=${4:-unknown}
+out=${OUT:-/tmp/lintime-device}
+shapes=${SHAPES:-8x2048,2x8192}
+mkdir -p "$out"
+for packed in "$bin"/*.xz "$bin"/lib/*.xz "$base"/*.xz; do [[ -e $packed ]] && xz -d -f "$packed"; done
+chmod +x "$bin"/lintime "$bin"/*test* "$base"/lintime 2>/dev/null
+torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH="$torch_lib:$torch_lib/../../nvidia/cu13/lib:$bin/lib:${LD_LIBRARY_PATH:-}"
+export LINTIME_SOURCE_DIR=$PWD
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+has() { [[ " $what " == *" $1 "* ]]; }
+since() { echo "[$(( SECONDS ))s] $*"; }
+bench() {  # label binary extra-args...
+  local label=$1 binary=$2; shift 2
+  timeout "${BENCH_LIMIT:-200}" "$binary" bench train --device cuda --arch gsa --shapes "$shapes" --steps 5 \
+    --master-weights false --jsonl "$out/train_$label.jsonl" "$@" > "$out/train_$label.log" 2>&1
+  since "bench $label exit $?"; grep -E "tok|GiB" "$out/train_$label.log" | tail -n 4
+}
+
+if has tests; then
+  timeout "${TEST_LIMIT:-200}" "$bin"/lintime_cuda_tests --gtest_filter="${TEST_FILTER:-*}" > "$out/cuda_tests.log" 2>&1
+  since "cuda tests exit $?: $(grep -cE '^\[       OK \]' "$out/cuda_tests.log") ok, $(grep -cE '^\[  FAILED  \]' "$out/cuda_tests.log") failed lines"
+  grep -E "^\[  FAILED  \]|Failure$|swiglu_linear graph" "$out/cuda_tests.log" | head -8
+fi
+if has ab; then
+  for round in $(seq 1 "${ROUNDS:-2}"); do
+    bench "base_r$round" "$base/lintime"
+    bench "new_r$round" "$bin/lintime"
+  done
+fi
+if has fla; then
+  export TRITON_CACHE_DIR=$PWD/.triton-cache
+  mkdir -p "$TRITON_CACHE_DIR"
+  timeout "${FLA_LIMIT:-400}" python3 bench/train_hf.py --fla "${FLA:-.fla}" --shapes "$shapes" --steps 8 --warmup 2 \
+    --jsonl "$out/train_hf.jsonl" > "$out/train_hf.log" 2>&1
+  since "train_hf exit $?"; grep '"bench"' "$out/train_hf.log" | cut -c1-400; tail -n 3 "$out/train_hf.log"
+  tar -C "$PWD" -cf - .triton-cache | xz -T0 -3 > "$out/triton-cache.tar.xz"
+fi
+if has profile; then
+  shapes=8x2048
+  bench profile "$bin/lintime" --profile-kernels 45
+fi
+# One archive of the logs and JSON lines (a call brings back a limited number of files).
+(cd "$out" && tar -czf results.tgz --remove-files $(ls *.log *.jsonl 2>/dev/null))
