@@ -7,7 +7,8 @@
 # $OUT/triton-cache.tar.xz). Logs and JSON lines go to $OUT.
 #   bash dev/training/train_device.sh BIN BASE "tests ab fla profile" [COMMIT]
 #   tests: BIN's CUDA tests (TEST_FILTER)    ab: ROUNDS rounds of base then new, SHAPES (8x2048,2x8192)
-#   fla: bench/train_hf.py with HF Llama and fla's GSA    profile: the new binary with --profile-kernels 45
+#   fla: bench/train_hf.py with HF Llama and fla's GSA
+#   profile: the new binary with --profile-kernels 45, once per shape of PROFILE_SHAPES (8x2048)
 set -uo pipefail
 bin=${1:-.device}
 base=${2:-.device-base}
@@ -51,8 +52,9 @@ if has fla; then
   tar -C "$PWD" -cf - .triton-cache | xz -T0 -3 > "$out/triton-cache.tar.xz"
 fi
 if has profile; then
-  shapes=8x2048
-  bench profile "$bin/lintime" --profile-kernels 45
+  for shapes in ${PROFILE_SHAPES:-8x2048}; do
+    bench "profile_$shapes" "$bin/lintime" --profile-kernels 45
+  done
 fi
 # One archive of the logs and JSON lines (a call brings back a limited number of files).
 (cd "$out" && tar -czf results.tgz --remove-files $(ls *.log *.jsonl 2>/dev/null))

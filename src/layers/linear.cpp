@@ -5,6 +5,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <vector>
 
 namespace lintime::layers {
 
@@ -77,7 +80,61 @@ at::Tensor joined_linear(const at::Tensor& x, const std::vector<const Linear*>& 
   return weights.defined() ? at::linear(x, weights) : at::Tensor();
 }
 
+namespace {
+
+// Training's joined product: one GEMM by the buffer the weights lie in, outputs as column
+// views of it; the backward accumulates x's gradient in the GEMMs themselves (beta 1) where
+// autograd through one product per map adds the maps' gradients with add kernels (three per GSA
+// layer, one per MLP), and forms each weight's gradient apart.
+class JoinedLinearFunction : public torch::autograd::Function<JoinedLinearFunction> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                                                at::TensorList weights) {
+    int64_t rows = 0;
+    for (const at::Tensor& w : weights) rows += w.size(0);
+    const int64_t in = weights[0].size(1);
+    const at::Tensor joined = weights[0].detach().as_strided({rows, in}, {in, 1});  // adjacent_weights checked this
+    const at::Tensor y = at::linear(x, joined);  // [..., Σ out]
+    std::vector<at::Tensor> saved = {x};
+    saved.insert(saved.end(), weights.begin(), weights.end());
+    ctx->save_for_backward(saved);
+    torch::autograd::variable_list outputs;
+    int64_t column = 0;
+    for (const at::Tensor& w : weights) {
+      outputs.push_back(y.narrow(-1, column, w.size(0)));
+      column += w.size(0);
+    }
+    return outputs;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::Tensor x_rows = x.reshape({-1, x.size(-1)});  // [N, in]
+    torch::autograd::variable_list grads(saved.size());
+    at::Tensor grad_x;  // [N, in]
+    for (size_t i = 0; i + 1 < saved.size(); ++i) {
+      const at::Tensor& weight = saved[i + 1];  // [out_i, in]
+      const at::Tensor grad = grad_outputs[i].reshape({-1, weight.size(0)});  // [N, out_i]
+      if (ctx->needs_input_grad(0)) grad_x = grad_x.defined() ? grad_x.addmm_(grad, weight) : at::mm(grad, weight);
+      if (ctx->needs_input_grad(i + 1)) grads[i + 1] = at::mm(grad.t(), x_rows);
+    }
+    if (grad_x.defined()) grads[0] = grad_x.view(x.sizes());
+    return grads;
+  }
+};
+
+}  // namespace
+
 std::vector<at::Tensor> linear_maps(const at::Tensor& x, const std::vector<const Linear*>& maps) {
+  bool recording = at::GradMode::is_enabled() && x.requires_grad();
+  for (const Linear* map : maps) recording = recording || (at::GradMode::is_enabled() && map->weight.requires_grad());
+  if (recording && maps.size() > 1 && adjacent_weights(maps).defined()) {
+    std::vector<at::Tensor> weights;
+    for (const Linear* map : maps) weights.push_back(map->weight);
+    return JoinedLinearFunction::apply(x, at::TensorList(weights));  // a TensorList: one edge per weight
+  }
   const at::Tensor y = joined_linear(x, maps);  // [..., Σ out]
   std::vector<at::Tensor> outputs;
   outputs.reserve(maps.size());

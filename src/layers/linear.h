@@ -34,9 +34,10 @@ class Linear : public Module {
 
 // Several linear maps of one input as one matrix product. place_adjacent moves the maps'
 // weights into one buffer [Σ out, in], values kept (each weight a row block of it);
-// linear_maps multiplies by that whole buffer once when the weights still lie back to back,
-// none has a bias and no gradient is being recorded (decoding and inference: one kernel and
-// one pass over x instead of one per map). Otherwise, as in training, one product per map.
+// linear_maps multiplies by that whole buffer once when the weights still lie back to back and
+// none has a bias (one kernel and one pass over x instead of one per map); when a gradient is
+// recorded, through an autograd function whose backward accumulates x's gradient in the GEMMs
+// (no add kernels) and forms each weight's gradient. Otherwise one product per map.
 void place_adjacent(const std::vector<Linear*>& maps);
 // x [..., in] -> one output [..., out_i] per map, in order.
 std::vector<at::Tensor> linear_maps(const at::Tensor& x, const std::vector<const Linear*>& maps);

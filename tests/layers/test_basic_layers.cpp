@@ -63,7 +63,7 @@ struct ThreeMaps : lintime::layers::Module {
   lintime::layers::Linear a, b, c;
 };
 
-TEST(Linear, AdjacentMapsAreOneProductWhenInferringAndSeparateUnderAutograd) {
+TEST(Linear, AdjacentMapsAreOneProductWhenInferringAndUnderAutograd) {
   using lintime::layers::adjacent_weights;
   using lintime::layers::linear_maps;
   auto generator = make_generator(3);
@@ -89,13 +89,24 @@ TEST(Linear, AdjacentMapsAreOneProductWhenInferringAndSeparateUnderAutograd) {
     maps.b.weight.add_(1.0);  // an optimiser's in-place step reaches the joined product
     expect_close("linear_maps", "b after update", linear_maps(x, all)[1], at::matmul(x, maps.b.weight.t()), 1e-12);
   }
-  // Under autograd each weight gets its own gradient (the separate products).
+  // Under autograd the joined product's function gives each weight its own gradient and x the
+  // sum over the maps (accumulated in its GEMMs): those of the separate products, to 1e-12.
   maps.set_requires_grad(true);
-  const auto outputs = linear_maps(x, all);
-  (outputs[0].sum() + 2 * outputs[1].sum() + 3 * outputs[2].sum()).backward();
-  const at::Tensor x_sum = x.sum(at::IntArrayRef{0, 1});  // [8]
-  expect_close("linear_maps", "grad a", maps.a.weight.grad(), x_sum.expand({5, 8}), 1e-12);
-  expect_close("linear_maps", "grad c", maps.c.weight.grad(), 3 * x_sum.expand({4, 8}), 1e-12);
+  const auto x_leaf = x.clone().requires_grad_(true);
+  const auto outputs = linear_maps(x_leaf, all);
+  ASSERT_TRUE(outputs[0].grad_fn() != nullptr && outputs[0].grad_fn() == outputs[2].grad_fn())
+      << "one function for the three products";
+  const auto g0 = at::randn({2, 3, 5}, at::kDouble), g1 = at::randn({2, 3, 3}, at::kDouble),
+             g2 = at::randn({2, 3, 4}, at::kDouble);
+  ((outputs[0] * g0).sum() + (outputs[1] * g1).sum() + (outputs[2] * g2).sum()).backward();
+  const auto x_rows = x.reshape({6, 8});
+  expect_close("linear_maps", "grad a", maps.a.weight.grad(), at::mm(g0.reshape({6, 5}).t(), x_rows), 1e-12);
+  expect_close("linear_maps", "grad b", maps.b.weight.grad(), at::mm(g1.reshape({6, 3}).t(), x_rows), 1e-12);
+  expect_close("linear_maps", "grad c", maps.c.weight.grad(), at::mm(g2.reshape({6, 4}).t(), x_rows), 1e-12);
+  expect_close("linear_maps", "grad x", x_leaf.grad(),
+               at::matmul(g0, maps.a.weight.detach()) + at::matmul(g1, maps.b.weight.detach()) +
+                   at::matmul(g2, maps.c.weight.detach()),
+               1e-12);
   // A map with a bias is never joined.
   lintime::layers::Linear with_bias(8, 2, 0.5, generator, /*bias=*/true);
   lintime::layers::place_adjacent({&with_bias, &maps.a});
@@ -297,11 +308,12 @@ at::Tensor swiglu_mlp_through_reference(const lintime::layers::SwiGluMlp& mlp, c
       lintime::ops::swiglu_product_reference(mlp.gate_proj.forward(x), mlp.up_proj.forward(x)));
 }
 
-// In training the graph keeps gate, up and their product (down_proj's input) in the layer's
-// dtype, bf16: 3 × 2 bytes per [rows, I] entry where the reference's graph kept silu's input and
-// output and up in fp32 beside the product (3 × 4 + 2). Outputs are the same bits, gradients the
-// same to bf16's rounding (and to 1e-12 in fp64).
-TEST(SwiGluMlp, TrainingGraphKeepsGateUpAndProductInTheLayerDtype) {
+// In training the graph keeps gate and up (one joined product) in the layer's dtype, not their
+// product (down_proj's input, formed again in the backward): 2 × 2 bytes per [rows, I] entry in
+// bf16 where the reference's graph kept silu's input and output and up in fp32 beside the
+// product (3 × 4 + 2). Outputs are the same bits, gradients the same to bf16's rounding (and to
+// 1e-12 in fp64).
+TEST(SwiGluMlp, TrainingGraphKeepsGateAndUpInTheLayerDtype) {
   using lintime::testing::CpuAllocationCounter;
   using lintime::testing::leaf_gradients;
   auto generator = make_generator(6);
@@ -335,7 +347,7 @@ TEST(SwiGluMlp, TrainingGraphKeepsGateUpAndProductInTheLayerDtype) {
                 name.c_str(), static_cast<long>(rows), static_cast<long>(hidden), static_cast<long>(held),
                 static_cast<long>(reference_held));
     const int64_t entries = rows * hidden, element = static_cast<int64_t>(c10::elementSize(dtype));
-    EXPECT_EQ(held, 3 * entries * element) << name;
+    EXPECT_EQ(held, 2 * entries * element) << name;
     if (dtype == at::kBFloat16) EXPECT_EQ(reference_held, 3 * entries * 4 + entries * 2) << name;
     EXPECT_TRUE(at::equal(out, out_reference)) << name;
     const auto grads = leaf_gradients(leaves, {out}, {dout});
