@@ -91,8 +91,10 @@ GatedSlotAttention::Features GatedSlotAttention::features(const at::Tensor& x, s
   const int64_t batch = x.size(0), length = x.size(1);
   const int64_t heads = options_.num_heads, kv_heads = dims_.num_kv_heads, slots = options_.num_slots;
 
-  // One product for the four projections when inferring (their weights lie back to back).
-  const auto projections = linear_maps(x, {&q_proj, &k_proj, &v_proj, &f_proj});
+  // One product for the four projections when inferring (their weights lie back to back). Not
+  // in training: ATen's silu and its backward on column views of one product ran unvectorised,
+  // 15 ms more per step of GSA 1.3B on an H100 than the 6 ms of gradient adds it saved.
+  const auto projections = linear_maps(x, {&q_proj, &k_proj, &v_proj, &f_proj}, /*join_under_autograd=*/false);
   at::Tensor q = projections[0];  // [B, T, HQ*K]
   at::Tensor k = projections[1];  // [B, T, H*K]
   at::Tensor v = projections[2];  // [B, T, H*V]

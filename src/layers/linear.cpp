@@ -127,10 +127,11 @@ class JoinedLinearFunction : public torch::autograd::Function<JoinedLinearFuncti
 
 }  // namespace
 
-std::vector<at::Tensor> linear_maps(const at::Tensor& x, const std::vector<const Linear*>& maps) {
+std::vector<at::Tensor> linear_maps(const at::Tensor& x, const std::vector<const Linear*>& maps,
+                                    bool join_under_autograd) {
   bool recording = at::GradMode::is_enabled() && x.requires_grad();
   for (const Linear* map : maps) recording = recording || (at::GradMode::is_enabled() && map->weight.requires_grad());
-  if (recording && maps.size() > 1 && adjacent_weights(maps).defined()) {
+  if (recording && join_under_autograd && maps.size() > 1 && adjacent_weights(maps).defined()) {
     std::vector<at::Tensor> weights;
     for (const Linear* map : maps) weights.push_back(map->weight);
     return JoinedLinearFunction::apply(x, at::TensorList(weights));  // a TensorList: one edge per weight

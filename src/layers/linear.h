@@ -37,10 +37,13 @@ class Linear : public Module {
 // linear_maps multiplies by that whole buffer once when the weights still lie back to back and
 // none has a bias (one kernel and one pass over x instead of one per map); when a gradient is
 // recorded, through an autograd function whose backward accumulates x's gradient in the GEMMs
-// (no add kernels) and forms each weight's gradient. Otherwise one product per map.
+// (no add kernels) and forms each weight's gradient, unless join_under_autograd is false (the
+// outputs are then contiguous, as elementwise kernels that read them want: ATen's do not
+// vectorise column views). Otherwise one product per map.
 void place_adjacent(const std::vector<Linear*>& maps);
 // x [..., in] -> one output [..., out_i] per map, in order.
-std::vector<at::Tensor> linear_maps(const at::Tensor& x, const std::vector<const Linear*>& maps);
+std::vector<at::Tensor> linear_maps(const at::Tensor& x, const std::vector<const Linear*>& maps,
+                                    bool join_under_autograd = true);
 // The one product [..., Σ out] when linear_maps would take it, else an undefined tensor.
 at::Tensor joined_linear(const at::Tensor& x, const std::vector<const Linear*>& maps);
 // The maps' weights as one [Σ out, in] matrix when they lie back to back in one buffer, else
