@@ -19,15 +19,7 @@ out=${OUT:-/tmp/lintime-device}
 streams=${STREAMS:-1,16,64,128,256}
 prompt=${PROMPT:-2048}
 new=${NEW:-1024}
-mkdir -p "$out"
-for packed in "$bin"/*.xz "$bin"/lib/*.xz; do [[ -e $packed ]] && xz -d -f "$packed"; done
-chmod +x "$bin"/lintime "$bin"/*test* 2>/dev/null
-torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH="$torch_lib:$torch_lib/../../nvidia/cu13/lib:$bin/lib:${LD_LIBRARY_PATH:-}"
-export LINTIME_SOURCE_DIR=$PWD
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-has() { [[ " $what " == *" $1 "* ]]; }
-since() { echo "[$(( SECONDS ))s] $*"; }
+source "$(dirname "$0")/../device_call.sh" "$bin"
 
 if has tests; then
   for test in "$bin"/lintime_cuda_tests "$bin"/test_*_cuda; do

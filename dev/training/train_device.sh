@@ -16,15 +16,7 @@ what=${3:-ab}
 commit=${4:-unknown}
 out=${OUT:-/tmp/lintime-device}
 shapes=${SHAPES:-8x2048,2x8192}
-mkdir -p "$out"
-for packed in "$bin"/*.xz "$bin"/lib/*.xz "$base"/*.xz; do [[ -e $packed ]] && xz -d -f "$packed"; done
-chmod +x "$bin"/lintime "$bin"/*test* "$base"/lintime 2>/dev/null
-torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH="$torch_lib:$torch_lib/../../nvidia/cu13/lib:$bin/lib:${LD_LIBRARY_PATH:-}"
-export LINTIME_SOURCE_DIR=$PWD
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-has() { [[ " $what " == *" $1 "* ]]; }
-since() { echo "[$(( SECONDS ))s] $*"; }
+source "$(dirname "$0")/../device_call.sh" "$bin" "$base"
 bench() {  # label binary extra-args...
   local label=$1 binary=$2; shift 2
   timeout "${BENCH_LIMIT:-200}" "$binary" bench train --device cuda --arch gsa --shapes "$shapes" --steps 5 \
